@@ -1,0 +1,69 @@
+/* error.c — thread-local error messages and checked allocation helpers. */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CR_ERROR_CAP 1024
+
+static _Thread_local char last_error[CR_ERROR_CAP];
+
+const char *cr_last_error(void) { return last_error; }
+
+void cr_error_clear(void) { last_error[0] = '\0'; }
+
+cr_status cr_fail(cr_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void cr_error_prefix(const char *fmt, ...) {
+    char head[CR_ERROR_CAP], old[CR_ERROR_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    memcpy(old, last_error, sizeof old);
+    snprintf(last_error, sizeof last_error, "%.400s: %.600s", head, old);
+}
+
+void *cr_malloc(size_t n, const char *what) {
+    void *p = malloc(n ? n : 1);
+    if (!p) cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *cr_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) cr_fail(CR_E_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+void *cr_malloc_array(size_t count, size_t size, const char *what) {
+    size_t n;
+    if (!cr_mul_size(count, size, &n)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows (%zu x %zu bytes)", what, count, size);
+        return NULL;
+    }
+    return cr_malloc(n, what);
+}
+
+void *cr_aligned_alloc(size_t n, const char *what) {
+    void *p = NULL;
+    size_t rounded;
+    if (!cr_add_size(n, 63, &rounded)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows (%zu bytes)", what, n);
+        return NULL;
+    }
+    rounded &= ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+        return NULL;
+    }
+    return p;
+}

@@ -1,0 +1,30 @@
+/* error.h — the thread-local last-error message behind cr_last_error(). */
+#ifndef CR_ERROR_H
+#define CR_ERROR_H
+
+#include "crossrank.h"
+
+/* Records a printf-style message for the calling thread and returns `status`, so failures read
+ * `return cr_fail(CR_E_FORMAT, "%s: tensor %s ...", file, name);`. */
+cr_status cr_fail(cr_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prepends "context: " to the current message (used when an inner failure needs the outer name). */
+void cr_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void cr_error_clear(void);
+
+/* Overflow-checked size arithmetic: return 0 on overflow, 1 on success. */
+static inline int cr_mul_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline int cr_add_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Checked allocations: on failure they record a CR_E_NOMEM message naming `what` and return NULL. */
+void *cr_malloc(size_t n, const char *what);
+void *cr_calloc(size_t count, size_t size, const char *what);
+void *cr_malloc_array(size_t count, size_t size, const char *what);   /* overflow-checked */
+void *cr_aligned_alloc(size_t n, const char *what);                   /* 64-byte aligned */
+
+#endif

@@ -1,0 +1,362 @@
+/* forward.c — the packed forward, one code path for every architecture (differences are config
+ * flags): embed -> L x (norm, attention, norm, MLP) -> final norm of each sequence's last token
+ * -> head. The last layer runs attention, o_proj and the MLP for the last token of each sequence
+ * only: nothing else reaches the head. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "error.h"
+#include "kernels/kernels.h"
+#include "model.h"
+#include "threads.h"
+
+/* Rows of the MLP processed at once: bounds the [rows, 2I] gate|up buffer whatever T is. */
+#define CR_MLP_ROW_BLOCK 256
+#define CR_ROWS_PER_TASK 8
+
+typedef struct pass {
+    const cr_model *m;
+    const cr_batch *b;
+    cr_exec ex;
+    int64_t T, S;
+    int64_t H, D, NH, NKV, IM, QKVD; /* IM: intermediate size */
+    float *x;         /* [T, H] residual stream */
+    float *xn;        /* [T, H] normed input / projection output */
+    float *qkv;       /* [T, QKVD] */
+    float *attn;      /* [T, NH*D] attention output (last layer: [S, NH*D]) */
+    float *cosb;      /* [T, D/2] */
+    float *sinb;      /* [T, D/2] */
+    float *gu;        /* [CR_MLP_ROW_BLOCK, 2I] */
+    float *hid;       /* [CR_MLP_ROW_BLOCK, I] */
+    float *xs;        /* [S, H] last-token residual rows */
+    float *scratch;   /* [threads, scratch_stride] attention scores */
+    int64_t scratch_stride;
+    cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
+} pass;
+
+/* ---- row-parallel helpers ------------------------------------------------------------------ */
+
+typedef void (*row_fn)(pass *p, const void *arg, int64_t row);
+typedef struct rows_job { pass *p; row_fn fn; const void *arg; int64_t n; } rows_job;
+
+static void rows_task(void *ctx, int64_t task, int worker) {
+    const rows_job *j = ctx;
+    int64_t r1 = (task + 1) * CR_ROWS_PER_TASK < j->n ? (task + 1) * CR_ROWS_PER_TASK : j->n;
+    for (int64_t r = task * CR_ROWS_PER_TASK; r < r1; r++) j->fn(j->p, j->arg, r);
+}
+
+static cr_status parallel_rows(pass *p, int64_t n, row_fn fn, const void *arg) {
+    rows_job j = {p, fn, arg, n};
+    return cr_pool_run(p->ex.threads, (n + CR_ROWS_PER_TASK - 1) / CR_ROWS_PER_TASK, rows_task, &j,
+                       p->ex.abort);
+}
+
+/* y = w * (x / sqrt(mean(x^2) + eps)), in float32 as HF computes it. */
+static void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    float ms = cr_kern->sumsq_f32(x, n) / (float)n;
+    float r = 1.0f / sqrtf(ms + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+typedef struct norm_arg { const float *src; float *dst; const float *w; } norm_arg;
+
+static void norm_row(pass *p, const void *arg, int64_t r) {
+    const norm_arg *a = arg;
+    rms_norm(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->dst + r * p->H);
+}
+
+static void embed_row(pass *p, const void *arg, int64_t r) {
+    cr_embed_row(p->m, p->b->tokens[r], p->x + r * p->H);
+}
+
+static void rope_table_row(pass *p, const void *arg, int64_t r) {
+    int64_t half = p->D / 2;
+    float pos = (float)p->b->pos[r], f = p->m->cfg.rope_attn_factor;
+    for (int64_t i = 0; i < half; i++) {
+        float angle = pos * p->m->rope_inv_freq[i];
+        p->cosb[r * half + i] = cosf(angle) * f;
+        p->sinb[r * half + i] = sinf(angle) * f;
+    }
+}
+
+/* Rotate-half RoPE on one head vector: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s). */
+static void rope_apply(float *v, const float *c, const float *s, int64_t half) {
+    for (int64_t i = 0; i < half; i++) {
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+    }
+}
+
+typedef struct qk_arg { const cr_layer *layer; } qk_arg;
+
+/* Per-head q/k norms (Qwen3), then RoPE on the q and k heads of one token. */
+static void qk_row(pass *p, const void *arg, int64_t r) {
+    const cr_layer *layer = ((const qk_arg *)arg)->layer;
+    int64_t D = p->D, half = D / 2;
+    float *row = p->qkv + r * p->QKVD;
+    const float *c = p->cosb + r * half, *s = p->sinb + r * half;
+    float eps = p->m->cfg.rms_norm_eps;
+    for (int64_t h = 0; h < p->NH + p->NKV; h++) {
+        float *v = row + h * D;
+        if (layer->q_norm) rms_norm(v, h < p->NH ? layer->q_norm : layer->k_norm, D, eps, v);
+        rope_apply(v, c, s, half);
+    }
+}
+
+static inline float act_fn(cr_activation act, float g) {
+    switch (act) {
+    case CR_ACT_GELU_TANH: {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        return 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
+    }
+    case CR_ACT_GELU: return 0.5f * g * (1.0f + erff(g * 0.7071067811865476f));
+    default: return g / (1.0f + expf(-g));
+    }
+}
+
+static void glu_row(pass *p, const void *arg, int64_t r) {
+    const float *gu = p->gu + r * 2 * p->IM;
+    float *h = p->hid + r * p->IM;
+    cr_activation act = p->m->cfg.act;
+    for (int64_t j = 0; j < p->IM; j++) h[j] = act_fn(act, gu[j]) * gu[p->IM + j];
+}
+
+typedef struct add_arg { float *dst; const float *src; } add_arg;
+
+static void add_row(pass *p, const void *arg, int64_t r) {
+    const add_arg *a = arg;
+    float *d = a->dst + r * p->H;
+    const float *s = a->src + r * p->H;
+    for (int64_t j = 0; j < p->H; j++) d[j] += s[j];
+}
+
+/* ---- the layer ---------------------------------------------------------------------------- */
+
+/* MLP with residual on rows [0, n) of x: x += down(act(gate(norm x)) * up(norm x)), in row
+ * blocks so the gate|up buffer stays bounded. `xn` is scratch of the same shape as x. */
+static cr_status mlp(pass *p, const cr_layer *layer, float *x, float *xn, int64_t n) {
+    cr_status st;
+    norm_arg na = {x, xn, layer->mlp_norm};
+    if ((st = parallel_rows(p, n, norm_row, &na))) return st;
+    for (int64_t r0 = 0; r0 < n; r0 += CR_MLP_ROW_BLOCK) {
+        int64_t rows = n - r0 < CR_MLP_ROW_BLOCK ? n - r0 : CR_MLP_ROW_BLOCK;
+        if ((st = cr_linear_apply(&layer->gate_up, xn + r0 * p->H, p->H, rows, p->gu, 2 * p->IM, &p->ex)))
+            return st;
+        if ((st = parallel_rows(p, rows, glu_row, NULL))) return st;
+        /* the block's normed input is no longer needed: reuse it for the down projection */
+        if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, rows, xn + r0 * p->H, p->H, &p->ex)))
+            return st;
+    }
+    add_arg aa = {x, xn};
+    return parallel_rows(p, n, add_row, &aa);
+}
+
+static cr_status layer_forward(pass *p, int64_t li, int last) {
+    const cr_layer *layer = &p->m->layers[li];
+    const cr_batch *b = p->b;
+    int64_t T = p->T, S = p->S, H = p->H, NHD = p->NH * p->D;
+    cr_status st;
+
+    /* attention input: norm, fused q|k|v projection, q/k norms and RoPE */
+    norm_arg na = {p->x, p->xn, layer->attn_norm};
+    if ((st = parallel_rows(p, T, norm_row, &na))) return st;
+    if ((st = cr_linear_apply(&layer->qkv, p->xn, H, T, p->qkv, p->QKVD, &p->ex))) return st;
+    qk_arg qa = {layer};
+    if ((st = parallel_rows(p, T, qk_row, &qa))) return st;
+
+    if (p->capture) {
+        int64_t kv_dim = p->NKV * p->D;
+        float *k = p->capture->k + li * p->capture->len * kv_dim;
+        float *v = p->capture->v + li * p->capture->len * kv_dim;
+        for (int64_t t = 0; t < T; t++) {
+            memcpy(k + t * kv_dim, p->qkv + t * p->QKVD + NHD, (size_t)kv_dim * sizeof(float));
+            memcpy(v + t * kv_dim, p->qkv + t * p->QKVD + NHD + kv_dim, (size_t)kv_dim * sizeof(float));
+        }
+        if (last) return CR_OK; /* a prefix needs K/V only; nothing reaches a head */
+    }
+
+    cr_attn_args aa = {
+        .qkv = p->qkv, .qkv_stride = p->QKVD, .n_heads = p->NH, .n_kv_heads = p->NKV,
+        .head_dim = p->D, .scale = p->m->cfg.attn_scale, .pos = b->pos, .n_seqs = S,
+        .seq_start = b->seq_start, .prefix = b->prefix, .prefix_len = b->prefix_len,
+        .layer = li, .window = layer->window, .last_only = last, .out = p->attn,
+        .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
+        .threads = p->ex.threads, .abort = p->ex.abort,
+    };
+    if ((st = cr_attention(&aa))) return st;
+
+    if (!last) {
+        if ((st = cr_linear_apply(&layer->o, p->attn, NHD, T, p->xn, H, &p->ex))) return st;
+        add_arg ad = {p->x, p->xn};
+        if ((st = parallel_rows(p, T, add_row, &ad))) return st;
+        return mlp(p, layer, p->x, p->xn, T);
+    }
+    /* last layer: only each sequence's last token continues */
+    for (int64_t s = 0; s < S; s++)
+        memcpy(p->xs + s * H, p->x + (b->seq_start[s + 1] - 1) * H, (size_t)H * sizeof(float));
+    if ((st = cr_linear_apply(&layer->o, p->attn, NHD, S, p->xn, H, &p->ex))) return st;
+    add_arg ad = {p->xs, p->xn};
+    if ((st = parallel_rows(p, S, add_row, &ad))) return st;
+    return mlp(p, layer, p->xs, p->xn, S);
+}
+
+/* ---- the pass ----------------------------------------------------------------------------- */
+
+static void free_pass(pass *p) {
+    free(p->x); free(p->xn); free(p->qkv); free(p->attn); free(p->cosb); free(p->sinb);
+    free(p->gu); free(p->hid); free(p->xs); free(p->scratch);
+}
+
+static float *alloc_rows(int64_t rows, int64_t cols, const char *what) {
+    size_t n;
+    if (!cr_mul_size((size_t)rows, (size_t)cols, &n) || !cr_mul_size(n, sizeof(float), &n)) {
+        cr_fail(CR_E_NOMEM, "workspace %s overflows", what);
+        return NULL;
+    }
+    return cr_aligned_alloc(n, what);
+}
+
+static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_params *run,
+                          cr_prefix *capture) {
+    const cr_config *c = &m->cfg;
+    pass p = {.m = m, .b = b, .capture = capture};
+    p.ex.threads = m->threads;
+    p.ex.abort = run ? run->abort : NULL;
+    p.T = b->n_tokens;
+    p.S = b->n_seqs;
+    p.H = c->hidden_size;
+    p.D = c->head_dim;
+    p.NH = c->num_heads;
+    p.NKV = c->num_kv_heads;
+    p.IM = c->intermediate_size;
+    p.QKVD = (p.NH + 2 * p.NKV) * p.D;
+    int64_t longest = 0;
+    for (int64_t s = 0; s < p.S; s++) {
+        int64_t keys = b->seq_start[s + 1] - b->seq_start[s];
+        if (b->prefix && b->prefix[s]) keys += b->prefix_len ? b->prefix_len[s] : b->prefix[s]->len;
+        if (keys > longest) longest = keys;
+    }
+    p.scratch_stride = (longest + 15) & ~(int64_t)15;
+    int64_t mlp_rows = p.T < CR_MLP_ROW_BLOCK ? p.T : CR_MLP_ROW_BLOCK;
+
+    cr_status st = CR_OK;
+    p.x = alloc_rows(p.T, p.H, "hidden states");
+    p.xn = alloc_rows(p.T, p.H, "normed hidden states");
+    p.qkv = alloc_rows(p.T, p.QKVD, "q|k|v");
+    p.attn = alloc_rows(p.T, p.NH * p.D, "attention output");
+    p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
+    p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
+    p.gu = alloc_rows(mlp_rows, 2 * p.IM, "gate|up");
+    p.hid = alloc_rows(mlp_rows, p.IM, "mlp hidden");
+    p.xs = alloc_rows(p.S, p.H, "last-token states");
+    p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention scores");
+    if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.gu || !p.hid || !p.xs || !p.scratch) {
+        free_pass(&p);
+        return CR_E_NOMEM;
+    }
+
+    cr_engine_lock();
+    openblas_set_num_threads(p.ex.threads);
+    if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
+    if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
+    for (int64_t li = 0; li < c->num_layers; li++) {
+        if ((st = layer_forward(&p, li, li == c->num_layers - 1))) goto done;
+        if (run && run->progress) run->progress(run->progress_user, li + 1, c->num_layers);
+    }
+    if (!capture) {
+        /* final norm of each last token, then the head: out[s, j] = h_s . w_j + b_j */
+        norm_arg na = {p.xs, p.xn, m->final_norm};
+        if ((st = parallel_rows(&p, p.S, norm_row, &na))) goto done;
+        for (int64_t s = 0; s < p.S; s++)
+            for (int64_t j = 0; j < m->num_labels; j++)
+                b->out[s * m->num_labels + j] = cr_kern->dot_f32(p.xn + s * p.H, m->head_w + j * p.H, p.H) +
+                                               (m->head_b ? m->head_b[j] : 0.0f);
+    }
+done:
+    cr_engine_unlock();
+    free_pass(&p);
+    return st;
+}
+
+/* ---- entry points ------------------------------------------------------------------------- */
+
+static cr_status validate_batch(const cr_model *m, const cr_batch *b) {
+    if (!b || !b->tokens || !b->pos || !b->seq_start)
+        return cr_fail(CR_E_ARG, "batch: tokens, pos and seq_start are required");
+    if (b->n_seqs < 1 || b->n_tokens < 1)
+        return cr_fail(CR_E_ARG, "batch: needs at least one sequence of at least one token");
+    if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
+        return cr_fail(CR_E_ARG, "batch: seq_start must run from 0 to n_tokens (%lld)", (long long)b->n_tokens);
+    for (int64_t s = 0; s < b->n_seqs; s++) {
+        if (b->seq_start[s + 1] <= b->seq_start[s])
+            return cr_fail(CR_E_ARG, "batch: sequence %lld is empty or seq_start is not increasing", (long long)s);
+        if (b->prefix && b->prefix[s]) {
+            const cr_prefix *pf = b->prefix[s];
+            if (pf->model != m) return cr_fail(CR_E_ARG, "batch: sequence %lld uses a prefix built by another model", (long long)s);
+            int64_t pl = b->prefix_len ? b->prefix_len[s] : pf->len;
+            if (pl < 0 || pl > pf->len)
+                return cr_fail(CR_E_ARG, "batch: prefix_len %lld of sequence %lld exceeds the prefix (%lld tokens)",
+                               (long long)pl, (long long)s, (long long)pf->len);
+        }
+    }
+    int64_t V = m->cfg.vocab_size;
+    for (int64_t t = 0; t < b->n_tokens; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= V)
+            return cr_fail(CR_E_ARG, "batch: token id %d at index %lld is outside the vocabulary [0, %lld)",
+                           b->tokens[t], (long long)t, (long long)V);
+        if (b->pos[t] < 0) return cr_fail(CR_E_ARG, "batch: negative position at index %lld", (long long)t);
+    }
+    return CR_OK;
+}
+
+cr_status cr_forward(const cr_model *m, const cr_batch *b, const cr_run_params *run) {
+    cr_error_clear();
+    if (!m) return cr_fail(CR_E_ARG, "cr_forward: no model");
+    cr_status st = validate_batch(m, b);
+    if (st) return st;
+    if (!b->out) return cr_fail(CR_E_ARG, "batch: out is required");
+    return run_pass(m, b, run, NULL);
+}
+
+cr_status cr_prefix_build(const cr_model *m, const int32_t *tokens, int64_t n,
+                          const cr_run_params *run, cr_prefix **out) {
+    *out = NULL;
+    cr_error_clear();
+    if (!m || !tokens || n < 1) return cr_fail(CR_E_ARG, "cr_prefix_build: needs a model and at least one token");
+    int32_t *pos = cr_malloc_array((size_t)n, sizeof(int32_t), "prefix positions");
+    cr_prefix *p = cr_calloc(1, sizeof *p, "prefix");
+    if (!pos || !p) { free(pos); free(p); return CR_E_NOMEM; }
+    for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)i;
+    int64_t seq_start[2] = {0, n};
+    cr_batch b = {.n_tokens = n, .tokens = tokens, .pos = pos, .n_seqs = 1, .seq_start = seq_start};
+    cr_status st = validate_batch(m, &b);
+    if (st) goto fail;
+    p->len = n;
+    p->kv_dim = m->cfg.num_kv_heads * m->cfg.head_dim;
+    p->n_layers = m->cfg.num_layers;
+    p->model = m;
+    p->k = alloc_rows(p->n_layers * n, p->kv_dim, "prefix keys");
+    p->v = alloc_rows(p->n_layers * n, p->kv_dim, "prefix values");
+    if (!p->k || !p->v) { st = CR_E_NOMEM; goto fail; }
+    if ((st = run_pass(m, &b, run, p))) goto fail;
+    free(pos);
+    *out = p;
+    return CR_OK;
+fail:
+    free(pos);
+    cr_prefix_free(p);
+    return st;
+}
+
+int64_t cr_prefix_len(const cr_prefix *p) { return p ? p->len : 0; }
+
+void cr_prefix_free(cr_prefix *p) {
+    if (!p) return;
+    free(p->k);
+    free(p->v);
+    free(p);
+}

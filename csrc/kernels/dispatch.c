@@ -1,0 +1,131 @@
+/* dispatch.c — CPU feature detection and kernel selection, done once.
+ *
+ * A feature counts only when both the CPUID bit is set and the OS saves the register state it
+ * needs (XCR0 read with xgetbv): AVX needs XMM|YMM, AVX-512 also opmask|ZMM_Hi256|Hi16_ZMM.
+ * CROSSRANK_ISA caps the level (for tests and for working around a bad kernel in the field). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#if defined(CR_X86) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#define CR_HAVE_CPUID 1
+#endif
+
+typedef struct cpu_features {
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, avx512vnni, avxvnni;
+} cpu_features;
+
+static cpu_features features;
+static cr_isa detected = CR_ISA_REF;
+static char feature_text[256];
+const cr_kernels *cr_kern;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+#ifdef CR_HAVE_CPUID
+static unsigned long long read_xcr0(void) {
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static void detect(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int osxsave = (c >> 27) & 1;
+    int fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
+    if (!osxsave || !avx) return;
+    unsigned long long xcr0 = read_xcr0();
+    int os_avx = (xcr0 & 0x6) == 0x6;
+    int os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;
+    if (!os_avx) return;
+    unsigned int max_leaf = __get_cpuid_max(0, NULL);
+    if (max_leaf < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    features.fma = fma;
+    features.f16c = f16c;
+    features.avx2 = (b >> 5) & 1;
+    if (os_avx512) {
+        features.avx512f = (b >> 16) & 1;
+        features.avx512dq = (b >> 17) & 1;
+        features.avx512bw = (b >> 30) & 1;
+        features.avx512vl = (b >> 31) & 1;
+        features.avx512vnni = (c >> 11) & 1;
+        unsigned int a1, b1, c1, d1;
+        __cpuid_count(7, 1, a1, b1, c1, d1);
+        features.avx512bf16 = (a1 >> 5) & 1;
+        features.avxvnni = (a1 >> 4) & 1;
+    } else {
+        unsigned int a1, b1, c1, d1;
+        __cpuid_count(7, 1, a1, b1, c1, d1);
+        features.avxvnni = (a1 >> 4) & 1;
+    }
+}
+#else
+static void detect(void) {}
+#endif
+
+static cr_isa isa_from_features(void) {
+    if (!(features.avx2 && features.fma && features.f16c)) return CR_ISA_REF;
+    if (!(features.avx512f && features.avx512bw && features.avx512vl && features.avx512dq))
+        return CR_ISA_AVX2;
+    return features.avx512bf16 ? CR_ISA_AVX512BF16 : CR_ISA_AVX512;
+}
+
+static const char *level_names[CR_ISA_COUNT] = {"ref", "avx2", "avx512", "avx512bf16"};
+
+const char *cr_isa_level_name(cr_isa isa) {
+    return (isa >= 0 && isa < CR_ISA_COUNT) ? level_names[isa] : "unknown";
+}
+
+static void init(void) {
+    detect();
+    detected = isa_from_features();
+    cr_isa chosen = detected;
+    const char *cap = getenv("CROSSRANK_ISA");
+    if (cap && *cap) {
+        for (int i = 0; i < CR_ISA_COUNT; i++)
+            if (strcmp(cap, level_names[i]) == 0 && (cr_isa)i < chosen) chosen = (cr_isa)i;
+    }
+    const cr_kernels *table = cr_kernels_ref();
+#ifdef CR_HAVE_CPUID
+    if (chosen >= CR_ISA_AVX512) table = cr_kernels_avx512();
+    else if (chosen >= CR_ISA_AVX2) table = cr_kernels_avx2();
+#endif
+    static cr_kernels active;
+    active = *table;
+    active.isa = chosen;
+    cr_kern = &active;
+
+    struct { const char *name; int on; } list[] = {
+        {"avx2", features.avx2}, {"fma", features.fma}, {"f16c", features.f16c},
+        {"avx512f", features.avx512f}, {"avx512bw", features.avx512bw},
+        {"avx512vl", features.avx512vl}, {"avx512dq", features.avx512dq},
+        {"avx512_bf16", features.avx512bf16}, {"avx512_vnni", features.avx512vnni},
+        {"avx_vnni", features.avxvnni},
+    };
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
+        if (!list[i].on) continue;
+        int w = snprintf(feature_text + used, sizeof feature_text - used, "%s%s",
+                         used ? "," : "", list[i].name);
+        if (w < 0 || (size_t)w >= sizeof feature_text - used) break;
+        used += (size_t)w;
+    }
+}
+
+void cr_kernels_init(void) { pthread_once(&init_once, init); }
+
+cr_isa cr_isa_detected(void) { cr_kernels_init(); return detected; }
+
+const char *cr_cpu_features(void) { cr_kernels_init(); return feature_text; }
+
+const char *cr_isa_name(void) { cr_kernels_init(); return level_names[cr_kern->isa]; }
+
+#ifndef CR_HAVE_CPUID
+const cr_kernels *cr_kernels_avx2(void) { return NULL; }
+const cr_kernels *cr_kernels_avx512(void) { return NULL; }
+#endif

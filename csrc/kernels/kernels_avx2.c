@@ -1,0 +1,80 @@
+/* kernels_avx2.c — AVX2 + FMA + F16C kernels (the x86-64 baseline that crossrank expects on any
+ * CPU of the last decade). Compiled with -mavx2 -mfma -mf16c; called only after dispatch checked
+ * the CPU and OS. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float s = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32_avx2(float alpha, const float *x, float *y, int64_t n) {
+    __m256 va = _mm256_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+static float sumsq_f32_avx2(const float *x, int64_t n) { return dot_f32_avx2(x, x, n); }
+
+static void bf16_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    const unsigned char *p = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        memcpy(&dst[i], &bits, 4);
+    }
+}
+
+static void f16_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    const unsigned char *p = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+    if (i < n) {
+        uint16_t tail[8] = {0};
+        float out[8];
+        memcpy(tail, p + 2 * i, (size_t)(n - i) * 2);
+        _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tail)));
+        memcpy(dst + i, out, (size_t)(n - i) * 4);
+    }
+}
+
+static const cr_kernels avx2_table = {
+    .isa = CR_ISA_AVX2,
+    .dot_f32 = dot_f32_avx2,
+    .axpy_f32 = axpy_f32_avx2,
+    .sumsq_f32 = sumsq_f32_avx2,
+    .bf16_to_f32 = bf16_to_f32_avx2,
+    .f16_to_f32 = f16_to_f32_avx2,
+};
+
+const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

@@ -1,0 +1,75 @@
+/* kernels_ref.c — scalar reference kernels: the definition every ISA version is tested against,
+ * and what runs on CPUs without AVX2 or on other architectures. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static float dot_f32_ref(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+static float sumsq_f32_ref(const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
+    return s;
+}
+
+static void bf16_to_f32_ref(const void *src, float *dst, int64_t n) {
+    const unsigned char *p = src;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        memcpy(&dst[i], &bits, 4);
+    }
+}
+
+/* IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN payloads). */
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {
+        /* subnormal half: value = mant * 2^-24, exactly representable as a normal float */
+        float f = (float)mant * 5.9604644775390625e-08f;
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    }
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+static void f16_to_f32_ref(const void *src, float *dst, int64_t n) {
+    const unsigned char *p = src;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = half_to_float(h);
+    }
+}
+
+static const cr_kernels ref_table = {
+    .isa = CR_ISA_REF,
+    .dot_f32 = dot_f32_ref,
+    .axpy_f32 = axpy_f32_ref,
+    .sumsq_f32 = sumsq_f32_ref,
+    .bf16_to_f32 = bf16_to_f32_ref,
+    .f16_to_f32 = f16_to_f32_ref,
+};
+
+const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

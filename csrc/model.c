@@ -1,0 +1,382 @@
+/* model.c — loading: validate the config, bind every tensor by its HF name with the shape the
+ * config implies, pack the projections into cr_linear (q|k|v and gate|up fused), build the
+ * classification head from a stored score.weight or from rows of the LM head.
+ *
+ * Tensor names (HF *ForCausalLM / *ForSequenceClassification):
+ *   model.embed_tokens.weight                      [V, H]   kept mapped, gathered per token
+ *   model.layers.{i}.input_layernorm.weight        [H]
+ *   model.layers.{i}.self_attn.{q,k,v}_proj.weight [NH*D | NKV*D, H]  (+ .bias when qkv_bias)
+ *   model.layers.{i}.self_attn.o_proj.weight       [H, NH*D]          (+ .bias when o_bias)
+ *   model.layers.{i}.self_attn.{q,k}_norm.weight   [D]                (qk_norm)
+ *   model.layers.{i}.post_attention_layernorm.weight [H]
+ *   model.layers.{i}.mlp.{gate,up}_proj.weight     [I, H], down_proj [H, I] (+ biases, mlp_bias)
+ *   model.norm.weight                              [H]
+ *   lm_head.weight                                 [V, H]   only its head rows are read
+ *   score.weight                                   [N, H]   (+ optional score.bias [N]) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "kernels/kernels.h"
+#include "model.h"
+
+#define NAME_CAP 256
+
+cr_load_params cr_load_params_default(void) {
+    cr_load_params p;
+    memset(&p, 0, sizeof p);
+    p.config.rms_norm_eps = 1e-6f;
+    p.config.embed_scale = 1.0f;
+    p.config.rope_attn_factor = 1.0f;
+    p.config.act = CR_ACT_SILU;
+    p.head.kind = CR_HEAD_SCORE_TENSOR;
+    p.weight_dtype = CR_DT_F32;
+    p.threads = 1;
+    return p;
+}
+
+static cr_status check_dim(const char *what, int64_t v, int64_t max) {
+    if (v < 1 || v > max)
+        return cr_fail(CR_E_ARG, "config: %s = %lld is outside [1, %lld]", what, (long long)v,
+                       (long long)max);
+    return CR_OK;
+}
+
+static cr_status validate_config(const cr_config *c) {
+    cr_status st;
+    if ((st = check_dim("vocab_size", c->vocab_size, 16LL << 20)) ||
+        (st = check_dim("hidden_size", c->hidden_size, 1 << 16)) ||
+        (st = check_dim("intermediate_size", c->intermediate_size, 1 << 20)) ||
+        (st = check_dim("num_hidden_layers", c->num_layers, CR_MAX_LAYERS)) ||
+        (st = check_dim("num_attention_heads", c->num_heads, 1024)) ||
+        (st = check_dim("num_key_value_heads", c->num_kv_heads, 1024)) ||
+        (st = check_dim("head_dim", c->head_dim, 4096)))
+        return st;
+    if (c->num_heads % c->num_kv_heads)
+        return cr_fail(CR_E_ARG, "config: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+                       (long long)c->num_heads, (long long)c->num_kv_heads);
+    if (c->head_dim % 2)
+        return cr_fail(CR_E_ARG, "config: head_dim %lld must be even for rotary embeddings",
+                       (long long)c->head_dim);
+    if (c->num_heads * c->head_dim > (1 << 20))
+        return cr_fail(CR_E_ARG, "config: num_attention_heads * head_dim is too large");
+    if (!c->rope_inv_freq) return cr_fail(CR_E_ARG, "config: rope_inv_freq is missing");
+    if (!(c->rms_norm_eps >= 0.0f) || !isfinite(c->rms_norm_eps))
+        return cr_fail(CR_E_ARG, "config: rms_norm_eps must be a finite non-negative number");
+    if (!isfinite(c->attn_scale) || !isfinite(c->embed_scale) || !isfinite(c->rope_attn_factor))
+        return cr_fail(CR_E_ARG, "config: attn_scale, embed_scale and rope_attn_factor must be finite");
+    if (c->act != CR_ACT_SILU && c->act != CR_ACT_GELU_TANH && c->act != CR_ACT_GELU)
+        return cr_fail(CR_E_ARG, "config: unknown activation %d", (int)c->act);
+    return CR_OK;
+}
+
+static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    size_t used = 0;
+    used += (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (used < cap) snprintf(buf + used, cap - used, "]");
+}
+
+/* Finds `name` and checks it has exactly the expected shape and a floating dtype we read. */
+static cr_status find_tensor(const cr_checkpoint *ck, const char *name, int ndim,
+                             const int64_t *shape, int required, cr_tensor_view *out, int *found) {
+    *found = 0;
+    if (!cr_checkpoint_find(ck, name, out)) {
+        if (!required) return CR_OK;
+        char want[96];
+        shape_text(want, sizeof want, ndim, shape);
+        return cr_fail(CR_E_FORMAT, "the checkpoint has no tensor %s (expected shape %s)", name, want);
+    }
+    int same = out->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = out->shape[i] == shape[i];
+    if (!same) {
+        char want[96], got[96];
+        shape_text(want, sizeof want, ndim, shape);
+        shape_text(got, sizeof got, out->ndim, out->shape);
+        return cr_fail(CR_E_SHAPE, "tensor %s in %s has shape %s, but the config implies %s",
+                       name, out->file, got, want);
+    }
+    if (out->dtype != CR_DT_F32 && out->dtype != CR_DT_BF16 && out->dtype != CR_DT_F16)
+        return cr_fail(CR_E_UNSUPPORTED, "tensor %s in %s has dtype %s; crossrank reads F32, BF16 and F16",
+                       name, out->file, cr_dtype_name(out->dtype));
+    *found = 1;
+    return CR_OK;
+}
+
+/* Converts n elements starting at element `first` of a floating tensor to float32. */
+static void read_f32(const cr_tensor_view *t, int64_t first, int64_t n, float *dst) {
+    size_t es = cr_dtype_size(t->dtype);
+    const uint8_t *src = t->data + (size_t)first * es;
+    if (t->dtype == CR_DT_F32) memcpy(dst, src, (size_t)n * 4);
+    else if (t->dtype == CR_DT_BF16) cr_kern->bf16_to_f32(src, dst, n);
+    else cr_kern->f16_to_f32(src, dst, n);
+}
+
+typedef struct loader {
+    cr_model *m;
+    const char *dir;
+} loader;
+
+/* Loads tensor `name` of the given shape into dst (float32). */
+static cr_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape, int required,
+                           float *dst, int *found) {
+    cr_tensor_view t;
+    cr_status st = find_tensor(ld->m->ck, name, ndim, shape, required, &t, found);
+    if (st || !*found) return st;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    read_f32(&t, 0, n, dst);
+    cr_checkpoint_release(ld->m->ck, &t);
+    return CR_OK;
+}
+
+static float *alloc_f32(loader *ld, int64_t n, const char *what) {
+    float *p = cr_aligned_alloc((size_t)n * sizeof(float), what);
+    if (p) ld->m->weight_bytes += n * (int64_t)sizeof(float);
+    return p;
+}
+
+static cr_status load_vector(loader *ld, const char *name, int64_t n, int add_one, float **out) {
+    int found;
+    *out = alloc_f32(ld, n, name);
+    if (!*out) return CR_E_NOMEM;
+    cr_status st = load_into(ld, name, 1, &n, 1, *out, &found);
+    if (st) return st;
+    if (add_one)
+        for (int64_t i = 0; i < n; i++) (*out)[i] = 1.0f + (*out)[i];
+    return CR_OK;
+}
+
+/* Packs the tensors `names[k]` (each [rows[k], n_in]) one under another into a single cr_linear,
+ * with their biases when `bias` is set. */
+static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *const *names,
+                             const int64_t *rows, int64_t n_in, int bias) {
+    int64_t n_out = 0;
+    for (int k = 0; k < n_parts; k++) n_out += rows[k];
+    W->fmt = CR_FMT_F32;
+    W->n_out = n_out;
+    W->n_in = n_in;
+    size_t count;
+    if (!cr_mul_size((size_t)n_out, (size_t)n_in, &count))
+        return cr_fail(CR_E_NOMEM, "size of %s overflows", names[0]);
+    W->w = alloc_f32(ld, (int64_t)count, names[0]);
+    if (!W->w) return CR_E_NOMEM;
+    if (bias) {
+        W->bias = alloc_f32(ld, n_out, "bias");
+        if (!W->bias) return CR_E_NOMEM;
+    }
+    int64_t row0 = 0;
+    for (int k = 0; k < n_parts; k++) {
+        char name[NAME_CAP];
+        int found;
+        int64_t shape[2] = {rows[k], n_in};
+        snprintf(name, sizeof name, "%s.weight", names[k]);
+        cr_status st = load_into(ld, name, 2, shape, 1, W->w + row0 * n_in, &found);
+        if (st) return st;
+        if (bias) {
+            snprintf(name, sizeof name, "%s.bias", names[k]);
+            st = load_into(ld, name, 1, &rows[k], 1, W->bias + row0, &found);
+            if (st) return st;
+        }
+        row0 += rows[k];
+    }
+    return CR_OK;
+}
+
+static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
+    const cr_config *c = &ld->m->cfg;
+    int64_t H = c->hidden_size, D = c->head_dim, I = c->intermediate_size;
+    char n0[NAME_CAP], n1[NAME_CAP], n2[NAME_CAP];
+    cr_status st;
+#define LNAME(buf, suffix) snprintf(buf, sizeof buf, "model.layers.%lld.%s", (long long)i, suffix)
+
+    LNAME(n0, "input_layernorm.weight");
+    if ((st = load_vector(ld, n0, H, c->norm_add_one, &layer->attn_norm))) return st;
+    LNAME(n0, "post_attention_layernorm.weight");
+    if ((st = load_vector(ld, n0, H, c->norm_add_one, &layer->mlp_norm))) return st;
+    if (c->qk_norm) {
+        LNAME(n0, "self_attn.q_norm.weight");
+        if ((st = load_vector(ld, n0, D, c->norm_add_one, &layer->q_norm))) return st;
+        LNAME(n0, "self_attn.k_norm.weight");
+        if ((st = load_vector(ld, n0, D, c->norm_add_one, &layer->k_norm))) return st;
+    }
+
+    LNAME(n0, "self_attn.q_proj");
+    LNAME(n1, "self_attn.k_proj");
+    LNAME(n2, "self_attn.v_proj");
+    const char *qkv_names[3] = {n0, n1, n2};
+    int64_t qkv_rows[3] = {c->num_heads * D, c->num_kv_heads * D, c->num_kv_heads * D};
+    if ((st = load_linear(ld, &layer->qkv, 3, qkv_names, qkv_rows, H, c->qkv_bias))) return st;
+
+    LNAME(n0, "self_attn.o_proj");
+    const char *o_name[1] = {n0};
+    int64_t o_rows[1] = {H};
+    if ((st = load_linear(ld, &layer->o, 1, o_name, o_rows, c->num_heads * D, c->o_bias))) return st;
+
+    LNAME(n0, "mlp.gate_proj");
+    LNAME(n1, "mlp.up_proj");
+    const char *gu_names[2] = {n0, n1};
+    int64_t gu_rows[2] = {I, I};
+    if ((st = load_linear(ld, &layer->gate_up, 2, gu_names, gu_rows, H, c->mlp_bias))) return st;
+
+    LNAME(n0, "mlp.down_proj");
+    const char *d_name[1] = {n0};
+    int64_t d_rows[1] = {H};
+    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias))) return st;
+#undef LNAME
+    return CR_OK;
+}
+
+static cr_status load_head(loader *ld, const cr_head_spec *spec) {
+    cr_model *m = ld->m;
+    int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    cr_status st;
+    int found;
+    if (spec->kind == CR_HEAD_SCORE_TENSOR) {
+        cr_tensor_view t;
+        if (!cr_checkpoint_find(m->ck, "score.weight", &t))
+            return cr_fail(CR_E_FORMAT,
+                           "the checkpoint has no score.weight: it is not a converted sequence classifier. "
+                           "For a causal-LM reranker pass hf_overrides with classifier_from_token and method");
+        if (t.ndim != 2 || t.shape[1] != H || t.shape[0] < 1 || t.shape[0] > 65536)
+            return cr_fail(CR_E_SHAPE, "tensor score.weight in %s must be [num_labels, %lld]", t.file,
+                           (long long)H);
+        m->num_labels = t.shape[0];
+        int64_t shape[2] = {m->num_labels, H};
+        m->head_w = alloc_f32(ld, m->num_labels * H, "score.weight");
+        if (!m->head_w) return CR_E_NOMEM;
+        if ((st = load_into(ld, "score.weight", 2, shape, 1, m->head_w, &found))) return st;
+        m->head_b = alloc_f32(ld, m->num_labels, "score.bias");
+        if (!m->head_b) return CR_E_NOMEM;
+        if ((st = load_into(ld, "score.bias", 1, &m->num_labels, 0, m->head_b, &found))) return st;
+        if (!found) {
+            free(m->head_b);
+            m->head_b = NULL;
+        }
+        return CR_OK;
+    }
+    if (spec->kind != CR_HEAD_LM_ROWS || spec->num_rows < 1 || spec->num_rows > 65536 || !spec->rows)
+        return cr_fail(CR_E_ARG, "head: LM-row heads need 1 or more token ids");
+    if (spec->two_way && spec->num_rows != 2)
+        return cr_fail(CR_E_ARG, "head: from_2_way_softmax needs exactly 2 token ids, got %lld",
+                       (long long)spec->num_rows);
+    for (int64_t r = 0; r < spec->num_rows; r++)
+        if (spec->rows[r] < 0 || spec->rows[r] >= V)
+            return cr_fail(CR_E_ARG, "head: token id %lld is outside the vocabulary [0, %lld)",
+                           (long long)spec->rows[r], (long long)V);
+    cr_tensor_view src;
+    const char *src_name = m->cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    int64_t shape[2] = {V, H};
+    if (!m->cfg.tie_word_embeddings && !cr_checkpoint_find(m->ck, "lm_head.weight", &src))
+        return cr_fail(CR_E_FORMAT,
+                       "the checkpoint has no lm_head.weight and tie_word_embeddings is false; "
+                       "if the head shares the embeddings set tie_word_embeddings: true");
+    if ((st = find_tensor(m->ck, src_name, 2, shape, 1, &src, &found))) return st;
+    m->num_labels = spec->two_way ? 1 : spec->num_rows;
+    m->head_w = alloc_f32(ld, m->num_labels * H, "head");
+    if (!m->head_w) return CR_E_NOMEM;
+    if (spec->two_way) {
+        /* from_2_way_softmax: sigmoid(h . (W[true] - W[false])) = softmax([false, true])[1] */
+        float *w_false = cr_aligned_alloc((size_t)H * sizeof(float), "head row");
+        if (!w_false) return CR_E_NOMEM;
+        read_f32(&src, spec->rows[0] * H, H, w_false);
+        read_f32(&src, spec->rows[1] * H, H, m->head_w);
+        for (int64_t j = 0; j < H; j++) m->head_w[j] -= w_false[j];
+        free(w_false);
+    } else {
+        for (int64_t r = 0; r < spec->num_rows; r++) read_f32(&src, spec->rows[r] * H, H, m->head_w + r * H);
+    }
+    return CR_OK;
+}
+
+void cr_embed_row(const cr_model *m, int32_t token, float *dst) {
+    int64_t H = m->cfg.hidden_size;
+    read_f32(&m->embed, (int64_t)token * H, H, dst);
+    if (m->cfg.embed_scale != 1.0f)
+        for (int64_t j = 0; j < H; j++) dst[j] *= m->cfg.embed_scale;
+}
+
+cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_model **out) {
+    *out = NULL;
+    cr_error_clear();
+    cr_kernels_init();
+    if (!model_dir || !params) return cr_fail(CR_E_ARG, "cr_model_load: NULL argument");
+    cr_status st = validate_config(&params->config);
+    if (st) return st;
+    if (params->weight_dtype != CR_DT_F32)
+        return cr_fail(CR_E_UNSUPPORTED, "compute dtype %s is not available; use float32",
+                       cr_dtype_name(params->weight_dtype));
+
+    cr_model *m = cr_calloc(1, sizeof *m, "model");
+    if (!m) return CR_E_NOMEM;
+    loader ld = {.m = m, .dir = model_dir};
+    m->cfg = params->config;
+    m->cfg.layer_window = NULL;
+    m->cfg.rope_inv_freq = NULL;
+    m->threads = params->threads < 1 ? 1 : params->threads;
+    const cr_config *c = &m->cfg;
+
+    int64_t half = c->head_dim / 2;
+    m->rope_inv_freq = cr_malloc_array((size_t)half, sizeof(float), "rope table");
+    if (!m->rope_inv_freq) { st = CR_E_NOMEM; goto fail; }
+    memcpy(m->rope_inv_freq, params->config.rope_inv_freq, (size_t)half * sizeof(float));
+    for (int64_t i = 0; i < c->num_layers && params->config.layer_window; i++)
+        if (params->config.layer_window[i] < 0) {
+            st = cr_fail(CR_E_ARG, "config: layer %lld has a negative attention window", (long long)i);
+            goto fail;
+        }
+
+    if ((st = cr_checkpoint_open(model_dir, &m->ck))) goto fail;
+
+    int64_t embed_shape[2] = {c->vocab_size, c->hidden_size};
+    int found;
+    if ((st = find_tensor(m->ck, "model.embed_tokens.weight", 2, embed_shape, 1, &m->embed, &found)))
+        goto fail;
+
+    m->layers = cr_calloc((size_t)c->num_layers, sizeof *m->layers, "layers");
+    if (!m->layers) { st = CR_E_NOMEM; goto fail; }
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        if ((st = load_layer(&ld, i, &m->layers[i]))) goto fail;
+        m->layers[i].window = params->config.layer_window ? params->config.layer_window[i] : 0;
+    }
+    if ((st = load_vector(&ld, "model.norm.weight", c->hidden_size, c->norm_add_one, &m->final_norm)))
+        goto fail;
+    if ((st = load_head(&ld, &params->head))) goto fail;
+    *out = m;
+    return CR_OK;
+fail:
+    cr_model_free(m);
+    return st;
+}
+
+void cr_model_free(cr_model *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int64_t i = 0; i < m->cfg.num_layers; i++) {
+            cr_layer *l = &m->layers[i];
+            free(l->attn_norm);
+            free(l->mlp_norm);
+            free(l->q_norm);
+            free(l->k_norm);
+            cr_linear_free(&l->qkv);
+            cr_linear_free(&l->o);
+            cr_linear_free(&l->gate_up);
+            cr_linear_free(&l->down);
+        }
+        free(m->layers);
+    }
+    free(m->final_norm);
+    free(m->head_w);
+    free(m->head_b);
+    free(m->rope_inv_freq);
+    cr_checkpoint_close(m->ck);
+    free(m);
+}
+
+int64_t cr_model_num_labels(const cr_model *m) { return m->num_labels; }
+int64_t cr_model_hidden_size(const cr_model *m) { return m->cfg.hidden_size; }
+int64_t cr_model_vocab_size(const cr_model *m) { return m->cfg.vocab_size; }
+int64_t cr_model_weight_bytes(const cr_model *m) { return m->weight_bytes; }

@@ -1,0 +1,546 @@
+/* module.c — CPython + NumPy glue for crossrank._core. Inputs are converted with the GIL held, the
+ * C core runs with the GIL released, outputs are built after. No Python object is touched while
+ * the GIL is released. */
+#include "pyglue.h"
+
+#include <numpy/arrayobject.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled;
+
+PyObject *cr_py_raise(cr_status status) {
+    const char *msg = cr_last_error();
+    if (!msg || !*msg) msg = "crossrank: unknown error";
+    PyObject *type;
+    switch (status) {
+    case CR_E_IO: type = PyExc_OSError; break;
+    case CR_E_NOMEM: type = PyExc_MemoryError; break;
+    case CR_E_ARG: type = PyExc_ValueError; break;
+    case CR_E_FORMAT:
+    case CR_E_SHAPE: type = cr_exc_checkpoint; break;
+    case CR_E_UNSUPPORTED: type = cr_exc_unsupported; break;
+    case CR_E_ABORTED: type = cr_exc_cancelled; break;
+    default: type = cr_exc_base; break;
+    }
+    PyErr_SetString(type, msg);
+    return NULL;
+}
+
+/* ---- Control: a per-call abort flag and progress counters ------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    atomic_int abort;
+    atomic_llong done;
+    atomic_llong total;
+} ControlObject;
+
+static PyObject *control_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, ":Control", kwlist)) return NULL;
+    ControlObject *self = (ControlObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    atomic_init(&self->abort, 0);
+    atomic_init(&self->done, 0);
+    atomic_init(&self->total, 0);
+    return (PyObject *)self;
+}
+
+static PyObject *control_cancel(ControlObject *self, PyObject *unused) {
+    atomic_store(&self->abort, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *control_get_cancelled(ControlObject *self, void *c) {
+    return PyBool_FromLong(atomic_load(&self->abort) != 0);
+}
+
+static PyObject *control_get_progress(ControlObject *self, void *c) {
+    return Py_BuildValue("(LL)", (long long)atomic_load(&self->done), (long long)atomic_load(&self->total));
+}
+
+static void control_progress(void *user, int64_t done, int64_t total) {
+    ControlObject *self = user;
+    atomic_store(&self->done, done);
+    atomic_store(&self->total, total);
+}
+
+static PyMethodDef control_methods[] = {
+    {"cancel", (PyCFunction)control_cancel, METH_NOARGS,
+     "Ask the running call to stop; it raises Cancelled within a GEMM block or pool task."},
+    {NULL}};
+
+static PyGetSetDef control_getset[] = {
+    {"cancelled", (getter)control_get_cancelled, NULL, "True once cancel() was called.", NULL},
+    {"progress", (getter)control_get_progress, NULL, "(layers done, layers in total) of the current pass.", NULL},
+    {NULL}};
+
+static PyTypeObject ControlType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "crossrank._core.Control",
+    .tp_basicsize = sizeof(ControlObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Control() -> a cancellation flag and progress counters for one call.",
+    .tp_new = control_new,
+    .tp_methods = control_methods,
+    .tp_getset = control_getset,
+};
+
+/* ---- Model ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    cr_model *model;
+} ModelObject;
+
+typedef struct {
+    PyObject_HEAD
+    cr_prefix *prefix;
+    PyObject *owner;   /* the Model, kept alive while the prefix exists */
+} PrefixObject;
+
+static PyTypeObject PrefixType;
+
+static int dict_int(PyObject *d, const char *key, int64_t *out) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "config is missing '%s'", key);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = x;
+    return 0;
+}
+
+static int dict_float(PyObject *d, const char *key, float *out) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "config is missing '%s'", key);
+        return -1;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int dict_bool(PyObject *d, const char *key, int *out) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "config is missing '%s'", key);
+        return -1;
+    }
+    int b = PyObject_IsTrue(v);
+    if (b < 0) return -1;
+    *out = b;
+    return 0;
+}
+
+static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", NULL};
+    PyObject *dir_obj = NULL, *config, *head;
+    const char *dtype = "float32";
+    int threads = 1;
+    PyArrayObject *inv_freq = NULL, *windows = NULL, *rows = NULL;
+    PyObject *dir_bytes = NULL;
+    int ret = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&O!O!|si:Model", kwlist, PyUnicode_FSConverter,
+                                     &dir_bytes, &PyDict_Type, &config, &PyDict_Type, &head, &dtype,
+                                     &threads))
+        return -1;
+    (void)dir_obj;
+    if (self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
+        goto fail;
+    }
+    cr_load_params p = cr_load_params_default();
+    cr_config *c = &p.config;
+    if (dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
+        dict_int(config, "intermediate_size", &c->intermediate_size) ||
+        dict_int(config, "num_layers", &c->num_layers) || dict_int(config, "num_heads", &c->num_heads) ||
+        dict_int(config, "num_kv_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
+        dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
+        dict_float(config, "attn_scale", &c->attn_scale) ||
+        dict_float(config, "embed_scale", &c->embed_scale) ||
+        dict_float(config, "rope_attn_factor", &c->rope_attn_factor) ||
+        dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
+        dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
+        dict_bool(config, "norm_add_one", &c->norm_add_one) ||
+        dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
+        goto fail;
+    if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
+        PyErr_Format(PyExc_ValueError, "config: num_layers = %lld is outside [1, %d]",
+                     (long long)c->num_layers, CR_MAX_LAYERS);
+        goto fail;
+    }
+    if (c->head_dim < 2 || c->head_dim > 4096) {
+        PyErr_Format(PyExc_ValueError, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
+        goto fail;
+    }
+    PyObject *act = PyDict_GetItemString(config, "activation");
+    const char *act_name = act ? PyUnicode_AsUTF8(act) : NULL;
+    if (!act_name) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "config is missing 'activation'");
+        goto fail;
+    }
+    if (strcmp(act_name, "silu") == 0) c->act = CR_ACT_SILU;
+    else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
+    else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
+    else {
+        PyErr_Format(PyExc_ValueError, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
+        goto fail;
+    }
+    PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
+    if (!o) { PyErr_SetString(PyExc_KeyError, "config is missing 'rope_inv_freq'"); goto fail; }
+    inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!inv_freq) goto fail;
+    if (PyArray_DIM(inv_freq, 0) != c->head_dim / 2) {
+        PyErr_Format(PyExc_ValueError, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
+                     (long long)PyArray_DIM(inv_freq, 0), (long long)(c->head_dim / 2));
+        goto fail;
+    }
+    c->rope_inv_freq = PyArray_DATA(inv_freq);
+    o = PyDict_GetItemString(config, "layer_window");
+    if (o && o != Py_None) {
+        windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+        if (!windows) goto fail;
+        if (PyArray_DIM(windows, 0) != c->num_layers) {
+            PyErr_Format(PyExc_ValueError, "config: layer_window has %lld entries for %lld layers",
+                         (long long)PyArray_DIM(windows, 0), (long long)c->num_layers);
+            goto fail;
+        }
+        c->layer_window = PyArray_DATA(windows);
+    }
+
+    PyObject *kind = PyDict_GetItemString(head, "kind");
+    const char *kind_name = kind ? PyUnicode_AsUTF8(kind) : NULL;
+    if (!kind_name) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "head is missing 'kind'");
+        goto fail;
+    }
+    if (strcmp(kind_name, "score_weight") == 0) {
+        p.head.kind = CR_HEAD_SCORE_TENSOR;
+    } else if (strcmp(kind_name, "lm_rows") == 0) {
+        p.head.kind = CR_HEAD_LM_ROWS;
+        o = PyDict_GetItemString(head, "rows");
+        if (!o) { PyErr_SetString(PyExc_KeyError, "head is missing 'rows'"); goto fail; }
+        rows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+        if (!rows) goto fail;
+        p.head.rows = PyArray_DATA(rows);
+        p.head.num_rows = PyArray_DIM(rows, 0);
+        o = PyDict_GetItemString(head, "two_way");
+        p.head.two_way = o ? PyObject_IsTrue(o) : 0;
+        if (p.head.two_way < 0) goto fail;
+    } else {
+        PyErr_Format(PyExc_ValueError, "head kind '%s' is not 'score_weight' or 'lm_rows'", kind_name);
+        goto fail;
+    }
+    if (strcmp(dtype, "float32") == 0) p.weight_dtype = CR_DT_F32;
+    else if (strcmp(dtype, "bfloat16") == 0) p.weight_dtype = CR_DT_BF16;
+    else {
+        PyErr_Format(PyExc_ValueError, "dtype '%s' is not 'float32'", dtype);
+        goto fail;
+    }
+    if (threads < 1 || threads > 256) {
+        PyErr_Format(PyExc_ValueError, "threads = %d is outside [1, 256]", threads);
+        goto fail;
+    }
+    p.threads = threads;
+
+    cr_model *model = NULL;
+    cr_status st;
+    const char *dir = PyBytes_AS_STRING(dir_bytes);
+    Py_BEGIN_ALLOW_THREADS
+    st = cr_model_load(dir, &p, &model);
+    Py_END_ALLOW_THREADS
+    if (st) {
+        cr_py_raise(st);
+        goto fail;
+    }
+    self->model = model;
+    ret = 0;
+fail:
+    Py_XDECREF(dir_bytes);
+    Py_XDECREF(inv_freq);
+    Py_XDECREF(windows);
+    Py_XDECREF(rows);
+    return ret;
+}
+
+static void model_dealloc(ModelObject *self) {
+    cr_model_free(self->model);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int check_model(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+static int get_control(PyObject *obj, ControlObject **out) {
+    *out = NULL;
+    if (!obj || obj == Py_None) return 0;
+    if (!PyObject_TypeCheck(obj, &ControlType)) {
+        PyErr_SetString(PyExc_TypeError, "control must be a crossrank._core.Control");
+        return -1;
+    }
+    *out = (ControlObject *)obj;
+    return 0;
+}
+
+static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"tokens", "positions", "seq_start", "prefixes", "prefix_lens", "control", NULL};
+    PyObject *tok_o, *pos_o, *start_o, *pre_o = Py_None, *prelen_o = Py_None, *ctl_o = Py_None;
+    PyArrayObject *tok = NULL, *pos = NULL, *start = NULL, *prelen = NULL, *out = NULL;
+    const cr_prefix **prefixes = NULL;
+    PyObject *result = NULL;
+    if (check_model(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOO:forward", kwlist, &tok_o, &pos_o, &start_o,
+                                     &pre_o, &prelen_o, &ctl_o))
+        return NULL;
+    ControlObject *ctl;
+    if (get_control(ctl_o, &ctl)) return NULL;
+    tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    pos = tok ? (PyArrayObject *)PyArray_FROMANY(pos_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    start = pos ? (PyArrayObject *)PyArray_FROMANY(start_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    if (!start) goto done;
+    npy_intp T = PyArray_DIM(tok, 0), S = PyArray_DIM(start, 0) - 1;
+    if (PyArray_DIM(pos, 0) != T) {
+        PyErr_SetString(PyExc_ValueError, "positions must have one entry per token");
+        goto done;
+    }
+    if (S < 1) {
+        PyErr_SetString(PyExc_ValueError, "seq_start must have at least 2 entries");
+        goto done;
+    }
+    if (pre_o != Py_None) {
+        if (!PyList_Check(pre_o) || PyList_GET_SIZE(pre_o) != S) {
+            PyErr_SetString(PyExc_ValueError, "prefixes must be a list with one entry (Prefix or None) per sequence");
+            goto done;
+        }
+        prefixes = PyMem_Calloc((size_t)S, sizeof *prefixes);
+        if (!prefixes) { PyErr_NoMemory(); goto done; }
+        for (npy_intp s = 0; s < S; s++) {
+            PyObject *it = PyList_GET_ITEM(pre_o, s);
+            if (it == Py_None) continue;
+            if (!PyObject_TypeCheck(it, &PrefixType) || ((PrefixObject *)it)->owner != (PyObject *)self) {
+                PyErr_SetString(PyExc_ValueError, "prefixes must be Prefix objects built by this model");
+                goto done;
+            }
+            prefixes[s] = ((PrefixObject *)it)->prefix;
+        }
+        if (prelen_o != Py_None) {
+            prelen = (PyArrayObject *)PyArray_FROMANY(prelen_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+            if (!prelen) goto done;
+            if (PyArray_DIM(prelen, 0) != S) {
+                PyErr_SetString(PyExc_ValueError, "prefix_lens must have one entry per sequence");
+                goto done;
+            }
+        }
+    }
+    npy_intp dims[2] = {S, (npy_intp)cr_model_num_labels(self->model)};
+    out = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT32, 0);
+    if (!out) goto done;
+    cr_batch b = {
+        .n_tokens = T, .tokens = PyArray_DATA(tok), .pos = PyArray_DATA(pos), .n_seqs = S,
+        .seq_start = PyArray_DATA(start), .prefix = prefixes,
+        .prefix_len = prelen ? PyArray_DATA(prelen) : NULL, .out = PyArray_DATA(out),
+    };
+    cr_run_params run = {0};
+    if (ctl) {
+        run.abort = &ctl->abort;
+        run.progress = control_progress;
+        run.progress_user = ctl;
+    }
+    cr_status st;
+    /* keep the control alive even if the caller drops it from another thread */
+    Py_XINCREF(ctl);
+    Py_BEGIN_ALLOW_THREADS
+    st = cr_forward(self->model, &b, &run);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(ctl);
+    if (st) {
+        cr_py_raise(st);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    PyMem_Free(prefixes);
+    Py_XDECREF(tok);
+    Py_XDECREF(pos);
+    Py_XDECREF(start);
+    Py_XDECREF(prelen);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyObject *model_build_prefix(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"tokens", "control", NULL};
+    PyObject *tok_o, *ctl_o = Py_None;
+    if (check_model(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:build_prefix", kwlist, &tok_o, &ctl_o)) return NULL;
+    ControlObject *ctl;
+    if (get_control(ctl_o, &ctl)) return NULL;
+    PyArrayObject *tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (!tok) return NULL;
+    cr_run_params run = {0};
+    if (ctl) {
+        run.abort = &ctl->abort;
+        run.progress = control_progress;
+        run.progress_user = ctl;
+    }
+    cr_prefix *prefix = NULL;
+    cr_status st;
+    Py_XINCREF(ctl);
+    Py_BEGIN_ALLOW_THREADS
+    st = cr_prefix_build(self->model, PyArray_DATA(tok), PyArray_DIM(tok, 0), &run, &prefix);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(ctl);
+    Py_DECREF(tok);
+    if (st) return cr_py_raise(st);
+    PrefixObject *obj = PyObject_New(PrefixObject, &PrefixType);
+    if (!obj) {
+        cr_prefix_free(prefix);
+        return NULL;
+    }
+    obj->prefix = prefix;
+    Py_INCREF(self);
+    obj->owner = (PyObject *)self;
+    return (PyObject *)obj;
+}
+
+static PyObject *model_get_num_labels(ModelObject *self, void *c) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromLongLong(cr_model_num_labels(self->model));
+}
+static PyObject *model_get_hidden_size(ModelObject *self, void *c) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromLongLong(cr_model_hidden_size(self->model));
+}
+static PyObject *model_get_vocab_size(ModelObject *self, void *c) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromLongLong(cr_model_vocab_size(self->model));
+}
+static PyObject *model_get_weight_bytes(ModelObject *self, void *c) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromLongLong(cr_model_weight_bytes(self->model));
+}
+
+static PyMethodDef model_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
+     "forward(tokens, positions, seq_start, prefixes=None, prefix_lens=None, control=None)\n"
+     "Scores a packed batch; returns float32 raw logits [n_seqs, num_labels]."},
+    {"build_prefix", (PyCFunction)(void (*)(void))model_build_prefix, METH_VARARGS | METH_KEYWORDS,
+     "build_prefix(tokens, control=None) -> Prefix holding the K/V of tokens at positions 0..n-1."},
+    {NULL}};
+
+static PyGetSetDef model_getset[] = {
+    {"num_labels", (getter)model_get_num_labels, NULL, "Outputs per sequence.", NULL},
+    {"hidden_size", (getter)model_get_hidden_size, NULL, "Hidden size.", NULL},
+    {"vocab_size", (getter)model_get_vocab_size, NULL, "Vocabulary size.", NULL},
+    {"weight_bytes", (getter)model_get_weight_bytes, NULL, "Bytes of resident packed weights.", NULL},
+    {NULL}};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "crossrank._core.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Model(model_dir, config, head, dtype='float32', threads=1): a loaded reranker.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)model_init,
+    .tp_dealloc = (destructor)model_dealloc,
+    .tp_methods = model_methods,
+    .tp_getset = model_getset,
+};
+
+static void prefix_dealloc(PrefixObject *self) {
+    cr_prefix_free(self->prefix);
+    Py_XDECREF(self->owner);
+    PyObject_Free(self);
+}
+
+static PyObject *prefix_get_len(PrefixObject *self, void *c) {
+    return PyLong_FromLongLong(cr_prefix_len(self->prefix));
+}
+
+static PyGetSetDef prefix_getset[] = {
+    {"length", (getter)prefix_get_len, NULL, "Tokens held.", NULL},
+    {NULL}};
+
+static PyTypeObject PrefixType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "crossrank._core.Prefix",
+    .tp_basicsize = sizeof(PrefixObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "K/V of a shared token prefix, built by Model.build_prefix.",
+    .tp_dealloc = (destructor)prefix_dealloc,
+    .tp_getset = prefix_getset,
+};
+
+/* ---- module ---------------------------------------------------------------------------------- */
+
+static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
+    cr_kernels_init();
+    return Py_BuildValue("{s:s,s:s,s:s}", "isa", cr_isa_name(), "detected",
+                         cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features());
+}
+
+static PyMethodDef module_methods[] = {
+    {"cpu_info", py_cpu_info, METH_NOARGS,
+     "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...'}"},
+    {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
+     "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
+    {NULL}};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._core",
+                                       "crossrank's C engine.", -1, module_methods};
+
+/* The exception classes are defined (and documented) in crossrank/errors.py; the engine raises
+ * those same classes, so Python-side and C-side errors are caught alike. */
+static int bind_exception(PyObject *m, PyObject *errors, PyObject **slot, const char *name) {
+    *slot = PyObject_GetAttrString(errors, name);
+    if (!*slot) return -1;
+    Py_INCREF(*slot);
+    if (PyModule_AddObject(m, name, *slot) < 0) {
+        Py_DECREF(*slot);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__core(void) {
+    import_array();
+    cr_kernels_init();
+    if (PyType_Ready(&ControlType) < 0 || PyType_Ready(&ModelType) < 0 || PyType_Ready(&PrefixType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    PyObject *errors = PyImport_ImportModule("crossrank.errors");
+    if (!errors) goto fail;
+    int bad = bind_exception(m, errors, &cr_exc_base, "CrossrankError") ||
+              bind_exception(m, errors, &cr_exc_checkpoint, "CheckpointError") ||
+              bind_exception(m, errors, &cr_exc_unsupported, "UnsupportedModelError") ||
+              bind_exception(m, errors, &cr_exc_cancelled, "Cancelled");
+    Py_DECREF(errors);
+    if (bad) goto fail;
+    Py_INCREF(&ControlType);
+    Py_INCREF(&ModelType);
+    Py_INCREF(&PrefixType);
+    if (PyModule_AddObject(m, "Control", (PyObject *)&ControlType) < 0 ||
+        PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0 ||
+        PyModule_AddObject(m, "Prefix", (PyObject *)&PrefixType) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,31 @@
+/* pyglue.h — what the CPython glue files share: the exception types and status mapping. */
+#ifndef CR_PYGLUE_H
+#define CR_PYGLUE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "crossrank.h"
+
+/* crossrank._core exception types, created at module init:
+ *   CrossrankError(Exception)
+ *   CheckpointError(CrossrankError, ValueError)       malformed or mismatched checkpoint files
+ *   UnsupportedModelError(CrossrankError, ValueError) well-formed, but not something we run
+ *   Cancelled(CrossrankError)                         a run stopped through its abort flag */
+extern PyObject *cr_exc_base;
+extern PyObject *cr_exc_checkpoint;
+extern PyObject *cr_exc_unsupported;
+extern PyObject *cr_exc_cancelled;
+
+/* Raises the Python exception that fits `status`, with cr_last_error() as message; returns NULL.
+ * CR_E_IO -> OSError, CR_E_NOMEM -> MemoryError, CR_E_ARG -> ValueError,
+ * CR_E_FORMAT/CR_E_SHAPE -> CheckpointError, CR_E_UNSUPPORTED -> UnsupportedModelError,
+ * CR_E_ABORTED -> Cancelled. */
+PyObject *cr_py_raise(cr_status status);
+
+/* _core.inspect_checkpoint(model_dir: str) -> list[dict]: opens and validates the checkpoint
+ * (single file or sharded) and returns one dict per tensor, sorted by name:
+ * {"name": str, "dtype": "F32"|"BF16"|..., "shape": tuple[int, ...], "file": str}. */
+PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args);
+
+#endif

@@ -1,0 +1,72 @@
+"""Exception types raised by crossrank.
+
+Every error crossrank raises on purpose derives from :class:`CrossrankError`, so
+``except crossrank.CrossrankError`` catches them all. The concrete classes also
+derive from the matching built-in exception (``ValueError``, ``FileNotFoundError``)
+so that code written against generic Python errors keeps working.
+
+The C extension raises these same classes (it looks them up from this module), so
+an error from the engine and an error from the Python layer are caught the same way.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CrossrankError",
+    "CheckpointError",
+    "UnsupportedModelError",
+    "ConfigError",
+    "ModelNotFoundError",
+    "Cancelled",
+]
+
+
+class CrossrankError(Exception):
+    """Base class of every error crossrank raises on purpose."""
+
+
+class CheckpointError(CrossrankError, ValueError):
+    """A checkpoint file is malformed or does not match its config.
+
+    Raised for a truncated or hostile ``*.safetensors`` file, a shard index that
+    points outside the model directory, a missing tensor, or a tensor whose shape
+    or dtype differs from what the config implies. The message names the file,
+    the tensor and the expected/found values.
+    """
+
+
+class UnsupportedModelError(CrossrankError, ValueError):
+    """The model is valid, but uses something crossrank does not implement.
+
+    Examples: an architecture other than Qwen3/Qwen2/Llama/Mistral/Gemma, a
+    quantized checkpoint, a RoPE scaling type that depends on the batch or the
+    sequence length (``dynamic``, ``longrope``), partial rotary embeddings, or
+    logit soft-capping. The message says what is not supported and what to use
+    instead.
+    """
+
+
+class ConfigError(CrossrankError, ValueError):
+    """``config.json`` or ``hf_overrides`` is missing, malformed or inconsistent.
+
+    Examples: a dimension that is not a positive integer, an unknown reranker
+    ``method``, a ``classifier_from_token`` list of the wrong length, a misspelt
+    reranker key, or a classifier token that is not in the tokenizer's
+    vocabulary. The message names the key, the value given and what is expected.
+    """
+
+
+class ModelNotFoundError(CrossrankError, FileNotFoundError):
+    """The model could not be located or downloaded.
+
+    The message lists every place that was searched (local directory, Hugging
+    Face cache, hub download) and how to fix it.
+    """
+
+
+class Cancelled(CrossrankError):
+    """A computation was aborted before it finished.
+
+    Raised when the abort flag of a running computation is set (Ctrl-C, a server
+    timeout, an explicit cancel). No partial result is returned.
+    """

@@ -1,0 +1,255 @@
+"""Turning pairs into token ids, as the official recipes and vLLM do.
+
+Two forms (RECIPES.md, "Two tokenizations of the same prompt"):
+
+* template form (:meth:`PromptEncoder.encode_template`): the family template's pieces, each
+  tokenized alone and concatenated (``"pieces"``) or joined first (``"joined"``); truncation cuts
+  inside the document's tokens (then the query's), found through the tokenizer's offsets, so the
+  template's own text is never cut;
+* request form (:meth:`PromptEncoder.encode_requests`): vLLM's ``text_1 + text_2`` tokenized as one
+  text with the tokenizer's usual special tokens, or as a pair when ``use_sep_token`` is true.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .errors import CrossrankError
+from .templates import RenderedPiece, Template
+
+__all__ = ["Encoded", "PromptEncoder", "TooLongError"]
+
+logger = logging.getLogger("crossrank")
+
+
+class TooLongError(CrossrankError, ValueError):
+    """An input does not fit ``max_length`` and cannot be truncated without breaking its prompt."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a batch of prompts.
+
+    Attributes:
+        input_ids: One list of ids per prompt, unpadded.
+        truncated: Whether each prompt was cut to fit ``max_length``.
+    """
+
+    input_ids: List[List[int]]
+    truncated: List[bool]
+
+    @property
+    def num_tokens(self) -> List[int]:
+        """Length of each prompt in tokens."""
+        return [len(ids) for ids in self.input_ids]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _token_range(offsets: Sequence[Tuple[int, int]], span: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """Indices [first, last) of the tokens that overlap a character span (empty if none do)."""
+    if span is None:
+        return 0, 0
+    start, end = span
+    first = last = -1
+    for i, (s, e) in enumerate(offsets):
+        if s < end and e > start:
+            if first < 0:
+                first = i
+            last = i + 1
+    return (first, last) if first >= 0 else (0, 0)
+
+
+class PromptEncoder:
+    """Tokenizes prompts with the model's ``tokenizer.json`` (HF ``tokenizers``).
+
+    Args:
+        model_dir: Directory holding ``tokenizer.json`` (and optionally ``tokenizer_config.json``).
+        split_special_tokens: When true, special-token strings inside the user's query and document
+            (``"<|im_end|>"``) are tokenized as plain text instead of as special tokens. The official
+            recipes parse them as special tokens, so the default is false.
+    """
+
+    def __init__(self, model_dir: Path, *, split_special_tokens: bool = False) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(model_dir) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no tokenizer.json in {model_dir}: crossrank needs the model's fast tokenizer file "
+                "(download it with the weights, or save it with transformers' tokenizer.save_pretrained)")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+            raise CrossrankError(f"cannot read {path}: {exc}") from exc
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._tokenizer.encode_special_tokens = False
+        self.split_special_tokens = bool(split_special_tokens)
+        if self.split_special_tokens:
+            self._user_tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+            self._user_tokenizer.encode_special_tokens = True
+        else:
+            self._user_tokenizer = self._tokenizer
+        self._special_strings = [t.content for t in self._tokenizer.get_added_tokens_decoder().values()
+                                 if t.special]
+        self.bos_token_id = self._read_bos(Path(model_dir))
+        self._constant_cache: Dict[str, List[int]] = {}
+
+    def _read_bos(self, model_dir: Path) -> Optional[int]:
+        config_path = model_dir / "tokenizer_config.json"
+        bos = None
+        if config_path.is_file():
+            try:
+                bos = json.loads(config_path.read_text(encoding="utf-8")).get("bos_token")
+            except (OSError, ValueError):
+                bos = None
+        if isinstance(bos, dict):
+            bos = bos.get("content")
+        return self._tokenizer.token_to_id(bos) if isinstance(bos, str) else None
+
+    def get_vocab(self) -> Dict[str, int]:
+        """The vocabulary, added tokens included."""
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    # -- template form -------------------------------------------------------------------------
+
+    def _check_template(self, template: Template) -> None:
+        if not self.split_special_tokens:
+            return
+        for piece in template.pieces:
+            parsed = list(string.Formatter().parse(piece))
+            if not any(name in ("query", "document") for _, name, _, _ in parsed):
+                continue
+            literal = "".join(lit for lit, _, _, _ in parsed)
+            for special in self._special_strings:
+                if special in literal:
+                    raise ValueError(
+                        f"template {template.name!r} writes the special token {special!r} in the piece "
+                        "that holds user text, so split_special_tokens=True would break it; put special "
+                        "tokens in pieces of their own")
+
+    def _encode_constant(self, text: str) -> List[int]:
+        ids = self._constant_cache.get(text)
+        if ids is None:
+            ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+            self._constant_cache[text] = ids
+        return ids
+
+    def encode_template(self, template: Template, queries: Sequence[str], documents: Sequence[str],
+                        instruction: Optional[str], max_length: int) -> Encoded:
+        """Token ids of the template's prompt for each (query, document) pair.
+
+        Raises:
+            TooLongError: if the template text alone exceeds ``max_length``.
+        """
+        self._check_template(template)
+        rendered = [template.render(q, d, instruction) for q, d in zip(queries, documents)]
+        if template.mode == "joined":
+            rendered = [[_join(pieces)] for pieces in rendered]
+
+        # Encode every piece that holds user text in one batch call; constant pieces are cached.
+        user_texts = [p.text for pieces in rendered for p in pieces if p.has_user_text]
+        encodings = iter(self._user_tokenizer.encode_batch(user_texts, add_special_tokens=False)
+                         if user_texts else [])
+        all_ids: List[List[int]] = []
+        truncated: List[bool] = []
+        query_cap = (int(max_length * template.query_max_fraction)
+                     if template.query_max_fraction else None)
+        for pair_index, pieces in enumerate(rendered):
+            piece_ids: List[List[int]] = []
+            doc_at = query_at = None  # (piece index, first token, last token)
+            capped = False
+            for k, piece in enumerate(pieces):
+                if not piece.has_user_text:
+                    piece_ids.append(list(self._encode_constant(piece.text)))
+                    continue
+                enc = next(encodings)
+                ids = list(enc.ids)
+                if piece.query_span is not None:
+                    q0, q1 = _token_range(enc.offsets, piece.query_span)
+                    if query_cap is not None and len(ids) > query_cap:
+                        ids = ids[:query_cap]
+                        capped = True
+                        q1 = min(q1, query_cap)
+                        q0 = min(q0, q1)
+                    query_at = (k, q0, q1)
+                if piece.document_span is not None:
+                    d0, d1 = _token_range(enc.offsets, piece.document_span)
+                    d1 = min(d1, len(ids))
+                    doc_at = (k, min(d0, d1), d1)
+                piece_ids.append(ids)
+            bos = [self.bos_token_id] if template.add_bos and self.bos_token_id is not None else []
+            total = len(bos) + sum(len(ids) for ids in piece_ids)
+            excess = total - max_length
+            truncated.append(excess > 0 or capped)
+            # Cut the document's last tokens first, then the query's: the text's end goes first, as
+            # right truncation of the official recipes does, and the template is never touched.
+            removed: List[List[range]] = [[] for _ in piece_ids]
+            user_tokens = 0
+            for span in (doc_at, query_at):
+                if span is None:
+                    continue
+                k, first, last = span
+                user_tokens += last - first
+                if excess > 0:
+                    cut = min(excess, last - first)
+                    removed[k].append(range(last - cut, last))
+                    excess -= cut
+            if excess > 0:
+                raise TooLongError(
+                    f"pair {pair_index}: the {template.name!r} template takes {total - user_tokens} tokens "
+                    f"besides the query and document, so nothing fits in max_length={max_length}; "
+                    "raise max_length")
+            ids = list(bos)
+            for part, cuts in zip(piece_ids, removed):
+                if not cuts:
+                    ids.extend(part)
+                    continue
+                drop = set().union(*cuts)
+                ids.extend(t for i, t in enumerate(part) if i not in drop)
+            all_ids.append(ids)
+        return Encoded(all_ids, truncated)
+
+    # -- request form (vLLM) --------------------------------------------------------------------
+
+    def encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], *, use_sep_token: bool,
+                        max_length: int) -> Encoded:
+        """vLLM's tokenization of score requests: ``text_1 + text_2`` as one text with the
+        tokenizer's special tokens (``use_sep_token=False``), or the two as a pair.
+
+        Raises:
+            TooLongError: if a prompt is longer than ``max_length`` (vLLM refuses such requests too:
+                cutting the end would cut the template's suffix and give a wrong score).
+        """
+        if use_sep_token:
+            encodings = self._tokenizer.encode_batch(list(zip(texts_1, texts_2)), add_special_tokens=True)
+        else:
+            encodings = self._tokenizer.encode_batch([a + b for a, b in zip(texts_1, texts_2)],
+                                                     add_special_tokens=True)
+        ids = [list(e.ids) for e in encodings]
+        for i, seq in enumerate(ids):
+            if len(seq) > max_length:
+                raise TooLongError(
+                    f"input {i} is {len(seq)} tokens, more than max_length={max_length}; shorten it, raise "
+                    "max_length, or use score()/rank(), which truncate the document inside the template")
+        return Encoded(ids, [False] * len(ids))
+
+
+def _join(pieces: List[RenderedPiece]) -> RenderedPiece:
+    """Joins rendered pieces into one, shifting the spans."""
+    text, offset = [], 0
+    query_span = document_span = None
+    for p in pieces:
+        if p.query_span is not None:
+            query_span = (p.query_span[0] + offset, p.query_span[1] + offset)
+        if p.document_span is not None:
+            document_span = (p.document_span[0] + offset, p.document_span[1] + offset)
+        text.append(p.text)
+        offset += len(p.text)
+    return RenderedPiece("".join(text), query_span, document_span)
