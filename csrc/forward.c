@@ -2,7 +2,6 @@
  * flags): embed -> L x (norm, attention, norm, MLP) -> final norm of each sequence's last token
  * -> head. The last layer runs attention, o_proj and the MLP for the last token of each sequence
  * only: nothing else reaches the head. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,7 +259,6 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     }
 
     cr_engine_lock();
-    openblas_set_num_threads(p.ex.threads);
     if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
     if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
     for (int64_t li = 0; li < c->num_layers; li++) {

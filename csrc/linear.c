@@ -1,36 +1,110 @@
-/* linear.c — cr_linear_apply. float32 goes through OpenBLAS sgemm, called from the orchestrating
- * thread while the pool is idle (the engine lock guarantees it), in row blocks so that a long
- * prompt can be cancelled between blocks. */
+/* linear.c — cr_linear_apply and weight packing.
+ *
+ * Panels (the default): W [n_out, n_in] is stored as ceil(n_out/NR) panels of [n_in][NR]
+ * (zero-padded columns), so a microkernel streams one panel while a few rows of x are broadcast.
+ * Work is split into (row block, panel) tasks on the pool. OpenBLAS (CROSSRANK_GEMM=openblas)
+ * keeps the HF layout and runs sgemm from the calling thread while the pool is idle. */
 #include "linear.h"
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
+#include "kernels/kernels.h"
 #include "threads.h"
 
-/* Rows per GEMM call: big enough for full BLAS efficiency, small enough that the abort flag is
- * seen well within a second on the largest seed shapes. */
-#define CR_LINEAR_ROW_BLOCK 512
+/* OpenBLAS rows per call: the abort flag is seen between calls. */
+#define CR_BLAS_ROW_BLOCK 512
+/* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
+#define CR_PANEL_ROW_BLOCK 48
 
-cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
-                          float *y, int64_t ldy, const cr_exec *ex) {
-    if (W->fmt != CR_FMT_F32) return cr_fail(CR_E_UNSUPPORTED, "weight format %d has no kernel", W->fmt);
-    for (int64_t r0 = 0; r0 < m; r0 += CR_LINEAR_ROW_BLOCK) {
+static int use_openblas(void) {
+    const char *v = getenv("CROSSRANK_GEMM");
+    return v && strcmp(v, "openblas") == 0;
+}
+
+cr_status cr_linear_pack(cr_linear *W) {
+    if (W->fmt != CR_FMT_F32_BLAS || use_openblas()) return CR_OK;
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR;
+    size_t count;
+    if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)W->n_in, &count) ||
+        !cr_mul_size(count, sizeof(float), &count))
+        return cr_fail(CR_E_NOMEM, "packed weight size overflows");
+    float *packed = cr_aligned_alloc(count, "packed weight");
+    if (!packed) return CR_E_NOMEM;
+    for (int64_t p = 0; p < panels; p++) {
+        float *panel = packed + p * W->n_in * CR_GEMM_NR;
+        int64_t cols = W->n_out - p * CR_GEMM_NR < CR_GEMM_NR ? W->n_out - p * CR_GEMM_NR : CR_GEMM_NR;
+        for (int64_t k = 0; k < W->n_in; k++) {
+            float *dst = panel + k * CR_GEMM_NR;
+            for (int64_t j = 0; j < cols; j++) dst[j] = W->w[(p * CR_GEMM_NR + j) * W->n_in + k];
+            for (int64_t j = cols; j < CR_GEMM_NR; j++) dst[j] = 0.0f;
+        }
+    }
+    free(W->w);
+    W->w = packed;
+    W->fmt = CR_FMT_F32_PANELS;
+    return CR_OK;
+}
+
+int64_t cr_linear_bytes(const cr_linear *W) {
+    int64_t rows = W->fmt == CR_FMT_F32_PANELS ? (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR : W->n_out;
+    return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
+}
+
+typedef struct panel_job {
+    const cr_linear *W;
+    const float *x;
+    int64_t ldx, m;
+    float *y;
+    int64_t ldy;
+    int64_t n_panels;
+} panel_job;
+
+static void panel_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    const cr_kernels *K = cr_kern;
+    int64_t block = task / j->n_panels, p = task % j->n_panels;
+    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
+    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
+    int64_t n_in = j->W->n_in, c0 = p * CR_GEMM_NR;
+    int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
+    const float *panel = j->W->w + p * n_in * CR_GEMM_NR;
+    for (int64_t r = r0; r < r1; r += K->gemm_mr) {
+        int64_t rows = r1 - r < K->gemm_mr ? r1 - r : K->gemm_mr;
+        float *y = j->y + r * j->ldy + c0;
+        K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, panel, n_in, y, j->ldy, cols);
+        if (j->W->bias)
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t c = 0; c < cols; c++) y[i * j->ldy + c] += j->W->bias[c0 + c];
+    }
+}
+
+static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int64_t m, float *y,
+                            int64_t ldy, const cr_exec *ex) {
+    openblas_set_num_threads(ex->threads);
+    for (int64_t r0 = 0; r0 < m; r0 += CR_BLAS_ROW_BLOCK) {
         if (cr_aborted(ex->abort)) return cr_fail(CR_E_ABORTED, "cancelled");
-        int64_t rows = m - r0 < CR_LINEAR_ROW_BLOCK ? m - r0 : CR_LINEAR_ROW_BLOCK;
+        int64_t rows = m - r0 < CR_BLAS_ROW_BLOCK ? m - r0 : CR_BLAS_ROW_BLOCK;
         float *yb = y + r0 * ldy;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)W->n_out,
                     (blasint)W->n_in, 1.0f, x + r0 * ldx, (blasint)ldx, W->w, (blasint)W->n_in,
                     0.0f, yb, (blasint)ldy);
-        if (W->bias) {
-            for (int64_t r = 0; r < rows; r++) {
-                float *row = yb + r * ldy;
-                for (int64_t j = 0; j < W->n_out; j++) row[j] += W->bias[j];
-            }
-        }
+        if (W->bias)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < W->n_out; j++) yb[r * ldy + j] += W->bias[j];
     }
     return CR_OK;
+}
+
+cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
+                          float *y, int64_t ldy, const cr_exec *ex) {
+    if (m <= 0) return CR_OK;
+    if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
+    panel_job j = {W, x, ldx, m, y, ldy, (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
+    int64_t blocks = (m + CR_PANEL_ROW_BLOCK - 1) / CR_PANEL_ROW_BLOCK;
+    return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
 }
 
 void cr_linear_free(cr_linear *W) {

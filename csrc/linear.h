@@ -10,13 +10,14 @@
 #include "crossrank.h"
 
 typedef enum cr_format {
-    CR_FMT_F32 = 0,   /* w: [n_out, n_in] float32, row-major (HF layout), through OpenBLAS sgemm */
+    CR_FMT_F32_PANELS = 0, /* w: [ceil(n_out/NR)][n_in][NR] float32 panels, crossrank's kernels */
+    CR_FMT_F32_BLAS,       /* w: [n_out, n_in] float32, row-major (HF layout), OpenBLAS sgemm */
 } cr_format;
 
 typedef struct cr_linear {
     cr_format fmt;
     int64_t n_out, n_in;
-    float *w;         /* F32: [n_out, n_in], 64-byte aligned, owned */
+    float *w;         /* layout per fmt, 64-byte aligned, owned */
     float *bias;      /* [n_out] or NULL, owned */
 } cr_linear;
 
@@ -26,10 +27,21 @@ typedef struct cr_exec {
     const atomic_int *abort;
 } cr_exec;
 
-/* y[m, n_out] (row stride ldy) = x[m, n_in] (row stride ldx) @ W^T + bias. Rows are processed in
- * blocks with the abort flag checked between them. Call with the engine lock held. */
+/* y[m, n_out] (row stride ldy) = x[m, n_in] (row stride ldx) @ W^T + bias, with the engine lock
+ * held. Panels: tasks of (row block, panel) on the pool, each output a fixed-order FMA chain, so
+ * results are bitwise independent of m, of the rows beside, of threads and of the ISA. OpenBLAS:
+ * row blocks on the calling thread (pool idle); its kernels vary the summation order with the
+ * shape and thread count, so results can differ by a few ulps. The abort flag is checked per
+ * task / block. */
 cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
                           float *y, int64_t ldy, const cr_exec *ex);
+
+/* Converts a CR_FMT_F32_BLAS weight (row-major, as loaded) into the format used for compute:
+ * panels for crossrank's kernels, unless CROSSRANK_GEMM=openblas asks for OpenBLAS. */
+cr_status cr_linear_pack(cr_linear *W);
+
+/* Bytes held by the packed weight and bias. */
+int64_t cr_linear_bytes(const cr_linear *W);
 
 void cr_linear_free(cr_linear *W);  /* frees the owned buffers; accepts a zeroed struct */
 

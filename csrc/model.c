@@ -156,7 +156,7 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
                              const int64_t *rows, int64_t n_in, int bias) {
     int64_t n_out = 0;
     for (int k = 0; k < n_parts; k++) n_out += rows[k];
-    W->fmt = CR_FMT_F32;
+    W->fmt = CR_FMT_F32_BLAS;
     W->n_out = n_out;
     W->n_in = n_in;
     size_t count;
@@ -183,7 +183,10 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
         }
         row0 += rows[k];
     }
-    return CR_OK;
+    int64_t before = cr_linear_bytes(W);
+    cr_status st = cr_linear_pack(W);
+    ld->m->weight_bytes += cr_linear_bytes(W) - before;
+    return st;
 }
 
 static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {

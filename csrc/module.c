@@ -499,6 +499,9 @@ static PyMethodDef module_methods[] = {
      "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...'}"},
     {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
      "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
+    {"isa_levels", cr_py_isa_levels, METH_NOARGS,
+     "isa_levels() -> names of the kernel tables this CPU and OS can run, e.g. ['ref', 'avx2', 'avx512']."},
+    {"_kernel", (PyCFunction)(void (*)(void))cr_py_kernel, METH_VARARGS | METH_KEYWORDS, "Test hook: run one kernel of one ISA table."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._core",

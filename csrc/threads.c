@@ -121,7 +121,8 @@ cr_status cr_pool_run(int n_threads, int64_t n_tasks, cr_task_fn fn, void *ctx,
 
     if (n_threads > 1) {
         pthread_mutex_lock(&P.mu);
-        n_threads = grow_pool(n_threads);
+        int available = grow_pool(n_threads);  /* the pool may hold more workers than this job uses */
+        if (available < n_threads) n_threads = available;
         job.n_threads = n_threads;
         P.job = &job;
         P.pending = n_threads - 1;

@@ -20,8 +20,20 @@ typedef enum cr_isa {
     CR_ISA_COUNT
 } cr_isa;
 
+/* Output columns per packed weight panel: the packed layout is the same for every ISA, so a model
+ * packed once runs under any dispatch level. */
+#define CR_GEMM_NR 32
+
 typedef struct cr_kernels {
     cr_isa isa;
+    /* y[i, j] = sum_k x[i, k] * wp[k, j] for i < m, j < n, where wp is one packed panel
+     * [k][CR_GEMM_NR] (columns past n are zero padding). Each sum is one fused multiply-add chain
+     * in increasing k from 0, whatever the tile shape, so every ISA and every m gives bitwise
+     * the same result for a row: scores do not depend on batch composition or threads.
+     * m <= gemm_mr; rows of x and y have strides ldx, ldy. */
+    void (*gemm_f32_tile)(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
+                          float *y, int64_t ldy, int64_t n);
+    int gemm_mr;
     /* sum_i a[i] * b[i] */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     /* y[i] += alpha * x[i] */

@@ -68,8 +68,37 @@ static void f16_to_f32_avx2(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* 3 rows x 32 columns: 12 accumulators and four panel loads per k (all 16 ymm registers). */
+#define MR2 3
+
+static void gemm_f32_tile_avx2(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
+                               float *y, int64_t ldy, int64_t n) {
+    __m256 acc[MR2][4];
+    for (int i = 0; i < MR2; i++)
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm256_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        const float *w = wp + kk * CR_GEMM_NR;
+        __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8), w2 = _mm256_loadu_ps(w + 16),
+               w3 = _mm256_loadu_ps(w + 24);
+        for (int64_t i = 0; i < m; i++) {
+            __m256 xv = _mm256_broadcast_ss(x + i * ldx + kk);
+            acc[i][0] = _mm256_fmadd_ps(xv, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xv, w1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(xv, w2, acc[i][2]);
+            acc[i][3] = _mm256_fmadd_ps(xv, w3, acc[i][3]);
+        }
+    }
+    for (int64_t i = 0; i < m; i++) {
+        float row[CR_GEMM_NR];
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(row + 8 * c, acc[i][c]);
+        memcpy(y + i * ldy, row, (size_t)n * sizeof(float));
+    }
+}
+
 static const cr_kernels avx2_table = {
     .isa = CR_ISA_AVX2,
+    .gemm_f32_tile = gemm_f32_tile_avx2,
+    .gemm_mr = MR2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .sumsq_f32 = sumsq_f32_avx2,

@@ -53,8 +53,44 @@ static void f16_to_f32_avx512(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* 6 rows x 32 columns: 12 accumulators, two panel loads and six broadcasts per k. */
+#define MR512 6
+
+static void gemm_f32_tile_avx512(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
+                                 float *y, int64_t ldy, int64_t n) {
+    __m512 acc[MR512][2];
+    for (int i = 0; i < MR512; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    if (m == MR512) {
+        for (int64_t kk = 0; kk < k; kk++) {
+            __m512 w0 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR), w1 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR + 16);
+            for (int i = 0; i < MR512; i++) {
+                __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
+                acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
+            }
+        }
+    } else {
+        for (int64_t kk = 0; kk < k; kk++) {
+            __m512 w0 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR), w1 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR + 16);
+            for (int64_t i = 0; i < m; i++) {
+                __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
+                acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
+            }
+        }
+    }
+    __mmask16 m0 = tail_mask(n), m1 = tail_mask(n > 16 ? n - 16 : 0);
+    if (n <= 16) m1 = 0;
+    for (int64_t i = 0; i < m; i++) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
+    }
+}
+
 static const cr_kernels avx512_table = {
     .isa = CR_ISA_AVX512,
+    .gemm_f32_tile = gemm_f32_tile_avx512,
+    .gemm_mr = MR512,
     .dot_f32 = dot_f32_avx512,
     .axpy_f32 = axpy_f32_avx512,
     .sumsq_f32 = sumsq_f32_avx512,

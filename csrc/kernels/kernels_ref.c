@@ -63,8 +63,23 @@ static void f16_to_f32_ref(const void *src, float *dst, int64_t n) {
     }
 }
 
+static void gemm_f32_tile_ref(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
+                              float *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        float acc[CR_GEMM_NR] = {0};
+        const float *xi = x + i * ldx;
+        for (int64_t kk = 0; kk < k; kk++) {
+            const float *w = wp + kk * CR_GEMM_NR;
+            for (int j = 0; j < CR_GEMM_NR; j++) acc[j] = fmaf(xi[kk], w[j], acc[j]);
+        }
+        for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
+    }
+}
+
 static const cr_kernels ref_table = {
     .isa = CR_ISA_REF,
+    .gemm_f32_tile = gemm_f32_tile_ref,
+    .gemm_mr = 4,
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
     .sumsq_f32 = sumsq_f32_ref,

@@ -1,0 +1,136 @@
+"""Random-weight checkpoints of a real model shape, written with NumPy alone.
+
+Speed does not depend on weight values, so a random checkpoint of a published shape gives real
+timings (demos, benchmarks) where real weights cannot be downloaded. Scores from random weights
+mean nothing about relevance: say so wherever they are shown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from .config import load_config
+
+__all__ = ["write_random_checkpoint", "tensor_shapes"]
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                    "merges.txt", "tokenizer.model")
+
+
+def tensor_shapes(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:
+    """HF tensor names and shapes of a causal-LM checkpoint for ``config`` (a config.json dict)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "config.json").write_text(json.dumps(dict(config)), encoding="utf-8")
+        spec = load_config(Path(tmp))
+    H, D, I = spec.hidden_size, spec.head_dim, spec.intermediate_size
+    NH, NKV = spec.num_attention_heads, spec.num_key_value_heads
+    shapes: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (spec.vocab_size, H))]
+    for i in range(spec.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "input_layernorm.weight", (H,)), (p + "post_attention_layernorm.weight", (H,))]
+        for name, rows in (("q_proj", NH * D), ("k_proj", NKV * D), ("v_proj", NKV * D)):
+            shapes.append((p + f"self_attn.{name}.weight", (rows, H)))
+            if spec.qkv_bias:
+                shapes.append((p + f"self_attn.{name}.bias", (rows,)))
+        shapes.append((p + "self_attn.o_proj.weight", (H, NH * D)))
+        if spec.o_bias:
+            shapes.append((p + "self_attn.o_proj.bias", (H,)))
+        if spec.qk_norm:
+            shapes += [(p + "self_attn.q_norm.weight", (D,)), (p + "self_attn.k_norm.weight", (D,))]
+        for name, shape in (("gate_proj", (I, H)), ("up_proj", (I, H)), ("down_proj", (H, I))):
+            shapes.append((p + f"mlp.{name}.weight", shape))
+            if spec.mlp_bias:
+                shapes.append((p + f"mlp.{name}.bias", shape[:1]))
+    shapes.append(("model.norm.weight", (H,)))
+    if not spec.tie_word_embeddings:
+        shapes.append(("lm_head.weight", (spec.vocab_size, H)))
+    return shapes
+
+
+def _to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), round to nearest even."""
+    bits = x.astype(np.float32).view(np.uint32)
+    rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def _values(rng: np.random.Generator, name: str, shape: Tuple[int, ...], gemma_norm: bool) -> Iterator[np.ndarray]:
+    """The tensor's values in row blocks (float32), so a large table never sits whole in memory."""
+    if name.endswith("norm.weight"):
+        base = 0.0 if gemma_norm else 1.0
+        yield (base + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+        return
+    if name.endswith(".bias"):
+        yield 0.02 * rng.standard_normal(shape, dtype=np.float32)
+        return
+    fan_in = shape[-1] if len(shape) > 1 else 1
+    std = 1.0 if name == "model.embed_tokens.weight" else 1.0 / np.sqrt(fan_in)
+    rows = shape[0]
+    block = max(1, (1 << 22) // max(1, int(np.prod(shape[1:]))))
+    for r0 in range(0, rows, block):
+        r1 = min(rows, r0 + block)
+        yield (std * rng.standard_normal((r1 - r0,) + tuple(shape[1:]), dtype=np.float32))
+
+
+def write_random_checkpoint(
+    out_dir: Union[str, os.PathLike],
+    config: Mapping[str, Any],
+    tokenizer_dir: Optional[Union[str, os.PathLike]] = None,
+    *,
+    seed: int = 0,
+    dtype: str = "bfloat16",
+) -> Path:
+    """Writes ``config.json``, ``model.safetensors`` (random weights) and the tokenizer files.
+
+    Args:
+        out_dir: Destination directory (created; files in it are replaced).
+        config: A ``config.json`` dict, e.g. a published model's.
+        tokenizer_dir: Where to copy the tokenizer files from (optional).
+        seed: Seed of the random weights.
+        dtype: ``"bfloat16"`` or ``"float32"`` on disk.
+
+    Returns:
+        The directory.
+    """
+    if dtype not in ("bfloat16", "float32"):
+        raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {dtype!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = tensor_shapes(config)
+    itemsize = 2 if dtype == "bfloat16" else 4
+    header: Dict[str, Any] = {"__metadata__": {"format": "pt", "note": "random weights"}}
+    offset = 0
+    for name, shape in shapes:
+        nbytes = int(np.prod(shape)) * itemsize
+        header[name] = {"dtype": "BF16" if dtype == "bfloat16" else "F32", "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned, as the reference writer does
+    gemma_norm = str(config.get("model_type", "")) == "gemma"
+    rng = np.random.default_rng(seed)
+    tmp = out / "model.safetensors.tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name, shape in shapes:
+            for block in _values(rng, name, shape, gemma_norm):
+                f.write((_to_bf16(block) if dtype == "bfloat16" else block.astype("<f4")).tobytes())
+    os.replace(tmp, out / "model.safetensors")
+    cfg = dict(config)
+    cfg["torch_dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    if tokenizer_dir is not None:
+        for fname in _TOKENIZER_FILES:
+            src = Path(tokenizer_dir) / fname
+            if src.is_file():
+                shutil.copy(src, out / fname)
+    return out

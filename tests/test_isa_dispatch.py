@@ -1,0 +1,127 @@
+"""CROSSRANK_ISA: the kernel level is chosen once at import, capped by the variable, and every
+level gives the same scores.
+
+Each case runs a fresh interpreter (the choice is made once per process). The parity checks score
+a few query/document pairs with a tiny random-weight Qwen3 checkpoint (float32 and bfloat16,
+written with NumPy by tests/_numpy_checkpoint.py) under each cap, and compare the raw logits with
+those of an uncapped run. No torch.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import crossrank
+from _numpy_checkpoint import copy_qwen3_tokenizer, qwen3_tokenizer_dir, write_qwen3_checkpoint
+
+ORDER = ["ref", "avx2", "avx512", "avx512bf16"]
+DETECTED = crossrank.cpu_info()["detected"]
+
+QWEN3_RERANKER = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+QUERY = "Why did the East India Company smuggle opium into China?"
+DOCUMENTS = [
+    "China accepted little but silver for its tea, so the company sold opium in Canton to "
+    "balance its accounts, which led to the Opium Wars.",
+    "Iceland sits on the Mid-Atlantic Ridge, where two plates drift apart by about two "
+    "centimetres a year.",
+    "Tea reached Europe in the early seventeenth century, carried by Dutch merchants.",
+    "Le thé est arrivé en Europe au XVIIe siècle.",
+    "",
+]
+
+
+def run_python(code, isa=None, timeout=300):
+    """Runs `code` in a fresh interpreter with CROSSRANK_ISA=isa (unset when None)."""
+    env = dict(os.environ)
+    env.pop("CROSSRANK_ISA", None)
+    if isa is not None:
+        env["CROSSRANK_ISA"] = isa
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"CROSSRANK_ISA={isa!r}: exit {proc.returncode}\n{proc.stderr}"
+    return proc.stdout
+
+
+def cpu_info_under(isa):
+    out = run_python("import crossrank; print(crossrank.cpu_info())", isa)
+    return ast.literal_eval(out.strip().splitlines()[-1])
+
+
+def expected_level(cap):
+    return ORDER[min(ORDER.index(cap), ORDER.index(DETECTED))]
+
+
+# ---- the cap -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cap", ORDER)
+def test_crossrank_isa_caps_the_kernel_level_at_import(cap):
+    info = cpu_info_under(cap)
+    assert info["isa"] == expected_level(cap)
+    assert info["detected"] == DETECTED  # the cap never changes what was detected
+
+
+@pytest.mark.parametrize("value", ["sse4", "AVX2", "avx3", "neon", "ref ", "0"])
+def test_unknown_crossrank_isa_values_are_ignored_and_detection_decides(value):
+    info = cpu_info_under(value)
+    assert info["isa"] == DETECTED
+
+
+def test_empty_crossrank_isa_means_no_cap():
+    assert cpu_info_under("")["isa"] == DETECTED
+
+
+def test_without_crossrank_isa_the_best_detected_level_is_used():
+    assert cpu_info_under(None)["isa"] == DETECTED
+
+
+# ---- parity of a whole model under each cap ------------------------------------------------------
+
+SCORE_SCRIPT = """
+import json, sys
+import crossrank
+model = crossrank.CrossEncoder(sys.argv[1], hf_overrides=json.loads(sys.argv[2]))
+scores = model.score(sys.argv[3], json.loads(sys.argv[4]), activation_fn="identity")
+print(json.dumps({"isa": crossrank.cpu_info()["isa"], "logits": [float(s) for s in scores]}))
+"""
+
+
+def score_under(model_dir, isa):
+    code = ("import sys; sys.argv[1:] = " +
+            repr([str(model_dir), json.dumps(QWEN3_RERANKER), QUERY, json.dumps(DOCUMENTS)]) +
+            "\n" + SCORE_SCRIPT)
+    out = run_python(code, isa)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def tiny_qwen3(request, tmp_path_factory):
+    if not (qwen3_tokenizer_dir() / "tokenizer.json").is_file():
+        pytest.skip(f"Qwen3 tokenizer files not found in {qwen3_tokenizer_dir()}")
+    path = tmp_path_factory.mktemp(f"tiny-qwen3-{request.param}")
+    write_qwen3_checkpoint(path, seed=7, dtype=request.param)
+    copy_qwen3_tokenizer(path)
+    uncapped = score_under(path, None)
+    assert uncapped["isa"] == DETECTED
+    logits = np.array(uncapped["logits"])
+    assert logits.shape == (len(DOCUMENTS),) and np.all(np.isfinite(logits))
+    # Not degenerate: the documents get clearly different logits, so parity means something.
+    assert np.ptp(logits) > 1e-2, logits
+    return path, logits
+
+
+@pytest.mark.parametrize("cap", ["ref", "avx2", "avx512"])
+def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap):
+    path, uncapped = tiny_qwen3
+    capped = score_under(path, cap)
+    assert capped["isa"] == expected_level(cap)
+    np.testing.assert_allclose(np.array(capped["logits"]), uncapped, rtol=0, atol=1e-4)

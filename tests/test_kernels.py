@@ -1,0 +1,493 @@
+"""Vector kernels: every ISA table this CPU runs agrees with the scalar reference and with NumPy.
+
+Each kernel of each ISA table is called directly through the test hook ``_core._kernel(isa, name,
+*arrays)`` (bypassing the active table and CROSSRANK_ISA), on lengths that exercise every tail of
+the 8-, 16- and 32-wide loops, on arrays starting on a 64-byte boundary and one element past it,
+and (16-bit sources, which may sit anywhere in a memory-mapped checkpoint) at an odd byte address.
+Kernels that write do so into a buffer with guard zones: a write past the n destination elements
+makes the hook raise RuntimeError, so these tests also catch out-of-bounds tail stores.
+
+Tolerances:
+* dot_f32 / sumsq_f32: |result - float64 result| <= 4 sqrt(n) u sum|a_i b_i| with u = 2^-24. The
+  reference is a sequential float32 sum; for sums of positive terms (sumsq) its error grows like
+  sqrt(n) u (a flat 1e-6 * sum|a_i b_i| is already exceeded at n ~ 1000), while a dropped or
+  doubled element moves the result by ~ sum|a_i b_i| / n, far above the bound at every length
+  tested. Integer-valued inputs, where every order of summation is exact, must agree exactly.
+* axpy_f32: |result - float64 result| <= 2u (|y| + |alpha x|) per element (ISA kernels use FMA,
+  one rounding; the reference rounds twice); exact for integer inputs.
+* bf16_to_f32 / f16_to_f32: bitwise, for all 65536 bit patterns, against the reference, NumPy and
+  an integer-arithmetic widening. One documented exception: F16C's VCVTPH2PS (AVX2 and AVX-512
+  forms) quiets signalling half NaNs, i.e. sets the float's quiet bit (bit 22) and keeps sign and
+  payload, where the reference widens the bits exactly. A NaN is a NaN to the engine, so an ISA
+  kernel may return either the exact widening or its quieted form for a signalling NaN, nothing
+  else. bfloat16 widening is a shift, so no exception there.
+
+No torch.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crossrank import _core
+
+LEVELS = _core.isa_levels()
+SIMD_LEVELS = [isa for isa in LEVELS if isa != "ref"]
+KNOWN_TABLES = ["ref", "avx2", "avx512"]
+
+LENGTHS = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4097]
+U = 2.0 ** -24
+QUIET_BIT = np.uint32(0x0040_0000)
+
+
+# ---- placement helpers ---------------------------------------------------------------------------
+
+def placed(values, misalign_bytes):
+    """A copy of `values` whose data starts `misalign_bytes` past a 64-byte boundary."""
+    values = np.ascontiguousarray(values)
+    raw = np.zeros(values.nbytes + 128, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + misalign_bytes
+    out = np.ndarray(values.shape, values.dtype, buffer=raw, offset=start)
+    out[...] = values
+    assert out.ctypes.data % 64 == misalign_bytes
+    return out
+
+
+def offset_view(values):
+    """`values` as a view at element offset 1 of a 64-byte aligned array (the data pointer is
+    one element past the boundary, so never 64-, 32- or 16-byte aligned)."""
+    values = np.ascontiguousarray(values)
+    base = placed(np.concatenate([values[:1] if len(values) else np.zeros(1, values.dtype), values]), 0)
+    view = base[1:] if len(values) else np.ndarray((0,), values.dtype, buffer=base, offset=values.itemsize)
+    assert view.ctypes.data % 64 == values.itemsize
+    return view
+
+
+FLOAT_PLACEMENTS = ["aligned64", "offset1"]
+U16_PLACEMENTS = ["aligned64", "offset1", "odd_byte"]
+
+
+def place(values, placement):
+    if placement == "aligned64":
+        return placed(values, 0)
+    if placement == "offset1":
+        return offset_view(values)
+    if placement == "odd_byte":
+        out = placed(values, 1)
+        assert out.ctypes.data % 2 == 1
+        return out
+    raise AssertionError(placement)
+
+
+def kernel(isa, name, *arrays, **kw):
+    return _core._kernel(isa, name, *arrays, **kw)
+
+
+def reduction_tolerance(products):
+    n = max(len(products), 1)
+    return 4.0 * math.sqrt(n) * U * float(np.abs(products).sum()) + 1e-30
+
+
+# ---- ISA levels ----------------------------------------------------------------------------------
+
+def test_isa_levels_list_ref_first_then_every_table_the_detected_level_allows():
+    detected = _core.cpu_info()["detected"]
+    rank = {"ref": 0, "avx2": 1, "avx512": 2, "avx512bf16": 2}[detected]
+    assert LEVELS == KNOWN_TABLES[:rank + 1]
+
+
+def test_isa_levels_ignore_the_crossrank_isa_cap():
+    # The cap chooses the active table; the hook can still run everything the CPU supports.
+    code = "from crossrank import _core; print(_core.cpu_info()['isa'], *_core.isa_levels())"
+    env = dict(os.environ, CROSSRANK_ISA="ref")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["ref", *LEVELS]
+
+
+# ---- dot_f32 / sumsq_f32 -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_dot_matches_float64_within_rounding_bound(isa, n, placement):
+    rng = np.random.default_rng(1000 + n)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    products = a.astype(np.float64) * b.astype(np.float64)
+    exact = float(products.sum())
+    got = kernel(isa, "dot_f32", place(a, placement), place(b, placement))
+    assert abs(got - exact) <= reduction_tolerance(products), (got, exact)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_dot_agrees_with_reference_kernel(isa, n, placement):
+    rng = np.random.default_rng(2000 + n)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    ref = kernel("ref", "dot_f32", a, b)
+    got = kernel(isa, "dot_f32", place(a, placement), place(b, placement))
+    products = a.astype(np.float64) * b
+    assert abs(got - ref) <= 2 * reduction_tolerance(products), (got, ref)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_dot_of_integer_valued_inputs_is_exact_so_no_element_is_dropped_or_doubled(isa, n, placement):
+    # All terms are positive and positions weigh differently, so a lost, repeated or misplaced
+    # tail element changes the sum; every partial sum stays below 2^24, so any summation order
+    # is exact.
+    rng = np.random.default_rng(3000 + n)
+    a = rng.integers(1, 4, n).astype(np.float32)
+    weights = np.arange(n) % 1024 + 1
+    b = weights.astype(np.float32)
+    exact = float(np.dot(a.astype(np.int64), weights))
+    assert exact < 2 ** 24
+    assert kernel(isa, "dot_f32", place(a, placement), place(b, placement)) == exact
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 129])
+@pytest.mark.parametrize("isa", LEVELS)
+def test_dot_and_sumsq_propagate_nan_and_inf_from_every_position(isa, n):
+    for k in sorted({0, n // 2, n - 1}):
+        a = np.ones(n, dtype=np.float32)
+        b = np.ones(n, dtype=np.float32)
+        a[k] = np.nan
+        assert math.isnan(kernel(isa, "dot_f32", a, b)), k
+        assert math.isnan(kernel(isa, "sumsq_f32", a)), k
+        a[k] = np.inf
+        assert kernel(isa, "dot_f32", a, b) == math.inf, k
+        assert kernel(isa, "sumsq_f32", a) == math.inf, k
+        b[k] = -1.0
+        assert kernel(isa, "dot_f32", a, b) == -math.inf, k
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_dot_and_sumsq_of_empty_arrays_are_zero(isa):
+    empty = np.zeros(0, dtype=np.float32)
+    assert kernel(isa, "dot_f32", empty, empty) == 0.0
+    assert kernel(isa, "sumsq_f32", empty) == 0.0
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_sumsq_matches_float64_within_rounding_bound(isa, n, placement):
+    rng = np.random.default_rng(4000 + n)
+    x = rng.standard_normal(n).astype(np.float32)
+    squares = x.astype(np.float64) ** 2
+    exact = float(squares.sum())
+    got = kernel(isa, "sumsq_f32", place(x, placement))
+    assert abs(got - exact) <= reduction_tolerance(squares), (got, exact)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_sumsq_agrees_with_reference_kernel(isa, n, placement):
+    rng = np.random.default_rng(5000 + n)
+    x = rng.standard_normal(n).astype(np.float32)
+    ref = kernel("ref", "sumsq_f32", x)
+    got = kernel(isa, "sumsq_f32", place(x, placement))
+    assert abs(got - ref) <= 2 * reduction_tolerance(x.astype(np.float64) ** 2), (got, ref)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_sumsq_of_integer_valued_inputs_is_exact(isa, n, placement):
+    rng = np.random.default_rng(6000 + n)
+    x = rng.integers(-40, 41, n).astype(np.float32)
+    exact = float((x.astype(np.int64) ** 2).sum())
+    assert exact < 2 ** 24
+    assert kernel(isa, "sumsq_f32", place(x, placement)) == exact
+
+
+# ---- axpy_f32 ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_axpy_matches_float64_elementwise_and_leaves_its_inputs_alone(isa, n, placement):
+    rng = np.random.default_rng(7000 + n)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    alpha = np.float32(-0.7310586)
+    xp, yp = place(x, placement), place(y, placement)
+    got = kernel(isa, "axpy_f32", xp, yp, alpha=float(alpha))
+    assert got.dtype == np.float32 and got.shape == (n,)
+    ax = np.float64(alpha) * x.astype(np.float64)
+    exact = y.astype(np.float64) + ax
+    tol = 2 * 2 * U * (np.abs(y.astype(np.float64)) + np.abs(ax)) + 1e-38
+    assert np.all(np.abs(got - exact) <= tol)
+    np.testing.assert_array_equal(xp, x)
+    np.testing.assert_array_equal(yp, y)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_axpy_agrees_with_reference_kernel_to_one_rounding(isa, n, placement):
+    rng = np.random.default_rng(8000 + n)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    ref = kernel("ref", "axpy_f32", x, y, alpha=0.375)
+    got = kernel(isa, "axpy_f32", place(x, placement), place(y, placement), alpha=0.375)
+    tol = 2 * 2 * U * (np.abs(y.astype(np.float64)) + 0.375 * np.abs(x.astype(np.float64))) + 1e-38
+    assert np.all(np.abs(got.astype(np.float64) - ref) <= tol)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_axpy_of_integer_valued_inputs_is_exact_in_every_element(isa, n, placement):
+    rng = np.random.default_rng(9000 + n)
+    x = rng.integers(-1000, 1001, n).astype(np.float32)
+    y = np.arange(n, dtype=np.float32) + 1
+    got = kernel(isa, "axpy_f32", place(x, placement), place(y, placement), alpha=-3.0)
+    np.testing.assert_array_equal(got, y - 3 * x)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_axpy_with_zero_alpha_returns_y_bitwise(isa):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(129).astype(np.float32)
+    y = rng.standard_normal(129).astype(np.float32)
+    y[:4] = [-0.0, 0.0, np.float32(1e-40), -np.float32(1e-40)]  # signed zeros, subnormals
+    got = kernel(isa, "axpy_f32", x, y)  # alpha defaults to 0.0
+    ref = kernel("ref", "axpy_f32", x, y)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    # y + 0*x: -0 + +0 = +0 in round-to-nearest; every other element is y itself
+    np.testing.assert_array_equal(got[1:].view(np.uint32), y[1:].view(np.uint32))
+
+
+# ---- bf16_to_f32 ---------------------------------------------------------------------------------
+
+ALL_U16 = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+
+
+def bf16_expected(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f16_expected_bits(bits):
+    """Exact binary16 -> binary32 widening by integer arithmetic (no float16 hardware)."""
+    h = bits.astype(np.uint32)
+    sign = (h & 0x8000) << 16
+    exp = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    normal = sign | ((exp + 112) << 23) | (mant << 13)
+    special = sign | np.uint32(0x7F80_0000) | (mant << 13)  # inf and NaN, payload kept
+    sub = (mant.astype(np.float64) * 2.0 ** -24).astype(np.float32).view(np.uint32) | sign
+    return np.where(exp == 0x1F, special, np.where(exp == 0, sub, normal)).astype(np.uint32)
+
+
+def is_f16_signalling_nan(bits):
+    bits = bits.astype(np.uint32)
+    return ((bits & 0x7C00) == 0x7C00) & ((bits & 0x3FF) != 0) & ((bits & 0x200) == 0)
+
+
+@pytest.mark.parametrize("placement", U16_PLACEMENTS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_widening_is_bitwise_exact_for_all_65536_patterns(isa, placement):
+    got = kernel(isa, "bf16_to_f32", place(ALL_U16, placement))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), bf16_expected(ALL_U16).view(np.uint32))
+    np.testing.assert_array_equal(got.view(np.uint32), kernel("ref", "bf16_to_f32", ALL_U16).view(np.uint32))
+
+
+@pytest.mark.parametrize("placement", U16_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_widening_handles_every_tail_length(isa, n, placement):
+    rng = np.random.default_rng(11000 + n)
+    bits = rng.integers(0, 65536, n).astype(np.uint16)
+    got = kernel(isa, "bf16_to_f32", place(bits, placement))
+    np.testing.assert_array_equal(got.view(np.uint32), bf16_expected(bits).view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_special_values_keep_their_exact_bits(isa):
+    cases = {
+        0x0000: 0x0000_0000,  # +0
+        0x8000: 0x8000_0000,  # -0
+        0x0001: 0x0001_0000,  # smallest subnormal
+        0x807F: 0x807F_0000,  # largest negative subnormal
+        0x0080: 0x0080_0000,  # smallest normal
+        0x7F7F: 0x7F7F_0000,  # largest finite
+        0x7F80: 0x7F80_0000,  # +inf
+        0xFF80: 0xFF80_0000,  # -inf
+        0x7FC0: 0x7FC0_0000,  # quiet NaN
+        0x7F81: 0x7F81_0000,  # signalling NaN: a shift, never quieted
+        0xFFA5: 0xFFA5_0000,  # negative NaN with payload
+    }
+    src = np.array(list(cases), dtype=np.uint16)
+    got = kernel(isa, "bf16_to_f32", src).view(np.uint32)
+    assert [hex(v) for v in got] == [hex(v) for v in cases.values()]
+
+
+# ---- f16_to_f32 ----------------------------------------------------------------------------------
+
+def test_f16_reference_kernel_is_the_exact_widening_and_matches_numpy():
+    ref = kernel("ref", "f16_to_f32", ALL_U16).view(np.uint32)
+    np.testing.assert_array_equal(ref, f16_expected_bits(ALL_U16))
+    # NumPy's own float16 cast may go through F16C too: allow it the same quieting.
+    numpy_bits = ALL_U16.view(np.float16).astype(np.float32).view(np.uint32)
+    snan = is_f16_signalling_nan(ALL_U16)
+    np.testing.assert_array_equal(numpy_bits[~snan], ref[~snan])
+    assert np.all((numpy_bits[snan] == ref[snan]) | (numpy_bits[snan] == ref[snan] | QUIET_BIT))
+
+
+def check_f16_against_exact(got_bits, src_bits):
+    want = f16_expected_bits(src_bits)
+    snan = is_f16_signalling_nan(src_bits)
+    np.testing.assert_array_equal(got_bits[~snan], want[~snan])
+    # Signalling NaNs: the exact widening, or (F16C) the same NaN with the quiet bit set.
+    ok = (got_bits[snan] == want[snan]) | (got_bits[snan] == (want[snan] | QUIET_BIT))
+    assert np.all(ok), [hex(b) for b in src_bits[snan][~ok][:8]]
+
+
+@pytest.mark.parametrize("placement", U16_PLACEMENTS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_f16_widening_is_bitwise_exact_for_all_65536_patterns_except_snan_quieting(isa, placement):
+    got = kernel(isa, "f16_to_f32", place(ALL_U16, placement))
+    assert got.dtype == np.float32
+    got_bits = got.view(np.uint32)
+    check_f16_against_exact(got_bits, ALL_U16)
+    numpy_values = ALL_U16.view(np.float16).astype(np.float32)
+    nan = np.isnan(numpy_values)
+    np.testing.assert_array_equal(got_bits[~nan], numpy_values[~nan].view(np.uint32))
+    assert np.all(np.isnan(got[nan]))
+
+
+@pytest.mark.parametrize("placement", U16_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_f16_widening_handles_every_tail_length(isa, n, placement):
+    rng = np.random.default_rng(12000 + n)
+    bits = rng.integers(0, 65536, n).astype(np.uint16)
+    got = kernel(isa, "f16_to_f32", place(bits, placement))
+    check_f16_against_exact(got.view(np.uint32), bits)
+    if isa != "ref":
+        ref = kernel("ref", "f16_to_f32", bits).view(np.uint32)
+        snan = is_f16_signalling_nan(bits)
+        np.testing.assert_array_equal(got.view(np.uint32)[~snan], ref[~snan])
+
+
+F16_SPECIALS = {
+    0x0000: 0x0000_0000,  # +0
+    0x8000: 0x8000_0000,  # -0
+    0x0001: 0x3380_0000,  # smallest subnormal, 2^-24
+    0x03FF: 0x387F_C000,  # largest subnormal
+    0x8001: 0xB380_0000,  # smallest negative subnormal
+    0x0400: 0x3880_0000,  # smallest normal, 2^-14
+    0x3C00: 0x3F80_0000,  # 1
+    0x7BFF: 0x477F_E000,  # 65504, largest finite
+    0x7C00: 0x7F80_0000,  # +inf
+    0xFC00: 0xFF80_0000,  # -inf
+    0x7E00: 0x7FC0_0000,  # quiet NaN
+    0x7E55: 0x7FCA_A000,  # quiet NaN with payload
+    0xFE01: 0xFFC0_2000,  # negative quiet NaN with payload
+}
+F16_SNANS = {
+    0x7C01: 0x7F80_2000,  # signalling NaN, smallest payload
+    0x7D55: 0x7FAA_A000,  # signalling NaN with payload
+    0xFDFF: 0xFFBF_E000,  # negative signalling NaN, largest payload
+}
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_f16_special_values_keep_their_exact_bits(isa):
+    src = np.array(list(F16_SPECIALS), dtype=np.uint16)
+    got = kernel(isa, "f16_to_f32", src).view(np.uint32)
+    assert [hex(v) for v in got] == [hex(v) for v in F16_SPECIALS.values()]
+
+
+def test_f16_reference_widens_signalling_nans_without_quieting_them():
+    src = np.array(list(F16_SNANS), dtype=np.uint16)
+    got = kernel("ref", "f16_to_f32", src).view(np.uint32)
+    assert [hex(v) for v in got] == [hex(v) for v in F16_SNANS.values()]
+
+
+@pytest.mark.parametrize("n", [3, 8, 19])  # the tail path, a full vector, both
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_f16_simd_kernels_quiet_signalling_nans_keeping_sign_and_payload(isa, n):
+    # What F16C does (VCVTPH2PS, also in its AVX-512 form): the result is the exact widening
+    # with the float's quiet bit set. Observed on every x86 CPU we run; pinned here so a kernel
+    # that starts mangling NaN payloads (or an emulator that differs) gets noticed.
+    src = np.resize(np.array(list(F16_SNANS), dtype=np.uint16), n)
+    got = kernel(isa, "f16_to_f32", src).view(np.uint32)
+    want = np.array([F16_SNANS[int(b)] for b in src], dtype=np.uint32) | QUIET_BIT
+    assert [hex(v) for v in got] == [hex(v) for v in want]
+
+
+# ---- argument checking ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ["sse2", "neon", "AVX2", "", "avx512bf16"])
+def test_unknown_isa_names_raise_value_error(isa):
+    x = np.ones(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="unknown ISA"):
+        kernel(isa, "dot_f32", x, x)
+
+
+@pytest.mark.parametrize("isa", [level for level in KNOWN_TABLES if level not in LEVELS] or
+                         [pytest.param("none", marks=pytest.mark.skip(reason="this CPU runs every ISA table"))])
+def test_isa_this_cpu_lacks_raises_runtime_error_instead_of_running(isa):
+    x = np.ones(4, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="not supported here"):
+        kernel(isa, "dot_f32", x, x)
+    with pytest.raises(RuntimeError, match="not supported here"):
+        kernel(isa, "f16_to_f32", np.ones(4, dtype=np.uint16))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_unknown_kernel_names_raise_value_error(isa):
+    with pytest.raises(ValueError, match="unknown kernel"):
+        kernel(isa, "gemm_f32", np.ones(4, dtype=np.float32))
+
+
+def test_mismatched_lengths_raise_value_error():
+    with pytest.raises(ValueError, match="equal length"):
+        kernel("ref", "dot_f32", np.ones(4, np.float32), np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="equal length"):
+        kernel("ref", "axpy_f32", np.ones(4, np.float32), np.ones(3, np.float32), alpha=1.0)
+
+
+def test_arrays_must_be_one_dimensional():
+    with pytest.raises(ValueError):
+        kernel("ref", "sumsq_f32", np.ones((2, 2), np.float32))
+    with pytest.raises(ValueError):
+        kernel("ref", "bf16_to_f32", np.uint16(3))
+
+
+def test_arrays_are_not_silently_narrowed():
+    with pytest.raises(TypeError):
+        kernel("ref", "sumsq_f32", np.ones(4, np.float64))
+    with pytest.raises(TypeError):
+        kernel("ref", "f16_to_f32", np.ones(4, np.float16))
+
+
+def test_strided_views_are_copied_to_contiguous_input():
+    x = np.arange(10, dtype=np.float32)
+    assert kernel("ref", "sumsq_f32", x[::2]) == float((x[::2].astype(np.float64) ** 2).sum())
+
+
+def test_wrong_array_count_or_keyword_raises_type_error():
+    x = np.ones(4, dtype=np.float32)
+    with pytest.raises(TypeError):
+        kernel("ref", "dot_f32", x)
+    with pytest.raises(TypeError):
+        kernel("ref", "sumsq_f32", x, x)
+    with pytest.raises(TypeError):
+        kernel("ref", "dot_f32", x, x, alpha=1.0)
+    with pytest.raises(TypeError):
+        kernel("ref", "axpy_f32", x, x, beta=1.0)
+    with pytest.raises(TypeError):
+        _core._kernel("ref")
