@@ -7,6 +7,7 @@
 from typing import Dict
 
 from . import _core
+from .convert import convert
 from .errors import (Cancelled, CheckpointError, ConfigError, CrossrankError, ModelNotFoundError,
                      UnsupportedModelError)
 from .model import CancelToken, CrossEncoder
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CrossEncoder",
     "CancelToken",
+    "convert",
     "Template",
     "TEMPLATES",
     "get_template",

@@ -36,6 +36,43 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _add_convert_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="write a *ForSequenceClassification checkpoint (as vLLM's convert_model_to_seq_cls.py)",
+        description="Convert a causal-LM reranker into a sequence classifier: score.weight built from the "
+                    "LM-head rows of the answer tokens, no LM head. The output loads in crossrank and vLLM "
+                    "without hf_overrides and in transformers' AutoModelForSequenceClassification.")
+    p.add_argument("--model_name", "--model-name", dest="model_name", required=True,
+                   help="the causal LM: model directory or Hugging Face id")
+    p.add_argument("--classifier_from_tokens", "--classifier-from-tokens", dest="classifier_from_tokens",
+                   required=True, help='answer tokens as a JSON list, e.g. \'["no", "yes"]\' ([false, true])')
+    p.add_argument("--method", default=None, help="from_2_way_softmax or no_post_processing "
+                   "(default: no_post_processing for a single token)")
+    p.add_argument("--path", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--use-sep-token", "--use_sep_token", "--use-pad-token", "--use_pad_token",
+                   dest="use_sep_token", action="store_true",
+                   help="tokenize (text_1, text_2) as a pair (--use-pad-token is the older name)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --path")
+    p.add_argument("--template", default=None, help="crossrank template to record (default: from the model)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--local-files-only", action="store_true")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    try:
+        tokens = json.loads(args.classifier_from_tokens)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"crossrank: --classifier_from_tokens is not valid JSON ({exc}); write a JSON list, "
+                         f"e.g. --classifier_from_tokens '[\"no\", \"yes\"]'")
+    out = convert(args.model_name, tokens, args.method, args.path, use_sep_token=args.use_sep_token,
+                  force=args.force, revision=args.revision, local_files_only=args.local_files_only,
+                  template=args.template)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``crossrank`` console script."""
     parser = argparse.ArgumentParser(prog="crossrank", description="LLM rerankers on the CPU")
@@ -50,6 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_rank.add_argument("--doc", action="append", required=True, help="a document (repeat for several)")
     p_rank.add_argument("--top-k", type=int, default=None)
     sub.add_parser("cpu", help="show the kernels this CPU uses")
+    _add_convert_parser(sub)
     args = parser.parse_args(argv)
 
     from .errors import CrossrankError
@@ -60,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             print(json.dumps(cpu_info(), indent=2))
             return 0
+        if args.command == "convert":
+            return _convert(args)
         model = _load(args)
         activation = "identity" if args.raw else None
         if args.command == "score":

@@ -1,0 +1,520 @@
+"""The offline converter: a causal-LM reranker -> a ``*ForSequenceClassification`` checkpoint.
+
+:func:`convert` does what vLLM's ``convert_model_to_seq_cls.py`` does, without torch: it reads the
+classifier rows of the LM head, builds ``score.weight`` (``[num_labels, hidden]``, float32) and
+writes a checkpoint that holds every decoder tensor of the source in its original dtype, no LM
+head, a ``config.json`` that ``transformers``' ``AutoModelForSequenceClassification``, vLLM and
+crossrank load with no overrides, and the tokenizer files.
+
+=====================  ====================================  ==========
+method                 score.weight                          num_labels
+=====================  ====================================  ==========
+``from_2_way_softmax`` ``W[true] - W[false]`` (in float32)   1
+``no_post_processing`` ``W[tokens]`` (the rows, in order)    len(tokens)
+=====================  ====================================  ==========
+
+``W`` is ``lm_head.weight``, or ``model.embed_tokens.weight`` when the embeddings are tied.
+
+The source files are validated by the C reader (:func:`crossrank._core.inspect_checkpoint`)
+before anything is read: every header, dtype, shape and byte range is checked there, so the
+Python side can parse the headers and copy byte ranges from a memory map without re-checking
+them. Tensors are streamed from the source files to the output, never held whole in memory.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import mmap
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .config import _FAMILIES, _HEAD_SUFFIXES, _read_config_json, load_config, resolve_classifier_tokens
+from .errors import CheckpointError, ConfigError, UnsupportedModelError
+from .hub import resolve_model_path
+from .templates import TEMPLATES, Template, template_for_model
+
+__all__ = ["convert", "MAX_SHARD_SIZE", "TOKENIZER_FILES"]
+
+#: Above this many bytes of tensor data the output is sharded, as ``save_pretrained``'s
+#: default ``max_shard_size="5GB"`` (5 * 10**9 bytes).
+MAX_SHARD_SIZE = 5 * 10**9
+
+#: Tokenizer files copied next to the converted weights when the source has them.
+TOKENIZER_FILES: Tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+
+#: Config keys that would make a loader rebuild the head from an LM head the output no longer
+#: has (or that the converter writes itself); never copied from the source config.
+_DROPPED_KEYS = (
+    "classifier_from_token",
+    "method",
+    "is_original_qwen3_reranker",
+    "is_qwen3_reranker",
+    "use_pad_token",
+    "use_sep_token",
+    "crossrank_conversion",
+    "crossrank_template",
+)
+
+_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+_COPY_CHUNK = 64 << 20  # bytes per write when streaming a tensor
+
+
+class _Tensor:
+    """One tensor of the output: where its bytes come from and where they go."""
+
+    __slots__ = ("name", "dtype", "shape", "nbytes", "src_file", "src_offset", "data")
+
+    def __init__(self, name: str, dtype: str, shape: Sequence[int], nbytes: int,
+                 src_file: Optional[Path] = None, src_offset: int = 0, data: Optional[bytes] = None):
+        self.name = name
+        self.dtype = dtype
+        self.shape = [int(d) for d in shape]
+        self.nbytes = int(nbytes)
+        self.src_file = src_file
+        self.src_offset = int(src_offset)
+        self.data = data
+
+
+# --------------------------------------------------------------------------------------
+# Reading the source
+# --------------------------------------------------------------------------------------
+
+
+def _family(config: Mapping[str, Any]) -> Optional[str]:
+    """The architecture family ("Qwen3", "Gemma", ...) of a source config, or None."""
+    archs = config.get("architectures")
+    if isinstance(archs, (list, tuple)) and archs and isinstance(archs[0], str):
+        for fam in _FAMILIES:
+            if archs[0] in (fam + s for s in _HEAD_SUFFIXES):
+                return fam
+        return None
+    model_type = config.get("model_type")
+    for fam, mt in _FAMILIES.items():
+        if mt == model_type:
+            return fam
+    return None
+
+
+def _read_header(path: Path) -> Tuple[int, Dict[str, Any]]:
+    """(data start, header dict) of a safetensors file already validated by the C reader."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+    return 8 + n, header
+
+
+def _source_tensors(src: Path) -> Dict[str, _Tensor]:
+    """Every tensor of the checkpoint in ``src``, with its file and absolute byte offset.
+
+    ``inspect_checkpoint`` validates every file (header, dtypes, shapes, ranges, shard index)
+    first and raises :class:`CheckpointError` on anything malformed or hostile."""
+    listing = _core.inspect_checkpoint(str(src))
+    headers: Dict[str, Tuple[int, Dict[str, Any]]] = {}
+    out: Dict[str, _Tensor] = {}
+    for item in listing:
+        fname = item["file"]
+        if fname not in headers:
+            headers[fname] = _read_header(src / fname)
+        start, header = headers[fname]
+        entry = header[item["name"]]
+        begin, end = entry["data_offsets"]
+        if entry["dtype"] != item["dtype"] or tuple(entry["shape"]) != tuple(item["shape"]):
+            raise CheckpointError(
+                f"{src / fname}: tensor {item['name']} changed while it was being read "
+                f"(the file was modified during the conversion)")
+        out[item["name"]] = _Tensor(item["name"], entry["dtype"], entry["shape"], end - begin,
+                                    src / fname, start + begin)
+    return out
+
+
+def _rows_f32(t: _Tensor, rows: Sequence[int]) -> np.ndarray:
+    """Rows of a 2-D float tensor, widened to float32 (exactly: bf16/f16 -> f32 is lossless)."""
+    width = t.shape[1]
+    itemsize = _ITEMSIZE[t.dtype]
+    out = np.empty((len(rows), width), dtype=np.float32)
+    with open(t.src_file, "rb") as f:  # type: ignore[arg-type]
+        for k, r in enumerate(rows):
+            f.seek(t.src_offset + int(r) * width * itemsize)
+            raw = f.read(width * itemsize)
+            if t.dtype == "F32":
+                out[k] = np.frombuffer(raw, dtype="<f4")
+            elif t.dtype == "BF16":
+                out[k] = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+            elif t.dtype == "F16":
+                out[k] = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+            else:  # F64; checked by the caller
+                out[k] = np.frombuffer(raw, dtype="<f8").astype(np.float32)
+    return out
+
+
+def _pad_token_id(src: Path, config: Mapping[str, Any], vocab: Mapping[str, int],
+                  eos: Union[int, Tuple[int, ...], None]) -> Optional[int]:
+    """The pad id for the output config: the config's, else the tokenizer's pad token, else EOS."""
+    if config.get("pad_token_id") is not None:
+        return config["pad_token_id"]
+    for fname in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = src / fname
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        pad = data.get("pad_token") if isinstance(data, dict) else None
+        if isinstance(pad, dict):  # {"content": "<pad>", "lstrip": ..., ...}
+            pad = pad.get("content")
+        if isinstance(pad, str) and pad in vocab:
+            return int(vocab[pad])
+    if isinstance(eos, tuple):
+        return eos[0] if eos else None
+    return eos
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+def _header_bytes(tensors: Sequence[_Tensor]) -> bytes:
+    header: Dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in tensors:
+        header[t.name] = {"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return raw + b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+
+
+def _shards(tensors: Sequence[_Tensor], max_shard_size: int) -> List[List[_Tensor]]:
+    """Greedy split in order, as ``save_pretrained``: a new shard when the next tensor would not
+    fit; a tensor larger than the limit gets a shard of its own."""
+    shards: List[List[_Tensor]] = [[]]
+    size = 0
+    for t in tensors:
+        if shards[-1] and size + t.nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+def _write_file(path: Path, tensors: Sequence[_Tensor], maps: Dict[Path, Tuple[Any, mmap.mmap]],
+                bar: Any) -> None:
+    with open(path, "wb") as f:
+        header = _header_bytes(tensors)
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for t in tensors:
+            if t.data is not None:
+                f.write(t.data)
+                if bar is not None:
+                    bar.update(t.nbytes)
+                continue
+            if t.nbytes == 0:
+                continue
+            if t.src_file not in maps:
+                fh = open(t.src_file, "rb")  # type: ignore[arg-type]
+                maps[t.src_file] = (fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))  # type: ignore[index]
+            mm = maps[t.src_file][1]  # type: ignore[index]
+            with memoryview(mm) as view:
+                pos, end = t.src_offset, t.src_offset + t.nbytes
+                while pos < end:
+                    stop = min(end, pos + _COPY_CHUNK)
+                    f.write(view[pos:stop])
+                    _release(mm, pos, stop)
+                    if bar is not None:
+                        bar.update(stop - pos)
+                    pos = stop
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _release(mm: mmap.mmap, begin: int, end: int) -> None:
+    """Drops the copied pages from this process's resident set (they stay in the page cache), so
+    converting a 16 GB model does not show a 16 GB RSS. Read-only file mapping: nothing is lost."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = begin - begin % mmap.PAGESIZE
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass
+
+
+def _write_weights(out: Path, tensors: Sequence[_Tensor], max_shard_size: int, bar: Any) -> List[str]:
+    shards = _shards(tensors, max_shard_size)
+    maps: Dict[Path, Tuple[Any, mmap.mmap]] = {}
+    try:
+        if len(shards) == 1:
+            _write_file(out / "model.safetensors", shards[0], maps, bar)
+            return ["model.safetensors"]
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        weight_map: Dict[str, str] = {}
+        for name, shard in zip(names, shards):
+            _write_file(out / name, shard, maps, bar)
+            weight_map.update({t.name: name for t in shard})
+        index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        return names + ["model.safetensors.index.json"]
+    finally:
+        for fh, mm in maps.values():
+            mm.close()
+            fh.close()
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
+
+
+def _check_destination(out: Path, force: bool) -> None:
+    if not (out.exists() or out.is_symlink()) or _is_empty_dir(out):
+        return
+    if not force:
+        what = "is not empty" if out.is_dir() else "exists and is not a directory"
+        raise FileExistsError(
+            f"{out} {what}; the converter writes a new checkpoint directory. Pass force=True "
+            f"(--force on the command line) to replace it, or choose another path.")
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Moves the finished ``tmp`` to ``out``; an old ``out`` is removed only after the move."""
+    if _is_empty_dir(out):
+        out.rmdir()
+    if not (out.exists() or out.is_symlink()):
+        os.rename(tmp, out)
+        return
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:12]}")
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def convert(
+    model_name_or_path: Union[str, os.PathLike],
+    classifier_from_tokens: Sequence[str],
+    method: Optional[str],
+    path: Union[str, os.PathLike],
+    *,
+    use_sep_token: bool = False,
+    force: bool = False,
+    revision: Optional[str] = None,
+    cache_folder: Optional[str] = None,
+    token: Union[str, bool, None] = None,
+    local_files_only: bool = False,
+    show_progress_bar: Optional[bool] = None,
+    template: Union[None, str, Template] = None,
+    max_shard_size: int = MAX_SHARD_SIZE,
+) -> Path:
+    """Writes a ``*ForSequenceClassification`` checkpoint built from a causal-LM reranker.
+
+    The equivalent of vLLM's ``convert_model_to_seq_cls.py``, without torch. The output loads
+    in crossrank and vLLM with no ``hf_overrides`` and in ``transformers``'
+    ``AutoModelForSequenceClassification``.
+
+    Args:
+        model_name_or_path: The causal LM: a local directory or a hub id (resolved as
+            :class:`~crossrank.CrossEncoder` does).
+        classifier_from_tokens: The answer token strings, exact vocabulary entries
+            (``["no", "yes"]`` for Qwen3-Reranker: ``[false, true]``).
+        method: ``"from_2_way_softmax"`` (2 tokens; ``score.weight = W[true] - W[false]``,
+            one label) or ``"no_post_processing"`` (rows ``W[tokens]``, one label each).
+            ``None`` is allowed for a single token (``no_post_processing``).
+        path: The output directory. It must not exist or be empty, unless ``force``.
+        use_sep_token: Recorded in the config: ``predict`` tokenizes a pair as a pair
+            (``True``) or joins the two strings (``False``, the LLM-reranker case).
+        force: Replace a non-empty ``path`` (only once the new checkpoint is complete).
+        revision, cache_folder, token, local_files_only: As for :class:`~crossrank.CrossEncoder`.
+        show_progress_bar: A progress bar over the bytes written; default: when stderr is a TTY.
+        template: Name of the crossrank template to record (``"qwen3-reranker"``); default: the
+            one :func:`~crossrank.templates.template_for_model` finds from the source's name and
+            config, if any.
+        max_shard_size: Bytes of tensor data per file; above it the output is sharded
+            (``model-00001-of-0000N.safetensors`` + ``model.safetensors.index.json``).
+
+    Returns:
+        The output directory.
+
+    Raises:
+        ConfigError: an unknown method, a wrong number of tokens, a token that is not in the
+            vocabulary, a missing ``tokenizer.json``, ... (the messages say how to fix it).
+        UnsupportedModelError: an architecture crossrank does not run, a quantized checkpoint,
+            a source that is already a sequence classifier.
+        CheckpointError: a malformed or hostile source file, a missing LM head.
+        FileExistsError: ``path`` is not empty and ``force`` is false.
+        ModelNotFoundError: the source cannot be found.
+    """
+    if not isinstance(use_sep_token, bool):
+        raise TypeError(f"use_sep_token must be a bool, got {use_sep_token!r}")
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int) or max_shard_size < 1:
+        raise ValueError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
+    out = Path(os.path.expanduser(os.fspath(path))).absolute()
+    _check_destination(out, force)
+
+    source_name = os.fspath(model_name_or_path)
+    if isinstance(source_name, bytes):
+        source_name = os.fsdecode(source_name)
+    src = resolve_model_path(model_name_or_path, revision=revision, cache_folder=cache_folder, token=token,
+                             local_files_only=local_files_only)
+    out_real, src_real = Path(os.path.realpath(out)), Path(os.path.realpath(src))
+    if out_real == src_real or out_real in src_real.parents:
+        raise ValueError(f"the output {out} would overwrite the source checkpoint {src}; choose another path.")
+
+    # The config, validated with the same overrides an online load would use, so every teaching
+    # error of load_config applies (unknown method, wrong token count, ...).
+    _, source_config = _read_config_json(src)
+    family = _family(source_config)
+    if family is None:
+        load_config(src)  # raises the unsupported-architecture message
+        raise UnsupportedModelError(f"cannot tell the architecture family of {src / 'config.json'}.")
+    arch = family + "ForSequenceClassification"
+    tokens = list(classifier_from_tokens) if isinstance(classifier_from_tokens, tuple) else classifier_from_tokens
+    spec = load_config(src, {"architectures": [arch], "classifier_from_token": tokens, "method": method})
+    if spec.head.kind != "lm_rows" or spec.head.tokens is None:  # load_config guarantees it
+        raise ConfigError(f"classifier_from_tokens {classifier_from_tokens!r} do not define a head.")
+    method = spec.head.method
+    tokens = list(spec.head.tokens)
+
+    tok_file = src / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ConfigError(
+            f"{src} has no tokenizer.json: the converter resolves classifier_from_token with the model's "
+            f"tokenizer (tokenizers' fast format) and copies it next to the converted weights.")
+    from tokenizers import Tokenizer
+
+    try:
+        vocab = Tokenizer.from_file(str(tok_file)).get_vocab(with_added_tokens=True)
+    except Exception as e:  # tokenizers raises a generic Exception on a bad file
+        raise ConfigError(f"cannot read {tok_file}: {e}") from e
+    ids = resolve_classifier_tokens(tokens, vocab, vocab_size=spec.vocab_size)
+
+    if template is None:
+        found = template_for_model(source_name, source_config)
+        template_name = found.name if found is not None else None
+    elif isinstance(template, Template):
+        if TEMPLATES.get(template.name) is not template:
+            raise ValueError(f"template {template.name!r} is not registered in crossrank.templates.TEMPLATES; "
+                             f"only a registered template can be recorded by name.")
+        template_name = template.name
+    elif isinstance(template, str) and template in TEMPLATES:
+        template_name = template
+    else:
+        raise ValueError(f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}")
+
+    # The tensors: validated by the C reader first.
+    tensors = _source_tensors(src)
+    if "score.weight" in tensors:
+        raise UnsupportedModelError(
+            f"{src} already holds a score.weight: it is a converted sequence classifier. Load it with "
+            f"CrossEncoder directly, or convert the original causal LM.")
+    H, V = spec.hidden_size, spec.vocab_size
+    head_name = "model.embed_tokens.weight" if spec.tie_word_embeddings else "lm_head.weight"
+    w = tensors.get(head_name)
+    if w is None:
+        hint = ("" if spec.tie_word_embeddings else
+                "; if the LM head shares the embeddings, the config must say tie_word_embeddings: true")
+        raise CheckpointError(f"{src} has no {head_name}, the LM head the classifier rows come from{hint}.")
+    if w.shape != [V, H]:
+        raise CheckpointError(f"{w.src_file}: tensor {head_name} has shape {w.shape}, expected [{V}, {H}] "
+                              f"(vocab_size, hidden_size from the config).")
+    if w.dtype not in ("F32", "BF16", "F16", "F64"):
+        raise CheckpointError(f"{w.src_file}: tensor {head_name} has dtype {w.dtype}; the converter reads "
+                              f"F32, BF16, F16 or F64 LM heads.")
+    rows = _rows_f32(w, ids)
+    if method == "from_2_way_softmax":
+        score = (rows[1] - rows[0])[None, :]  # float32, as vLLM: W[true].float() - W[false].float()
+    else:
+        score = rows
+    score = np.ascontiguousarray(score, dtype="<f4")
+    num_labels = int(score.shape[0])
+
+    body = [t for name, t in tensors.items() if name != "lm_head.weight"]
+    body.append(_Tensor("score.weight", "F32", score.shape, score.nbytes, data=score.tobytes()))
+    # Widest dtypes first, then by name (as the safetensors writer): every tensor stays aligned
+    # to its item size, with no gaps between tensors.
+    body.sort(key=lambda t: (-_ITEMSIZE.get(t.dtype, 1), t.name))
+
+    cfg: Dict[str, Any] = copy.deepcopy(source_config)
+    for key in _DROPPED_KEYS:
+        cfg.pop(key, None)
+    cfg["architectures"] = [arch]
+    cfg.setdefault("model_type", spec.model_type)
+    cfg["num_labels"] = num_labels
+    cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    cfg["use_sep_token"] = use_sep_token
+    pad = _pad_token_id(src, source_config, vocab, spec.eos_token_id)
+    if pad is not None:
+        cfg["pad_token_id"] = pad
+    cfg["crossrank_conversion"] = {
+        "method": method,
+        "classifier_from_token": tokens,
+        "token_ids": [int(i) for i in ids],
+        "source": source_name,
+    }
+    if template_name is not None:
+        cfg["crossrank_template"] = template_name
+
+    if show_progress_bar is None:
+        try:
+            show_progress_bar = sys.stderr is not None and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            show_progress_bar = False
+    bar = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".converting", dir=out.parent))
+    try:
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(t.nbytes for t in body), unit="B", unit_scale=True, unit_divisor=1024,
+                       desc="Converting")
+        _write_weights(tmp, body, max_shard_size, bar)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for fname in TOKENIZER_FILES:
+            if (src / fname).is_file():
+                shutil.copyfile(src / fname, tmp / fname)  # follows the hub cache's symlinks
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        _check_destination(out, force)  # the path may have been filled meanwhile
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
