@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 __all__ = [
     "Template",
     "QWEN3_RERANKER",
+    "MXBAI_RERANK_V2",
+    "BGE_RERANKER_V2_GEMMA",
     "TEMPLATES",
     "get_template",
     "template_for_model",
@@ -53,6 +55,12 @@ class Template:
         add_bos: Prepend the tokenizer's BOS id once, before the first piece.
         query_max_fraction: When set, the piece holding the query is capped at
             ``int(max_length * fraction)`` tokens before the document is fitted (mxbai, bge-gemma).
+        document_max_fraction: When set, the piece holding the document is first capped the same
+            way (bge-gemma tokenizes the passage with ``max_length`` before fitting it).
+        budget_pieces: Indices of the pieces whose tokens (with the BOS) count against
+            ``max_length``; ``None``: all of them. mxbai counts only query, separator and document.
+        budget_bonus_pieces: Pieces whose token counts are added to ``max_length`` (FlagEmbedding
+            allows the separator and prompt on top of it).
         request_text_1: vLLM request form of the same prompt, first text.
         request_text_2: vLLM request form, second text.
         overrides: ``hf_overrides`` that load the family's causal LM as a classifier.
@@ -67,6 +75,9 @@ class Template:
     default_max_length: int = 8192
     add_bos: bool = False
     query_max_fraction: Optional[float] = None
+    document_max_fraction: Optional[float] = None
+    budget_pieces: Optional[Tuple[int, ...]] = None
+    budget_bonus_pieces: Tuple[int, ...] = ()
     request_text_1: str = ""
     request_text_2: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +101,11 @@ class Template:
         for required in ("query", "document"):
             if seen.count(required) != 1:
                 raise ValueError(f"template {self.name!r}: {{{required}}} must appear exactly once")
+        if self.mode == "joined" and (self.budget_pieces is not None or self.budget_bonus_pieces):
+            raise ValueError(f"template {self.name!r}: budget pieces need mode='pieces'")
+        for index in tuple(self.budget_pieces or ()) + tuple(self.budget_bonus_pieces):
+            if not 0 <= index < len(self.pieces):
+                raise ValueError(f"template {self.name!r}: piece index {index} is out of range")
         if self.default_max_length < 1:
             raise ValueError(f"template {self.name!r}: default_max_length must be positive")
 
@@ -155,10 +171,73 @@ QWEN3_RERANKER = Template(
     description="Qwen3-Reranker 0.6B/4B/8B (model card recipe); score = P(yes)",
 )
 
-TEMPLATES: Dict[str, Template] = {t.name: t for t in (QWEN3_RERANKER,)}
+_MXBAI_PREFIX = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n"
+)
+_MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+_MXBAI_TASK = (
+    "You are a search relevance expert who evaluates how well documents match search queries. "
+    "For each query-document pair, carefully analyze the semantic relationship between them, then "
+    "provide your binary relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:"
+)
+
+MXBAI_RERANK_V2 = Template(
+    name="mxbai-rerank-v2",
+    # mxbai-rerank's v2 library: every piece tokenized alone; the optional instruction sits in the
+    # query piece, the task prompt is fixed text.
+    pieces=(_MXBAI_PREFIX, "{instruction}query: {query}", "\n", "document: {document}", "\n", _MXBAI_TASK,
+            _MXBAI_SUFFIX),
+    mode="pieces",
+    default_instruction=None,
+    instruction_format="instruction: {instruction}\n",
+    default_max_length=8192,
+    query_max_fraction=0.75,
+    budget_pieces=(1, 2, 3),
+    request_text_1=_MXBAI_PREFIX + "{instruction}query: {query}\n",
+    request_text_2="document: {document}\n" + _MXBAI_TASK + _MXBAI_SUFFIX,
+    overrides={
+        "architectures": ["Qwen2ForSequenceClassification"],
+        "classifier_from_token": ["0", "1"],
+        "method": "from_2_way_softmax",
+    },
+    description="mxbai-rerank-base-v2 / -large-v2; raw score = logit('1') - logit('0')",
+)
+
+_BGE_GEMMA_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query "
+    "by providing a prediction of either 'Yes' or 'No'."
+)
+
+BGE_RERANKER_V2_GEMMA = Template(
+    name="bge-reranker-v2-gemma",
+    # FlagEmbedding: [BOS] + each piece tokenized alone; its `prompt` argument is the instruction.
+    pieces=("A: {query}", "\n", "B: {document}", "\n", "{instruction}"),
+    mode="pieces",
+    default_instruction=_BGE_GEMMA_PROMPT,
+    default_max_length=1024,
+    add_bos=True,
+    query_max_fraction=0.75,
+    request_text_1="A: {query}\n",
+    request_text_2="B: {document}\n{instruction}",
+    overrides={
+        "architectures": ["GemmaForSequenceClassification"],
+        "classifier_from_token": ["Yes"],
+        "method": "no_post_processing",
+    },
+    description="bge-reranker-v2-gemma; raw score = logit('Yes')",
+)
+
+TEMPLATES: Dict[str, Template] = {t.name: t for t in (QWEN3_RERANKER, MXBAI_RERANK_V2, BGE_RERANKER_V2_GEMMA)}
 
 # Substrings of hub names (lower case) that identify a family.
-_NAME_HINTS: Tuple[Tuple[str, str], ...] = (("qwen3-reranker", "qwen3-reranker"),)
+_NAME_HINTS: Tuple[Tuple[str, str], ...] = (
+    ("qwen3-reranker", "qwen3-reranker"),
+    ("mxbai-rerank-base-v2", "mxbai-rerank-v2"),
+    ("mxbai-rerank-large-v2", "mxbai-rerank-v2"),
+    ("mxbai-rerank-xsmall-v2", "mxbai-rerank-v2"),
+    ("bge-reranker-v2-gemma", "bge-reranker-v2-gemma"),
+)
 
 
 def get_template(template: Union[str, Template]) -> Template:

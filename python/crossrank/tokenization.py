@@ -149,6 +149,9 @@ class PromptEncoder:
             TooLongError: if the template text alone exceeds ``max_length``.
         """
         self._check_template(template)
+        if template.add_bos and self.bos_token_id is None:
+            raise ValueError(f"template {template.name!r} starts with BOS, but the tokenizer defines no bos_token "
+                             "in tokenizer_config.json")
         rendered = [template.render(q, d, instruction) for q, d in zip(queries, documents)]
         if template.mode == "joined":
             rendered = [[_join(pieces)] for pieces in rendered]
@@ -159,8 +162,9 @@ class PromptEncoder:
                          if user_texts else [])
         all_ids: List[List[int]] = []
         truncated: List[bool] = []
-        query_cap = (int(max_length * template.query_max_fraction)
-                     if template.query_max_fraction else None)
+        query_cap = int(max_length * template.query_max_fraction) if template.query_max_fraction else None
+        doc_cap = int(max_length * template.document_max_fraction) if template.document_max_fraction else None
+        bos = [self.bos_token_id] if template.add_bos and self.bos_token_id is not None else []
         for pair_index, pieces in enumerate(rendered):
             piece_ids: List[List[int]] = []
             doc_at = query_at = None  # (piece index, first token, last token)
@@ -171,22 +175,24 @@ class PromptEncoder:
                     continue
                 enc = next(encodings)
                 ids = list(enc.ids)
+                # A capped piece loses its last tokens, as the recipes' right truncation does.
+                if piece.query_span is not None and query_cap is not None and len(ids) > query_cap:
+                    ids, capped = ids[:query_cap], True
+                if piece.document_span is not None and doc_cap is not None and len(ids) > doc_cap:
+                    ids, capped = ids[:doc_cap], True
                 if piece.query_span is not None:
                     q0, q1 = _token_range(enc.offsets, piece.query_span)
-                    if query_cap is not None and len(ids) > query_cap:
-                        ids = ids[:query_cap]
-                        capped = True
-                        q1 = min(q1, query_cap)
-                        q0 = min(q0, q1)
-                    query_at = (k, q0, q1)
+                    q1 = min(q1, len(ids))
+                    query_at = (k, min(q0, q1), q1)
                 if piece.document_span is not None:
                     d0, d1 = _token_range(enc.offsets, piece.document_span)
                     d1 = min(d1, len(ids))
                     doc_at = (k, min(d0, d1), d1)
                 piece_ids.append(ids)
-            bos = [self.bos_token_id] if template.add_bos and self.bos_token_id is not None else []
-            total = len(bos) + sum(len(ids) for ids in piece_ids)
-            excess = total - max_length
+            counted = range(len(piece_ids)) if template.budget_pieces is None else template.budget_pieces
+            budget = max_length + sum(len(piece_ids[k]) for k in template.budget_bonus_pieces)
+            total = len(bos) + sum(len(piece_ids[k]) for k in counted)
+            excess = total - budget
             truncated.append(excess > 0 or capped)
             # Cut the document's last tokens first, then the query's: the text's end goes first, as
             # right truncation of the official recipes does, and the template is never touched.
