@@ -62,7 +62,8 @@ def _to_bf16(x: np.ndarray) -> np.ndarray:
     return (rounded >> np.uint32(16)).astype(np.uint16)
 
 
-def _values(rng: np.random.Generator, name: str, shape: Tuple[int, ...], gemma_norm: bool) -> Iterator[np.ndarray]:
+def _values(rng: np.random.Generator, name: str, shape: Tuple[int, ...], gemma_norm: bool,
+            embed_std: float) -> Iterator[np.ndarray]:
     """The tensor's values in row blocks (float32), so a large table never sits whole in memory."""
     if name.endswith("norm.weight"):
         base = 0.0 if gemma_norm else 1.0
@@ -72,7 +73,9 @@ def _values(rng: np.random.Generator, name: str, shape: Tuple[int, ...], gemma_n
         yield 0.02 * rng.standard_normal(shape, dtype=np.float32)
         return
     fan_in = shape[-1] if len(shape) > 1 else 1
-    std = 1.0 if name == "model.embed_tokens.weight" else 1.0 / np.sqrt(fan_in)
+    # Embeddings (and a tied head) at the config's initializer_range, as HF initialises them, keep
+    # the answer logits in a range where scores are not all saturated.
+    std = embed_std if name in ("model.embed_tokens.weight", "lm_head.weight") else 1.0 / np.sqrt(fan_in)
     rows = shape[0]
     block = max(1, (1 << 22) // max(1, int(np.prod(shape[1:]))))
     for r0 in range(0, rows, block):
@@ -116,13 +119,14 @@ def write_random_checkpoint(
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned, as the reference writer does
     gemma_norm = str(config.get("model_type", "")) == "gemma"
+    embed_std = float(config.get("initializer_range") or 0.02)
     rng = np.random.default_rng(seed)
     tmp = out / "model.safetensors.tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name, shape in shapes:
-            for block in _values(rng, name, shape, gemma_norm):
+            for block in _values(rng, name, shape, gemma_norm, embed_std):
                 f.write((_to_bf16(block) if dtype == "bfloat16" else block.astype("<f4")).tobytes())
     os.replace(tmp, out / "model.safetensors")
     cfg = dict(config)

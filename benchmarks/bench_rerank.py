@@ -1,0 +1,806 @@
+#!/usr/bin/env python
+"""Side-by-side reranking benchmark: crossrank and the official Qwen3-Reranker recipe in transformers.
+
+    python benchmarks/bench_rerank.py --quick          # smoke run: 8 documents, one HF batch size
+    python benchmarks/bench_rerank.py                  # 1 query x 64 documents, every engine
+
+Every engine scores the same pairs in the same run: one query and N documents of 150-400 tokens
+of English text, generated deterministically from a built-in sentence bank. The model is a
+checkpoint of the real Qwen3-Reranker-0.6B shape with RANDOM weights (speed does not depend on
+the weight values; the scores say nothing about relevance), built once under benchmarks/.cache/.
+
+Engines (--engines):
+  crossrank-f32            CrossEncoder(dir, template="qwen3-reranker", threads=T).score(query, docs)
+  crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
+  transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
+                           process_inputs/compute_logits), best of --hf-batch-sizes
+  transformers-bf16        the same recipe with the model loaded in bfloat16
+
+Each engine configuration runs in its own subprocess (so peak RSS is that engine's), loads the
+model, warms up once on the first --warmup-docs documents, then times --repeats full runs (the
+fastest is reported; all are recorded). Timings are end to end from strings: tokenization,
+forward passes, head, activation.
+
+Useful FLOPs are counted the same way for every engine, from the config: for each real (not
+padding) token, 2 x the linear parameters of the layers (q/k/v/o, gate/up/down) plus attention,
+4 x heads x head_dim x keys x layers (causal: token i attends to i+1 keys). The embedding and the
+LM head are not counted, nor padding. GFLOP/s is that count divided by the wall time.
+
+The transformers recipe passes logits_to_keep=1 to the model call: the logits it reads
+(`.logits[:, -1, :]`) are the same, but the LM head is not multiplied over the whole vocabulary
+for every position (at batch 64 that tensor alone is ~18 GB in float32). --hf-full-logits runs
+the card verbatim.
+
+"other CPU" is the CPU time used by other processes during the timed runs, in CPUs
+(/proc/stat busy time minus this engine's own CPU time, divided by the wall time): a value well
+above 0 means the machine was shared and the numbers are pessimistic.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CONFIG_FILE = SHARED / "model-configs" / "Qwen3-Reranker-0.6B.json"
+TOKENIZER_DIR = SHARED / "tokenizers" / "qwen3"
+CACHE_DIR = REPO / "benchmarks" / ".cache"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+CHECKPOINT_SEED = 0
+WORKLOAD_SEED = 1234
+DOC_TOKENS = (150, 400)
+
+ENGINES = ("crossrank-f32", "crossrank-f32-openblas", "transformers-f32", "transformers-bf16")
+REFERENCE = "transformers-f32"
+OURS = "crossrank-f32"
+
+# The Qwen3-Reranker model card recipe (RECIPES.md).
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
+    "the Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n"
+    "<|im_start|>user\n"
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+QWEN3_MAX_LENGTH = 8192
+
+# --------------------------------------------------------------------------------------------
+# Workload
+
+QUERY = "Why do we have seasons, and why is it summer in Australia when it is winter in Europe?"
+
+SENTENCES: Dict[str, List[str]] = {
+    "seasons": [
+        "Earth's rotation axis is tilted by about 23.4 degrees relative to the plane of its orbit around the Sun.",
+        "Because the tilt stays pointed in the same direction in space, each hemisphere leans toward the Sun for half of the year and away from it for the other half.",
+        "When the Northern Hemisphere is tilted toward the Sun, sunlight strikes it at a steeper angle and the days are longer, which is why June and July are warm in Europe.",
+        "At the same moment the Southern Hemisphere is tilted away, so Sydney and Buenos Aires experience short days and low sun in the middle of the calendar year.",
+        "A common misconception is that the seasons are caused by the changing distance between Earth and the Sun.",
+        "In fact Earth is closest to the Sun in early January, during the northern winter, and the difference in distance is only about three percent.",
+        "The solstices mark the points at which one of the poles is tilted most directly toward the Sun, giving the longest and the shortest days of the year.",
+        "At the equinoxes in March and September neither hemisphere is favoured, and day and night are roughly equal everywhere on the planet.",
+        "Near the equator the angle of sunlight changes little over the year, so tropical regions tend to have wet and dry seasons rather than summer and winter.",
+        "The oceans store heat and release it slowly, which is why the warmest weeks usually arrive a month or more after the summer solstice.",
+    ],
+    "baking": [
+        "A sourdough starter is a mixture of flour and water colonised by wild yeast and lactic acid bacteria.",
+        "Bakers feed the starter every day with fresh flour and water so that the yeast population stays active and the flavour does not become too sour.",
+        "Hydration, the ratio of water to flour by weight, has a large effect on how open the crumb of a loaf will be.",
+        "During the bulk fermentation the dough is stretched and folded several times to build gluten strength without kneading.",
+        "Shaping creates surface tension on the outside of the dough, which helps the loaf rise upward in the oven instead of spreading sideways.",
+        "Many home bakers proof their loaves overnight in the refrigerator, which slows fermentation and develops a more complex taste.",
+        "A very hot Dutch oven traps steam around the loaf during the first twenty minutes and allows the crust to expand before it sets.",
+        "The dark, blistered crust of a good country loaf comes from the Maillard reaction and the caramelisation of sugars at the surface.",
+        "Cutting into bread straight out of the oven releases steam that is still cooking the crumb, so it is worth waiting an hour.",
+    ],
+    "history": [
+        "The Hanseatic League was a commercial and defensive network of merchant guilds and market towns in northern Europe.",
+        "From the thirteenth to the fifteenth century it dominated trade in the Baltic Sea, moving timber, furs, grain and salted fish between ports.",
+        "Lübeck served as the league's leading city, and its brick Gothic churches still show the wealth that the trade brought.",
+        "The league had no standing army of its own, but its members could impose trade embargoes that were often as effective as a blockade.",
+        "The rise of territorial states and new Atlantic trade routes gradually eroded the privileges that the merchants had negotiated.",
+        "The last formal diet of the league met in 1669 with only a handful of cities represented.",
+        "Historians still debate whether the league should be described as an organisation at all or rather as a loose community of interests.",
+        "Several German cities, including Hamburg and Bremen, still carry the title of Hanseatic city in their official names.",
+    ],
+    "software": [
+        "A memory leak occurs when a program allocates memory and never releases it, so its footprint grows for as long as it runs.",
+        "Garbage-collected languages reduce the risk of leaks, but a forgotten reference in a long-lived cache can keep large objects alive indefinitely.",
+        "Profilers that sample the heap at regular intervals make it possible to see which call sites are responsible for most allocations.",
+        "Continuous integration runs the test suite on every change, which catches regressions before they reach the main branch.",
+        "Flaky tests that fail only occasionally are often caused by timing assumptions, shared global state or the order in which tests run.",
+        "Code review is most effective when changes are small and focused, because reviewers can reason about every line.",
+        "Semantic versioning signals through the version number whether a release contains breaking changes, new features or only fixes.",
+        "A good error message names the input that was wrong, says what was expected and, where possible, suggests how to fix it.",
+        "Caching the results of an expensive computation is a classic trade-off between memory use and latency.",
+    ],
+    "ocean": [
+        "Coral reefs cover less than one percent of the ocean floor but support roughly a quarter of all known marine species.",
+        "Reef-building corals live in symbiosis with microscopic algae that supply them with most of the energy they need.",
+        "When the water becomes too warm for several weeks, corals expel their algae and turn white in a process known as bleaching.",
+        "Bleached corals are not dead, but they starve if the stress lasts too long and the algae do not return.",
+        "Parrotfish graze on algae growing on the reef and, in doing so, produce a surprising amount of fine white sand.",
+        "Deep-sea hydrothermal vents host entire ecosystems that depend on chemical energy rather than on sunlight.",
+        "Ocean currents such as the Gulf Stream carry enormous amounts of heat from the tropics toward higher latitudes.",
+        "Marine protected areas that ban fishing often see fish populations recover within a decade.",
+    ],
+    "economics": [
+        "Inflation measures how quickly the general level of prices rises, and therefore how quickly the purchasing power of money falls.",
+        "Central banks usually raise interest rates to cool an overheating economy and lower them to encourage borrowing and investment.",
+        "A yield curve plots the interest rates of bonds with the same credit quality but different maturities.",
+        "When short-term rates rise above long-term rates the curve is said to be inverted, which has often preceded a recession.",
+        "Comparative advantage explains why two countries can both gain from trade even if one of them is more productive at everything.",
+        "Unemployment statistics count only people who are actively looking for work, so they can fall even when fewer people have jobs.",
+        "Supply shocks, such as a sudden rise in the price of oil, can push inflation up while slowing growth at the same time.",
+        "Household savings rates vary widely between countries and depend on pensions, culture and the availability of credit.",
+    ],
+    "football": [
+        "The offside rule prevents attackers from waiting near the opposing goal for a long ball.",
+        "A player is offside if any part of the head, body or feet is nearer to the opponents' goal line than both the ball and the second-last defender when the ball is played.",
+        "Video assistant referees review goals, penalties and red cards, although their decisions on marginal offsides remain controversial.",
+        "Modern teams press high up the pitch to win the ball back close to the opponent's goal.",
+        "The four-four-two formation dominated English football for decades before three-man defences and single strikers became common.",
+        "Set pieces, including corners and free kicks, account for roughly a third of all goals in many professional leagues.",
+        "Goalkeepers are now expected to play short passes out from the back as comfortably as outfield players.",
+        "The World Cup was first held in Uruguay in 1930, and the host nation won the final against Argentina.",
+    ],
+    "medicine": [
+        "Vaccines train the immune system to recognise a pathogen without the person having to suffer the disease itself.",
+        "Antibiotics act on bacteria but have no effect on viruses, which is why they do not help against the common cold.",
+        "Overuse of antibiotics in medicine and agriculture has accelerated the spread of resistant bacterial strains.",
+        "Randomised controlled trials assign patients to treatments by chance so that the groups differ only in the treatment they receive.",
+        "Blood pressure is reported as two numbers, the pressure when the heart contracts and the pressure when it relaxes between beats.",
+        "Regular physical activity lowers the risk of heart disease, type two diabetes and several forms of cancer.",
+        "Sleep deprivation impairs attention and memory in ways that people consistently underestimate in themselves.",
+        "Many drugs are broken down in the liver, so liver disease can change the dose a patient needs.",
+    ],
+    "weather": [
+        "Weather describes the state of the atmosphere over hours and days, while climate is the average of that weather over decades.",
+        "Monsoons are seasonal reversals of the prevailing winds driven by the temperature contrast between land and ocean.",
+        "In summer the land heats up faster than the sea, warm air rises over the continent and moist ocean air flows in to replace it.",
+        "Hurricanes form over warm tropical water and draw their energy from the heat released when water vapour condenses.",
+        "The jet stream is a fast band of westerly wind high in the atmosphere that steers storms across the mid-latitudes.",
+        "A persistent high-pressure system can block the jet stream and lock a region into the same weather for weeks.",
+        "Meteorologists run ensembles of slightly different forecasts to estimate how much confidence to place in a prediction.",
+        "Snow cover reflects most incoming sunlight, which helps keep high-latitude regions cold through the winter.",
+    ],
+    "architecture": [
+        "Gothic cathedrals used pointed arches, ribbed vaults and flying buttresses to carry the weight of the roof outward and down.",
+        "Moving the load to external supports allowed builders to open the walls for large stained-glass windows.",
+        "Reinforced concrete combines the compressive strength of concrete with the tensile strength of steel bars.",
+        "Passive houses are insulated and sealed so well that they need very little energy for heating even in cold climates.",
+        "Traditional courtyard houses in hot regions use shade, thick walls and cross ventilation to stay cool without machines.",
+        "The orientation of a building determines how much winter sun its windows receive and how much it overheats in summer.",
+        "Skyscrapers became practical only after the invention of the safety elevator and of steel frame construction.",
+        "Architects increasingly consider the carbon emitted in producing materials, not only the energy a building uses once occupied.",
+    ],
+    "music": [
+        "An orchestra tunes to the A played by the oboe, because its clear and stable tone is easy for the other players to hear.",
+        "Equal temperament divides the octave into twelve equal semitones, which lets keyboard instruments play in every key.",
+        "The sonata form of the classical era presents two contrasting themes, develops them and then returns to them in the recapitulation.",
+        "Jazz musicians improvise over the chord changes of a tune while keeping its underlying form.",
+        "Vinyl records store sound as a continuous groove whose shape mirrors the original waveform.",
+        "Streaming services pay artists fractions of a cent per play, which has changed how musicians earn a living.",
+        "Vivaldi's Four Seasons is a set of violin concertos, each of which depicts a season with birdsong, storms or a frozen landscape.",
+        "Learning an instrument as an adult is slower than as a child but entirely possible with regular practice.",
+    ],
+    "geology": [
+        "Plate tectonics describes how the rigid outer shell of the Earth is divided into plates that move a few centimetres a year.",
+        "Most earthquakes occur along plate boundaries, where stress accumulates until the rock suddenly slips.",
+        "Volcanic island chains such as Hawaii form as a plate moves over a stationary hot spot in the mantle.",
+        "Sedimentary rocks are built up in layers, and the fossils in those layers record the history of life.",
+        "Glaciers carve U-shaped valleys and leave behind moraines of rock debris when they retreat.",
+        "Limestone dissolves slowly in slightly acidic rainwater, which over thousands of years creates caves and sinkholes.",
+        "The age of the Earth, about four and a half billion years, was established by radiometric dating of meteorites.",
+        "Weathering is faster in warm, wet climates, where chemical reactions break down rock more quickly.",
+    ],
+    "gardening": [
+        "Tomatoes need at least six hours of direct sunlight a day and a soil that drains well.",
+        "Gardeners in temperate climates sow many vegetables indoors in early spring and plant them out after the last frost.",
+        "Compost improves the structure of clay soils and helps sandy soils hold on to water and nutrients.",
+        "Rotating crops from one bed to another each year reduces the build-up of pests and diseases in the soil.",
+        "Many spring bulbs need a cold period over the winter before they will flower.",
+        "Mulching the surface of the soil keeps moisture in, suppresses weeds and feeds soil life as it breaks down.",
+        "Deciduous trees drop their leaves in autumn to conserve water and energy during the short, cold days of winter.",
+        "The length of the day, rather than the temperature, tells many plants when it is time to flower.",
+    ],
+}
+
+
+def make_workload(n_docs: int, seed: int = WORKLOAD_SEED) -> Tuple[str, List[str], List[int]]:
+    """The query and ``n_docs`` documents of DOC_TOKENS tokens each (Qwen3 tokenizer), deterministic."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False).ids)
+
+    rng = random.Random(seed)
+    topics = sorted(SENTENCES)
+    lo, hi = DOC_TOKENS
+    docs, counts = [], []
+    for _ in range(n_docs):
+        target = rng.randint(lo, hi)
+        main, other = rng.sample(topics, 2)
+        pool = rng.sample(SENTENCES[main], len(SENTENCES[main])) + rng.sample(SENTENCES[other], len(SENTENCES[other]))
+        rest = [s for t in topics if t not in (main, other) for s in SENTENCES[t]]
+        pool += rng.sample(rest, len(rest))
+        text, n = "", 0
+        for sentence in pool:
+            if n >= target:
+                break
+            sep = "" if not text else ("\n\n" if rng.random() < 0.2 else " ")
+            candidate = text + sep + sentence
+            k = count(candidate)
+            if k > hi:
+                continue
+            text, n = candidate, k
+        if not lo <= n <= hi:
+            raise RuntimeError(f"could not build a document of {target} tokens (got {n})")
+        docs.append(text)
+        counts.append(n)
+    return QUERY, docs, counts
+
+
+# --------------------------------------------------------------------------------------------
+# Model and FLOPs
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ensure_checkpoint() -> Path:
+    """The random-weight checkpoint of the Qwen3-Reranker-0.6B shape, built once and reused."""
+    from crossrank.random_checkpoint import write_random_checkpoint
+
+    for path in (CONFIG_FILE, TOKENIZER_DIR / "tokenizer.json"):
+        if not path.is_file():
+            sys.exit(f"missing {path}: the benchmark needs the shared model config and tokenizer")
+    config = json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
+    stamp = {
+        "config_sha256": _file_digest(CONFIG_FILE),
+        "tokenizer_sha256": _file_digest(TOKENIZER_DIR / "tokenizer.json"),
+        "seed": CHECKPOINT_SEED,
+        "dtype": "bfloat16",
+    }
+    out = CACHE_DIR / "qwen3-reranker-0.6b-random-bf16"
+    stamp_file = out / "bench-stamp.json"
+    if (out / "model.safetensors").is_file() and stamp_file.is_file():
+        if json.loads(stamp_file.read_text(encoding="utf-8")) == stamp:
+            return out
+    print(f"building a random-weight checkpoint of the Qwen3-Reranker-0.6B shape in {out} ...", flush=True)
+    t0 = time.perf_counter()
+    stamp_file.unlink(missing_ok=True)
+    write_random_checkpoint(out, config, TOKENIZER_DIR, seed=CHECKPOINT_SEED, dtype="bfloat16")
+    stamp_file.write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+    print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
+
+
+def flop_model(config: Dict[str, Any]) -> Dict[str, float]:
+    """Per-token FLOP coefficients of a decoder config (dense, full attention)."""
+    H = int(config["hidden_size"])
+    NH = int(config["num_attention_heads"])
+    NKV = int(config.get("num_key_value_heads") or NH)
+    D = int(config.get("head_dim") or H // NH)
+    I = int(config["intermediate_size"])
+    L = int(config["num_hidden_layers"])
+    per_layer = H * NH * D + 2 * H * NKV * D + NH * D * H + 3 * H * I
+    return {
+        "linear_params": float(per_layer * L),
+        "linear_flop_per_token": 2.0 * per_layer * L,
+        "attention_flop_per_token_per_key": 4.0 * NH * D * L,
+    }
+
+
+def useful_flops(lengths: Sequence[int], fm: Dict[str, float]) -> float:
+    """Linear + causal attention FLOPs of the real tokens of these sequences."""
+    total = 0.0
+    for n in lengths:
+        total += fm["linear_flop_per_token"] * n + fm["attention_flop_per_token_per_key"] * n * (n + 1) / 2
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Child side: one engine configuration per process
+
+
+def _proc_status(key: str) -> Optional[int]:
+    """A /proc/self/status field in bytes (VmHWM, VmRSS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss() -> int:
+    hwm = _proc_status("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _system_busy_seconds() -> Optional[float]:
+    """CPU seconds all processes spent busy since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _ids_digest(ids: Sequence[Sequence[int]]) -> str:
+    return hashlib.sha256(json.dumps([list(map(int, x)) for x in ids]).encode()).hexdigest()
+
+
+class _Timer:
+    """Times repeated runs and the CPU other processes used meanwhile."""
+
+    def __init__(self) -> None:
+        self.times: List[float] = []
+        self.other_cpu: List[Optional[float]] = []
+
+    def run(self, fn):
+        sys0, own0 = _system_busy_seconds(), _own_cpu_seconds()
+        t0 = time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - t0
+        sys1, own1 = _system_busy_seconds(), _own_cpu_seconds()
+        self.times.append(wall)
+        if sys0 is None or sys1 is None:
+            self.other_cpu.append(None)
+        else:
+            self.other_cpu.append(max(0.0, (sys1 - sys0) - (own1 - own0)) / wall)
+        return out
+
+
+def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
+    import numpy as np
+
+    from crossrank import CrossEncoder
+
+    t0 = time.perf_counter()
+    model = CrossEncoder(spec["checkpoint"], template="qwen3-reranker", threads=spec["threads"])
+    load_s = time.perf_counter() - t0
+    rss_loaded = _proc_status("VmRSS")
+    enc = model.tokenize(query, docs)
+    # Raw log-odds (logit_yes - logit_no) from the timed call; P(yes) is their sigmoid, which is
+    # what the default activation computes. The activation is negligible next to the forward.
+    model.score(query, docs[: spec["warmup_docs"]], activation_fn="identity")
+    timer = _Timer()
+    raw = None
+    for _ in range(spec["repeats"]):
+        raw = timer.run(lambda: model.score(query, docs, activation_fn="identity"))
+    raw = np.asarray(raw, dtype=np.float64)
+    return {
+        "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
+        "raw": raw.tolist(), "scores": (1.0 / (1.0 + np.exp(-raw))).tolist(),
+        "lengths": enc.num_tokens, "ids_sha256": _ids_digest(enc.input_ids),
+        "rss_after_load": rss_loaded, "batch_size": "default (32)",
+        "gemm": os.environ.get("CROSSRANK_GEMM", "panels"),
+    }
+
+
+def child_transformers(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(spec["threads"])
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec["dtype"]]
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(spec["checkpoint"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(spec["checkpoint"], dtype=dtype).eval()
+    load_s = time.perf_counter() - t0
+    rss_loaded = _proc_status("VmRSS")
+    token_false_id = tokenizer.convert_tokens_to_ids("no")
+    token_true_id = tokenizer.convert_tokens_to_ids("yes")
+    prefix_tokens = tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False)
+    max_length = QWEN3_MAX_LENGTH
+    model_kwargs = {} if spec["hf_full_logits"] else {"logits_to_keep": 1}
+
+    # The model card's functions.
+    def format_instruction(instruction, query, doc):
+        if instruction is None:
+            instruction = QWEN3_DEFAULT_INSTRUCTION
+        return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+
+    def process_inputs(pairs):
+        inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
+                           max_length=max_length - len(prefix_tokens) - len(suffix_tokens))
+        for i, ele in enumerate(inputs["input_ids"]):
+            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
+        unpadded = [list(ids) for ids in inputs["input_ids"]]
+        inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+        for key in inputs:
+            inputs[key] = inputs[key].to(model.device)
+        return inputs, unpadded
+
+    @torch.no_grad()
+    def compute_logits(inputs):
+        batch_scores = model(**inputs, **model_kwargs).logits[:, -1, :]
+        true_vector = batch_scores[:, token_true_id]
+        false_vector = batch_scores[:, token_false_id]
+        raw = (true_vector - false_vector).float().tolist()
+        batch_scores = torch.stack([false_vector, true_vector], dim=1)
+        batch_scores = torch.nn.functional.log_softmax(batch_scores, dim=1)
+        return batch_scores[:, 1].exp().float().tolist(), raw
+
+    def run(documents, batch_size):
+        pairs = [format_instruction(None, query, d) for d in documents]
+        scores, raw, ids, padded = [], [], [], 0
+        for start in range(0, len(pairs), batch_size):
+            inputs, unpadded = process_inputs(pairs[start:start + batch_size])
+            s, r = compute_logits(inputs)
+            scores += s
+            raw += r
+            ids += unpadded
+            padded += int(inputs["input_ids"].numel())
+        return scores, raw, ids, padded
+
+    bs = spec["batch_size"]
+    run(docs[: spec["warmup_docs"]], min(bs, spec["warmup_docs"]))
+    timer = _Timer()
+    out = None
+    for _ in range(spec["repeats"]):
+        out = timer.run(lambda: run(docs, bs))
+    scores, raw, ids, padded = out
+    return {
+        "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
+        "raw": raw, "scores": scores, "lengths": [len(x) for x in ids], "ids_sha256": _ids_digest(ids),
+        "rss_after_load": rss_loaded, "batch_size": bs, "padded_tokens": padded,
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "torch_threads": torch.get_num_threads(),
+        "logits_to_keep": model_kwargs.get("logits_to_keep", "all"),
+    }
+
+
+def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Measured float32 GEMM peak (best of numpy's BLAS and torch's) at the benchmark's thread count."""
+    import numpy as np
+
+    n = 2048
+    flop = 2.0 * n ** 3
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+
+    def best(fn, reps=5):
+        fn()
+        t = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return flop / min(t) / 1e9
+
+    out = {"numpy_sgemm_gflops": best(lambda: a @ b)}
+    try:
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        out["torch_sgemm_gflops"] = best(lambda: ta @ tb)
+    except ImportError:
+        pass
+    out["peak_gflops"] = max(v for k, v in out.items())
+    out["matrix"] = n
+    return out
+
+
+def child_main(spec_file: str, out_file: str) -> None:
+    spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    if spec["engine"] == "peak":
+        result = child_peak(spec)
+    else:
+        workload = json.loads(Path(spec["workload"]).read_text(encoding="utf-8"))
+        query, docs = workload["query"], workload["documents"]
+        if spec["engine"].startswith("crossrank"):
+            result = child_crossrank(spec, query, docs)
+        else:
+            result = child_transformers(spec, query, docs)
+    result["peak_rss"] = _peak_rss()
+    Path(out_file).write_text(json.dumps(result), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Parent side
+
+
+def machine_info(threads: int) -> Dict[str, Any]:
+    import crossrank
+
+    info: Dict[str, Any] = {"threads": threads, "cpu_count": os.cpu_count(),
+                            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+                            "crossrank_cpu_info": crossrank.cpu_info(), "crossrank_version": crossrank.__version__,
+                            "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        info["affinity"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemTotal:"):
+                info["mem_total_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        info["loadavg_at_start"] = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
+    except OSError:
+        pass
+    for mod in ("numpy", "torch", "transformers", "tokenizers"):
+        try:
+            info[f"{mod}_version"] = __import__(mod).__version__
+        except ImportError:
+            info[f"{mod}_version"] = None
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True)
+        info["git_commit"] = rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def run_child(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
+    spec_file, out_file = tmp / f"{tag}.spec.json", tmp / f"{tag}.out.json"
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = dict(os.environ)
+    env.pop("CROSSRANK_GEMM", None)
+    env.update(spec.get("env", {}))
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if spec["engine"] == "peak":
+        env["OPENBLAS_NUM_THREADS"] = str(spec["threads"])
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file), str(out_file)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0 or not out_file.is_file():
+        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+        return {"error": f"exit code {proc.returncode}", "log_tail": tail, "process_s": elapsed}
+    result = json.loads(out_file.read_text(encoding="utf-8"))
+    result["process_s"] = elapsed
+    return result
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--child":
+        child_main(argv[1], argv[2])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=64, help="documents scored against the query (default 64)")
+    p.add_argument("--threads", type=int, default=None, help="compute threads for every engine (default: all CPUs)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per engine after the warm-up (default 1)")
+    p.add_argument("--hf-batch-sizes", default="1,8,16,64", help="transformers batch sizes to try (default 1,8,16,64)")
+    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list, a subset of {','.join(ENGINES)}")
+    p.add_argument("--warmup-docs", type=int, default=2, help="documents in the warm-up call (default 2)")
+    p.add_argument("--hf-full-logits", action="store_true",
+                   help="run the model card's forward verbatim (LM head over every position)")
+    p.add_argument("--no-peak", action="store_true", help="skip the float32 GEMM peak measurement")
+    p.add_argument("--quick", action="store_true", help="smoke run: 8 documents, one transformers batch size")
+    args = p.parse_args(argv)
+
+    if args.quick:
+        args.docs = 8
+        args.hf_batch_sizes = "8"
+    threads = args.threads or len(os.sched_getaffinity(0))
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        p.error(f"unknown engine(s) {unknown}; choose from {list(ENGINES)}")
+    batch_sizes = sorted({int(b) for b in args.hf_batch_sizes.split(",") if b.strip()})
+    if args.docs < 1 or args.repeats < 1 or threads < 1 or not batch_sizes or min(batch_sizes) < 1:
+        p.error("--docs, --repeats, --threads and the batch sizes must be positive")
+    batch_sizes = sorted({min(b, args.docs) for b in batch_sizes})  # a batch larger than the workload is one batch
+
+    started = _dt.datetime.now()
+    checkpoint = ensure_checkpoint()
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    fm = flop_model(config)
+    query, docs, doc_tokens = make_workload(args.docs)
+    info = machine_info(threads)
+    print(f"CPU: {info.get('cpu_model')}, {threads} threads, crossrank kernels {info['crossrank_cpu_info']['isa']}, "
+          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, load average {' '.join(info.get('loadavg_at_start', []))}")
+    print(f"Workload: 1 query x {len(docs)} documents, {min(doc_tokens)}-{max(doc_tokens)} document tokens "
+          f"(mean {sum(doc_tokens) / len(doc_tokens):.0f}); model: Qwen3-Reranker-0.6B shape, RANDOM weights")
+
+    runs: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_rerank-") as tmpdir:
+        tmp = Path(tmpdir)
+        workload_file = tmp / "workload.json"
+        workload_file.write_text(json.dumps({"query": query, "documents": docs}), encoding="utf-8")
+        base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "threads": threads,
+                "repeats": args.repeats, "warmup_docs": max(1, min(args.warmup_docs, len(docs))),
+                "hf_full_logits": args.hf_full_logits}
+        peak = None
+        if not args.no_peak:
+            print("measuring the float32 GEMM peak ...", flush=True)
+            peak = run_child({"engine": "peak", "threads": threads}, tmp, "peak")
+            if "error" in peak:
+                print(f"  failed: {peak['error']}")
+                peak = None
+        configs: List[Dict[str, Any]] = []
+        for engine in engines:
+            if engine == "crossrank-f32":
+                configs.append(dict(base, engine=engine))
+            elif engine == "crossrank-f32-openblas":
+                configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"}))
+            else:
+                dtype = "float32" if engine == "transformers-f32" else "bfloat16"
+                for bs in batch_sizes:
+                    configs.append(dict(base, engine=engine, dtype=dtype, batch_size=bs))
+        for k, spec in enumerate(configs):
+            label = spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "")
+            print(f"[{k + 1}/{len(configs)}] {label} ...", end="", flush=True)
+            res = run_child(spec, tmp, f"run{k}")
+            res["engine"] = spec["engine"]
+            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint")}
+            if "error" in res:
+                print(f" FAILED ({res['error']})\n{res['log_tail']}")
+            else:
+                best = min(res["times_s"])
+                print(f" {best:.1f} s (load {res['load_s']:.1f} s, process {res['process_s']:.0f} s)", flush=True)
+            runs.append(res)
+
+    # ---- summarise
+    ok = [r for r in runs if "error" not in r]
+    lengths = next((r["lengths"] for r in ok if r["engine"].startswith("crossrank")), None)
+    if lengths is None and ok:
+        lengths = ok[0]["lengths"]
+    n_tokens = sum(lengths) if lengths else 0
+    flops = useful_flops(lengths, fm) if lengths else 0.0
+    peak_gflops = peak["peak_gflops"] if peak else None
+    for r in ok:
+        t = min(r["times_s"])
+        i = r["times_s"].index(t)
+        r["best_s"] = t
+        r["pairs_per_s"] = len(docs) / t
+        r["tokens_per_s"] = n_tokens / t
+        r["gflops"] = flops / t / 1e9
+        r["pct_peak"] = 100.0 * r["gflops"] / peak_gflops if peak_gflops else None
+        r["other_cpu_best"] = r["other_cpu"][i]
+    best_by_engine: Dict[str, Dict[str, Any]] = {}
+    for r in ok:
+        cur = best_by_engine.get(r["engine"])
+        if cur is None or r["best_s"] < cur["best_s"]:
+            best_by_engine[r["engine"]] = r
+    for r in ok:
+        for name, key in ((REFERENCE, "vs_transformers_f32"), (OURS, "vs_crossrank_f32")):
+            ref = best_by_engine.get(name)
+            r[key] = r["pairs_per_s"] / ref["pairs_per_s"] if ref else None
+
+    # ---- checks: same token ids everywhere, scores agree
+    checks: Dict[str, Any] = {}
+    digests = {r["ids_sha256"] for r in ok}
+    checks["same_token_ids"] = len(digests) <= 1
+    import numpy as np
+
+    def max_diff(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, float]:
+        return {"max_abs_diff_p_yes": float(np.max(np.abs(np.subtract(a["scores"], b["scores"])))),
+                "max_abs_diff_log_odds": float(np.max(np.abs(np.subtract(a["raw"], b["raw"]))))}
+
+    ours = best_by_engine.get(OURS)
+    for r in ok:
+        if ours is not None and r is not ours:
+            r["agreement_vs_crossrank_f32"] = max_diff(r, ours)
+    ref_runs = [r for r in ok if r["engine"] == REFERENCE]
+    if ours is not None and ref_runs:
+        per_bs = {str(r["batch_size"]): max_diff(ours, r) for r in ref_runs}
+        checks["crossrank_f32_vs_transformers_f32"] = {
+            "max_abs_diff_p_yes": max(v["max_abs_diff_p_yes"] for v in per_bs.values()),
+            "max_abs_diff_log_odds": max(v["max_abs_diff_log_odds"] for v in per_bs.values()),
+            "per_batch_size": per_bs,
+        }
+    raw_all = np.asarray(ours["raw"]) if ours else None
+
+    # ---- table
+    rows = []
+    order = {e: i for i, e in enumerate(ENGINES)}
+    for r in sorted(runs, key=lambda r: (order[r["engine"]], r["config"].get("batch_size", 0))):
+        bs = r["config"].get("batch_size", "-") if r["engine"].startswith("transformers") else "32"
+        name = r["engine"] + ("" if "error" in r or best_by_engine.get(r["engine"]) is not r
+                              or not r["engine"].startswith("transformers") else " *")
+        if "error" in r:
+            rows.append([name, str(bs), "failed: " + r["error"]] + [""] * 8)
+            continue
+        rows.append([name, str(bs), _fmt(r["pairs_per_s"], ".2f"), _fmt(r["tokens_per_s"], ".0f"),
+                     _fmt(r["gflops"], ".1f"), _fmt(r["pct_peak"], ".0f"), f"{r['peak_rss'] / 2**20:.0f}",
+                     _fmt(r["vs_transformers_f32"], ".2f"), _fmt(r["vs_crossrank_f32"], ".2f"),
+                     _fmt(r["other_cpu_best"], ".2f"), f"{r['load_s']:.1f}"])
+    head = ["engine", "batch", "pairs/s", "tokens/s", "GFLOP/s", "%sgemm", "RSS MiB", "vs HF f32",
+            "vs cr f32", "other CPU", "load s"]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    line = "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))
+    print()
+    print(f"{len(docs)} pairs, {n_tokens} tokens ({n_tokens / len(docs):.0f}/pair), "
+          f"{flops / 1e12:.2f} TFLOP useful, {threads} threads, best of {args.repeats} run(s) after 1 warm-up")
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        if row[2].startswith("failed"):
+            print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]))
+        else:
+            print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print("* best transformers batch size (the ratios use it). vs = pairs/s ratio. RSS = peak RSS of the "
+          "engine's process. other CPU = CPUs busy with other processes during the timed run.")
+    if peak:
+        print(f"%sgemm: of the best float32 GEMM measured here (2048^3, same threads), {peak['peak_gflops']:.1f} GFLOP/s "
+              f"(numpy {peak['numpy_sgemm_gflops']:.1f}, torch {peak.get('torch_sgemm_gflops', float('nan')):.1f}).")
+    agree = checks.get("crossrank_f32_vs_transformers_f32")
+    print(f"Token ids identical across engines: {'yes' if checks['same_token_ids'] else 'NO'}")
+    if agree:
+        print(f"crossrank f32 vs transformers f32 (every batch size): max |dP(yes)| = "
+              f"{agree['max_abs_diff_p_yes']:.2e}, max |d log-odds| = {agree['max_abs_diff_log_odds']:.2e}")
+    for r in ok:
+        a = r.get("agreement_vs_crossrank_f32")
+        if a and r["engine"] != REFERENCE and r is best_by_engine.get(r["engine"]):
+            print(f"{r['engine']} vs crossrank f32: max |dP(yes)| = {a['max_abs_diff_p_yes']:.2e}, "
+                  f"max |d log-odds| = {a['max_abs_diff_log_odds']:.2e}")
+    if raw_all is not None:
+        print(f"(random weights: log-odds range {raw_all.min():.2f} .. {raw_all.max():.2f}; "
+              f"scores carry no relevance information)")
+    busy = [r["other_cpu_best"] for r in ok if r.get("other_cpu_best") is not None]
+    if busy and max(busy) > 0.25:
+        print(f"WARNING: other processes used up to {max(busy):.2f} CPUs during the timed runs; "
+              f"the numbers are pessimistic and the ratios are noisy.")
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"bench_rerank-{started.strftime('%Y%m%d-%H%M%S')}.json"
+    record = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": [sys.executable, *sys.argv],
+        "args": vars(args), "machine": info,
+        "model": {"shape": "Qwen3-Reranker-0.6B", "weights": "random", "seed": CHECKPOINT_SEED,
+                  "checkpoint": str(checkpoint), "config": config, "flops": fm},
+        "workload": {"query": query, "documents": len(docs), "document_tokens": doc_tokens,
+                     "prompt_tokens": lengths, "total_tokens": n_tokens, "useful_flop": flops,
+                     "seed": WORKLOAD_SEED},
+        "peak": peak, "checks": checks,
+        "best": {e: {k: r.get(k) for k in ("pairs_per_s", "tokens_per_s", "gflops", "pct_peak", "peak_rss",
+                                            "vs_transformers_f32", "vs_crossrank_f32", "batch_size", "best_s")}
+                 for e, r in best_by_engine.items()},
+        "runs": runs,
+    }
+    out.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    print(f"\nwrote {out.relative_to(REPO)}")
+    failed = len(runs) - len(ok)
+    return 1 if failed or not checks["same_token_ids"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
