@@ -4,24 +4,37 @@
  *       The kernel tables this CPU and OS can run, lowest first ("ref", then "avx2", "avx512").
  *       Based on detection only: CROSSRANK_ISA (which caps the active table) does not change it.
  *
- *   _core._kernel(isa, name, *arrays, alpha=0.0)
+ *   _core._kernel(isa, name, *arrays, alpha=0.0, n=32)
  *       Runs one kernel of one ISA table directly, bypassing the active table, so every table
  *       can be compared with the reference in one process:
  *         dot_f32(a, b) -> float         sumsq_f32(x) -> float
  *         axpy_f32(x, y, alpha=) -> y + alpha * x as a new array (the input y is not modified)
  *         bf16_to_f32(u16) -> float32 array     f16_to_f32(u16) -> float32 array
- *       float inputs must convert safely to contiguous 1-D float32 arrays; 16-bit sources to
+ *         gemm_f32_tile(x, wp, n=) -> y = (x @ wp)[:, :n] as a new float32 [m, n] array, where x
+ *             is [m, k] and wp one packed panel [k, CR_GEMM_NR] (2-D, C-contiguous float32; m and
+ *             k may be 0, n is 1..CR_GEMM_NR, default CR_GEMM_NR). Rows go to the ISA's tile
+ *             kernel in chunks of at most gemm_mr rows, as cr_linear_apply does (so m = 1..gemm_mr
+ *             exercises every tile height). x is copied into rows of stride k + 3 whose 3 extra
+ *             floats are NaN (a kernel that used the stride wrongly would return NaN), at the
+ *             same offset modulo 64 bytes as the input's data; y rows have stride n + 35 with
+ *             guard floats in between (see below), so a store past column n of a row is caught.
+ *         gemm_mr() -> int   the ISA's tile height (rows per gemm_f32_tile call); no arrays
+ *       1-D float inputs must convert safely to contiguous 1-D float32 arrays; 16-bit sources to
  *       contiguous 1-D uint16 arrays, which may be misaligned (the kernels read 16-bit sources
  *       with unaligned loads, as from a memory-mapped checkpoint, and this lets tests check that).
  *       Unknown ISA or kernel names raise ValueError; a table the CPU or OS cannot run raises
  *       RuntimeError instead of executing it (which would die of SIGILL).
- *       Kernels that write (axpy_f32, the conversions) write into a scratch buffer with guard
- *       zones on both sides, at the same offset modulo 64 bytes as the first input's data (so an
- *       unaligned input view also gets an unaligned destination); a write outside the n
- *       destination elements raises RuntimeError. */
+ *       Kernels that write (axpy_f32, the conversions, gemm_f32_tile) write into a scratch
+ *       buffer with guard zones on both sides (and, for gemm_f32_tile, between rows), at the same
+ *       offset modulo 64 bytes as the first input's data (so an unaligned input view also gets an
+ *       unaligned destination); a write outside the destination elements raises RuntimeError.
+ *
+ *   The tile height is exposed as a pseudo-kernel, _kernel(isa, "gemm_mr"), rather than as a
+ *   separate function, so that it shares the ISA checks above. */
 #include "pyglue.h"
 
 #include <numpy/arrayobject.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +47,7 @@ static int ensure_numpy(void) {
     return _import_array();
 }
 
-typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16 } kernel_id;
+typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR } kernel_id;
 
 static const struct {
     const char *name;
@@ -42,7 +55,8 @@ static const struct {
     int n_arrays;
 } kernel_list[] = {
     {"dot_f32", K_DOT, 2},        {"axpy_f32", K_AXPY, 2},      {"sumsq_f32", K_SUMSQ, 1},
-    {"bf16_to_f32", K_BF16, 1},   {"f16_to_f32", K_F16, 1},
+    {"bf16_to_f32", K_BF16, 1},   {"f16_to_f32", K_F16, 1},     {"gemm_f32_tile", K_GEMM, 2},
+    {"gemm_mr", K_GEMM_MR, 0},
 };
 
 static const struct {
@@ -123,14 +137,95 @@ static int scratch_open(scratch *s, int64_t n, const void *like) {
     return 0;
 }
 
-/* 0 when both guard zones are intact. */
-static int scratch_check(const scratch *s, int64_t n) {
+/* 0 when every float of the scratch outside the destination elements (rows of `cols` floats
+ * at stride `ld` from dst) still holds the guard pattern. */
+static int scratch_check_rows(const scratch *s, int64_t rows, int64_t cols, int64_t ld) {
     for (size_t i = 0; i < s->total; i++) {
-        if (i == s->lead) i += (size_t)n;
-        if (i >= s->total) break;
+        if (i >= s->lead) {
+            int64_t off = (int64_t)(i - s->lead);
+            if (off / ld < rows && off % ld < cols) continue;
+        }
         if (memcmp(&s->buf[i], &guard_bits, sizeof guard_bits) != 0) return -1;
     }
     return 0;
+}
+
+/* 0 when both guard zones are intact. */
+static int scratch_check(const scratch *s, int64_t n) { return scratch_check_rows(s, 1, n, n > 0 ? n : 1); }
+
+/* As PyArray_FROMANY for a C-contiguous aligned float32 matrix, with the hook's error message. */
+static PyArrayObject *as_matrix(PyObject *obj, const char *what) {
+    PyObject *arr = PyArray_FROMANY(obj, NPY_FLOAT32, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            PyErr_Format(et, "_kernel: %s must be a 2-D float32 array: %S", what, ev ? ev : Py_None);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        }
+        return NULL;
+    }
+    return (PyArrayObject *)arr;
+}
+
+/* x stride padding (NaN-filled) and y row gap (guard-filled) of gemm_f32_tile, in floats. */
+#define GEMM_X_PAD 3
+#define GEMM_Y_GAP 35
+
+/* gemm_f32_tile through the hook: see the header comment. a: x [m, k], b: wp [k, NR]. */
+static PyObject *run_gemm(const cr_kernels *table, const char *isa, PyArrayObject *a, PyArrayObject *b,
+                          int64_t n) {
+    int64_t m = (int64_t)PyArray_DIM(a, 0), k = (int64_t)PyArray_DIM(a, 1);
+    if ((int64_t)PyArray_DIM(b, 0) != k || PyArray_DIM(b, 1) != CR_GEMM_NR) {
+        PyErr_Format(PyExc_ValueError,
+                     "_kernel: gemm_f32_tile needs wp of shape [k, %d] = [%lld, %d] for x of shape [%lld, %lld], "
+                     "got [%lld, %lld]", CR_GEMM_NR, (long long)k, CR_GEMM_NR, (long long)m, (long long)k,
+                     (long long)PyArray_DIM(b, 0), (long long)PyArray_DIM(b, 1));
+        return NULL;
+    }
+    int64_t ldx = k + GEMM_X_PAD, ldy = n + GEMM_Y_GAP;
+    size_t x_lead = (size_t)(((uintptr_t)PyArray_DATA(a) % 64) / sizeof(float));
+    size_t x_count = x_lead + (size_t)(m * ldx);
+    float *xbuf = aligned_alloc(64, (x_count * sizeof(float) + 63) / 64 * 64);
+    scratch sc;
+    sc.buf = NULL;
+    if (!xbuf || scratch_open(&sc, m * ldy, PyArray_DATA(a)) < 0) {
+        free(xbuf);
+        return PyErr_NoMemory();
+    }
+    float *x = xbuf + x_lead;
+    const float nan = NAN, *src = PyArray_DATA(a);
+    for (size_t i = 0; i < x_count; i++) xbuf[i] = nan;
+    for (int64_t i = 0; i < m; i++)
+        if (k) memcpy(x + i * ldx, src + i * k, (size_t)k * sizeof(float));
+    const float *wp = PyArray_DATA(b);
+    int64_t mr = table->gemm_mr;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t r = 0; r < m; r += mr) {
+        int64_t rows = m - r < mr ? m - r : mr;
+        table->gemm_f32_tile(x + r * ldx, ldx, rows, wp, k, sc.dst + r * ldy, ldy, n);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (scratch_check_rows(&sc, m, n, ldy) < 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "_kernel: %s gemm_f32_tile wrote outside its %lld x %lld destination elements", isa,
+                     (long long)m, (long long)n);
+    } else {
+        npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+        if (out) {
+            float *o = PyArray_DATA(out);
+            for (int64_t i = 0; i < m; i++) memcpy(o + i * n, sc.dst + i * ldy, (size_t)n * sizeof(float));
+            result = (PyObject *)out;
+        }
+    }
+    free(xbuf);
+    free(sc.buf);
+    return result;
 }
 
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
@@ -149,18 +244,28 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (!isa || !name) return NULL;
 
     double alpha = 0.0;
-    int have_alpha = 0;
+    int have_alpha = 0, have_n = 0;
+    long long n_cols = CR_GEMM_NR;
     if (kw && PyDict_GET_SIZE(kw) > 0) {
         PyObject *key, *value;
         Py_ssize_t pos = 0;
         while (PyDict_Next(kw, &pos, &key, &value)) {
-            if (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "alpha") != 0) {
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "alpha") == 0) {
+                alpha = PyFloat_AsDouble(value);
+                if (alpha == -1.0 && PyErr_Occurred()) return NULL;
+                have_alpha = 1;
+            } else if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "n") == 0) {
+                if (!PyLong_Check(value)) {
+                    PyErr_Format(PyExc_TypeError, "_kernel: n must be an int, got %R", value);
+                    return NULL;
+                }
+                n_cols = PyLong_AsLongLong(value);
+                if (n_cols == -1 && PyErr_Occurred()) return NULL;
+                have_n = 1;
+            } else {
                 PyErr_Format(PyExc_TypeError, "_kernel: unexpected keyword argument %R", key);
                 return NULL;
             }
-            alpha = PyFloat_AsDouble(value);
-            if (alpha == -1.0 && PyErr_Occurred()) return NULL;
-            have_alpha = 1;
         }
     }
 
@@ -169,7 +274,8 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         if (strcmp(name, kernel_list[i].name) == 0) k = i;
     if (k == COUNT(kernel_list)) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32)",
+                     "_kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
+                     "gemm_f32_tile, gemm_mr)",
                      name_obj);
         return NULL;
     }
@@ -198,6 +304,24 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (have_alpha && id != K_AXPY) {
         PyErr_Format(PyExc_TypeError, "_kernel: alpha applies to axpy_f32 only, not %s", name);
         return NULL;
+    }
+    if (have_n && id != K_GEMM) {
+        PyErr_Format(PyExc_TypeError, "_kernel: n applies to gemm_f32_tile only, not %s", name);
+        return NULL;
+    }
+    if (id == K_GEMM_MR) return PyLong_FromLong(table->gemm_mr);
+    if (id == K_GEMM) {
+        if (n_cols < 1 || n_cols > CR_GEMM_NR) {
+            PyErr_Format(PyExc_ValueError, "_kernel: gemm_f32_tile stores n = 1..%d columns, got n=%lld",
+                         CR_GEMM_NR, n_cols);
+            return NULL;
+        }
+        PyArrayObject *x = as_matrix(PyTuple_GET_ITEM(args, 2), "x");
+        PyArrayObject *wp = x ? as_matrix(PyTuple_GET_ITEM(args, 3), "wp") : NULL;
+        PyObject *y = wp ? run_gemm(table, isa, x, wp, (int64_t)n_cols) : NULL;
+        Py_XDECREF(x);
+        Py_XDECREF(wp);
+        return y;
     }
 
     PyArrayObject *a = NULL, *b = NULL, *out = NULL;
@@ -228,6 +352,9 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         result = PyFloat_FromDouble((double)s);
         break;
     }
+    case K_GEMM:
+    case K_GEMM_MR:
+        break; /* handled above */
     case K_AXPY:
     case K_BF16:
     case K_F16: {

@@ -491,3 +491,232 @@ def test_wrong_array_count_or_keyword_raises_type_error():
         kernel("ref", "axpy_f32", x, x, beta=1.0)
     with pytest.raises(TypeError):
         _core._kernel("ref")
+
+
+# ---- gemm_f32_tile -------------------------------------------------------------------------------
+#
+# The tile kernel's contract is stronger than a rounding bound: every output is ONE fused
+# multiply-add chain in increasing k from 0, acc = fma(x[i, k], wp[k, j], acc), whatever the ISA
+# and the tile height. So ISA tables must agree with the reference bitwise, and a row must not
+# depend on m or on the rows beside it.
+#
+# The NumPy model of that chain must round each step once. Computing x*w + acc in float64 and then
+# rounding to float32 is NOT a correct fma: the float64 sum can round onto a float32 midpoint
+# (double rounding). fma_chain() avoids that by rounding the float64 sum to odd (the float64
+# neighbour with an odd last bit when the sum is inexact, found with the exact TwoSum error):
+# with 53 >= 2 * 24 + 2 bits, float32(round_to_odd(s)) is the correctly rounded float32 of s
+# (Boldo & Melquiond), so fma_chain is exact and bitwise comparisons with it are guaranteed.
+# test_gemm_tile_rounds_once_where_double_rounding_would_not checks a case that tells them apart.
+
+GEMM_K = [0, 1, 2, 3, 17, 64, 1000]
+GEMM_M = [1, 2, 3, 4, 5, 6, 7, 13, 48]
+GEMM_N = [1, 5, 16, 17, 31, 32]
+NR = 32
+
+
+def gemm(isa, x, wp, n=NR):
+    return kernel(isa, "gemm_f32_tile", x, wp, n=n)
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def fma_step(x64, w64, acc):
+    """float32 fma(x, w, acc) elementwise, exactly (x64, w64: float64 copies of float32 values)."""
+    p = x64 * w64                      # exact: 24 + 24 bits
+    a = acc.astype(np.float64)
+    s = p + a
+    b = s - p
+    err = (p - (s - b)) + (a - b)      # TwoSum: p + a == s + err exactly
+    even = (s.view(np.uint64) & np.uint64(1)) == 0
+    s = np.where((err != 0) & even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+def fma_chain(x, wp):
+    """[m, NR] float32: the fma chain of every output, in increasing k from +0.0."""
+    x64, w64 = x.astype(np.float64), wp.astype(np.float64)
+    acc = np.zeros((x.shape[0], NR), dtype=np.float32)
+    for kk in range(x.shape[1]):
+        acc = fma_step(x64[:, kk:kk + 1], w64[kk], acc)
+    return acc
+
+
+_gemm_cache = {}
+
+
+def gemm_case(k):
+    """48 random rows of x [48, k], a random panel [k, 32] and the exact fma chain of every row."""
+    if k not in _gemm_cache:
+        rng = np.random.default_rng(5000 + k)
+        x = rng.standard_normal((max(GEMM_M), k)).astype(np.float32)
+        wp = rng.standard_normal((k, NR)).astype(np.float32)
+        _gemm_cache[k] = (x, wp, fma_chain(x, wp))
+    return _gemm_cache[k]
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_mr_is_a_tile_height_the_tested_row_counts_cover(isa):
+    mr = kernel(isa, "gemm_mr")
+    assert isinstance(mr, int)
+    # m = 1..7 then runs every tile height (full tiles and every shorter tail tile).
+    assert 1 <= mr < max(m for m in GEMM_M if m <= 7)
+
+
+@pytest.mark.parametrize("m", GEMM_M)
+@pytest.mark.parametrize("k", GEMM_K)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_is_the_fma_chain_bitwise(isa, k, m):
+    x, wp, want = gemm_case(k)
+    for n in GEMM_N:
+        got = gemm(isa, x[:m], wp, n=n)
+        assert got.shape == (m, n) and got.dtype == np.float32
+        mismatch = np.argwhere(bits(got) != bits(want[:m, :n]))
+        assert mismatch.size == 0, f"n={n}: first differing (row, col) {mismatch[:5].tolist()}"
+
+
+@pytest.mark.parametrize("m", GEMM_M)
+@pytest.mark.parametrize("k", GEMM_K)
+@pytest.mark.parametrize("isa", SIMD_LEVELS)
+def test_gemm_tile_agrees_bitwise_with_reference_kernel(isa, k, m):
+    x, wp, _ = gemm_case(k)
+    for n in GEMM_N:
+        np.testing.assert_array_equal(bits(gemm(isa, x[:m], wp, n=n)), bits(gemm("ref", x[:m], wp, n=n)),
+                                      err_msg=f"n={n}")
+
+
+@pytest.mark.parametrize("k", GEMM_K)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_matches_float64_within_rounding_bound(isa, k):
+    x, wp, _ = gemm_case(k)
+    got = gemm(isa, x, wp).astype(np.float64)
+    want = x.astype(np.float64) @ wp.astype(np.float64)
+    abs_sum = np.abs(x.astype(np.float64)) @ np.abs(wp.astype(np.float64))
+    tol = 4.0 * math.sqrt(max(k, 1)) * U * abs_sum + 1e-30
+    assert (np.abs(got - want) <= tol).all()
+
+
+@pytest.mark.parametrize("k", [0, 3, 64])
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_of_integer_valued_inputs_is_exact(isa, k):
+    rng = np.random.default_rng(7000 + k)
+    x = rng.integers(-8, 9, (13, k)).astype(np.float32)
+    wp = rng.integers(-8, 9, (k, NR)).astype(np.float32)
+    np.testing.assert_array_equal(gemm(isa, x, wp), (x.astype(np.int64) @ wp.astype(np.int64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 17, 1000])
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_row_depends_on_neither_m_nor_the_rows_beside_it(isa, k):
+    x, wp, _ = gemm_case(k)
+    all_at_once = bits(gemm(isa, x, wp))
+    one_at_a_time = np.concatenate([bits(gemm(isa, x[i:i + 1], wp)) for i in range(len(x))])
+    np.testing.assert_array_equal(one_at_a_time, all_at_once)
+    mr = kernel(isa, "gemm_mr")
+    for m in range(1, 2 * mr + 2):
+        np.testing.assert_array_equal(bits(gemm(isa, x[:m], wp)), all_at_once[:m], err_msg=f"m={m}")
+    # other data in the rows beside (and in the other rows of each tile) changes nothing
+    other = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    for i in (0, mr - 1, mr, len(x) - 1):
+        mixed = other.copy()
+        mixed[i] = x[i]
+        np.testing.assert_array_equal(bits(gemm(isa, mixed, wp))[i], all_at_once[i], err_msg=f"row {i}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_rounds_once_where_double_rounding_would_not(isa):
+    # acc = 2^30, then + 2^6 * a * b with a * b = 1 + r 2^-47, 0 < r < 2^18: the exact sum lies just
+    # above the float32 midpoint 2^30 + 2^6, so fma rounds up to 2^30 + 2^7; the float64 sum rounds
+    # onto the midpoint itself and then ties to even, down to 2^30.
+    A = next(A for A in range(3 << 22, 1 << 24) if 0 < -(1 << 47) % A < (1 << 18))
+    B = -(-(1 << 47) // A)
+    a, b = np.float32(A / 2.0 ** 23), np.float32(B / 2.0 ** 24)
+    assert float(a) * float(b) > 1.0 and int(a * 2 ** 23) == A and int(b * 2 ** 24) == B
+    x = np.array([[1.0, 64.0 * a]] * 7, dtype=np.float32)
+    wp = np.zeros((2, NR), dtype=np.float32)
+    wp[0], wp[1] = 2.0 ** 30, b
+    naive = np.float32(np.float64(np.float32(2.0 ** 30)) + np.float64(x[0, 1]) * np.float64(b))
+    assert naive == np.float32(2.0 ** 30)
+    want = np.float32(2.0 ** 30 + 2.0 ** 7)
+    assert fma_chain(x[:1], wp)[0, 0] == want
+    assert (gemm(isa, x, wp) == want).all()
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_accumulates_in_increasing_k(isa):
+    # 2^24 + 1 - 2^24 in that order is 0 (the 1 is lost); any other order or grouping keeps the 1
+    # somewhere in the 32 columns below.
+    x = np.ones((5, 3), dtype=np.float32)
+    wp = np.zeros((3, NR), dtype=np.float32)
+    wp[:, 0] = [2.0 ** 24, 1.0, -(2.0 ** 24)]
+    wp[:, 1] = [1.0, 2.0 ** 24, -(2.0 ** 24)]
+    wp[:, 2] = [-(2.0 ** 24), 1.0, 2.0 ** 24]
+    got = gemm(isa, x, wp, n=3)
+    np.testing.assert_array_equal(got, np.tile(np.float32([0.0, 0.0, 1.0]), (5, 1)))
+    assert (bits(got[:, :2]) == 0).all()  # +0.0: the chain starts from +0.0
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_nan_stays_in_its_row(isa):
+    x, wp, want = gemm_case(17)
+    x = x[:13].copy()
+    x[4, 9] = np.nan
+    got = gemm(isa, x, wp)
+    assert np.isnan(got[4]).all()
+    rest = [i for i in range(13) if i != 4]
+    np.testing.assert_array_equal(bits(got[rest]), bits(want[rest]))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_ignores_panel_columns_past_n(isa):
+    x, wp, want = gemm_case(64)
+    padded = wp.copy()
+    padded[:, 20:] = np.nan  # linear.c zero-pads them; a kernel must not let them leak into columns < n
+    np.testing.assert_array_equal(bits(gemm(isa, x, padded, n=20)), bits(want[:, :20]))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_gemm_tile_accepts_unaligned_inputs(isa):
+    x, wp, want = gemm_case(17)
+    xv = offset_view(x[:7].ravel()).reshape(7, 17)
+    wv = offset_view(wp.ravel()).reshape(17, NR)
+    np.testing.assert_array_equal(bits(gemm(isa, xv, wv, n=31)), bits(want[:7, :31]))
+
+
+def test_gemm_tile_of_no_rows_is_empty():
+    assert gemm("ref", np.zeros((0, 5), np.float32), np.zeros((5, NR), np.float32), n=7).shape == (0, 7)
+
+
+def test_gemm_tile_argument_checking():
+    x, wp = np.ones((2, 3), np.float32), np.ones((3, NR), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        gemm("ref", x, np.ones((4, NR), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        gemm("ref", x, np.ones((3, 16), np.float32))
+    for n in (0, 33, -1):
+        with pytest.raises(ValueError, match="columns"):
+            gemm("ref", x, wp, n=n)
+    with pytest.raises(TypeError):
+        gemm("ref", x, wp, n=2.0)
+    with pytest.raises(ValueError):
+        gemm("ref", np.ones(3, np.float32), wp)
+    with pytest.raises(TypeError):
+        gemm("ref", x.astype(np.float64), wp)
+    with pytest.raises(TypeError):
+        kernel("ref", "dot_f32", np.ones(3, np.float32), np.ones(3, np.float32), n=3)
+    with pytest.raises(TypeError):
+        kernel("ref", "gemm_f32_tile", x)
+    with pytest.raises(TypeError):
+        kernel("ref", "gemm_mr", x)
+    # the default n is the full panel
+    assert gemm("ref", x, wp).shape == (2, NR)
+
+
+@pytest.mark.parametrize("isa", [level for level in KNOWN_TABLES if level not in LEVELS] or
+                         [pytest.param("none", marks=pytest.mark.skip(reason="this CPU runs every ISA table"))])
+def test_gemm_tile_on_an_isa_this_cpu_lacks_raises_instead_of_running(isa):
+    with pytest.raises(RuntimeError, match="not supported here"):
+        gemm(isa, np.ones((2, 3), np.float32), np.ones((3, NR), np.float32))
+    with pytest.raises(RuntimeError, match="not supported here"):
+        kernel(isa, "gemm_mr")

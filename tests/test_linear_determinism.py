@@ -1,0 +1,119 @@
+"""Model-level determinism of the packed-panel GEMM.
+
+Every projection runs through the tile kernels, whose outputs are each one fused multiply-add
+chain in increasing k (see tests/test_kernels.py), so raw logits must be bitwise equal whatever
+the batch size (rows per pass, hence row blocks and tile tails) and the thread count.
+
+Across ISA levels (CROSSRANK_ISA, read at import, hence subprocesses) the GEMM is still bitwise
+the same, but the other kernels (dot_f32, sumsq_f32, axpy_f32: attention, norms, head) reduce in
+an ISA-specific order, so logits only agree to rounding: 1e-5 on logits of order one.
+OpenBLAS (CROSSRANK_GEMM=openblas) varies its summation order with the shape: 1e-4.
+
+The model is a random-weight Qwen3 written with NumPy (tests/_numpy_checkpoint.py); its
+intermediate size (200, so the gate|up weight has 400 rows) leaves a part-filled last panel.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from _numpy_checkpoint import copy_qwen3_tokenizer, write_qwen3_checkpoint
+from crossrank import CrossEncoder
+from crossrank import _core
+
+OVERRIDES = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"],
+             "is_original_qwen3_reranker": True}
+
+QUERY = "How do plants turn sunlight into chemical energy?"
+DOCS = [
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The stock market closed higher on Tuesday.",
+    "Chlorophyll absorbs mostly blue and red light. " * 3,
+    "Cellular respiration releases the energy stored in sugars. " * 40,  # > 256 tokens: MLP row blocks
+    "Yes.",
+    "Mitochondria are the powerhouse of the cell, while chloroplasts capture light. " * 9,
+    "In the light-dependent reactions, water is split and oxygen is released.",
+]
+
+SCRIPT = r"""
+import json, sys
+from crossrank import CrossEncoder, _core
+model = CrossEncoder(sys.argv[1], hf_overrides=json.loads(sys.argv[2]), threads=2)
+raw = model.score(sys.argv[3], json.loads(sys.argv[4]), activation_fn="identity")
+print(json.dumps({"isa": _core.cpu_info()["isa"], "logits": [float(v) for v in raw]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qwen3-determinism")
+    write_qwen3_checkpoint(path, seed=3, intermediate_size=200)
+    copy_qwen3_tokenizer(path)
+    return path
+
+
+def raw_logits(model, batch_size=32):
+    return model.score(QUERY, DOCS, activation_fn="identity", batch_size=batch_size)
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def run_subprocess(checkpoint, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k not in ("CROSSRANK_ISA", "CROSSRANK_GEMM")}
+    env.update(env_vars)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(checkpoint), json.dumps(OVERRIDES), QUERY,
+                           json.dumps(DOCS)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["isa"], np.array(out["logits"], dtype=np.float32)
+
+
+def test_prompts_span_several_row_blocks(checkpoint):
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1)
+    lengths = sorted(len(ids) for ids in model.tokenize(QUERY, DOCS).input_ids)
+    assert lengths[-1] > 256 and lengths[0] < 96  # MLP row blocks of 256; GEMM row blocks of 48
+
+
+def test_raw_logits_are_bitwise_equal_for_batch_size_1_and_64(checkpoint):
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+    one = raw_logits(model, batch_size=1)
+    np.testing.assert_array_equal(bits(raw_logits(model, batch_size=64)), bits(one))
+    np.testing.assert_array_equal(bits(raw_logits(model, batch_size=3)), bits(one))
+    assert np.isfinite(one).all() and np.ptp(one) > 1e-3  # the model says something
+
+
+def test_raw_logits_are_bitwise_equal_for_1_and_2_threads(checkpoint):
+    one = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1)
+    two = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+    for batch_size in (1, 64):
+        np.testing.assert_array_equal(bits(raw_logits(two, batch_size)), bits(raw_logits(one, batch_size)))
+
+
+def test_raw_logits_agree_across_isa_levels(checkpoint):
+    levels = _core.isa_levels()
+    results = {"uncapped": run_subprocess(checkpoint)}
+    for isa in ("ref", "avx2"):
+        if isa in levels:
+            results[isa] = run_subprocess(checkpoint, CROSSRANK_ISA=isa)
+    assert results["ref"][0] == "ref"
+    if "avx2" in results:
+        assert results["avx2"][0] == "avx2"
+    assert results["uncapped"][0] == _core.cpu_info()["detected"]
+    base = results["ref"][1]
+    for name, (_, logits) in results.items():
+        np.testing.assert_allclose(logits, base, rtol=0, atol=1e-5, err_msg=name)
+    # the uncapped level in a subprocess is this process's level unless CROSSRANK_ISA caps it here
+    if "CROSSRANK_ISA" not in os.environ:
+        model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+        np.testing.assert_array_equal(bits(raw_logits(model)), bits(results["uncapped"][1]))
+
+
+def test_openblas_logits_agree_with_the_panel_kernels(checkpoint):
+    _, panels = run_subprocess(checkpoint)
+    _, blas = run_subprocess(checkpoint, CROSSRANK_GEMM="openblas")
+    np.testing.assert_allclose(blas, panels, rtol=0, atol=1e-4)
