@@ -30,7 +30,8 @@ PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args);
 
 /* Test hooks for the vector kernels (py_kernels.c):
  * _core.isa_levels() -> list[str]: the kernel tables this CPU and OS can run ("ref", "avx2", ...).
- * _core._kernel(isa, name, *arrays, alpha=0.0): runs one kernel of one ISA table directly. */
+ * _core._kernel(isa, name, *arrays, alpha=0.0, n=32): runs one kernel (or "gemm_f32_tile") of one ISA
+ * table directly; _kernel(isa, "gemm_mr") gives the tile height. */
 PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused);
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw);
 

@@ -60,14 +60,23 @@ def is_slow(name):
     return specs().FIXTURES[name]["slow"]
 
 
+_unavailable = {}
+
+
 @functools.lru_cache(maxsize=None)
 def fixture_path(name):
     """Directory of the built fixture `name`, building it first if needed."""
     mf = specs()
     if name not in mf.FIXTURES:
         raise KeyError(f"unknown reference fixture {name!r}; known: {sorted(mf.FIXTURES)}")
+    if name in _unavailable:  # do not retry the subprocess for every test
+        raise FixtureUnavailable(_unavailable[name])
     if not mf.is_fresh(name, FIXTURES_DIR):
-        _build(name)
+        try:
+            _build(name)
+        except FixtureUnavailable as e:
+            _unavailable[name] = str(e)
+            raise
     return FIXTURES_DIR / name
 
 
