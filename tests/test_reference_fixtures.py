@@ -204,7 +204,7 @@ def test_head_is_tied_or_separate_as_configured(reference_fixture):
         assert config["head_dim"] * config["num_attention_heads"] != config["hidden_size"]
 
 
-def test_reference_helpers_do_not_import_torch(reference_golden):
+def test_fixture_plumbing_does_not_import_torch(reference_golden):
     reference_golden("qwen3-tiny")  # built (in a subprocess) before the probe
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import _fixtures; "
