@@ -212,12 +212,17 @@ _BGE_GEMMA_PROMPT = (
 BGE_RERANKER_V2_GEMMA = Template(
     name="bge-reranker-v2-gemma",
     # FlagEmbedding: [BOS] + each piece tokenized alone; its `prompt` argument is the instruction.
+    # The passage piece is first capped at max_length; then BOS, query, separator and passage
+    # must fit max_length + len(separator) + len(prompt) (prepare_for_model's encode_max_length).
     pieces=("A: {query}", "\n", "B: {document}", "\n", "{instruction}"),
     mode="pieces",
     default_instruction=_BGE_GEMMA_PROMPT,
     default_max_length=1024,
     add_bos=True,
     query_max_fraction=0.75,
+    document_max_fraction=1.0,
+    budget_pieces=(0, 1, 2),
+    budget_bonus_pieces=(3, 4),
     request_text_1="A: {query}\n",
     request_text_2="B: {document}\n{instruction}",
     overrides={
