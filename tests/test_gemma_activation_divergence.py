@@ -75,7 +75,8 @@ def crossrank_yes_logits(model_dir, ids, golden):
     return model.forward_ids(ids)[:, 0], model.config.activation
 
 
-@pytest.mark.parametrize("keys", [REAL_CONFIG, LEGACY_ONLY], ids=["real-bge-gemma-config", "hidden_act-gelu-only"])
+@pytest.mark.parametrize("keys", [REAL_CONFIG, LEGACY_ONLY],
+                         ids=["real-bge-gemma-config", "hidden_act-gelu-only"])
 def test_tanh_gelu_in_both_when_hidden_activation_is_absent_or_tanh(fixture, tmp_path, keys):
     src, golden = fixture
     model_dir = variant(src, tmp_path / "model", keys)

@@ -101,7 +101,8 @@ def test_default_activation_is_the_sigmoid_of_the_raw_score(name):
     scores = model.score(queries, docs)
     assert scores.dtype == np.float32 and scores.shape == (len(default),)
     np.testing.assert_allclose(scores, np.asarray(golden["scores"])[default], atol=PARITY_ATOL, rtol=0)
-    np.testing.assert_allclose(scores, sigmoid(np.asarray(golden["logits"])[default]), atol=PARITY_ATOL, rtol=0)
+    np.testing.assert_allclose(scores, sigmoid(np.asarray(golden["logits"])[default]),
+                               atol=PARITY_ATOL, rtol=0)
     assert_spread(scores)
 
 

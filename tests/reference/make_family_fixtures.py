@@ -565,7 +565,7 @@ class Recipe:
 class MxbaiRerankV2Recipe(Recipe):
     """mixedbread's MxbaiRerankV2.prepare_inputs / concat_input_ids / forward."""
 
-    def __init__(self, model_dir, max_length=MXBAI_MAX_LENGTH):
+    def __init__(self, model_dir):
         super().__init__(model_dir)
         tok = self.tokenizer
         self.yes_loc = self.ids_of("1")[0]
@@ -626,7 +626,7 @@ class MxbaiRerankV2Recipe(Recipe):
 class FlagLLMRerankerRecipe(Recipe):
     """FlagEmbedding's BaseLLMReranker.compute_score_single_gpu (bge-reranker-v2-gemma)."""
 
-    def __init__(self, model_dir, max_length=GEMMA_MAX_LENGTH):
+    def __init__(self, model_dir):
         super().__init__(model_dir)
         self.yes_loc = self.ids_of("Yes")[0]
         self.sep_inputs = self.ids_of(GEMMA_SEP)
@@ -665,14 +665,17 @@ class FlagLLMRerankerRecipe(Recipe):
         return out, details
 
     def _batches(self, ids, batch_size):
-        # Sorted by length, longest first, as compute_score_single_gpu does.
+        # Longest first, as compute_score_single_gpu (it sorts by the query's and passage's token
+        # counts; the prompt's length orders the pairs the same way but for ties).
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         for start in range(0, len(order), batch_size):
             yield order[start:start + batch_size]
 
     @staticmethod
     def last_logits(logits, attention_mask):
-        # FlagEmbedding's last_logit_pool.
+        # FlagEmbedding's last_logit_pool. The padding is on the left (the fixture's tokenizer
+        # config, as bge-reranker-v2-gemma's), so the first branch is taken, the one that
+        # logits_to_keep=1 leaves possible.
         import torch
 
         if attention_mask[:, -1].sum() == attention_mask.shape[0]:
@@ -692,7 +695,7 @@ class Qwen3RerankerCardRecipe(Recipe):
 
     pad_to_multiple_of = None
 
-    def __init__(self, model_dir, max_length=QWEN3_MAX_LENGTH):
+    def __init__(self, model_dir):
         super().__init__(model_dir)
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
@@ -842,7 +845,8 @@ def _set_head_rows(model, ids, groups, rows, seed, shaping):
     for _ in range(shaping["tied_rounds"] if tied else 1):
         h, lengths = _last_hidden(model, ids)
         cols = [torch.ones_like(lengths), lengths.log()]
-        cols += [torch.tensor([float(g == label) for g in groups], dtype=torch.float64) for label in labels[1:]]
+        cols += [torch.tensor([float(g == label) for g in groups], dtype=torch.float64)
+                 for label in labels[1:]]
         x = torch.stack(cols, dim=1)
         coef = torch.linalg.lstsq(x, h).solution
         nuisance = _orthonormal([coef[k] for k in range(1, x.shape[1])])
@@ -1140,7 +1144,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
                     help="fixture directory (default: $CROSSRANK_FIXTURES or tests/.fixtures)")
-    ap.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(FIXTURES), help="build these fixtures")
+    ap.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(FIXTURES),
+                    help="build these fixtures")
     ap.add_argument("--skip-slow", action="store_true", help="leave out the real-shape fixtures")
     ap.add_argument("--force", action="store_true", help="rebuild even if fresh")
     ap.add_argument("--check", action="store_true",
