@@ -3,7 +3,7 @@
  *
  * Strict means: exactly one value and nothing after it but whitespace; nesting at most
  * CR_JSON_MAX_DEPTH levels; strings are valid UTF-8 without raw control characters, escapes
- * (including \uXXXX surrogate pairs) are decoded to UTF-8 and lone surrogates are rejected; no
+ * (including \u escapes of surrogate pairs) are decoded to UTF-8 and lone surrogates are rejected; no
  * object has the same key twice. The input is a byte range, not a C string: nothing past `len`
  * is read.
  *
