@@ -1,8 +1,10 @@
 """CrossEncoder: the user-facing reranker, shaped like sentence-transformers' ``CrossEncoder``."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -10,9 +12,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from .chat_template import (ChatPrompt, ChatTemplate, find_chat_template, load_chat_templates, read_special_tokens,
+                            read_tokenizer_config)
+from .chunking import Chunking, ChunkingLike, as_chunking, token_windows, window_texts
 from .config import ModelSpec, load_config, resolve_classifier_tokens
-from .errors import Cancelled, UnsupportedModelError
+from .errors import ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
+from .st_package import STPackage, activation_from_config, head_overrides, read_st_package
 from .templates import Template, get_template, split_pairs, template_for_model
 from .tokenization import Encoded, PromptEncoder
 
@@ -26,10 +32,16 @@ CancelToken = _core.Control
 
 ActivationFn = Union[None, str, Callable[[np.ndarray], np.ndarray]]
 Pair = Tuple[str, str]
+TemplateLike = Union[None, str, Template, ChatTemplate]
 
 # Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
 _TOKEN_BUDGET = 16384
 _DTYPES = ("float32",)
+# torch activation modules users pass to sentence-transformers, recognised by name (torch is never
+# imported): nn.Sigmoid() -> "sigmoid".
+_TORCH_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax"}
+# transformers' model_max_length when a tokenizer config sets none.
+_NO_TOKENIZER_LIMIT = int(1e30)
 
 
 def _default_threads() -> int:
@@ -43,8 +55,24 @@ def _is_pair(obj: Any) -> bool:
     return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, str) for t in obj)
 
 
+def _check_device(device: Any) -> None:
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"crossrank runs on the CPU; device={device!r} is not available (pass None or 'cpu')")
+
+
 class CrossEncoder:
     """An LLM reranker run by crossrank's C engine.
+
+    How pairs become prompts, chosen at load (``template``):
+
+    * a family template (``"qwen3-reranker"``, ``"mxbai-rerank-v2"``, ``"bge-reranker-v2-gemma"``,
+      or found from the model's name or config): :meth:`score`/:meth:`rank` follow the family's
+      official recipe and :meth:`predict` takes vLLM's request form ``(text_1, text_2)``;
+    * the model's chat template (``template="chat"``/``"chat:NAME"`` or a
+      :class:`~crossrank.chat_template.ChatTemplate`): every method renders the query/document
+      messages as sentence-transformers and vLLM's score templates do. Chosen by default for a
+      sentence-transformers CrossEncoder package that ships one, and for a model with a
+      query/document chat template and no family template.
 
     Args:
         model_name_or_path: A local directory, or a Hugging Face id found in the local cache (or
@@ -52,22 +80,38 @@ class CrossEncoder:
         hf_overrides: Config overrides with vLLM's semantics, e.g. for Qwen3-Reranker
             ``{"architectures": ["Qwen3ForSequenceClassification"],
             "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}``.
-            A known reranker family needs none: its template supplies them. Given
+            A known reranker family needs none: its template supplies them; so does a
+            sentence-transformers package's ``LogitScore`` module. Given
             ``is_original_qwen3_reranker`` without tokens, ``["no", "yes"]`` is used.
-        max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192).
+        max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
+            sentence-transformers package its ``max_seq_length`` rule; else
+            ``min(max_position_embeddings, 8192)``.
         dtype: Compute dtype of the weights: ``"float32"`` (the reference path).
         threads: Compute threads; default: the CPUs this process may use.
-        template: A :class:`~crossrank.templates.Template`, a template name, or ``None`` to pick
-            the family's template from the model name or config.
-        activation_fn: Default activation of the scores: ``None`` (one label: sigmoid; several:
-            softmax), ``"sigmoid"``, ``"softmax"``, ``"identity"`` (raw logits) or a callable on
-            a float NumPy array.
+        template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
+            ``"chat:NAME"`` (the model's chat template), a
+            :class:`~crossrank.chat_template.ChatTemplate`, or ``None`` to choose from the model.
+        activation_fn: Default activation of the scores: ``None`` (the package's saved one, else:
+            one label sigmoid, several softmax), ``"sigmoid"``, ``"softmax"``, ``"identity"`` (raw
+            logits), ``torch.nn.Sigmoid()``/``Identity()``/``Softmax()``, or a callable on a float
+            NumPy array.
         revision: Hub revision (branch, tag or commit) to look up in the cache.
         cache_folder: Hugging Face cache directory to search.
-        token: Hub token, for a download.
+        token: Hub token, for a download (never stored or pickled).
         local_files_only: Never download.
         split_special_tokens: Tokenize special-token strings inside queries and documents as
             plain text (the official recipes parse them as special tokens: default ``False``).
+        prompts: Named instructions, as sentence-transformers' ``prompts``
+            (``{"web": "Given a web search query, ..."}``); they extend a package's saved prompts.
+        default_prompt_name: The prompt used when a call names none.
+        chat_template_kwargs: Extra variables for the chat template (vLLM's
+            ``chat_template_kwargs``, e.g. ``{"add_generation_prompt": True}``).
+        chunking: Default long-document handling of :meth:`score`/:meth:`rank`: ``None`` (truncate),
+            ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
+        device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
+
+    Pickling a model stores its resolved path and options (not its weights, nor ``token``); it
+    reloads on unpickling, so it can be sent to Ray workers or multiprocessing pools.
     """
 
     def __init__(
@@ -78,47 +122,97 @@ class CrossEncoder:
         max_length: Optional[int] = None,
         dtype: str = "float32",
         threads: Optional[int] = None,
-        template: Union[None, str, Template] = None,
+        template: TemplateLike = None,
         activation_fn: ActivationFn = None,
         revision: Optional[str] = None,
         cache_folder: Optional[str] = None,
         token: Union[str, bool, None] = None,
         local_files_only: bool = False,
         split_special_tokens: bool = False,
+        prompts: Optional[Mapping[str, str]] = None,
+        default_prompt_name: Optional[str] = None,
+        chat_template_kwargs: Optional[Mapping[str, Any]] = None,
+        chunking: ChunkingLike = None,
+        device: Optional[str] = None,
     ) -> None:
+        options = dict(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
+                       template=template, activation_fn=activation_fn, split_special_tokens=split_special_tokens,
+                       prompts=prompts, default_prompt_name=default_prompt_name,
+                       chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device)
+        self._validate_options(**options)
+        resolution = dict(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
+        path = resolve_model_path(model_name_or_path, token=token, **resolution)
+        self._load(str(model_name_or_path), path, resolution, options)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate_options(*, dtype: str, threads: Optional[int], activation_fn: ActivationFn,
+                          chunking: ChunkingLike, device: Any, **_: Any) -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(_DTYPES)}")
-        if threads is None:
-            threads = _default_threads()
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
-        _check_activation(activation_fn)
-        self.model_name_or_path = str(model_name_or_path)
-        self.path: Path = resolve_model_path(model_name_or_path, revision=revision, cache_folder=cache_folder,
-                                             token=token, local_files_only=local_files_only)
-        spec = load_config(self.path, hf_overrides)
-        if template is None:
-            self.template: Optional[Template] = template_for_model(self.model_name_or_path, spec.raw)
-        else:
-            self.template = get_template(template)
+        _check_activation(_normalize_activation(activation_fn))
+        as_chunking(chunking)
+        _check_device(device)
+
+    def _load(self, name: str, path: Path, resolution: Dict[str, Any], options: Dict[str, Any]) -> None:
+        """Builds the model from a resolved directory (shared by ``__init__`` and unpickling)."""
+        self._options = dict(options)
+        self._resolution = dict(resolution)
+        self.model_name_or_path = name
+        self.path: Path = path
+        threads = options["threads"] if options["threads"] is not None else _default_threads()
+        hf_overrides = options["hf_overrides"]
+        self.st_package: Optional[STPackage] = read_st_package(path)
+        spec = load_config(path, hf_overrides)
+        self._encoder = PromptEncoder(path, split_special_tokens=options["split_special_tokens"])
+        self.template: Optional[Template] = None
+        self._chat: Optional[ChatPrompt] = None
+        self._choose_prompt(options["template"], options["chat_template_kwargs"], spec)
+
         if spec.head.kind == "none":
-            # A causal LM: the family's own overrides turn it into a classifier, as vLLM's do.
-            if self.template is None or not self.template.overrides:
+            # A causal LM: the package's LogitScore, the family's overrides, or (chat prompts, as
+            # sentence-transformers does for a bare causal LM) yes/no turn it into a classifier.
+            tok = self._encoder._tokenizer
+            if self.st_package is not None and self.st_package.has_logit_score:
+                defaults = head_overrides(self.st_package, spec.architecture, tok.id_to_token)
+            elif self.template is not None and self.template.overrides:
+                defaults = dict(self.template.overrides)
+            elif self._chat is not None and None not in (tok.token_to_id("yes"), tok.token_to_id("no")):
+                defaults = head_overrides(STPackage(true_token_id=tok.token_to_id("yes"),
+                                                    false_token_id=tok.token_to_id("no")),
+                                          spec.architecture, tok.id_to_token)
+                logger.info("%s: no head is configured; scoring logit('yes') - logit('no') as "
+                            "sentence-transformers does for a causal LM", name)
+            else:
                 raise UnsupportedModelError(
-                    f"{self.model_name_or_path} is a causal LM ({spec.architecture}) and crossrank does not "
+                    f"{name} is a causal LM ({spec.architecture}) and crossrank does not "
                     "know which answer tokens score it. Pass hf_overrides as for vLLM, e.g. "
                     '{"architectures": ["Qwen3ForSequenceClassification"], '
                     '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}, '
                     "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
-            merged = dict(self.template.overrides)
-            merged.update(hf_overrides or {})
-            spec = load_config(self.path, merged)
+            spec = load_config(path, {**defaults, **(hf_overrides or {})})
         self.config: ModelSpec = spec
-        self.activation_fn: ActivationFn = activation_fn
-        self._encoder = PromptEncoder(self.path, split_special_tokens=split_special_tokens)
-        self.max_length: int = self._pick_max_length(max_length)
+
+        package = self.st_package
+        self.prompts: Dict[str, str] = dict(package.prompts) if package else {}
+        self.prompts.update(options["prompts"] or {})
+        self.default_prompt_name: Optional[str] = options["default_prompt_name"] or (
+            package.default_prompt_name if package else None)
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
+                             f"{sorted(self.prompts)}")
+        activation = _normalize_activation(options["activation_fn"])
+        if activation is None and package is not None:
+            activation = activation_from_config(package.activation_fn)
+        self.activation_fn: ActivationFn = activation
+        self.chunking: Optional[Chunking] = as_chunking(options["chunking"])
+        self.max_length: int = self._pick_max_length(options["max_length"])
         self.threads = threads
-        self.dtype = dtype
+        self.dtype = options["dtype"]
 
         head: Dict[str, Any]
         if spec.head.kind == "lm_rows":
@@ -128,17 +222,79 @@ class CrossEncoder:
                     "two_way": spec.head.method == "from_2_way_softmax"}
         else:
             head = {"kind": "score_weight"}
-        self._engine = _core.Model(str(self.path), spec.core_params(), head, dtype=dtype, threads=threads)
+        self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads)
         self.num_labels: int = self._engine.num_labels
-        logger.info("loaded %s (%s, %d layers, %s head, %d label(s), template %s, %d threads, kernels %s)",
-                    self.model_name_or_path, spec.architecture, spec.num_hidden_layers, spec.head.kind,
-                    self.num_labels, self.template.name if self.template else "none", threads,
-                    _core.cpu_info()["isa"])
+        logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
+                    name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
+                    self.prompt_format, threads, _core.cpu_info()["isa"])
+
+    def _chat_prompt(self, chat: ChatTemplate, variables: Optional[Mapping[str, Any]]) -> ChatPrompt:
+        package = self.st_package
+        if package is not None:
+            if chat.message_format is None and package.message_format is not None:
+                chat = dataclasses.replace(chat, message_format=package.message_format)
+            chat = chat.with_variables(package.chat_template_variables)
+        if variables:
+            chat = chat.with_variables(variables)
+        return ChatPrompt(chat, self._encoder, read_special_tokens(self.path))
+
+    def _choose_prompt(self, template: TemplateLike, variables: Optional[Mapping[str, Any]], spec: ModelSpec) -> None:
+        """Sets ``self.template`` (family) or ``self._chat`` (chat template), or neither."""
+        if isinstance(template, ChatTemplate):
+            self._chat = self._chat_prompt(template, variables)
+            self._chat.check()
+            return
+        if isinstance(template, str) and (template == "chat" or template.startswith("chat:")):
+            chat = find_chat_template(self.path, None if template == "chat" else template[len("chat:"):])
+            if chat is None:
+                raise ConfigError(
+                    f"template={template!r}, but {self.path} has no chat template (looked for chat_template.jinja, "
+                    "additional_chat_templates/*.jinja and tokenizer_config.json's chat_template); pass "
+                    "template=ChatTemplate.from_file('reranker.jinja') or a family template")
+            self._chat = self._chat_prompt(chat, variables)
+            self._chat.check()
+            return
+        if template is not None:
+            self.template = get_template(template)
+            return
+        try:
+            chat = load_chat_templates(self.path).get("default")
+        except ConfigError as exc:
+            if self.st_package is not None:
+                raise
+            logger.warning("%s: the chat template is not used: %s", self.path, exc)
+            chat = None
+        if self.st_package is not None and chat is not None:
+            # A sentence-transformers package renders pairs through its chat template; so does vLLM
+            # with a package's score template. The package's own declaration wins over the family.
+            self._chat = self._chat_prompt(chat, variables)
+            self._chat.check()
+            return
+        self.template = template_for_model(self.model_name_or_path, spec.raw)
+        if self.template is not None or chat is None:
+            return
+        prompt = self._chat_prompt(chat, variables)
+        failure = prompt.chat.pair_roles_failure(prompt.special_tokens)
+        if failure is None:
+            self._chat = prompt
+        else:
+            # Most often a base LLM's conversation template, which drops (or refuses) the query and
+            # document roles: it says nothing about reranking prompts and must not block loading.
+            # template="chat" reports the problem as an error.
+            level = logging.WARNING if "does not compile" in failure else logging.DEBUG
+            logger.log(level, "%s: the chat template is not used for query/document pairs: %s", self.path, failure)
 
     def _pick_max_length(self, max_length: Optional[int]) -> int:
         if max_length is None:
             if self.template is not None:
                 return self.template.default_max_length
+            if self.st_package is not None:
+                # sentence-transformers: max_seq_length, else the tokenizer's limit capped by the model's.
+                if self.st_package.max_seq_length is not None:
+                    return self.st_package.max_seq_length
+                limit = read_tokenizer_config(self.path).get("model_max_length")
+                limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else _NO_TOKENIZER_LIMIT
+                return min(limit, self.config.max_position_embeddings)
             return min(self.config.max_position_embeddings, 8192)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
@@ -147,15 +303,82 @@ class CrossEncoder:
                            max_length, self.config.max_position_embeddings)
         return max_length
 
+    @property
+    def prompt_format(self) -> str:
+        """How pairs become prompts: the family template's name, ``"chat"``/``"chat:NAME"``, or
+        ``"pairs"`` (no template: :meth:`predict` only)."""
+        if self._chat is not None:
+            return self._chat.name
+        return self.template.name if self.template is not None else "pairs"
+
+    @property
+    def chat_template(self) -> Optional[ChatTemplate]:
+        """The chat template in use, or ``None``."""
+        return self._chat.chat if self._chat is not None else None
+
     def __repr__(self) -> str:
         return (f"CrossEncoder({self.model_name_or_path!r}, architecture={self.config.architecture!r}, "
-                f"template={self.template.name if self.template else None!r}, max_length={self.max_length}, "
+                f"template={self.prompt_format!r}, max_length={self.max_length}, "
                 f"dtype={self.dtype!r}, threads={self.threads})")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """What a pickle holds: the name, resolved path and constructor options (no weights)."""
+        activation = self._options.get("activation_fn")
+        if callable(activation):
+            try:
+                pickle.dumps(activation)
+            except Exception as exc:
+                raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
+                                f"be pickled ({exc}); use a named activation or a module-level function") from exc
+        return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
+                "resolution": self._resolution, "options": self._options}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Reloads from the pickled path (resolving the name again where the path does not exist)."""
+        if state.get("format") != 1:
+            raise ValueError(f"cannot unpickle a CrossEncoder saved in format {state.get('format')!r}")
+        path = Path(state["path"])
+        if not (path / "config.json").is_file():
+            path = resolve_model_path(state["model_name_or_path"], **state["resolution"])
+        self._load(state["model_name_or_path"], path, state["resolution"], state["options"])
 
     @property
     def tokenizer(self) -> Any:
         """The model's ``tokenizers.Tokenizer``."""
         return self._encoder._tokenizer
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def _resolve_prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
+        """sentence-transformers' rule: ``prompt``, else ``prompts[prompt_name]``, else the default
+        prompt; an empty prompt is no prompt."""
+        if prompt_name is not None and not isinstance(prompt_name, str):
+            raise TypeError(
+                f"prompt_name must be a str or None, got {type(prompt_name).__name__}; predict() and rank() "
+                "take sentence-transformers 6's parameter order (inputs, prompt_name, prompt, batch_size, ...): "
+                "pass batch_size and the others by keyword")
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
+        if prompt is None:
+            if prompt_name is not None:
+                if prompt_name not in self.prompts:
+                    raise ValueError(f"prompt name {prompt_name!r} is not one of the prompts {sorted(self.prompts)}")
+                prompt = self.prompts[prompt_name]
+            elif self.default_prompt_name is not None:
+                prompt = self.prompts.get(self.default_prompt_name)
+        elif prompt_name is not None:
+            logger.warning("both prompt and prompt_name were given; using prompt")
+        return prompt or None
+
+    def _instruction(self, instruction: Optional[str], prompt_name: Optional[str],
+                     prompt: Optional[str]) -> Optional[str]:
+        if instruction is not None:
+            if not isinstance(instruction, str):
+                raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
+            if prompt is not None or prompt_name is not None:
+                raise ValueError("give the instruction as instruction= or as prompt=/prompt_name=, not both")
+            return instruction
+        return self._resolve_prompt(prompt, prompt_name)
 
     # -- tokenization --------------------------------------------------------------------------
 
@@ -163,61 +386,101 @@ class CrossEncoder:
         if self.template is None:
             raise ValueError(
                 f"no prompt template is known for {self.model_name_or_path}: pass template=... to "
-                "CrossEncoder, or build the prompts yourself and call predict([(text_1, text_2), ...])")
+                "CrossEncoder (a family name, or 'chat' for the model's chat template), or build the "
+                "prompts yourself and call predict([(text_1, text_2), ...])")
         return self.template
 
-    def tokenize(self, query: Union[str, Sequence[str]], documents: Sequence[str],
-                 instruction: Optional[str] = None) -> Encoded:
-        """Token ids that :meth:`score` feeds the model (the family's official recipe).
+    def _encode(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str]) -> Encoded:
+        """Token ids of (query, document) prompts in the model's prompt format."""
+        if self._chat is not None:
+            return self._chat.encode(queries, documents, instruction, self.max_length)
+        if self.template is None and self.st_package is not None:
+            # A package without a chat template: sentence-transformers tokenizes the texts as a pair.
+            return self._encode_requests(queries, documents, instruction, use_sep_token=True)
+        return self._encoder.encode_template(self._template_or_raise(), queries, documents, instruction,
+                                             self.max_length)
 
-        Args:
-            query: One query for every document, or one query per document.
-            documents: The documents.
-            instruction: Task instruction; ``None`` uses the template's default.
-        """
-        queries, docs = _broadcast(query, documents)
-        if instruction is not None and not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
-        encoded = self._encoder.encode_template(self._template_or_raise(), queries, docs, instruction,
-                                                self.max_length)
+    def _encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], prompt: Optional[str],
+                         use_sep_token: bool) -> Encoded:
+        if prompt:
+            # sentence-transformers' text inputs: the prompt goes before the first text.
+            texts_1 = [prompt + t for t in texts_1]
+        return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=use_sep_token,
+                                             max_length=self.max_length)
+
+    def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
         if n_cut:
             logger.warning("%d of %d prompts were longer than max_length=%d; their documents were truncated",
                            n_cut, len(encoded), self.max_length)
+
+    def tokenize(self, query: Union[str, Sequence[str]], documents: Sequence[str],
+                 instruction: Optional[str] = None, *, prompt_name: Optional[str] = None,
+                 prompt: Optional[str] = None) -> Encoded:
+        """Token ids that :meth:`score` feeds the model (the family's recipe or the chat template).
+
+        Args:
+            query: One query for every document, or one query per document.
+            documents: The documents.
+            instruction: Task instruction; ``None`` uses the default (template's or default prompt).
+            prompt_name, prompt: The instruction the sentence-transformers way.
+        """
+        queries, docs = _broadcast(query, documents)
+        encoded = self._encode(queries, docs, self._instruction(instruction, prompt_name, prompt))
+        self._warn_truncated(encoded)
         return encoded
 
-    def tokenize_pairs(self, pairs: Sequence[Pair]) -> Encoded:
-        """Token ids that :meth:`predict` feeds the model (vLLM's request form)."""
+    def tokenize_pairs(self, pairs: Sequence[Pair], *, prompt_name: Optional[str] = None,
+                       prompt: Optional[str] = None) -> Encoded:
+        """Token ids that :meth:`predict` feeds the model: the chat template's prompt for a chat model
+        (sentence-transformers' and vLLM's), else vLLM's request form of ``(text_1, text_2)``."""
         texts_1, texts_2 = split_pairs(pairs)
-        return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.config.use_sep_token,
-                                             max_length=self.max_length)
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        if self._chat is not None:
+            encoded = self._chat.encode(texts_1, texts_2, prompt, self.max_length)
+            self._warn_truncated(encoded)
+            return encoded
+        use_sep = self.config.use_sep_token or (self.template is None and self.st_package is not None)
+        return self._encode_requests(texts_1, texts_2, prompt, use_sep_token=use_sep)
 
     # -- scoring -------------------------------------------------------------------------------
 
     def predict(
         self,
-        inputs: Union[Pair, Sequence[Pair], None] = None,
+        inputs: Union[Pair, Sequence[Pair], np.ndarray, None] = None,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
+        apply_softmax: Optional[bool] = False,
         convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: Optional[str] = None,
         *,
         sentences: Union[Pair, Sequence[Pair], None] = None,
         cancel: Optional[CancelToken] = None,
-    ) -> Union[np.ndarray, np.floating, List[Any]]:
-        """Scores ``(text_1, text_2)`` pairs exactly as vLLM's ``score`` API takes them.
+    ) -> Any:
+        """Scores ``(text_1, text_2)`` pairs, with sentence-transformers 6's parameters.
 
-        The two texts are joined and tokenized as one (or as a pair when the config says
-        ``use_sep_token``); no template is applied, so pass prompts already formatted for the model
-        (see :meth:`score` for the family's recipe).
+        With a chat template the pair is rendered as the ``query`` and ``document`` messages (the
+        instruction as a ``system`` message), as sentence-transformers and vLLM's score templates do.
+        Otherwise the two texts are joined and tokenized as one (or as a pair when the config says
+        ``use_sep_token``), exactly as vLLM's ``score`` API takes them; pass prompts already formatted
+        for the model (see :meth:`score` for the family's recipe).
 
         Args:
-            inputs: One pair, or a list of pairs.
+            inputs: One pair, or a list of pairs (a 2-D NumPy string array works too).
+            prompt_name: Key of the instruction in :attr:`prompts`.
+            prompt: The instruction itself (wins over ``prompt_name``).
             batch_size: Pairs per forward pass (passes are also capped by a token budget).
             show_progress_bar: Show a progress bar; ``None``: when the ``crossrank`` logger is at
                 INFO or DEBUG level.
             activation_fn: Overrides the model's default activation for this call.
-            convert_to_numpy: Return a NumPy array (else a list).
+            apply_softmax: Softmax over the labels after the activation (several labels only).
+            convert_to_numpy: Return a NumPy array (else a list of NumPy scalars or rows).
+            convert_to_tensor: Return a ``torch.Tensor`` (needs torch; wins over ``convert_to_numpy``).
+            device: ``None`` or ``"cpu"``.
             sentences: Older name of ``inputs``.
             cancel: A :data:`CancelToken` to stop the call from another thread.
 
@@ -231,13 +494,16 @@ class CrossEncoder:
             raise TypeError("pass the pairs as inputs or as sentences, not both")
         if inputs is None:
             raise TypeError("predict() needs the pairs to score")
+        _check_device(device)
+        if isinstance(inputs, np.ndarray):
+            inputs = inputs.tolist()
         single = _is_pair(inputs)
         pairs = [inputs] if single else list(inputs)
-        encoded = self.tokenize_pairs(pairs)
+        encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt)
         scores = self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel)
-        if single:
-            return scores[0]
-        return scores if convert_to_numpy else scores.tolist()
+        if apply_softmax and scores.ndim == 2:
+            scores = _softmax(scores)
+        return _convert(scores, single, convert_to_numpy, convert_to_tensor)
 
     def score(
         self,
@@ -245,25 +511,68 @@ class CrossEncoder:
         documents: Sequence[str],
         instruction: Optional[str] = None,
         *,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        chunking: ChunkingLike = None,
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
         cancel: Optional[CancelToken] = None,
     ) -> np.ndarray:
-        """Relevance of each document to the query, by the model family's official recipe.
+        """Relevance of each document to the query, by the model's prompt (family recipe or chat template).
 
         Args:
             query: One query for every document, or a list with one query per document.
             documents: The documents (a list of str).
-            instruction: Task instruction; ``None`` uses the template's default.
+            instruction: Task instruction; ``None`` uses the default (the template's, or the default
+                prompt).
+            prompt_name, prompt: The instruction the sentence-transformers way (not with ``instruction``).
+            chunking: Long documents: ``None`` (the model's default), ``False`` (truncate), ``"max"``,
+                ``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
             batch_size, show_progress_bar, activation_fn, cancel: As in :meth:`predict`.
 
         Returns:
             ``float32`` array, one score per document (``[n, num_labels]`` for several labels);
             with the default activation, Qwen3-Reranker scores are P("yes") in [0, 1].
         """
-        encoded = self.tokenize(query, documents, instruction)
-        return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel)
+        queries, docs = _broadcast(query, documents)
+        instruction = self._instruction(instruction, prompt_name, prompt)
+        plan = self._chunking_for(chunking)
+        encoded = self._encode(queries, docs, instruction)
+        if plan is None:
+            self._warn_truncated(encoded)
+            return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel)
+        chunks = self._chunk_texts(queries, docs, instruction, plan, encoded)
+        # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
+        ids: List[List[int]] = []
+        owner: List[int] = []
+        chunk_queries: List[str] = []
+        chunk_docs: List[str] = []
+        chunk_owner: List[int] = []
+        for i, texts in enumerate(chunks):
+            if texts is None:
+                ids.append(encoded.input_ids[i])
+                owner.append(i)
+            else:
+                chunk_queries += [queries[i]] * len(texts)
+                chunk_docs += texts
+                chunk_owner += [i] * len(texts)
+        if chunk_docs:
+            chunk_encoded = self._encode(chunk_queries, chunk_docs, instruction)
+            ids += chunk_encoded.input_ids
+            owner += chunk_owner
+        scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel)
+        # Chunks of a document are in order, so the first one seen is the document's first chunk.
+        out = np.full(len(docs), -np.inf, dtype=np.float32)
+        seen = np.zeros(len(docs), dtype=bool)
+        for value, i in zip(scores, owner):
+            if plan.aggregate == "first":
+                if not seen[i]:
+                    out[i] = value
+            else:
+                out[i] = max(out[i], value)
+            seen[i] = True
+        return out
 
     def rank(
         self,
@@ -271,27 +580,45 @@ class CrossEncoder:
         documents: Sequence[str],
         top_k: Optional[int] = None,
         return_documents: bool = False,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
+        device: Optional[str] = None,
         *,
         instruction: Optional[str] = None,
+        chunking: ChunkingLike = None,
         cancel: Optional[CancelToken] = None,
     ) -> List[Dict[str, Any]]:
-        """Documents sorted by relevance to the query, best first.
+        """Documents sorted by relevance to the query, best first (sentence-transformers 6's parameters).
+
+        Args:
+            query: The query.
+            documents: The documents.
+            top_k: Return at most this many.
+            return_documents: Add each document's text under ``"text"``.
+            prompt_name, prompt, instruction: The instruction (see :meth:`score`).
+            chunking: Long documents (see :meth:`score`).
+            batch_size, show_progress_bar, activation_fn, device, cancel: As in :meth:`predict`.
 
         Returns:
             ``[{"corpus_id": index in documents, "score": float, "text": document}, ...]``, with
-            ``"text"`` only when ``return_documents`` is true, at most ``top_k`` entries.
+            ``"text"`` only when ``return_documents`` is true, at most ``top_k`` entries; ties keep
+            the documents' order.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        scores = self.score(query, documents, instruction, batch_size=batch_size,
-                            show_progress_bar=show_progress_bar, activation_fn=activation_fn, cancel=cancel)
-        if scores.ndim != 1:
+        _check_device(device)
+        if self.num_labels != 1:
             raise ValueError(f"rank() needs one score per document; this model has {self.num_labels} labels")
+        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
+                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                            activation_fn=activation_fn, cancel=cancel)
+        if scores.ndim != 1:
+            raise ValueError(f"rank() needs one score per document; the activation returned shape {scores.shape}")
         order = np.argsort(-scores, kind="stable")
         if top_k is not None:
             order = order[:top_k]
@@ -303,10 +630,69 @@ class CrossEncoder:
             results.append(item)
         return results
 
+    # -- long documents ------------------------------------------------------------------------
+
+    def _chunking_for(self, chunking: ChunkingLike) -> Optional[Chunking]:
+        plan = self.chunking if chunking is None else as_chunking(chunking)
+        if plan is not None and self.num_labels != 1:
+            raise ValueError(f"chunking needs one score per document; this model has {self.num_labels} labels")
+        return plan
+
+    def _chunk_texts(self, queries: Sequence[str], docs: Sequence[str], instruction: Optional[str],
+                     plan: Chunking, encoded: Encoded) -> List[Optional[List[str]]]:
+        """Per document, ``None`` (scored whole) or the texts of its chunks."""
+        if encoded.document_tokens is None and plan.size is None:
+            # Prompts crossrank cannot cut are refused when too long, so every document fitted whole.
+            return [None] * len(docs)
+        if encoded.document_tokens is None:
+            raise ValueError(
+                f"chunking with a chunk size needs a prompt that crossrank can cut inside the document; the "
+                f"{self.prompt_format!r} prompt of this model cannot be (a chat template that rewrites its inputs, "
+                "or pair tokenization)")
+        to_split = []
+        for i, (kept, whole) in enumerate(encoded.document_tokens):
+            cut = kept < whole
+            if cut and kept == 0:
+                raise ValueError(
+                    f"document {i}: the template, instruction and query take all of max_length={self.max_length}, "
+                    "so no part of the document fits; shorten the query or raise max_length")
+            if cut or plan.size is not None:
+                to_split.append((i, kept if cut else None))
+        out: List[Optional[List[str]]] = [None] * len(docs)
+        offsets = self._encoder.text_offsets([docs[i] for i, _ in to_split])
+        for (i, budget), doc_offsets in zip(to_split, offsets):
+            n = len(doc_offsets)
+            size, overlap = plan.window(budget if budget is not None else max(n, 1))
+            windows = token_windows(n, size, overlap, plan.max_chunks)
+            if budget is None and windows == [(0, n)]:
+                continue  # it fits and is no longer than the chunk size: scored whole
+            if plan.aggregate == "first":
+                windows = windows[:1]
+            out[i] = window_texts(docs[i], doc_offsets, windows)
+        return out
+
+    def chunk_documents(self, query: Union[str, Sequence[str]], documents: Sequence[str],
+                        instruction: Optional[str] = None, *, chunking: ChunkingLike = True,
+                        prompt_name: Optional[str] = None, prompt: Optional[str] = None) -> List[List[str]]:
+        """The texts :meth:`score` scores for each document with ``chunking``: ``[document]`` when it is
+        scored whole, else its chunks (for ``"first"``, only the first).
+
+        Args:
+            query, documents, instruction, prompt_name, prompt: As in :meth:`score` (the query and
+                instruction decide how many document tokens fit).
+            chunking: As in :meth:`score` (default: :class:`~crossrank.chunking.Chunking` defaults).
+        """
+        queries, docs = _broadcast(query, documents)
+        instruction = self._instruction(instruction, prompt_name, prompt)
+        plan = as_chunking(chunking) or Chunking()
+        chunks = self._chunk_texts(queries, docs, instruction, plan, self._encode(queries, docs, instruction))
+        return [texts if texts is not None else [doc] for texts, doc in zip(chunks, docs)]
+
     # -- engine --------------------------------------------------------------------------------
 
     def _scores(self, encoded: Encoded, batch_size: int, show_progress_bar: Optional[bool],
                 activation_fn: ActivationFn, cancel: Optional[CancelToken]) -> np.ndarray:
+        activation_fn = _normalize_activation(activation_fn)
         _check_activation(activation_fn)
         raw = self.forward_ids(encoded.input_ids, batch_size=batch_size,
                                show_progress_bar=show_progress_bar, cancel=cancel)
@@ -389,10 +775,43 @@ class CrossEncoder:
         return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
 
+def _normalize_activation(fn: Any) -> ActivationFn:
+    """Maps torch's activation modules (recognised by class, torch is not imported) to names."""
+    cls = type(fn)
+    if cls.__module__.startswith("torch.nn") and cls.__name__ in _TORCH_ACTIVATIONS:
+        dim = getattr(fn, "dim", None)
+        if cls.__name__ == "Softmax" and dim not in (None, 1, -1):
+            raise ValueError(f"torch.nn.Softmax(dim={dim}) would mix pairs; use dim=-1 (over the labels)")
+        return _TORCH_ACTIVATIONS[cls.__name__]
+    return fn
+
+
 def _check_activation(fn: ActivationFn) -> None:
     if fn is None or callable(fn) or fn in ("sigmoid", "softmax", "identity"):
         return
     raise ValueError(f"activation_fn must be None, 'sigmoid', 'softmax', 'identity' or a callable, got {fn!r}")
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    x = scores.astype(np.float64)
+    x = np.exp(x - x.max(axis=1, keepdims=True))
+    return (x / x.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _convert(scores: np.ndarray, single: bool, convert_to_numpy: bool, convert_to_tensor: bool) -> Any:
+    """sentence-transformers' return types: a tensor, an array, or a list; one item for one pair."""
+    if convert_to_tensor:
+        try:
+            import torch
+        except ImportError as exc:
+            raise ImportError("convert_to_tensor=True returns a torch.Tensor and needs torch installed; "
+                              "use convert_to_numpy=True (the default) for a NumPy array") from exc
+        out: Any = torch.from_numpy(scores)
+    elif convert_to_numpy:
+        out = scores
+    else:
+        out = list(scores)
+    return out[0] if single else out
 
 
 def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:

@@ -252,8 +252,8 @@ def get_template(template: Union[str, Template]) -> Template:
     if isinstance(template, str) and template in TEMPLATES:
         return TEMPLATES[template]
     raise ValueError(
-        f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}, "
-        "or pass a crossrank.templates.Template")
+        f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}, 'chat' or 'chat:NAME' "
+        "(the model's chat template), or pass a crossrank.templates.Template")
 
 
 def template_for_model(name: str, config: Mapping[str, Any]) -> Optional[Template]:

@@ -37,10 +37,13 @@ class Encoded:
     Attributes:
         input_ids: One list of ids per prompt, unpadded.
         truncated: Whether each prompt was cut to fit ``max_length``.
+        document_tokens: Template form only: per prompt, ``(kept, whole)``, the document's tokens
+            left in the prompt and the tokens it had in the prompt before any cut.
     """
 
     input_ids: List[List[int]]
     truncated: List[bool]
+    document_tokens: Optional[List[Tuple[int, int]]] = None
 
     @property
     def num_tokens(self) -> List[int]:
@@ -162,12 +165,14 @@ class PromptEncoder:
                          if user_texts else [])
         all_ids: List[List[int]] = []
         truncated: List[bool] = []
+        doc_tokens: List[Tuple[int, int]] = []
         query_cap = int(max_length * template.query_max_fraction) if template.query_max_fraction else None
         doc_cap = int(max_length * template.document_max_fraction) if template.document_max_fraction else None
         bos = [self.bos_token_id] if template.add_bos and self.bos_token_id is not None else []
         for pair_index, pieces in enumerate(rendered):
             piece_ids: List[List[int]] = []
             doc_at = query_at = None  # (piece index, first token, last token)
+            doc_whole = 0
             capped = False
             for k, piece in enumerate(pieces):
                 if not piece.has_user_text:
@@ -186,6 +191,7 @@ class PromptEncoder:
                     query_at = (k, min(q0, q1), q1)
                 if piece.document_span is not None:
                     d0, d1 = _token_range(enc.offsets, piece.document_span)
+                    doc_whole = d1 - d0
                     d1 = min(d1, len(ids))
                     doc_at = (k, min(d0, d1), d1)
                 piece_ids.append(ids)
@@ -198,15 +204,18 @@ class PromptEncoder:
             # right truncation of the official recipes does, and the template is never touched.
             removed: List[List[range]] = [[] for _ in piece_ids]
             user_tokens = 0
-            for span in (doc_at, query_at):
+            doc_kept = 0
+            for role, span in (("document", doc_at), ("query", query_at)):
                 if span is None:
                     continue
                 k, first, last = span
                 user_tokens += last - first
-                if excess > 0:
-                    cut = min(excess, last - first)
+                cut = min(max(excess, 0), last - first)
+                if cut:
                     removed[k].append(range(last - cut, last))
                     excess -= cut
+                if role == "document":
+                    doc_kept = last - first - cut
             if excess > 0:
                 raise TooLongError(
                     f"pair {pair_index}: the {template.name!r} template takes {total - user_tokens} tokens "
@@ -220,7 +229,25 @@ class PromptEncoder:
                 drop = set().union(*cuts)
                 ids.extend(t for i, t in enumerate(part) if i not in drop)
             all_ids.append(ids)
-        return Encoded(all_ids, truncated)
+            doc_tokens.append((doc_kept, doc_whole))
+        return Encoded(all_ids, truncated, doc_tokens)
+
+    # -- plain texts ---------------------------------------------------------------------------
+
+    def encode_texts(self, texts: Sequence[str]) -> Encoded:
+        """Token ids of finished prompt texts, with no special tokens added (as
+        ``apply_chat_template`` tokenizes a rendered chat); nothing is cut."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False) if texts else []
+        ids = [list(e.ids) for e in encodings]
+        return Encoded(ids, [False] * len(ids))
+
+    def text_offsets(self, texts: Sequence[str]) -> List[List[Tuple[int, int]]]:
+        """Character offsets of the tokens of each user text tokenized alone (no special tokens),
+        with the tokenizer user texts get (``split_special_tokens`` honoured)."""
+        if not texts:
+            return []
+        encodings = self._user_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [list(e.offsets) for e in encodings]
 
     # -- request form (vLLM) --------------------------------------------------------------------
 

@@ -1,0 +1,128 @@
+"""Long documents: overlapping token windows, each scored as a document, then one score per document.
+
+A document whose tokens do not fit the prompt's document budget (what ``max_length`` leaves once
+the template, the instruction and the query are in) would lose its end to truncation. With
+chunking it is split into windows of its own tokens (tokenized alone, with the tokenizer user
+texts get), ``size`` tokens long and ``overlap`` tokens shared with the next window; each window's
+text (the document's characters from its first token to its last) is scored exactly as a document
+of that text would be, and the scores are aggregated: ``"max"`` (the best passage decides, MaxP) or
+``"first"`` (only the first window is scored: the document's opening, cut at a token boundary).
+
+Documents that fit are scored whole, unchanged, unless an explicit ``size`` is smaller than them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "AGGREGATES"]
+
+#: How chunk scores become the document's score.
+AGGREGATES = ("max", "first")
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How to split documents that are too long for one prompt.
+
+    Attributes:
+        size: Tokens per chunk (of the document tokenized alone). ``None``: the prompt's document
+            budget, so every chunk fills the prompt; a larger value is lowered to the budget.
+        overlap: Tokens each chunk shares with the next; ``None``: an eighth of the chunk size.
+            Must be smaller than the chunk size.
+        aggregate: ``"max"``: the best chunk's score; ``"first"``: the first chunk's score (only it
+            is scored).
+        max_chunks: Score at most this many chunks per document (the first ones); ``None``: all.
+    """
+
+    size: Optional[int] = None
+    overlap: Optional[int] = None
+    aggregate: str = "max"
+    max_chunks: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for name in ("size", "max_chunks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Chunking.{name} must be a positive integer or None, got {value!r}")
+        if self.overlap is not None and (
+                isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0):
+            raise ValueError(f"Chunking.overlap must be a non-negative integer or None, got {self.overlap!r}")
+        if self.size is not None and self.overlap is not None and self.overlap >= self.size:
+            raise ValueError(f"Chunking.overlap={self.overlap} must be smaller than Chunking.size={self.size}")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"Chunking.aggregate must be one of {', '.join(map(repr, AGGREGATES))}, "
+                             f"got {self.aggregate!r}")
+
+    def window(self, budget: int) -> Tuple[int, int]:
+        """The chunk size and overlap used when ``budget`` document tokens fit in the prompt.
+
+        Raises:
+            ValueError: the overlap does not leave room to advance within the budget.
+        """
+        size = budget if self.size is None else min(self.size, budget)
+        overlap = size // 8 if self.overlap is None else self.overlap
+        if overlap >= size:
+            raise ValueError(f"Chunking.overlap={overlap} leaves no room to advance: the prompt holds only "
+                             f"{size} document tokens per chunk; lower the overlap or raise max_length")
+        return size, overlap
+
+
+ChunkingLike = Union[None, bool, str, Mapping[str, Any], Chunking]
+
+
+def as_chunking(value: ChunkingLike) -> Optional[Chunking]:
+    """A :class:`Chunking` from the forms the API accepts: ``None``/``False`` (off), ``True``
+    (defaults), ``"max"``/``"first"`` (defaults with that aggregate), a dict of fields, or a
+    :class:`Chunking`."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Chunking()
+    if isinstance(value, Chunking):
+        return value
+    if isinstance(value, str):
+        return Chunking(aggregate=value)
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"size", "overlap", "aggregate", "max_chunks"})
+        if unknown:
+            raise ValueError(f"unknown chunking option(s) {unknown}; options: size, overlap, aggregate, max_chunks")
+        return Chunking(**dict(value))
+    raise TypeError(f"chunking must be None, a bool, 'max', 'first', a dict or a crossrank.chunking.Chunking, "
+                    f"got {type(value).__name__}")
+
+
+def token_windows(n_tokens: int, size: int, overlap: int, max_chunks: Optional[int] = None) -> List[Tuple[int, int]]:
+    """Token index ranges ``[start, stop)`` of the chunks of an ``n_tokens``-token document: starts
+    ``size - overlap`` apart, the last one ending at the document's end."""
+    if n_tokens <= size:
+        return [(0, n_tokens)]
+    stride = size - overlap
+    windows = []
+    start = 0
+    while True:
+        stop = min(start + size, n_tokens)
+        windows.append((start, stop))
+        if stop == n_tokens or (max_chunks is not None and len(windows) == max_chunks):
+            break
+        start += stride
+    return windows
+
+
+def window_texts(document: str, offsets: Sequence[Tuple[int, int]], windows: Sequence[Tuple[int, int]]) -> List[str]:
+    """The document's text under each token window: from the first token's first character to the
+    last token's last one. A window after the first starts at its first non-space character: the
+    space before a word belongs to the word's token, and a chunk placed after the template's
+    ``": "`` would otherwise carry two spaces (one token more than its window)."""
+    texts = []
+    for start, stop in windows:
+        if stop <= start:
+            texts.append("")
+            continue
+        first = min(s for s, _ in offsets[start:stop])
+        last = max(e for _, e in offsets[start:stop])
+        if start > 0:
+            while first < last and document[first].isspace():
+                first += 1
+        texts.append(document[first:last])
+    return texts
