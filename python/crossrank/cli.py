@@ -73,6 +73,66 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="BM25 top-k reranked by MODEL: nDCG@10, MRR@10, Recall@100 before and after",
+        description="Evaluate a reranker on a dataset in BEIR's layout (corpus.jsonl, queries.jsonl, "
+                    "qrels/<split>.tsv or qrels.tsv): BM25 (bm25s) takes the top k per query, MODEL "
+                    "reranks them, and ir-measures reports the metrics of both rankings. Needs "
+                    'pip install "crossrank[eval]".')
+    p.add_argument("model", help="model directory or Hugging Face id")
+    p.add_argument("--data", required=True, help="dataset directory (BEIR layout)")
+    p.add_argument("--split", default="test", help="qrels split: qrels/<split>.tsv (default: test)")
+    p.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=100,
+                   help="BM25 candidates per query (default: 100)")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    p.add_argument("--timing", choices=("document", "query"), default="document",
+                   help="document: score and time each document alone (per-document latency); "
+                        "query: score each query's candidates in batches")
+    p.add_argument("--batch-size", type=int, default=32, help="documents per forward pass with --timing query")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write the full result (metrics, per-query values, runs, per-pair records) as JSON "
+                        "to OUT ('-' for stdout)")
+    p.add_argument("--run", dest="run_out", default=None, metavar="OUT",
+                   help="write the reranked ranking as a TREC run file")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show a progress bar (default: on a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
+    p.add_argument("--max-length", "--max_length", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
+    p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")
+    p.add_argument("--local-files-only", action="store_true")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    try:
+        from .evaluation import evaluate, load_dataset
+    except ImportError as exc:
+        raise SystemExit(f"crossrank eval: {exc}")
+    dataset = load_dataset(args.data, args.split)  # bad data fails before a large model loads
+    model = _load(args)
+    try:
+        result = evaluate(model, dataset, split=args.split, top_k=args.top_k, batch_size=args.batch_size,
+                          instruction=args.instruction, max_queries=args.max_queries, timing=args.timing,
+                          show_progress_bar=args.progress)
+    except ImportError as exc:
+        raise SystemExit(f"crossrank eval: {exc}")
+    if args.json_out == "-":
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.summary())
+        if args.json_out:
+            with open(args.json_out, "w", encoding="utf-8") as f:
+                json.dump(result.to_dict(), f, indent=1)
+            print(f"wrote {args.json_out}")
+    if args.run_out:
+        result.write_trec_run(args.run_out)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``crossrank`` console script."""
     parser = argparse.ArgumentParser(prog="crossrank", description="LLM rerankers on the CPU")
@@ -88,8 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_rank.add_argument("--top-k", type=int, default=None)
     sub.add_parser("cpu", help="show the kernels this CPU uses")
     _add_convert_parser(sub)
+    _add_eval_parser(sub)
     args = parser.parse_args(argv)
-
     from .errors import CrossrankError
 
     try:
@@ -100,6 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.command == "convert":
             return _convert(args)
+        if args.command == "eval":
+            return _eval(args)
         model = _load(args)
         activation = "identity" if args.raw else None
         if args.command == "score":
