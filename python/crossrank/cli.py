@@ -149,7 +149,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("cpu", help="show the kernels this CPU uses")
     _add_convert_parser(sub)
     _add_eval_parser(sub)
+    from .server.cli import add_serve_parser, run_serve  # imports no web framework until `serve` runs
+
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args)
+
     from .errors import CrossrankError
 
     try:

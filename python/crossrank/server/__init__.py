@@ -1,0 +1,16 @@
+"""An HTTP server that speaks vLLM's ``/score`` and ``/rerank`` APIs (and TEI's ``/rerank``).
+
+    crossrank serve Qwen/Qwen3-Reranker-0.6B --hf_overrides '{"architectures": [...], ...}'
+
+Needs the ``serve`` extra (FastAPI, uvicorn): ``pip install 'crossrank[serve]'``. Importing this
+package does not import them; :mod:`crossrank.server.app` does.
+
+Modules: :mod:`~crossrank.server.settings` (the settings), :mod:`~crossrank.server.protocol`
+(request and response shapes), :mod:`~crossrank.server.engine` (tokenization per request form),
+:mod:`~crossrank.server.batcher` (dynamic batching on one engine thread),
+:mod:`~crossrank.server.metrics` (Prometheus text), :mod:`~crossrank.server.app` (the ASGI app
+and uvicorn), :mod:`~crossrank.server.cli` (the ``serve`` subcommand).
+"""
+from .settings import ServerSettings
+
+__all__ = ["ServerSettings"]

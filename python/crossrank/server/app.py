@@ -1,0 +1,517 @@
+"""The ASGI app: vLLM's ``/score`` and ``/rerank`` (plus TEI's ``/rerank`` shape), ``/health``,
+``/v1/models`` and ``/metrics``, on FastAPI and uvicorn.
+
+Request path: the size-limit and API-key middlewares (pure ASGI, before any parsing) → JSON body
+→ validation into a :class:`~crossrank.server.protocol.ScoringTask` → tokenization on a small
+thread pool → the :class:`~crossrank.server.batcher.Batcher` (one engine thread) → activation →
+response. The event loop only parses, awaits futures and serializes; it never runs a forward pass.
+
+:func:`create_app` builds the app from :class:`ServerSettings` (the model loads at startup, in
+each worker process); :func:`app_from_env` is the factory uvicorn imports in every ``--workers``
+process; :func:`run` starts uvicorn.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import CrossrankError
+from ..model import CrossEncoder
+from ..templates import template_for_model
+from .batcher import Batcher, EngineStopped, QueueFull
+from .engine import Prepared, PromptError, ScoringEngine
+from .metrics import Metrics
+from .protocol import (APIError, ScoringTask, error_body, models_response, parse_rerank, parse_score,
+                       rerank_response, score_response, tei_rerank_response)
+from .settings import ServerSettings
+
+__all__ = ["create_app", "app_from_env", "run", "load_model"]
+
+logger = logging.getLogger("crossrank.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCORE_PATHS = ("/score", "/v1/score")
+RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank")
+# Paths named in metrics; anything else is counted as "other" so scanners cannot blow up the labels.
+_KNOWN_PATHS = frozenset(SCORE_PATHS + RERANK_PATHS + ("/health", "/v1/models", "/metrics", "/version"))
+# Open without the API key: load balancers probe it.
+_PUBLIC_PATHS = frozenset({"/health"})
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+# A model loaded by run() before uvicorn starts (one worker), picked up by the factory.
+_PRELOADED: Dict[str, CrossEncoder] = {}
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def load_model(settings: ServerSettings) -> CrossEncoder:
+    """Loads the model the settings describe.
+
+    The prompt format comes from ``--template``, else the model's own choice (name, config, chat
+    template); when that finds none, the served model name is tried as a family hint
+    (``--served-model-name Qwen/Qwen3-Reranker-0.6B`` for a directory named otherwise).
+    """
+    dtype = "float32" if settings.dtype in ("auto", "float", "float32") else settings.dtype
+
+    def load(template: Optional[str]) -> CrossEncoder:
+        return CrossEncoder(settings.model, hf_overrides=settings.hf_overrides, max_length=settings.max_length,
+                            dtype=dtype, threads=settings.worker_threads(), template=template,
+                            revision=settings.revision, local_files_only=settings.local_files_only)
+
+    model = load(settings.template)
+    hinted = template_for_model(settings.model_name, {}) if settings.template is None else None
+    if model.prompt_format == "pairs" and hinted is not None:
+        logger.info("%s has no prompt format of its own; using the %s template its served name suggests",
+                    settings.model, hinted.name)
+        del model
+        model = load(hinted.name)
+    if model.num_labels != 1:
+        raise CrossrankError(f"{settings.model} has {model.num_labels} labels; /score and /rerank return one "
+                             "score per pair, so the server needs a one-label reranker")
+    return model
+
+
+class _State:
+    """What the handlers share: the engine, the batcher, the metrics and the tokenizer pool."""
+
+    def __init__(self, settings: ServerSettings, model: CrossEncoder) -> None:
+        self.settings = settings
+        self.engine = ScoringEngine(model, use_template=settings.use_template)
+        self.metrics = Metrics(settings.model_name)
+        self.batcher = Batcher(self.engine.core, self.engine.num_labels, max_queue=settings.max_queue,
+                               max_batch_tokens=settings.max_batch_tokens, metrics=self.metrics)
+        # Tokenization runs here, off the event loop and alongside the engine thread (the tokenizers
+        # library releases the GIL while it encodes).
+        self.tokenizer_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crossrank-tokenize")
+        self.names = list(settings.served_model_names) or [settings.model]
+        self.created = int(time.time())
+
+    def close(self) -> None:
+        self.batcher.stop()
+        self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- middlewares (pure ASGI: they run before any body parsing) --------------------------------
+
+
+async def _send_json(send: Send, status: int, body: Any, headers: Optional[List[tuple]] = None) -> None:
+    payload = json.dumps(body).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())] + list(headers or [])})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and times it."""
+
+    def __init__(self, app: ASGIApp, metrics_of: Callable[[], Optional[Metrics]]) -> None:
+        self.app = app
+        self.metrics_of = metrics_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics = self.metrics_of()
+            if metrics is not None:
+                path = scope.get("path", "")
+                metrics.observe_request(path if path in _KNOWN_PATHS else "other", status[0],
+                                        time.perf_counter() - t0)
+
+
+class APIKeyMiddleware:
+    """With an API key set, every path but ``/health`` needs ``Authorization: Bearer KEY`` (401 otherwise)."""
+
+    def __init__(self, app: ASGIApp, api_key: Optional[str]) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode("utf-8") if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http" or scope.get("path") in _PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                given = value
+                break
+        # The scheme is case-insensitive; the key is compared in constant time.
+        if given[:7].lower() == b"bearer " and hmac.compare_digest(b"Bearer " + given[7:], self.expected):
+            await self.app(scope, receive, send)
+            return
+        await _send_json(send, 401, error_body("Unauthorized: send the API key as 'Authorization: Bearer KEY'",
+                                               "Unauthorized", 401),
+                         [(b"www-authenticate", b"Bearer")])
+
+
+class BodyLimitMiddleware:
+    """Reads request bodies up to ``max_bytes`` (413 beyond), before the app sees them.
+
+    A declared ``Content-Length`` over the limit is refused without reading the body; a chunked
+    body is refused as soon as it passes the limit. The app then gets the body in one message,
+    and later ``receive`` calls go to the server (so a handler can notice a disconnect).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_json(send, 400, error_body("Content-Length is not a number", "BadRequestError", 400))
+                    return
+                if declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_json(send, 413, error_body(
+            f"the request body is larger than the server's limit of {self.max_bytes} bytes "
+            "(crossrank serve --max-body-bytes)", "RequestEntityTooLarge", 413))
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> Dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        raise APIError("the request body is empty: send a JSON object", 400)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(f"the request body is not valid JSON: {exc}", 400) from None
+    except RecursionError:
+        raise APIError("the request body is nested too deeply", 400) from None
+    if not isinstance(body, dict):
+        raise APIError(f"the request body must be a JSON object, got {type(body).__name__}", 400)
+    return body
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Returns when the client goes away (the body has been read, so the server's next message is
+    ``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _Handlers:
+    """The endpoints, bound to the state the lifespan builds."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.state: Optional[_State] = None
+
+    def _ready(self) -> _State:
+        if self.state is None or not self.state.batcher.alive:
+            raise APIError("the model is not loaded or the engine has stopped", 503, "ServiceUnavailableError")
+        return self.state
+
+    def _check_model(self, state: _State, name: Optional[str]) -> None:
+        if name and name not in state.names:
+            raise APIError(f"The model `{name}` does not exist.", 404, "NotFoundError", "model")
+
+    def _prepare(self, state: _State, task: ScoringTask) -> Prepared:
+        """Token ids for the task (runs on the tokenizer pool)."""
+        engine = state.engine
+        for name, texts in (("query", task.firsts), ("document", task.seconds), ("instruction", [task.instruction])):
+            try:
+                "".join(t for t in texts if t is not None).encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(f"a {name} holds a lone surrogate escape (\\ud800-\\udfff without its pair); "
+                               "send valid Unicode text", 400) from None
+        firsts = engine.cut_texts(task.firsts, task.max_tokens_per_query)
+        seconds = engine.cut_texts(task.seconds, task.max_tokens_per_doc)
+        limit = task.limit
+        if limit == -1:
+            limit = engine.max_length
+        elif limit is not None and limit > engine.max_length:
+            raise APIError(f"truncate_prompt_tokens={limit} is more than the model's maximum of "
+                           f"{engine.max_length} tokens", 400, param="truncate_prompt_tokens")
+        if task.templated and engine.templated:
+            return engine.encode_queries(firsts, seconds, task.instruction, limit=limit, side=task.side,
+                                         truncate=task.truncate)
+        if task.instruction is not None:
+            where = ("this server runs with --no-template" if task.templated and not self.settings.use_template
+                     else "no prompt template is known for this model" if task.templated
+                     else "text_1/text_2 and data_1/data_2 are taken as given")
+            raise APIError(f"instruction goes into the model's prompt template, but {where}; send queries + "
+                           "documents (or /rerank) to a server with a template, or put the instruction in "
+                           "the texts yourself", 400, param="instruction")
+        if task.kind == "tei":
+            limit = (limit or engine.max_length) if task.truncate else None
+        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side)
+
+    async def _run(self, state: _State, request: Request, prepared: Prepared, deadline: Optional[float]):
+        try:
+            job = state.batcher.submit(prepared.ids, prepared.keys)
+        except QueueFull as exc:
+            raise APIError(f"the server is busy ({exc}); retry later", 503, "ServiceUnavailableError") from None
+        except EngineStopped as exc:
+            raise APIError(str(exc), 503, "ServiceUnavailableError") from None
+        result = asyncio.wrap_future(job.future)
+        watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            done, _ = await asyncio.wait({result, watcher}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is shutting down this handler
+            state.batcher.abandon(job)
+            raise
+        finally:
+            watcher.cancel()
+        if result in done:
+            try:
+                return result.result()
+            except EngineStopped as exc:
+                raise APIError(str(exc), 503, "ServiceUnavailableError") from None
+            except (ValueError, TypeError) as exc:  # the engine refused the input (e.g. a token id)
+                raise APIError(str(exc), 400) from None
+        state.batcher.abandon(job)
+        result.cancel()
+        if watcher in done:
+            raise _ClientGone()
+        state.metrics.add("timeouts")
+        raise APIError(f"the request did not finish within the server's timeout of "
+                       f"{self.settings.request_timeout:g} s (crossrank serve --request-timeout); its work "
+                       "was cancelled", 504, "TimeoutError")
+
+    async def scoring(self, request: Request, kind: str) -> Response:
+        """``/score`` (``kind="score"``) and ``/rerank`` (vLLM or TEI shape)."""
+        state = self._ready()
+        t0 = time.monotonic()
+        timeout = self.settings.request_timeout
+        deadline = None if timeout is None else t0 + timeout
+        state.metrics.add_gauge("requests_in_flight", 1)
+        try:
+            body = await _json_body(request)
+            rid = request.headers.get("x-request-id")
+            task = parse_score(body, rid) if kind == "score" else parse_rerank(body, rid)
+            self._check_model(state, task.model)
+            loop = asyncio.get_running_loop()
+            try:
+                prepared = await loop.run_in_executor(state.tokenizer_pool, self._prepare, state, task)
+            except PromptError as exc:
+                raise APIError(str(exc), 400, param=exc.param) from None
+            except APIError:
+                raise
+            except (ValueError, TypeError) as exc:  # TooLongError and other refusals of the texts
+                raise APIError(str(exc), 400) from None
+            try:
+                raw = await self._run(state, request, prepared, deadline)
+            except _ClientGone:
+                logger.info("client went away; request %s abandoned", task.request_id)
+                return Response(status_code=499)
+            scores = state.engine.activate(raw, task.use_activation)
+            tokens = prepared.num_tokens
+            state.metrics.add("pairs", len(prepared.ids))
+            state.metrics.add("prompt_tokens", tokens)
+            if task.kind == "score":
+                return JSONResponse(score_response(task, state.names[0], scores.tolist(), tokens))
+            if task.kind == "rerank":
+                return JSONResponse(rerank_response(task, state.names[0], scores.tolist(), tokens))
+            return JSONResponse(tei_rerank_response(task, scores.tolist()))
+        finally:
+            state.metrics.add_gauge("requests_in_flight", -1)
+
+
+# -- app ---------------------------------------------------------------------------------------
+
+
+def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -> FastAPI:
+    """The ASGI app for ``settings``.
+
+    Args:
+        settings: Server settings.
+        model: An already loaded model; by default the model loads at startup (in each worker).
+    """
+    handlers = _Handlers(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loaded = model if model is not None else load_model(settings)
+        state = _State(settings, loaded)
+        state.batcher.start()
+        handlers.state = state
+        engine = state.engine
+        logger.info("ready: %s as %s (pid %d, %d threads, prompt format %s, max_length %d, queue %d, timeout %s)",
+                    settings.model, ", ".join(state.names), os.getpid(), loaded.threads,
+                    engine.prompt_format or "none", engine.max_length, settings.max_queue,
+                    f"{settings.request_timeout:g} s" if settings.request_timeout else "none")
+        try:
+            yield
+        finally:
+            handlers.state = None
+            state.close()
+
+    app = FastAPI(title="crossrank", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase
+        return JSONResponse(error_body(str(exc.detail or phrase), phrase, exc.status_code),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), HTTPStatus.BAD_REQUEST.phrase, 400), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return JSONResponse(error_body(f"internal server error ({type(exc).__name__})", "InternalServerError", 500),
+                            status_code=500)
+
+    async def score(request: Request) -> Response:
+        return await handlers.scoring(request, "score")
+
+    async def rerank(request: Request) -> Response:
+        return await handlers.scoring(request, "rerank")
+
+    for path in SCORE_PATHS:
+        app.add_api_route(path, score, methods=["POST"], include_in_schema=False)
+    for path in RERANK_PATHS:
+        app.add_api_route(path, rerank, methods=["POST"], include_in_schema=False)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        state = handlers.state
+        if state is None or not state.batcher.alive:
+            return JSONResponse(error_body("the engine is not running", "ServiceUnavailableError", 503),
+                                status_code=503)
+        return Response(status_code=200)
+
+    @app.get("/v1/models", include_in_schema=False)
+    async def list_models() -> JSONResponse:
+        state = handlers._ready()
+        return JSONResponse(models_response(state.names, settings.model, state.engine.max_length, state.created))
+
+    @app.get("/version", include_in_schema=False)
+    async def version() -> JSONResponse:
+        from .. import __version__
+
+        return JSONResponse({"version": __version__})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        state = handlers._ready()
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # add_middleware puts each new middleware outside the previous ones: the body limit runs
+    # innermost, the API key before it, and the metrics see every request, refused ones included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(APIKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics_of=lambda: handlers.state.metrics if handlers.state else None)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Sends the ``crossrank`` loggers to stderr with the process id (workers are processes)."""
+    root = logging.getLogger("crossrank")
+    if not any(getattr(h, "_crossrank_server", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
+        handler._crossrank_server = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn (``crossrank.server.app:app_from_env``): settings from
+    ``CROSSRANK_SERVER_SETTINGS``, the model loaded at startup in this process."""
+    settings = ServerSettings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings, model=_PRELOADED.pop(settings.to_json(), None))
+
+
+def run(settings: ServerSettings) -> None:
+    """Serves ``settings`` with uvicorn until interrupted.
+
+    With one worker the model loads here first, so a bad model path or override fails before the
+    server binds; with several, each worker process loads its own copy.
+    """
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    if settings.host not in _LOOPBACK:
+        logger.warning("binding to %s: the server is reachable from other machines%s", settings.host,
+                       "" if settings.api_key else " and no --api-key is set")
+    settings.to_env()
+    if settings.workers == 1:
+        _PRELOADED[settings.to_json()] = load_model(settings)
+    uvicorn.run("crossrank.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level.lower(), access_log=settings.access_log,
+                timeout_graceful_shutdown=10)

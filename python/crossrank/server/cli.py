@@ -1,0 +1,84 @@
+"""``crossrank serve``: its arguments (vLLM's names where vLLM has them) and its entry point.
+
+Nothing here imports FastAPI or uvicorn until the command runs, so the base package never needs
+the ``serve`` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+__all__ = ["add_serve_parser", "run_serve"]
+
+
+def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
+    """Adds the ``serve`` subcommand to the ``crossrank`` parser."""
+    p = sub.add_parser(
+        "serve", help="HTTP server speaking vLLM's /score and /rerank APIs (needs crossrank[serve])",
+        description="Serve a reranker over HTTP with vLLM's /score and /rerank request and response shapes "
+                    "(and TEI's /rerank shape). Binds to 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("model", help="model directory or Hugging Face id")
+    p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", "--served_model_name", nargs="+", default=None,
+                   help="name(s) accepted in the request's model field; the first is reported "
+                        "(default: the model argument)")
+    p.add_argument("--dtype", default="auto", help="compute dtype: auto or float32")
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads per worker (default: the CPUs divided among the workers)")
+    p.add_argument("--max-length", "--max_length", "--max-model-len", "--max_model_len", dest="max_length",
+                   type=int, default=None, help="token budget of one prompt (default: the family's)")
+    p.add_argument("--api-key", "--api_key", default=os.environ.get("CROSSRANK_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $CROSSRANK_API_KEY)")
+    p.add_argument("--template", default=None, help="prompt template name (default: from the model or served name)")
+    p.add_argument("--no-template", action="store_true",
+                   help="take queries and documents as given, never apply the family template")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own model")
+    p.add_argument("--max-queue", type=int, default=256, help="requests allowed to wait before 503")
+    p.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds before a request gets 504 and its work is cancelled (0: no limit)")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body (413 above)")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="tokens per forward pass")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--local-files-only", action="store_true")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--disable-access-log", "--disable-uvicorn-access-log", action="store_true",
+                   help="no per-request access log lines")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Runs ``crossrank serve`` with parsed arguments; returns the exit code."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"crossrank: error: `crossrank serve` needs {' and '.join(missing)}; "
+              "install them with: pip install 'crossrank[serve]'", file=sys.stderr)
+        return 2
+    from ..errors import CrossrankError
+    from .app import run
+    from .settings import ServerSettings
+
+    overrides = None
+    if args.hf_overrides:
+        try:
+            overrides = json.loads(args.hf_overrides)
+        except json.JSONDecodeError as exc:
+            print(f"crossrank: error: --hf_overrides is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    try:
+        settings = ServerSettings(
+            model=args.model, hf_overrides=overrides, served_model_names=list(args.served_model_name or []),
+            host=args.host, port=args.port, dtype=args.dtype, threads=args.threads, max_length=args.max_length,
+            template=args.template, use_template=not args.no_template, api_key=args.api_key or None,
+            workers=args.workers, max_queue=args.max_queue, request_timeout=args.request_timeout or None,
+            max_body_bytes=args.max_body_bytes, max_batch_tokens=args.max_batch_tokens,
+            local_files_only=args.local_files_only, revision=args.revision, log_level=args.log_level,
+            access_log=not args.disable_access_log)
+        run(settings)
+    except (CrossrankError, OSError, ValueError, TypeError) as exc:
+        print(f"crossrank: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,195 @@
+"""What the server asks of a loaded :class:`~crossrank.CrossEncoder`: token ids for each request form,
+the truncation options of vLLM and TEI, and the activation of raw logits.
+
+Two prompt forms, as in the library (RECIPES.md, "Two tokenizations of the same prompt"):
+
+* pairs taken as given (``text_1``/``text_2``, ``data_1``/``data_2``, or any pair when the model
+  has no prompt format or ``--no-template`` is set) get :meth:`CrossEncoder.tokenize_pairs`, the
+  ids :meth:`CrossEncoder.predict` scores; a prompt longer than ``max_length`` is refused unless
+  the request asks for ``truncate_prompt_tokens``, as vLLM does;
+* plain queries and documents get :meth:`CrossEncoder.tokenize`, the ids
+  :meth:`CrossEncoder.score` scores: the family's official recipe (or the model's chat template),
+  which truncates inside the document so the template survives.
+
+The default paths call those public methods, so a server score is bitwise the in-process score.
+Only the per-request extras (a ``truncate_prompt_tokens`` below the model's maximum, cutting the
+document's start, cutting ids past the maximum) reach into the model's prompt encoder; this module
+is the one place that does.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Optional, Sequence
+
+import numpy as np
+
+from ..model import CrossEncoder
+from ..templates import Template
+from ..tokenization import TooLongError
+
+__all__ = ["PromptError", "Prepared", "ScoringEngine"]
+
+_UNLIMITED = sys.maxsize
+
+
+class PromptError(ValueError):
+    """A request's texts cannot become prompts (too long, empty); a 400 for the client.
+
+    Attributes:
+        param: The request field the error is about, when there is one.
+    """
+
+    def __init__(self, message: str, param: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Prepared:
+    """Token ids of one request, ready for the batcher.
+
+    Attributes:
+        ids: One ``int32`` array per pair.
+        keys: Per pair, the key of the query its prompt starts with (pairs with the same key
+            share their token prefix's K/V in the engine); ``None``: no sharing.
+    """
+
+    ids: List[np.ndarray]
+    keys: List[Optional[Hashable]]
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt tokens of the request (what ``usage.prompt_tokens`` reports)."""
+        return int(sum(len(a) for a in self.ids))
+
+
+class ScoringEngine:
+    """A loaded model seen from the server.
+
+    Args:
+        model: The loaded model.
+        use_template: Give plain queries and documents the model's prompt format (family template
+            or chat template); false: every pair is taken as given (``--no-template``).
+    """
+
+    def __init__(self, model: CrossEncoder, *, use_template: bool = True) -> None:
+        self.model = model
+        fmt = model.prompt_format
+        #: The prompt format queries and documents get (``None``: pairs are taken as given).
+        self.prompt_format: Optional[str] = fmt if use_template and fmt != "pairs" else None
+        # The family template, when that is the format: per-request length limits need it.
+        self._family: Optional[Template] = model.template if self.prompt_format is not None else None
+        self.max_length: int = model.max_length
+        self.num_labels: int = model.num_labels
+        self._encoder = model._encoder
+
+    @property
+    def templated(self) -> bool:
+        """Whether plain queries and documents get a prompt format on the server."""
+        return self.prompt_format is not None
+
+    @property
+    def core(self):
+        """The C engine (``forward``/``build_prefix``), driven by the batcher."""
+        return self.model._engine
+
+    # -- request forms -------------------------------------------------------------------------
+
+    def cut_texts(self, texts: Sequence[str], max_tokens: int) -> List[str]:
+        """Each text cut to its first ``max_tokens`` tokens (tokenized alone), at the character
+        where that token ends, so no lossy decode is involved; ``max_tokens <= 0``: unchanged."""
+        if max_tokens <= 0:
+            return list(texts)
+        unique = list(dict.fromkeys(texts))
+        encodings = self.model.tokenizer.encode_batch(unique, add_special_tokens=False)
+        cut: Dict[str, str] = {}
+        for text, enc in zip(unique, encodings):
+            cut[text] = text if len(enc.ids) <= max_tokens else text[:enc.offsets[max_tokens - 1][1]]
+        return [cut[t] for t in texts]
+
+    def encode_pairs(self, texts_1: Sequence[str], texts_2: Sequence[str], *, limit: Optional[int] = None,
+                     side: str = "right") -> Prepared:
+        """Pairs taken as given: the ids :meth:`CrossEncoder.predict` scores.
+
+        Args:
+            limit: ``None``: a prompt longer than ``max_length`` is an error; else prompts are cut
+                to ``limit`` tokens, keeping the first (``side="right"``) or the last ones.
+        """
+        pairs = list(zip(texts_1, texts_2))
+        try:
+            ids = self.model.tokenize_pairs(pairs).input_ids
+        except TooLongError:
+            if limit is None or self.model.chat_template is not None:
+                raise PromptError(
+                    f"an input is longer than the model's maximum of {self.max_length} tokens; shorten it or "
+                    "send truncate_prompt_tokens (-1: the model's maximum)", "truncate_prompt_tokens") from None
+            # vLLM's request form without the length check; the ids are cut to the limit below.
+            ids = self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
+                                                max_length=_UNLIMITED).input_ids
+        out = []
+        for i, seq in enumerate(ids):
+            if limit is not None and len(seq) > limit:
+                seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
+            out.append(self._checked(seq, i))
+        return Prepared(out, list(texts_1))
+
+    def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
+                       limit: Optional[int] = None, side: str = "right", truncate: bool = True) -> Prepared:
+        """Plain queries and documents: the ids :meth:`CrossEncoder.score` scores.
+
+        Args:
+            limit: Token budget of a prompt; ``None``: the model's ``max_length``.
+            side: ``"right"`` cuts the document's end (the recipe), ``"left"`` its beginning.
+            truncate: When false, a prompt that does not fit is an error instead of being cut.
+        """
+        budget = self.max_length if limit is None else limit
+        library = side == "right" and budget == self.max_length
+        if not library and self._family is None:
+            raise PromptError(
+                f"a truncate_prompt_tokens below the model's maximum, or truncation from the left, needs a "
+                f"family template; this model's prompt format is {self.prompt_format!r}", "truncate_prompt_tokens")
+        encoded = (self.model.tokenize(list(queries), list(documents), instruction) if library
+                   else self._encode_family(queries, documents, instruction, budget))
+        cut = [i for i, t in enumerate(encoded.truncated) if t]
+        if cut and not truncate:
+            raise PromptError(
+                f"input {cut[0]} does not fit the model's maximum of {budget} tokens; send truncate=true "
+                "(or truncate_prompt_tokens) to cut the document", "truncate")
+        ids = list(encoded.input_ids)
+        if side == "left":
+            for i in cut:
+                ids[i] = self._cut_document_start(queries[i], documents[i], instruction, budget, ids[i])
+        keys = [(q, instruction) for q in queries]
+        return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
+
+    def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
+        """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``
+        false: the raw value, ``activation_fn="identity"``)."""
+        return self.model._activate(raw, None if use_activation else "identity")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _encode_family(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
+                       budget: int):
+        return self._encoder.encode_template(self._family, list(queries), list(documents), instruction, budget)
+
+    def _cut_document_start(self, query: str, document: str, instruction: Optional[str], budget: int,
+                            right_cut: List[int]) -> List[int]:
+        """The prompt with the document's first tokens dropped instead of its last ones.
+
+        The recipe cut ``k`` tokens off the end; as many are dropped from the start of the document
+        (tokenized alone), and the result goes through the recipe again, which trims a token or two
+        more should the new boundary tokenize differently.
+        """
+        full = self._encode_family([query], [document], instruction, _UNLIMITED).input_ids[0]
+        k = len(full) - len(right_cut)
+        enc = self.model.tokenizer.encode(document, add_special_tokens=False)
+        start = enc.offsets[k][0] if k < len(enc.ids) else len(document)
+        return self._encode_family([query], [document[start:]], instruction, budget).input_ids[0]
+
+    @staticmethod
+    def _checked(ids: Sequence[int], i: int) -> np.ndarray:
+        if len(ids) == 0:
+            raise PromptError(f"input {i} is empty: it gives no tokens to score")
+        return np.asarray(ids, dtype=np.int32)

@@ -1,0 +1,125 @@
+"""The server's settings: one dataclass, passed to worker processes through an environment variable.
+
+uvicorn starts each ``--workers`` process from an import string, so the settings cannot be handed
+over as an object; :meth:`ServerSettings.to_env` writes them as JSON into
+``CROSSRANK_SERVER_SETTINGS`` and the app factory reads them back in every process.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+__all__ = ["ServerSettings", "SETTINGS_ENV"]
+
+#: Environment variable holding the JSON settings for the app factory of each worker process.
+SETTINGS_ENV = "CROSSRANK_SERVER_SETTINGS"
+
+
+@dataclass
+class ServerSettings:
+    """Everything ``crossrank serve`` needs to build the app in a (worker) process.
+
+    Attributes:
+        model: Model directory or Hugging Face id.
+        hf_overrides: Config overrides with vLLM's semantics.
+        served_model_names: Names accepted in the ``model`` field; the first one is reported in
+            responses. Empty: the ``model`` argument as given (vLLM's default).
+        host: Bind address; loopback unless asked otherwise.
+        port: TCP port.
+        dtype: Compute dtype (``"auto"`` is float32, the only one available today).
+        threads: Compute threads per worker; default: the CPUs this process may use, divided
+            among the workers.
+        max_length: Token budget of one prompt; default: the family's.
+        template: Prompt template name; default: from the model's name, config or served name.
+        use_template: Apply the family template to plain queries and documents (``--no-template``
+            turns it off).
+        api_key: When set, every endpoint but ``/health`` needs ``Authorization: Bearer KEY``.
+        workers: uvicorn worker processes, each with its own copy of the model.
+        max_queue: Requests waiting for the engine before new ones get 503.
+        request_timeout: Seconds from arrival to answer before a request gets 504 and its work
+            is cancelled; ``None`` or 0: no limit.
+        max_body_bytes: Largest request body accepted (413 above it).
+        max_batch_tokens: Tokens per forward pass (packed requests, prefixes excluded).
+        local_files_only: Never download the model.
+        revision: Hub revision.
+        log_level: Level of the ``crossrank`` and uvicorn loggers.
+        access_log: uvicorn's per-request access log.
+    """
+
+    model: str
+    hf_overrides: Optional[Dict[str, Any]] = None
+    served_model_names: List[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str = "auto"
+    threads: Optional[int] = None
+    max_length: Optional[int] = None
+    template: Optional[str] = None
+    use_template: bool = True
+    api_key: Optional[str] = None
+    workers: int = 1
+    max_queue: int = 256
+    request_timeout: Optional[float] = 600.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch_tokens: int = 16384
+    local_files_only: bool = False
+    revision: Optional[str] = None
+    log_level: str = "info"
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("workers", self.workers, 1), ("max_queue", self.max_queue, 1),
+            ("max_body_bytes", self.max_body_bytes, 1), ("max_batch_tokens", self.max_batch_tokens, 1),
+            ("port", self.port, 0),
+        )
+        for name, value, low in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.request_timeout is not None and not self.request_timeout > 0:
+            self.request_timeout = None
+        if self.hf_overrides is not None and not isinstance(self.hf_overrides, dict):
+            raise ValueError("hf_overrides must be a JSON object")
+
+    @property
+    def model_name(self) -> str:
+        """The name reported in responses."""
+        return self.served_model_names[0] if self.served_model_names else self.model
+
+    def worker_threads(self) -> int:
+        """Compute threads of one worker: the given number, or the CPUs shared among the workers."""
+        if self.threads is not None:
+            return self.threads
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, cpus // self.workers)
+
+    def to_json(self) -> str:
+        """The settings as JSON (the inverse of :meth:`from_json`)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServerSettings":
+        """Settings from :meth:`to_json`'s output; unknown keys are refused."""
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown server settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_env(self) -> None:
+        """Stores the settings in ``os.environ`` for the worker processes."""
+        os.environ[SETTINGS_ENV] = self.to_json()
+
+    @classmethod
+    def from_env(cls) -> "ServerSettings":
+        """Reads the settings stored by :meth:`to_env`."""
+        text = os.environ.get(SETTINGS_ENV)
+        if not text:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set: start the server with `crossrank serve MODEL`")
+        return cls.from_json(text)
