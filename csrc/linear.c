@@ -24,8 +24,37 @@ static int use_openblas(void) {
     return v && strcmp(v, "openblas") == 0;
 }
 
-cr_status cr_linear_pack(cr_linear *W) {
-    if (W->fmt != CR_FMT_F32_BLAS || use_openblas()) return CR_OK;
+/* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
+ * zero past n_out and past n_in. */
+static cr_status pack_bf16(cr_linear *W) {
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kp = (W->n_in + 1) / 2;
+    size_t count;
+    if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kp * 2, &count) ||
+        !cr_mul_size(count, sizeof(uint16_t), &count))
+        return cr_fail(CR_E_NOMEM, "packed weight size overflows");
+    uint16_t *packed = cr_aligned_alloc(count, "packed bf16 weight");
+    if (!packed) return CR_E_NOMEM;
+    for (int64_t p = 0; p < panels; p++) {
+        uint16_t *panel = packed + p * kp * 2 * CR_GEMM_NR;
+        for (int64_t j = 0; j < CR_GEMM_NR; j++) {
+            int64_t c = p * CR_GEMM_NR + j;
+            const float *row = c < W->n_out ? W->w + c * W->n_in : NULL;
+            for (int64_t k = 0; k < 2 * kp; k++)
+                panel[(k / 2) * 2 * CR_GEMM_NR + 2 * j + (k & 1)] =
+                    row && k < W->n_in ? cr_f32_to_bf16_one(row[k]) : 0;
+        }
+    }
+    free(W->w);
+    W->w = NULL;
+    W->wb = packed;
+    W->fmt = CR_FMT_BF16_PANELS;
+    return CR_OK;
+}
+
+cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
+    if (W->fmt != CR_FMT_F32_BLAS) return CR_OK;
+    if (compute == CR_DT_BF16) return pack_bf16(W);
+    if (use_openblas()) return CR_OK;
     int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)W->n_in, &count) ||
@@ -49,6 +78,9 @@ cr_status cr_linear_pack(cr_linear *W) {
 }
 
 int64_t cr_linear_bytes(const cr_linear *W) {
+    if (W->fmt == CR_FMT_BF16_PANELS)
+        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * ((W->n_in + 1) / 2 * 2) *
+                   (int64_t)sizeof(uint16_t) + (W->bias ? W->n_out * (int64_t)sizeof(float) : 0);
     int64_t rows = W->fmt == CR_FMT_F32_PANELS ? (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR : W->n_out;
     return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
 }
@@ -56,11 +88,35 @@ int64_t cr_linear_bytes(const cr_linear *W) {
 typedef struct panel_job {
     const cr_linear *W;
     const float *x;
+    const uint16_t *xb; /* bf16 panels: x rounded to bf16, rows of 2 kp (zero-padded) */
     int64_t ldx, m;
     float *y;
     int64_t ldy;
     int64_t n_panels;
 } panel_job;
+
+static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int64_t cols) {
+    if (!bias) return;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < cols; c++) y[i * ldy + c] += bias[c];
+}
+
+static void bf16_panel_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    const cr_kernels *K = cr_kern;
+    int64_t block = task / j->n_panels, p = task % j->n_panels;
+    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
+    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
+    int64_t kp = (j->W->n_in + 1) / 2, c0 = p * CR_GEMM_NR;
+    int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
+    const uint16_t *panel = j->W->wb + p * kp * 2 * CR_GEMM_NR;
+    for (int64_t r = r0; r < r1; r += K->gemm_bf16_mr) {
+        int64_t rows = r1 - r < K->gemm_bf16_mr ? r1 - r : K->gemm_bf16_mr;
+        float *y = j->y + r * j->ldy + c0;
+        K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, panel, kp, y, j->ldy, cols);
+        add_bias(j->W->bias ? j->W->bias + c0 : NULL, y, j->ldy, rows, cols);
+    }
+}
 
 static void panel_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
@@ -75,9 +131,7 @@ static void panel_task(void *ctx, int64_t task, int worker) {
         int64_t rows = r1 - r < K->gemm_mr ? r1 - r : K->gemm_mr;
         float *y = j->y + r * j->ldy + c0;
         K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, panel, n_in, y, j->ldy, cols);
-        if (j->W->bias)
-            for (int64_t i = 0; i < rows; i++)
-                for (int64_t c = 0; c < cols; c++) y[i * j->ldy + c] += j->W->bias[c0 + c];
+        add_bias(j->W->bias ? j->W->bias + c0 : NULL, y, j->ldy, rows, cols);
     }
 }
 
@@ -102,15 +156,34 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
                           float *y, int64_t ldy, const cr_exec *ex) {
     if (m <= 0) return CR_OK;
     if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
-    panel_job j = {W, x, ldx, m, y, ldy, (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
+    panel_job j = {W, x, NULL, ldx, m, y, ldy, (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
     int64_t blocks = (m + CR_PANEL_ROW_BLOCK - 1) / CR_PANEL_ROW_BLOCK;
-    return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    if (W->fmt == CR_FMT_F32_PANELS)
+        return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+
+    /* bf16: round the inputs once per call, rows padded to whole pairs. */
+    int64_t kp = (W->n_in + 1) / 2;
+    size_t count;
+    if (!cr_mul_size((size_t)m, (size_t)kp * 2 * sizeof(uint16_t), &count))
+        return cr_fail(CR_E_NOMEM, "bf16 input size overflows");
+    uint16_t *xb = cr_aligned_alloc(count, "bf16 inputs");
+    if (!xb) return CR_E_NOMEM;
+    for (int64_t r = 0; r < m; r++) {
+        cr_kern->f32_to_bf16(x + r * ldx, xb + r * 2 * kp, W->n_in);
+        if (W->n_in % 2) xb[r * 2 * kp + W->n_in] = 0;
+    }
+    j.xb = xb;
+    cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, bf16_panel_task, &j, ex->abort);
+    free(xb);
+    return st;
 }
 
 void cr_linear_free(cr_linear *W) {
     if (!W) return;
     free(W->w);
+    free(W->wb);
     free(W->bias);
     W->w = NULL;
+    W->wb = NULL;
     W->bias = NULL;
 }

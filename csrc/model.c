@@ -184,7 +184,7 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
         row0 += rows[k];
     }
     int64_t before = cr_linear_bytes(W);
-    cr_status st = cr_linear_pack(W);
+    cr_status st = cr_linear_pack(W, ld->m->compute_dtype);
     ld->m->weight_bytes += cr_linear_bytes(W) - before;
     return st;
 }
@@ -309,8 +309,8 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     if (!model_dir || !params) return cr_fail(CR_E_ARG, "cr_model_load: NULL argument");
     cr_status st = validate_config(&params->config);
     if (st) return st;
-    if (params->weight_dtype != CR_DT_F32)
-        return cr_fail(CR_E_UNSUPPORTED, "compute dtype %s is not available; use float32",
+    if (params->weight_dtype != CR_DT_F32 && params->weight_dtype != CR_DT_BF16)
+        return cr_fail(CR_E_UNSUPPORTED, "compute dtype %s is not available; use float32 or bfloat16",
                        cr_dtype_name(params->weight_dtype));
 
     cr_model *m = cr_calloc(1, sizeof *m, "model");
@@ -320,6 +320,7 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     m->cfg.layer_window = NULL;
     m->cfg.rope_inv_freq = NULL;
     m->threads = params->threads < 1 ? 1 : params->threads;
+    m->compute_dtype = params->weight_dtype;
     const cr_config *c = &m->cfg;
 
     int64_t half = c->head_dim / 2;

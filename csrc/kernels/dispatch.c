@@ -81,6 +81,33 @@ const char *cr_isa_level_name(cr_isa isa) {
     return (isa >= 0 && isa < CR_ISA_COUNT) ? level_names[isa] : "unknown";
 }
 
+/* The table of one level: AVX512_BF16 is the AVX-512 table with its bf16 entries overlaid. */
+static cr_kernels bf16_level;
+static pthread_once_t bf16_once = PTHREAD_ONCE_INIT;
+
+static void build_bf16_level(void) {
+    bf16_level = *cr_kernels_avx512();
+    const cr_kernels *bf = cr_kernels_avx512bf16();
+    bf16_level.isa = CR_ISA_AVX512BF16;
+    bf16_level.gemm_bf16_tile = bf->gemm_bf16_tile;
+    bf16_level.gemm_bf16_mr = bf->gemm_bf16_mr;
+    bf16_level.f32_to_bf16 = bf->f32_to_bf16;
+}
+
+const cr_kernels *cr_kernels_level(cr_isa level) {
+#ifdef CR_HAVE_CPUID
+    if (level >= CR_ISA_AVX512BF16) {
+        pthread_once(&bf16_once, build_bf16_level);
+        return &bf16_level;
+    }
+    if (level >= CR_ISA_AVX512) return cr_kernels_avx512();
+    if (level >= CR_ISA_AVX2) return cr_kernels_avx2();
+#else
+    (void)level;
+#endif
+    return cr_kernels_ref();
+}
+
 static void init(void) {
     detect();
     detected = isa_from_features();
@@ -90,13 +117,8 @@ static void init(void) {
         for (int i = 0; i < CR_ISA_COUNT; i++)
             if (strcmp(cap, level_names[i]) == 0 && (cr_isa)i < chosen) chosen = (cr_isa)i;
     }
-    const cr_kernels *table = cr_kernels_ref();
-#ifdef CR_HAVE_CPUID
-    if (chosen >= CR_ISA_AVX512) table = cr_kernels_avx512();
-    else if (chosen >= CR_ISA_AVX2) table = cr_kernels_avx2();
-#endif
     static cr_kernels active;
-    active = *table;
+    active = *cr_kernels_level(chosen);
     active.isa = chosen;
     cr_kern = &active;
 
@@ -128,4 +150,5 @@ const char *cr_isa_name(void) { cr_kernels_init(); return level_names[cr_kern->i
 #ifndef CR_HAVE_CPUID
 const cr_kernels *cr_kernels_avx2(void) { return NULL; }
 const cr_kernels *cr_kernels_avx512(void) { return NULL; }
+const cr_kernels *cr_kernels_avx512bf16(void) { return NULL; }
 #endif

@@ -95,6 +95,71 @@ static void gemm_f32_tile_avx2(const float *x, int64_t ldx, int64_t m, const flo
     }
 }
 
+/* bfloat16 widened in registers: a pair's high half is the float of element 2p+1 once masked,
+ * its low half shifted up is element 2p. 2 rows x 32 columns: 8 accumulators, 4 broadcasts and
+ * 3 registers of panel in flight fit the 16 ymm registers. */
+#define MRB2 2
+
+static inline __attribute__((always_inline)) void bf16_rows_avx2(const int M, const uint16_t *x, int64_t ldx,
+                                                                const uint16_t *wp, int64_t kp, float *y,
+                                                                int64_t ldy, int64_t n) {
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[MRB2][4];
+    for (int i = 0; i < M; i++)
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kp; p++) {
+        __m256 x_odd[MRB2], x_even[MRB2];
+        for (int i = 0; i < M; i++) {
+            int32_t pair;
+            memcpy(&pair, x + i * ldx + 2 * p, 4);
+            __m256i v = _mm256_set1_epi32(pair);
+            x_odd[i] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+            x_even[i] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        }
+        const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+        for (int c = 0; c < 4; c++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 16 * c));
+            __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(raw, high));
+            __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+            for (int i = 0; i < M; i++) {
+                acc[i][c] = _mm256_fmadd_ps(x_odd[i], w_odd, acc[i][c]);
+                acc[i][c] = _mm256_fmadd_ps(x_even[i], w_even, acc[i][c]);
+            }
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        float row[CR_GEMM_NR];
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(row + 8 * c, acc[i][c]);
+        memcpy(y + i * ldy, row, (size_t)n * sizeof(float));
+    }
+}
+
+static void gemm_bf16_tile_avx2(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                                float *y, int64_t ldy, int64_t n) {
+    if (m == MRB2) {
+        bf16_rows_avx2(MRB2, x, ldx, wp, kp, y, ldy, n);
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) bf16_rows_avx2(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
+}
+
+static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
+                  abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
+                  quiet = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), one);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, bias), lsb), 16);
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
+        __m256i out = _mm256_blendv_epi8(rounded, _mm256_or_si256(_mm256_srli_epi32(b, 16), quiet), nan);
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
+        _mm_storeu_si128((__m128i *)(dst + i), packed);
+    }
+    for (; i < n; i++) dst[i] = cr_f32_to_bf16_one(src[i]);
+}
+
 static const cr_kernels avx2_table = {
     .isa = CR_ISA_AVX2,
     .gemm_f32_tile = gemm_f32_tile_avx2,
@@ -104,6 +169,9 @@ static const cr_kernels avx2_table = {
     .sumsq_f32 = sumsq_f32_avx2,
     .bf16_to_f32 = bf16_to_f32_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
+    .gemm_bf16_tile = gemm_bf16_tile_avx2,
+    .gemm_bf16_mr = MRB2,
+    .f32_to_bf16 = f32_to_bf16_avx2,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

@@ -76,6 +76,41 @@ static void gemm_f32_tile_ref(const float *x, int64_t ldx, int64_t m, const floa
     }
 }
 
+static inline float bf16_value(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void gemm_bf16_tile_ref(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                               float *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        float acc[CR_GEMM_NR] = {0};
+        const uint16_t *xi = x + i * ldx;
+        for (int64_t p = 0; p < kp; p++) {
+            float x_even = bf16_value(xi[2 * p]), x_odd = bf16_value(xi[2 * p + 1]);
+            const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+            for (int j = 0; j < CR_GEMM_NR; j++) {
+                acc[j] = fmaf(x_odd, bf16_value(w[2 * j + 1]), acc[j]);
+                acc[j] = fmaf(x_even, bf16_value(w[2 * j]), acc[j]);
+            }
+        }
+        for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
+    }
+}
+
+uint16_t cr_f32_to_bf16_one(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static void f32_to_bf16_ref(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = cr_f32_to_bf16_one(src[i]);
+}
+
 static const cr_kernels ref_table = {
     .isa = CR_ISA_REF,
     .gemm_f32_tile = gemm_f32_tile_ref,
@@ -85,6 +120,9 @@ static const cr_kernels ref_table = {
     .sumsq_f32 = sumsq_f32_ref,
     .bf16_to_f32 = bf16_to_f32_ref,
     .f16_to_f32 = f16_to_f32_ref,
+    .gemm_bf16_tile = gemm_bf16_tile_ref,
+    .gemm_bf16_mr = 4,
+    .f32_to_bf16 = f32_to_bf16_ref,
 };
 
 const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

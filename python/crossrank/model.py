@@ -29,7 +29,7 @@ Pair = Tuple[str, str]
 
 # Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
 _TOKEN_BUDGET = 16384
-_DTYPES = ("float32",)
+_DTYPES = ("float32", "bfloat16")
 
 
 def _default_threads() -> int:
