@@ -21,7 +21,8 @@ def _load(args: argparse.Namespace):
         if not isinstance(overrides, dict):
             raise SystemExit("crossrank: --hf_overrides must be a JSON object")
     return CrossEncoder(args.model, hf_overrides=overrides, max_length=args.max_length,
-                        threads=args.threads, template=args.template, local_files_only=args.local_files_only)
+                        threads=args.threads, dtype=args.dtype, template=args.template,
+                        local_files_only=args.local_files_only)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
     p.add_argument("--max-length", "--max_length", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (auto: bfloat16 where the CPU has AVX512_BF16)")
     p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
     p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")
     p.add_argument("--local-files-only", action="store_true")
