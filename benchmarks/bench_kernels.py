@@ -7,8 +7,9 @@
 For every projection shape of the model (fused q|k|v, o, fused gate|up, down) and each row count
 M, one packed layer is timed through the engine's own entry point (cr_linear_apply, best of
 --reps): crossrank's float32 panels, OpenBLAS sgemm (as the engine calls it) and crossrank's
-bfloat16 panels. The peaks come from register-only loops run on the same pool in the same run:
-AVX-512 FMA for float32 and vdpbf16ps for bfloat16 (a CPU without them reports none). Results are
+bfloat16 panels and int8 panels (with the per-token input quantization). The peaks come from
+register-only loops run on the same pool in the same run: AVX-512 FMA for float32, vdpbf16ps for
+bfloat16 and vpdpbusd for int8 (a CPU without them reports none). Results are
 printed and written as JSON under benchmarks/results/.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO.parent / "shared" / "model-configs" / "Qwen3-Reranker-0.6B.json"
 RESULTS_DIR = REPO / "benchmarks" / "results"
-FORMATS = ("float32", "openblas", "bfloat16")
+FORMATS = ("float32", "openblas", "bfloat16", "int8")
 
 
 def model_shapes(config: Dict[str, Any]) -> Dict[str, tuple]:
@@ -50,14 +51,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shapes = model_shapes(config)
 
     peaks: Dict[str, Optional[float]] = {}
-    for kind in ("fma_f32", "dpbf16"):
+    for kind in ("fma_f32", "dpbf16", "vnni"):
         try:
             peaks[kind] = max(_core._bench_peak(kind, threads=args.threads) for _ in range(3))
         except RuntimeError:
             peaks[kind] = None
-    peak_of = {"float32": peaks["fma_f32"], "openblas": peaks["fma_f32"], "bfloat16": peaks["dpbf16"]}
+    peak_of = {"float32": peaks["fma_f32"], "openblas": peaks["fma_f32"], "bfloat16": peaks["dpbf16"],
+               "int8": peaks["vnni"]}
     print(f"{args.threads} thread(s), kernels {_core.cpu_info()['isa']}; peaks: float32 FMA "
-          f"{peaks['fma_f32'] or float('nan'):.0f} GFLOP/s, bf16 vdpbf16ps {peaks['dpbf16'] or float('nan'):.0f} GFLOP/s")
+          f"{peaks['fma_f32'] or float('nan'):.0f} GFLOP/s, bf16 vdpbf16ps {peaks['dpbf16'] or float('nan'):.0f} GFLOP/s, "
+          f"int8 vpdpbusd {peaks['vnni'] or float('nan'):.0f} GOP/s")
     rng = np.random.default_rng(0)
     rows: List[Dict[str, Any]] = []
     head = f"{'layer':8} {'N x K':>12} {'M':>5}  " + "  ".join(f"{f:>18}" for f in formats)
@@ -75,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 cells.append(f"{gflops:7.0f} ({pct:3.0f}%)" if pct is not None else f"{gflops:7.0f}       ")
             print(f"{name:8} {f'{n_out}x{n_in}':>12} {m:>5}  " + "  ".join(f"{c:>18}" for c in cells))
     print("GFLOP/s (percent of the peak of that precision: float32 FMA for float32 and OpenBLAS, "
-          "vdpbf16ps for bfloat16)")
+          "vdpbf16ps for bfloat16, vpdpbusd for int8; int8 timings include the per-token quantization)")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"bench_kernels-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"threads": args.threads, "isa": _core.cpu_info()["isa"], "peaks": peaks,

@@ -13,6 +13,7 @@ Engines (--engines):
   crossrank-bf16           CrossEncoder(dir, template="qwen3-reranker", threads=T, dtype="bfloat16")
                            .score(query, docs): the query's prompt prefix runs once
   crossrank-bf16-noreuse   the same without prefix reuse (forward_ids on the same token ids)
+  crossrank-int8           the same with dtype="int8" (down_proj in bf16)
   crossrank-f32            the same in float32 (the reference path)
   crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
@@ -65,7 +66,7 @@ CHECKPOINT_SEED = 0
 WORKLOAD_SEED = 1234
 DOC_TOKENS = (150, 400)
 
-ENGINES = ("crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
+ENGINES = ("crossrank-int8", "crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
            "transformers-f32", "transformers-bf16")
 REFERENCE = "transformers-f32"
 OURS = "crossrank-f32"
@@ -525,6 +526,7 @@ def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
 
         out["fma_f32_loop_gflops"] = _core._bench_peak("fma_f32", threads=spec["threads"])
         out["dpbf16_loop_gflops"] = _core._bench_peak("dpbf16", threads=spec["threads"])
+        out["vnni_loop_gops"] = _core._bench_peak("vnni", threads=spec["threads"])
     except (ImportError, RuntimeError):
         pass
     return out
@@ -676,6 +678,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for engine in engines:
             if engine == "crossrank-f32":
                 configs.append(dict(base, engine=engine))
+            elif engine == "crossrank-int8":
+                configs.append(dict(base, engine=engine, crossrank_dtype="int8"))
             elif engine.startswith("crossrank-bf16"):
                 configs.append(dict(base, engine=engine, crossrank_dtype="bfloat16",
                                     reuse=not engine.endswith("noreuse")))

@@ -241,8 +241,9 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     if (strcmp(dtype, "float32") == 0) p.weight_dtype = CR_DT_F32;
     else if (strcmp(dtype, "bfloat16") == 0) p.weight_dtype = CR_DT_BF16;
+    else if (strcmp(dtype, "int8") == 0) p.weight_dtype = CR_DT_I8;
     else {
-        PyErr_Format(PyExc_ValueError, "dtype '%s' is not 'float32' or 'bfloat16'", dtype);
+        PyErr_Format(PyExc_ValueError, "dtype '%s' is not 'float32', 'bfloat16' or 'int8'", dtype);
         goto fail;
     }
     if (threads < 1 || threads > 256) {

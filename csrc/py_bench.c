@@ -2,11 +2,13 @@
  *
  *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3) -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
- *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels) and returns the best
+ *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
+ *       with per-token input quantization) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs.
  *   _core._bench_peak(kind, threads=1, iters=2000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
- *       "dpbf16" (AVX512_BF16 vdpbf16ps). RuntimeError when the CPU lacks the instructions. */
+ *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s).
+ *       RuntimeError when the CPU lacks the instructions. */
 #include "pyglue.h"
 
 #include <stdlib.h>
@@ -52,9 +54,10 @@ PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     int blas = 0;
     if (strcmp(fmt, "float32") == 0) compute = CR_DT_F32;
     else if (strcmp(fmt, "bfloat16") == 0) compute = CR_DT_BF16;
+    else if (strcmp(fmt, "int8") == 0) compute = CR_DT_I8;
     else if (strcmp(fmt, "openblas") == 0) compute = CR_DT_F32, blas = 1;
     else {
-        PyErr_Format(PyExc_ValueError, "_bench_linear: fmt %R is not float32, bfloat16 or openblas", PyTuple_GET_ITEM(args, 0));
+        PyErr_Format(PyExc_ValueError, "_bench_linear: fmt '%s' is not float32, bfloat16, int8 or openblas", fmt);
         return NULL;
     }
     PyArrayObject *w = (PyArrayObject *)PyArray_FROMANY(w_obj, NPY_FLOAT32, 2, 2,
@@ -104,6 +107,10 @@ done:
     return result;
 }
 
+#ifdef CR_X86
+static float vnni_loop(int64_t iters) { return (float)cr_peak_vnni(iters); }
+#endif
+
 typedef struct peak_job {
     float (*loop)(int64_t);
     int64_t iters;
@@ -129,8 +136,9 @@ PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     double flop_per_iter = 0;
     cr_isa have = cr_isa_detected();
 #ifdef CR_X86
-    if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 768;
+    if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 384;
     else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 1536;
+    else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 3072;
 #endif
     if (!j.loop) {
         PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s)", kind,

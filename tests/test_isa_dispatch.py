@@ -19,7 +19,7 @@ import pytest
 import crossrank
 from _numpy_checkpoint import copy_qwen3_tokenizer, qwen3_tokenizer_dir, write_qwen3_checkpoint
 
-ORDER = ["ref", "avx2", "avx512", "avx512bf16"]
+ORDER = ["ref", "avx2", "avx512", "avx512vnni", "avx512bf16"]
 DETECTED = crossrank.cpu_info()["detected"]
 
 QWEN3_RERANKER = {
@@ -111,7 +111,7 @@ def tiny_qwen3(request, tmp_path_factory):
     write_qwen3_checkpoint(path, seed=7, dtype=request.param)
     copy_qwen3_tokenizer(path)
     uncapped = {}
-    for compute in ("float32", "bfloat16"):
+    for compute in ("float32", "bfloat16", "int8"):
         run = score_under(path, None, compute)
         assert run["isa"] == DETECTED
         logits = np.array(run["logits"])
@@ -122,14 +122,15 @@ def tiny_qwen3(request, tmp_path_factory):
     return path, uncapped
 
 
-@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
-@pytest.mark.parametrize("cap", ["ref", "avx2", "avx512", "avx512bf16"])
+@pytest.mark.parametrize("compute", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("cap", ORDER)
 def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap, compute):
     path, uncapped = tiny_qwen3
     capped = score_under(path, cap, compute)
     assert capped["isa"] == expected_level(cap)
-    # Every table computes the same GEMM chains (bf16 included); sums in attention and norms differ
-    # by ISA in the last float32 bits. In bf16 such a difference can move an activation across a
-    # bf16 rounding boundary (one bf16 ulp, 2^-8 relative), hence the wider bound there.
+    # Every table computes the same GEMM chains (bf16 included; int8 sums are exact); sums in
+    # attention and norms differ by ISA in the last float32 bits. In bf16 or int8 such a difference
+    # can move an activation across a rounding boundary (one bf16 ulp or int8 step), hence the
+    # wider bound there.
     atol = 1e-4 if compute == "float32" else 5e-3
     np.testing.assert_allclose(np.array(capped["logits"]), uncapped[compute], rtol=0, atol=atol)

@@ -2,6 +2,7 @@
  * CPU of the last decade). Compiled with -mavx2 -mfma -mf16c; called only after dispatch checked
  * the CPU and OS. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -160,6 +161,88 @@ static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
     for (; i < n; i++) dst[i] = cr_f32_to_bf16_one(src[i]);
 }
 
+/* int8 without VNNI: bytes widened to int16 and multiplied pairwise with vpmaddwd (exact; the
+ * saturating vpmaddubsw would not be). One row: per 8 columns two accumulators, holding the
+ * (k0+k1) and (k2+k3) halves of each column's group, added at the end. */
+static void gemm_i8_tile_avx2(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                              int32_t *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        const uint8_t *xi = x + i * ldx;
+        __m256i acc[4][2];
+        for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = _mm256_setzero_si256();
+        for (int64_t g = 0; g < kq; g++) {
+            uint32_t quad;
+            memcpy(&quad, xi + 4 * g, 4);
+            /* the 4 bytes as int16, repeated over the register: (x0 x1 x2 x3) x 4 */
+            __m256i xv = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128((int)quad)));
+            const int8_t *w = wp + g * 4 * CR_GEMM_NR;
+            for (int c = 0; c < 4; c++) {
+                __m128i lo = _mm_loadu_si128((const __m128i *)(w + 32 * c));
+                __m128i hi = _mm_loadu_si128((const __m128i *)(w + 32 * c + 16));
+                acc[c][0] = _mm256_add_epi32(acc[c][0], _mm256_madd_epi16(_mm256_cvtepi8_epi16(lo), xv));
+                acc[c][1] = _mm256_add_epi32(acc[c][1], _mm256_madd_epi16(_mm256_cvtepi8_epi16(hi), xv));
+            }
+        }
+        int32_t row[CR_GEMM_NR];
+        for (int c = 0; c < 4; c++) {
+            /* acc[c][0] lanes: col 8c+0 (k01, k23), col 8c+1 (...), ..., col 8c+3; acc[c][1]: 8c+4.. */
+            int32_t a[8], b[8];
+            _mm256_storeu_si256((__m256i *)a, acc[c][0]);
+            _mm256_storeu_si256((__m256i *)b, acc[c][1]);
+            for (int j = 0; j < 4; j++) {
+                row[8 * c + j] = a[2 * j] + a[2 * j + 1];
+                row[8 * c + 4 + j] = b[2 * j] + b[2 * j + 1];
+            }
+        }
+        memcpy(y + i * ldy, row, (size_t)n * sizeof(int32_t));
+    }
+}
+
+static float quantize_u8_avx2(const float *x, int64_t n, uint8_t *out) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vmax = _mm256_setzero_ps();
+    __m256i bad = _mm256_setzero_si256(); /* lanes that saw NaN or Inf */
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask);
+        bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_sub_epi32(inf, _mm256_set1_epi32(1))));
+        vmax = _mm256_max_ps(vmax, a);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float amax = 0.0f;
+    for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
+    int nonfinite = !_mm256_testz_si256(bad, bad);
+    for (; k < n; k++) {
+        float a = fabsf(x[k]);
+        nonfinite |= !(a <= 3.4028234663852886e38f);
+        amax = a > amax ? a : amax;
+    }
+    float s = nonfinite ? NAN : cr_quant_scale(amax);
+    if (s != s) {
+        memset(out, 128, (size_t)n);
+        return s;
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / s);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), off = _mm256_set1_epi32(128);
+    for (k = 0; k + 8 <= n; k += 8) {
+        __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)); /* nearest even */
+        q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(q, lo), hi), off);
+        __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(q, q), _mm256_setzero_si256());
+        int32_t b0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(w));
+        int32_t b1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(w, 1));
+        memcpy(out + k, &b0, 4);
+        memcpy(out + k + 4, &b1, 4);
+    }
+    for (; k < n; k++) {
+        float q = nearbyintf(x[k] * (1.0f / s));
+        q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+        out[k] = (uint8_t)((int)q + 128);
+    }
+    return s;
+}
+
 static const cr_kernels avx2_table = {
     .isa = CR_ISA_AVX2,
     .gemm_f32_tile = gemm_f32_tile_avx2,
@@ -172,6 +255,9 @@ static const cr_kernels avx2_table = {
     .gemm_bf16_tile = gemm_bf16_tile_avx2,
     .gemm_bf16_mr = MRB2,
     .f32_to_bf16 = f32_to_bf16_avx2,
+    .gemm_i8_tile = gemm_i8_tile_avx2,
+    .gemm_i8_mr = 1,
+    .quantize_u8 = quantize_u8_avx2,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

@@ -30,7 +30,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
     p.add_argument("--max-length", "--max_length", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                    help="compute dtype (auto: bfloat16 where the CPU has AVX512_BF16)")
     p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
     p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")

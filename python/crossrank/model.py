@@ -29,7 +29,7 @@ Pair = Tuple[str, str]
 
 # Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
 _TOKEN_BUDGET = 16384
-_DTYPES = ("auto", "float32", "bfloat16")
+_DTYPES = ("auto", "float32", "bfloat16", "int8")
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -69,7 +69,10 @@ class CrossEncoder:
             AVX512_BF16, else float32), ``"float32"`` (the reference path: scores within 1e-4 of
             transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
             bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
-            saves memory, not time). The resolved value is ``self.dtype``.
+            saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
+            inputs per token, exact int32 sums with AVX512_VNNI; down_proj stays bfloat16 because
+            its inputs carry the outlier channels of real LLMs). The resolved value is
+            ``self.dtype``.
         threads: Compute threads; default: the CPUs this process may use.
         template: A :class:`~crossrank.templates.Template`, a template name, or ``None`` to pick
             the family's template from the model name or config.

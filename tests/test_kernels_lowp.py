@@ -1,10 +1,11 @@
-"""The bfloat16 kernels of every ISA table against their scalar reference.
+"""The bfloat16 and int8 kernels of every ISA table against their scalar reference.
 
 gemm_bf16_tile's contract (kernels.h): per output, the float32 chain over pairs p of
 acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p], each a fused multiply-add — the order of
 AVX512_BF16's vdpbf16ps. The widening kernels (AVX2, AVX-512F) implement that chain exactly and
 vdpbf16ps agrees with it up to denormal flushing, so with normal inputs every table must give the
-reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN.
+reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN. gemm_i8_tile is exact
+integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product.
 """
 import numpy as np
 import pytest
@@ -144,3 +145,87 @@ def test_bf16_hook_checks_shapes_and_types():
         kernel("ref", "gemm_bf16_tile", x, wp, n=33)
     with pytest.raises(TypeError):
         kernel("ref", "gemm_bf16_mr", x)
+
+
+# ---- int8 ----------------------------------------------------------------------------------------
+
+def i8_dense(wp):
+    """The [4 kq, NR] matrix a packed int8 panel [kq, 4 NR] holds."""
+    kq = wp.shape[0]
+    return wp.reshape(kq, NR, 4).transpose(0, 2, 1).reshape(4 * kq, NR).astype(np.int64)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("kq", [0, 1, 2, 5, 64, 257])
+def test_i8_tile_is_the_exact_integer_product_for_every_height_and_tail(isa, kq):
+    rng = np.random.default_rng(kq)
+    mr = kernel(isa, "gemm_i8_mr")
+    x = rng.integers(0, 256, (2 * mr + 3, 4 * kq), dtype=np.uint8)
+    wp = rng.integers(-127, 128, (kq, 4 * NR), dtype=np.int8)
+    want = x.astype(np.int64) @ i8_dense(wp)
+    for m in sorted({1, 2, mr - 1, mr, mr + 1, 2 * mr + 3} - {0}):
+        for n in TAILS:
+            got = kernel(isa, "gemm_i8_tile", x[:m], wp, n=n)
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, want[:m, :n], err_msg=f"m={m} n={n}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_i8_tile_extremes_do_not_saturate(isa):
+    # 255 x -128 products summed over many groups: a saturating 16-bit path would clip these
+    kq = 300
+    x = np.full((3, 4 * kq), 255, np.uint8)
+    wp = np.full((kq, 4 * NR), -128, np.int8)
+    wp[:, ::2] = 127
+    want = x.astype(np.int64) @ i8_dense(wp)
+    np.testing.assert_array_equal(kernel(isa, "gemm_i8_tile", x, wp), want)
+
+
+def test_i8_hook_checks_shapes_and_types():
+    x, wp = np.zeros((2, 8), np.uint8), np.zeros((2, 4 * NR), np.int8)
+    with pytest.raises(ValueError, match="needs x"):
+        kernel("ref", "gemm_i8_tile", np.zeros((2, 6), np.uint8), wp)
+    with pytest.raises(TypeError, match="uint8"):
+        kernel("ref", "gemm_i8_tile", x.astype(np.float32), wp)
+    with pytest.raises(ValueError, match="n = 1..32"):
+        kernel("ref", "gemm_i8_tile", x, wp, n=0)
+
+
+def quantize_expected(x):
+    x = np.asarray(x, np.float32)
+    if not np.isfinite(x).all():
+        return np.full(x.shape, 128, np.uint8), np.nan
+    amax = np.float32(np.abs(x).max()) if x.size else np.float32(0)
+    s = np.float32(amax / np.float32(127)) if amax > 0 else np.float32(1)
+    inv = np.float32(1) / s
+    q = np.clip(np.rint(x * inv), -127, 127)  # np.rint rounds half to even
+    return (q.astype(np.int32) + 128).astype(np.uint8), float(s)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 100, 1027])
+def test_quantize_u8_matches_the_definition(isa, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32) * 3
+    if n > 5:
+        x[3] = 40.0  # an outlier sets the scale
+        x[4] = 40.0 / 127 * 2.5  # exactly halfway after scaling: ties go to even (2)
+    got, scale = kernel(isa, "quantize_u8", x)
+    want, want_scale = quantize_expected(x)
+    np.testing.assert_array_equal(got, want)
+    assert scale == pytest.approx(want_scale, rel=0, abs=0)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_quantize_u8_marks_non_finite_rows_with_a_nan_scale(isa, bad):
+    x = np.ones(37, np.float32)
+    x[20] = bad
+    got, scale = kernel(isa, "quantize_u8", x)
+    assert np.isnan(scale) and (got == 128).all()
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_quantize_u8_of_zeros_uses_scale_one(isa):
+    got, scale = kernel(isa, "quantize_u8", np.zeros(19, np.float32))
+    assert scale == 1.0 and (got == 128).all()
