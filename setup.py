@@ -1,6 +1,6 @@
 """Builds crossrank._core with plain setuptools against the CPython and NumPy C APIs.
 
-Kernel files named ``*_avx2.c``, ``*_avx512.c`` and ``*_avx512bf16.c`` are the only ones compiled
+Kernel files named ``*_avx2.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and ``*_avx512bf16.c`` are the only ones compiled
 with ISA flags; everything else targets the baseline, so importing on an older CPU never hits an
 illegal instruction (the dispatcher picks kernels at run time).
 
@@ -25,6 +25,8 @@ KERNEL_FLAGS = {
     "_avx2.c": ["-mavx2", "-mfma", "-mf16c"],
     "_avx512.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
     "_avx512bf16.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16",
+                      "-mfma", "-mf16c"],
+    "_avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                       "-mfma", "-mf16c"],
 }
 

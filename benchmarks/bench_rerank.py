@@ -10,7 +10,11 @@ checkpoint of the real Qwen3-Reranker-0.6B shape with RANDOM weights (speed does
 the weight values; the scores say nothing about relevance), built once under benchmarks/.cache/.
 
 Engines (--engines):
-  crossrank-f32            CrossEncoder(dir, template="qwen3-reranker", threads=T).score(query, docs)
+  crossrank-bf16           CrossEncoder(dir, template="qwen3-reranker", threads=T, dtype="bfloat16")
+                           .score(query, docs): the query's prompt prefix runs once
+  crossrank-bf16-noreuse   the same without prefix reuse (forward_ids on the same token ids)
+  crossrank-int8           the same with dtype="int8" (down_proj in bf16)
+  crossrank-f32            the same in float32 (the reference path)
   crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
                            process_inputs/compute_logits), best of --hf-batch-sizes
@@ -62,7 +66,8 @@ CHECKPOINT_SEED = 0
 WORKLOAD_SEED = 1234
 DOC_TOKENS = (150, 400)
 
-ENGINES = ("crossrank-f32", "crossrank-f32-openblas", "transformers-f32", "transformers-bf16")
+ENGINES = ("crossrank-int8", "crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
+           "transformers-f32", "transformers-bf16")
 REFERENCE = "transformers-f32"
 OURS = "crossrank-f32"
 
@@ -384,7 +389,8 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[s
     from crossrank import CrossEncoder
 
     t0 = time.perf_counter()
-    model = CrossEncoder(spec["checkpoint"], template="qwen3-reranker", threads=spec["threads"])
+    model = CrossEncoder(spec["checkpoint"], template="qwen3-reranker", threads=spec["threads"],
+                         dtype=spec.get("crossrank_dtype", "float32"))
     load_s = time.perf_counter() - t0
     rss_loaded = _proc_status("VmRSS")
     enc = model.tokenize(query, docs)
@@ -393,8 +399,14 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[s
     model.score(query, docs[: spec["warmup_docs"]], activation_fn="identity")
     timer = _Timer()
     raw = None
+    if spec.get("reuse", True):
+        def call():
+            return model.score(query, docs, activation_fn="identity")
+    else:
+        def call():  # tokenization included, as in score(); no shared-prefix reuse
+            return model.forward_ids(model.tokenize(query, docs).input_ids)[:, 0]
     for _ in range(spec["repeats"]):
-        raw = timer.run(lambda: model.score(query, docs, activation_fn="identity"))
+        raw = timer.run(call)
     raw = np.asarray(raw, dtype=np.float64)
     return {
         "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
@@ -509,6 +521,14 @@ def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
         pass
     out["peak_gflops"] = max(v for k, v in out.items())
     out["matrix"] = n
+    try:  # register-only loops: the instruction peaks the GEMMs are measured against
+        from crossrank import _core
+
+        out["fma_f32_loop_gflops"] = _core._bench_peak("fma_f32", threads=spec["threads"])
+        out["dpbf16_loop_gflops"] = _core._bench_peak("dpbf16", threads=spec["threads"])
+        out["vnni_loop_gops"] = _core._bench_peak("vnni", threads=spec["threads"])
+    except (ImportError, RuntimeError):
+        pass
     return out
 
 
@@ -658,6 +678,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for engine in engines:
             if engine == "crossrank-f32":
                 configs.append(dict(base, engine=engine))
+            elif engine == "crossrank-int8":
+                configs.append(dict(base, engine=engine, crossrank_dtype="int8"))
+            elif engine.startswith("crossrank-bf16"):
+                configs.append(dict(base, engine=engine, crossrank_dtype="bfloat16",
+                                    reuse=not engine.endswith("noreuse")))
             elif engine == "crossrank-f32-openblas":
                 configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"}))
             else:
@@ -693,6 +718,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         r["tokens_per_s"] = n_tokens / t
         r["gflops"] = flops / t / 1e9
         r["pct_peak"] = 100.0 * r["gflops"] / peak_gflops if peak_gflops else None
+        bf16_peak = peak.get("dpbf16_loop_gflops") if peak else None
+        r["pct_bf16_peak"] = 100.0 * r["gflops"] / bf16_peak if bf16_peak else None
         r["other_cpu_best"] = r["other_cpu"][i]
     best_by_engine: Dict[str, Dict[str, Any]] = {}
     for r in ok:
@@ -758,6 +785,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     print("* best transformers batch size (the ratios use it). vs = pairs/s ratio. RSS = peak RSS of the "
           "engine's process. other CPU = CPUs busy with other processes during the timed run.")
+    if peak and peak.get("dpbf16_loop_gflops"):
+        print(f"Instruction peaks measured here (register-only loops, same threads): float32 FMA "
+              f"{peak['fma_f32_loop_gflops']:.0f} GFLOP/s, bf16 vdpbf16ps {peak['dpbf16_loop_gflops']:.0f} GFLOP/s.")
+        for r in ok:
+            if r["engine"].startswith("crossrank-bf16") and r is best_by_engine.get(r["engine"]):
+                print(f"{r['engine']}: {r['gflops']:.0f} useful GFLOP/s = {r['pct_bf16_peak']:.0f}% of the bf16 peak"
+                      " (prefix tokens counted for every pair)")
     if peak:
         print(f"%sgemm: of the best float32 GEMM measured here (2048^3, same threads), {peak['peak_gflops']:.1f} GFLOP/s "
               f"(numpy {peak['numpy_sgemm_gflops']:.1f}, torch {peak.get('torch_sgemm_gflops', float('nan')):.1f}).")
@@ -791,7 +825,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "prompt_tokens": lengths, "total_tokens": n_tokens, "useful_flop": flops,
                      "seed": WORKLOAD_SEED},
         "peak": peak, "checks": checks,
-        "best": {e: {k: r.get(k) for k in ("pairs_per_s", "tokens_per_s", "gflops", "pct_peak", "peak_rss",
+        "best": {e: {k: r.get(k) for k in ("pairs_per_s", "tokens_per_s", "gflops", "pct_peak", "pct_bf16_peak",
+                                            "peak_rss",
                                             "vs_transformers_f32", "vs_crossrank_f32", "batch_size", "best_s")}
                  for e, r in best_by_engine.items()},
         "runs": runs,

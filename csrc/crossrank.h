@@ -97,7 +97,7 @@ typedef struct cr_head_spec {
 typedef struct cr_load_params {
     cr_config config;
     cr_head_spec head;
-    cr_dtype weight_dtype;    /* compute format of the linear weights; CR_DT_F32 today */
+    cr_dtype weight_dtype;    /* compute format of the linear weights: CR_DT_F32, CR_DT_BF16 or CR_DT_I8 */
     int threads;              /* worker threads for compute, >= 1 */
 } cr_load_params;
 

@@ -153,7 +153,7 @@ static cr_status load_vector(loader *ld, const char *name, int64_t n, int add_on
 /* Packs the tensors `names[k]` (each [rows[k], n_in]) one under another into a single cr_linear,
  * with their biases when `bias` is set. */
 static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *const *names,
-                             const int64_t *rows, int64_t n_in, int bias) {
+                             const int64_t *rows, int64_t n_in, int bias, cr_dtype compute) {
     int64_t n_out = 0;
     for (int k = 0; k < n_parts; k++) n_out += rows[k];
     W->fmt = CR_FMT_F32_BLAS;
@@ -184,7 +184,7 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
         row0 += rows[k];
     }
     int64_t before = cr_linear_bytes(W);
-    cr_status st = cr_linear_pack(W);
+    cr_status st = cr_linear_pack(W, compute);
     ld->m->weight_bytes += cr_linear_bytes(W) - before;
     return st;
 }
@@ -194,6 +194,11 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
     int64_t H = c->hidden_size, D = c->head_dim, I = c->intermediate_size;
     char n0[NAME_CAP], n1[NAME_CAP], n2[NAME_CAP];
     cr_status st;
+    cr_dtype dt = ld->m->compute_dtype;
+    /* int8: down_proj stays bf16. Its inputs (the gated MLP activations) carry the few huge
+     * channels of real LLMs, which a per-token int8 scale would crush into the rounding noise
+     * of every other channel. */
+    cr_dtype down_dt = dt == CR_DT_I8 ? CR_DT_BF16 : dt;
 #define LNAME(buf, suffix) snprintf(buf, sizeof buf, "model.layers.%lld.%s", (long long)i, suffix)
 
     LNAME(n0, "input_layernorm.weight");
@@ -212,23 +217,23 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
     LNAME(n2, "self_attn.v_proj");
     const char *qkv_names[3] = {n0, n1, n2};
     int64_t qkv_rows[3] = {c->num_heads * D, c->num_kv_heads * D, c->num_kv_heads * D};
-    if ((st = load_linear(ld, &layer->qkv, 3, qkv_names, qkv_rows, H, c->qkv_bias))) return st;
+    if ((st = load_linear(ld, &layer->qkv, 3, qkv_names, qkv_rows, H, c->qkv_bias, dt))) return st;
 
     LNAME(n0, "self_attn.o_proj");
     const char *o_name[1] = {n0};
     int64_t o_rows[1] = {H};
-    if ((st = load_linear(ld, &layer->o, 1, o_name, o_rows, c->num_heads * D, c->o_bias))) return st;
+    if ((st = load_linear(ld, &layer->o, 1, o_name, o_rows, c->num_heads * D, c->o_bias, dt))) return st;
 
     LNAME(n0, "mlp.gate_proj");
     LNAME(n1, "mlp.up_proj");
     const char *gu_names[2] = {n0, n1};
     int64_t gu_rows[2] = {I, I};
-    if ((st = load_linear(ld, &layer->gate_up, 2, gu_names, gu_rows, H, c->mlp_bias))) return st;
+    if ((st = load_linear(ld, &layer->gate_up, 2, gu_names, gu_rows, H, c->mlp_bias, dt))) return st;
 
     LNAME(n0, "mlp.down_proj");
     const char *d_name[1] = {n0};
     int64_t d_rows[1] = {H};
-    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias))) return st;
+    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias, down_dt))) return st;
 #undef LNAME
     return CR_OK;
 }
@@ -309,8 +314,8 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     if (!model_dir || !params) return cr_fail(CR_E_ARG, "cr_model_load: NULL argument");
     cr_status st = validate_config(&params->config);
     if (st) return st;
-    if (params->weight_dtype != CR_DT_F32)
-        return cr_fail(CR_E_UNSUPPORTED, "compute dtype %s is not available; use float32",
+    if (params->weight_dtype != CR_DT_F32 && params->weight_dtype != CR_DT_BF16 && params->weight_dtype != CR_DT_I8)
+        return cr_fail(CR_E_UNSUPPORTED, "compute dtype %s is not available; use float32, bfloat16 or int8",
                        cr_dtype_name(params->weight_dtype));
 
     cr_model *m = cr_calloc(1, sizeof *m, "model");
@@ -320,6 +325,7 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     m->cfg.layer_window = NULL;
     m->cfg.rope_inv_freq = NULL;
     m->threads = params->threads < 1 ? 1 : params->threads;
+    m->compute_dtype = params->weight_dtype;
     const cr_config *c = &m->cfg;
 
     int64_t half = c->head_dim / 2;

@@ -22,6 +22,7 @@ typedef struct cr_layer {
 struct cr_model {
     cr_config cfg;         /* copied; the pointer fields are NULL here (see below) */
     int threads;
+    cr_dtype compute_dtype; /* CR_DT_F32, CR_DT_BF16 or CR_DT_I8: the linear layers' format */
     cr_checkpoint *ck;     /* kept open: the embedding table is gathered from its mapping */
     cr_tensor_view embed;  /* [V, H] in the checkpoint dtype */
     cr_layer *layers;      /* [L] */

@@ -241,8 +241,9 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     if (strcmp(dtype, "float32") == 0) p.weight_dtype = CR_DT_F32;
     else if (strcmp(dtype, "bfloat16") == 0) p.weight_dtype = CR_DT_BF16;
+    else if (strcmp(dtype, "int8") == 0) p.weight_dtype = CR_DT_I8;
     else {
-        PyErr_Format(PyExc_ValueError, "dtype '%s' is not 'float32'", dtype);
+        PyErr_Format(PyExc_ValueError, "dtype '%s' is not 'float32', 'bfloat16' or 'int8'", dtype);
         goto fail;
     }
     if (threads < 1 || threads > 256) {
@@ -502,6 +503,10 @@ static PyMethodDef module_methods[] = {
     {"isa_levels", cr_py_isa_levels, METH_NOARGS,
      "isa_levels() -> names of the kernel tables this CPU and OS can run, e.g. ['ref', 'avx2', 'avx512']."},
     {"_kernel", (PyCFunction)(void (*)(void))cr_py_kernel, METH_VARARGS | METH_KEYWORDS, "Test hook: run one kernel of one ISA table."},
+    {"_bench_linear", (PyCFunction)(void (*)(void))cr_py_bench_linear, METH_VARARGS | METH_KEYWORDS,
+     "Benchmark hook: best seconds of one packed linear layer on m rows."},
+    {"_bench_peak", (PyCFunction)(void (*)(void))cr_py_bench_peak, METH_VARARGS | METH_KEYWORDS,
+     "Benchmark hook: GFLOP/s of a register-only FMA or vdpbf16ps loop."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._core",

@@ -1,7 +1,8 @@
 /* py_kernels.c — test hooks for the vector kernels:
  *
  *   _core.isa_levels() -> list[str]
- *       The kernel tables this CPU and OS can run, lowest first ("ref", then "avx2", "avx512").
+ *       The kernel tables this CPU and OS can run, lowest first ("ref", "avx2", "avx512",
+ *       "avx512vnni", "avx512bf16").
  *       Based on detection only: CROSSRANK_ISA (which caps the active table) does not change it.
  *
  *   _core._kernel(isa, name, *arrays, alpha=0.0, n=32)
@@ -19,6 +20,14 @@
  *             same offset modulo 64 bytes as the input's data; y rows have stride n + 35 with
  *             guard floats in between (see below), so a store past column n of a row is caught.
  *         gemm_mr() -> int   the ISA's tile height (rows per gemm_f32_tile call); no arrays
+ *         gemm_bf16_tile(x, wp, n=) -> float32 [m, n]: x is [m, 2 kp] uint16 (bfloat16 bits), wp one
+ *             packed bf16 panel [kp, 2 CR_GEMM_NR]; strides and guards as for gemm_f32_tile
+ *         gemm_bf16_mr() -> int   rows per gemm_bf16_tile call
+ *         f32_to_bf16(x) -> uint16 array, round to nearest even
+ *         gemm_i8_tile(x, wp, n=) -> int32 [m, n]: x [m, 4 kq] uint8, wp one packed int8 panel
+ *             [kq, 4 CR_GEMM_NR]; exact integer sums
+ *         gemm_i8_mr() -> int   rows per gemm_i8_tile call
+ *         quantize_u8(x) -> (uint8 array, scale): per-row int8 quantization, +128
  *       1-D float inputs must convert safely to contiguous 1-D float32 arrays; 16-bit sources to
  *       contiguous 1-D uint16 arrays, which may be misaligned (the kernels read 16-bit sources
  *       with unaligned loads, as from a memory-mapped checkpoint, and this lets tests check that).
@@ -47,7 +56,8 @@ static int ensure_numpy(void) {
     return _import_array();
 }
 
-typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR } kernel_id;
+typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR, K_GEMM_BF16, K_GEMM_BF16_MR,
+               K_TO_BF16, K_GEMM_I8, K_GEMM_I8_MR, K_QUANT } kernel_id;
 
 static const struct {
     const char *name;
@@ -56,25 +66,34 @@ static const struct {
 } kernel_list[] = {
     {"dot_f32", K_DOT, 2},        {"axpy_f32", K_AXPY, 2},      {"sumsq_f32", K_SUMSQ, 1},
     {"bf16_to_f32", K_BF16, 1},   {"f16_to_f32", K_F16, 1},     {"gemm_f32_tile", K_GEMM, 2},
-    {"gemm_mr", K_GEMM_MR, 0},
+    {"gemm_mr", K_GEMM_MR, 0},    {"gemm_bf16_tile", K_GEMM_BF16, 2}, {"gemm_bf16_mr", K_GEMM_BF16_MR, 0},
+    {"f32_to_bf16", K_TO_BF16, 1},  {"gemm_i8_tile", K_GEMM_I8, 2}, {"gemm_i8_mr", K_GEMM_I8_MR, 0},
+    {"quantize_u8", K_QUANT, 1},
 };
 
 static const struct {
     const char *name;
     cr_isa level;
-    const cr_kernels *(*table)(void);
 } isa_list[] = {
-    {"ref", CR_ISA_REF, cr_kernels_ref},
-    {"avx2", CR_ISA_AVX2, cr_kernels_avx2},
-    {"avx512", CR_ISA_AVX512, cr_kernels_avx512},
+    {"ref", CR_ISA_REF},
+    {"avx2", CR_ISA_AVX2},
+    {"avx512", CR_ISA_AVX512},
+    {"avx512vnni", CR_ISA_AVX512VNNI},
+    {"avx512bf16", CR_ISA_AVX512BF16},
 };
+
+/* The level's table when it was compiled into this build, else NULL. */
+static const cr_kernels *compiled_table(size_t i) {
+    const cr_kernels *t = cr_kernels_level(isa_list[i].level);
+    return t->isa == isa_list[i].level ? t : NULL;
+}
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The table for isa_list[i] when this CPU and OS can run it and it was compiled in, else NULL. */
 static const cr_kernels *runnable_table(size_t i) {
     if (cr_isa_detected() < isa_list[i].level) return NULL;
-    return isa_list[i].table();
+    return compiled_table(i);
 }
 
 PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused) {
@@ -228,6 +247,199 @@ static PyObject *run_gemm(const cr_kernels *table, const char *isa, PyArrayObjec
     return result;
 }
 
+static PyArrayObject *as_u16_matrix(PyObject *obj, const char *what) {
+    PyObject *arr = PyArray_FROMANY(obj, NPY_UINT16, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "_kernel: %s must be a 2-D uint16 (bfloat16 bits) array", what);
+    }
+    return (PyArrayObject *)arr;
+}
+
+/* gemm_bf16_tile through the hook. a: x [m, 2 kp] bf16 bits; b: wp [kp, 2 CR_GEMM_NR], one
+ * packed panel. x rows get a stride of 2 kp + 6 whose padding is bf16 NaN, y rows the guarded
+ * gap of gemm_f32_tile; rows go to the tile kernel in chunks of gemm_bf16_mr. */
+static PyObject *run_gemm_bf16(const cr_kernels *table, const char *isa, PyArrayObject *a, PyArrayObject *b,
+                               int64_t n) {
+    int64_t m = (int64_t)PyArray_DIM(a, 0), k2 = (int64_t)PyArray_DIM(a, 1), kp = k2 / 2;
+    if (k2 % 2 || (int64_t)PyArray_DIM(b, 0) != kp || PyArray_DIM(b, 1) != 2 * CR_GEMM_NR) {
+        PyErr_Format(PyExc_ValueError,
+                     "_kernel: gemm_bf16_tile needs x [m, 2 kp] and wp [kp, %d]; got x [%lld, %lld], wp [%lld, %lld]",
+                     2 * CR_GEMM_NR, (long long)m, (long long)k2, (long long)PyArray_DIM(b, 0),
+                     (long long)PyArray_DIM(b, 1));
+        return NULL;
+    }
+    int64_t ldx = k2 + 6, ldy = n + GEMM_Y_GAP;
+    uint16_t *xbuf = malloc(((size_t)(m * ldx) + 1) * sizeof(uint16_t));
+    scratch sc;
+    sc.buf = NULL;
+    if (!xbuf || scratch_open(&sc, m * ldy, PyArray_DATA(a)) < 0) {
+        free(xbuf);
+        return PyErr_NoMemory();
+    }
+    const uint16_t *src = PyArray_DATA(a);
+    for (int64_t i = 0; i < m * ldx; i++) xbuf[i] = 0x7fc0; /* bf16 NaN */
+    for (int64_t i = 0; i < m; i++)
+        if (k2) memcpy(xbuf + i * ldx, src + i * k2, (size_t)k2 * sizeof(uint16_t));
+    const uint16_t *wp = PyArray_DATA(b);
+    int64_t mr = table->gemm_bf16_mr;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t r = 0; r < m; r += mr) {
+        int64_t rows = m - r < mr ? m - r : mr;
+        table->gemm_bf16_tile(xbuf + r * ldx, ldx, rows, wp, kp, sc.dst + r * ldy, ldy, n);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (scratch_check_rows(&sc, m, n, ldy) < 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "_kernel: %s gemm_bf16_tile wrote outside its %lld x %lld destination elements", isa,
+                     (long long)m, (long long)n);
+    } else {
+        npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+        if (out) {
+            float *o = PyArray_DATA(out);
+            for (int64_t i = 0; i < m; i++) memcpy(o + i * n, sc.dst + i * ldy, (size_t)n * sizeof(float));
+            result = (PyObject *)out;
+        }
+    }
+    free(xbuf);
+    free(sc.buf);
+    return result;
+}
+
+static PyArrayObject *as_typed_matrix(PyObject *obj, int type, const char *what, const char *type_name) {
+    PyObject *arr = PyArray_FROMANY(obj, type, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "_kernel: %s must be a 2-D %s array", what, type_name);
+    }
+    return (PyArrayObject *)arr;
+}
+
+/* gemm_i8_tile through the hook. a: x [m, 4 kq] uint8; b: wp [kq, 4 CR_GEMM_NR] int8. x rows get
+ * a stride of 4 kq + 12 (padding 0xff), y rows the guarded gap; chunks of gemm_i8_mr rows. */
+static PyObject *run_gemm_i8(const cr_kernels *table, const char *isa, PyArrayObject *a, PyArrayObject *b,
+                             int64_t n) {
+    int64_t m = (int64_t)PyArray_DIM(a, 0), k4 = (int64_t)PyArray_DIM(a, 1), kq = k4 / 4;
+    if (k4 % 4 || (int64_t)PyArray_DIM(b, 0) != kq || PyArray_DIM(b, 1) != 4 * CR_GEMM_NR) {
+        PyErr_Format(PyExc_ValueError,
+                     "_kernel: gemm_i8_tile needs x [m, 4 kq] and wp [kq, %d]; got x [%lld, %lld], wp [%lld, %lld]",
+                     4 * CR_GEMM_NR, (long long)m, (long long)k4, (long long)PyArray_DIM(b, 0),
+                     (long long)PyArray_DIM(b, 1));
+        return NULL;
+    }
+    int64_t ldx = k4 + 12, ldy = n + GEMM_Y_GAP;
+    uint8_t *xbuf = malloc((size_t)(m * ldx) + 1);
+    scratch sc;
+    sc.buf = NULL;
+    if (!xbuf || scratch_open(&sc, m * ldy, PyArray_DATA(a)) < 0) {
+        free(xbuf);
+        return PyErr_NoMemory();
+    }
+    memset(xbuf, 0xff, (size_t)(m * ldx) + 1);
+    const uint8_t *src = PyArray_DATA(a);
+    for (int64_t i = 0; i < m; i++)
+        if (k4) memcpy(xbuf + i * ldx, src + i * k4, (size_t)k4);
+    const int8_t *wp = PyArray_DATA(b);
+    int32_t *y = (int32_t *)sc.dst;
+    int64_t mr = table->gemm_i8_mr;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t r = 0; r < m; r += mr) {
+        int64_t rows = m - r < mr ? m - r : mr;
+        table->gemm_i8_tile(xbuf + r * ldx, ldx, rows, wp, kq, y + r * ldy, ldy, n);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (scratch_check_rows(&sc, m, n, ldy) < 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "_kernel: %s gemm_i8_tile wrote outside its %lld x %lld destination elements", isa,
+                     (long long)m, (long long)n);
+    } else {
+        npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
+        if (out) {
+            int32_t *o = PyArray_DATA(out);
+            for (int64_t i = 0; i < m; i++) memcpy(o + i * n, y + i * ldy, (size_t)n * sizeof(int32_t));
+            result = (PyObject *)out;
+        }
+    }
+    free(xbuf);
+    free(sc.buf);
+    return result;
+}
+
+/* quantize_u8 through the hook: (uint8 array, scale), output between guard zones. */
+static PyObject *run_quantize(const cr_kernels *table, const char *isa, PyObject *obj) {
+    PyArrayObject *a = as_vector(obj, NPY_FLOAT32, 1, "the array");
+    if (!a) return NULL;
+    int64_t n = (int64_t)PyArray_DIM(a, 0);
+    enum { G = 64 };
+    uint8_t *buf = malloc((size_t)n + 2 * G);
+    PyObject *result = NULL;
+    if (!buf) {
+        Py_DECREF(a);
+        return PyErr_NoMemory();
+    }
+    memset(buf, 0xa5, (size_t)n + 2 * G);
+    const float *src = PyArray_DATA(a);
+    float scale;
+    Py_BEGIN_ALLOW_THREADS
+    scale = table->quantize_u8(src, n, buf + G);
+    Py_END_ALLOW_THREADS
+    int intact = 1;
+    for (int64_t i = 0; i < G; i++) intact &= buf[i] == 0xa5 && buf[G + n + i] == 0xa5;
+    if (!intact) {
+        PyErr_Format(PyExc_RuntimeError, "_kernel: %s quantize_u8 wrote outside its %lld destination bytes",
+                     isa, (long long)n);
+    } else {
+        npy_intp dims[1] = {(npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT8);
+        if (out) {
+            if (n) memcpy(PyArray_DATA(out), buf + G, (size_t)n);
+            result = Py_BuildValue("(Nd)", out, (double)scale);
+        }
+    }
+    free(buf);
+    Py_DECREF(a);
+    return result;
+}
+
+/* f32_to_bf16 through the hook: uint16 output between guard zones. */
+static PyObject *run_to_bf16(const cr_kernels *table, const char *isa, PyObject *obj) {
+    PyArrayObject *a = as_vector(obj, NPY_FLOAT32, 1, "the array");
+    if (!a) return NULL;
+    int64_t n = (int64_t)PyArray_DIM(a, 0);
+    enum { G = 64 };
+    uint16_t *buf = malloc(((size_t)n + 2 * G) * sizeof(uint16_t));
+    PyObject *result = NULL;
+    if (!buf) {
+        Py_DECREF(a);
+        return PyErr_NoMemory();
+    }
+    for (int64_t i = 0; i < n + 2 * G; i++) buf[i] = 0xa5a5;
+    const float *src = PyArray_DATA(a);
+    Py_BEGIN_ALLOW_THREADS
+    table->f32_to_bf16(src, buf + G, n);
+    Py_END_ALLOW_THREADS
+    int intact = 1;
+    for (int64_t i = 0; i < G; i++) intact &= buf[i] == 0xa5a5 && buf[G + n + i] == 0xa5a5;
+    if (!intact) {
+        PyErr_Format(PyExc_RuntimeError, "_kernel: %s f32_to_bf16 wrote outside its %lld destination elements",
+                     isa, (long long)n);
+    } else {
+        npy_intp dims[1] = {(npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT16);
+        if (out) {
+            if (n) memcpy(PyArray_DATA(out), buf + G, (size_t)n * sizeof(uint16_t));
+            result = (PyObject *)out;
+        }
+    }
+    free(buf);
+    Py_DECREF(a);
+    return result;
+}
+
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (ensure_numpy() < 0) return NULL;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
@@ -275,7 +487,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (k == COUNT(kernel_list)) {
         PyErr_Format(PyExc_ValueError,
                      "_kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
-                     "gemm_f32_tile, gemm_mr)",
+                     "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, quantize_u8)",
                      name_obj);
         return NULL;
     }
@@ -283,7 +495,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     for (size_t i = 0; i < COUNT(isa_list); i++)
         if (strcmp(isa, isa_list[i].name) == 0) t = i;
     if (t == COUNT(isa_list)) {
-        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avx512)", isa_obj);
+        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avx512, avx512vnni, avx512bf16)", isa_obj);
         return NULL;
     }
     const cr_kernels *table = runnable_table(t);
@@ -291,7 +503,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_Format(PyExc_RuntimeError,
                      "_kernel: ISA %s is not supported here (this CPU and OS run up to %s%s)", isa,
                      cr_isa_level_name(cr_isa_detected()),
-                     isa_list[t].table() ? "" : "; its kernels are not compiled into this build");
+                     compiled_table(t) ? "" : "; its kernels are not compiled into this build");
         return NULL;
     }
 
@@ -305,11 +517,41 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_Format(PyExc_TypeError, "_kernel: alpha applies to axpy_f32 only, not %s", name);
         return NULL;
     }
-    if (have_n && id != K_GEMM) {
-        PyErr_Format(PyExc_TypeError, "_kernel: n applies to gemm_f32_tile only, not %s", name);
+    if (have_n && id != K_GEMM && id != K_GEMM_BF16 && id != K_GEMM_I8) {
+        PyErr_Format(PyExc_TypeError, "_kernel: n applies to the gemm tiles only, not %s", name);
         return NULL;
     }
     if (id == K_GEMM_MR) return PyLong_FromLong(table->gemm_mr);
+    if (id == K_GEMM_BF16_MR) return PyLong_FromLong(table->gemm_bf16_mr);
+    if (id == K_GEMM_BF16) {
+        if (n_cols < 1 || n_cols > CR_GEMM_NR) {
+            PyErr_Format(PyExc_ValueError, "_kernel: gemm_bf16_tile stores n = 1..%d columns, got n=%lld",
+                         CR_GEMM_NR, n_cols);
+            return NULL;
+        }
+        PyArrayObject *x = as_u16_matrix(PyTuple_GET_ITEM(args, 2), "x");
+        PyArrayObject *wp = x ? as_u16_matrix(PyTuple_GET_ITEM(args, 3), "wp") : NULL;
+        PyObject *y = wp ? run_gemm_bf16(table, isa, x, wp, (int64_t)n_cols) : NULL;
+        Py_XDECREF(x);
+        Py_XDECREF(wp);
+        return y;
+    }
+    if (id == K_TO_BF16) return run_to_bf16(table, isa, PyTuple_GET_ITEM(args, 2));
+    if (id == K_GEMM_I8_MR) return PyLong_FromLong(table->gemm_i8_mr);
+    if (id == K_QUANT) return run_quantize(table, isa, PyTuple_GET_ITEM(args, 2));
+    if (id == K_GEMM_I8) {
+        if (n_cols < 1 || n_cols > CR_GEMM_NR) {
+            PyErr_Format(PyExc_ValueError, "_kernel: gemm_i8_tile stores n = 1..%d columns, got n=%lld",
+                         CR_GEMM_NR, n_cols);
+            return NULL;
+        }
+        PyArrayObject *x = as_typed_matrix(PyTuple_GET_ITEM(args, 2), NPY_UINT8, "x", "uint8");
+        PyArrayObject *wp = x ? as_typed_matrix(PyTuple_GET_ITEM(args, 3), NPY_INT8, "wp", "int8") : NULL;
+        PyObject *y = wp ? run_gemm_i8(table, isa, x, wp, (int64_t)n_cols) : NULL;
+        Py_XDECREF(x);
+        Py_XDECREF(wp);
+        return y;
+    }
     if (id == K_GEMM) {
         if (n_cols < 1 || n_cols > CR_GEMM_NR) {
             PyErr_Format(PyExc_ValueError, "_kernel: gemm_f32_tile stores n = 1..%d columns, got n=%lld",
@@ -354,6 +596,12 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     }
     case K_GEMM:
     case K_GEMM_MR:
+    case K_GEMM_BF16:
+    case K_GEMM_BF16_MR:
+    case K_TO_BF16:
+    case K_GEMM_I8:
+    case K_GEMM_I8_MR:
+    case K_QUANT:
         break; /* handled above */
     case K_AXPY:
     case K_BF16:

@@ -34,5 +34,7 @@ PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args);
  * table directly; _kernel(isa, "gemm_mr") gives the tile height. */
 PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused);
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
 
 #endif

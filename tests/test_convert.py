@@ -99,7 +99,7 @@ def online_models():
 
     def get(name):
         if name not in cache:
-            cache[name] = CrossEncoder(fixture_path(name), hf_overrides=ONLINE, threads=2)
+            cache[name] = CrossEncoder(fixture_path(name), hf_overrides=ONLINE, threads=2, dtype="float32")
         return cache[name]
 
     return get
@@ -111,7 +111,7 @@ def test_converted_loads_without_overrides_and_matches_the_online_path(converted
     name, out = converted
     golden = load_golden(name)
     online = online_models(name)
-    offline = CrossEncoder(out, threads=2)  # no hf_overrides: the template comes from crossrank_template
+    offline = CrossEncoder(out, threads=2, dtype="float32")  # no hf_overrides: the template comes from crossrank_template
     assert offline.config.head.kind == "score_weight" and offline.num_labels == 1
     assert offline.template is not None and offline.template.name == "qwen3-reranker"
     assert offline.config.use_sep_token is False
@@ -199,8 +199,8 @@ def test_no_post_processing_keeps_the_rows_in_order(workdir):
     golden = load_golden("qwen3-tiny")
     online = CrossEncoder(fixture_path("qwen3-tiny"), threads=2, hf_overrides={
         "architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["yes", "no", "Yes"],
-        "method": "no_post_processing"})
-    offline = CrossEncoder(out, threads=2)
+        "method": "no_post_processing"}, dtype="float32")
+    offline = CrossEncoder(out, threads=2, dtype="float32")
     assert offline.num_labels == 3
     ids = golden["input_ids"][:16]
     np.testing.assert_allclose(offline.forward_ids(ids), online.forward_ids(ids), rtol=0, atol=1e-6)
@@ -212,8 +212,8 @@ def test_bf16_source_keeps_its_dtype(workdir, online_models):
     assert tensors["score.weight"][0] == "F32"
     assert {d for k, (d, _, _) in tensors.items() if k != "score.weight"} == {"BF16"}
     golden = load_golden("qwen3-tiny-bf16")
-    online = CrossEncoder(fixture_path("qwen3-tiny-bf16"), hf_overrides=ONLINE, threads=2)
-    offline = CrossEncoder(out, threads=2)
+    online = CrossEncoder(fixture_path("qwen3-tiny-bf16"), hf_overrides=ONLINE, threads=2, dtype="float32")
+    offline = CrossEncoder(out, threads=2, dtype="float32")
     np.testing.assert_allclose(offline.forward_ids(golden["input_ids"]), online.forward_ids(golden["input_ids"]),
                                rtol=0, atol=1e-6)
 
@@ -233,8 +233,8 @@ def test_sharded_source_and_sharded_output(workdir):
 
     golden = load_golden("qwen3-tiny-sharded")
     single = CrossEncoder(convert(fixture_path("qwen3-tiny"), TOKENS, "from_2_way_softmax", workdir / "single"),
-                          threads=2)
-    sharded = CrossEncoder(out, threads=2)
+                          threads=2, dtype="float32")
+    sharded = CrossEncoder(out, threads=2, dtype="float32")
     np.testing.assert_array_equal(sharded.forward_ids(golden["input_ids"]), single.forward_ids(golden["input_ids"]))
 
 
@@ -270,7 +270,7 @@ def test_non_empty_destination_needs_force(tmp_path):
     assert not (out / "keep.txt").exists()
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert no_leftovers(tmp_path)
-    CrossEncoder(out, template="qwen3-reranker", threads=1)
+    CrossEncoder(out, template="qwen3-reranker", threads=1, dtype="float32")
 
 
 def test_empty_destination_is_fine(tmp_path):
@@ -374,9 +374,10 @@ def test_cli_round_trip(workdir, tmp_path, capsys):
     capsys.readouterr()
 
     # The converted directory scores with no --hf_overrides, as the online conversion does.
-    assert main(["score", str(out), "--query", QUERY, "--doc", DOCS[0], "--doc", DOCS[1], "--json", "--raw"]) == 0
+    assert main(["score", str(out), "--query", QUERY, "--doc", DOCS[0], "--doc", DOCS[1], "--json", "--raw",
+                 "--dtype", "float32"]) == 0
     cli_scores = [r["score"] for r in json.loads(capsys.readouterr().out)]
-    online = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=ONLINE, threads=2)
+    online = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=ONLINE, threads=2, dtype="float32")
     np.testing.assert_allclose(cli_scores, online.score(QUERY, DOCS, activation_fn="identity"), rtol=0, atol=1e-6)
 
 

@@ -75,7 +75,7 @@ def test_converted_checkpoint_loads_in_transformers_with_crossrank_logits(tmp_pa
         hf_logits = model(input_ids=input_ids, attention_mask=mask).logits.numpy()
     assert hf_logits.shape == (len(ids), labels)
 
-    ours = CrossEncoder(out, threads=2).forward_ids(ids)
+    ours = CrossEncoder(out, threads=2, dtype="float32").forward_ids(ids)
     np.testing.assert_allclose(ours, hf_logits, rtol=0, atol=1e-4)
 
 

@@ -71,7 +71,7 @@ def transformers_yes_logits(model_dir, ids, yes, act=None):
 
 
 def crossrank_yes_logits(model_dir, ids, golden):
-    model = CrossEncoder(model_dir, hf_overrides=golden["hf_overrides"], template=golden["template"])
+    model = CrossEncoder(model_dir, hf_overrides=golden["hf_overrides"], template=golden["template"], dtype="float32")
     return model.forward_ids(ids)[:, 0], model.config.activation
 
 

@@ -37,7 +37,7 @@ from crossrank import _core
 
 LEVELS = _core.isa_levels()
 SIMD_LEVELS = [isa for isa in LEVELS if isa != "ref"]
-KNOWN_TABLES = ["ref", "avx2", "avx512"]
+KNOWN_TABLES = ["ref", "avx2", "avx512", "avx512vnni", "avx512bf16"]
 
 LENGTHS = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4097]
 U = 2.0 ** -24
@@ -96,7 +96,7 @@ def reduction_tolerance(products):
 
 def test_isa_levels_list_ref_first_then_every_table_the_detected_level_allows():
     detected = _core.cpu_info()["detected"]
-    rank = {"ref": 0, "avx2": 1, "avx512": 2, "avx512bf16": 2}[detected]
+    rank = {"ref": 0, "avx2": 1, "avx512": 2, "avx512vnni": 3, "avx512bf16": 4}[detected]
     assert LEVELS == KNOWN_TABLES[:rank + 1]
 
 
@@ -430,7 +430,7 @@ def test_f16_simd_kernels_quiet_signalling_nans_keeping_sign_and_payload(isa, n)
 
 # ---- argument checking ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("isa", ["sse2", "neon", "AVX2", "", "avx512bf16"])
+@pytest.mark.parametrize("isa", ["sse2", "neon", "AVX2", "", "avx512_bf16"])
 def test_unknown_isa_names_raise_value_error(isa):
     x = np.ones(4, dtype=np.float32)
     with pytest.raises(ValueError, match="unknown ISA"):

@@ -41,7 +41,7 @@ DOCS = [
 SCRIPT = r"""
 import json, sys
 from crossrank import CrossEncoder, _core
-model = CrossEncoder(sys.argv[1], hf_overrides=json.loads(sys.argv[2]), threads=2)
+model = CrossEncoder(sys.argv[1], hf_overrides=json.loads(sys.argv[2]), threads=2, dtype="float32")
 raw = model.score(sys.argv[3], json.loads(sys.argv[4]), activation_fn="identity")
 print(json.dumps({"isa": _core.cpu_info()["isa"], "logits": [float(v) for v in raw]}))
 """
@@ -74,13 +74,13 @@ def run_subprocess(checkpoint, **env_vars):
 
 
 def test_prompts_span_several_row_blocks(checkpoint):
-    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1)
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1, dtype="float32")
     lengths = sorted(len(ids) for ids in model.tokenize(QUERY, DOCS).input_ids)
     assert lengths[-1] > 256 and lengths[0] < 96  # MLP row blocks of 256; GEMM row blocks of 48
 
 
 def test_raw_logits_are_bitwise_equal_for_batch_size_1_and_64(checkpoint):
-    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype="float32")
     one = raw_logits(model, batch_size=1)
     np.testing.assert_array_equal(bits(raw_logits(model, batch_size=64)), bits(one))
     np.testing.assert_array_equal(bits(raw_logits(model, batch_size=3)), bits(one))
@@ -88,8 +88,8 @@ def test_raw_logits_are_bitwise_equal_for_batch_size_1_and_64(checkpoint):
 
 
 def test_raw_logits_are_bitwise_equal_for_1_and_2_threads(checkpoint):
-    one = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1)
-    two = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+    one = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1, dtype="float32")
+    two = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype="float32")
     for batch_size in (1, 64):
         np.testing.assert_array_equal(bits(raw_logits(two, batch_size)), bits(raw_logits(one, batch_size)))
 
@@ -109,7 +109,7 @@ def test_raw_logits_agree_across_isa_levels(checkpoint):
         np.testing.assert_allclose(logits, base, rtol=0, atol=1e-5, err_msg=name)
     # the uncapped level in a subprocess is this process's level unless CROSSRANK_ISA caps it here
     if "CROSSRANK_ISA" not in os.environ:
-        model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2)
+        model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype="float32")
         np.testing.assert_array_equal(bits(raw_logits(model)), bits(results["uncapped"][1]))
 
 

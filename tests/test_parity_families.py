@@ -40,7 +40,7 @@ def load(name, max_length=None, **overrides):
     (a model is immutable, and the real-shape one takes seconds to load)."""
     golden = golden_of(name)
     return CrossEncoder(family_fixture_path(name), hf_overrides={**golden["hf_overrides"], **overrides},
-                        template=golden["template"], max_length=max_length)
+                        template=golden["template"], max_length=max_length, dtype="float32")
 
 
 def sigmoid(x):
@@ -112,8 +112,8 @@ def test_family_is_recognised_by_name_and_by_template_without_overrides(name, tm
     golden = golden_of(name)
     link = tmp_path / HUB_NAMES[name]
     link.symlink_to(family_fixture_path(name), target_is_directory=True)
-    by_name = CrossEncoder(str(link))
-    explicit = CrossEncoder(family_fixture_path(name), template=golden["template"])
+    by_name = CrossEncoder(str(link), dtype="float32")
+    explicit = CrossEncoder(family_fixture_path(name), template=golden["template"], dtype="float32")
     for model in (by_name, explicit):
         assert model.template is get_template(golden["template"])
         assert model.max_length == golden["max_length"]

@@ -22,6 +22,7 @@ PARITY_ATOL = 1e-4
 def load(name, **kwargs):
     path = fixture_path(name)
     golden = json.loads((path / "golden.json").read_text(encoding="utf-8"))
+    kwargs.setdefault("dtype", "float32")  # the reference path: golden scores are float32
     return CrossEncoder(path, hf_overrides=VLLM_OVERRIDES, **kwargs), golden
 
 

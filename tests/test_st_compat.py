@@ -209,7 +209,7 @@ def crossrank_results(st_dirs):
     for cid, path, init, method, args, kwargs in _calls(st_dirs):
         key = json.dumps([path, init], sort_keys=True)
         if key not in models:
-            models[key] = CrossEncoder(path, **init)
+            models[key] = CrossEncoder(path, **init, dtype="float32")  # the reference path: ST runs float32
         model = models[key]
         kwargs = dict(kwargs)
         if "activation_fn" in kwargs:
@@ -291,7 +291,7 @@ def test_chat_prompt_reproduces_the_official_recipe_ids(st_dirs, reference_golde
     """The package's chat template is the model card's prompt: its ids equal the golden ids of the
     official recipe (run in transformers), custom instructions included."""
     golden = reference_golden("qwen3-tiny")
-    model = CrossEncoder(st_dirs["package"])
+    model = CrossEncoder(st_dirs["package"], dtype="float32")
     assert model.prompt_format == "chat"
     for instruction in {p["instruction"] for p in golden["pairs"]}:
         idx = [i for i, p in enumerate(golden["pairs"]) if p["instruction"] == instruction]
@@ -305,7 +305,7 @@ def test_chat_prompt_reproduces_the_official_recipe_ids(st_dirs, reference_golde
 
 @pytest.fixture(scope="module")
 def package_model(st_dirs):
-    return CrossEncoder(st_dirs["package"])
+    return CrossEncoder(st_dirs["package"], dtype="float32")
 
 
 def test_package_files_set_the_head_prompts_activation_and_length(package_model):
@@ -339,7 +339,7 @@ def test_prompt_errors_name_the_prompts(package_model):
     with pytest.raises(ValueError, match="not both"):
         package_model.score(QUERY, DOCS[:2], "an instruction", prompt="another")
     with pytest.raises(ValueError, match="default_prompt_name 'x'"):
-        CrossEncoder(package_model.path, default_prompt_name="x")
+        CrossEncoder(package_model.path, default_prompt_name="x", dtype="float32")
 
 
 def test_score_and_rank_use_the_chat_prompt_like_predict(package_model):
@@ -355,11 +355,11 @@ def test_device_and_torch_activations_are_understood(package_model):
     with pytest.raises(ValueError, match="runs on the CPU"):
         package_model.predict(PAIRS[:3], device="cuda")
     with pytest.raises(ValueError, match="runs on the CPU"):
-        CrossEncoder(package_model.path, device="cuda:0")
+        CrossEncoder(package_model.path, device="cuda:0", dtype="float32")
 
 
 def test_convert_to_tensor_returns_a_torch_tensor(st_dirs):
-    code = ("import sys, crossrank, torch; m = crossrank.CrossEncoder(sys.argv[1]); "
+    code = ("import sys, crossrank, torch; m = crossrank.CrossEncoder(sys.argv[1], dtype='float32'); "
             "pairs = [('q', 'a document.'), ('q2', 'another one.')]; t = m.predict(pairs, convert_to_tensor=True); "
             "a = m.predict(pairs); assert isinstance(t, torch.Tensor) and t.dtype == torch.float32, type(t); "
             "assert t.numpy().tolist() == a.tolist(); s = m.predict(pairs[0], convert_to_tensor=True); "
@@ -376,7 +376,7 @@ def test_package_without_pair_roles_is_refused_like_sentence_transformers(tmp_pa
     d = write_st_package(link_checkpoint(fixture_path("qwen3-tiny"), tmp_path / "m"), chat_template=None)
     assert "chat_template" in json.loads(generic)
     with pytest.raises(ConfigError, match="cannot carry a query/document pair"):
-        CrossEncoder(d)
+        CrossEncoder(d, dtype="float32")
 
 
 @pytest.mark.parametrize("problem,match,error", [
@@ -401,18 +401,18 @@ def test_package_misuse_is_named(tmp_path, problem, match, error):
         (d / "1_LogitScore" / "config.json").write_text(json.dumps({"true_token_id": "yes"}))
     (d / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(error, match=match):
-        CrossEncoder(d)
+        CrossEncoder(d, dtype="float32")
 
 
 def test_single_token_logit_score_is_the_raw_true_logit(tmp_path, package_model):
     d = write_st_package(link_checkpoint(fixture_path("qwen3-tiny"), tmp_path / "m"))
     yes = package_model.tokenizer.token_to_id("yes")
     (d / "1_LogitScore" / "config.json").write_text(json.dumps({"true_token_id": yes, "false_token_id": None}))
-    single = CrossEncoder(d)
+    single = CrossEncoder(d, dtype="float32")
     assert single.config.head.tokens == ("yes",) and single.config.head.method == "no_post_processing"
     two_rows = CrossEncoder(fixture_path("qwen3-tiny"), template=package_model.chat_template,
                             hf_overrides={"architectures": ["Qwen3ForSequenceClassification"],
-                                          "classifier_from_token": ["no", "yes"], "method": "no_post_processing"})
+                                          "classifier_from_token": ["no", "yes"], "method": "no_post_processing"}, dtype="float32")
     expected = two_rows.predict(PAIRS[:6], activation_fn="identity")[:, 1]
     np.testing.assert_allclose(single.predict(PAIRS[:6], activation_fn="identity"), expected, atol=1e-5, rtol=0)
 
@@ -425,6 +425,6 @@ def test_package_processing_kwargs_reach_the_chat_template(tmp_path):
     sbert["processing_kwargs"] = {"chat_template": {"marker": "M1", "max_length": 5, "restore_suffix": True}}
     sbert["modality_config"]["message"]["format"] = "structured"
     (d / "sentence_bert_config.json").write_text(json.dumps(sbert))
-    model = CrossEncoder(d)
+    model = CrossEncoder(d, dtype="float32")
     assert model.chat_template.format == "structured" and dict(model.chat_template.variables) == {"marker": "M1"}
     assert model._chat.render("q", "d") == "M1|Q: q|D: d"

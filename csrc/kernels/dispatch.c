@@ -72,13 +72,49 @@ static cr_isa isa_from_features(void) {
     if (!(features.avx2 && features.fma && features.f16c)) return CR_ISA_REF;
     if (!(features.avx512f && features.avx512bw && features.avx512vl && features.avx512dq))
         return CR_ISA_AVX2;
-    return features.avx512bf16 ? CR_ISA_AVX512BF16 : CR_ISA_AVX512;
+    if (!features.avx512vnni) return CR_ISA_AVX512;
+    return features.avx512bf16 ? CR_ISA_AVX512BF16 : CR_ISA_AVX512VNNI;
 }
 
-static const char *level_names[CR_ISA_COUNT] = {"ref", "avx2", "avx512", "avx512bf16"};
+static const char *level_names[CR_ISA_COUNT] = {"ref", "avx2", "avx512", "avx512vnni", "avx512bf16"};
 
 const char *cr_isa_level_name(cr_isa isa) {
     return (isa >= 0 && isa < CR_ISA_COUNT) ? level_names[isa] : "unknown";
+}
+
+/* The table of each level, built once: a level's own file supplies what it speeds up and the
+ * level below the rest (AVX-512 takes the int8 GEMM from AVX2; VNNI adds vpdpbusd; BF16 adds
+ * vdpbf16ps on top of VNNI). */
+static cr_kernels level_tables[CR_ISA_COUNT];
+static pthread_once_t levels_once = PTHREAD_ONCE_INIT;
+
+static void build_levels(void) {
+    level_tables[CR_ISA_REF] = *cr_kernels_ref();
+#ifdef CR_HAVE_CPUID
+    level_tables[CR_ISA_AVX2] = *cr_kernels_avx2();
+    cr_kernels t = *cr_kernels_avx512();
+    t.gemm_i8_tile = cr_kernels_avx2()->gemm_i8_tile;
+    t.gemm_i8_mr = cr_kernels_avx2()->gemm_i8_mr;
+    level_tables[CR_ISA_AVX512] = t;
+    t.isa = CR_ISA_AVX512VNNI;
+    t.gemm_i8_tile = cr_kernels_avx512vnni()->gemm_i8_tile;
+    t.gemm_i8_mr = cr_kernels_avx512vnni()->gemm_i8_mr;
+    level_tables[CR_ISA_AVX512VNNI] = t;
+    const cr_kernels *bf = cr_kernels_avx512bf16();
+    t.isa = CR_ISA_AVX512BF16;
+    t.gemm_bf16_tile = bf->gemm_bf16_tile;
+    t.gemm_bf16_mr = bf->gemm_bf16_mr;
+    t.f32_to_bf16 = bf->f32_to_bf16;
+    level_tables[CR_ISA_AVX512BF16] = t;
+#else
+    for (int i = 1; i < CR_ISA_COUNT; i++) level_tables[i] = level_tables[CR_ISA_REF];
+#endif
+}
+
+const cr_kernels *cr_kernels_level(cr_isa level) {
+    pthread_once(&levels_once, build_levels);
+    if (level < 0 || level >= CR_ISA_COUNT) level = CR_ISA_REF;
+    return &level_tables[level];
 }
 
 static void init(void) {
@@ -90,13 +126,8 @@ static void init(void) {
         for (int i = 0; i < CR_ISA_COUNT; i++)
             if (strcmp(cap, level_names[i]) == 0 && (cr_isa)i < chosen) chosen = (cr_isa)i;
     }
-    const cr_kernels *table = cr_kernels_ref();
-#ifdef CR_HAVE_CPUID
-    if (chosen >= CR_ISA_AVX512) table = cr_kernels_avx512();
-    else if (chosen >= CR_ISA_AVX2) table = cr_kernels_avx2();
-#endif
     static cr_kernels active;
-    active = *table;
+    active = *cr_kernels_level(chosen);
     active.isa = chosen;
     cr_kern = &active;
 
@@ -128,4 +159,6 @@ const char *cr_isa_name(void) { cr_kernels_init(); return level_names[cr_kern->i
 #ifndef CR_HAVE_CPUID
 const cr_kernels *cr_kernels_avx2(void) { return NULL; }
 const cr_kernels *cr_kernels_avx512(void) { return NULL; }
+const cr_kernels *cr_kernels_avx512bf16(void) { return NULL; }
+const cr_kernels *cr_kernels_avx512vnni(void) { return NULL; }
 #endif

@@ -1,9 +1,9 @@
 /* kernels.h — the vector kernels behind one dispatch table.
  *
  * Each kernel has a scalar reference (kernels_ref.c) and ISA versions in files named by ISA
- * (kernels_avx2.c, kernels_avx512.c): only those files are compiled with ISA flags. The table is
+ * (kernels_avx2.c, kernels_avx512.c, kernels_avx512bf16.c): only those files are compiled with ISA flags. The table is
  * filled once with the references, then overridden by what the CPU and OS support, capped by the
- * CROSSRANK_ISA environment variable (ref | avx2 | avx512 | avx512bf16).
+ * CROSSRANK_ISA environment variable (ref | avx2 | avx512 | avx512vnni | avx512bf16).
  *
  * Contracts (all): n >= 0, any n (ragged tails handled), no alignment required; source pointers
  * may point into a memory-mapped checkpoint, so 16-bit sources are read with unaligned loads. */
@@ -16,7 +16,8 @@ typedef enum cr_isa {
     CR_ISA_REF = 0,
     CR_ISA_AVX2,        /* AVX2 + FMA + F16C */
     CR_ISA_AVX512,      /* AVX-512 F/BW/VL/DQ */
-    CR_ISA_AVX512BF16,  /* AVX-512 + AVX512_BF16 */
+    CR_ISA_AVX512VNNI,  /* AVX-512 + AVX512_VNNI */
+    CR_ISA_AVX512BF16,  /* AVX-512 + AVX512_VNNI + AVX512_BF16 */
     CR_ISA_COUNT
 } cr_isa;
 
@@ -43,7 +44,37 @@ typedef struct cr_kernels {
     /* dst[i] = float(src[i]) for bfloat16 / IEEE half sources */
     void (*bf16_to_f32)(const void *src, float *dst, int64_t n);
     void (*f16_to_f32)(const void *src, float *dst, int64_t n);
+
+    /* bfloat16 GEMM on one packed panel. x: m rows of bfloat16 (row stride ldx elements), each
+     * row kp pairs (x[2p], x[2p+1]); wp: a panel [kp][CR_GEMM_NR][2], column j's pair adjacent
+     * (element 2p in the low half). y[i, j] = the float32 chain over p = 0..kp-1 of
+     * acc += x[2p+1] w[2p+1, j]; acc += x[2p] w[2p, j], each step a fused multiply-add (bf16
+     * products are exact in float32) — the order AVX512_BF16's vdpbf16ps defines. So every ISA
+     * gives the same sums up to denormal flushing, and a row's result never depends on m. */
+    void (*gemm_bf16_tile)(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                           float *y, int64_t ldy, int64_t n);
+    int gemm_bf16_mr;
+    /* dst[i] = bfloat16(src[i]), rounded to nearest even; NaN stays a (quiet) NaN. */
+    void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+
+    /* int8 GEMM on one packed panel, exact in int32. x: m rows of unsigned bytes (row stride ldx
+     * bytes), each row kq groups of 4; wp: a panel [kq][CR_GEMM_NR][4] of signed bytes, column
+     * j's group of 4 adjacent. y[i, j] = sum_k x[i, k] * w[k, j] (int32, row stride ldy), for
+     * j < n. Integer sums do not depend on order: every ISA gives the same bits. The caller keeps
+     * sums inside int32 (K * 255 * 127 < 2^31 for K < 66,000). */
+    void (*gemm_i8_tile)(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                         int32_t *y, int64_t ldy, int64_t n);
+    int gemm_i8_mr;
+    /* Per-row symmetric int8 quantization of x[0..n): s = max|x| / 127 (1 when all zero),
+     * out[k] = clamp(round_nearest_even(x[k] * (1 / s)), -127, 127) + 128; returns s. A row with
+     * NaN or Inf returns NaN and writes 128 everywhere. Every ISA gives the same bytes. */
+    float (*quantize_u8)(const float *x, int64_t n, uint8_t *out);
 } cr_kernels;
+
+/* One float32 -> bfloat16, round to nearest even (the scalar definition; used for packing). */
+uint16_t cr_f32_to_bf16_one(float f);
+/* The scale quantize_u8 uses for a row whose max |x| is amax (NaN when amax is not finite). */
+float cr_quant_scale(float amax);
 
 /* The active table; valid after cr_kernels_init() (idempotent, thread-safe). */
 extern const cr_kernels *cr_kern;
@@ -53,6 +84,19 @@ void cr_kernels_init(void);
 const cr_kernels *cr_kernels_ref(void);
 const cr_kernels *cr_kernels_avx2(void);
 const cr_kernels *cr_kernels_avx512(void);
+/* Only the entries AVX512_BF16 speeds up (the bf16 GEMM and conversion); the rest is AVX-512's. */
+const cr_kernels *cr_kernels_avx512bf16(void);
+/* Only the int8 GEMM (vpdpbusd). */
+const cr_kernels *cr_kernels_avx512vnni(void);
+
+/* The complete table of one level (compiled in; the caller checks the CPU runs it). */
+const cr_kernels *cr_kernels_level(cr_isa level);
+
+/* Peak probes for benchmarks (register-only loops; callers check the ISA first): independent
+ * chains of AVX-512 FMA (384 FLOP per iteration) or vdpbf16ps (1536 FLOP per iteration). */
+float cr_peak_fma_avx512(int64_t iters);
+float cr_peak_dpbf16(int64_t iters);
+int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 3072 integer OP per iteration */
 
 /* What the CPU and OS support (before any cap), and the names of ISA levels. */
 cr_isa cr_isa_detected(void);

@@ -2,6 +2,7 @@
  * CPU of the last decade). Compiled with -mavx2 -mfma -mf16c; called only after dispatch checked
  * the CPU and OS. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -95,6 +96,153 @@ static void gemm_f32_tile_avx2(const float *x, int64_t ldx, int64_t m, const flo
     }
 }
 
+/* bfloat16 widened in registers: a pair's high half is the float of element 2p+1 once masked,
+ * its low half shifted up is element 2p. 2 rows x 32 columns: 8 accumulators, 4 broadcasts and
+ * 3 registers of panel in flight fit the 16 ymm registers. */
+#define MRB2 2
+
+static inline __attribute__((always_inline)) void bf16_rows_avx2(const int M, const uint16_t *x, int64_t ldx,
+                                                                const uint16_t *wp, int64_t kp, float *y,
+                                                                int64_t ldy, int64_t n) {
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[MRB2][4];
+    for (int i = 0; i < M; i++)
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kp; p++) {
+        __m256 x_odd[MRB2], x_even[MRB2];
+        for (int i = 0; i < M; i++) {
+            int32_t pair;
+            memcpy(&pair, x + i * ldx + 2 * p, 4);
+            __m256i v = _mm256_set1_epi32(pair);
+            x_odd[i] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+            x_even[i] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        }
+        const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+        for (int c = 0; c < 4; c++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 16 * c));
+            __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(raw, high));
+            __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+            for (int i = 0; i < M; i++) {
+                acc[i][c] = _mm256_fmadd_ps(x_odd[i], w_odd, acc[i][c]);
+                acc[i][c] = _mm256_fmadd_ps(x_even[i], w_even, acc[i][c]);
+            }
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        float row[CR_GEMM_NR];
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(row + 8 * c, acc[i][c]);
+        memcpy(y + i * ldy, row, (size_t)n * sizeof(float));
+    }
+}
+
+static void gemm_bf16_tile_avx2(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                                float *y, int64_t ldy, int64_t n) {
+    if (m == MRB2) {
+        bf16_rows_avx2(MRB2, x, ldx, wp, kp, y, ldy, n);
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) bf16_rows_avx2(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
+}
+
+static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
+                  abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
+                  quiet = _mm256_set1_epi32(0x40);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), one);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, bias), lsb), 16);
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
+        __m256i out = _mm256_blendv_epi8(rounded, _mm256_or_si256(_mm256_srli_epi32(b, 16), quiet), nan);
+        __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
+        _mm_storeu_si128((__m128i *)(dst + i), packed);
+    }
+    for (; i < n; i++) dst[i] = cr_f32_to_bf16_one(src[i]);
+}
+
+/* int8 without VNNI: bytes widened to int16 and multiplied pairwise with vpmaddwd (exact; the
+ * saturating vpmaddubsw would not be). One row: per 8 columns two accumulators, holding the
+ * (k0+k1) and (k2+k3) halves of each column's group, added at the end. */
+static void gemm_i8_tile_avx2(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                              int32_t *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        const uint8_t *xi = x + i * ldx;
+        __m256i acc[4][2];
+        for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = _mm256_setzero_si256();
+        for (int64_t g = 0; g < kq; g++) {
+            uint32_t quad;
+            memcpy(&quad, xi + 4 * g, 4);
+            /* the 4 bytes as int16, repeated over the register: (x0 x1 x2 x3) x 4 */
+            __m256i xv = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128((int)quad)));
+            const int8_t *w = wp + g * 4 * CR_GEMM_NR;
+            for (int c = 0; c < 4; c++) {
+                __m128i lo = _mm_loadu_si128((const __m128i *)(w + 32 * c));
+                __m128i hi = _mm_loadu_si128((const __m128i *)(w + 32 * c + 16));
+                acc[c][0] = _mm256_add_epi32(acc[c][0], _mm256_madd_epi16(_mm256_cvtepi8_epi16(lo), xv));
+                acc[c][1] = _mm256_add_epi32(acc[c][1], _mm256_madd_epi16(_mm256_cvtepi8_epi16(hi), xv));
+            }
+        }
+        int32_t row[CR_GEMM_NR];
+        for (int c = 0; c < 4; c++) {
+            /* acc[c][0] lanes: col 8c+0 (k01, k23), col 8c+1 (...), ..., col 8c+3; acc[c][1]: 8c+4.. */
+            int32_t a[8], b[8];
+            _mm256_storeu_si256((__m256i *)a, acc[c][0]);
+            _mm256_storeu_si256((__m256i *)b, acc[c][1]);
+            for (int j = 0; j < 4; j++) {
+                row[8 * c + j] = a[2 * j] + a[2 * j + 1];
+                row[8 * c + 4 + j] = b[2 * j] + b[2 * j + 1];
+            }
+        }
+        memcpy(y + i * ldy, row, (size_t)n * sizeof(int32_t));
+    }
+}
+
+static float quantize_u8_avx2(const float *x, int64_t n, uint8_t *out) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vmax = _mm256_setzero_ps();
+    __m256i bad = _mm256_setzero_si256(); /* lanes that saw NaN or Inf */
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask);
+        bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_sub_epi32(inf, _mm256_set1_epi32(1))));
+        vmax = _mm256_max_ps(vmax, a);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float amax = 0.0f;
+    for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
+    int nonfinite = !_mm256_testz_si256(bad, bad);
+    for (; k < n; k++) {
+        float a = fabsf(x[k]);
+        nonfinite |= !(a <= 3.4028234663852886e38f);
+        amax = a > amax ? a : amax;
+    }
+    float s = nonfinite ? NAN : cr_quant_scale(amax);
+    if (s != s) {
+        memset(out, 128, (size_t)n);
+        return s;
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / s);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), off = _mm256_set1_epi32(128);
+    for (k = 0; k + 8 <= n; k += 8) {
+        __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv)); /* nearest even */
+        q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(q, lo), hi), off);
+        __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(q, q), _mm256_setzero_si256());
+        int32_t b0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(w));
+        int32_t b1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(w, 1));
+        memcpy(out + k, &b0, 4);
+        memcpy(out + k + 4, &b1, 4);
+    }
+    for (; k < n; k++) {
+        float q = nearbyintf(x[k] * (1.0f / s));
+        q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+        out[k] = (uint8_t)((int)q + 128);
+    }
+    return s;
+}
+
 static const cr_kernels avx2_table = {
     .isa = CR_ISA_AVX2,
     .gemm_f32_tile = gemm_f32_tile_avx2,
@@ -104,6 +252,12 @@ static const cr_kernels avx2_table = {
     .sumsq_f32 = sumsq_f32_avx2,
     .bf16_to_f32 = bf16_to_f32_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
+    .gemm_bf16_tile = gemm_bf16_tile_avx2,
+    .gemm_bf16_mr = MRB2,
+    .f32_to_bf16 = f32_to_bf16_avx2,
+    .gemm_i8_tile = gemm_i8_tile_avx2,
+    .gemm_i8_mr = 1,
+    .quantize_u8 = quantize_u8_avx2,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

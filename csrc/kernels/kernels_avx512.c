@@ -2,6 +2,8 @@
  * after dispatch checked the CPU bits and that the OS saves the ZMM and opmask state. Tails use
  * masked loads, so no scalar loop. */
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -87,6 +89,89 @@ static void gemm_f32_tile_avx512(const float *x, int64_t ldx, int64_t m, const f
     }
 }
 
+/* bfloat16 widened in registers (AVX-512F without AVX512_BF16): 8 rows x 32 columns. */
+#define MRB512 8
+
+static inline __attribute__((always_inline)) void bf16_rows_avx512(const int M, const uint16_t *x, int64_t ldx,
+                                                                  const uint16_t *wp, int64_t kp, float *y,
+                                                                  int64_t ldy, int64_t n) {
+    const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 acc[MRB512][2];
+    for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < kp; p++) {
+        const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+        __m512i raw0 = _mm512_loadu_si512(w), raw1 = _mm512_loadu_si512(w + 32);
+        __m512 w_odd0 = _mm512_castsi512_ps(_mm512_and_si512(raw0, high));
+        __m512 w_odd1 = _mm512_castsi512_ps(_mm512_and_si512(raw1, high));
+        __m512 w_even0 = _mm512_castsi512_ps(_mm512_slli_epi32(raw0, 16));
+        __m512 w_even1 = _mm512_castsi512_ps(_mm512_slli_epi32(raw1, 16));
+        for (int i = 0; i < M; i++) {
+            int32_t pair;
+            memcpy(&pair, x + i * ldx + 2 * p, 4);
+            __m512i v = _mm512_set1_epi32(pair);
+            __m512 x_odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+            __m512 x_even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            acc[i][0] = _mm512_fmadd_ps(x_even, w_even0, _mm512_fmadd_ps(x_odd, w_odd0, acc[i][0]));
+            acc[i][1] = _mm512_fmadd_ps(x_even, w_even1, _mm512_fmadd_ps(x_odd, w_odd1, acc[i][1]));
+        }
+    }
+    __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
+    for (int i = 0; i < M; i++) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
+    }
+}
+
+static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                                  float *y, int64_t ldy, int64_t n) {
+    if (m == MRB512) {
+        bf16_rows_avx512(MRB512, x, ldx, wp, kp, y, ldy, n);
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) bf16_rows_avx512(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
+}
+
+static void f32_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff),
+                  abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000),
+                  quiet = _mm512_set1_epi32(0x40);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512i b = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + i));
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), one);
+        __m512i out = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, bias), lsb), 16);
+        __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(b, abs_mask), inf);
+        out = _mm512_mask_or_epi32(out, nan, _mm512_srli_epi32(b, 16), quiet);
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(out));
+    }
+}
+
+static float quantize_u8_avx512(const float *x, int64_t n, uint8_t *out) {
+    __m512 vmax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    const __m512i inf = _mm512_set1_epi32(0x7f800000);
+    for (int64_t k = 0; k < n; k += 16) {
+        __mmask16 m = tail_mask(n - k);
+        __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k));
+        bad |= _mm512_cmpge_epi32_mask(_mm512_castps_si512(a), inf);
+        vmax = _mm512_max_ps(vmax, a);
+    }
+    float s = bad ? NAN : cr_quant_scale(_mm512_reduce_max_ps(vmax));
+    if (s != s) {
+        memset(out, 128, (size_t)n);
+        return s;
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / s);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    for (int64_t k = 0; k < n; k += 16) {
+        __mmask16 m = tail_mask(n - k);
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), inv)); /* nearest even */
+        q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
+        _mm_mask_storeu_epi8(out + k, m, _mm512_cvtepi32_epi8(q));
+    }
+    return s;
+}
+
 static const cr_kernels avx512_table = {
     .isa = CR_ISA_AVX512,
     .gemm_f32_tile = gemm_f32_tile_avx512,
@@ -96,6 +181,31 @@ static const cr_kernels avx512_table = {
     .sumsq_f32 = sumsq_f32_avx512,
     .bf16_to_f32 = bf16_to_f32_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
+    .gemm_bf16_tile = gemm_bf16_tile_avx512,
+    .gemm_bf16_mr = MRB512,
+    .f32_to_bf16 = f32_to_bf16_avx512,
+    .quantize_u8 = quantize_u8_avx512,
 };
 
 const cr_kernels *cr_kernels_avx512(void) { return &avx512_table; }
+
+/* Peak probe: 12 independent FMA chains held in named registers (an array lets the compiler
+ * interchange the loops and keep the chains in memory). Each iteration: 12 x 16 x 2 FLOP. */
+float cr_peak_fma_avx512(int64_t iters) {
+    __m512 a0 = _mm512_set1_ps(0.1f), a1 = _mm512_set1_ps(0.2f), a2 = _mm512_set1_ps(0.3f),
+           a3 = _mm512_set1_ps(0.4f), a4 = _mm512_set1_ps(0.5f), a5 = _mm512_set1_ps(0.6f),
+           a6 = _mm512_set1_ps(0.7f), a7 = _mm512_set1_ps(0.8f), a8 = _mm512_set1_ps(0.9f),
+           a9 = _mm512_set1_ps(1.0f), a10 = _mm512_set1_ps(1.1f), a11 = _mm512_set1_ps(1.2f);
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
+    for (int64_t it = 0; it < iters; it++) {
+        a0 = _mm512_fmadd_ps(a0, m, c); a1 = _mm512_fmadd_ps(a1, m, c); a2 = _mm512_fmadd_ps(a2, m, c);
+        a3 = _mm512_fmadd_ps(a3, m, c); a4 = _mm512_fmadd_ps(a4, m, c); a5 = _mm512_fmadd_ps(a5, m, c);
+        a6 = _mm512_fmadd_ps(a6, m, c); a7 = _mm512_fmadd_ps(a7, m, c); a8 = _mm512_fmadd_ps(a8, m, c);
+        a9 = _mm512_fmadd_ps(a9, m, c); a10 = _mm512_fmadd_ps(a10, m, c); a11 = _mm512_fmadd_ps(a11, m, c);
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    return _mm512_reduce_add_ps(s);
+}

@@ -76,6 +76,80 @@ static void gemm_f32_tile_ref(const float *x, int64_t ldx, int64_t m, const floa
     }
 }
 
+static inline float bf16_value(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void gemm_bf16_tile_ref(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                               float *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        float acc[CR_GEMM_NR] = {0};
+        const uint16_t *xi = x + i * ldx;
+        for (int64_t p = 0; p < kp; p++) {
+            float x_even = bf16_value(xi[2 * p]), x_odd = bf16_value(xi[2 * p + 1]);
+            const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+            for (int j = 0; j < CR_GEMM_NR; j++) {
+                acc[j] = fmaf(x_odd, bf16_value(w[2 * j + 1]), acc[j]);
+                acc[j] = fmaf(x_even, bf16_value(w[2 * j]), acc[j]);
+            }
+        }
+        for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
+    }
+}
+
+uint16_t cr_f32_to_bf16_one(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static void f32_to_bf16_ref(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = cr_f32_to_bf16_one(src[i]);
+}
+
+static void gemm_i8_tile_ref(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                             int32_t *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        int32_t acc[CR_GEMM_NR] = {0};
+        const uint8_t *xi = x + i * ldx;
+        for (int64_t g = 0; g < kq; g++) {
+            const int8_t *w = wp + g * 4 * CR_GEMM_NR;
+            for (int j = 0; j < CR_GEMM_NR; j++)
+                for (int b = 0; b < 4; b++) acc[j] += (int32_t)xi[4 * g + b] * (int32_t)w[4 * j + b];
+        }
+        for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
+    }
+}
+
+float cr_quant_scale(float amax) {
+    if (!(amax <= 3.4028234663852886e38f)) return NAN; /* NaN or Inf */
+    return amax > 0.0f ? amax / 127.0f : 1.0f;
+}
+
+static float quantize_u8_ref(const float *x, int64_t n, uint8_t *out) {
+    float amax = 0.0f;
+    for (int64_t k = 0; k < n; k++) {
+        float a = fabsf(x[k]);
+        amax = a > amax || a != a ? a : amax;
+    }
+    float s = cr_quant_scale(amax);
+    if (s != s) {
+        memset(out, 128, (size_t)n);
+        return s;
+    }
+    float inv = 1.0f / s;
+    for (int64_t k = 0; k < n; k++) {
+        float q = nearbyintf(x[k] * inv);
+        q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+        out[k] = (uint8_t)((int)q + 128);
+    }
+    return s;
+}
+
 static const cr_kernels ref_table = {
     .isa = CR_ISA_REF,
     .gemm_f32_tile = gemm_f32_tile_ref,
@@ -85,6 +159,12 @@ static const cr_kernels ref_table = {
     .sumsq_f32 = sumsq_f32_ref,
     .bf16_to_f32 = bf16_to_f32_ref,
     .f16_to_f32 = f16_to_f32_ref,
+    .gemm_bf16_tile = gemm_bf16_tile_ref,
+    .gemm_bf16_mr = 4,
+    .f32_to_bf16 = f32_to_bf16_ref,
+    .gemm_i8_tile = gemm_i8_tile_ref,
+    .gemm_i8_mr = 4,
+    .quantize_u8 = quantize_u8_ref,
 };
 
 const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

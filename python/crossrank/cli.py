@@ -21,19 +21,31 @@ def _load(args: argparse.Namespace):
         if not isinstance(overrides, dict):
             raise SystemExit("crossrank: --hf_overrides must be a JSON object")
     return CrossEncoder(args.model, hf_overrides=overrides, max_length=args.max_length,
-                        threads=args.threads, template=args.template, local_files_only=args.local_files_only)
+                        threads=args.threads, dtype=args.dtype, template=args.template,
+                        local_files_only=args.local_files_only)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The arguments _load() reads, and the instruction: shared by score, rank and eval."""
     p.add_argument("model", help="model directory or Hugging Face id")
     p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
     p.add_argument("--max-length", "--max_length", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                   help="compute dtype (auto: bfloat16 where the CPU has AVX512_BF16)")
     p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
     p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")
     p.add_argument("--local-files-only", action="store_true")
+
+
+def _add_scoring_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    _add_model_args(p)
+    p.add_argument("--query", required=True)
+    p.add_argument("--doc", action="append", required=True, help="a document (repeat for several)")
     p.add_argument("--raw", action="store_true", help="print raw logits instead of activated scores")
     p.add_argument("--json", action="store_true", help="print JSON")
+    return p
 
 
 def _add_convert_parser(sub) -> None:
@@ -80,7 +92,7 @@ def _add_eval_parser(sub) -> None:
                     "qrels/<split>.tsv or qrels.tsv): BM25 (bm25s) takes the top k per query, MODEL "
                     "reranks them, and ir-measures reports the metrics of both rankings. Needs "
                     'pip install "crossrank[eval]".')
-    p.add_argument("model", help="model directory or Hugging Face id")
+    _add_model_args(p)
     p.add_argument("--data", required=True, help="dataset directory (BEIR layout)")
     p.add_argument("--split", default="test", help="qrels split: qrels/<split>.tsv (default: test)")
     p.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=100,
@@ -99,12 +111,6 @@ def _add_eval_parser(sub) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show a progress bar (default: on a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--hf_overrides", "--hf-overrides", default=None, help="config overrides as JSON (vLLM semantics)")
-    p.add_argument("--max-length", "--max_length", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
-    p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")
-    p.add_argument("--local-files-only", action="store_true")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -137,14 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``crossrank`` console script."""
     parser = argparse.ArgumentParser(prog="crossrank", description="LLM rerankers on the CPU")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_score = sub.add_parser("score", help="score documents against a query")
-    _add_model_args(p_score)
-    p_score.add_argument("--query", required=True)
-    p_score.add_argument("--doc", action="append", required=True, help="a document (repeat for several)")
-    p_rank = sub.add_parser("rank", help="rank documents for a query")
-    _add_model_args(p_rank)
-    p_rank.add_argument("--query", required=True)
-    p_rank.add_argument("--doc", action="append", required=True, help="a document (repeat for several)")
+    _add_scoring_parser(sub, "score", "score documents against a query")
+    p_rank = _add_scoring_parser(sub, "rank", "rank documents for a query")
     p_rank.add_argument("--top-k", type=int, default=None)
     sub.add_parser("cpu", help="show the kernels this CPU uses")
     _add_convert_parser(sub)

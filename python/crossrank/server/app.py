@@ -70,7 +70,7 @@ def load_model(settings: ServerSettings) -> CrossEncoder:
     template); when that finds none, the served model name is tried as a family hint
     (``--served-model-name Qwen/Qwen3-Reranker-0.6B`` for a directory named otherwise).
     """
-    dtype = "float32" if settings.dtype in ("auto", "float", "float32") else settings.dtype
+    dtype = "float32" if settings.dtype == "float" else settings.dtype  # vLLM's spelling of float32
 
     def load(template: Optional[str]) -> CrossEncoder:
         return CrossEncoder(settings.model, hf_overrides=settings.hf_overrides, max_length=settings.max_length,

@@ -27,7 +27,8 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--served-model-name", "--served_model_name", nargs="+", default=None,
                    help="name(s) accepted in the request's model field; the first is reported "
                         "(default: the model argument)")
-    p.add_argument("--dtype", default="auto", help="compute dtype: auto or float32")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float", "float32", "bfloat16", "int8"],
+                   help="compute dtype (auto: bfloat16 where the CPU has AVX512_BF16, else float32)")
     p.add_argument("--threads", type=int, default=None,
                    help="compute threads per worker (default: the CPUs divided among the workers)")
     p.add_argument("--max-length", "--max_length", "--max-model-len", "--max_model_len", dest="max_length",

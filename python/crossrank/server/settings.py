@@ -28,7 +28,8 @@ class ServerSettings:
             responses. Empty: the ``model`` argument as given (vLLM's default).
         host: Bind address; loopback unless asked otherwise.
         port: TCP port.
-        dtype: Compute dtype (``"auto"`` is float32, the only one available today).
+        dtype: Compute dtype, as for :class:`~crossrank.CrossEncoder` (``"auto"``: bfloat16 where the
+            CPU has AVX512_BF16, else float32).
         threads: Compute threads per worker; default: the CPUs this process may use, divided
             among the workers.
         max_length: Token budget of one prompt; default: the family's.

@@ -1,0 +1,76 @@
+/* kernels_avx512bf16.c — the bfloat16 GEMM on AVX512_BF16 (vdpbf16ps: two bf16 products added
+ * into each float32 lane per instruction) and the rounding conversion (vcvtneps2bf16). Compiled
+ * with the AVX-512 and AVX512_BF16 flags; dispatch installs these two entries over the AVX-512
+ * table only when the CPU and OS support them. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
+/* 12 rows x 32 columns: 24 accumulators, two panel loads and one broadcast per row and pair. */
+#define MRBF 12
+
+static inline __attribute__((always_inline)) void bf16_rows_dp(const int M, const uint16_t *x, int64_t ldx,
+                                                              const uint16_t *wp, int64_t kp, float *y,
+                                                              int64_t ldy, int64_t n) {
+    __m512 acc[MRBF][2];
+    for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < kp; p++) {
+        const uint16_t *w = wp + p * 2 * CR_GEMM_NR;
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(w), w1 = (__m512bh)_mm512_loadu_si512(w + 32);
+        for (int i = 0; i < M; i++) {
+            int32_t pair;
+            memcpy(&pair, x + i * ldx + 2 * p, 4);
+            __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], xv, w0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], xv, w1);
+        }
+    }
+    __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
+    for (int i = 0; i < M; i++) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
+    }
+}
+
+static void gemm_bf16_tile_dp(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
+                              float *y, int64_t ldy, int64_t n) {
+    if (m == MRBF) {
+        bf16_rows_dp(MRBF, x, ldx, wp, kp, y, ldy, n);
+        return;
+    }
+    for (int64_t i = 0; i < m; i++) bf16_rows_dp(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
+}
+
+static void f32_to_bf16_cvtne(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)h);
+    }
+}
+
+static const cr_kernels avx512bf16_table = {
+    .isa = CR_ISA_AVX512BF16,
+    .gemm_bf16_tile = gemm_bf16_tile_dp,
+    .gemm_bf16_mr = MRBF,
+    .f32_to_bf16 = f32_to_bf16_cvtne,
+};
+
+const cr_kernels *cr_kernels_avx512bf16(void) { return &avx512bf16_table; }
+
+/* Peak probe: 24 independent vdpbf16ps chains on registers. Each iteration: 24 x 16 x 4 FLOP. */
+float cr_peak_dpbf16(int64_t iters) {
+    __m512 acc[24];
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i * 1e-3f);
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3800);
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}

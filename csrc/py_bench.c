@@ -1,0 +1,159 @@
+/* py_bench.c — benchmark hooks behind benchmarks/bench_kernels.py (not public API):
+ *
+ *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3) -> float
+ *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
+ *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
+ *       with per-token input quantization) and returns the best
+ *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs.
+ *   _core._bench_peak(kind, threads=1, iters=2000000) -> float
+ *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
+ *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s).
+ *       RuntimeError when the CPU lacks the instructions. */
+#include "pyglue.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "kernels/kernels.h"
+#include "linear.h"
+#include "threads.h"
+
+#include <numpy/arrayobject.h>
+
+static int ensure_numpy(void) {
+    if (PyArray_API != NULL) return 0;
+    return _import_array();
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static PyObject *raise_core(void) {
+    PyErr_SetString(PyExc_RuntimeError, cr_last_error());
+    return NULL;
+}
+
+PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", NULL};
+    PyObject *w_obj;
+    long long m;
+    const char *fmt = "float32";
+    int threads = 1, reps = 3;
+    if (ensure_numpy() < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|sii", kwlist, &w_obj, &m, &fmt, &threads, &reps)) return NULL;
+    if (m < 1 || m > (1 << 20) || threads < 1 || threads > 256 || reps < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bench_linear: m in [1, 2^20], threads in [1, 256], reps >= 1");
+        return NULL;
+    }
+    cr_dtype compute;
+    int blas = 0;
+    if (strcmp(fmt, "float32") == 0) compute = CR_DT_F32;
+    else if (strcmp(fmt, "bfloat16") == 0) compute = CR_DT_BF16;
+    else if (strcmp(fmt, "int8") == 0) compute = CR_DT_I8;
+    else if (strcmp(fmt, "openblas") == 0) compute = CR_DT_F32, blas = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "_bench_linear: fmt '%s' is not float32, bfloat16, int8 or openblas", fmt);
+        return NULL;
+    }
+    PyArrayObject *w = (PyArrayObject *)PyArray_FROMANY(w_obj, NPY_FLOAT32, 2, 2,
+                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!w) return NULL;
+    cr_kernels_init();
+    cr_linear W = {.fmt = CR_FMT_F32_BLAS, .n_out = PyArray_DIM(w, 0), .n_in = PyArray_DIM(w, 1)};
+    size_t wn = (size_t)(W.n_out * W.n_in);
+    float *x = NULL, *y = NULL;
+    PyObject *result = NULL;
+    W.w = cr_aligned_alloc(wn * sizeof(float), "bench weight");
+    x = cr_aligned_alloc((size_t)m * (size_t)W.n_in * sizeof(float), "bench input");
+    y = cr_aligned_alloc((size_t)m * (size_t)W.n_out * sizeof(float), "bench output");
+    if (!W.w || !x || !y) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(W.w, PyArray_DATA(w), wn * sizeof(float));
+    uint32_t state = 12345;
+    for (size_t i = 0; i < (size_t)m * (size_t)W.n_in; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    }
+    if (!blas && cr_linear_pack(&W, compute) != CR_OK) {
+        raise_core();
+        goto done;
+    }
+    cr_exec ex = {.threads = threads, .abort = NULL};
+    double best = 1e30;
+    cr_status st = CR_OK;
+    Py_BEGIN_ALLOW_THREADS
+    cr_engine_lock();
+    for (int r = 0; r < reps && st == CR_OK; r++) {
+        double t0 = now_seconds();
+        st = cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
+        double t = now_seconds() - t0;
+        if (t < best) best = t;
+    }
+    cr_engine_unlock();
+    Py_END_ALLOW_THREADS
+    result = st == CR_OK ? PyFloat_FromDouble(best) : raise_core();
+done:
+    cr_linear_free(&W);
+    free(x);
+    free(y);
+    Py_DECREF(w);
+    return result;
+}
+
+#ifdef CR_X86
+static float vnni_loop(int64_t iters) { return (float)cr_peak_vnni(iters); }
+#endif
+
+typedef struct peak_job {
+    float (*loop)(int64_t);
+    int64_t iters;
+    float sink[256];
+} peak_job;
+
+static void peak_task(void *ctx, int64_t task, int worker) {
+    peak_job *j = ctx;
+    j->sink[task] = j->loop(j->iters);
+}
+
+PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"kind", "threads", "iters", NULL};
+    const char *kind;
+    int threads = 1;
+    long long iters = 2000000;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iL", kwlist, &kind, &threads, &iters)) return NULL;
+    if (threads < 1 || threads > 256 || iters < 1) {
+        PyErr_SetString(PyExc_ValueError, "_bench_peak: threads in [1, 256], iters >= 1");
+        return NULL;
+    }
+    peak_job j = {.loop = NULL, .iters = iters};
+    double flop_per_iter = 0;
+    cr_isa have = cr_isa_detected();
+#ifdef CR_X86
+    if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 384;
+    else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 1536;
+    else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 3072;
+#endif
+    if (!j.loop) {
+        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s)", kind,
+                     cr_isa_level_name(have));
+        return NULL;
+    }
+    double t;
+    cr_status st;
+    Py_BEGIN_ALLOW_THREADS
+    cr_engine_lock();
+    double t0 = now_seconds();
+    st = cr_pool_run(threads, threads, peak_task, &j, NULL);
+    t = now_seconds() - t0;
+    cr_engine_unlock();
+    Py_END_ALLOW_THREADS
+    if (st) return raise_core();
+    return PyFloat_FromDouble(flop_per_iter * (double)iters * threads / t * 1e-9);
+}

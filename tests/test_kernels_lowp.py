@@ -1,0 +1,231 @@
+"""The bfloat16 and int8 kernels of every ISA table against their scalar reference.
+
+gemm_bf16_tile's contract (kernels.h): per output, the float32 chain over pairs p of
+acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p], each a fused multiply-add — the order of
+AVX512_BF16's vdpbf16ps. The widening kernels (AVX2, AVX-512F) implement that chain exactly and
+vdpbf16ps agrees with it up to denormal flushing, so with normal inputs every table must give the
+reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN. gemm_i8_tile is exact
+integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product.
+"""
+import numpy as np
+import pytest
+
+from crossrank import _core
+
+LEVELS = _core.isa_levels()
+NR = 32
+TAILS = [1, 5, 16, 17, 31, 32]
+
+
+def kernel(isa, name, *arrays, **kw):
+    return _core._kernel(isa, name, *arrays, **kw)
+
+
+def bf16_bits(values):
+    """Round-to-nearest-even float32 -> bfloat16 bits, in NumPy (the definition)."""
+    b = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(np.asarray(values, np.float32))
+    return np.where(nan, ((b >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def bf16_float(bits):
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def random_bf16(rng, shape, scale=1.0):
+    return bf16_bits(rng.standard_normal(shape).astype(np.float32) * scale)
+
+
+def chain(x_bits, wp_bits):
+    """The contract's fused chain, one float32 rounding per step (float64 products are exact)."""
+    x = bf16_float(x_bits).astype(np.float64)
+    kp = wp_bits.shape[0]
+    w = bf16_float(wp_bits).reshape(kp, NR, 2).astype(np.float64)
+    acc = np.zeros((x.shape[0], NR), np.float32)
+    for p in range(kp):
+        acc = (acc.astype(np.float64) + x[:, 2 * p + 1, None] * w[p, :, 1]).astype(np.float32)
+        acc = (acc.astype(np.float64) + x[:, 2 * p, None] * w[p, :, 0]).astype(np.float32)
+    return acc
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_f32_to_bf16_rounds_to_nearest_even_for_many_bit_patterns(isa):
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    # denormal inputs are flushed by vcvtneps2bf16; the contract covers normal numbers and NaN/Inf
+    values = values[(np.abs(values) >= np.finfo(np.float32).tiny) | ~np.isfinite(values)]
+    got = kernel(isa, "f32_to_bf16", values)
+    want = bf16_bits(values)
+    nan = np.isnan(values)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert np.isnan(bf16_float(got[nan])).all()
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 33, 1000])
+def test_f32_to_bf16_handles_every_tail_length(isa, n):
+    values = np.linspace(-3, 3, n, dtype=np.float32)
+    np.testing.assert_array_equal(kernel(isa, "f32_to_bf16", values), bf16_bits(values))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_f32_to_bf16_ties_go_to_even_and_overflow_to_infinity(isa):
+    # 1 + 2^-8 is halfway between bf16 1.0 and 1.0078125: ties to even (1.0); 1 + 3*2^-8 rounds up
+    values = np.array([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.4e38, -3.4e38, np.inf, -np.inf], np.float32)
+    got = bf16_float(kernel(isa, "f32_to_bf16", values))
+    np.testing.assert_array_equal(got, np.array([1.0, 1.015625, -1.0, np.inf, -np.inf, np.inf, -np.inf], np.float32))
+
+
+def test_reference_tile_is_the_documented_chain():
+    rng = np.random.default_rng(2)
+    for m, kp in [(1, 1), (3, 5), (4, 64)]:
+        x, wp = random_bf16(rng, (m, 2 * kp)), random_bf16(rng, (kp, 2 * NR))
+        np.testing.assert_array_equal(kernel("ref", "gemm_bf16_tile", x, wp), chain(x, wp))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_tile_heights_are_covered_by_the_row_counts_tested(isa):
+    mr = kernel(isa, "gemm_bf16_mr")
+    assert 1 <= mr <= 16
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("kp", [0, 1, 2, 3, 17, 64, 385])
+def test_bf16_tile_agrees_bitwise_with_reference_for_every_height_and_tail(isa, kp):
+    rng = np.random.default_rng(kp)
+    mr = kernel(isa, "gemm_bf16_mr")
+    x, wp = random_bf16(rng, (2 * mr + 3, 2 * kp)), random_bf16(rng, (kp, 2 * NR), 0.05)
+    for m in sorted({1, 2, mr - 1, mr, mr + 1, 2 * mr + 3} - {0}):
+        for n in TAILS:
+            want = kernel("ref", "gemm_bf16_tile", x[:m], wp, n=n)
+            got = kernel(isa, "gemm_bf16_tile", x[:m], wp, n=n)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"m={m} n={n}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_tile_of_small_integers_is_exact(isa):
+    rng = np.random.default_rng(3)
+    kp = 200
+    x = rng.integers(-8, 9, (13, 2 * kp)).astype(np.float32)
+    w = rng.integers(-8, 9, (kp, 2 * NR)).astype(np.float32)
+    got = kernel(isa, "gemm_bf16_tile", bf16_bits(x), bf16_bits(w))
+    dense = np.zeros((2 * kp, NR))
+    dense[0::2] = w.reshape(kp, NR, 2)[:, :, 0]
+    dense[1::2] = w.reshape(kp, NR, 2)[:, :, 1]
+    np.testing.assert_array_equal(got, (x.astype(np.float64) @ dense).astype(np.float32))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_tile_rows_do_not_depend_on_the_rows_beside_them(isa):
+    rng = np.random.default_rng(4)
+    x, wp = random_bf16(rng, (29, 96)), random_bf16(rng, (48, 2 * NR))
+    together = kernel(isa, "gemm_bf16_tile", x, wp)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(kernel(isa, "gemm_bf16_tile", x[i:i + 1], wp)[0], together[i])
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_tile_propagates_nan_from_the_inputs(isa):
+    x = bf16_bits(np.ones((2, 8), np.float32))
+    wp = bf16_bits(np.ones((4, 2 * NR), np.float32))
+    x[1, 5] = bf16_bits(np.float32(np.nan))
+    got = kernel(isa, "gemm_bf16_tile", x, wp)
+    assert np.isfinite(got[0]).all() and np.isnan(got[1]).all()
+
+
+def test_bf16_hook_checks_shapes_and_types():
+    x, wp = np.zeros((2, 4), np.uint16), np.zeros((2, 2 * NR), np.uint16)
+    with pytest.raises(ValueError, match="needs x"):
+        kernel("ref", "gemm_bf16_tile", x, np.zeros((3, 2 * NR), np.uint16))
+    with pytest.raises(ValueError, match="needs x"):
+        kernel("ref", "gemm_bf16_tile", np.zeros((2, 3), np.uint16), wp)
+    with pytest.raises(ValueError, match="n = 1..32"):
+        kernel("ref", "gemm_bf16_tile", x, wp, n=33)
+    with pytest.raises(TypeError):
+        kernel("ref", "gemm_bf16_mr", x)
+
+
+# ---- int8 ----------------------------------------------------------------------------------------
+
+def i8_dense(wp):
+    """The [4 kq, NR] matrix a packed int8 panel [kq, 4 NR] holds."""
+    kq = wp.shape[0]
+    return wp.reshape(kq, NR, 4).transpose(0, 2, 1).reshape(4 * kq, NR).astype(np.int64)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("kq", [0, 1, 2, 5, 64, 257])
+def test_i8_tile_is_the_exact_integer_product_for_every_height_and_tail(isa, kq):
+    rng = np.random.default_rng(kq)
+    mr = kernel(isa, "gemm_i8_mr")
+    x = rng.integers(0, 256, (2 * mr + 3, 4 * kq), dtype=np.uint8)
+    wp = rng.integers(-127, 128, (kq, 4 * NR), dtype=np.int8)
+    want = x.astype(np.int64) @ i8_dense(wp)
+    for m in sorted({1, 2, mr - 1, mr, mr + 1, 2 * mr + 3} - {0}):
+        for n in TAILS:
+            got = kernel(isa, "gemm_i8_tile", x[:m], wp, n=n)
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, want[:m, :n], err_msg=f"m={m} n={n}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_i8_tile_extremes_do_not_saturate(isa):
+    # 255 x -128 products summed over many groups: a saturating 16-bit path would clip these
+    kq = 300
+    x = np.full((3, 4 * kq), 255, np.uint8)
+    wp = np.full((kq, 4 * NR), -128, np.int8)
+    wp[:, ::2] = 127
+    want = x.astype(np.int64) @ i8_dense(wp)
+    np.testing.assert_array_equal(kernel(isa, "gemm_i8_tile", x, wp), want)
+
+
+def test_i8_hook_checks_shapes_and_types():
+    x, wp = np.zeros((2, 8), np.uint8), np.zeros((2, 4 * NR), np.int8)
+    with pytest.raises(ValueError, match="needs x"):
+        kernel("ref", "gemm_i8_tile", np.zeros((2, 6), np.uint8), wp)
+    with pytest.raises(TypeError, match="uint8"):
+        kernel("ref", "gemm_i8_tile", x.astype(np.float32), wp)
+    with pytest.raises(ValueError, match="n = 1..32"):
+        kernel("ref", "gemm_i8_tile", x, wp, n=0)
+
+
+def quantize_expected(x):
+    x = np.asarray(x, np.float32)
+    if not np.isfinite(x).all():
+        return np.full(x.shape, 128, np.uint8), np.nan
+    amax = np.float32(np.abs(x).max()) if x.size else np.float32(0)
+    s = np.float32(amax / np.float32(127)) if amax > 0 else np.float32(1)
+    inv = np.float32(1) / s
+    q = np.clip(np.rint(x * inv), -127, 127)  # np.rint rounds half to even
+    return (q.astype(np.int32) + 128).astype(np.uint8), float(s)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 100, 1027])
+def test_quantize_u8_matches_the_definition(isa, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32) * 3
+    if n > 5:
+        x[3] = 40.0  # an outlier sets the scale
+        x[4] = 40.0 / 127 * 2.5  # exactly halfway after scaling: ties go to even (2)
+    got, scale = kernel(isa, "quantize_u8", x)
+    want, want_scale = quantize_expected(x)
+    np.testing.assert_array_equal(got, want)
+    assert scale == pytest.approx(want_scale, rel=0, abs=0)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_quantize_u8_marks_non_finite_rows_with_a_nan_scale(isa, bad):
+    x = np.ones(37, np.float32)
+    x[20] = bad
+    got, scale = kernel(isa, "quantize_u8", x)
+    assert np.isnan(scale) and (got == 128).all()
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_quantize_u8_of_zeros_uses_scale_one(isa):
+    got, scale = kernel(isa, "quantize_u8", np.zeros(19, np.float32))
+    assert scale == 1.0 and (got == 128).all()
