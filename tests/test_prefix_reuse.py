@@ -8,7 +8,7 @@ import pytest
 
 from _fixtures import fixture_path
 from crossrank import CrossEncoder
-from crossrank.model import _MIN_SHARED_PREFIX, _shared_prefix_groups
+from crossrank.model import _MIN_SHARED_PREFIX, shared_prefix_groups
 
 QWEN3_RERANKER = {"architectures": ["Qwen3ForSequenceClassification"],
                   "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}
@@ -66,20 +66,20 @@ def test_groups_share_the_common_prefix_minus_one_token_of_the_shortest():
     a = np.array([1, 2, 3, 4, 5, 6, 7, 8])
     b = np.array([1, 2, 3, 4, 5, 6, 9])
     c = np.array([1, 2, 3, 4, 5, 6])
-    groups = _shared_prefix_groups([a, b, c], ["q", "q", "q"])
+    groups = shared_prefix_groups([a, b, c], ["q", "q", "q"])
     assert groups == [([0, 1, 2], 5)]  # c needs its last token: 6 - 1
-    assert _shared_prefix_groups([a, b], ["q", "r"]) == []
-    assert _shared_prefix_groups([a, b], None) == []
-    assert _shared_prefix_groups([a, b, c], [None, None, None]) == []
+    assert shared_prefix_groups([a, b], ["q", "r"]) == []
+    assert shared_prefix_groups([a, b], None) == []
+    assert shared_prefix_groups([a, b, c], [None, None, None]) == []
 
 
 def test_groups_need_a_worthwhile_common_prefix():
     short = np.arange(_MIN_SHARED_PREFIX - 1)
     a = np.concatenate([short, [100, 101]])
     b = np.concatenate([short, [200, 201]])
-    assert _shared_prefix_groups([a, b], ["q", "q"]) == []
+    assert shared_prefix_groups([a, b], ["q", "q"]) == []
     one = np.array([5])
-    assert _shared_prefix_groups([one, one], ["q", "q"]) == []
+    assert shared_prefix_groups([one, one], ["q", "q"]) == []
 
 
 def test_share_keys_of_the_wrong_length_are_refused(model):

@@ -746,7 +746,7 @@ class CrossEncoder:
                 raise ValueError(f"sequence {i} is empty: every prompt needs at least one token")
         if share_keys is not None and len(share_keys) != n:
             raise ValueError(f"share_keys has {len(share_keys)} entries for {n} sequences")
-        groups = _shared_prefix_groups(seqs, share_keys)
+        groups = shared_prefix_groups(seqs, share_keys)
         group_of = np.full(n, -1, dtype=np.int64)
         shared = np.zeros(n, dtype=np.int64)
         order: List[int] = []
@@ -899,7 +899,7 @@ def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tu
 _MIN_SHARED_PREFIX = 4
 
 
-def _shared_prefix_groups(seqs: Sequence[np.ndarray],
+def shared_prefix_groups(seqs: Sequence[np.ndarray],
                           share_keys: Optional[Sequence[Hashable]]) -> List[Tuple[List[int], int]]:
     """Groups of sequences (same key, at least two) and the leading tokens they all share.
 

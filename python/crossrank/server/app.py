@@ -97,8 +97,8 @@ class _State:
         self.settings = settings
         self.engine = ScoringEngine(model, use_template=settings.use_template)
         self.metrics = Metrics(settings.model_name)
-        self.batcher = Batcher(self.engine.core, self.engine.num_labels, max_queue=settings.max_queue,
-                               max_batch_tokens=settings.max_batch_tokens, metrics=self.metrics)
+        self.batcher = Batcher(model, max_queue=settings.max_queue, max_batch_tokens=settings.max_batch_tokens,
+                               metrics=self.metrics)
         # Tokenization runs here, off the event loop and alongside the engine thread (the tokenizers
         # library releases the GIL while it encodes).
         self.tokenizer_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crossrank-tokenize")

@@ -51,8 +51,9 @@ class Prepared:
 
     Attributes:
         ids: One ``int32`` array per pair.
-        keys: Per pair, the key of the query its prompt starts with (pairs with the same key
-            share their token prefix's K/V in the engine); ``None``: no sharing.
+        keys: Per pair, the key of the query its prompt starts with (the ``share_keys`` of
+            :meth:`CrossEncoder.forward_ids`: pairs with the same key share their token prefix's
+            K/V); ``None``: no sharing.
     """
 
     ids: List[np.ndarray]
@@ -88,11 +89,6 @@ class ScoringEngine:
     def templated(self) -> bool:
         """Whether plain queries and documents get a prompt format on the server."""
         return self.prompt_format is not None
-
-    @property
-    def core(self):
-        """The C engine (``forward``/``build_prefix``), driven by the batcher."""
-        return self.model._engine
 
     # -- request forms -------------------------------------------------------------------------
 
