@@ -3,13 +3,14 @@
  * the GIL is released. */
 #include "pyglue.h"
 
+#include <math.h>
 #include <numpy/arrayobject.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
 
-PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled;
+PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled, *cr_exc_numerical;
 
 PyObject *cr_py_raise(cr_status status) {
     const char *msg = cr_last_error();
@@ -141,16 +142,16 @@ static int dict_bool(PyObject *d, const char *key, int *out) {
 }
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", NULL};
-    PyObject *dir_obj = NULL, *config, *head;
+    static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", "check_finite", NULL};
+    PyObject *dir_obj = NULL, *config, *head, *check_finite = Py_None;
     const char *dtype = "float32";
     int threads = 1;
     PyArrayObject *inv_freq = NULL, *windows = NULL, *rows = NULL;
     PyObject *dir_bytes = NULL;
     int ret = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&O!O!|si:Model", kwlist, PyUnicode_FSConverter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&O!O!|siO:Model", kwlist, PyUnicode_FSConverter,
                                      &dir_bytes, &PyDict_Type, &config, &PyDict_Type, &head, &dtype,
-                                     &threads))
+                                     &threads, &check_finite))
         return -1;
     (void)dir_obj;
     if (self->model) {
@@ -250,6 +251,14 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         goto fail;
     }
     p.threads = threads;
+    if (check_finite == Py_None) {
+        p.check_finite = CR_CHECK_FINITE_AUTO;
+    } else if (PyBool_Check(check_finite)) {
+        p.check_finite = check_finite == Py_True ? CR_CHECK_FINITE_ON : CR_CHECK_FINITE_OFF;
+    } else {
+        PyErr_Format(PyExc_TypeError, "check_finite must be True, False or None (auto), got %R", check_finite);
+        goto fail;
+    }
 
     cr_model *model = NULL;
     cr_status st;
@@ -370,6 +379,21 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
         cr_py_raise(st);
         goto done;
     }
+    /* A NaN or an infinity must never reach the caller as a score: sigmoid(inf) = 1.0 looks like a
+     * perfect match, and NaN sorts anywhere. Activations that overflow float32 end up here. */
+    {
+        const float *o = PyArray_DATA(out);
+        npy_intp n = PyArray_SIZE(out), labels = PyArray_DIM(out, 1);
+        for (npy_intp i = 0; i < n; i++)
+            if (!isfinite(o[i])) {
+                PyErr_Format(cr_exc_numerical,
+                             "the forward produced a non-finite logit (%s) for sequence %zd of the batch: "
+                             "the weights or the activations overflow float32 (a corrupt checkpoint, or "
+                             "one that needs another dtype); load with check_finite=True to test the weights",
+                             isnan(o[i]) ? "nan" : (o[i] > 0 ? "inf" : "-inf"), (Py_ssize_t)(i / labels));
+                goto done;
+            }
+    }
     result = (PyObject *)out;
     out = NULL;
 done:
@@ -454,7 +478,10 @@ static PyTypeObject ModelType = {
     .tp_name = "crossrank._core.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(model_dir, config, head, dtype='float32', threads=1): a loaded reranker.",
+    .tp_doc = "Model(model_dir, config, head, dtype='float32', threads=1, check_finite=None): a loaded reranker.\n"
+              "check_finite: True refuses NaN/Inf weights at load (CheckpointError), False skips the scan,\n"
+              "None scans checkpoints of at most 2^31 weights. forward() raises NumericalError rather\n"
+              "than return a non-finite logit.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)model_init,
     .tp_dealloc = (destructor)model_dealloc,
@@ -532,7 +559,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     int bad = bind_exception(m, errors, &cr_exc_base, "CrossrankError") ||
               bind_exception(m, errors, &cr_exc_checkpoint, "CheckpointError") ||
               bind_exception(m, errors, &cr_exc_unsupported, "UnsupportedModelError") ||
-              bind_exception(m, errors, &cr_exc_cancelled, "Cancelled");
+              bind_exception(m, errors, &cr_exc_cancelled, "Cancelled") ||
+              bind_exception(m, errors, &cr_exc_numerical, "NumericalError");
     Py_DECREF(errors);
     if (bad) goto fail;
     Py_INCREF(&ControlType);
