@@ -7,7 +7,10 @@ corpus/safetensors holds whole files for fuzz_safetensors: a valid file of every
 empty tensors, metadata, unaligned data, escaped names, and broken files (holes, overlaps,
 truncation, huge or overflowing sizes, bad JSON). corpus/index holds model.safetensors.index.json
 texts for fuzz_index, valid and hostile (shard names with "..", absolute paths, separators).
-Standard library only, so it runs anywhere the fuzzer builds.
+Standard library only, so it runs anywhere the fuzzer builds. The other files in those folders
+(hex names) are inputs libFuzzer found to reach new code, merged in with
+`build/fuzz/fuzz_<target> -merge=1 csrc/fuzz/corpus/<target> build/fuzz/new-<target>`; this script
+rewrites only its own named seeds.
 """
 import json
 import struct
@@ -133,8 +136,6 @@ def main() -> None:
     for sub, seeds in (("safetensors", safetensors_seeds()), ("index", index_seeds())):
         out = HERE / "corpus" / sub
         out.mkdir(parents=True, exist_ok=True)
-        for old in out.iterdir():
-            old.unlink()
         for name, content in seeds.items():
             (out / name).write_bytes(content)
         print(f"{out}: {len(seeds)} files")
