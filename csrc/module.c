@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 
 PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled, *cr_exc_numerical;
+static PyObject *cr_exc_config;   /* ConfigError: the engine refused the config or head it was given */
 
 PyObject *cr_py_raise(cr_status status) {
     const char *msg = cr_last_error();
@@ -174,12 +175,12 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
         goto fail;
     if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
-        PyErr_Format(PyExc_ValueError, "config: num_layers = %lld is outside [1, %d]",
+        PyErr_Format(cr_exc_config, "config: num_layers = %lld is outside [1, %d]",
                      (long long)c->num_layers, CR_MAX_LAYERS);
         goto fail;
     }
     if (c->head_dim < 2 || c->head_dim > 4096) {
-        PyErr_Format(PyExc_ValueError, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
+        PyErr_Format(cr_exc_config, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
         goto fail;
     }
     PyObject *act = PyDict_GetItemString(config, "activation");
@@ -192,7 +193,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
     else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
     else {
-        PyErr_Format(PyExc_ValueError, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
+        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
         goto fail;
     }
     PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
@@ -200,7 +201,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
     if (!inv_freq) goto fail;
     if (PyArray_DIM(inv_freq, 0) != c->head_dim / 2) {
-        PyErr_Format(PyExc_ValueError, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
+        PyErr_Format(cr_exc_config, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
                      (long long)PyArray_DIM(inv_freq, 0), (long long)(c->head_dim / 2));
         goto fail;
     }
@@ -210,7 +211,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
         if (!windows) goto fail;
         if (PyArray_DIM(windows, 0) != c->num_layers) {
-            PyErr_Format(PyExc_ValueError, "config: layer_window has %lld entries for %lld layers",
+            PyErr_Format(cr_exc_config, "config: layer_window has %lld entries for %lld layers",
                          (long long)PyArray_DIM(windows, 0), (long long)c->num_layers);
             goto fail;
         }
@@ -266,6 +267,12 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     st = cr_model_load(dir, &p, &model);
     Py_END_ALLOW_THREADS
+    if (st == CR_E_ARG) {
+        /* At load, an invalid argument is always the config or the head: a crossrank error, so
+         * callers that catch CrossrankError (the server) report it as one. */
+        PyErr_SetString(cr_exc_config, cr_last_error());
+        goto fail;
+    }
     if (st) {
         cr_py_raise(st);
         goto fail;
@@ -560,7 +567,8 @@ PyMODINIT_FUNC PyInit__core(void) {
               bind_exception(m, errors, &cr_exc_checkpoint, "CheckpointError") ||
               bind_exception(m, errors, &cr_exc_unsupported, "UnsupportedModelError") ||
               bind_exception(m, errors, &cr_exc_cancelled, "Cancelled") ||
-              bind_exception(m, errors, &cr_exc_numerical, "NumericalError");
+              bind_exception(m, errors, &cr_exc_numerical, "NumericalError") ||
+              bind_exception(m, errors, &cr_exc_config, "ConfigError");
     Py_DECREF(errors);
     if (bad) goto fail;
     Py_INCREF(&ControlType);
