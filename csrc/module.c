@@ -10,6 +10,11 @@
 
 #include "kernels/kernels.h"
 
+/* Arrays the core reads with the GIL released are private copies: another Python thread could
+ * otherwise rewrite a token id or a seq_start entry after it was validated (an out-of-bounds read
+ * in the core). The copies are small next to the compute. */
+#define CR_PRIVATE_ARRAY (NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY)
+
 PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled, *cr_exc_numerical;
 static PyObject *cr_exc_config;   /* ConfigError: the engine refused the config or head it was given */
 
@@ -96,6 +101,7 @@ static PyTypeObject ControlType = {
 typedef struct {
     PyObject_HEAD
     cr_model *model;
+    int loading;       /* __init__ is loading without the GIL: a second __init__ must not start */
 } ModelObject;
 
 typedef struct {
@@ -155,7 +161,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
                                      &threads, &check_finite))
         return -1;
     (void)dir_obj;
-    if (self->model) {
+    if (self->model || self->loading) {
         PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
         goto fail;
     }
@@ -198,7 +204,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
     if (!o) { PyErr_SetString(PyExc_KeyError, "config is missing 'rope_inv_freq'"); goto fail; }
-    inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, CR_PRIVATE_ARRAY);
     if (!inv_freq) goto fail;
     if (PyArray_DIM(inv_freq, 0) != c->head_dim / 2) {
         PyErr_Format(cr_exc_config, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
@@ -208,7 +214,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     c->rope_inv_freq = PyArray_DATA(inv_freq);
     o = PyDict_GetItemString(config, "layer_window");
     if (o && o != Py_None) {
-        windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+        windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
         if (!windows) goto fail;
         if (PyArray_DIM(windows, 0) != c->num_layers) {
             PyErr_Format(cr_exc_config, "config: layer_window has %lld entries for %lld layers",
@@ -230,7 +236,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         p.head.kind = CR_HEAD_LM_ROWS;
         o = PyDict_GetItemString(head, "rows");
         if (!o) { PyErr_SetString(PyExc_KeyError, "head is missing 'rows'"); goto fail; }
-        rows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+        rows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY);
         if (!rows) goto fail;
         p.head.rows = PyArray_DATA(rows);
         p.head.num_rows = PyArray_DIM(rows, 0);
@@ -264,9 +270,11 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     cr_model *model = NULL;
     cr_status st;
     const char *dir = PyBytes_AS_STRING(dir_bytes);
+    self->loading = 1;
     Py_BEGIN_ALLOW_THREADS
     st = cr_model_load(dir, &p, &model);
     Py_END_ALLOW_THREADS
+    self->loading = 0;
     if (st == CR_E_ARG) {
         /* At load, an invalid argument is always the config or the head: a crossrank error, so
          * callers that catch CrossrankError (the server) report it as one. */
@@ -316,16 +324,16 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
     PyObject *tok_o, *pos_o, *start_o, *pre_o = Py_None, *prelen_o = Py_None, *ctl_o = Py_None;
     PyArrayObject *tok = NULL, *pos = NULL, *start = NULL, *prelen = NULL, *out = NULL;
     const cr_prefix **prefixes = NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *held = NULL;
     if (check_model(self)) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOO:forward", kwlist, &tok_o, &pos_o, &start_o,
                                      &pre_o, &prelen_o, &ctl_o))
         return NULL;
     ControlObject *ctl;
     if (get_control(ctl_o, &ctl)) return NULL;
-    tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
-    pos = tok ? (PyArrayObject *)PyArray_FROMANY(pos_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
-    start = pos ? (PyArrayObject *)PyArray_FROMANY(start_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
+    pos = tok ? (PyArrayObject *)PyArray_FROMANY(pos_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY) : NULL;
+    start = pos ? (PyArrayObject *)PyArray_FROMANY(start_o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY) : NULL;
     if (!start) goto done;
     npy_intp T = PyArray_DIM(tok, 0), S = PyArray_DIM(start, 0) - 1;
     if (PyArray_DIM(pos, 0) != T) {
@@ -341,10 +349,14 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
             PyErr_SetString(PyExc_ValueError, "prefixes must be a list with one entry (Prefix or None) per sequence");
             goto done;
         }
+        /* A tuple copy of the list holds every Prefix alive while the GIL is released, even if
+         * another thread empties the caller's list. */
+        held = PyList_AsTuple(pre_o);
+        if (!held) goto done;
         prefixes = PyMem_Calloc((size_t)S, sizeof *prefixes);
         if (!prefixes) { PyErr_NoMemory(); goto done; }
         for (npy_intp s = 0; s < S; s++) {
-            PyObject *it = PyList_GET_ITEM(pre_o, s);
+            PyObject *it = PyTuple_GET_ITEM(held, s);
             if (it == Py_None) continue;
             if (!PyObject_TypeCheck(it, &PrefixType) || ((PrefixObject *)it)->owner != (PyObject *)self) {
                 PyErr_SetString(PyExc_ValueError, "prefixes must be Prefix objects built by this model");
@@ -353,7 +365,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
             prefixes[s] = ((PrefixObject *)it)->prefix;
         }
         if (prelen_o != Py_None) {
-            prelen = (PyArrayObject *)PyArray_FROMANY(prelen_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+            prelen = (PyArrayObject *)PyArray_FROMANY(prelen_o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY);
             if (!prelen) goto done;
             if (PyArray_DIM(prelen, 0) != S) {
                 PyErr_SetString(PyExc_ValueError, "prefix_lens must have one entry per sequence");
@@ -405,6 +417,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
     out = NULL;
 done:
     PyMem_Free(prefixes);
+    Py_XDECREF(held);
     Py_XDECREF(tok);
     Py_XDECREF(pos);
     Py_XDECREF(start);
@@ -420,7 +433,7 @@ static PyObject *model_build_prefix(ModelObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:build_prefix", kwlist, &tok_o, &ctl_o)) return NULL;
     ControlObject *ctl;
     if (get_control(ctl_o, &ctl)) return NULL;
-    PyArrayObject *tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
     if (!tok) return NULL;
     cr_run_params run = {0};
     if (ctl) {

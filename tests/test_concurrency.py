@@ -171,3 +171,54 @@ def test_fork_while_another_thread_is_inside_a_forward_does_not_hang_the_child(p
     assert busy_done and np.isfinite(busy_done[0]).all()
     for g in got:
         np.testing.assert_array_equal(g, want)
+
+
+def test_arrays_and_prefixes_rewritten_by_another_thread_during_a_forward_do_not_reach_it(tmp_path):
+    # The engine reads seq_start and the prefixes' K/V in every layer with the GIL released. Once
+    # the forward is one layer in, another thread rewrites the caller's arrays with out-of-range
+    # values and drops the only reference to the prefix: the call must not see any of it.
+    from crossrank import _core
+    from _hardening import core_model
+
+    path = small_checkpoint(tmp_path, seed=23, hidden_size=256, num_hidden_layers=8, intermediate_size=1024,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=64)
+    engine = core_model(path, threads=2)
+    n, k = 1500, 4
+    prefix_ids = np.asarray(token_ids(64, 5), np.int32)
+    body = [np.asarray(token_ids(n, 10 + i), np.int32) for i in range(k)]
+
+    def arrays():
+        tokens = np.concatenate(body)
+        pos = np.concatenate([np.arange(64, 64 + n, dtype=np.int32)] * k)
+        start = np.arange(0, n * (k + 1), n, dtype=np.int64)
+        return tokens, pos, start
+
+    prefix = engine.build_prefix(prefix_ids)
+    want = engine.forward(*arrays(), prefixes=[prefix] * k)
+    tokens, pos, start = arrays()
+    prefixes = [prefix] * k
+    del prefix
+    control = _core.Control()
+    box = {}
+
+    def run():
+        try:
+            box["out"] = engine.forward(tokens, pos, start, prefixes=prefixes, control=control)
+        except BaseException as exc:
+            box["err"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    while control.progress[0] < 1 and t.is_alive():
+        pass
+    assert t.is_alive() and control.progress[0] < control.progress[1], "the forward finished too soon"
+    start[:] = np.arange(start.size, dtype=np.int64) * 10**12
+    tokens[:] = 10**9
+    pos[:] = -1
+    prefixes.clear()
+    import gc
+
+    gc.collect()
+    t.join()
+    assert "err" not in box, box.get("err")
+    np.testing.assert_array_equal(box["out"], want)
