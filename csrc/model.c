@@ -170,15 +170,12 @@ static cr_status check_finite_view(const cr_checkpoint *ck, const cr_tensor_view
         else if (t->dtype == CR_DT_BF16) cr_kern->bf16_to_f32(src, buf, k);
         else cr_kern->f16_to_f32(src, buf, k);
         int64_t bad = first_non_finite(buf, k);
-        if (bad >= 0) {
-            char where[64];
-            snprintf(where, sizeof where, "element %lld", (long long)(i0 + bad));
+        if (bad >= 0)
             st = cr_fail(CR_E_FORMAT,
-                         "tensor %s in %s holds %s at %s (row %lld): the checkpoint is corrupt "
+                         "tensor %s in %s holds %s at element %lld (row %lld): the checkpoint is corrupt "
                          "(load with check_finite off to skip this check)", t->name, t->file,
-                         isnan(buf[bad]) ? "NaN" : "an infinity", where,
+                         isnan(buf[bad]) ? "NaN" : "an infinity", (long long)(i0 + bad),
                          (long long)((i0 + bad) / (t->ndim == 2 && t->shape[1] ? t->shape[1] : 1)));
-        }
     }
     free(buf);
     cr_checkpoint_release(ck, t);
@@ -464,8 +461,9 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     if ((st = load_head(&ld, &params->head))) goto fail;
     /* Finite rows can still subtract to an infinity (from_2_way_softmax): check the built head. */
     if (ld.check_finite && first_non_finite(m->head_w, m->num_labels * c->hidden_size) >= 0) {
-        st = cr_fail(CR_E_FORMAT, "the classification head built from the checkpoint holds NaN or an "
-                     "infinity (from_2_way_softmax subtracts two LM-head rows: they overflow float32)");
+        st = cr_fail(CR_E_FORMAT, "the classification head built from rows of %s holds NaN or an infinity "
+                     "(a non-finite row, or two rows whose from_2_way_softmax difference overflows float32)",
+                     c->tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
         goto fail;
     }
     *out = m;

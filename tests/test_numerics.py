@@ -104,3 +104,18 @@ def test_check_finite_rejects_other_types(tmp_path):
     path = small_checkpoint(tmp_path, seed=4)
     with pytest.raises(TypeError, match="check_finite must be True, False or None"):
         core_model(path, check_finite=1)
+
+
+def test_a_non_finite_lm_head_row_used_by_the_head_is_refused(tmp_path):
+    # Only the "no"/"yes" rows of an untied lm_head are read: a NaN there is caught in the built
+    # head; a NaN in a row the head never reads does not matter.
+    from tokenizers import Tokenizer
+
+    path = small_checkpoint(tmp_path, seed=4, tie_word_embeddings=False)
+    yes = Tokenizer.from_file(str(path / "tokenizer.json")).token_to_id("yes")
+    unused = 1 if yes != 1 else 2
+    poison(path, "lm_head.weight", unused * 64 + 5, float("nan"))
+    assert np.isfinite(forward(core_model(path), SEQS)).all()
+    poison(path, "lm_head.weight", yes * 64 + 5, float("nan"))
+    with pytest.raises(CheckpointError, match=r"head built from rows of lm_head\.weight holds NaN"):
+        core_model(path)
