@@ -94,11 +94,19 @@ typedef struct cr_head_spec {
     int two_way;              /* LM_ROWS: from_2_way_softmax, w = W[rows[1]] - W[rows[0]] */
 } cr_head_spec;
 
+/* cr_load_params.check_finite: refuse a checkpoint whose weights hold NaN or Inf. */
+#define CR_CHECK_FINITE_AUTO (-1)  /* on when the checkpoint holds at most CR_CHECK_FINITE_AUTO_MAX weights */
+#define CR_CHECK_FINITE_OFF 0
+#define CR_CHECK_FINITE_ON 1
+#define CR_CHECK_FINITE_AUTO_MAX (INT64_C(2) << 30)   /* 2^31 weights: models up to ~2B parameters */
+
 typedef struct cr_load_params {
     cr_config config;
     cr_head_spec head;
     cr_dtype weight_dtype;    /* compute format of the linear weights: CR_DT_F32, CR_DT_BF16 or CR_DT_I8 */
     int threads;              /* worker threads for compute, >= 1 */
+    int check_finite;         /* CR_CHECK_FINITE_*: scan every weight read (and the whole embedding
+                                 table) for NaN/Inf, a CR_E_FORMAT error naming the tensor */
 } cr_load_params;
 
 cr_load_params cr_load_params_default(void);

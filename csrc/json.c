@@ -19,6 +19,7 @@ typedef struct parser {
     size_t pos;               /* next byte to read */
     char *arena;              /* decoded strings, len + 1 bytes */
     size_t arena_used;
+    size_t values_left;       /* budget of values (CR_JSON_MAX_VALUES): bounds the tree's memory */
 } parser;
 
 /* The children of an array or object while it is being parsed. */
@@ -367,6 +368,11 @@ static cr_status parse_object(parser *p, cr_json *out, int depth) {
             st = unexpected(p, "a string key in object");
             goto fail;
         }
+        if (p->values_left == 0) {
+            st = fail_at(p->pos, "more than %u values in the JSON text", CR_JSON_MAX_VALUES);
+            goto fail;
+        }
+        p->values_left--;
         st = parse_string(p, &key);
         if (st) goto fail;
         st = list_push(&list, &key);
@@ -412,6 +418,9 @@ static cr_status parse_value(parser *p, cr_json *out, int depth) {
     memset(out, 0, sizeof *out);
     skip_whitespace(p);
     if (p->pos >= p->len) return unexpected(p, "a value");
+    if (p->values_left == 0)
+        return fail_at(p->pos, "more than %u values in the JSON text", CR_JSON_MAX_VALUES);
+    p->values_left--;
     switch (p->s[p->pos]) {
     case '{': return parse_object(p, out, depth + 1);
     case '[': return parse_array(p, out, depth + 1);
@@ -444,6 +453,7 @@ cr_status cr_json_parse(const char *text, size_t len, cr_json_doc *doc) {
         return cr_fail(CR_E_FORMAT, "JSON text of %zu bytes exceeds the %u-byte limit", len, CR_JSON_MAX_INPUT);
     p.s = (const unsigned char *)text;
     p.len = len;
+    p.values_left = CR_JSON_MAX_VALUES;
     p.arena = cr_malloc(len + 1, "JSON strings");
     if (!p.arena) return CR_E_NOMEM;
     st = parse_value(&p, &doc->root, 0);

@@ -20,6 +20,11 @@
 
 #define CR_JSON_MAX_DEPTH 64
 #define CR_JSON_MAX_INPUT 0xFFFFFFFEu   /* counts and lengths fit in 32 bits */
+/* Values (scalars, arrays, objects, keys) one document may hold. Each costs a 16-byte node, and a
+ * hostile text of "[0,0,0,...]" holds one per 2 bytes: without a cap a 100 MB safetensors header
+ * would build an 800 MB tree. 4M values (64 MB of nodes, at most twice that while an array grows)
+ * is ample for real files: a tensor entry is about 12 values, an index entry 2. */
+#define CR_JSON_MAX_VALUES (1u << 22)
 
 typedef enum cr_json_type {
     CR_JSON_NULL = 0, CR_JSON_BOOL, CR_JSON_NUMBER, CR_JSON_STRING, CR_JSON_ARRAY, CR_JSON_OBJECT
@@ -50,7 +55,8 @@ typedef struct cr_json_doc {
 } cr_json_doc;
 
 /* Parses text[0..len). On failure returns CR_E_FORMAT (CR_E_NOMEM if out of memory) with a
- * message "... at byte K", and *doc is left empty. */
+ * message "... at byte K", and *doc is left empty. A text of more than CR_JSON_MAX_VALUES values
+ * is refused as soon as the count is passed, before the tree grows further. */
 cr_status cr_json_parse(const char *text, size_t len, cr_json_doc *doc);
 void cr_json_free(cr_json_doc *doc);   /* accepts a zeroed doc */
 

@@ -34,6 +34,7 @@ cr_load_params cr_load_params_default(void) {
     p.head.kind = CR_HEAD_SCORE_TENSOR;
     p.weight_dtype = CR_DT_F32;
     p.threads = 1;
+    p.check_finite = CR_CHECK_FINITE_AUTO;
     return p;
 }
 
@@ -43,6 +44,8 @@ static cr_status check_dim(const char *what, int64_t v, int64_t max) {
                        (long long)max);
     return CR_OK;
 }
+
+static int64_t first_non_finite(const float *x, int64_t n);
 
 static cr_status validate_config(const cr_config *c) {
     cr_status st;
@@ -63,6 +66,8 @@ static cr_status validate_config(const cr_config *c) {
     if (c->num_heads * c->head_dim > (1 << 20))
         return cr_fail(CR_E_ARG, "config: num_attention_heads * head_dim is too large");
     if (!c->rope_inv_freq) return cr_fail(CR_E_ARG, "config: rope_inv_freq is missing");
+    if (first_non_finite(c->rope_inv_freq, c->head_dim / 2) >= 0)
+        return cr_fail(CR_E_ARG, "config: rope_inv_freq holds NaN or an infinity");
     if (!(c->rms_norm_eps >= 0.0f) || !isfinite(c->rms_norm_eps))
         return cr_fail(CR_E_ARG, "config: rms_norm_eps must be a finite non-negative number");
     if (!isfinite(c->attn_scale) || !isfinite(c->embed_scale) || !isfinite(c->rope_attn_factor))
@@ -118,7 +123,107 @@ static void read_f32(const cr_tensor_view *t, int64_t first, int64_t n, float *d
 typedef struct loader {
     cr_model *m;
     const char *dir;
+    int check_finite;      /* resolved: 0 or 1 */
 } loader;
+
+/* ---- load-time guards: shapes the config implies, NaN/Inf in weights ------------------------- */
+
+/* Index of the first NaN/Inf in x[0..n), or -1. Branch-free over blocks so it vectorizes: the scan
+ * costs a fraction of the conversion that produced x. */
+static int64_t first_non_finite(const float *x, int64_t n) {
+    for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+        int64_t i1 = n - i0 < 1024 ? n : i0 + 1024;
+        uint32_t bad = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], 4);
+            bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (int64_t i = i0; i < i1; i++)
+                if (!isfinite(x[i])) return i;
+    }
+    return -1;
+}
+
+static cr_status check_finite_f32(const float *x, int64_t n, const char *name, const char *file) {
+    int64_t i = first_non_finite(x, n);
+    if (i < 0) return CR_OK;
+    return cr_fail(CR_E_FORMAT,
+                   "tensor %s in %s holds %s at element %lld: the checkpoint is corrupt or was saved "
+                   "after a diverged run (load with check_finite off to skip this check)",
+                   name, file, isnan(x[i]) ? "NaN" : "an infinity", (long long)i);
+}
+
+/* The embedding table stays mapped in its dtype; scan it through a small float32 buffer, then
+ * drop the pages the scan faulted in (they are re-read from the page cache on demand). */
+static cr_status check_finite_view(const cr_checkpoint *ck, const cr_tensor_view *t, int64_t n) {
+    enum { CHUNK = 16384 };
+    float *buf = cr_malloc_array(CHUNK, sizeof(float), "finiteness check buffer");
+    cr_status st = CR_OK;
+    if (!buf) return CR_E_NOMEM;
+    size_t es = cr_dtype_size(t->dtype);
+    for (int64_t i0 = 0; i0 < n && !st; i0 += CHUNK) {
+        int64_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const uint8_t *src = t->data + (size_t)i0 * es;
+        if (t->dtype == CR_DT_F32) memcpy(buf, src, (size_t)k * 4);
+        else if (t->dtype == CR_DT_BF16) cr_kern->bf16_to_f32(src, buf, k);
+        else cr_kern->f16_to_f32(src, buf, k);
+        int64_t bad = first_non_finite(buf, k);
+        if (bad >= 0)
+            st = cr_fail(CR_E_FORMAT,
+                         "tensor %s in %s holds %s at element %lld (row %lld): the checkpoint is corrupt "
+                         "(load with check_finite off to skip this check)", t->name, t->file,
+                         isnan(buf[bad]) ? "NaN" : "an infinity", (long long)(i0 + bad),
+                         (long long)((i0 + bad) / (t->ndim == 2 && t->shape[1] ? t->shape[1] : 1)));
+    }
+    free(buf);
+    cr_checkpoint_release(ck, t);
+    return st;
+}
+
+/* Floating-point weights (F32, BF16, F16 elements) held by the checkpoint's files. */
+static int64_t checkpoint_weights(const cr_checkpoint *ck) {
+    int64_t held = 0;
+    for (size_t i = 0; i < cr_checkpoint_n_tensors(ck); i++) {
+        cr_tensor_view t;
+        cr_checkpoint_get(ck, i, &t);
+        if (t.dtype != CR_DT_F32 && t.dtype != CR_DT_BF16 && t.dtype != CR_DT_F16) continue;
+        held += (int64_t)(t.nbytes / cr_dtype_size(t.dtype));   /* the sum is <= the files' size */
+    }
+    return held;
+}
+
+/* Every tensor the config implies, found with exactly the implied shape before anything sized by
+ * the config is allocated: then every allocation is bounded by what the mapped files hold, and a
+ * config with absurd dims fails naming the first tensor it does not fit. Names as in load_layer. */
+static cr_status check_tensor_shapes(const cr_config *c, const cr_checkpoint *ck) {
+    int64_t H = c->hidden_size, D = c->head_dim, I = c->intermediate_size;
+    int64_t QD = c->num_heads * D, KD = c->num_kv_heads * D;
+    const struct { const char *suffix; int64_t rows, cols; int present; } want[] = {
+        {"input_layernorm.weight", H, 0, 1},           {"post_attention_layernorm.weight", H, 0, 1},
+        {"self_attn.q_norm.weight", D, 0, c->qk_norm}, {"self_attn.k_norm.weight", D, 0, c->qk_norm},
+        {"self_attn.q_proj.weight", QD, H, 1},         {"self_attn.q_proj.bias", QD, 0, c->qkv_bias},
+        {"self_attn.k_proj.weight", KD, H, 1},         {"self_attn.k_proj.bias", KD, 0, c->qkv_bias},
+        {"self_attn.v_proj.weight", KD, H, 1},         {"self_attn.v_proj.bias", KD, 0, c->qkv_bias},
+        {"self_attn.o_proj.weight", H, QD, 1},         {"self_attn.o_proj.bias", H, 0, c->o_bias},
+        {"mlp.gate_proj.weight", I, H, 1},             {"mlp.gate_proj.bias", I, 0, c->mlp_bias},
+        {"mlp.up_proj.weight", I, H, 1},               {"mlp.up_proj.bias", I, 0, c->mlp_bias},
+        {"mlp.down_proj.weight", H, I, 1},             {"mlp.down_proj.bias", H, 0, c->mlp_bias},
+    };
+    char name[NAME_CAP];
+    cr_tensor_view t;
+    int found;
+    cr_status st;
+    for (int64_t i = 0; i < c->num_layers; i++)
+        for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+            if (!want[k].present) continue;
+            int64_t shape[2] = {want[k].rows, want[k].cols};
+            snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)i, want[k].suffix);
+            if ((st = find_tensor(ck, name, want[k].cols ? 2 : 1, shape, 1, &t, &found))) return st;
+        }
+    return find_tensor(ck, "model.norm.weight", 1, &H, 1, &t, &found);
+}
 
 /* Loads tensor `name` of the given shape into dst (float32). */
 static cr_status load_into(loader *ld, const char *name, int ndim, const int64_t *shape, int required,
@@ -130,7 +235,7 @@ static cr_status load_into(loader *ld, const char *name, int ndim, const int64_t
     for (int i = 0; i < ndim; i++) n *= shape[i];
     read_f32(&t, 0, n, dst);
     cr_checkpoint_release(ld->m->ck, &t);
-    return CR_OK;
+    return ld->check_finite ? check_finite_f32(dst, n, name, t.file) : CR_OK;
 }
 
 static float *alloc_f32(loader *ld, int64_t n, const char *what) {
@@ -344,6 +449,12 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     int found;
     if ((st = find_tensor(m->ck, "model.embed_tokens.weight", 2, embed_shape, 1, &m->embed, &found)))
         goto fail;
+    if ((st = check_tensor_shapes(c, m->ck))) goto fail;
+    ld.check_finite = params->check_finite == CR_CHECK_FINITE_AUTO
+                          ? checkpoint_weights(m->ck) <= CR_CHECK_FINITE_AUTO_MAX
+                          : params->check_finite != CR_CHECK_FINITE_OFF;
+    if (ld.check_finite && (st = check_finite_view(m->ck, &m->embed, c->vocab_size * c->hidden_size)))
+        goto fail;
 
     m->layers = cr_calloc((size_t)c->num_layers, sizeof *m->layers, "layers");
     if (!m->layers) { st = CR_E_NOMEM; goto fail; }
@@ -354,6 +465,13 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     if ((st = load_vector(&ld, "model.norm.weight", c->hidden_size, c->norm_add_one, &m->final_norm)))
         goto fail;
     if ((st = load_head(&ld, &params->head))) goto fail;
+    /* Finite rows can still subtract to an infinity (from_2_way_softmax): check the built head. */
+    if (ld.check_finite && first_non_finite(m->head_w, m->num_labels * c->hidden_size) >= 0) {
+        st = cr_fail(CR_E_FORMAT, "the classification head built from rows of %s holds NaN or an infinity "
+                     "(a non-finite row, or two rows whose from_2_way_softmax difference overflows float32)",
+                     c->tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+        goto fail;
+    }
     *out = m;
     return CR_OK;
 fail:

@@ -3,13 +3,20 @@
  * the GIL is released. */
 #include "pyglue.h"
 
+#include <math.h>
 #include <numpy/arrayobject.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
 
-PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled;
+/* Arrays the core reads with the GIL released are private copies: another Python thread could
+ * otherwise rewrite a token id or a seq_start entry after it was validated (an out-of-bounds read
+ * in the core). The copies are small next to the compute. */
+#define CR_PRIVATE_ARRAY (NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY)
+
+PyObject *cr_exc_base, *cr_exc_checkpoint, *cr_exc_unsupported, *cr_exc_cancelled, *cr_exc_numerical;
+static PyObject *cr_exc_config;   /* ConfigError: the engine refused the config or head it was given */
 
 PyObject *cr_py_raise(cr_status status) {
     const char *msg = cr_last_error();
@@ -94,6 +101,7 @@ static PyTypeObject ControlType = {
 typedef struct {
     PyObject_HEAD
     cr_model *model;
+    int loading;       /* __init__ is loading without the GIL: a second __init__ must not start */
 } ModelObject;
 
 typedef struct {
@@ -141,19 +149,19 @@ static int dict_bool(PyObject *d, const char *key, int *out) {
 }
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", NULL};
-    PyObject *dir_obj = NULL, *config, *head;
+    static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", "check_finite", NULL};
+    PyObject *dir_obj = NULL, *config, *head, *check_finite = Py_None;
     const char *dtype = "float32";
     int threads = 1;
     PyArrayObject *inv_freq = NULL, *windows = NULL, *rows = NULL;
     PyObject *dir_bytes = NULL;
     int ret = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&O!O!|si:Model", kwlist, PyUnicode_FSConverter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&O!O!|siO:Model", kwlist, PyUnicode_FSConverter,
                                      &dir_bytes, &PyDict_Type, &config, &PyDict_Type, &head, &dtype,
-                                     &threads))
+                                     &threads, &check_finite))
         return -1;
     (void)dir_obj;
-    if (self->model) {
+    if (self->model || self->loading) {
         PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
         goto fail;
     }
@@ -173,12 +181,12 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
         goto fail;
     if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
-        PyErr_Format(PyExc_ValueError, "config: num_layers = %lld is outside [1, %d]",
+        PyErr_Format(cr_exc_config, "config: num_layers = %lld is outside [1, %d]",
                      (long long)c->num_layers, CR_MAX_LAYERS);
         goto fail;
     }
     if (c->head_dim < 2 || c->head_dim > 4096) {
-        PyErr_Format(PyExc_ValueError, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
+        PyErr_Format(cr_exc_config, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
         goto fail;
     }
     PyObject *act = PyDict_GetItemString(config, "activation");
@@ -191,25 +199,25 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
     else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
     else {
-        PyErr_Format(PyExc_ValueError, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
+        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
         goto fail;
     }
     PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
     if (!o) { PyErr_SetString(PyExc_KeyError, "config is missing 'rope_inv_freq'"); goto fail; }
-    inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, CR_PRIVATE_ARRAY);
     if (!inv_freq) goto fail;
     if (PyArray_DIM(inv_freq, 0) != c->head_dim / 2) {
-        PyErr_Format(PyExc_ValueError, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
+        PyErr_Format(cr_exc_config, "config: rope_inv_freq has %lld entries, head_dim/2 = %lld",
                      (long long)PyArray_DIM(inv_freq, 0), (long long)(c->head_dim / 2));
         goto fail;
     }
     c->rope_inv_freq = PyArray_DATA(inv_freq);
     o = PyDict_GetItemString(config, "layer_window");
     if (o && o != Py_None) {
-        windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+        windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
         if (!windows) goto fail;
         if (PyArray_DIM(windows, 0) != c->num_layers) {
-            PyErr_Format(PyExc_ValueError, "config: layer_window has %lld entries for %lld layers",
+            PyErr_Format(cr_exc_config, "config: layer_window has %lld entries for %lld layers",
                          (long long)PyArray_DIM(windows, 0), (long long)c->num_layers);
             goto fail;
         }
@@ -228,7 +236,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         p.head.kind = CR_HEAD_LM_ROWS;
         o = PyDict_GetItemString(head, "rows");
         if (!o) { PyErr_SetString(PyExc_KeyError, "head is missing 'rows'"); goto fail; }
-        rows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+        rows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY);
         if (!rows) goto fail;
         p.head.rows = PyArray_DATA(rows);
         p.head.num_rows = PyArray_DIM(rows, 0);
@@ -251,13 +259,29 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         goto fail;
     }
     p.threads = threads;
+    if (check_finite == Py_None) {
+        p.check_finite = CR_CHECK_FINITE_AUTO;
+    } else if (PyBool_Check(check_finite)) {
+        p.check_finite = check_finite == Py_True ? CR_CHECK_FINITE_ON : CR_CHECK_FINITE_OFF;
+    } else {
+        PyErr_Format(PyExc_TypeError, "check_finite must be True, False or None (auto), got %R", check_finite);
+        goto fail;
+    }
 
     cr_model *model = NULL;
     cr_status st;
     const char *dir = PyBytes_AS_STRING(dir_bytes);
+    self->loading = 1;
     Py_BEGIN_ALLOW_THREADS
     st = cr_model_load(dir, &p, &model);
     Py_END_ALLOW_THREADS
+    self->loading = 0;
+    if (st == CR_E_ARG) {
+        /* At load, an invalid argument is always the config or the head: a crossrank error, so
+         * callers that catch CrossrankError (the server) report it as one. */
+        PyErr_SetString(cr_exc_config, cr_last_error());
+        goto fail;
+    }
     if (st) {
         cr_py_raise(st);
         goto fail;
@@ -301,16 +325,16 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
     PyObject *tok_o, *pos_o, *start_o, *pre_o = Py_None, *prelen_o = Py_None, *ctl_o = Py_None;
     PyArrayObject *tok = NULL, *pos = NULL, *start = NULL, *prelen = NULL, *out = NULL;
     const cr_prefix **prefixes = NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *held = NULL;
     if (check_model(self)) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOO:forward", kwlist, &tok_o, &pos_o, &start_o,
                                      &pre_o, &prelen_o, &ctl_o))
         return NULL;
     ControlObject *ctl;
     if (get_control(ctl_o, &ctl)) return NULL;
-    tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
-    pos = tok ? (PyArrayObject *)PyArray_FROMANY(pos_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
-    start = pos ? (PyArrayObject *)PyArray_FROMANY(start_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
+    pos = tok ? (PyArrayObject *)PyArray_FROMANY(pos_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY) : NULL;
+    start = pos ? (PyArrayObject *)PyArray_FROMANY(start_o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY) : NULL;
     if (!start) goto done;
     npy_intp T = PyArray_DIM(tok, 0), S = PyArray_DIM(start, 0) - 1;
     if (PyArray_DIM(pos, 0) != T) {
@@ -326,10 +350,14 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
             PyErr_SetString(PyExc_ValueError, "prefixes must be a list with one entry (Prefix or None) per sequence");
             goto done;
         }
+        /* A tuple copy of the list holds every Prefix alive while the GIL is released, even if
+         * another thread empties the caller's list. */
+        held = PyList_AsTuple(pre_o);
+        if (!held) goto done;
         prefixes = PyMem_Calloc((size_t)S, sizeof *prefixes);
         if (!prefixes) { PyErr_NoMemory(); goto done; }
         for (npy_intp s = 0; s < S; s++) {
-            PyObject *it = PyList_GET_ITEM(pre_o, s);
+            PyObject *it = PyTuple_GET_ITEM(held, s);
             if (it == Py_None) continue;
             if (!PyObject_TypeCheck(it, &PrefixType) || ((PrefixObject *)it)->owner != (PyObject *)self) {
                 PyErr_SetString(PyExc_ValueError, "prefixes must be Prefix objects built by this model");
@@ -338,7 +366,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
             prefixes[s] = ((PrefixObject *)it)->prefix;
         }
         if (prelen_o != Py_None) {
-            prelen = (PyArrayObject *)PyArray_FROMANY(prelen_o, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+            prelen = (PyArrayObject *)PyArray_FROMANY(prelen_o, NPY_INT64, 1, 1, CR_PRIVATE_ARRAY);
             if (!prelen) goto done;
             if (PyArray_DIM(prelen, 0) != S) {
                 PyErr_SetString(PyExc_ValueError, "prefix_lens must have one entry per sequence");
@@ -371,10 +399,26 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kw) 
         cr_py_raise(st);
         goto done;
     }
+    /* A NaN or an infinity must never reach the caller as a score: sigmoid(inf) = 1.0 looks like a
+     * perfect match, and NaN sorts anywhere. Activations that overflow float32 end up here. */
+    {
+        const float *o = PyArray_DATA(out);
+        npy_intp n = PyArray_SIZE(out), labels = PyArray_DIM(out, 1);
+        for (npy_intp i = 0; i < n; i++)
+            if (!isfinite(o[i])) {
+                PyErr_Format(cr_exc_numerical,
+                             "the forward produced a non-finite logit (%s) for sequence %zd of the batch: "
+                             "the weights or the activations overflow float32 (a corrupt checkpoint, or "
+                             "one that needs another dtype); load with check_finite=True to test the weights",
+                             isnan(o[i]) ? "nan" : (o[i] > 0 ? "inf" : "-inf"), (Py_ssize_t)(i / labels));
+                goto done;
+            }
+    }
     result = (PyObject *)out;
     out = NULL;
 done:
     PyMem_Free(prefixes);
+    Py_XDECREF(held);
     Py_XDECREF(tok);
     Py_XDECREF(pos);
     Py_XDECREF(start);
@@ -390,7 +434,7 @@ static PyObject *model_build_prefix(ModelObject *self, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:build_prefix", kwlist, &tok_o, &ctl_o)) return NULL;
     ControlObject *ctl;
     if (get_control(ctl_o, &ctl)) return NULL;
-    PyArrayObject *tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *tok = (PyArrayObject *)PyArray_FROMANY(tok_o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
     if (!tok) return NULL;
     cr_run_params run = {0};
     if (ctl) {
@@ -455,7 +499,10 @@ static PyTypeObject ModelType = {
     .tp_name = "crossrank._core.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(model_dir, config, head, dtype='float32', threads=1): a loaded reranker.",
+    .tp_doc = "Model(model_dir, config, head, dtype='float32', threads=1, check_finite=None): a loaded reranker.\n"
+              "check_finite: True refuses NaN/Inf weights at load (CheckpointError), False skips the scan,\n"
+              "None scans checkpoints of at most 2^31 weights. forward() raises NumericalError rather\n"
+              "than return a non-finite logit.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)model_init,
     .tp_dealloc = (destructor)model_dealloc,
@@ -537,7 +584,9 @@ PyMODINIT_FUNC PyInit__core(void) {
     int bad = bind_exception(m, errors, &cr_exc_base, "CrossrankError") ||
               bind_exception(m, errors, &cr_exc_checkpoint, "CheckpointError") ||
               bind_exception(m, errors, &cr_exc_unsupported, "UnsupportedModelError") ||
-              bind_exception(m, errors, &cr_exc_cancelled, "Cancelled");
+              bind_exception(m, errors, &cr_exc_cancelled, "Cancelled") ||
+              bind_exception(m, errors, &cr_exc_numerical, "NumericalError") ||
+              bind_exception(m, errors, &cr_exc_config, "ConfigError");
     Py_DECREF(errors);
     if (bad) goto fail;
     Py_INCREF(&ControlType);

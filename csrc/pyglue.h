@@ -16,6 +16,7 @@ extern PyObject *cr_exc_base;
 extern PyObject *cr_exc_checkpoint;
 extern PyObject *cr_exc_unsupported;
 extern PyObject *cr_exc_cancelled;
+extern PyObject *cr_exc_numerical;   /* NumericalError(CrossrankError, FloatingPointError): non-finite output */
 
 /* Raises the Python exception that fits `status`, with cr_last_error() as message; returns NULL.
  * CR_E_IO -> OSError, CR_E_NOMEM -> MemoryError, CR_E_ARG -> ValueError,

@@ -636,7 +636,10 @@ static cr_status open_shard(const char *model_dir, const char *file_name, const 
     if (info.st_size > 0) {
         map = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            st = cr_fail(CR_E_IO, "cannot map %s: %s", path, strerror(errno));
+            /* ENOMEM: no address space left (a ulimit, or a 32-bit process): MemoryError, not OSError */
+            st = errno == ENOMEM ? cr_fail(CR_E_NOMEM, "out of memory mapping %s (%" PRIu64 " bytes)", path,
+                                           (uint64_t)info.st_size)
+                                 : cr_fail(CR_E_IO, "cannot map %s: %s", path, strerror(errno));
             goto done;
         }
         shard->map = map;

@@ -216,3 +216,18 @@ def test_errors_share_one_base_class():
     for cls in (CheckpointError, ConfigError, UnsupportedModelError, ModelNotFoundError, TooLongError):
         assert issubclass(cls, crossrank.CrossrankError)
     assert crossrank._core.CheckpointError is CheckpointError
+
+
+def test_lone_surrogates_are_refused_naming_the_text_and_position(model):
+    with pytest.raises(ValueError, match=r"document 1 is not valid Unicode text: lone surrogate '\\ud800' at index 3"):
+        model.score("query", ["fine", "bad\ud800text"])
+    with pytest.raises(ValueError, match="the query is not valid Unicode text"):
+        model.score("q\udfff", ["fine"])
+    with pytest.raises(ValueError, match="input 0, text_2 is not valid Unicode text"):
+        model.predict([("query", "\ud83d")])
+    assert model.score("query", ["fine 😀"]).shape == (1,)  # a real astral character is fine
+
+
+def test_check_finite_must_be_a_bool_or_none():
+    with pytest.raises(TypeError, match="check_finite must be True, False or None"):
+        CrossEncoder(fixture_path("qwen3-tiny"), template="qwen3-reranker", check_finite="yes")

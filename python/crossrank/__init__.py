@@ -9,7 +9,7 @@ from typing import Dict
 from . import _core
 from .convert import convert
 from .errors import (Cancelled, CheckpointError, ConfigError, CrossrankError, ModelNotFoundError,
-                     UnsupportedModelError)
+                     NumericalError, UnsupportedModelError)
 from .model import CancelToken, CrossEncoder
 from .templates import TEMPLATES, Template, get_template
 from .tokenization import Encoded, TooLongError
@@ -31,6 +31,7 @@ __all__ = [
     "ModelNotFoundError",
     "UnsupportedModelError",
     "Cancelled",
+    "NumericalError",
     "TooLongError",
     "__version__",
 ]

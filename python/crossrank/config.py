@@ -1141,7 +1141,7 @@ def load_config(model_dir: Union[str, Path], hf_overrides: Optional[Mapping[str,
             )
     else:
         act = merged.get("hidden_act", d["hidden_act"])
-        if act not in _ACTIVATIONS:
+        if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise UnsupportedModelError(
                 f"hidden_act {act!r} (from {ctx.where('hidden_act')}) is not supported; crossrank implements "
                 f"silu (swish), gelu_pytorch_tanh (gelu_new, gelu_fast) and gelu."

@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "ModelNotFoundError",
     "Cancelled",
+    "NumericalError",
 ]
 
 
@@ -69,4 +70,13 @@ class Cancelled(CrossrankError):
 
     Raised when the abort flag of a running computation is set (Ctrl-C, a server
     timeout, an explicit cancel). No partial result is returned.
+    """
+
+
+class NumericalError(CrossrankError, FloatingPointError):
+    """The engine produced a NaN or an infinity where a score should be.
+
+    Raised instead of returning the value: ``sigmoid(inf)`` would read as a perfect score. The
+    weights are finite (checked at load unless ``check_finite`` was turned off) but the
+    activations overflow float32, or the weights were not checked and are corrupt.
     """

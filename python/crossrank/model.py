@@ -19,7 +19,7 @@ from .config import ModelSpec, load_config, resolve_classifier_tokens
 from .errors import ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
 from .st_package import STPackage, activation_from_config, head_overrides, read_st_package
-from .templates import Template, get_template, split_pairs, template_for_model
+from .templates import Template, check_text, get_template, split_pairs, template_for_model
 from .tokenization import Encoded, PromptEncoder
 
 __all__ = ["CrossEncoder", "CancelToken"]
@@ -126,6 +126,11 @@ class CrossEncoder:
         chunking: Default long-document handling of :meth:`score`/:meth:`rank`: ``None`` (truncate),
             ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
         device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
+        check_finite: Scan the weights for NaN/Inf at load and raise
+            :class:`~crossrank.CheckpointError` naming the tensor. ``None`` (default): on for
+            checkpoints of up to 2^31 weights, off above (where the scan costs seconds). Whatever
+            this says, a non-finite logit raises :class:`~crossrank.NumericalError` instead of
+            being returned as a score.
 
     Pickling a model stores its resolved path and options (not its weights, nor ``token``); it
     reloads on unpickling, so it can be sent to Ray workers or multiprocessing pools.
@@ -151,11 +156,13 @@ class CrossEncoder:
         chat_template_kwargs: Optional[Mapping[str, Any]] = None,
         chunking: ChunkingLike = None,
         device: Optional[str] = None,
+        check_finite: Optional[bool] = None,
     ) -> None:
         options = dict(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
                        template=template, activation_fn=activation_fn, split_special_tokens=split_special_tokens,
                        prompts=prompts, default_prompt_name=default_prompt_name,
-                       chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device)
+                       chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device,
+                       check_finite=check_finite)
         self._validate_options(**options)
         resolution = dict(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
         path = resolve_model_path(model_name_or_path, token=token, **resolution)
@@ -165,8 +172,10 @@ class CrossEncoder:
 
     @staticmethod
     def _validate_options(*, dtype: str, threads: Optional[int], activation_fn: ActivationFn,
-                          chunking: ChunkingLike, device: Any, **_: Any) -> None:
+                          chunking: ChunkingLike, device: Any, check_finite: Optional[bool], **_: Any) -> None:
         resolve_dtype(dtype)
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be True, False or None, got {check_finite!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
@@ -238,7 +247,8 @@ class CrossEncoder:
                     "two_way": spec.head.method == "from_2_way_softmax"}
         else:
             head = {"kind": "score_weight"}
-        self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads)
+        self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
+                                   check_finite=options.get("check_finite"))
         self.num_labels: int = self._engine.num_labels
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
@@ -882,7 +892,9 @@ def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tu
     for i, d in enumerate(docs):
         if not isinstance(d, str):
             raise TypeError(f"document {i} must be a str, got {type(d).__name__}")
+        check_text(d, f"document {i}")
     if isinstance(query, str):
+        check_text(query, "the query")
         return [query] * len(docs), docs
     if not isinstance(query, Sequence):
         raise TypeError(f"query must be a str or a list of str, got {type(query).__name__}")
@@ -892,6 +904,7 @@ def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tu
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise TypeError(f"query {i} must be a str, got {type(q).__name__}")
+        check_text(q, f"query {i}")
     return queries, docs
 
 

@@ -270,6 +270,16 @@ def template_for_model(name: str, config: Mapping[str, Any]) -> Optional[Templat
     return None
 
 
+def check_text(text: str, what: str) -> None:
+    """Raises ValueError when ``text`` cannot be encoded as UTF-8 (a lone surrogate, e.g. from a
+    badly decoded file), naming ``what`` and the position, instead of the tokenizer's TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text: lone surrogate {text[exc.start]!r} at index "
+                         f"{exc.start}; decode the source with errors='replace' or remove it") from None
+
+
 def split_pairs(pairs: Sequence[Any]) -> Tuple[List[str], List[str]]:
     """Validates ``[(text_1, text_2), ...]`` and returns the two lists."""
     firsts, seconds = [], []
@@ -280,6 +290,8 @@ def split_pairs(pairs: Sequence[Any]) -> Tuple[List[str], List[str]]:
         if not isinstance(a, str) or not isinstance(b, str):
             raise TypeError(
                 f"input {i}: both texts must be str, got ({type(a).__name__}, {type(b).__name__})")
+        check_text(a, f"input {i}, text_1")
+        check_text(b, f"input {i}, text_2")
         firsts.append(a)
         seconds.append(b)
     return firsts, seconds
