@@ -5,7 +5,7 @@
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
  *       with per-token input quantization) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs.
- *   _core._bench_peak(kind, threads=1, iters=2000000) -> float
+ *   _core._bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
  *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s).
  *       RuntimeError when the CPU lacks the instructions. */
@@ -117,28 +117,32 @@ typedef struct peak_job {
     float sink[256];
 } peak_job;
 
+/* Tasks are claimed dynamically, so a few large ones could all land on the first worker to wake:
+ * split the loop into many slices so every worker stays busy for the whole measurement. */
+#define PEAK_SLICES_PER_THREAD 64
+
 static void peak_task(void *ctx, int64_t task, int worker) {
     peak_job *j = ctx;
-    j->sink[task] = j->loop(j->iters);
+    j->sink[worker] += j->loop(j->iters);
 }
 
 PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"kind", "threads", "iters", NULL};
     const char *kind;
     int threads = 1;
-    long long iters = 2000000;
+    long long iters = 50000000; /* ~40 ms at 2 threads: long enough for every worker to join */
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iL", kwlist, &kind, &threads, &iters)) return NULL;
     if (threads < 1 || threads > 256 || iters < 1) {
         PyErr_SetString(PyExc_ValueError, "_bench_peak: threads in [1, 256], iters >= 1");
         return NULL;
     }
-    peak_job j = {.loop = NULL, .iters = iters};
+    peak_job j = {.loop = NULL, .iters = iters / PEAK_SLICES_PER_THREAD > 0 ? iters / PEAK_SLICES_PER_THREAD : 1};
     double flop_per_iter = 0;
     cr_isa have = cr_isa_detected();
 #ifdef CR_X86
     if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 384;
-    else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 1536;
-    else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 3072;
+    else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 768;
+    else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 1536;
 #endif
     if (!j.loop) {
         PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s)", kind,
@@ -150,10 +154,10 @@ PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
     double t0 = now_seconds();
-    st = cr_pool_run(threads, threads, peak_task, &j, NULL);
+    st = cr_pool_run(threads, (int64_t)threads * PEAK_SLICES_PER_THREAD, peak_task, &j, NULL);
     t = now_seconds() - t0;
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
     if (st) return raise_core();
-    return PyFloat_FromDouble(flop_per_iter * (double)iters * threads / t * 1e-9);
+    return PyFloat_FromDouble(flop_per_iter * (double)j.iters * PEAK_SLICES_PER_THREAD * threads / t * 1e-9);
 }

@@ -93,10 +93,10 @@ const cr_kernels *cr_kernels_avx512vnni(void);
 const cr_kernels *cr_kernels_level(cr_isa level);
 
 /* Peak probes for benchmarks (register-only loops; callers check the ISA first): independent
- * chains of AVX-512 FMA (384 FLOP per iteration) or vdpbf16ps (1536 FLOP per iteration). */
+ * chains of AVX-512 FMA (384 FLOP per iteration) or vdpbf16ps (768 FLOP per iteration). */
 float cr_peak_fma_avx512(int64_t iters);
 float cr_peak_dpbf16(int64_t iters);
-int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 3072 integer OP per iteration */
+int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 1536 integer OP per iteration */
 
 /* What the CPU and OS support (before any cap), and the names of ISA levels. */
 cr_isa cr_isa_detected(void);
