@@ -25,18 +25,6 @@ import texts  # noqa: E402
 PARITY_ATOL = 1e-4
 EXIT_NO_REFERENCE = 77
 
-# The Qwen3-Reranker model-card prompt as a sentence-transformers chat template: the instruction
-# comes from a system message (sentence-transformers' prompt), with the card's default. Jinja drops one
-# trailing newline of a template, hence three for the card's "\n\n".
-QWEN3_RERANKER_CHAT = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
-    "provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n"
-    "<Instruct>: {{ messages | selectattr(\"role\", \"eq\", \"system\") | map(attribute=\"content\") | first "
-    "| default(\"Given a web search query, retrieve relevant passages that answer the query\") }}\n"
-    "<Query>: {{ messages | selectattr(\"role\", \"eq\", \"query\") | map(attribute=\"content\") | first }}\n"
-    "<Document>: {{ messages | selectattr(\"role\", \"eq\", \"document\") | map(attribute=\"content\") | first }}"
-    "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n\n"
-)
 PROMPTS = {"web": "Given a web search query, retrieve relevant passages that answer the query",
            "student": texts.CUSTOM_INSTRUCTION}
 PAIRS = [[p["query"], p["document"]] for p in texts.PAIRS]
@@ -103,6 +91,8 @@ import crossrank  # noqa: E402
 from _fixtures import REFERENCE_PYTHON, fixture_path  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
 from crossrank.errors import ConfigError, UnsupportedModelError  # noqa: E402
+# The model card's prompt as a chat template (the instruction from a system message).
+from test_chat_template import QWEN3_CHAT as QWEN3_RERANKER_CHAT  # noqa: E402
 
 
 def link_checkpoint(src, dst, files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")):

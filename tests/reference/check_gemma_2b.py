@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import gc
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -63,16 +62,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # The family reference stage: its Gemma tokenizer, recipe, weight shaping and head fit (no torch at
 # import).
-mff = _load_module("crossrank_make_family_fixtures", HERE / "make_family_fixtures.py")
+sys.path.insert(0, str(HERE))
+import make_family_fixtures as mff  # noqa: E402
 
 SCRIPT_VERSION = 1
 DEFAULT_WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "crossrank-gemma-2b"
