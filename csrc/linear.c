@@ -156,65 +156,52 @@ static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int
         for (int64_t c = 0; c < cols; c++) y[i * ldy + c] += bias[c];
 }
 
-static void bf16_panel_task(void *ctx, int64_t task, int worker) {
-    const panel_job *j = ctx;
-    const cr_kernels *K = cr_kern;
-    int64_t block = task / j->n_panels, p = task % j->n_panels;
-    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
-    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
-    int64_t kp = (j->W->n_in + 1) / 2, c0 = p * CR_GEMM_NR;
-    int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
-    const uint16_t *panel = j->W->wb + p * kp * 2 * CR_GEMM_NR;
-    for (int64_t r = r0; r < r1; r += K->gemm_bf16_mr) {
-        int64_t rows = r1 - r < K->gemm_bf16_mr ? r1 - r : K->gemm_bf16_mr;
-        float *y = j->y + r * j->ldy + c0;
-        K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, panel, kp, y, j->ldy, cols);
-        add_bias(j->W->bias ? j->W->bias + c0 : NULL, y, j->ldy, rows, cols);
-    }
+/* Rows of one tile height of the active format. */
+static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
+    if (fmt == CR_FMT_BF16_PANELS) return K->gemm_bf16_mr;
+    if (fmt == CR_FMT_I8_PANELS) return K->gemm_i8_mr <= 16 ? K->gemm_i8_mr : 16; /* see acc below */
+    return K->gemm_mr;
 }
 
-static void i8_panel_task(void *ctx, int64_t task, int worker) {
-    const panel_job *j = ctx;
-    const cr_kernels *K = cr_kern;
-    int64_t block = task / j->n_panels, p = task % j->n_panels;
-    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
-    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
-    int64_t kq = (j->W->n_in + 3) / 4, c0 = p * CR_GEMM_NR;
-    int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
-    const int8_t *panel = j->W->wq + p * kq * 4 * CR_GEMM_NR;
-    int32_t acc[16 * CR_GEMM_NR];
-    int64_t mr = K->gemm_i8_mr <= 16 ? K->gemm_i8_mr : 16;
-    for (int64_t r = r0; r < r1; r += mr) {
-        int64_t rows = r1 - r < mr ? r1 - r : mr;
-        K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, acc, CR_GEMM_NR, cols);
+/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format. */
+static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, int64_t p, int64_t c0,
+                 int64_t cols) {
+    const cr_linear *W = j->W;
+    float *y = j->y + r * j->ldy + c0;
+    if (W->fmt == CR_FMT_F32_PANELS) {
+        K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, j->ldy,
+                         cols);
+    } else if (W->fmt == CR_FMT_BF16_PANELS) {
+        int64_t kp = (W->n_in + 1) / 2;
+        K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, W->wb + p * kp * 2 * CR_GEMM_NR, kp, y, j->ldy, cols);
+    } else {
+        int64_t kq = (W->n_in + 3) / 4;
+        int32_t acc[16 * CR_GEMM_NR];
+        K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, W->wq + p * kq * 4 * CR_GEMM_NR, kq, acc, CR_GEMM_NR,
+                        cols);
         for (int64_t i = 0; i < rows; i++) {
-            float *y = j->y + (r + i) * j->ldy + c0;
             float sx = j->xscale[r + i];
             for (int64_t c = 0; c < cols; c++) {
                 /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
-                int32_t exact = acc[i * CR_GEMM_NR + c] - 128 * j->W->colsum[c0 + c];
-                y[c] = (float)exact * (sx * j->W->wscale[c0 + c]);
+                int32_t exact = acc[i * CR_GEMM_NR + c] - 128 * W->colsum[c0 + c];
+                y[i * j->ldy + c] = (float)exact * (sx * W->wscale[c0 + c]);
             }
         }
-        add_bias(j->W->bias ? j->W->bias + c0 : NULL, j->y + r * j->ldy + c0, j->ldy, rows, cols);
     }
+    add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
+/* One task: a block of CR_PANEL_ROW_BLOCK rows against one panel of CR_GEMM_NR columns. */
 static void panel_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_kernels *K = cr_kern;
     int64_t block = task / j->n_panels, p = task % j->n_panels;
     int64_t r0 = block * CR_PANEL_ROW_BLOCK;
     int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
-    int64_t n_in = j->W->n_in, c0 = p * CR_GEMM_NR;
+    int64_t c0 = p * CR_GEMM_NR;
     int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
-    const float *panel = j->W->w + p * n_in * CR_GEMM_NR;
-    for (int64_t r = r0; r < r1; r += K->gemm_mr) {
-        int64_t rows = r1 - r < K->gemm_mr ? r1 - r : K->gemm_mr;
-        float *y = j->y + r * j->ldy + c0;
-        K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, panel, n_in, y, j->ldy, cols);
-        add_bias(j->W->bias ? j->W->bias + c0 : NULL, y, j->ldy, rows, cols);
-    }
+    int64_t mr = tile_rows(j->W->fmt, K);
+    for (int64_t r = r0; r < r1; r += mr) tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols);
 }
 
 static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int64_t m, float *y,
@@ -264,7 +251,7 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         }
         j.xq = xq;
         j.xscale = xscale;
-        cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, i8_panel_task, &j, ex->abort);
+        cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
         free(xq);
         free(xscale);
         return st;
@@ -282,7 +269,7 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         if (W->n_in % 2) xb[r * 2 * kp + W->n_in] = 0;
     }
     j.xb = xb;
-    cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, bf16_panel_task, &j, ex->abort);
+    cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
     free(xb);
     return st;
 }
