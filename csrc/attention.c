@@ -5,8 +5,8 @@
  * the query heads sharing that KV head, so each K/V row is read once for the whole group. The
  * task walks the keys its rows need in tiles of CR_ATTN_KEY_TILE, at boundaries fixed by the key
  * index (prefix keys first), and per tile:
- *   1. copies the tile's K and V rows (prefix handle and/or own span) into contiguous scratch,
- *      and prefetches the next tile's;
+ *   1. copies the tile's K and V rows (prefix handle and/or own span) into contiguous scratch
+ *      (prefetched during the previous tile's step 5);
  *   2. scores S^T[key][column] = K_tile . (scale q)^T through gemm_f32_tile, the block's queries
  *      packed once as its weight panels;
  *   3. masks the keys a column may not see, only on tiles that cross a row's causal or window
@@ -149,9 +149,10 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     const attn_shape *sh = &job->sh;
     const int64_t TK = CR_ATTN_KEY_TILE, NR = CR_GEMM_NR;
     int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim, group = sh->group, ld = sh->ld;
-    /* blocks are listed in row order: run them last first, so the longest (the last rows of
-     * each sequence) start early and short ones fill the end */
-    int64_t blk = job->n_blocks - 1 - task / NKV, g = task % NKV;
+    /* KV head by KV head, so consecutive tasks stream the same K/V and find it in L3; within a
+     * head, blocks last first, so the longest (the last rows of each sequence) start early and
+     * short ones fill the end */
+    int64_t g = task / job->n_blocks, blk = job->n_blocks - 1 - task % job->n_blocks;
     int64_t s = job->block_seq[blk];
     int64_t start = a->seq_start[s], len = a->seq_start[s + 1] - start;
     int64_t r0 = job->block_row0[blk];
@@ -242,19 +243,6 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 memcpy(w.v + (j - kb) * D, vr, (size_t)D * sizeof(float));
             }
 
-        /* the next tile's rows come from L3 or memory: ask for them now, while this tile computes */
-        if (ke <= khi) {
-            int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1;
-            kv_run next[2];
-            int n_next = key_runs(&src, nb, ne, next);
-            for (int r = 0; r < n_next; r++)
-                for (int64_t j = 0; j < next[r].e - next[r].b; j++)
-                    for (int64_t d = 0; d < D; d += 16) {
-                        __builtin_prefetch(next[r].k + j * next[r].ld + d, 0, 2);
-                        __builtin_prefetch(next[r].v + j * next[r].ld + d, 0, 2);
-                    }
-        }
-
         /* 2. scores */
         int64_t nk = ke - kb;
         if (a->last_only) {
@@ -281,11 +269,26 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 }
             }
 
-        /* 4. online softmax; 5. O = alpha O + P V */
+        /* 4. online softmax; 5. O = alpha O + P V. The next tile's rows come from L3 or memory:
+         *    ask for them a few at a time between the P V steps (a burst of prefetches would
+         *    overflow the miss queue and be dropped). */
+        int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1, next_row = nb;
+        kv_run next[2];
+        int n_next = ke <= khi ? key_runs(&src, nb, ne, next) : 0;
+        int64_t chunks = (cols + pv_mr - 1) / pv_mr, per_chunk = (ne - nb + chunks - 1) / chunks;
         K->attn_softmax_f32(w.s, ld, nk, cols, w.m, w.l, w.alpha);
-        for (int64_t c = 0; c < cols; c += pv_mr)
+        for (int64_t c = 0; c < cols; c += pv_mr) {
+            for (int64_t stop = next_row + per_chunk; n_next && next_row < ne && next_row < stop; next_row++) {
+                const kv_run *nr = &next[n_next == 2 && next_row >= next[1].b];
+                const float *kr = nr->k + (next_row - nr->b) * nr->ld, *vr = nr->v + (next_row - nr->b) * nr->ld;
+                for (int64_t d = 0; d < D; d += 16) {
+                    __builtin_prefetch(kr + d, 0, 2);
+                    __builtin_prefetch(vr + d, 0, 2);
+                }
+            }
             K->attn_pv_f32(w.s + c, ld, cols - c < pv_mr ? cols - c : pv_mr, w.v, D, nk, w.alpha + c,
                            w.o + c * D, D, D);
+        }
     }
 
     /* normalise: every row sees at least itself, so l >= 1 */
