@@ -1,113 +1,318 @@
-/* attention.c — causal grouped-query attention (see attention.h).
+/* attention.c — causal grouped-query attention in key tiles with an online softmax (see
+ * attention.h for the contract).
  *
- * Work is split into tasks of (sequence, KV head, block of query rows); the query heads that share
- * a KV head run together so each K/V row is loaded once per group. Each row's softmax is exact
- * (max-subtracted, float32), over scores kept in a per-worker scratch of O(keys) floats. The
- * reduction order of a row depends only on its own keys, so scores do not depend on how
- * sequences are batched or on the thread count. */
+ * A task is one (sequence, KV head, block of query rows); its columns are the block's rows times
+ * the query heads sharing that KV head, so each K/V row is read once for the whole group. The
+ * task walks the keys its rows need in tiles of CR_ATTN_KEY_TILE, at boundaries fixed by the key
+ * index (prefix keys first), and per tile:
+ *   1. copies the tile's K and V rows (prefix handle and/or own span) into contiguous scratch
+ *      (prefetched during the previous tile's step 5);
+ *   2. scores S^T[key][column] = K_tile . (scale q)^T through gemm_f32_tile, the block's queries
+ *      packed once as its weight panels;
+ *   3. masks the keys a column may not see, only on tiles that cross a row's causal or window
+ *      edge (tiles no row of the block needs are never visited);
+ *   4. updates each column's online softmax (running max m and sum l, rescale alpha);
+ *   5. O = alpha O + P V (attn_pv_f32).
+ * Extra memory per worker is O(tile): packed queries, K/V tile, score tile and accumulator.
+ *
+ * Why a row's bits depend only on its own keys: every score is one FMA chain over the head
+ * dimension, every sum a chain in key order, the rescaling points are the fixed tile boundaries,
+ * and a tile (or the part of one) in which a row sees no key, visited because a neighbour row
+ * needs it, leaves that row's state exactly unchanged (alpha = 1, p = 0, and fma(0, v, t) = t).
+ * The last layer (last_only) scores its one row per head with dot_f32 instead of the panel GEMM;
+ * every call with last_only runs that way, so it too is independent of the batch. */
 #include "attention.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
-#include "kernels/kernels.h"
 #include "model.h"
 #include "threads.h"
 
-#define CR_ATTN_QUERY_BLOCK 32
+/* Query columns (rows x heads of a group) per task. Each tile's K/V is streamed from L3 or
+ * memory once per task, so more columns means less traffic per FLOP; 128 keeps a head_dim-128
+ * task's scratch (~230 KB) in L2 and measured best against 32, 64 and 256. */
+#define CR_ATTN_QUERY_COLS 128
+
+typedef struct attn_shape {
+    int64_t group;      /* query heads per KV head */
+    int64_t rows;       /* query rows per block */
+    int64_t cols;       /* rows * group */
+    int64_t ld;         /* score tile row stride: cols rounded up to whole panels */
+} attn_shape;
+
+static attn_shape shape_of(int64_t n_heads, int64_t n_kv_heads) {
+    attn_shape sh;
+    sh.group = n_heads / n_kv_heads;
+    sh.rows = CR_ATTN_QUERY_COLS / sh.group > 0 ? CR_ATTN_QUERY_COLS / sh.group : 1;
+    sh.cols = sh.rows * sh.group;
+    sh.ld = (sh.cols + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR;
+    return sh;
+}
+
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+/* One worker's scratch, carved from its slice of a->scratch. */
+typedef struct attn_scratch {
+    float *q;           /* [ld / NR][D][NR] packed scaled queries (last_only: [cols][D] rows) */
+    float *k, *v;       /* [KEY_TILE][D] the tile's keys and values, contiguous */
+    float *s;           /* [KEY_TILE][ld] scores, then probabilities, key-major */
+    float *o;           /* [cols][D] unnormalised output */
+    float *m, *l, *alpha; /* [ld] running max, running sum, this tile's rescale */
+    int64_t *pre_lo, *own_lo, *hi; /* [cols] visible keys: [pre_lo, n_pre) and [own_lo, hi] */
+} attn_scratch;
+
+static int64_t scratch_floats(const attn_shape *sh, int64_t D) {
+    return round16(sh->ld * D) + 2 * round16(CR_ATTN_KEY_TILE * D) + round16(CR_ATTN_KEY_TILE * sh->ld) +
+           round16(sh->cols * D) +
+           3 * round16(sh->ld) + 3 * round16(2 * sh->cols);
+}
+
+int64_t cr_attention_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) {
+    if (n_kv_heads < 1 || n_heads < n_kv_heads || head_dim < 1) return 16; /* cr_attention refuses these */
+    attn_shape sh = shape_of(n_heads, n_kv_heads);
+    return round16(scratch_floats(&sh, head_dim));
+}
+
+static attn_scratch carve(float *base, const attn_shape *sh, int64_t D) {
+    attn_scratch w;
+    w.q = base;
+    base += round16(sh->ld * D);
+    w.k = base;
+    base += round16(CR_ATTN_KEY_TILE * D);
+    w.v = base;
+    base += round16(CR_ATTN_KEY_TILE * D);
+    w.s = base;
+    base += round16(CR_ATTN_KEY_TILE * sh->ld);
+    w.o = base;
+    base += round16(sh->cols * D);
+    w.m = base;
+    base += round16(sh->ld);
+    w.l = base;
+    base += round16(sh->ld);
+    w.alpha = base;
+    base += round16(sh->ld);
+    /* int64 arrays: offsets so far are multiples of 16 floats, so 8-byte alignment holds */
+    w.pre_lo = (int64_t *)(void *)base;
+    base += round16(2 * sh->cols);
+    w.own_lo = (int64_t *)(void *)base;
+    base += round16(2 * sh->cols);
+    w.hi = (int64_t *)(void *)base;
+    return w;
+}
+
+/* Where a sequence's keys live: key j < n_pre is row j of the prefix handle, key j >= n_pre row
+ * j - n_pre of the span in the q|k|v buffer. */
+typedef struct kv_src {
+    const float *pk, *pv;
+    int64_t n_pre, ld_pre;
+    const float *k0, *v0;
+    int64_t ld_own;
+} kv_src;
+
+/* A run of keys [b, e) from one source: rows k, v with stride ld. */
+typedef struct kv_run {
+    int64_t b, e, ld;
+    const float *k, *v;
+} kv_run;
+
+/* Splits keys [kb, ke) into at most two runs (prefix, own); returns how many. */
+static int key_runs(const kv_src *src, int64_t kb, int64_t ke, kv_run run[2]) {
+    int n = 0;
+    if (kb < src->n_pre) {
+        int64_t e = ke < src->n_pre ? ke : src->n_pre;
+        run[n++] = (kv_run){kb, e, src->ld_pre, src->pk + kb * src->ld_pre, src->pv + kb * src->ld_pre};
+    }
+    if (ke > src->n_pre) {
+        int64_t b = kb > src->n_pre ? kb : src->n_pre;
+        run[n++] = (kv_run){b, ke, src->ld_own, src->k0 + (b - src->n_pre) * src->ld_own,
+                            src->v0 + (b - src->n_pre) * src->ld_own};
+    }
+    return n;
+}
 
 typedef struct attn_job {
     const cr_attn_args *a;
+    const cr_kernels *K;
+    attn_shape sh;
     int64_t *block_seq;            /* [n_blocks] */
     int64_t *block_row0;           /* [n_blocks] first query row (within the span) */
     int64_t n_blocks;
 } attn_job;
 
-/* One query row of one head: out = softmax(q . K^T * scale) V over the allowed keys. */
-static void attend_row(const cr_attn_args *a, const float *q, int32_t pos_q,
-                       const float *pk, const float *pv, int64_t n_pre,          /* prefix keys */
-                       const float *k0, const float *v0, int64_t n_own,          /* own keys */
-                       const int32_t *pos_own, int64_t kv_stride_own, int64_t kv_stride_pre,
-                       float *scores, float *out) {
-    const cr_kernels *K = cr_kern;
-    int64_t D = a->head_dim;
-    int32_t w = a->window;
-    float mx = -INFINITY;
-    /* prefix keys sit at positions 0..n_pre-1 */
-    int64_t pre_first = 0;
-    if (w > 0 && (int64_t)pos_q - w + 1 > 0) pre_first = (int64_t)pos_q - w + 1;
-    for (int64_t j = pre_first; j < n_pre; j++) {
-        float s = K->dot_f32(q, pk + j * kv_stride_pre, D) * a->scale;
-        scores[j] = s;
-        if (s > mx) mx = s;
-    }
-    int64_t own_first = 0;
-    if (w > 0)
-        while (own_first < n_own - 1 && (int64_t)pos_q - pos_own[own_first] >= w) own_first++;
-    float *own_scores = scores + n_pre;
-    for (int64_t j = own_first; j < n_own; j++) {
-        float s = K->dot_f32(q, k0 + j * kv_stride_own, D) * a->scale;
-        own_scores[j] = s;
-        if (s > mx) mx = s;
-    }
-    float sum = 0.0f;
-    for (int64_t j = pre_first; j < n_pre; j++) {
-        scores[j] = expf(scores[j] - mx);
-        sum += scores[j];
-    }
-    for (int64_t j = own_first; j < n_own; j++) {
-        own_scores[j] = expf(own_scores[j] - mx);
-        sum += own_scores[j];
-    }
-    float inv = 1.0f / sum;
-    for (int64_t d = 0; d < D; d++) out[d] = 0.0f;
-    for (int64_t j = pre_first; j < n_pre; j++) K->axpy_f32(scores[j] * inv, pv + j * kv_stride_pre, out, D);
-    for (int64_t j = own_first; j < n_own; j++) K->axpy_f32(own_scores[j] * inv, v0 + j * kv_stride_own, out, D);
-}
-
 static void attn_task(void *ctx, int64_t task, int worker) {
     const attn_job *job = ctx;
     const cr_attn_args *a = job->a;
-    int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim;
-    int64_t group = NH / NKV;
-    int64_t blk = task / NKV, g = task % NKV;
+    const cr_kernels *K = job->K;
+    const attn_shape *sh = &job->sh;
+    const int64_t TK = CR_ATTN_KEY_TILE, NR = CR_GEMM_NR;
+    int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim, group = sh->group, ld = sh->ld;
+    /* KV head by KV head, so consecutive tasks stream the same K/V and find it in L3; within a
+     * head, blocks last first, so the longest (the last rows of each sequence) start early and
+     * short ones fill the end */
+    int64_t g = task / job->n_blocks, blk = job->n_blocks - 1 - task % job->n_blocks;
     int64_t s = job->block_seq[blk];
     int64_t start = a->seq_start[s], len = a->seq_start[s + 1] - start;
-    int64_t row0 = job->block_row0[blk];
-    int64_t row1 = a->last_only ? len : (row0 + CR_ATTN_QUERY_BLOCK < len ? row0 + CR_ATTN_QUERY_BLOCK : len);
+    int64_t r0 = job->block_row0[blk];
+    int64_t r1 = a->last_only ? len : (r0 + sh->rows < len ? r0 + sh->rows : len);
+    int64_t cols = (r1 - r0) * group;
+    attn_scratch w = carve(a->scratch + (int64_t)worker * a->scratch_stride, sh, D);
 
-    const float *pk = NULL, *pv = NULL;
-    int64_t n_pre = 0, kv_dim = NKV * D;
+    kv_src src = {0};
     if (a->prefix && a->prefix[s]) {
         const cr_prefix *p = a->prefix[s];
-        n_pre = a->prefix_len ? a->prefix_len[s] : p->len;
-        pk = p->k + (a->layer * p->len) * kv_dim + g * D;
-        pv = p->v + (a->layer * p->len) * kv_dim + g * D;
+        int64_t kv_dim = NKV * D;
+        src.n_pre = a->prefix_len ? a->prefix_len[s] : p->len;
+        src.ld_pre = kv_dim;
+        src.pk = p->k + (a->layer * p->len) * kv_dim + g * D;
+        src.pv = p->v + (a->layer * p->len) * kv_dim + g * D;
     }
     const float *base = a->qkv + start * a->qkv_stride;
-    const float *k0 = base + NH * D + g * D;
-    const float *v0 = base + (NH + NKV) * D + g * D;
-    float *scores = a->scratch + (int64_t)worker * a->scratch_stride;
+    src.k0 = base + NH * D + g * D;
+    src.v0 = base + (NH + NKV) * D + g * D;
+    src.ld_own = a->qkv_stride;
+    int64_t n_pre = src.n_pre;
 
-    for (int64_t i = row0; i < row1; i++) {
+    /* Visible keys of each row, as the per-row definition has them: prefix keys j >= pos_q - w + 1
+     * and own keys from the first whose position is within the window (never past the query
+     * itself). With positions that never decrease, the first own key only moves forward from row
+     * to row, so the scan resumes where the previous row stopped. */
+    int32_t win = a->window;
+    int64_t klo = INT64_MAX, khi = -1, max_lo = -1, min_hi = INT64_MAX, own_first = 0;
+    int gap = 0;                   /* some row sees prefix keys but not the first own keys */
+    for (int64_t i = r0; i < r1; i++) {
+        int32_t pq = a->pos[start + i];
+        int64_t pre_lo = 0;
+        if (win > 0 && (int64_t)pq - win + 1 > 0) pre_lo = (int64_t)pq - win + 1;
+        if (pre_lo > n_pre) pre_lo = n_pre;
+        if (i == r0 || a->pos[start + i] < a->pos[start + i - 1]) own_first = 0;
+        if (win > 0)
+            while (own_first < i && (int64_t)pq - a->pos[start + own_first] >= win) own_first++;
+        int64_t own_lo = n_pre + own_first, hi = n_pre + i;
+        int64_t lo = pre_lo < n_pre ? pre_lo : own_lo;
+        gap |= pre_lo < n_pre && own_first > 0;
         for (int64_t hh = 0; hh < group; hh++) {
-            int64_t h = g * group + hh;
-            const float *q = base + i * a->qkv_stride + h * D;
-            int64_t out_row = a->last_only ? s : start + i;
-            float *out = a->out + out_row * a->out_stride + h * D;
-            attend_row(a, q, a->pos[start + i], pk, pv, n_pre, k0, v0, i + 1, a->pos + start,
-                       a->qkv_stride, kv_dim, scores, out);
+            int64_t c = (i - r0) * group + hh;
+            w.pre_lo[c] = pre_lo;
+            w.own_lo[c] = own_lo;
+            w.hi[c] = hi;
         }
+        klo = lo < klo ? lo : klo;
+        khi = hi > khi ? hi : khi;
+        max_lo = lo > max_lo ? lo : max_lo;
+        min_hi = hi < min_hi ? hi : min_hi;
+    }
+
+    /* the block's queries times the scale: column c is row r0 + c / group, head g*group + c % group */
+    int64_t panels = (cols + NR - 1) / NR;
+    for (int64_t c = 0; c < cols; c++) {
+        const float *q = base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D;
+        if (a->last_only) {
+            for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
+        } else {
+            float *panel = w.q + (c / NR) * D * NR + c % NR;
+            for (int64_t d = 0; d < D; d++) panel[d * NR] = q[d] * a->scale;
+        }
+    }
+    if (!a->last_only)
+        for (int64_t c = cols; c < panels * NR; c++) {
+            float *panel = w.q + (c / NR) * D * NR + c % NR;
+            for (int64_t d = 0; d < D; d++) panel[d * NR] = 0.0f;
+        }
+    for (int64_t c = 0; c < cols; c++) {
+        w.m[c] = -INFINITY;
+        w.l[c] = 0.0f;
+    }
+    memset(w.o, 0, (size_t)(cols * D) * sizeof(float));
+
+    int64_t mr = K->gemm_mr, pv_mr = K->attn_pv_mr;
+    for (int64_t t0 = klo - klo % TK; t0 <= khi; t0 += TK) {
+        int64_t kb = t0 > klo ? t0 : klo, ke = t0 + TK < khi + 1 ? t0 + TK : khi + 1;
+        kv_run run[2];
+        int n_runs = key_runs(&src, kb, ke, run);
+
+        /* 1. the tile's keys and values, copied contiguous: in place, rows sit at the q|k|v
+         *    stride, a power of two for most models, which maps a tile's rows to the same cache
+         *    sets. The last row's scores read K in place (one pass, no reuse). */
+        for (int r = 0; r < n_runs; r++)
+            for (int64_t j = run[r].b; j < run[r].e; j++) {
+                const float *kr = run[r].k + (j - run[r].b) * run[r].ld, *vr = run[r].v + (j - run[r].b) * run[r].ld;
+                if (!a->last_only) memcpy(w.k + (j - kb) * D, kr, (size_t)D * sizeof(float));
+                memcpy(w.v + (j - kb) * D, vr, (size_t)D * sizeof(float));
+            }
+
+        /* 2. scores */
+        int64_t nk = ke - kb;
+        if (a->last_only) {
+            for (int r = 0; r < n_runs; r++)
+                for (int64_t j = run[r].b; j < run[r].e; j++)
+                    for (int64_t c = 0; c < cols; c++)
+                        w.s[(j - kb) * ld + c] = K->dot_f32(run[r].k + (j - run[r].b) * run[r].ld, w.q + c * D, D);
+        } else {
+            for (int64_t p = 0; p < panels; p++)
+                for (int64_t j = 0; j < nk; j += mr) {
+                    int64_t m = nk - j < mr ? nk - j : mr;
+                    K->gemm_f32_tile(w.k + j * D, D, m, w.q + p * D * NR, D, w.s + j * ld + p * NR, ld,
+                                     cols - p * NR < NR ? cols - p * NR : NR);
+                }
+        }
+
+        /* 3. mask, where a row's visible keys begin or end inside the tile */
+        if (gap || kb < max_lo || ke - 1 > min_hi)
+            for (int64_t j = kb; j < ke; j++) {
+                float *srow = w.s + (j - kb) * ld;
+                for (int64_t c = 0; c < cols; c++) {
+                    int seen = j < n_pre ? j >= w.pre_lo[c] : j >= w.own_lo[c] && j <= w.hi[c];
+                    if (!seen) srow[c] = -INFINITY;
+                }
+            }
+
+        /* 4. online softmax; 5. O = alpha O + P V. The next tile's rows come from L3 or memory:
+         *    ask for them a few at a time between the P V steps (a burst of prefetches would
+         *    overflow the miss queue and be dropped). */
+        int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1, next_row = nb;
+        kv_run next[2];
+        int n_next = ke <= khi ? key_runs(&src, nb, ne, next) : 0;
+        int64_t chunks = (cols + pv_mr - 1) / pv_mr, per_chunk = (ne - nb + chunks - 1) / chunks;
+        K->attn_softmax_f32(w.s, ld, nk, cols, w.m, w.l, w.alpha);
+        for (int64_t c = 0; c < cols; c += pv_mr) {
+            for (int64_t stop = next_row + per_chunk; n_next && next_row < ne && next_row < stop; next_row++) {
+                const kv_run *nr = &next[n_next == 2 && next_row >= next[1].b];
+                const float *kr = nr->k + (next_row - nr->b) * nr->ld, *vr = nr->v + (next_row - nr->b) * nr->ld;
+                for (int64_t d = 0; d < D; d += 16) {
+                    __builtin_prefetch(kr + d, 0, 2);
+                    __builtin_prefetch(vr + d, 0, 2);
+                }
+            }
+            K->attn_pv_f32(w.s + c, ld, cols - c < pv_mr ? cols - c : pv_mr, w.v, D, nk, w.alpha + c,
+                           w.o + c * D, D, D);
+        }
+    }
+
+    /* normalise: every row sees at least itself, so l >= 1 */
+    for (int64_t c = 0; c < cols; c++) {
+        int64_t row = a->last_only ? s : start + r0 + c / group;
+        float *out = a->out + row * a->out_stride + (g * group + c % group) * D;
+        float inv = 1.0f / w.l[c];
+        for (int64_t d = 0; d < D; d++) out[d] = w.o[c * D + d] * inv;
     }
 }
 
 cr_status cr_attention(const cr_attn_args *a) {
-    attn_job job = {.a = a};
-    int64_t n_blocks = 0;
+    if (a->n_kv_heads < 1 || a->n_heads < 1 || a->n_heads % a->n_kv_heads || !(a->scale > 0.0f))
+        return cr_fail(CR_E_ARG, "attention: %lld heads over %lld KV heads with scale %g",
+                       (long long)a->n_heads, (long long)a->n_kv_heads, (double)a->scale);
+    attn_job job = {.a = a, .K = a->kern ? a->kern : cr_kern, .sh = shape_of(a->n_heads, a->n_kv_heads)};
+    if (a->scratch_stride < cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim))
+        return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",
+                       (long long)a->scratch_stride,
+                       (long long)cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim));
+    int64_t rows = job.sh.rows, n_blocks = 0;
     for (int64_t s = 0; s < a->n_seqs; s++) {
         int64_t len = a->seq_start[s + 1] - a->seq_start[s];
-        n_blocks += a->last_only ? 1 : (len + CR_ATTN_QUERY_BLOCK - 1) / CR_ATTN_QUERY_BLOCK;
+        n_blocks += a->last_only ? 1 : (len + rows - 1) / rows;
     }
     job.block_seq = cr_malloc_array((size_t)n_blocks, sizeof(int64_t), "attention blocks");
     job.block_row0 = cr_malloc_array((size_t)n_blocks, sizeof(int64_t), "attention blocks");
@@ -124,7 +329,7 @@ cr_status cr_attention(const cr_attn_args *a) {
             job.block_row0[b++] = len - 1;
             continue;
         }
-        for (int64_t r = 0; r < len; r += CR_ATTN_QUERY_BLOCK) {
+        for (int64_t r = 0; r < len; r += rows) {
             job.block_seq[b] = s;
             job.block_row0[b++] = r;
         }

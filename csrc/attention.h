@@ -2,7 +2,14 @@
  *
  * Contract: the queries of a sequence's span attend to its prefix K/V (if any, key positions
  * 0..prefix_len-1) followed by the span's own K/V up to and including themselves; a layer window
- * w > 0 keeps only keys with pos_q - pos_k < w. Sequences never see each other. */
+ * w > 0 keeps only keys with pos_q - pos_k < w (a query always keeps itself). Sequences never see
+ * each other.
+ *
+ * Exactness: each output row is a function of its own query and keys only. Keys are walked in
+ * tiles of CR_ATTN_KEY_TILE at fixed boundaries of the key index counted from the sequence's
+ * first key (prefix keys first), and every reduction has a fixed order, so a row's bits do not
+ * depend on the other rows or sequences of the pass, on whether its first keys come from a
+ * prefix handle, on the thread count, or on the ISA level. */
 #ifndef CR_ATTENTION_H
 #define CR_ATTENTION_H
 
@@ -10,12 +17,17 @@
 #include <stdint.h>
 
 #include "crossrank.h"
+#include "kernels/kernels.h"
+
+/* Keys per tile. Part of the numerics (the online softmax rescales at tile boundaries), so one
+ * constant for every ISA; 64 measured best against 32, 96 and 128. */
+#define CR_ATTN_KEY_TILE 64
 
 typedef struct cr_attn_args {
     const float *qkv;              /* [T, qkv_stride]: q at column 0, k at NH*D, v at (NH+NKV)*D */
     int64_t qkv_stride;
     int64_t n_heads, n_kv_heads, head_dim;
-    float scale;
+    float scale;                   /* > 0 */
     const int32_t *pos;            /* [T] */
     int64_t n_seqs;
     const int64_t *seq_start;      /* [S+1] */
@@ -26,11 +38,15 @@ typedef struct cr_attn_args {
     int last_only;                 /* only the last query row of each sequence */
     float *out;                    /* [T or S, out_stride]: head h at column h*D */
     int64_t out_stride;
-    float *scratch;                /* [threads, scratch_stride] scores */
-    int64_t scratch_stride;        /* >= the longest prefix + span */
+    float *scratch;                /* [threads, scratch_stride], 64-byte aligned */
+    int64_t scratch_stride;        /* >= cr_attention_scratch_floats(), a multiple of 16 */
     int threads;
     const atomic_int *abort;
+    const cr_kernels *kern;        /* kernel table; NULL = the active one (cr_kern) */
 } cr_attn_args;
+
+/* Floats of scratch one worker needs: O(tile), whatever the sequence lengths. */
+int64_t cr_attention_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim);
 
 cr_status cr_attention(const cr_attn_args *a);
 

@@ -31,7 +31,7 @@ typedef struct pass {
     float *gu;        /* [CR_MLP_ROW_BLOCK, 2I] */
     float *hid;       /* [CR_MLP_ROW_BLOCK, I] */
     float *xs;        /* [S, H] last-token residual rows */
-    float *scratch;   /* [threads, scratch_stride] attention scores */
+    float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
     cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
 } pass;
@@ -233,13 +233,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.NKV = c->num_kv_heads;
     p.IM = c->intermediate_size;
     p.QKVD = (p.NH + 2 * p.NKV) * p.D;
-    int64_t longest = 0;
-    for (int64_t s = 0; s < p.S; s++) {
-        int64_t keys = b->seq_start[s + 1] - b->seq_start[s];
-        if (b->prefix && b->prefix[s]) keys += b->prefix_len ? b->prefix_len[s] : b->prefix[s]->len;
-        if (keys > longest) longest = keys;
-    }
-    p.scratch_stride = (longest + 15) & ~(int64_t)15;
+    p.scratch_stride = cr_attention_scratch_floats(p.NH, p.NKV, p.D);
     int64_t mlp_rows = p.T < CR_MLP_ROW_BLOCK ? p.T : CR_MLP_ROW_BLOCK;
 
     cr_status st = CR_OK;
@@ -252,7 +246,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.gu = alloc_rows(mlp_rows, 2 * p.IM, "gate|up");
     p.hid = alloc_rows(mlp_rows, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
-    p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention scores");
+    p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
     if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.gu || !p.hid || !p.xs || !p.scratch) {
         free_pass(&p);
         return CR_E_NOMEM;
@@ -260,6 +254,10 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
 
     cr_engine_lock();
     if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
+    /* The embedding rows are copied: drop the table's file pages again. With transparent huge pages
+     * one row read maps a whole 2 MiB page, so a long document would otherwise keep hundreds of MB
+     * of the table resident. */
+    cr_checkpoint_release(m->ck, &m->embed);
     if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
     for (int64_t li = 0; li < c->num_layers; li++) {
         if ((st = layer_forward(&p, li, li == c->num_layers - 1))) goto done;

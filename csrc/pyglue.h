@@ -35,6 +35,10 @@ PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args);
  * table directly; _kernel(isa, "gemm_mr") gives the tile height. */
 PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused);
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw);
+/* Attention hooks (py_attention.c): _core._attention(q, k, v, positions, seq_start, ...) runs one layer's
+ * attention; _core._exp_f32(isa, x) the exp kernel of one table. */
+PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *cr_py_exp_f32(PyObject *self, PyObject *args);
 PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
 

@@ -69,6 +69,29 @@ typedef struct cr_kernels {
      * out[k] = clamp(round_nearest_even(x[k] * (1 / s)), -127, 127) + 128; returns s. A row with
      * NaN or Inf returns NaN and writes 128 everywhere. Every ISA gives the same bytes. */
     float (*quantize_u8)(const float *x, int64_t n, uint8_t *out);
+
+    /* Attention (attention.c; functions in attention_*.c). Every ISA returns the same bits as the
+     * reference for each of these, so attention does not depend on the dispatch level either.
+     *
+     * y[i] = e^x[i] in float32 (Cephes' expf with fused steps, see attention_kernels.h): within
+     * 2 ulp of the correctly rounded result where it is normal, rounded once where it is
+     * subnormal; e^-inf = 0, e^+inf = +inf, a NaN comes back unchanged. */
+    void (*exp_f32)(const float *x, float *y, int64_t n);
+    /* One key tile of online softmax over score columns. s is [k][lds]: column c < n holds one
+     * query's scores for k keys (masked keys -inf). Per column, with M = max(m[c], max_j s[j][c])
+     * and u = M (0 while M is -inf): alpha[c] = e^(m[c] - u); s[j][c] = e^(s[j][c] - u);
+     * l[c] = fma(alpha[c], l[c], t) where t is the float32 sum of the new s[j][c] in increasing j
+     * from 0; m[c] = M. e^ is exp_f32's. A column whose keys are all masked so far keeps
+     * m = -inf, l = 0 and gets alpha = 0 and p = 0. n >= 0, k >= 0, lds >= n. */
+    void (*attn_softmax_f32)(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha);
+    /* o[i][j] = alpha[i] o[i][j] + sum_kk p[kk][i] v[kk][j] for i < m <= attn_pv_mr, j < n (any n):
+     * p key-major with row stride ldp, v rows of stride ldv, o rows of stride ldo. Each output is
+     * t = o[i][j] * alpha[i] (t = o[i][j] when alpha is NULL), then t = fma(p[kk][i], v[kk][j], t)
+     * for kk increasing from 0: the same bits for every ISA and every m, and a call over keys
+     * [0, a) followed by one over [a, k) with alpha NULL gives the bits of one call over [0, k). */
+    void (*attn_pv_f32)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
+                        const float *alpha, float *o, int64_t ldo, int64_t n);
+    int attn_pv_mr;
 } cr_kernels;
 
 /* One float32 -> bfloat16, round to nearest even (the scalar definition; used for packing). */

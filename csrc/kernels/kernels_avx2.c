@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention_kernels.h"
 #include "kernels.h"
 
 static inline float hsum256(__m256 v) {
@@ -258,6 +259,10 @@ static const cr_kernels avx2_table = {
     .gemm_i8_tile = gemm_i8_tile_avx2,
     .gemm_i8_mr = 1,
     .quantize_u8 = quantize_u8_avx2,
+    .exp_f32 = cr_exp_f32_avx2,
+    .attn_softmax_f32 = cr_attn_softmax_f32_avx2,
+    .attn_pv_f32 = cr_attn_pv_f32_avx2_3x32,
+    .attn_pv_mr = CR_ATTN_PV_MR_AVX2,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

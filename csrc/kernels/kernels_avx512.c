@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention_kernels.h"
 #include "kernels.h"
 
 static inline __mmask16 tail_mask(int64_t left) {
@@ -185,6 +186,10 @@ static const cr_kernels avx512_table = {
     .gemm_bf16_mr = MRB512,
     .f32_to_bf16 = f32_to_bf16_avx512,
     .quantize_u8 = quantize_u8_avx512,
+    .exp_f32 = cr_exp_f32_avx512,
+    .attn_softmax_f32 = cr_attn_softmax_f32_avx512,
+    .attn_pv_f32 = cr_attn_pv_f32_avx512_6x64,
+    .attn_pv_mr = CR_ATTN_PV_MR_AVX512,
 };
 
 const cr_kernels *cr_kernels_avx512(void) { return &avx512_table; }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention_kernels.h"
 #include "kernels.h"
 
 static float dot_f32_ref(const float *a, const float *b, int64_t n) {
@@ -165,6 +166,10 @@ static const cr_kernels ref_table = {
     .gemm_i8_tile = gemm_i8_tile_ref,
     .gemm_i8_mr = 4,
     .quantize_u8 = quantize_u8_ref,
+    .exp_f32 = cr_exp_f32_ref,
+    .attn_softmax_f32 = cr_attn_softmax_f32_ref,
+    .attn_pv_f32 = cr_attn_pv_f32_ref,
+    .attn_pv_mr = CR_ATTN_PV_MR_REF,
 };
 
 const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

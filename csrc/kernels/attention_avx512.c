@@ -1,0 +1,108 @@
+/* attention_avx512.c — AVX-512 attention kernels (contracts in kernels.h, reference in
+ * attention_ref.c). Compiled with the AVX-512 flags; called only after dispatch checked the CPU
+ * and OS. Tails use masked loads and stores. */
+#include <immintrin.h>
+
+#include "attention_kernels.h"
+#include "kernels.h"
+
+static inline __mmask16 lanes(int64_t left) {
+    return left <= 0 ? (__mmask16)0 : left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
+/* The reference's exp_one on 16 lanes; vscalefps multiplies by 2^k with the one rounding the
+ * reference's two-step scaling gives. */
+static inline __m512 exp16(__m512 x) {
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(CR_EXP_LO)), _mm512_set1_ps(CR_EXP_HI));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(CR_EXP_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(CR_EXP_C1), xc);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(CR_EXP_C2), r);
+    __m512 z = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(CR_EXP_P0), r, _mm512_set1_ps(CR_EXP_P1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(CR_EXP_P2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(CR_EXP_P3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(CR_EXP_P4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(CR_EXP_P5));
+    y = _mm512_fmadd_ps(y, z, r);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    y = _mm512_scalef_ps(y, k);
+    /* max/min returned the bound for a NaN lane: give the NaN back */
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+void cr_exp_f32_avx512(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+void cr_attn_softmax_f32_avx512(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha) {
+    const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
+    for (int64_t c = 0; c < n; c += 16) {
+        __mmask16 mk = lanes(n - c);
+        __m512 m_old = _mm512_maskz_loadu_ps(mk, m + c), mx = m_old;
+        for (int64_t j = 0; j < k; j++) mx = _mm512_max_ps(mx, _mm512_maskz_loadu_ps(mk, s + j * lds + c));
+        __m512 u = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        __m512 a = exp16(_mm512_sub_ps(m_old, u)), t = _mm512_setzero_ps();
+        for (int64_t j = 0; j < k; j++) {
+            __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j * lds + c), u));
+            _mm512_mask_storeu_ps(s + j * lds + c, mk, p);
+            t = _mm512_add_ps(t, p);
+        }
+        _mm512_mask_storeu_ps(alpha + c, mk, a);
+        _mm512_mask_storeu_ps(l + c, mk, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mk, l + c), t));
+        _mm512_mask_storeu_ps(m + c, mk, mx);
+    }
+}
+
+/* 6 query rows x 64 value columns: 24 accumulators, 4 value vectors and a broadcast in the 32
+ * registers; per key 4 loads and 6 broadcasts feed 24 FMAs. */
+#define PV_MR 6
+
+static inline __attribute__((always_inline)) void pv_rows(const int M, const float *p, int64_t ldp,
+                                                          const float *v, int64_t ldv, int64_t k,
+                                                          const float *alpha, float *o, int64_t ldo,
+                                                          int64_t n) {
+    for (int64_t j0 = 0; j0 < n; j0 += 64) {
+        __mmask16 mk[4];
+        for (int c = 0; c < 4; c++) mk[c] = lanes(n - j0 - 16 * c);
+        __m512 acc[PV_MR][4];
+        for (int i = 0; i < M; i++) {
+            __m512 a = alpha ? _mm512_set1_ps(alpha[i]) : _mm512_set1_ps(1.0f);
+            for (int c = 0; c < 4; c++) {
+                acc[i][c] = _mm512_maskz_loadu_ps(mk[c], o + i * ldo + j0 + 16 * c);
+                if (alpha) acc[i][c] = _mm512_mul_ps(acc[i][c], a);
+            }
+        }
+        for (int64_t kk = 0; kk < k; kk++) {
+            const float *vr = v + kk * ldv + j0;
+            __m512 w0 = _mm512_maskz_loadu_ps(mk[0], vr), w1 = _mm512_maskz_loadu_ps(mk[1], vr + 16),
+                   w2 = _mm512_maskz_loadu_ps(mk[2], vr + 32), w3 = _mm512_maskz_loadu_ps(mk[3], vr + 48);
+            const float *pr = p + kk * ldp;
+            for (int i = 0; i < M; i++) {
+                __m512 b = _mm512_set1_ps(pr[i]);
+                acc[i][0] = _mm512_fmadd_ps(b, w0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(b, w1, acc[i][1]);
+                acc[i][2] = _mm512_fmadd_ps(b, w2, acc[i][2]);
+                acc[i][3] = _mm512_fmadd_ps(b, w3, acc[i][3]);
+            }
+        }
+        for (int i = 0; i < M; i++)
+            for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + i * ldo + j0 + 16 * c, mk[c], acc[i][c]);
+    }
+}
+
+void cr_attn_pv_f32_avx512_6x64(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
+                                const float *alpha, float *o, int64_t ldo, int64_t n) {
+    switch (m) {
+    case 6: pv_rows(6, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    case 5: pv_rows(5, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    case 4: pv_rows(4, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    case 3: pv_rows(3, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    case 2: pv_rows(2, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    case 1: pv_rows(1, p, ldp, v, ldv, k, alpha, o, ldo, n); break;
+    default: break;
+    }
+}
