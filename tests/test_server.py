@@ -531,8 +531,10 @@ def test_each_worker_loads_the_model_and_serves(secure_server):
 # -- timeouts and the queue limit --------------------------------------------------------------
 
 TIMEOUT = 2.0
-# Four distinct documents of ~7000 tokens: one pass of the tiny model takes several seconds.
-SLOW_DOCS = [f"{i} " + "word " * 7000 for i in range(4)]
+# 48 distinct documents of ~7000 tokens: a few per pass, many passes, so the request takes the tiny
+# model far longer than TIMEOUT however fast the engine gets (each pass stays short, so a
+# cancellation is seen quickly).
+SLOW_DOCS = [f"{i} " + "word " * 7000 for i in range(48)]
 
 
 @pytest.fixture(scope="module")
