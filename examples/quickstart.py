@@ -85,7 +85,7 @@ def main():
     for r in ranked:
         print(f"  {r['score']:.4f}  [{r['corpus_id']}] {r['text'][:90]}...")
     print(f"\n{len(DOCUMENTS)} pairs, {tokens} tokens in {elapsed:.2f} s "
-          f"({len(DOCUMENTS) / elapsed:.1f} pairs/s, {tokens / elapsed:.0f} tokens/s, float32)")
+          f"({len(DOCUMENTS) / elapsed:.1f} pairs/s, {tokens / elapsed:.0f} tokens/s, {model.dtype})")
 
 
 if __name__ == "__main__":
