@@ -13,36 +13,101 @@ static inline __mmask16 tail_mask(int64_t left) {
 /* 12 rows x 32 columns: 24 accumulators, two panel loads and one broadcast per row and group. */
 #define MRI8 12
 
-static inline __attribute__((always_inline)) void i8_rows_vnni(const int M, const uint8_t *x, int64_t ldx,
-                                                              const int8_t *wp, int64_t kq, int32_t *y,
-                                                              int64_t ldy, int64_t n) {
-    __m512i acc[MRI8][2];
-    for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+/* Rows below 12 (the ragged bottom of a row block): intrinsics, one row at a time. */
+static void i8_row_vnni(const uint8_t *x, const int8_t *wp, int64_t kq, int32_t *y, int64_t n) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
     for (int64_t g = 0; g < kq; g++) {
         const int8_t *w = wp + g * 4 * CR_GEMM_NR;
-        __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
-        for (int i = 0; i < M; i++) {
-            int32_t quad;
-            memcpy(&quad, x + i * ldx + 4 * g, 4);
-            __m512i xv = _mm512_set1_epi32(quad);
-            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], xv, w0);
-            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], xv, w1);
-        }
+        int32_t quad;
+        memcpy(&quad, x + 4 * g, 4);
+        __m512i xv = _mm512_set1_epi32(quad);
+        acc0 = _mm512_dpbusd_epi32(acc0, xv, _mm512_loadu_si512(w));
+        acc1 = _mm512_dpbusd_epi32(acc1, xv, _mm512_loadu_si512(w + 64));
     }
+    _mm512_mask_storeu_epi32(y, tail_mask(n), acc0);
+    _mm512_mask_storeu_epi32(y + 16, n > 16 ? tail_mask(n - 16) : 0, acc1);
+}
+
+/* The full 12 x 32 tile as one asm loop with the accumulators pinned in zmm8..zmm31. Written
+ * out because GCC 12 does not tie the vpdpbusd intrinsic's accumulator to its destination: it
+ * copied and spilled every accumulator around every instruction and ran at a third of the
+ * VNNI peak. Rows are addressed from four bases (rows 0, 3, 6, 9) plus 0, ldx or 2 ldx. */
+#define I8_ROW(disp, base, idx, bc, lo, hi)                                   \
+    "vpbroadcastd " #disp "(%[" #base "]" idx "), %%zmm" #bc "\n\t"          \
+    "vpdpbusd %%zmm0, %%zmm" #bc ", %%zmm" #lo "\n\t"                       \
+    "vpdpbusd %%zmm1, %%zmm" #bc ", %%zmm" #hi "\n\t"
+#define I8_GROUP(disp, wdisp0, wdisp1)                                        \
+    "vmovdqu64 " #wdisp0 "(%[w]), %%zmm0\n\t"                                \
+    "vmovdqu64 " #wdisp1 "(%[w]), %%zmm1\n\t"                                \
+    I8_ROW(disp, x0, "", 2, 8, 9)                                             \
+    I8_ROW(disp, x0, ",%[l1]", 3, 10, 11)                                     \
+    I8_ROW(disp, x0, ",%[l2]", 4, 12, 13)                                     \
+    I8_ROW(disp, x3, "", 5, 14, 15)                                           \
+    I8_ROW(disp, x3, ",%[l1]", 6, 16, 17)                                     \
+    I8_ROW(disp, x3, ",%[l2]", 7, 18, 19)                                     \
+    I8_ROW(disp, x6, "", 2, 20, 21)                                           \
+    I8_ROW(disp, x6, ",%[l1]", 3, 22, 23)                                     \
+    I8_ROW(disp, x6, ",%[l2]", 4, 24, 25)                                     \
+    I8_ROW(disp, x9, "", 5, 26, 27)                                           \
+    I8_ROW(disp, x9, ",%[l1]", 6, 28, 29)                                     \
+    I8_ROW(disp, x9, ",%[l2]", 7, 30, 31)
+#define I8_STORE(r, lo, hi)                                                   \
+    "vmovdqa64 %%zmm" #lo ", " #r "*128(%[out])\n\t"                          \
+    "vmovdqa64 %%zmm" #hi ", " #r "*128+64(%[out])\n\t"
+
+static void i8_tile12_vnni(const uint8_t *x, int64_t ldx, const int8_t *wp, int64_t kq, int32_t *y,
+                           int64_t ldy, int64_t n) {
+    _Alignas(64) int32_t out[MRI8 * CR_GEMM_NR];
+    const uint8_t *x0 = x, *x3 = x + 3 * ldx, *x6 = x + 6 * ldx, *x9 = x + 9 * ldx;
+    const int8_t *w = wp;
+    int64_t l1 = ldx, l2 = 2 * ldx, pairs = kq / 2, odd = kq & 1;
+    __asm__ volatile(
+        "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
+        "vmovdqa64 %%zmm8, %%zmm9\n\t vmovdqa64 %%zmm8, %%zmm10\n\t vmovdqa64 %%zmm8, %%zmm11\n\t"
+        "vmovdqa64 %%zmm8, %%zmm12\n\t vmovdqa64 %%zmm8, %%zmm13\n\t vmovdqa64 %%zmm8, %%zmm14\n\t"
+        "vmovdqa64 %%zmm8, %%zmm15\n\t vmovdqa64 %%zmm8, %%zmm16\n\t vmovdqa64 %%zmm8, %%zmm17\n\t"
+        "vmovdqa64 %%zmm8, %%zmm18\n\t vmovdqa64 %%zmm8, %%zmm19\n\t vmovdqa64 %%zmm8, %%zmm20\n\t"
+        "vmovdqa64 %%zmm8, %%zmm21\n\t vmovdqa64 %%zmm8, %%zmm22\n\t vmovdqa64 %%zmm8, %%zmm23\n\t"
+        "vmovdqa64 %%zmm8, %%zmm24\n\t vmovdqa64 %%zmm8, %%zmm25\n\t vmovdqa64 %%zmm8, %%zmm26\n\t"
+        "vmovdqa64 %%zmm8, %%zmm27\n\t vmovdqa64 %%zmm8, %%zmm28\n\t vmovdqa64 %%zmm8, %%zmm29\n\t"
+        "vmovdqa64 %%zmm8, %%zmm30\n\t vmovdqa64 %%zmm8, %%zmm31\n\t"
+        "test %[pairs], %[pairs]\n\t"
+        "jz 2f\n\t"
+        "1:\n\t"
+        I8_GROUP(0, 0, 64)
+        I8_GROUP(4, 128, 192)
+        "add $8, %[x0]\n\t add $8, %[x3]\n\t add $8, %[x6]\n\t add $8, %[x9]\n\t"
+        "add $256, %[w]\n\t"
+        "dec %[pairs]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        "test %[odd], %[odd]\n\t"
+        "jz 3f\n\t"
+        I8_GROUP(0, 0, 64)
+        "3:\n\t"
+        I8_STORE(0, 8, 9) I8_STORE(1, 10, 11) I8_STORE(2, 12, 13) I8_STORE(3, 14, 15)
+        I8_STORE(4, 16, 17) I8_STORE(5, 18, 19) I8_STORE(6, 20, 21) I8_STORE(7, 22, 23)
+        I8_STORE(8, 24, 25) I8_STORE(9, 26, 27) I8_STORE(10, 28, 29) I8_STORE(11, 30, 31)
+        : [x0] "+r"(x0), [x3] "+r"(x3), [x6] "+r"(x6), [x9] "+r"(x9), [w] "+r"(w), [pairs] "+r"(pairs)
+        : [l1] "r"(l1), [l2] "r"(l2), [odd] "r"(odd), [out] "r"(out)
+        : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
+          "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28",
+          "xmm29", "xmm30", "xmm31");
     __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
-    for (int i = 0; i < M; i++) {
-        _mm512_mask_storeu_epi32(y + i * ldy, m0, acc[i][0]);
-        _mm512_mask_storeu_epi32(y + i * ldy + 16, m1, acc[i][1]);
+    for (int i = 0; i < MRI8; i++) {
+        _mm512_mask_storeu_epi32(y + i * ldy, m0, _mm512_load_si512(out + i * CR_GEMM_NR));
+        _mm512_mask_storeu_epi32(y + i * ldy + 16, m1, _mm512_load_si512(out + i * CR_GEMM_NR + 16));
     }
 }
 
 static void gemm_i8_tile_vnni(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
                               int32_t *y, int64_t ldy, int64_t n) {
     if (m == MRI8) {
-        i8_rows_vnni(MRI8, x, ldx, wp, kq, y, ldy, n);
+        i8_tile12_vnni(x, ldx, wp, kq, y, ldy, n);
         return;
     }
-    for (int64_t i = 0; i < m; i++) i8_rows_vnni(1, x + i * ldx, ldx, wp, kq, y + i * ldy, ldy, n);
+    for (int64_t i = 0; i < m; i++) i8_row_vnni(x + i * ldx, wp, kq, y + i * ldy, n);
 }
 
 /* Peak probe: 12 independent vpdpbusd chains in named registers. Each iteration: 12 x 16 x 8 OP. */
