@@ -13,7 +13,7 @@ Engines (--engines):
   crossrank-bf16           CrossEncoder(dir, template="qwen3-reranker", threads=T, dtype="bfloat16")
                            .score(query, docs): the query's prompt prefix runs once
   crossrank-bf16-noreuse   the same without prefix reuse (forward_ids on the same token ids)
-  crossrank-int8           the same with dtype="int8" (down_proj in bf16)
+  crossrank-int8           the same with dtype="int8" (outlier inputs in float32)
   crossrank-f32            the same in float32 (the reference path)
   crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,

@@ -20,6 +20,15 @@
 /* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
 #define CR_PANEL_ROW_BLOCK 48
 
+/* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
+ * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
+ * round to a handful of levels. Such entries, above CR_I8_OUTLIER_RATIO times the row's mean
+ * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, the largest) and
+ * applied in float32 against the dequantized int8 weights. A Gaussian row never has one
+ * (12 mean|x| is 9.6 sigma), so ordinary rows cost one extra read. */
+#define CR_I8_OUTLIER_RATIO 12.0f
+#define CR_I8_MAX_OUTLIERS 16
+
 static int use_openblas(void) {
     const char *v = getenv("CROSSRANK_GEMM");
     return v && strcmp(v, "openblas") == 0;
@@ -141,9 +150,13 @@ int64_t cr_linear_bytes(const cr_linear *W) {
 typedef struct panel_job {
     const cr_linear *W;
     const float *x;
-    const uint16_t *xb; /* bf16 panels: x rounded to bf16, rows of 2 kp (zero-padded) */
-    const uint8_t *xq;  /* int8 panels: x quantized + 128, rows of 4 kq */
-    const float *xscale;/* int8 panels: per-row scale of xq */
+    uint16_t *xb;       /* bf16 panels: x rounded to bf16, rows of 2 kp (zero-padded) */
+    uint8_t *xq;        /* int8 panels: x quantized + 128, rows of 4 kq */
+    float *xscale;      /* int8 panels: per-row scale of xq */
+    int32_t *n_outliers;/* int8 panels: per row, how many inputs were taken out of xq ... */
+    int32_t *outlier_k; /* ... their input indices, CR_I8_MAX_OUTLIERS per row ... */
+    float *outlier_x;   /* ... and their float32 values */
+    float *scratch;     /* int8 panels: one row of n_in floats per worker */
     int64_t ldx, m;
     float *y;
     int64_t ldy;
@@ -179,12 +192,20 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         int32_t acc[16 * CR_GEMM_NR];
         K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, W->wq + p * kq * 4 * CR_GEMM_NR, kq, acc, CR_GEMM_NR,
                         cols);
+        const int8_t *panel = W->wq + p * kq * 4 * CR_GEMM_NR;
         for (int64_t i = 0; i < rows; i++) {
-            float sx = j->xscale[r + i];
+            float sx = j->xscale[r + i], *yr = y + i * j->ldy;
             for (int64_t c = 0; c < cols; c++) {
                 /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
                 int32_t exact = acc[i * CR_GEMM_NR + c] - 128 * W->colsum[c0 + c];
-                y[i * j->ldy + c] = (float)exact * (sx * W->wscale[c0 + c]);
+                yr[c] = (float)exact * (sx * W->wscale[c0 + c]);
+            }
+            /* The row's outlier inputs, in float32 against the (dequantized) int8 weights. */
+            for (int32_t t = 0; t < j->n_outliers[r + i]; t++) {
+                int64_t k = j->outlier_k[(r + i) * CR_I8_MAX_OUTLIERS + t];
+                float v = j->outlier_x[(r + i) * CR_I8_MAX_OUTLIERS + t];
+                const int8_t *wk = panel + (k / 4) * 4 * CR_GEMM_NR + (k & 3);
+                for (int64_t c = 0; c < cols; c++) yr[c] += v * W->wscale[c0 + c] * (float)wk[4 * c];
             }
         }
     }
@@ -202,6 +223,71 @@ static void panel_task(void *ctx, int64_t task, int worker) {
     int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
     int64_t mr = tile_rows(j->W->fmt, K);
     for (int64_t r = r0; r < r1; r += mr) tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols);
+}
+
+/* The row's outliers into k[] / v[], largest |x| first; returns how many. None for a row with
+ * NaN or Inf (quantize_u8 marks it) or of all zeros. */
+static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
+    float amax = 0.0f, sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        sum += a;
+        amax = a > amax ? a : amax;
+    }
+    float threshold = CR_I8_OUTLIER_RATIO * (sum / (float)n);
+    if (!(amax > threshold) || !isfinite(sum)) return 0;
+    int32_t count = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (!(a > threshold)) continue;
+        if (count == CR_I8_MAX_OUTLIERS && !(a > fabsf(v[count - 1]))) continue;
+        /* insertion into the list kept sorted by |x|, descending; the smallest falls off */
+        int32_t t = count < CR_I8_MAX_OUTLIERS ? count++ : count - 1;
+        for (; t > 0 && fabsf(v[t - 1]) < a; t--) {
+            k[t] = k[t - 1];
+            v[t] = v[t - 1];
+        }
+        k[t] = (int32_t)i;
+        v[t] = x[i];
+    }
+    return count;
+}
+
+/* Rows of x per conversion task: the inputs are rounded (bf16) or quantized (int8) on the pool,
+ * since on the calling thread alone that pass left the other workers idle. */
+#define CR_CONVERT_ROWS 32
+
+/* One conversion task: rows [task CR_CONVERT_ROWS, ...) of x into the job's bf16 or int8 rows. */
+static void convert_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    const cr_linear *W = j->W;
+    int64_t r0 = task * CR_CONVERT_ROWS, r1 = r0 + CR_CONVERT_ROWS < j->m ? r0 + CR_CONVERT_ROWS : j->m;
+    for (int64_t r = r0; r < r1; r++) {
+        if (W->fmt == CR_FMT_I8_PANELS) {
+            /* Per-row (per-token) symmetric quantization of what is left after the outliers are
+             * taken out; a row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a
+             * plausible number. Padding bytes are the zero point. */
+            int64_t kq = (W->n_in + 3) / 4;
+            const float *row = j->x + r * j->ldx;
+            int32_t *ok = j->outlier_k + r * CR_I8_MAX_OUTLIERS;
+            float *ov = j->outlier_x + r * CR_I8_MAX_OUTLIERS;
+            int32_t n_out = take_outliers(row, W->n_in, ok, ov);
+            j->n_outliers[r] = n_out;
+            if (n_out) {
+                float *rest = j->scratch + (int64_t)worker * W->n_in;
+                memcpy(rest, row, (size_t)W->n_in * sizeof(float));
+                for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
+                row = rest;
+            }
+            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, j->xq + r * 4 * kq);
+            memset(j->xq + r * 4 * kq + W->n_in, 128, (size_t)(4 * kq - W->n_in));
+        } else {
+            int64_t kp = (W->n_in + 1) / 2;
+            uint16_t *row = j->xb + r * 2 * kp;
+            cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
+            if (W->n_in % 2) row[W->n_in] = 0;
+        }
+    }
 }
 
 static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int64_t m, float *y,
@@ -236,24 +322,23 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         size_t count;
         if (!cr_mul_size((size_t)m, (size_t)kq * 4, &count))
             return cr_fail(CR_E_NOMEM, "int8 input size overflows");
-        uint8_t *xq = cr_aligned_alloc(count, "int8 inputs");
-        float *xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
-        if (!xq || !xscale) {
-            free(xq);
-            free(xscale);
-            return CR_E_NOMEM;
+        j.xq = cr_aligned_alloc(count, "int8 inputs");
+        j.xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
+        j.n_outliers = cr_malloc_array((size_t)m, sizeof(int32_t), "int8 outlier counts");
+        j.outlier_k = cr_malloc_array((size_t)m * CR_I8_MAX_OUTLIERS, sizeof(int32_t), "int8 outlier indices");
+        j.outlier_x = cr_malloc_array((size_t)m * CR_I8_MAX_OUTLIERS, sizeof(float), "int8 outlier values");
+        j.scratch = cr_malloc_array((size_t)ex->threads, (size_t)W->n_in * sizeof(float), "int8 row scratch");
+        cr_status st = CR_E_NOMEM;
+        if (j.xq && j.xscale && j.n_outliers && j.outlier_k && j.outlier_x && j.scratch) {
+            st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
+            if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
         }
-        /* Per-row (per-token) symmetric quantization; a row holding NaN or Inf gets a NaN scale,
-         * so its outputs are NaN, not a plausible number. Padding bytes are the zero point. */
-        for (int64_t r = 0; r < m; r++) {
-            xscale[r] = cr_kern->quantize_u8(x + r * ldx, W->n_in, xq + r * 4 * kq);
-            memset(xq + r * 4 * kq + W->n_in, 128, (size_t)(4 * kq - W->n_in));
-        }
-        j.xq = xq;
-        j.xscale = xscale;
-        cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
-        free(xq);
-        free(xscale);
+        free(j.xq);
+        free(j.xscale);
+        free(j.n_outliers);
+        free(j.outlier_k);
+        free(j.outlier_x);
+        free(j.scratch);
         return st;
     }
 
@@ -264,12 +349,10 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         return cr_fail(CR_E_NOMEM, "bf16 input size overflows");
     uint16_t *xb = cr_aligned_alloc(count, "bf16 inputs");
     if (!xb) return CR_E_NOMEM;
-    for (int64_t r = 0; r < m; r++) {
-        cr_kern->f32_to_bf16(x + r * ldx, xb + r * 2 * kp, W->n_in);
-        if (W->n_in % 2) xb[r * 2 * kp + W->n_in] = 0;
-    }
     j.xb = xb;
-    cr_status st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    cr_status st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j,
+                               ex->abort);
+    if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
     free(xb);
     return st;
 }

@@ -300,10 +300,6 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
     char n0[NAME_CAP], n1[NAME_CAP], n2[NAME_CAP];
     cr_status st;
     cr_dtype dt = ld->m->compute_dtype;
-    /* int8: down_proj stays bf16. Its inputs (the gated MLP activations) carry the few huge
-     * channels of real LLMs, which a per-token int8 scale would crush into the rounding noise
-     * of every other channel. */
-    cr_dtype down_dt = dt == CR_DT_I8 ? CR_DT_BF16 : dt;
 #define LNAME(buf, suffix) snprintf(buf, sizeof buf, "model.layers.%lld.%s", (long long)i, suffix)
 
     LNAME(n0, "input_layernorm.weight");
@@ -338,7 +334,7 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
     LNAME(n0, "mlp.down_proj");
     const char *d_name[1] = {n0};
     int64_t d_rows[1] = {H};
-    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias, down_dt))) return st;
+    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias, dt))) return st;
 #undef LNAME
     return CR_OK;
 }

@@ -553,6 +553,8 @@ static PyMethodDef module_methods[] = {
     {"_attention", (PyCFunction)(void (*)(void))cr_py_attention, METH_VARARGS | METH_KEYWORDS,
      "Test/benchmark hook: causal GQA attention of one layer through cr_attention (or the previous row-wise algorithm)."},
     {"_exp_f32", cr_py_exp_f32, METH_VARARGS, "Test hook: the exp_f32 kernel of one ISA table."},
+    {"_linear", (PyCFunction)(void (*)(void))cr_py_linear, METH_VARARGS | METH_KEYWORDS,
+     "Test hook: x @ w^T through one packed linear layer."},
     {"_bench_linear", (PyCFunction)(void (*)(void))cr_py_bench_linear, METH_VARARGS | METH_KEYWORDS,
      "Benchmark hook: best seconds of one packed linear layer on m rows."},
     {"_bench_peak", (PyCFunction)(void (*)(void))cr_py_bench_peak, METH_VARARGS | METH_KEYWORDS,

@@ -1,5 +1,7 @@
-/* py_bench.c — benchmark hooks behind benchmarks/bench_kernels.py (not public API):
+/* py_bench.c — benchmark and test hooks (not public API):
  *
+ *   _core._linear(w, x, fmt="float32", threads=1) -> y
+ *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
  *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3) -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
@@ -38,6 +40,46 @@ static PyObject *raise_core(void) {
     return NULL;
 }
 
+/* W packed from a [n_out, n_in] float32 array as the engine packs it for fmt; 0 or -1 with a
+ * Python exception set. */
+static int pack_weight(PyObject *w_obj, const char *fmt, cr_linear *W) {
+    cr_dtype compute;
+    int blas = 0;
+    if (strcmp(fmt, "float32") == 0) compute = CR_DT_F32;
+    else if (strcmp(fmt, "bfloat16") == 0) compute = CR_DT_BF16;
+    else if (strcmp(fmt, "int8") == 0) compute = CR_DT_I8;
+    else if (strcmp(fmt, "openblas") == 0) compute = CR_DT_F32, blas = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "fmt '%s' is not float32, bfloat16, int8 or openblas", fmt);
+        return -1;
+    }
+    PyArrayObject *w = (PyArrayObject *)PyArray_FROMANY(w_obj, NPY_FLOAT32, 2, 2,
+                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!w) return -1;
+    cr_kernels_init();
+    *W = (cr_linear){.fmt = CR_FMT_F32_BLAS, .n_out = PyArray_DIM(w, 0), .n_in = PyArray_DIM(w, 1)};
+    size_t wn = (size_t)(W->n_out * W->n_in);
+    if (wn == 0) {
+        Py_DECREF(w);
+        PyErr_SetString(PyExc_ValueError, "the weight is empty");
+        return -1;
+    }
+    W->w = cr_aligned_alloc(wn * sizeof(float), "weight");
+    if (!W->w) {
+        Py_DECREF(w);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(W->w, PyArray_DATA(w), wn * sizeof(float));
+    Py_DECREF(w);
+    if (!blas && cr_linear_pack(W, compute) != CR_OK) {
+        cr_linear_free(W);
+        raise_core();
+        return -1;
+    }
+    return 0;
+}
+
 PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", NULL};
     PyObject *w_obj;
@@ -50,40 +92,19 @@ PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "_bench_linear: m in [1, 2^20], threads in [1, 256], reps >= 1");
         return NULL;
     }
-    cr_dtype compute;
-    int blas = 0;
-    if (strcmp(fmt, "float32") == 0) compute = CR_DT_F32;
-    else if (strcmp(fmt, "bfloat16") == 0) compute = CR_DT_BF16;
-    else if (strcmp(fmt, "int8") == 0) compute = CR_DT_I8;
-    else if (strcmp(fmt, "openblas") == 0) compute = CR_DT_F32, blas = 1;
-    else {
-        PyErr_Format(PyExc_ValueError, "_bench_linear: fmt '%s' is not float32, bfloat16, int8 or openblas", fmt);
-        return NULL;
-    }
-    PyArrayObject *w = (PyArrayObject *)PyArray_FROMANY(w_obj, NPY_FLOAT32, 2, 2,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
-    if (!w) return NULL;
-    cr_kernels_init();
-    cr_linear W = {.fmt = CR_FMT_F32_BLAS, .n_out = PyArray_DIM(w, 0), .n_in = PyArray_DIM(w, 1)};
-    size_t wn = (size_t)(W.n_out * W.n_in);
-    float *x = NULL, *y = NULL;
+    cr_linear W;
+    if (pack_weight(w_obj, fmt, &W) < 0) return NULL;
     PyObject *result = NULL;
-    W.w = cr_aligned_alloc(wn * sizeof(float), "bench weight");
-    x = cr_aligned_alloc((size_t)m * (size_t)W.n_in * sizeof(float), "bench input");
-    y = cr_aligned_alloc((size_t)m * (size_t)W.n_out * sizeof(float), "bench output");
-    if (!W.w || !x || !y) {
+    float *x = cr_aligned_alloc((size_t)m * (size_t)W.n_in * sizeof(float), "bench input");
+    float *y = cr_aligned_alloc((size_t)m * (size_t)W.n_out * sizeof(float), "bench output");
+    if (!x || !y) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(W.w, PyArray_DATA(w), wn * sizeof(float));
     uint32_t state = 12345;
     for (size_t i = 0; i < (size_t)m * (size_t)W.n_in; i++) {
         state = state * 1664525u + 1013904223u;
         x[i] = (float)(state >> 8) * (1.0f / 16777216.0f) - 0.5f;
-    }
-    if (!blas && cr_linear_pack(&W, compute) != CR_OK) {
-        raise_core();
-        goto done;
     }
     cr_exec ex = {.threads = threads, .abort = NULL};
     double best = 1e30;
@@ -103,8 +124,54 @@ done:
     cr_linear_free(&W);
     free(x);
     free(y);
-    Py_DECREF(w);
     return result;
+}
+
+PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"w", "x", "fmt", "threads", NULL};
+    PyObject *w_obj, *x_obj;
+    const char *fmt = "float32";
+    int threads = 1;
+    if (ensure_numpy() < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|si", kwlist, &w_obj, &x_obj, &fmt, &threads)) return NULL;
+    if (threads < 1 || threads > 256) {
+        PyErr_SetString(PyExc_ValueError, "_linear: threads in [1, 256]");
+        return NULL;
+    }
+    PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(x_obj, NPY_FLOAT32, 2, 2,
+                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY);
+    if (!x) return NULL;
+    cr_linear W;
+    if (pack_weight(w_obj, fmt, &W) < 0) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    if (PyArray_DIM(x, 1) != W.n_in) {
+        PyErr_Format(PyExc_ValueError, "_linear: x has %lld columns, the weight %lld", (long long)PyArray_DIM(x, 1),
+                     (long long)W.n_in);
+        cr_linear_free(&W);
+        Py_DECREF(x);
+        return NULL;
+    }
+    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)W.n_out};
+    PyArrayObject *y = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT32, 0);
+    cr_status st = CR_OK;
+    if (y) {
+        cr_exec ex = {.threads = threads, .abort = NULL};
+        Py_BEGIN_ALLOW_THREADS
+        cr_engine_lock();
+        st = cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
+        cr_engine_unlock();
+        Py_END_ALLOW_THREADS
+    }
+    cr_linear_free(&W);
+    Py_DECREF(x);
+    if (!y) return NULL;
+    if (st != CR_OK) {
+        Py_DECREF(y);
+        return raise_core();
+    }
+    return (PyObject *)y;
 }
 
 #ifdef CR_X86

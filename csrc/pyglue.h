@@ -40,6 +40,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_exp_f32(PyObject *self, PyObject *args);
 PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
 
 #endif

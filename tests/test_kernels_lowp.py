@@ -229,3 +229,100 @@ def test_quantize_u8_marks_non_finite_rows_with_a_nan_scale(isa, bad):
 def test_quantize_u8_of_zeros_uses_scale_one(isa):
     got, scale = kernel(isa, "quantize_u8", np.zeros(19, np.float32))
     assert scale == 1.0 and (got == 128).all()
+
+
+# ---- int8 layers: per-token inputs with their outliers taken out --------------------------------
+
+def per_token_int8(w, x):
+    """What an int8 layer gives with no outlier handling: per-channel weights, one scale per row of x."""
+    w, x = w.astype(np.float32), x.astype(np.float32)
+    ws = np.abs(w).max(axis=1) / np.float32(127)
+    wq = np.clip(np.rint(w / ws[:, None]), -127, 127)
+    xs = np.abs(x).max(axis=1) / np.float32(127)
+    xq = np.clip(np.rint(x * (np.float32(1) / xs)[:, None]), -127, 127)
+    return (xq.astype(np.float64) @ wq.T.astype(np.float64)) * (xs[:, None].astype(np.float64) * ws[None, :])
+
+
+def gated_mlp_rows(rng, m, k):
+    """Rows shaped like down_proj inputs (products of two Gaussians: heavier tails than either)."""
+    return (rng.standard_normal((m, k)) * rng.standard_normal((m, k))).astype(np.float32)
+
+
+def test_int8_layer_on_rows_without_outliers_is_plain_per_token_quantization():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((70, 1024)).astype(np.float32)
+    x = rng.standard_normal((29, 1024)).astype(np.float32)
+    got = _core._linear(w, x, "int8", 2)
+    want = per_token_int8(w, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).std())
+
+
+def int8_with_outliers(w, x, ratio=12.0, most=16):
+    """The int8 layer's definition: per row, entries above ratio x mean |x| (the largest `most`)
+    are taken out, the rest is quantized per token, the outliers meet the dequantized weights."""
+    w, x = w.astype(np.float32), x.astype(np.float32)
+    ws = np.abs(w).max(axis=1) / np.float32(127)
+    wdq = np.clip(np.rint(w / ws[:, None]), -127, 127).astype(np.float64) * ws[:, None]
+    rest = x.copy()
+    outliers = np.zeros_like(x)
+    for r, row in enumerate(x):
+        a = np.abs(row)
+        big = np.flatnonzero(a > ratio * a.mean())
+        big = big[np.argsort(-a[big], kind="stable")][:most]
+        outliers[r, big], rest[r, big] = row[big], 0.0
+    return per_token_int8(w, rest) + outliers.astype(np.float64) @ wdq.T
+
+
+@pytest.mark.parametrize("magnitude", [30.0, 300.0, 3000.0])
+def test_int8_layer_applies_outlier_inputs_in_float32(magnitude):
+    # A few channels far above the rest, as down_proj's inputs carry in real LLMs: one scale per
+    # row would leave the other channels a handful of int8 levels.
+    rng = np.random.default_rng(int(magnitude))
+    w = rng.standard_normal((70, 3072)).astype(np.float32)
+    x = gated_mlp_rows(rng, 37, 3072)
+    x[:, [5, 130, 2000]] *= magnitude
+    x[3, 7] = 5 * magnitude
+    got = _core._linear(w, x, "int8", 2)
+    want = int8_with_outliers(w, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).std())
+    # and every thread count gives the same bits
+    np.testing.assert_array_equal(got, _core._linear(w, x, "int8", 1))
+    # Against the exact product: the inputs' own rounding no longer grows with the outliers.
+    # (What remains is the weights' int8 rounding, which the outliers scale too; at 3000x it
+    # dominates both ways.)
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    rms = lambda e: np.sqrt((e ** 2).mean())  # noqa: E731
+    if magnitude <= 300:
+        assert rms(got - exact) < 0.5 * rms(per_token_int8(w, x) - exact)
+    else:
+        assert rms(got - exact) < rms(per_token_int8(w, x) - exact)
+
+
+def test_int8_layer_keeps_the_largest_outliers_when_a_row_has_too_many():
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((40, 512)).astype(np.float32)
+    x = rng.standard_normal((4, 512)).astype(np.float32)
+    x[0, ::8] *= 100.0   # 64 outliers, more than are taken out: the row still scores sensibly
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    got = _core._linear(w, x, "int8", 1)
+    assert np.isfinite(got).all()
+    assert np.abs(got - exact).max() < 0.05 * np.abs(exact).max()
+
+
+def test_int8_layer_row_with_nan_gives_nan_only_in_that_row():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((33, 256)).astype(np.float32)
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    x[1, 3] = 1e4      # an outlier row
+    x[2, 7] = np.nan
+    got = _core._linear(w, x, "int8", 2)
+    assert np.isnan(got[2]).all()
+    assert np.isfinite(np.delete(got, 2, axis=0)).all()
+
+
+def test_linear_hook_checks_its_inputs():
+    w = np.ones((4, 8), np.float32)
+    with pytest.raises(ValueError, match="columns"):
+        _core._linear(w, np.ones((2, 7), np.float32), "int8")
+    with pytest.raises(ValueError, match="fmt"):
+        _core._linear(w, np.ones((2, 8), np.float32), "int4")
