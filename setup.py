@@ -1,8 +1,9 @@
 """Builds crossrank._core with plain setuptools against the CPython and NumPy C APIs.
 
-Kernel files named ``*_avx2.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and ``*_avx512bf16.c`` are the only ones compiled
-with ISA flags; everything else targets the baseline, so importing on an older CPU never hits an
-illegal instruction (the dispatcher picks kernels at run time).
+Kernel files named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
+``*_avx512bf16.c`` are the only ones compiled with ISA flags; everything else targets the
+baseline, so importing on an older CPU never hits an illegal instruction (the dispatcher picks
+kernels at run time).
 
 Environment:
   CROSSRANK_SANITIZE=address,undefined   build with sanitizers (tests under ASan/UBSan)
@@ -28,6 +29,7 @@ KERNEL_FLAGS = {
                       "-mfma", "-mf16c"],
     "_avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                       "-mfma", "-mf16c"],
+    "_avxvnni.c": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
 }
 
 

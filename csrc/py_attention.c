@@ -38,14 +38,14 @@ static const cr_kernels *table_named(const char *name) {
     for (int i = 0; i < CR_ISA_COUNT; i++) {
         if (strcmp(name, cr_isa_level_name((cr_isa)i)) != 0) continue;
         const cr_kernels *t = cr_kernels_level((cr_isa)i);
-        if (t->isa != (cr_isa)i || cr_isa_detected() < (cr_isa)i) {
+        if (!cr_isa_runnable((cr_isa)i)) {
             PyErr_Format(PyExc_RuntimeError, "ISA %s is not supported here (this CPU and OS run up to %s)", name,
                          cr_isa_level_name(cr_isa_detected()));
             return NULL;
         }
         return t;
     }
-    PyErr_Format(PyExc_ValueError, "unknown ISA %s (ref, avx2, avx512, avx512vnni, avx512bf16)", name);
+    PyErr_Format(PyExc_ValueError, "unknown ISA %s (ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16)", name);
     return NULL;
 }
 

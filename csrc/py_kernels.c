@@ -77,6 +77,7 @@ static const struct {
 } isa_list[] = {
     {"ref", CR_ISA_REF},
     {"avx2", CR_ISA_AVX2},
+    {"avxvnni", CR_ISA_AVXVNNI},
     {"avx512", CR_ISA_AVX512},
     {"avx512vnni", CR_ISA_AVX512VNNI},
     {"avx512bf16", CR_ISA_AVX512BF16},
@@ -92,8 +93,7 @@ static const cr_kernels *compiled_table(size_t i) {
 
 /* The table for isa_list[i] when this CPU and OS can run it and it was compiled in, else NULL. */
 static const cr_kernels *runnable_table(size_t i) {
-    if (cr_isa_detected() < isa_list[i].level) return NULL;
-    return compiled_table(i);
+    return cr_isa_runnable(isa_list[i].level) ? compiled_table(i) : NULL;
 }
 
 PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused) {
@@ -495,7 +495,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     for (size_t i = 0; i < COUNT(isa_list); i++)
         if (strcmp(isa, isa_list[i].name) == 0) t = i;
     if (t == COUNT(isa_list)) {
-        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avx512, avx512vnni, avx512bf16)", isa_obj);
+        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16)", isa_obj);
         return NULL;
     }
     const cr_kernels *table = runnable_table(t);

@@ -71,20 +71,21 @@ static void detect(void) {}
 static cr_isa isa_from_features(void) {
     if (!(features.avx2 && features.fma && features.f16c)) return CR_ISA_REF;
     if (!(features.avx512f && features.avx512bw && features.avx512vl && features.avx512dq))
-        return CR_ISA_AVX2;
+        return features.avxvnni ? CR_ISA_AVXVNNI : CR_ISA_AVX2;
     if (!features.avx512vnni) return CR_ISA_AVX512;
     return features.avx512bf16 ? CR_ISA_AVX512BF16 : CR_ISA_AVX512VNNI;
 }
 
-static const char *level_names[CR_ISA_COUNT] = {"ref", "avx2", "avx512", "avx512vnni", "avx512bf16"};
+static const char *level_names[CR_ISA_COUNT] = {"ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16"};
 
 const char *cr_isa_level_name(cr_isa isa) {
     return (isa >= 0 && isa < CR_ISA_COUNT) ? level_names[isa] : "unknown";
 }
 
 /* The table of each level, built once: a level's own file supplies what it speeds up and the
- * level below the rest (AVX-512 takes the int8 GEMM from AVX2; VNNI adds vpdpbusd; BF16 adds
- * vdpbf16ps on top of VNNI). */
+ * level below the rest (AVX-VNNI adds the 256-bit vpdpbusd to AVX2; AVX-512 takes the int8 GEMM
+ * from AVX2, not AVX-VNNI, which AVX-512 CPUs may lack; VNNI adds vpdpbusd; BF16 adds vdpbf16ps
+ * on top of VNNI). */
 static cr_kernels level_tables[CR_ISA_COUNT];
 static pthread_once_t levels_once = PTHREAD_ONCE_INIT;
 
@@ -92,7 +93,12 @@ static void build_levels(void) {
     level_tables[CR_ISA_REF] = *cr_kernels_ref();
 #ifdef CR_HAVE_CPUID
     level_tables[CR_ISA_AVX2] = *cr_kernels_avx2();
-    cr_kernels t = *cr_kernels_avx512();
+    cr_kernels t = *cr_kernels_avx2();
+    t.isa = CR_ISA_AVXVNNI;
+    t.gemm_i8_tile = cr_kernels_avxvnni()->gemm_i8_tile;
+    t.gemm_i8_mr = cr_kernels_avxvnni()->gemm_i8_mr;
+    level_tables[CR_ISA_AVXVNNI] = t;
+    t = *cr_kernels_avx512();
     t.gemm_i8_tile = cr_kernels_avx2()->gemm_i8_tile;
     t.gemm_i8_mr = cr_kernels_avx2()->gemm_i8_mr;
     level_tables[CR_ISA_AVX512] = t;
@@ -125,6 +131,8 @@ static void init(void) {
     if (cap && *cap) {
         for (int i = 0; i < CR_ISA_COUNT; i++)
             if (strcmp(cap, level_names[i]) == 0 && (cr_isa)i < chosen) chosen = (cr_isa)i;
+        /* a cap at AVX-VNNI on a CPU without it (an AVX-512 CPU may lack it) means AVX2 */
+        if (chosen == CR_ISA_AVXVNNI && !features.avxvnni) chosen = CR_ISA_AVX2;
     }
     static cr_kernels active;
     active = *cr_kernels_level(chosen);
@@ -152,6 +160,12 @@ void cr_kernels_init(void) { pthread_once(&init_once, init); }
 
 cr_isa cr_isa_detected(void) { cr_kernels_init(); return detected; }
 
+int cr_isa_runnable(cr_isa level) {
+    cr_kernels_init();
+    if (level < 0 || level > detected || cr_kernels_level(level)->isa != level) return 0;
+    return level != CR_ISA_AVXVNNI || features.avxvnni;
+}
+
 const char *cr_cpu_features(void) { cr_kernels_init(); return feature_text; }
 
 const char *cr_isa_name(void) { cr_kernels_init(); return level_names[cr_kern->isa]; }
@@ -161,4 +175,5 @@ const cr_kernels *cr_kernels_avx2(void) { return NULL; }
 const cr_kernels *cr_kernels_avx512(void) { return NULL; }
 const cr_kernels *cr_kernels_avx512bf16(void) { return NULL; }
 const cr_kernels *cr_kernels_avx512vnni(void) { return NULL; }
+const cr_kernels *cr_kernels_avxvnni(void) { return NULL; }
 #endif

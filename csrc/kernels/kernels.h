@@ -3,7 +3,7 @@
  * Each kernel has a scalar reference (kernels_ref.c) and ISA versions in files named by ISA
  * (kernels_avx2.c, kernels_avx512.c, kernels_avx512bf16.c): only those files are compiled with ISA flags. The table is
  * filled once with the references, then overridden by what the CPU and OS support, capped by the
- * CROSSRANK_ISA environment variable (ref | avx2 | avx512 | avx512vnni | avx512bf16).
+ * CROSSRANK_ISA environment variable (ref | avx2 | avxvnni | avx512 | avx512vnni | avx512bf16).
  *
  * Contracts (all): n >= 0, any n (ragged tails handled), no alignment required; source pointers
  * may point into a memory-mapped checkpoint, so 16-bit sources are read with unaligned loads. */
@@ -15,6 +15,7 @@
 typedef enum cr_isa {
     CR_ISA_REF = 0,
     CR_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    CR_ISA_AVXVNNI,     /* AVX2 + AVX-VNNI (256-bit vpdpbusd); a side level: AVX-512 CPUs may lack it */
     CR_ISA_AVX512,      /* AVX-512 F/BW/VL/DQ */
     CR_ISA_AVX512VNNI,  /* AVX-512 + AVX512_VNNI */
     CR_ISA_AVX512BF16,  /* AVX-512 + AVX512_VNNI + AVX512_BF16 */
@@ -111,6 +112,7 @@ const cr_kernels *cr_kernels_avx512(void);
 const cr_kernels *cr_kernels_avx512bf16(void);
 /* Only the int8 GEMM (vpdpbusd). */
 const cr_kernels *cr_kernels_avx512vnni(void);
+const cr_kernels *cr_kernels_avxvnni(void);
 
 /* The complete table of one level (compiled in; the caller checks the CPU runs it). */
 const cr_kernels *cr_kernels_level(cr_isa level);
@@ -123,6 +125,9 @@ int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 1536 integer OP per iteration 
 
 /* What the CPU and OS support (before any cap), and the names of ISA levels. */
 cr_isa cr_isa_detected(void);
+/* Whether this CPU and OS can run the level's table (every level up to the detected one, except
+ * AVX-VNNI, which needs its own feature bit). */
+int cr_isa_runnable(cr_isa level);
 const char *cr_isa_level_name(cr_isa isa);
 /* Features as a comma-separated list ("avx2,fma,f16c,avx512f,..."), for cpu_info(). */
 const char *cr_cpu_features(void);
