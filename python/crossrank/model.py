@@ -565,12 +565,21 @@ class CrossEncoder:
         """
         queries, docs = _broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
-        plan = self._chunking_for(chunking)
+        # Documents of one query share the prompt up to the document: computed once.
+        return self._score_documents(queries, docs, queries, instruction, self._chunking_for(chunking), batch_size,
+                                     show_progress_bar, activation_fn, cancel)
+
+    def _score_documents(self, queries: Sequence[str], docs: Sequence[str], share_keys: Sequence[Hashable],
+                         instruction: Optional[str], plan: Optional[Chunking], batch_size: int,
+                         show_progress_bar: Optional[bool], activation_fn: ActivationFn,
+                         cancel: Optional[CancelToken]) -> np.ndarray:
+        """Scores of validated (query, document) pairs in one :meth:`forward_ids` call: the body of
+        :meth:`score` and :meth:`score_many`. ``share_keys`` has one key per pair; pairs with the same
+        key (and their chunks) run their common prompt prefix once."""
         encoded = self._encode(queries, docs, instruction)
         if plan is None:
             self._warn_truncated(encoded)
-            # Documents of one query share the prompt up to the document: computed once.
-            return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, queries)
+            return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
         chunks = self._chunk_texts(queries, docs, instruction, plan, encoded)
         # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
         ids: List[List[int]] = []
@@ -591,7 +600,7 @@ class CrossEncoder:
             ids += chunk_encoded.input_ids
             owner += chunk_owner
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
-                              [queries[i] for i in owner])
+                              [share_keys[i] for i in owner])
         # Chunks of a document are in order, so the first one seen is the document's first chunk.
         out = np.full(len(docs), -np.inf, dtype=np.float32)
         seen = np.zeros(len(docs), dtype=bool)
@@ -639,26 +648,18 @@ class CrossEncoder:
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        self._check_rank_options("rank", top_k, device)
+        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
+                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                            activation_fn=activation_fn, cancel=cancel)
+        return _ranked("rank", scores, documents, top_k, return_documents)
+
+    def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
         _check_device(device)
         if self.num_labels != 1:
-            raise ValueError(f"rank() needs one score per document; this model has {self.num_labels} labels")
-        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
-                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                            activation_fn=activation_fn, cancel=cancel)
-        if scores.ndim != 1:
-            raise ValueError(f"rank() needs one score per document; the activation returned shape {scores.shape}")
-        order = np.argsort(-scores, kind="stable")
-        if top_k is not None:
-            order = order[:top_k]
-        results = []
-        for i in order:
-            item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
-            if return_documents:
-                item["text"] = documents[i]
-            results.append(item)
-        return results
+            raise ValueError(f"{method}() needs one score per document; this model has {self.num_labels} labels")
 
     # -- long documents ------------------------------------------------------------------------
 
@@ -882,6 +883,23 @@ def _convert(scores: np.ndarray, single: bool, convert_to_numpy: bool, convert_t
     else:
         out = list(scores)
     return out[0] if single else out
+
+
+def _ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
+            return_documents: bool) -> List[Dict[str, Any]]:
+    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order."""
+    if scores.ndim != 1:
+        raise ValueError(f"{method}() needs one score per document; the activation returned shape {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    results = []
+    for i in order:
+        item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+        if return_documents:
+            item["text"] = documents[i]
+        results.append(item)
+    return results
 
 
 def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:
