@@ -562,15 +562,26 @@ class CrossEncoder:
         Returns:
             ``float32`` array, one score per document (``[n, num_labels]`` for several labels);
             with the default activation, Qwen3-Reranker scores are P("yes") in [0, 1].
+
+        Several queries, each with documents of its own, run batched together with :meth:`score_many`.
         """
         queries, docs = _broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
-        plan = self._chunking_for(chunking)
+        # Documents of one query share the prompt up to the document: computed once.
+        return self._score_documents(queries, docs, queries, instruction, self._chunking_for(chunking), batch_size,
+                                     show_progress_bar, activation_fn, cancel)
+
+    def _score_documents(self, queries: Sequence[str], docs: Sequence[str], share_keys: Sequence[Hashable],
+                         instruction: Optional[str], plan: Optional[Chunking], batch_size: int,
+                         show_progress_bar: Optional[bool], activation_fn: ActivationFn,
+                         cancel: Optional[CancelToken]) -> np.ndarray:
+        """Scores of validated (query, document) pairs in one :meth:`forward_ids` call: the body of
+        :meth:`score` and :meth:`score_many`. ``share_keys`` has one key per pair; pairs with the same
+        key (and their chunks) run their common prompt prefix once."""
         encoded = self._encode(queries, docs, instruction)
         if plan is None:
             self._warn_truncated(encoded)
-            # Documents of one query share the prompt up to the document: computed once.
-            return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, queries)
+            return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
         chunks = self._chunk_texts(queries, docs, instruction, plan, encoded)
         # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
         ids: List[List[int]] = []
@@ -591,7 +602,7 @@ class CrossEncoder:
             ids += chunk_encoded.input_ids
             owner += chunk_owner
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
-                              [queries[i] for i in owner])
+                              [share_keys[i] for i in owner])
         # Chunks of a document are in order, so the first one seen is the document's first chunk.
         out = np.full(len(docs), -np.inf, dtype=np.float32)
         seen = np.zeros(len(docs), dtype=bool)
@@ -636,29 +647,113 @@ class CrossEncoder:
             ``[{"corpus_id": index in documents, "score": float, "text": document}, ...]``, with
             ``"text"`` only when ``return_documents`` is true, at most ``top_k`` entries; ties keep
             the documents' order.
+
+        Several queries, each with documents of its own, run batched together with :meth:`rank_many`.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        self._check_rank_options("rank", top_k, device)
+        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
+                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                            activation_fn=activation_fn, cancel=cancel)
+        return _ranked("rank", scores, documents, top_k, return_documents)
+
+    def score_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        instruction: Optional[str] = None,
+        *,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        chunking: ChunkingLike = None,
+        batch_size: int = 32,
+        show_progress_bar: Optional[bool] = None,
+        activation_fn: ActivationFn = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> List[np.ndarray]:
+        """:meth:`score` for several queries, each with its own documents, in one batched run.
+
+        Every pair of every query goes through one pass pipeline: each query's prompt prefix runs
+        once, and the passes (``batch_size`` pairs, capped by a token budget) span queries, so an
+        evaluation loop over many queries with few documents each keeps the passes full. The
+        scores are those :meth:`score` gives each query alone.
+
+        Args:
+            queries: The queries (a list of str).
+            documents_per_query: One list of documents per query; a list may be empty.
+            instruction, prompt_name, prompt, chunking: As in :meth:`score`, for every query.
+            batch_size, show_progress_bar, activation_fn, cancel: As in :meth:`predict`; the
+                progress bar counts the pairs of all queries, and a callable ``activation_fn``
+                gets the scores of all pairs at once (it must work row by row).
+
+        Returns:
+            One ``float32`` array per query, as :meth:`score` returns it (empty for a query
+            without documents).
+        """
+        flat_queries, flat_docs, owners, counts = _flatten_queries(queries, documents_per_query)
+        instruction = self._instruction(instruction, prompt_name, prompt)
+        # Shared by query position, not text: each query's documents form exactly the prefix group
+        # that score(query, documents) forms, even when a query text repeats with other documents.
+        scores = self._score_documents(flat_queries, flat_docs, owners, instruction, self._chunking_for(chunking),
+                                       batch_size, show_progress_bar, activation_fn, cancel)
+        if not counts:
+            return []
+        return np.split(scores, np.cumsum(counts)[:-1])
+
+    def rank_many(
+        self,
+        queries: Sequence[str],
+        documents_per_query: Sequence[Sequence[str]],
+        top_k: Optional[int] = None,
+        return_documents: bool = False,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        batch_size: int = 32,
+        show_progress_bar: Optional[bool] = None,
+        activation_fn: ActivationFn = None,
+        device: Optional[str] = None,
+        *,
+        instruction: Optional[str] = None,
+        chunking: ChunkingLike = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> List[List[Dict[str, Any]]]:
+        """:meth:`rank` for several queries, each with its own documents, scored in one batched run
+        (see :meth:`score_many`): for evaluation loops.
+
+        Example::
+
+            results = model.rank_many(["what is TCP?", "volcanoes"],
+                                      [["TCP is ...", "A recipe ..."], ["Lava ...", "Ash ...", "Tea ..."]],
+                                      top_k=2)
+            results[1][0]  # {"corpus_id": 0, "score": 0.97}: the best document of the second query
+
+        Args:
+            queries: The queries (a list of str).
+            documents_per_query: One list of documents per query; a list may be empty.
+            top_k: Return at most this many per query.
+            return_documents, prompt_name, prompt, instruction, chunking, batch_size,
+                show_progress_bar, activation_fn, device, cancel: As in :meth:`rank` and
+                :meth:`score_many`, for every query.
+
+        Returns:
+            One list per query, as :meth:`rank` returns it: ``[{"corpus_id": index in that query's
+            documents, "score": float[, "text": document]}, ...]``, best first, ties in document
+            order; ``[]`` for a query without documents.
+        """
+        self._check_rank_options("rank_many", top_k, device)
+        per_query = self.score_many(queries, documents_per_query, instruction, prompt_name=prompt_name,
+                                    prompt=prompt, chunking=chunking, batch_size=batch_size,
+                                    show_progress_bar=show_progress_bar, activation_fn=activation_fn, cancel=cancel)
+        return [_ranked("rank_many", scores, documents, top_k, return_documents)
+                for scores, documents in zip(per_query, documents_per_query)]
+
+    def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
         _check_device(device)
         if self.num_labels != 1:
-            raise ValueError(f"rank() needs one score per document; this model has {self.num_labels} labels")
-        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
-                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                            activation_fn=activation_fn, cancel=cancel)
-        if scores.ndim != 1:
-            raise ValueError(f"rank() needs one score per document; the activation returned shape {scores.shape}")
-        order = np.argsort(-scores, kind="stable")
-        if top_k is not None:
-            order = order[:top_k]
-        results = []
-        for i in order:
-            item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
-            if return_documents:
-                item["text"] = documents[i]
-            results.append(item)
-        return results
+            raise ValueError(f"{method}() needs one score per document; this model has {self.num_labels} labels")
 
     # -- long documents ------------------------------------------------------------------------
 
@@ -884,6 +979,23 @@ def _convert(scores: np.ndarray, single: bool, convert_to_numpy: bool, convert_t
     return out[0] if single else out
 
 
+def _ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
+            return_documents: bool) -> List[Dict[str, Any]]:
+    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order."""
+    if scores.ndim != 1:
+        raise ValueError(f"{method}() needs one score per document; the activation returned shape {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    results = []
+    for i in order:
+        item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+        if return_documents:
+            item["text"] = documents[i]
+        results.append(item)
+    return results
+
+
 def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:
     """Validates query/documents and returns parallel lists."""
     if isinstance(documents, str) or not isinstance(documents, Sequence):
@@ -906,6 +1018,41 @@ def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tu
             raise TypeError(f"query {i} must be a str, got {type(q).__name__}")
         check_text(q, f"query {i}")
     return queries, docs
+
+
+def _flatten_queries(queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
+                     ) -> Tuple[List[str], List[str], List[int], List[int]]:
+    """Validates queries and their document lists; returns the pairs as parallel lists (query,
+    document, index of the query) and the number of documents of each query."""
+    if isinstance(queries, str) or not isinstance(queries, Sequence):
+        raise TypeError(f"queries must be a list of str, got {type(queries).__name__} "
+                        "(for a single query use rank() or score())")
+    if isinstance(documents_per_query, str) or not isinstance(documents_per_query, Sequence):
+        raise TypeError(f"documents_per_query must be a list with one list of documents per query, "
+                        f"got {type(documents_per_query).__name__}")
+    if len(queries) != len(documents_per_query):
+        raise ValueError(f"got {len(queries)} queries and {len(documents_per_query)} document lists: "
+                         "give one list of documents (possibly empty) per query")
+    flat_queries: List[str] = []
+    flat_docs: List[str] = []
+    owners: List[int] = []
+    counts: List[int] = []
+    for i, (query, docs) in enumerate(zip(queries, documents_per_query)):
+        if not isinstance(query, str):
+            raise TypeError(f"query {i} must be a str, got {type(query).__name__}")
+        check_text(query, f"query {i}")
+        if isinstance(docs, str) or not isinstance(docs, Sequence):
+            raise TypeError(f"the documents of query {i} must be a list of str, got {type(docs).__name__} "
+                            "(wrap a single document in a list)")
+        for j, doc in enumerate(docs):
+            if not isinstance(doc, str):
+                raise TypeError(f"document {j} of query {i} must be a str, got {type(doc).__name__}")
+            check_text(doc, f"document {j} of query {i}")
+        flat_queries += [query] * len(docs)
+        flat_docs += docs
+        owners += [i] * len(docs)
+        counts.append(len(docs))
+    return flat_queries, flat_docs, owners, counts
 
 
 # Fewer shared tokens than this are not worth a separate prefix pass.
