@@ -91,6 +91,15 @@ def test_documents_that_fit_are_scored_whole(model):
     assert model.chunk_documents(QUERY, short) == [[d] for d in short]
 
 
+def test_documents_no_longer_than_the_overlap_are_scored_whole(model, long_docs):
+    # an explicit overlap is a property of the windows, not a minimum document length
+    tiny = ["Tea.", "", "Opium was sold in Canton."]
+    plan = Chunking(size=32, overlap=8)
+    np.testing.assert_array_equal(model.score(QUERY, tiny, chunking=plan), model.score(QUERY, tiny))
+    scores = model.score(QUERY, tiny + long_docs[:1], chunking=plan)
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+
+
 def test_rank_and_the_constructor_default_use_chunking(model, long_docs):
     docs = long_docs + DOCS[:3]
     chunked = CrossEncoder(model.path, hf_overrides=OVERRIDES, max_length=MAX_LENGTH, chunking="max")

@@ -787,10 +787,10 @@ class CrossEncoder:
         offsets = self._encoder.text_offsets([docs[i] for i, _ in to_split])
         for (i, budget), doc_offsets in zip(to_split, offsets):
             n = len(doc_offsets)
-            size, overlap = plan.window(budget if budget is not None else max(n, 1))
-            windows = token_windows(n, size, overlap, plan.max_chunks)
-            if budget is None and windows == [(0, n)]:
+            if budget is None and n <= plan.size:
                 continue  # it fits and is no longer than the chunk size: scored whole
+            size, overlap = plan.window(budget if budget is not None else n)
+            windows = token_windows(n, size, overlap, plan.max_chunks)
             if plan.aggregate == "first":
                 windows = windows[:1]
             out[i] = window_texts(docs[i], doc_offsets, windows)
