@@ -576,12 +576,24 @@ def test_full_queue_gets_503_and_the_server_recovers(slow_server):
     def send(name, body):
         results[name] = post(slow_server, "/rerank", body)
 
+    def gauges():
+        text = requests.get(slow_server.url + "/metrics", timeout=10).text
+        value = lambda name: float(re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M).group(1))  # noqa: E731
+        return value("crossrank_engine_busy"), value("crossrank_queue_depth")
+
+    def wait_for(condition, what):
+        # polled, not slept: on a loaded machine the steps take longer than any fixed pause
+        deadline = time.monotonic() + TIMEOUT
+        while not condition(*gauges()):
+            assert time.monotonic() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.01)
+
     running = threading.Thread(target=send, args=("running", {"query": "q", "documents": SLOW_DOCS}))
     running.start()
-    time.sleep(0.5)  # its pass has started: the queue is empty again
+    wait_for(lambda busy, queued: busy == 1 and queued == 0, "the first request's pass runs")
     waiting = threading.Thread(target=send, args=("waiting", {"query": "q", "documents": ["short"]}))
     waiting.start()
-    time.sleep(0.3)
+    wait_for(lambda busy, queued: queued == 1, "the second request waits in the queue")
     err = assert_error(post(slow_server, "/rerank", {"query": "q", "documents": ["d"]}), 503)
     assert err["type"] == "ServiceUnavailableError"
     running.join()

@@ -221,6 +221,7 @@ class Batcher:
                 tokens += nxt.tokens
             if self._metrics is not None:
                 self._metrics.set_gauge("queue_depth", self._queue.qsize())
+                self._metrics.set_gauge("engine_busy", 1)
             try:
                 self._run_round(jobs)
             except Exception as exc:  # the thread must outlive anything one round raises
@@ -228,6 +229,9 @@ class Batcher:
                 for job in jobs:
                     if not job.future.done():
                         job._fail(exc)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.set_gauge("engine_busy", 0)
             if stop:
                 break
 

@@ -62,7 +62,7 @@ class Metrics:
             "forward_passes": 0, "timeouts": 0, "queue_full": 0,
         }
         self._batch = _Histogram(BATCH_BUCKETS)
-        self._gauges: Dict[str, float] = {"queue_depth": 0, "requests_in_flight": 0}
+        self._gauges: Dict[str, float] = {"queue_depth": 0, "requests_in_flight": 0, "engine_busy": 0}
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ class Metrics:
             self._counters[name] += value
 
     def set_gauge(self, name: str, value: float) -> None:
-        """Sets a gauge (``queue_depth``, ``requests_in_flight``)."""
+        """Sets a gauge (``queue_depth``, ``requests_in_flight``, ``engine_busy``)."""
         with self._lock:
             self._gauges[name] = value
 
@@ -143,4 +143,6 @@ class Metrics:
             header("crossrank_requests_in_flight", "gauge", "Scoring requests being handled.")
             out.append(f"crossrank_requests_in_flight{_fmt_labels(model)} "
                        f"{_fmt_value(self._gauges['requests_in_flight'])}")
+            header("crossrank_engine_busy", "gauge", "1 while the engine runs a round of forward passes, else 0.")
+            out.append(f"crossrank_engine_busy{_fmt_labels(model)} {_fmt_value(self._gauges['engine_busy'])}")
         return "\n".join(out) + "\n"
