@@ -15,7 +15,11 @@ Engines (--engines):
   crossrank-bf16-noreuse   the same without prefix reuse (forward_ids on the same token ids)
   crossrank-int8           the same with dtype="int8" (down_proj in bf16)
   crossrank-f32            the same in float32 (the reference path)
-  crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
+  crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections), with
+                           OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as the environment sets them
+  crossrank-f32-openblas-unset
+                           the same with both removed from its environment (OpenBLAS picks its kernels
+                           from the CPU; the header shows what the environment had set)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
                            process_inputs/compute_logits), best of --hf-batch-sizes
   transformers-bf16        the same recipe with the model loaded in bfloat16
@@ -65,9 +69,12 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 CHECKPOINT_SEED = 0
 WORKLOAD_SEED = 1234
 DOC_TOKENS = (150, 400)
+# OpenBLAS picks its kernels by CPU model unless these say otherwise; a machine that pins
+# OPENBLAS_CORETYPE=Haswell leaves the AVX-512 kernels unused. crossrank-f32-openblas-unset runs without them.
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 ENGINES = ("crossrank-int8", "crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
-           "transformers-f32", "transformers-bf16")
+           "crossrank-f32-openblas-unset", "transformers-f32", "transformers-bf16")
 REFERENCE = "transformers-f32"
 OURS = "crossrank-f32"
 
@@ -383,6 +390,26 @@ class _Timer:
         return out
 
 
+def _openblas_core() -> Optional[str]:
+    """The kernel set of the OpenBLAS crossrank links (openblas_get_corename), or None."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            paths = sorted({line.split()[-1] for line in f if "/libopenblas" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        name = fn()
+        return name.decode() if name else None
+    return None
+
+
 def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
     import numpy as np
 
@@ -414,6 +441,7 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[s
         "lengths": enc.num_tokens, "ids_sha256": _ids_digest(enc.input_ids),
         "rss_after_load": rss_loaded, "batch_size": "default (32)",
         "gemm": os.environ.get("CROSSRANK_GEMM", "panels"),
+        "openblas_core": _openblas_core(), "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
     }
 
 
@@ -555,7 +583,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
     import crossrank
 
     info: Dict[str, Any] = {"threads": threads, "cpu_count": os.cpu_count(),
-                            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+                            **{k: os.environ.get(k) for k in OPENBLAS_VARS},
                             "crossrank_cpu_info": crossrank.cpu_info(), "crossrank_version": crossrank.__version__,
                             "python": platform.python_version(), "platform": platform.platform()}
     try:
@@ -597,6 +625,8 @@ def run_child(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
     env = dict(os.environ)
     env.pop("CROSSRANK_GEMM", None)
     env.update(spec.get("env", {}))
+    for key in spec.get("env_unset", ()):
+        env.pop(key, None)
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if spec["engine"] == "peak":
         env["OPENBLAS_NUM_THREADS"] = str(spec["threads"])
@@ -655,7 +685,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     query, docs, doc_tokens = make_workload(args.docs)
     info = machine_info(threads)
     print(f"CPU: {info.get('cpu_model')}, {threads} threads, crossrank kernels {info['crossrank_cpu_info']['isa']}, "
-          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, load average {' '.join(info.get('loadavg_at_start', []))}")
+          f"load average {' '.join(info.get('loadavg_at_start', []))}")
+    print("OpenBLAS environment: " + ", ".join(f"{k}={info[k] if info[k] is not None else '(unset)'}" for k in OPENBLAS_VARS)
+          + ("; crossrank-f32-openblas-unset runs without them" if "crossrank-f32-openblas-unset" in engines else ""))
     print(f"Workload: 1 query x {len(docs)} documents, {min(doc_tokens)}-{max(doc_tokens)} document tokens "
           f"(mean {sum(doc_tokens) / len(doc_tokens):.0f}); model: Qwen3-Reranker-0.6B shape, RANDOM weights")
 
@@ -685,6 +717,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     reuse=not engine.endswith("noreuse")))
             elif engine == "crossrank-f32-openblas":
                 configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"}))
+            elif engine == "crossrank-f32-openblas-unset":
+                configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"},
+                                    env_unset=list(OPENBLAS_VARS)))
             else:
                 dtype = "float32" if engine == "transformers-f32" else "bfloat16"
                 for bs in batch_sizes:
@@ -797,6 +832,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"(numpy {peak['numpy_sgemm_gflops']:.1f}, torch {peak.get('torch_sgemm_gflops', float('nan')):.1f}).")
     agree = checks.get("crossrank_f32_vs_transformers_f32")
     print(f"Token ids identical across engines: {'yes' if checks['same_token_ids'] else 'NO'}")
+    for r in ok:
+        if r["engine"].startswith("crossrank-f32-openblas") and r is best_by_engine.get(r["engine"]):
+            env_desc = ", ".join(f"{k}={v}" for k, v in r["openblas_env"].items() if v is not None) or "both unset"
+            print(f"{r['engine']}: OpenBLAS kernels {r.get('openblas_core') or 'unknown'} ({env_desc})")
     if agree:
         print(f"crossrank f32 vs transformers f32 (every batch size): max |dP(yes)| = "
               f"{agree['max_abs_diff_p_yes']:.2e}, max |d log-odds| = {agree['max_abs_diff_log_odds']:.2e}")
