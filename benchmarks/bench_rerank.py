@@ -23,6 +23,9 @@ Engines (--engines):
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
                            process_inputs/compute_logits), best of --hf-batch-sizes
   transformers-bf16        the same recipe with the model loaded in bfloat16
+  st-f32                   sentence-transformers' CrossEncoder(package).rank(query, docs) in float32, best of
+                           --hf-batch-sizes, on a package written next to the checkpoint (see below)
+  st-bf16                  the same with the model loaded in bfloat16
 
 Each engine configuration runs in its own subprocess (so peak RSS is that engine's), loads the
 model, warms up once on the first --warmup-docs documents, then times --repeats full runs (the
@@ -49,6 +52,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -74,8 +78,9 @@ DOC_TOKENS = (150, 400)
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 ENGINES = ("crossrank-int8", "crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
-           "crossrank-f32-openblas-unset", "transformers-f32", "transformers-bf16")
+           "crossrank-f32-openblas-unset", "transformers-f32", "transformers-bf16", "st-f32", "st-bf16")
 REFERENCE = "transformers-f32"
+BATCHED = ("transformers-", "st-")  # engines run at each of --hf-batch-sizes, best one reported
 OURS = "crossrank-f32"
 
 # The Qwen3-Reranker model card recipe (RECIPES.md).
@@ -87,6 +92,19 @@ QWEN3_PREFIX = (
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 QWEN3_MAX_LENGTH = 8192
+
+# The same prompt as sentence-transformers 6 runs it: a (query, document) pair becomes a "query" and a
+# "document" message, a prompt (the instruction) a "system" message, and the package's chat template
+# renders them into the card's text. Jinja drops one trailing newline, hence three after </think>.
+QWEN3_ST_CHAT_TEMPLATE = (
+    QWEN3_PREFIX
+    + "<Instruct>: {{ messages | selectattr(\"role\", \"eq\", \"system\") | map(attribute=\"content\") | first "
+    "| default(\"" + QWEN3_DEFAULT_INSTRUCTION + "\") }}\n"
+    "<Query>: {{ messages | selectattr(\"role\", \"eq\", \"query\") | map(attribute=\"content\") | first }}\n"
+    "<Document>: {{ messages | selectattr(\"role\", \"eq\", \"document\") | map(attribute=\"content\") | first }}"
+    + QWEN3_SUFFIX + "\n"
+)
+ST_PROMPT_NAME = "web_search"
 
 # --------------------------------------------------------------------------------------------
 # Workload
@@ -301,6 +319,53 @@ def ensure_checkpoint() -> Path:
     stamp_file.write_text(json.dumps(stamp, indent=2), encoding="utf-8")
     print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out
+
+
+def write_st_package(checkpoint: Path, out: Path) -> Dict[str, Any]:
+    """A sentence-transformers CrossEncoder package of the checkpoint, as ST 6 saves a causal-LM reranker.
+
+    The weights, config and tokenizer are linked from ``checkpoint``; next to them: ``modules.json``
+    (a Transformer at the root, then LogitScore in ``1_LogitScore/``), ``sentence_bert_config.json``
+    (AutoModelForCausalLM, flat chat messages, ``causal_logits`` out), ``1_LogitScore/config.json``
+    (logit("yes") - logit("no") of the last position), ``config_sentence_transformers.json`` (the
+    card's instruction as the default prompt) and ``chat_template.jinja`` (the card's prompt).
+    Returns the files written, for the record.
+    """
+    from tokenizers import Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        try:
+            os.symlink(checkpoint / name, out / name)
+        except OSError:
+            (out / name).write_bytes((checkpoint / name).read_bytes())
+    tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    files: Dict[str, Any] = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_LogitScore",
+             "type": "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"},
+        ],
+        "sentence_bert_config.json": {
+            "transformer_task": "text-generation",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "logits"},
+                                "message": {"method": "forward", "method_output_name": "logits", "format": "flat"}},
+            "module_output_name": "causal_logits",
+        },
+        "1_LogitScore/config.json": {"true_token_id": tok.token_to_id("yes"), "false_token_id": tok.token_to_id("no"),
+                                     "module_input_name": "causal_logits"},
+        "config_sentence_transformers.json": {
+            "model_type": "CrossEncoder", "prompts": {ST_PROMPT_NAME: QWEN3_DEFAULT_INSTRUCTION},
+            "default_prompt_name": ST_PROMPT_NAME, "activation_fn": "torch.nn.modules.activation.Sigmoid",
+        },
+    }
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+    # transformers prefers chat_template.jinja to the chat template in tokenizer_config.json
+    (out / "chat_template.jinja").write_text(QWEN3_ST_CHAT_TEMPLATE, encoding="utf-8")
+    files["chat_template.jinja"] = QWEN3_ST_CHAT_TEMPLATE
+    return files
 
 
 def flop_model(config: Dict[str, Any]) -> Dict[str, float]:
@@ -519,6 +584,54 @@ def child_transformers(spec: Dict[str, Any], query: str, docs: List[str]) -> Dic
     }
 
 
+def child_st(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
+    """sentence-transformers' CrossEncoder on the package write_st_package wrote: rank() with the
+    package's default prompt, raw scores (identity activation; P(yes) is their sigmoid)."""
+    import sentence_transformers
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.set_num_threads(spec["threads"])
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec["dtype"]]
+    t0 = time.perf_counter()
+    model = CrossEncoder(spec["st_package"], device="cpu", model_kwargs={"dtype": dtype})
+    load_s = time.perf_counter() - t0
+    rss_loaded = _proc_status("VmRSS")
+    identity = torch.nn.Identity()
+
+    def run(documents, batch_size):
+        ranked = model.rank(query, documents, batch_size=batch_size, activation_fn=identity, show_progress_bar=False)
+        raw = [0.0] * len(documents)
+        for r in ranked:
+            raw[r["corpus_id"]] = float(r["score"])
+        return raw
+
+    bs = spec["batch_size"]
+    run(docs[: spec["warmup_docs"]], min(bs, spec["warmup_docs"]))
+    timer = _Timer()
+    raw = None
+    for _ in range(spec["repeats"]):
+        raw = timer.run(lambda: run(docs, bs))
+    # The token ids ST fed the model (outside the timing), for the same-ids check.
+    ids: List[List[int]] = []
+    prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+    for start in range(0, len(docs), 8):
+        features = model[0].preprocess([(query, d) for d in docs[start:start + 8]], prompt=prompt)
+        for row, mask in zip(features["input_ids"].tolist(), features["attention_mask"].tolist()):
+            ids.append([t for t, m in zip(row, mask) if m])
+    raw_arr = [float(x) for x in raw]
+    return {
+        "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
+        "raw": raw_arr, "scores": [1.0 / (1.0 + math.exp(-x)) for x in raw_arr],
+        "lengths": [len(x) for x in ids], "ids_sha256": _ids_digest(ids),
+        "rss_after_load": rss_loaded, "batch_size": bs,
+        "modules": [type(m).__name__ for m in model], "prompt": prompt,
+        "model_dtype": str(model.model.dtype),
+        "attn_implementation": getattr(model.model.config, "_attn_implementation", None),
+        "torch_threads": torch.get_num_threads(), "sentence_transformers_version": sentence_transformers.__version__,
+    }
+
+
 def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Measured float32 GEMM peak (best of numpy's BLAS and torch's) at the benchmark's thread count."""
     import numpy as np
@@ -569,6 +682,8 @@ def child_main(spec_file: str, out_file: str) -> None:
         query, docs = workload["query"], workload["documents"]
         if spec["engine"].startswith("crossrank"):
             result = child_crossrank(spec, query, docs)
+        elif spec["engine"].startswith("st-"):
+            result = child_st(spec, query, docs)
         else:
             result = child_transformers(spec, query, docs)
     result["peak_rss"] = _peak_rss()
@@ -604,7 +719,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
         info["loadavg_at_start"] = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
     except OSError:
         pass
-    for mod in ("numpy", "torch", "transformers", "tokenizers"):
+    for mod in ("numpy", "torch", "transformers", "tokenizers", "sentence_transformers"):
         try:
             info[f"{mod}_version"] = __import__(mod).__version__
         except ImportError:
@@ -696,6 +811,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tmp = Path(tmpdir)
         workload_file = tmp / "workload.json"
         workload_file.write_text(json.dumps({"query": query, "documents": docs}), encoding="utf-8")
+        st_package, st_files = None, None
+        if any(e.startswith("st-") for e in engines):
+            st_package = tmp / "st-package"
+            st_files = write_st_package(checkpoint, st_package)
         base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "threads": threads,
                 "repeats": args.repeats, "warmup_docs": max(1, min(args.warmup_docs, len(docs))),
                 "hf_full_logits": args.hf_full_logits}
@@ -721,15 +840,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"},
                                     env_unset=list(OPENBLAS_VARS)))
             else:
-                dtype = "float32" if engine == "transformers-f32" else "bfloat16"
+                dtype = "float32" if engine.endswith("-f32") else "bfloat16"
+                extra = {"st_package": str(st_package)} if engine.startswith("st-") else {}
                 for bs in batch_sizes:
-                    configs.append(dict(base, engine=engine, dtype=dtype, batch_size=bs))
+                    configs.append(dict(base, engine=engine, dtype=dtype, batch_size=bs, **extra))
         for k, spec in enumerate(configs):
             label = spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "")
             print(f"[{k + 1}/{len(configs)}] {label} ...", end="", flush=True)
             res = run_child(spec, tmp, f"run{k}")
             res["engine"] = spec["engine"]
-            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint")}
+            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint", "st_package")}
             if "error" in res:
                 print(f" FAILED ({res['error']})\n{res['log_tail']}")
             else:
@@ -788,15 +908,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "max_abs_diff_log_odds": max(v["max_abs_diff_log_odds"] for v in per_bs.values()),
             "per_batch_size": per_bs,
         }
+    # sentence-transformers against the recipe (same dtype, and float32) and crossrank float32: the raw
+    # yes-no logit of every pair, over every batch size each ran at.
+    st_agree: Dict[str, Dict[str, Any]] = {}
+    for st_engine in ("st-f32", "st-bf16"):
+        st_runs = [r for r in ok if r["engine"] == st_engine]
+        if not st_runs:
+            continue
+        refs = dict.fromkeys(["transformers-" + st_engine.split("-")[1], REFERENCE, OURS])
+        for ref in refs:
+            ref_runs = [r for r in ok if r["engine"] == ref]
+            if ref_runs:
+                diffs = [max_diff(a, b) for a in st_runs for b in ref_runs]
+                st_agree.setdefault(st_engine, {})[ref] = {
+                    k: max(d[k] for d in diffs) for k in ("max_abs_diff_log_odds", "max_abs_diff_p_yes")}
+    if st_agree:
+        checks["sentence_transformers"] = st_agree
     raw_all = np.asarray(ours["raw"]) if ours else None
 
     # ---- table
     rows = []
     order = {e: i for i, e in enumerate(ENGINES)}
     for r in sorted(runs, key=lambda r: (order[r["engine"]], r["config"].get("batch_size", 0))):
-        bs = r["config"].get("batch_size", "-") if r["engine"].startswith("transformers") else "32"
+        bs = r["config"].get("batch_size", "-") if r["engine"].startswith(BATCHED) else "32"
         name = r["engine"] + ("" if "error" in r or best_by_engine.get(r["engine"]) is not r
-                              or not r["engine"].startswith("transformers") else " *")
+                              or not r["engine"].startswith(BATCHED) else " *")
         if "error" in r:
             rows.append([name, str(bs), "failed: " + r["error"]] + [""] * 8)
             continue
@@ -818,7 +954,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]))
         else:
             print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    print("* best transformers batch size (the ratios use it). vs = pairs/s ratio. RSS = peak RSS of the "
+    print("* best transformers / sentence-transformers batch size (the ratios use it). vs = pairs/s ratio. RSS = peak RSS of the "
           "engine's process. other CPU = CPUs busy with other processes during the timed run.")
     if peak and peak.get("dpbf16_loop_gflops"):
         print(f"Instruction peaks measured here (register-only loops, same threads): float32 FMA "
@@ -839,9 +975,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if agree:
         print(f"crossrank f32 vs transformers f32 (every batch size): max |dP(yes)| = "
               f"{agree['max_abs_diff_p_yes']:.2e}, max |d log-odds| = {agree['max_abs_diff_log_odds']:.2e}")
+    for st_engine, refs in st_agree.items():
+        print(f"{st_engine} (raw logit yes - no) vs " + ", ".join(
+            f"{ref}: max |d| = {v['max_abs_diff_log_odds']:.2e}" for ref, v in refs.items()))
     for r in ok:
         a = r.get("agreement_vs_crossrank_f32")
-        if a and r["engine"] != REFERENCE and r is best_by_engine.get(r["engine"]):
+        if a and r["engine"] != REFERENCE and not r["engine"].startswith("st-") and r is best_by_engine.get(r["engine"]):
             print(f"{r['engine']} vs crossrank f32: max |dP(yes)| = {a['max_abs_diff_p_yes']:.2e}, "
                   f"max |d log-odds| = {a['max_abs_diff_log_odds']:.2e}")
     if raw_all is not None:
@@ -860,6 +999,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "args": vars(args), "machine": info,
         "model": {"shape": "Qwen3-Reranker-0.6B", "weights": "random", "seed": CHECKPOINT_SEED,
                   "checkpoint": str(checkpoint), "config": config, "flops": fm},
+        "st_package_files": st_files,
         "workload": {"query": query, "documents": len(docs), "document_tokens": doc_tokens,
                      "prompt_tokens": lengths, "total_tokens": n_tokens, "useful_flop": flops,
                      "seed": WORKLOAD_SEED},
