@@ -1,13 +1,29 @@
 #!/usr/bin/env python
-"""Side-by-side reranking benchmark: crossrank and the official Qwen3-Reranker recipe in transformers.
+"""Side-by-side reranking benchmark: crossrank, the official Qwen3-Reranker recipe in transformers,
+and sentence-transformers' CrossEncoder.
 
     python benchmarks/bench_rerank.py --quick          # smoke run: 8 documents, one HF batch size
     python benchmarks/bench_rerank.py                  # 1 query x 64 documents, every engine
+    python benchmarks/bench_rerank.py --mode latency   # 1 query x 1 document of ~300 tokens, p50/p90 per call
+    python benchmarks/bench_rerank.py --mode long8k --engines crossrank-bf16,transformers-bf16,st-bf16
+    python benchmarks/bench_rerank.py --scaling --engines crossrank-bf16,crossrank-f32   # 1 thread vs all
 
-Every engine scores the same pairs in the same run: one query and N documents of 150-400 tokens
-of English text, generated deterministically from a built-in sentence bank. The model is a
-checkpoint of the real Qwen3-Reranker-0.6B shape with RANDOM weights (speed does not depend on
-the weight values; the scores say nothing about relevance), built once under benchmarks/.cache/.
+Every engine scores the same pairs in the same run, with English text generated deterministically
+from a built-in sentence bank. The model is a checkpoint of the real Qwen3-Reranker-0.6B shape with
+RANDOM weights (speed does not depend on the weight values; the scores say nothing about relevance),
+built once under benchmarks/.cache/.
+
+Modes (--mode):
+  throughput   (default) one query and --docs (64) documents of 150-400 tokens; transformers and
+               sentence-transformers at each of --hf-batch-sizes, the best reported. pairs/s, tokens/s.
+  latency      one query and one document of ~300 tokens, scored by one call (batch 1) --repeats (20)
+               times after 2 warm-up calls; p50/p90/min ms per call.
+  long4k       one query and --docs (2) documents, each as long as fits a prompt of 4,096 / 8,192
+  long8k       tokens (8,192 is the card's max_length: no engine truncates); transformers and
+               sentence-transformers at batch 1; tokens/s, peak RSS, the RSS after loading and a
+               short warm-up, and what the timed runs add on top of it.
+--scaling runs every selected crossrank engine again at 1 thread (right after its run at --threads,
+default all CPUs) and prints the speedup, in any mode.
 
 Engines (--engines):
   crossrank-bf16           CrossEncoder(dir, template="qwen3-reranker", threads=T, dtype="bfloat16")
@@ -19,18 +35,29 @@ Engines (--engines):
                            OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as the environment sets them
   crossrank-f32-openblas-unset
                            the same with both removed from its environment (OpenBLAS picks its kernels
-                           from the CPU; the header shows what the environment had set)
+                           from the CPU); the header shows what the environment set, the summary the
+                           kernels each OpenBLAS engine ran (openblas_get_corename)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
                            process_inputs/compute_logits), best of --hf-batch-sizes
   transformers-bf16        the same recipe with the model loaded in bfloat16
-  st-f32                   sentence-transformers' CrossEncoder(package).rank(query, docs) in float32, best of
-                           --hf-batch-sizes, on a package written next to the checkpoint (see below)
-  st-bf16                  the same with the model loaded in bfloat16
+  st-f32                   sentence_transformers.CrossEncoder(package).rank(query, docs) in float32, best
+                           of --hf-batch-sizes, torch at the same thread count
+  st-bf16                  the same with model_kwargs={"dtype": torch.bfloat16}
+
+The sentence-transformers package is written by the benchmark (write_st_package) into its temporary
+directory, linking the checkpoint's weights and tokenizer: what ST 6 saves for a causal-LM reranker.
+modules.json lists a Transformer (AutoModelForCausalLM, "text-generation": left padding,
+logits_to_keep=1) and a LogitScore module (logit("yes") - logit("no") at the last position);
+chat_template.jinja renders ST's pair roles ("query", "document") and the prompt (a "system" message)
+into the card's prompt; config_sentence_transformers.json holds the card's instruction as the default
+prompt. The run checks that ST fed the model the recipe's token ids and prints the largest raw-logit
+difference to the recipe (at equal batch sizes: 0 in float32) and to crossrank float32.
 
 Each engine configuration runs in its own subprocess (so peak RSS is that engine's), loads the
-model, warms up once on the first --warmup-docs documents, then times --repeats full runs (the
-fastest is reported; all are recorded). Timings are end to end from strings: tokenization,
-forward passes, head, activation.
+model, warms up (throughput: once on the first --warmup-docs documents; latency: twice on the
+document; long modes: once on a short document), then times --repeats runs: all documents per run
+(the fastest is reported) or, in latency mode, one call per run (the median is reported). All are
+recorded. Timings are end to end from strings: tokenization, forward passes, head, activation.
 
 Useful FLOPs are counted the same way for every engine, from the config: for each real (not
 padding) token, 2 x the linear parameters of the layers (q/k/v/o, gate/up/down) plus attention,
@@ -40,7 +67,7 @@ LM head are not counted, nor padding. GFLOP/s is that count divided by the wall 
 The transformers recipe passes logits_to_keep=1 to the model call: the logits it reads
 (`.logits[:, -1, :]`) are the same, but the LM head is not multiplied over the whole vocabulary
 for every position (at batch 64 that tensor alone is ~18 GB in float32). --hf-full-logits runs
-the card verbatim.
+the card verbatim. sentence-transformers passes logits_to_keep=1 itself.
 
 "other CPU" is the CPU time used by other processes during the timed runs, in CPUs
 (/proc/stat busy time minus this engine's own CPU time, divided by the wall time): a value well
