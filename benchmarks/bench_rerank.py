@@ -1,13 +1,29 @@
 #!/usr/bin/env python
-"""Side-by-side reranking benchmark: crossrank and the official Qwen3-Reranker recipe in transformers.
+"""Side-by-side reranking benchmark: crossrank, the official Qwen3-Reranker recipe in transformers,
+and sentence-transformers' CrossEncoder.
 
     python benchmarks/bench_rerank.py --quick          # smoke run: 8 documents, one HF batch size
     python benchmarks/bench_rerank.py                  # 1 query x 64 documents, every engine
+    python benchmarks/bench_rerank.py --mode latency   # 1 query x 1 document of ~300 tokens, p50/p90 per call
+    python benchmarks/bench_rerank.py --mode long8k --engines crossrank-bf16,transformers-bf16,st-bf16
+    python benchmarks/bench_rerank.py --scaling --engines crossrank-bf16,crossrank-f32   # 1 thread vs all
 
-Every engine scores the same pairs in the same run: one query and N documents of 150-400 tokens
-of English text, generated deterministically from a built-in sentence bank. The model is a
-checkpoint of the real Qwen3-Reranker-0.6B shape with RANDOM weights (speed does not depend on
-the weight values; the scores say nothing about relevance), built once under benchmarks/.cache/.
+Every engine scores the same pairs in the same run, with English text generated deterministically
+from a built-in sentence bank. The model is a checkpoint of the real Qwen3-Reranker-0.6B shape with
+RANDOM weights (speed does not depend on the weight values; the scores say nothing about relevance),
+built once under benchmarks/.cache/.
+
+Modes (--mode):
+  throughput   (default) one query and --docs (64) documents of 150-400 tokens; transformers and
+               sentence-transformers at each of --hf-batch-sizes, the best reported. pairs/s, tokens/s.
+  latency      one query and one document of ~300 tokens, scored by one call (batch 1) --repeats (20)
+               times after 2 warm-up calls; p50/p90/min ms per call.
+  long4k       one query and --docs (2) documents, each as long as fits a prompt of 4,096 / 8,192
+  long8k       tokens (8,192 is the card's max_length: no engine truncates); transformers and
+               sentence-transformers at batch 1; tokens/s, peak RSS, the RSS after loading and a
+               short warm-up, and what the timed runs add on top of it.
+--scaling runs every selected crossrank engine again at 1 thread (right after its run at --threads,
+default all CPUs) and prints the speedup, in any mode.
 
 Engines (--engines):
   crossrank-bf16           CrossEncoder(dir, template="qwen3-reranker", threads=T, dtype="bfloat16")
@@ -15,15 +31,33 @@ Engines (--engines):
   crossrank-bf16-noreuse   the same without prefix reuse (forward_ids on the same token ids)
   crossrank-int8           the same with dtype="int8" (outlier inputs in float32)
   crossrank-f32            the same in float32 (the reference path)
-  crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections)
+  crossrank-f32-openblas   the same with CROSSRANK_GEMM=openblas (OpenBLAS sgemm for projections), with
+                           OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as the environment sets them
+  crossrank-f32-openblas-unset
+                           the same with both removed from its environment (OpenBLAS picks its kernels
+                           from the CPU); the header shows what the environment set, the summary the
+                           kernels each OpenBLAS engine ran (openblas_get_corename)
   transformers-f32         the model card's recipe (AutoModelForCausalLM float32, left padding,
                            process_inputs/compute_logits), best of --hf-batch-sizes
   transformers-bf16        the same recipe with the model loaded in bfloat16
+  st-f32                   sentence_transformers.CrossEncoder(package).rank(query, docs) in float32, best
+                           of --hf-batch-sizes, torch at the same thread count
+  st-bf16                  the same with model_kwargs={"dtype": torch.bfloat16}
+
+The sentence-transformers package is written by the benchmark (write_st_package) into its temporary
+directory, linking the checkpoint's weights and tokenizer: what ST 6 saves for a causal-LM reranker.
+modules.json lists a Transformer (AutoModelForCausalLM, "text-generation": left padding,
+logits_to_keep=1) and a LogitScore module (logit("yes") - logit("no") at the last position);
+chat_template.jinja renders ST's pair roles ("query", "document") and the prompt (a "system" message)
+into the card's prompt; config_sentence_transformers.json holds the card's instruction as the default
+prompt. The run checks that ST fed the model the recipe's token ids and prints the largest raw-logit
+difference to the recipe (at equal batch sizes: 0 in float32) and to crossrank float32.
 
 Each engine configuration runs in its own subprocess (so peak RSS is that engine's), loads the
-model, warms up once on the first --warmup-docs documents, then times --repeats full runs (the
-fastest is reported; all are recorded). Timings are end to end from strings: tokenization,
-forward passes, head, activation.
+model, warms up (throughput: once on the first --warmup-docs documents; latency: twice on the
+document; long modes: once on a short document), then times --repeats runs: all documents per run
+(the fastest is reported) or, in latency mode, one call per run (the median is reported). All are
+recorded. Timings are end to end from strings: tokenization, forward passes, head, activation.
 
 Useful FLOPs are counted the same way for every engine, from the config: for each real (not
 padding) token, 2 x the linear parameters of the layers (q/k/v/o, gate/up/down) plus attention,
@@ -33,7 +67,7 @@ LM head are not counted, nor padding. GFLOP/s is that count divided by the wall 
 The transformers recipe passes logits_to_keep=1 to the model call: the logits it reads
 (`.logits[:, -1, :]`) are the same, but the LM head is not multiplied over the whole vocabulary
 for every position (at batch 64 that tensor alone is ~18 GB in float32). --hf-full-logits runs
-the card verbatim.
+the card verbatim. sentence-transformers passes logits_to_keep=1 itself.
 
 "other CPU" is the CPU time used by other processes during the timed runs, in CPUs
 (/proc/stat busy time minus this engine's own CPU time, divided by the wall time): a value well
@@ -45,6 +79,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -65,10 +100,17 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 CHECKPOINT_SEED = 0
 WORKLOAD_SEED = 1234
 DOC_TOKENS = (150, 400)
+# OpenBLAS picks its kernels by CPU model unless these say otherwise; a machine that pins
+# OPENBLAS_CORETYPE=Haswell leaves the AVX-512 kernels unused. crossrank-f32-openblas-unset runs without them.
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 ENGINES = ("crossrank-int8", "crossrank-bf16", "crossrank-bf16-noreuse", "crossrank-f32", "crossrank-f32-openblas",
-           "transformers-f32", "transformers-bf16")
+           "crossrank-f32-openblas-unset", "transformers-f32", "transformers-bf16", "st-f32", "st-bf16")
 REFERENCE = "transformers-f32"
+BATCHED = ("transformers-", "st-")  # engines run at each of --hf-batch-sizes, best one reported
+MODES = ("throughput", "latency", "long4k", "long8k")
+LATENCY_DOC_TOKENS = (290, 310)  # latency mode: one document of ~300 tokens
+LONG_PROMPT_TOKENS = {"long4k": 4096, "long8k": 8192}  # long modes: the document fills a prompt of this size
 OURS = "crossrank-f32"
 
 # The Qwen3-Reranker model card recipe (RECIPES.md).
@@ -80,6 +122,19 @@ QWEN3_PREFIX = (
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 QWEN3_MAX_LENGTH = 8192
+
+# The same prompt as sentence-transformers 6 runs it: a (query, document) pair becomes a "query" and a
+# "document" message, a prompt (the instruction) a "system" message, and the package's chat template
+# renders them into the card's text. Jinja drops one trailing newline, hence three after </think>.
+QWEN3_ST_CHAT_TEMPLATE = (
+    QWEN3_PREFIX
+    + "<Instruct>: {{ messages | selectattr(\"role\", \"eq\", \"system\") | map(attribute=\"content\") | first "
+    "| default(\"" + QWEN3_DEFAULT_INSTRUCTION + "\") }}\n"
+    "<Query>: {{ messages | selectattr(\"role\", \"eq\", \"query\") | map(attribute=\"content\") | first }}\n"
+    "<Document>: {{ messages | selectattr(\"role\", \"eq\", \"document\") | map(attribute=\"content\") | first }}"
+    + QWEN3_SUFFIX + "\n"
+)
+ST_PROMPT_NAME = "web_search"
 
 # --------------------------------------------------------------------------------------------
 # Workload
@@ -224,8 +279,10 @@ SENTENCES: Dict[str, List[str]] = {
 }
 
 
-def make_workload(n_docs: int, seed: int = WORKLOAD_SEED) -> Tuple[str, List[str], List[int]]:
-    """The query and ``n_docs`` documents of DOC_TOKENS tokens each (Qwen3 tokenizer), deterministic."""
+def make_workload(n_docs: int, seed: int = WORKLOAD_SEED,
+                  doc_tokens: Tuple[int, int] = DOC_TOKENS) -> Tuple[str, List[str], List[int]]:
+    """The query and ``n_docs`` documents of ``doc_tokens`` (lo, hi) tokens each (Qwen3 tokenizer),
+    deterministic."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
@@ -235,7 +292,7 @@ def make_workload(n_docs: int, seed: int = WORKLOAD_SEED) -> Tuple[str, List[str
 
     rng = random.Random(seed)
     topics = sorted(SENTENCES)
-    lo, hi = DOC_TOKENS
+    lo, hi = doc_tokens
     docs, counts = [], []
     for _ in range(n_docs):
         target = rng.randint(lo, hi)
@@ -257,6 +314,43 @@ def make_workload(n_docs: int, seed: int = WORKLOAD_SEED) -> Tuple[str, List[str
             raise RuntimeError(f"could not build a document of {target} tokens (got {n})")
         docs.append(text)
         counts.append(n)
+    return QUERY, docs, counts
+
+
+def make_long_workload(n_docs: int, prompt_tokens: int,
+                       seed: int = WORKLOAD_SEED) -> Tuple[str, List[str], List[int]]:
+    """The query and ``n_docs`` documents, each as long as fits a prompt of ``prompt_tokens`` tokens
+    (the card's prompt: prefix, instruction, query, document, suffix; at 8,192 that is the card's
+    max_length, so no engine truncates). The bank is ~2,700 tokens: documents are its sentences in a
+    new shuffled order on each pass, as many passes as needed, deterministic."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False).ids)
+
+    wrapper = count(QWEN3_PREFIX) + count(QWEN3_SUFFIX)
+    head = f"<Instruct>: {QWEN3_DEFAULT_INSTRUCTION}\n<Query>: {QUERY}\n<Document>: "
+    bank = [s for t in sorted(SENTENCES) for s in SENTENCES[t]]
+    rng = random.Random(seed + prompt_tokens)
+    docs, counts = [], []
+    for _ in range(n_docs):
+        text, misses = "", 0
+        while misses < 20:  # stop once 20 sentences in a row would overflow the prompt
+            for sentence in rng.sample(bank, len(bank)):
+                sep = "" if not text else ("\n\n" if rng.random() < 0.1 else " ")
+                candidate = text + sep + sentence
+                # cheap bound first: a token is at least one character, so only long texts need counting
+                if wrapper + len(head) + len(candidate) > prompt_tokens and \
+                        wrapper + count(head + candidate) > prompt_tokens:
+                    misses += 1
+                    if misses >= 20:
+                        break
+                    continue
+                text, misses = candidate, 0
+        docs.append(text)
+        counts.append(count(text))
     return QUERY, docs, counts
 
 
@@ -294,6 +388,53 @@ def ensure_checkpoint() -> Path:
     stamp_file.write_text(json.dumps(stamp, indent=2), encoding="utf-8")
     print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out
+
+
+def write_st_package(checkpoint: Path, out: Path) -> Dict[str, Any]:
+    """A sentence-transformers CrossEncoder package of the checkpoint, as ST 6 saves a causal-LM reranker.
+
+    The weights, config and tokenizer are linked from ``checkpoint``; next to them: ``modules.json``
+    (a Transformer at the root, then LogitScore in ``1_LogitScore/``), ``sentence_bert_config.json``
+    (AutoModelForCausalLM, flat chat messages, ``causal_logits`` out), ``1_LogitScore/config.json``
+    (logit("yes") - logit("no") of the last position), ``config_sentence_transformers.json`` (the
+    card's instruction as the default prompt) and ``chat_template.jinja`` (the card's prompt).
+    Returns the files written, for the record.
+    """
+    from tokenizers import Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        try:
+            os.symlink(checkpoint / name, out / name)
+        except OSError:
+            (out / name).write_bytes((checkpoint / name).read_bytes())
+    tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    files: Dict[str, Any] = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_LogitScore",
+             "type": "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"},
+        ],
+        "sentence_bert_config.json": {
+            "transformer_task": "text-generation",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "logits"},
+                                "message": {"method": "forward", "method_output_name": "logits", "format": "flat"}},
+            "module_output_name": "causal_logits",
+        },
+        "1_LogitScore/config.json": {"true_token_id": tok.token_to_id("yes"), "false_token_id": tok.token_to_id("no"),
+                                     "module_input_name": "causal_logits"},
+        "config_sentence_transformers.json": {
+            "model_type": "CrossEncoder", "prompts": {ST_PROMPT_NAME: QWEN3_DEFAULT_INSTRUCTION},
+            "default_prompt_name": ST_PROMPT_NAME, "activation_fn": "torch.nn.modules.activation.Sigmoid",
+        },
+    }
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+    # transformers prefers chat_template.jinja to the chat template in tokenizer_config.json
+    (out / "chat_template.jinja").write_text(QWEN3_ST_CHAT_TEMPLATE, encoding="utf-8")
+    files["chat_template.jinja"] = QWEN3_ST_CHAT_TEMPLATE
+    return files
 
 
 def flop_model(config: Dict[str, Any]) -> Dict[str, float]:
@@ -341,6 +482,21 @@ def _peak_rss() -> int:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _warmed(rss_after_load: Optional[int]) -> Dict[str, Optional[int]]:
+    """Call after the warm-up: the RSS now is the resident model (weights paged in: transformers
+    maps a bf16 checkpoint and touches it only in the first forward) plus the runtime; then resets the
+    peak counter, so the VmHWM read at the end is the timed runs' own peak."""
+    out = {"rss_after_load": rss_after_load, "rss_after_warmup": _proc_status("VmRSS"),
+           "peak_rss_before_timing": _proc_status("VmHWM")}
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        out["peak_reset"] = 1
+    except OSError:  # not Linux, or not allowed: the final peak then includes loading
+        out["peak_reset"] = 0
+    return out
+
+
 def _system_busy_seconds() -> Optional[float]:
     """CPU seconds all processes spent busy since boot (/proc/stat), or None."""
     try:
@@ -383,7 +539,27 @@ class _Timer:
         return out
 
 
-def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
+def _openblas_core() -> Optional[str]:
+    """The kernel set of the OpenBLAS crossrank links (openblas_get_corename), or None."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            paths = sorted({line.split()[-1] for line in f if "/libopenblas" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        name = fn()
+        return name.decode() if name else None
+    return None
+
+
+def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
     import numpy as np
 
     from crossrank import CrossEncoder
@@ -396,7 +572,9 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[s
     enc = model.tokenize(query, docs)
     # Raw log-odds (logit_yes - logit_no) from the timed call; P(yes) is their sigmoid, which is
     # what the default activation computes. The activation is negligible next to the forward.
-    model.score(query, docs[: spec["warmup_docs"]], activation_fn="identity")
+    for _ in range(spec["warmup_calls"]):
+        model.score(query, warmup, activation_fn="identity")
+    memory = _warmed(rss_loaded)
     timer = _Timer()
     raw = None
     if spec.get("reuse", True):
@@ -412,12 +590,19 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[s
         "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
         "raw": raw.tolist(), "scores": (1.0 / (1.0 + np.exp(-raw))).tolist(),
         "lengths": enc.num_tokens, "ids_sha256": _ids_digest(enc.input_ids),
-        "rss_after_load": rss_loaded, "batch_size": "default (32)",
+        **memory, "weight_bytes": int(model._engine.weight_bytes), "batch_size": "default (32)",
         "gemm": os.environ.get("CROSSRANK_GEMM", "panels"),
+        "openblas_core": _openblas_core(), "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
     }
 
 
-def child_transformers(spec: Dict[str, Any], query: str, docs: List[str]) -> Dict[str, Any]:
+def _torch_weight_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (tied weights once)."""
+    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
+def child_transformers(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -475,7 +660,9 @@ def child_transformers(spec: Dict[str, Any], query: str, docs: List[str]) -> Dic
         return scores, raw, ids, padded
 
     bs = spec["batch_size"]
-    run(docs[: spec["warmup_docs"]], min(bs, spec["warmup_docs"]))
+    for _ in range(spec["warmup_calls"]):
+        run(warmup, min(bs, len(warmup)))
+    memory = _warmed(rss_loaded)
     timer = _Timer()
     out = None
     for _ in range(spec["repeats"]):
@@ -484,10 +671,60 @@ def child_transformers(spec: Dict[str, Any], query: str, docs: List[str]) -> Dic
     return {
         "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
         "raw": raw, "scores": scores, "lengths": [len(x) for x in ids], "ids_sha256": _ids_digest(ids),
-        "rss_after_load": rss_loaded, "batch_size": bs, "padded_tokens": padded,
+        **memory, "weight_bytes": _torch_weight_bytes(model), "batch_size": bs, "padded_tokens": padded,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "torch_threads": torch.get_num_threads(),
         "logits_to_keep": model_kwargs.get("logits_to_keep", "all"),
+    }
+
+
+def child_st(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
+    """sentence-transformers' CrossEncoder on the package write_st_package wrote: rank() with the
+    package's default prompt, raw scores (identity activation; P(yes) is their sigmoid)."""
+    import sentence_transformers
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.set_num_threads(spec["threads"])
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec["dtype"]]
+    t0 = time.perf_counter()
+    model = CrossEncoder(spec["st_package"], device="cpu", model_kwargs={"dtype": dtype})
+    load_s = time.perf_counter() - t0
+    rss_loaded = _proc_status("VmRSS")
+    identity = torch.nn.Identity()
+
+    def run(documents, batch_size):
+        ranked = model.rank(query, documents, batch_size=batch_size, activation_fn=identity, show_progress_bar=False)
+        raw = [0.0] * len(documents)
+        for r in ranked:
+            raw[r["corpus_id"]] = float(r["score"])
+        return raw
+
+    bs = spec["batch_size"]
+    for _ in range(spec["warmup_calls"]):
+        run(warmup, min(bs, len(warmup)))
+    memory = _warmed(rss_loaded)
+    timer = _Timer()
+    raw = None
+    for _ in range(spec["repeats"]):
+        raw = timer.run(lambda: run(docs, bs))
+    # The token ids ST fed the model (outside the timing), for the same-ids check.
+    ids: List[List[int]] = []
+    prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+    for start in range(0, len(docs), 8):
+        features = model[0].preprocess([(query, d) for d in docs[start:start + 8]], prompt=prompt)
+        for row, mask in zip(features["input_ids"].tolist(), features["attention_mask"].tolist()):
+            ids.append([t for t, m in zip(row, mask) if m])
+    raw_arr = [float(x) for x in raw]
+    return {
+        "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
+        "raw": raw_arr, "scores": [1.0 / (1.0 + math.exp(-x)) for x in raw_arr],
+        "lengths": [len(x) for x in ids], "ids_sha256": _ids_digest(ids),
+        **memory, "weight_bytes": _torch_weight_bytes(model), "batch_size": bs,
+        "modules": [type(m).__name__ for m in model], "prompt": prompt,
+        "model_dtype": str(model.model.dtype),
+        "attn_implementation": getattr(model.model.config, "_attn_implementation", None),
+        "torch_threads": torch.get_num_threads(), "sentence_transformers_version": sentence_transformers.__version__,
     }
 
 
@@ -538,12 +775,16 @@ def child_main(spec_file: str, out_file: str) -> None:
         result = child_peak(spec)
     else:
         workload = json.loads(Path(spec["workload"]).read_text(encoding="utf-8"))
-        query, docs = workload["query"], workload["documents"]
+        query, docs, warmup = workload["query"], workload["documents"], workload["warmup_documents"]
         if spec["engine"].startswith("crossrank"):
-            result = child_crossrank(spec, query, docs)
+            result = child_crossrank(spec, query, docs, warmup)
+        elif spec["engine"].startswith("st-"):
+            result = child_st(spec, query, docs, warmup)
         else:
-            result = child_transformers(spec, query, docs)
-    result["peak_rss"] = _peak_rss()
+            result = child_transformers(spec, query, docs, warmup)
+        # VmHWM was reset after the warm-up: what it holds now is the timed runs' peak
+        result["peak_rss_scoring"] = _peak_rss()
+    result["peak_rss"] = max(_peak_rss(), result.get("peak_rss_before_timing") or 0)
     Path(out_file).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -555,7 +796,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
     import crossrank
 
     info: Dict[str, Any] = {"threads": threads, "cpu_count": os.cpu_count(),
-                            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+                            **{k: os.environ.get(k) for k in OPENBLAS_VARS},
                             "crossrank_cpu_info": crossrank.cpu_info(), "crossrank_version": crossrank.__version__,
                             "python": platform.python_version(), "platform": platform.platform()}
     try:
@@ -576,7 +817,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
         info["loadavg_at_start"] = Path("/proc/loadavg").read_text(encoding="ascii").split()[:3]
     except OSError:
         pass
-    for mod in ("numpy", "torch", "transformers", "tokenizers"):
+    for mod in ("numpy", "torch", "transformers", "tokenizers", "sentence_transformers"):
         try:
             info[f"{mod}_version"] = __import__(mod).__version__
         except ImportError:
@@ -597,6 +838,8 @@ def run_child(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
     env = dict(os.environ)
     env.pop("CROSSRANK_GEMM", None)
     env.update(spec.get("env", {}))
+    for key in spec.get("env_unset", ()):
+        env.pop(key, None)
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if spec["engine"] == "peak":
         env["OPENBLAS_NUM_THREADS"] = str(spec["threads"])
@@ -616,6 +859,25 @@ def _fmt(v: Optional[float], spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _print_table(head: List[str], rows: List[List[str]], left: int = 2) -> None:
+    """Columns: the first ``left`` left-aligned, the rest right-aligned. A row shorter than the head
+    (a failed run: name, batch, message) ends with its last cell as is."""
+    widths = [max([len(h)] + [len(row[i]) for row in rows if len(row) == len(head) or i < len(row) - 1])
+              for i, h in enumerate(head)]
+    line = "  ".join(h.ljust(w) if i < left else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        if len(row) < len(head):
+            cells[-1] = row[-1]
+        print("  ".join(cells))
+
+
+def _mib(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v / 2**20:.0f}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -623,49 +885,98 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         child_main(argv[1], argv[2])
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--docs", type=int, default=64, help="documents scored against the query (default 64)")
+    p.add_argument("--mode", choices=MODES, default="throughput",
+                   help="throughput (default): 1 query x --docs documents of 150-400 tokens; latency: 1 query x 1 "
+                        "document of ~300 tokens, --repeats calls, p50/p90; long4k/long8k: 1 query x --docs "
+                        "documents filling prompts of 4,096/8,192 tokens")
+    p.add_argument("--docs", type=int, default=None,
+                   help="documents scored against the query (default 64; long modes 2; latency: always 1)")
     p.add_argument("--threads", type=int, default=None, help="compute threads for every engine (default: all CPUs)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per engine after the warm-up (default 1)")
-    p.add_argument("--hf-batch-sizes", default="1,8,16,64", help="transformers batch sizes to try (default 1,8,16,64)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per engine after the warm-up (default 1; latency: timed calls, default 20)")
+    p.add_argument("--hf-batch-sizes", default="1,8,16,64",
+                   help="transformers / sentence-transformers batch sizes to try in throughput mode (default "
+                        "1,8,16,64; the other modes run them at batch 1)")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma list, a subset of {','.join(ENGINES)}")
     p.add_argument("--warmup-docs", type=int, default=2, help="documents in the warm-up call (default 2)")
+    p.add_argument("--scaling", action="store_true",
+                   help="also run the crossrank engines at 1 thread and print the speedup of --threads over 1")
     p.add_argument("--hf-full-logits", action="store_true",
                    help="run the model card's forward verbatim (LM head over every position)")
     p.add_argument("--no-peak", action="store_true", help="skip the float32 GEMM peak measurement")
-    p.add_argument("--quick", action="store_true", help="smoke run: 8 documents, one transformers batch size")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: throughput 8 documents and one batch size; latency 5 calls; long modes 1 document")
     args = p.parse_args(argv)
 
+    mode = args.mode
+    if mode == "latency" and args.docs not in (None, 1):
+        p.error("--mode latency scores 1 query x 1 document; --docs does not apply")
     if args.quick:
-        args.docs = 8
-        args.hf_batch_sizes = "8"
+        if mode == "throughput":
+            args.docs, args.hf_batch_sizes = 8, "8"
+        elif mode == "latency":
+            args.repeats = args.repeats or 5
+        else:
+            args.docs = args.docs or 1
+    n_docs = args.docs or {"throughput": 64, "latency": 1}.get(mode, 2)
+    repeats = args.repeats or (20 if mode == "latency" else 1)
     threads = args.threads or len(os.sched_getaffinity(0))
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         p.error(f"unknown engine(s) {unknown}; choose from {list(ENGINES)}")
     batch_sizes = sorted({int(b) for b in args.hf_batch_sizes.split(",") if b.strip()})
-    if args.docs < 1 or args.repeats < 1 or threads < 1 or not batch_sizes or min(batch_sizes) < 1:
+    if n_docs < 1 or repeats < 1 or threads < 1 or not batch_sizes or min(batch_sizes) < 1:
         p.error("--docs, --repeats, --threads and the batch sizes must be positive")
-    batch_sizes = sorted({min(b, args.docs) for b in batch_sizes})  # a batch larger than the workload is one batch
+    if args.scaling and threads == 1:
+        p.error("--scaling compares --threads with 1 thread; --threads is 1")
+    if mode == "throughput":
+        batch_sizes = sorted({min(b, n_docs) for b in batch_sizes})  # a batch larger than the workload is one batch
+    else:
+        batch_sizes = [1]  # latency: one pair per call; long documents: one pair per forward, as a user would
 
     started = _dt.datetime.now()
     checkpoint = ensure_checkpoint()
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     fm = flop_model(config)
-    query, docs, doc_tokens = make_workload(args.docs)
+    warmup_calls = 1
+    if mode == "throughput":
+        query, docs, doc_tokens = make_workload(n_docs)
+        warmup_docs = docs[: max(1, min(args.warmup_docs, len(docs)))]
+    elif mode == "latency":
+        query, docs, doc_tokens = make_workload(1, doc_tokens=LATENCY_DOC_TOKENS)
+        warmup_docs, warmup_calls = docs, 2
+    else:
+        query, docs, doc_tokens = make_long_workload(n_docs, LONG_PROMPT_TOKENS[mode])
+        # a short document: warms threads and allocators without a long forward before the timing
+        warmup_docs = make_workload(1)[1]
     info = machine_info(threads)
     print(f"CPU: {info.get('cpu_model')}, {threads} threads, crossrank kernels {info['crossrank_cpu_info']['isa']}, "
-          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, load average {' '.join(info.get('loadavg_at_start', []))}")
-    print(f"Workload: 1 query x {len(docs)} documents, {min(doc_tokens)}-{max(doc_tokens)} document tokens "
-          f"(mean {sum(doc_tokens) / len(doc_tokens):.0f}); model: Qwen3-Reranker-0.6B shape, RANDOM weights")
+          f"load average {' '.join(info.get('loadavg_at_start', []))}")
+    print("OpenBLAS environment: " + ", ".join(f"{k}={info[k] if info[k] is not None else '(unset)'}" for k in OPENBLAS_VARS)
+          + ("; crossrank-f32-openblas-unset runs without them" if "crossrank-f32-openblas-unset" in engines else ""))
+    if mode == "latency":
+        desc = f"1 query x 1 document of {doc_tokens[0]} tokens, {repeats} timed calls per engine (batch 1)"
+    else:
+        span = str(doc_tokens[0]) if len(set(doc_tokens)) == 1 else f"{min(doc_tokens)}-{max(doc_tokens)}"
+        desc = (f"1 query x {len(docs)} document{'s' if len(docs) > 1 else ''}, {span} document tokens"
+                + (f" (mean {sum(doc_tokens) / len(doc_tokens):.0f})" if len(docs) > 1 else ""))
+        if mode != "throughput":
+            desc += f", prompts of up to {LONG_PROMPT_TOKENS[mode]} tokens, transformers/ST at batch 1"
+    print(f"Mode {mode}. Workload: {desc}; model: Qwen3-Reranker-0.6B shape, RANDOM weights")
 
     runs: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_rerank-") as tmpdir:
         tmp = Path(tmpdir)
         workload_file = tmp / "workload.json"
-        workload_file.write_text(json.dumps({"query": query, "documents": docs}), encoding="utf-8")
-        base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "threads": threads,
-                "repeats": args.repeats, "warmup_docs": max(1, min(args.warmup_docs, len(docs))),
+        workload_file.write_text(json.dumps({"query": query, "documents": docs, "warmup_documents": warmup_docs}),
+                                 encoding="utf-8")
+        st_package, st_files = None, None
+        if any(e.startswith("st-") for e in engines):
+            st_package = tmp / "st-package"
+            st_files = write_st_package(checkpoint, st_package)
+        base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "threads": threads, "mode": mode,
+                "repeats": repeats, "warmup_calls": warmup_calls, "warmup_docs": len(warmup_docs),
                 "hf_full_logits": args.hf_full_logits}
         peak = None
         if not args.no_peak:
@@ -685,44 +996,71 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     reuse=not engine.endswith("noreuse")))
             elif engine == "crossrank-f32-openblas":
                 configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"}))
+            elif engine == "crossrank-f32-openblas-unset":
+                configs.append(dict(base, engine=engine, env={"CROSSRANK_GEMM": "openblas"},
+                                    env_unset=list(OPENBLAS_VARS)))
             else:
-                dtype = "float32" if engine == "transformers-f32" else "bfloat16"
+                dtype = "float32" if engine.endswith("-f32") else "bfloat16"
+                extra = {"st_package": str(st_package)} if engine.startswith("st-") else {}
                 for bs in batch_sizes:
-                    configs.append(dict(base, engine=engine, dtype=dtype, batch_size=bs))
+                    configs.append(dict(base, engine=engine, dtype=dtype, batch_size=bs, **extra))
+        if args.scaling:  # each crossrank configuration again at 1 thread, right after it (same machine load)
+            configs = [x for c in configs for x in
+                       ([c, dict(c, threads=1, scaling=True)] if c["engine"].startswith("crossrank") else [c])]
         for k, spec in enumerate(configs):
-            label = spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "")
+            label = spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "") + \
+                (" (1 thread)" if spec.get("scaling") else "")
             print(f"[{k + 1}/{len(configs)}] {label} ...", end="", flush=True)
             res = run_child(spec, tmp, f"run{k}")
             res["engine"] = spec["engine"]
-            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint")}
+            res["threads"] = spec["threads"]
+            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint", "st_package")}
             if "error" in res:
                 print(f" FAILED ({res['error']})\n{res['log_tail']}")
+            elif mode == "latency":
+                t = sorted(res["times_s"])
+                print(f" p50 {1e3 * t[len(t) // 2]:.0f} ms (load {res['load_s']:.1f} s, process {res['process_s']:.0f} s)",
+                      flush=True)
             else:
                 best = min(res["times_s"])
                 print(f" {best:.1f} s (load {res['load_s']:.1f} s, process {res['process_s']:.0f} s)", flush=True)
             runs.append(res)
 
     # ---- summarise
+    import numpy as np
+
     ok = [r for r in runs if "error" not in r]
+    main_runs = [r for r in ok if not r["config"].get("scaling")]
     lengths = next((r["lengths"] for r in ok if r["engine"].startswith("crossrank")), None)
     if lengths is None and ok:
         lengths = ok[0]["lengths"]
     n_tokens = sum(lengths) if lengths else 0
     flops = useful_flops(lengths, fm) if lengths else 0.0
     peak_gflops = peak["peak_gflops"] if peak else None
+    bf16_peak = peak.get("dpbf16_loop_gflops") if peak else None
     for r in ok:
-        t = min(r["times_s"])
-        i = r["times_s"].index(t)
-        r["best_s"] = t
+        times = r["times_s"]
+        if mode == "latency":
+            # one call per timed run: the median call stands for the engine
+            r["p50_ms"] = 1e3 * float(np.percentile(times, 50))
+            r["p90_ms"] = 1e3 * float(np.percentile(times, 90))
+            r["min_ms"] = 1e3 * min(times)
+            r["best_s"] = r["p50_ms"] / 1e3
+            busy = [v for v in r["other_cpu"] if v is not None]
+            r["other_cpu_best"] = sum(busy) / len(busy) if busy else None
+        else:
+            r["best_s"] = min(times)
+            r["other_cpu_best"] = r["other_cpu"][times.index(r["best_s"])]
+        t = r["best_s"]
         r["pairs_per_s"] = len(docs) / t
         r["tokens_per_s"] = n_tokens / t
         r["gflops"] = flops / t / 1e9
         r["pct_peak"] = 100.0 * r["gflops"] / peak_gflops if peak_gflops else None
-        bf16_peak = peak.get("dpbf16_loop_gflops") if peak else None
         r["pct_bf16_peak"] = 100.0 * r["gflops"] / bf16_peak if bf16_peak else None
-        r["other_cpu_best"] = r["other_cpu"][i]
+        if r.get("rss_after_warmup") and r.get("peak_rss_scoring") and r.get("peak_reset"):
+            r["scoring_rss_over_loaded"] = r["peak_rss_scoring"] - r["rss_after_warmup"]
     best_by_engine: Dict[str, Dict[str, Any]] = {}
-    for r in ok:
+    for r in main_runs:
         cur = best_by_engine.get(r["engine"])
         if cur is None or r["best_s"] < cur["best_s"]:
             best_by_engine[r["engine"]] = r
@@ -731,11 +1069,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ref = best_by_engine.get(name)
             r[key] = r["pairs_per_s"] / ref["pairs_per_s"] if ref else None
 
+    # ---- thread scaling: the same configuration at `threads` and at 1
+    scaling: Dict[str, Dict[str, Any]] = {}
+    for r1 in (r for r in ok if r["config"].get("scaling")):
+        rn = best_by_engine.get(r1["engine"])
+        if rn is not None:
+            scaling[r1["engine"]] = {"threads": [1, threads], "time_s": [r1["best_s"], rn["best_s"]],
+                                     "pairs_per_s": [r1["pairs_per_s"], rn["pairs_per_s"]],
+                                     "other_cpu": [r1["other_cpu_best"], rn["other_cpu_best"]],
+                                     "speedup": r1["best_s"] / rn["best_s"],
+                                     "efficiency": r1["best_s"] / rn["best_s"] / threads}
+
     # ---- checks: same token ids everywhere, scores agree
     checks: Dict[str, Any] = {}
     digests = {r["ids_sha256"] for r in ok}
     checks["same_token_ids"] = len(digests) <= 1
-    import numpy as np
 
     def max_diff(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, float]:
         return {"max_abs_diff_p_yes": float(np.max(np.abs(np.subtract(a["scores"], b["scores"])))),
@@ -745,7 +1093,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r in ok:
         if ours is not None and r is not ours:
             r["agreement_vs_crossrank_f32"] = max_diff(r, ours)
-    ref_runs = [r for r in ok if r["engine"] == REFERENCE]
+    ref_runs = [r for r in main_runs if r["engine"] == REFERENCE]
     if ours is not None and ref_runs:
         per_bs = {str(r["batch_size"]): max_diff(ours, r) for r in ref_runs}
         checks["crossrank_f32_vs_transformers_f32"] = {
@@ -753,42 +1101,104 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "max_abs_diff_log_odds": max(v["max_abs_diff_log_odds"] for v in per_bs.values()),
             "per_batch_size": per_bs,
         }
+    # sentence-transformers against the recipe (same dtype, and float32) and crossrank float32: the raw
+    # yes-no logit of every pair. Against the recipe at the same batch size (same padding; ST orders a
+    # batch by length, the recipe by input) the difference is the pipeline's alone; across batch sizes
+    # it also holds the rounding of different matrix shapes (in bf16 one logit step is 0.125 near 20).
+    st_agree: Dict[str, Dict[str, Any]] = {}
+    keys = ("max_abs_diff_log_odds", "max_abs_diff_p_yes")
+    for st_engine in ("st-f32", "st-bf16"):
+        st_runs = [r for r in main_runs if r["engine"] == st_engine]
+        if not st_runs:
+            continue
+        refs = dict.fromkeys(["transformers-" + st_engine.split("-")[1], REFERENCE, OURS])
+        for ref in refs:
+            ref_runs = [r for r in main_runs if r["engine"] == ref]
+            if not ref_runs:
+                continue
+            diffs = [max_diff(a, b) for a in st_runs for b in ref_runs]
+            entry: Dict[str, Any] = {k: max(d[k] for d in diffs) for k in keys}
+            same = [max_diff(a, b) for a in st_runs for b in ref_runs if a["batch_size"] == b["batch_size"]]
+            if same:
+                entry["same_batch_size"] = {k: max(d[k] for d in same) for k in keys}
+            st_agree.setdefault(st_engine, {})[ref] = entry
+    if st_agree:
+        checks["sentence_transformers"] = st_agree
     raw_all = np.asarray(ours["raw"]) if ours else None
 
     # ---- table
     rows = []
     order = {e: i for i, e in enumerate(ENGINES)}
-    for r in sorted(runs, key=lambda r: (order[r["engine"]], r["config"].get("batch_size", 0))):
-        bs = r["config"].get("batch_size", "-") if r["engine"].startswith("transformers") else "32"
-        name = r["engine"] + ("" if "error" in r or best_by_engine.get(r["engine"]) is not r
-                              or not r["engine"].startswith("transformers") else " *")
+    for r in sorted(runs, key=lambda r: (order[r["engine"]], r["config"].get("scaling", False),
+                                         r["config"].get("batch_size", 0))):
+        if r["config"].get("scaling"):
+            continue  # printed with the thread scaling below
+        bs = r["config"].get("batch_size", "-") if r["engine"].startswith(BATCHED) else "32"
+        marked = "error" not in r and best_by_engine.get(r["engine"]) is r and r["engine"].startswith(BATCHED) \
+            and len(batch_sizes) > 1
+        name = r["engine"] + (" *" if marked else "")
         if "error" in r:
-            rows.append([name, str(bs), "failed: " + r["error"]] + [""] * 8)
+            rows.append([name, str(bs), "failed: " + r["error"]])  # shorter than the head: printed as is
             continue
-        rows.append([name, str(bs), _fmt(r["pairs_per_s"], ".2f"), _fmt(r["tokens_per_s"], ".0f"),
-                     _fmt(r["gflops"], ".1f"), _fmt(r["pct_peak"], ".0f"), f"{r['peak_rss'] / 2**20:.0f}",
-                     _fmt(r["vs_transformers_f32"], ".2f"), _fmt(r["vs_crossrank_f32"], ".2f"),
-                     _fmt(r["other_cpu_best"], ".2f"), f"{r['load_s']:.1f}"])
-    head = ["engine", "batch", "pairs/s", "tokens/s", "GFLOP/s", "%sgemm", "RSS MiB", "vs HF f32",
-            "vs cr f32", "other CPU", "load s"]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    line = "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))
-    print()
-    print(f"{len(docs)} pairs, {n_tokens} tokens ({n_tokens / len(docs):.0f}/pair), "
-          f"{flops / 1e12:.2f} TFLOP useful, {threads} threads, best of {args.repeats} run(s) after 1 warm-up")
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        if row[2].startswith("failed"):
-            print("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2]]))
+        ratios = [_fmt(r["vs_transformers_f32"], ".2f"), _fmt(r["vs_crossrank_f32"], ".2f")]
+        tail = ratios + [_fmt(r["other_cpu_best"], ".2f"), f"{r['load_s']:.1f}"]
+        if mode == "throughput":
+            rows.append([name, str(bs), _fmt(r["pairs_per_s"], ".2f"), _fmt(r["tokens_per_s"], ".0f"),
+                         _fmt(r["gflops"], ".1f"), _fmt(r["pct_peak"], ".0f"), _mib(r["peak_rss"])] + tail)
+        elif mode == "latency":
+            rows.append([name, str(bs), f"{r['p50_ms']:.0f}", f"{r['p90_ms']:.0f}", f"{r['min_ms']:.0f}",
+                         _fmt(r["tokens_per_s"], ".0f"), _fmt(r["gflops"], ".1f"), _mib(r["peak_rss"])] + tail)
         else:
-            print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    print("* best transformers batch size (the ratios use it). vs = pairs/s ratio. RSS = peak RSS of the "
-          "engine's process. other CPU = CPUs busy with other processes during the timed run.")
+            rows.append([name, str(bs), _fmt(r["tokens_per_s"], ".0f"), f"{r['best_s'] / len(docs):.1f}",
+                         _fmt(r["gflops"], ".1f"), _mib(r["peak_rss"]), _mib(r.get("rss_after_warmup")),
+                         _mib(r.get("scoring_rss_over_loaded")), _mib(r.get("weight_bytes"))] + tail)
+    tail_head = ["vs HF f32", "vs cr f32", "other CPU", "load s"]
+    print()
+    if mode == "throughput":
+        head = ["engine", "batch", "pairs/s", "tokens/s", "GFLOP/s", "%sgemm", "RSS MiB"] + tail_head
+        print(f"{len(docs)} pairs, {n_tokens} tokens ({n_tokens / len(docs):.0f}/pair), "
+              f"{flops / 1e12:.2f} TFLOP useful, {threads} threads, best of {repeats} run(s) after 1 warm-up")
+    elif mode == "latency":
+        head = ["engine", "batch", "p50 ms", "p90 ms", "min ms", "tokens/s", "GFLOP/s", "RSS MiB"] + tail_head
+        print(f"1 pair of {n_tokens} tokens per call, {flops / 1e9:.0f} GFLOP useful, {threads} threads, "
+              f"{repeats} timed calls after {warmup_calls} warm-up calls; tokens/s and GFLOP/s at the p50")
+    else:
+        head = ["engine", "batch", "tokens/s", "s/pair", "GFLOP/s", "peak MiB", "loaded MiB", "+scoring MiB",
+                "weights MiB"] + tail_head
+        print(f"{len(docs)} pair{'s' if len(docs) > 1 else ''}, {n_tokens} tokens ({n_tokens / len(docs):.0f}/pair), "
+              f"{flops / 1e12:.2f} TFLOP useful, {threads} threads, best of {repeats} run(s) after 1 short warm-up")
+    _print_table(head, rows)
+    notes = []
+    if len(batch_sizes) > 1 and any(e.startswith(BATCHED) for e in engines):
+        notes.append("* best transformers / sentence-transformers batch size (the ratios use it).")
+    notes.append("vs = speed ratio (pairs/s" + (", from the p50" if mode == "latency" else "") + ").")
+    if mode.startswith("long"):
+        notes.append("peak = peak RSS of the engine's process; loaded = RSS after loading and the short warm-up "
+                     "(libraries, resident weights, runtime); +scoring = peak RSS of the timed runs minus loaded "
+                     "(peak counter reset after the warm-up); weights = the model's weight bytes.")
+    else:
+        notes.append("RSS = peak RSS of the engine's process.")
+    notes.append("other CPU = CPUs busy with other processes during the timed run" +
+                 (" (mean over the calls)." if mode == "latency" else "."))
+    print(" ".join(notes))
+    if scaling:
+        print(f"\nThread scaling (crossrank, the same workload at 1 and {threads} threads):")
+        unit = "p50 ms" if mode == "latency" else "pairs/s"
+        srows = []
+        for e in sorted(scaling, key=order.get):
+            v = scaling[e]
+            if mode == "latency":
+                vals = [f"{1e3 * v['time_s'][0]:.0f}", f"{1e3 * v['time_s'][1]:.0f}"]
+            else:
+                vals = [f"{v['pairs_per_s'][0]:.2f}", f"{v['pairs_per_s'][1]:.2f}"]
+            srows.append([e] + vals + [f"{v['speedup']:.2f}x", f"{100 * v['efficiency']:.0f}%",
+                                       " / ".join(_fmt(x, ".2f") for x in v["other_cpu"])])
+        _print_table(["engine", f"1 thread {unit}", f"{threads} threads {unit}", "speedup", "per thread",
+                      "other CPU"], srows, left=1)
     if peak and peak.get("dpbf16_loop_gflops"):
         print(f"Instruction peaks measured here (register-only loops, same threads): float32 FMA "
               f"{peak['fma_f32_loop_gflops']:.0f} GFLOP/s, bf16 vdpbf16ps {peak['dpbf16_loop_gflops']:.0f} GFLOP/s.")
-        for r in ok:
+        for r in main_runs:
             if r["engine"].startswith("crossrank-bf16") and r is best_by_engine.get(r["engine"]):
                 print(f"{r['engine']}: {r['gflops']:.0f} useful GFLOP/s = {r['pct_bf16_peak']:.0f}% of the bf16 peak"
                       " (prefix tokens counted for every pair)")
@@ -797,12 +1207,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"(numpy {peak['numpy_sgemm_gflops']:.1f}, torch {peak.get('torch_sgemm_gflops', float('nan')):.1f}).")
     agree = checks.get("crossrank_f32_vs_transformers_f32")
     print(f"Token ids identical across engines: {'yes' if checks['same_token_ids'] else 'NO'}")
+    for r in main_runs:
+        if r["engine"].startswith("crossrank-f32-openblas") and r is best_by_engine.get(r["engine"]):
+            env_desc = ", ".join(f"{k}={v}" for k, v in r["openblas_env"].items() if v is not None) or "both unset"
+            print(f"{r['engine']}: OpenBLAS kernels {r.get('openblas_core') or 'unknown'} ({env_desc})")
     if agree:
         print(f"crossrank f32 vs transformers f32 (every batch size): max |dP(yes)| = "
               f"{agree['max_abs_diff_p_yes']:.2e}, max |d log-odds| = {agree['max_abs_diff_log_odds']:.2e}")
-    for r in ok:
+    for st_engine, refs in st_agree.items():
+        parts = []
+        for ref, v in refs.items():
+            same = v.get("same_batch_size")
+            parts.append(f"{ref}: max |d| = {v['max_abs_diff_log_odds']:.2e}"
+                         + (f" (same batch size: {same['max_abs_diff_log_odds']:.2e})" if same else ""))
+        print(f"{st_engine} raw logit(yes) - logit(no) vs " + "; ".join(parts))
+    for r in main_runs:
         a = r.get("agreement_vs_crossrank_f32")
-        if a and r["engine"] != REFERENCE and r is best_by_engine.get(r["engine"]):
+        if a and r["engine"] != REFERENCE and not r["engine"].startswith("st-") and r is best_by_engine.get(r["engine"]):
             print(f"{r['engine']} vs crossrank f32: max |dP(yes)| = {a['max_abs_diff_p_yes']:.2e}, "
                   f"max |d log-odds| = {a['max_abs_diff_log_odds']:.2e}")
     if raw_all is not None:
@@ -814,20 +1235,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"the numbers are pessimistic and the ratios are noisy.")
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"bench_rerank-{started.strftime('%Y%m%d-%H%M%S')}.json"
+    suffix = "" if mode == "throughput" else f"-{mode}"
+    out = RESULTS_DIR / f"bench_rerank{suffix}-{started.strftime('%Y%m%d-%H%M%S')}.json"
     record = {
         "started": started.isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv],
+        "mode": mode,
         "args": vars(args), "machine": info,
         "model": {"shape": "Qwen3-Reranker-0.6B", "weights": "random", "seed": CHECKPOINT_SEED,
                   "checkpoint": str(checkpoint), "config": config, "flops": fm},
-        "workload": {"query": query, "documents": len(docs), "document_tokens": doc_tokens,
+        "st_package_files": st_files,
+        "workload": {"mode": mode, "query": query, "documents": len(docs), "document_tokens": doc_tokens,
                      "prompt_tokens": lengths, "total_tokens": n_tokens, "useful_flop": flops,
-                     "seed": WORKLOAD_SEED},
-        "peak": peak, "checks": checks,
+                     "seed": WORKLOAD_SEED, "repeats": repeats, "warmup_calls": warmup_calls,
+                     "warmup_documents": len(warmup_docs), "batch_sizes": batch_sizes,
+                     "prompt_token_budget": LONG_PROMPT_TOKENS.get(mode)},
+        "peak": peak, "checks": checks, "scaling": scaling or None,
         "best": {e: {k: r.get(k) for k in ("pairs_per_s", "tokens_per_s", "gflops", "pct_peak", "pct_bf16_peak",
-                                            "peak_rss",
-                                            "vs_transformers_f32", "vs_crossrank_f32", "batch_size", "best_s")}
+                                            "p50_ms", "p90_ms", "min_ms", "peak_rss", "rss_after_load",
+                                            "rss_after_warmup",
+                                            "peak_rss_scoring", "scoring_rss_over_loaded", "weight_bytes",
+                                            "vs_transformers_f32", "vs_crossrank_f32", "batch_size", "best_s",
+                                            "threads")}
                  for e, r in best_by_engine.items()},
         "runs": runs,
     }
