@@ -81,7 +81,11 @@ static cr_status pack_i8(cr_linear *W) {
     for (int64_t c = 0; c < W->n_out; c++) {
         const float *row = W->w + c * W->n_in;
         float amax = 0.0f;
-        for (int64_t k = 0; k < W->n_in; k++) amax = fmaxf(amax, fabsf(row[k]));
+        for (int64_t k = 0; k < W->n_in; k++) {
+            /* fmaxf would skip a NaN (and is a libm call here): NaN must win, to poison the scale */
+            float a = fabsf(row[k]);
+            amax = a > amax || a != a ? a : amax;
+        }
         float s = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 1.0f;
         scale[c] = isfinite(amax) ? s : NAN; /* a non-finite weight poisons its channel visibly */
         int32_t sum = 0;
@@ -189,23 +193,35 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, W->wb + p * kp * 2 * CR_GEMM_NR, kp, y, j->ldy, cols);
     } else {
         int64_t kq = (W->n_in + 3) / 4;
-        int32_t acc[16 * CR_GEMM_NR];
-        K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, W->wq + p * kq * 4 * CR_GEMM_NR, kq, acc, CR_GEMM_NR,
-                        cols);
         const int8_t *panel = W->wq + p * kq * 4 * CR_GEMM_NR;
-        for (int64_t i = 0; i < rows; i++) {
-            float sx = j->xscale[r + i], *yr = y + i * j->ldy;
-            for (int64_t c = 0; c < cols; c++) {
-                /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
-                int32_t exact = acc[i * CR_GEMM_NR + c] - 128 * W->colsum[c0 + c];
-                yr[c] = (float)exact * (sx * W->wscale[c0 + c]);
+        /* Local restrict pointers: through W-> the compiler must assume each store to y may
+         * change them, reloads them every column and leaves the loop scalar. */
+        const int32_t *restrict colsum = W->colsum + c0;
+        const float *restrict wscale = W->wscale + c0;
+        if (K->gemm_i8_tile_f32) {
+            K->gemm_i8_tile_f32(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
+                                colsum, wscale);
+        } else {
+            int32_t acc[16 * CR_GEMM_NR];
+            K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, acc, CR_GEMM_NR, cols);
+            for (int64_t i = 0; i < rows; i++) {
+                float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
+                const int32_t *restrict acc_row = acc + i * CR_GEMM_NR;
+                for (int64_t c = 0; c < cols; c++) {
+                    /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
+                    int32_t exact = acc_row[c] - 128 * colsum[c];
+                    yr[c] = (float)exact * (sx * wscale[c]);
+                }
             }
+        }
+        for (int64_t i = 0; i < rows; i++) {
+            float *restrict yr = y + i * j->ldy;
             /* The row's outlier inputs, in float32 against the (dequantized) int8 weights. */
             for (int32_t t = 0; t < j->n_outliers[r + i]; t++) {
                 int64_t k = j->outlier_k[(r + i) * CR_I8_MAX_OUTLIERS + t];
                 float v = j->outlier_x[(r + i) * CR_I8_MAX_OUTLIERS + t];
-                const int8_t *wk = panel + (k / 4) * 4 * CR_GEMM_NR + (k & 3);
-                for (int64_t c = 0; c < cols; c++) yr[c] += v * W->wscale[c0 + c] * (float)wk[4 * c];
+                const int8_t *restrict wk = panel + (k / 4) * 4 * CR_GEMM_NR + (k & 3);
+                for (int64_t c = 0; c < cols; c++) yr[c] += v * wscale[c] * (float)wk[4 * c];
             }
         }
     }

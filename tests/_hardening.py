@@ -60,11 +60,11 @@ def core_args(path: Path, config: Optional[Dict[str, Any]] = None) -> Tuple[str,
 
 
 def core_model(path: Path, *, threads: int = 1, check_finite: Optional[bool] = None,
-               config: Optional[Dict[str, Any]] = None) -> Any:
+               config: Optional[Dict[str, Any]] = None, dtype: str = "float32") -> Any:
     """``crossrank._core.Model`` built as CrossEncoder builds it (see :func:`core_args`)."""
     from crossrank import _core
 
-    return _core.Model(*core_args(path, config), threads=threads, check_finite=check_finite)
+    return _core.Model(*core_args(path, config), dtype=dtype, threads=threads, check_finite=check_finite)
 
 
 def token_ids(n: int, seed: int) -> list:

@@ -326,3 +326,26 @@ def test_linear_hook_checks_its_inputs():
         _core._linear(w, np.ones((2, 7), np.float32), "int8")
     with pytest.raises(ValueError, match="fmt"):
         _core._linear(w, np.ones((2, 8), np.float32), "int4")
+
+
+def test_int8_layer_gives_the_same_bits_under_every_isa_cap(tmp_path):
+    # The AVX-512 VNNI table dequantizes inside the GEMM tile; the others leave it to linear.c.
+    # Integer sums are exact and both apply the same float operations, so the bits must agree.
+    import subprocess
+    import sys
+    rng = np.random.default_rng(17)
+    w = rng.standard_normal((75, 300)).astype(np.float32)
+    x = gated_mlp_rows(rng, 53, 300)
+    x[7, 11] = 400.0  # an outlier row too
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from crossrank import _core; "
+            "d = sys.argv[1]; np.save(d + '/y_' + sys.argv[2] + '.npy', "
+            "_core._linear(np.load(d + '/w.npy'), np.load(d + '/x.npy'), 'int8', 2))")
+    for level in LEVELS:
+        env = dict(__import__("os").environ, CROSSRANK_ISA=level)
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), level], env=env, check=True)
+    want = np.load(tmp_path / f"y_{LEVELS[0]}.npy")
+    np.testing.assert_allclose(want, int8_with_outliers(w, x), rtol=1e-4, atol=1e-4 * np.abs(want).std())
+    for level in LEVELS[1:]:
+        np.testing.assert_array_equal(np.load(tmp_path / f"y_{level}.npy"), want, err_msg=level)

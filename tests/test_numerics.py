@@ -59,10 +59,14 @@ def test_non_finite_weights_are_refused_at_load_by_default(tmp_path, dtype, name
         core_model(path, check_finite=True)
 
 
-def test_check_finite_false_loads_and_a_nan_weight_surfaces_as_numericalerror(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("layer", ["self_attn.q_proj", "mlp.down_proj"])
+def test_check_finite_false_loads_and_a_nan_weight_surfaces_as_numericalerror(tmp_path, dtype, layer):
+    # int8 included: a NaN among finite weights must poison its channel's scale, not be
+    # skipped by the max and then cast to an integer
     path = small_checkpoint(tmp_path, seed=4)
-    poison(path, "model.layers.1.self_attn.q_proj.weight", 0, float("nan"))
-    engine = core_model(path, check_finite=False)
+    poison(path, f"model.layers.1.{layer}.weight", 0, float("nan"))
+    engine = core_model(path, check_finite=False, dtype=dtype)
     with pytest.raises(NumericalError, match=r"non-finite logit \(nan\) for sequence 0"):
         forward(engine, SEQS)
 

@@ -105,6 +105,7 @@ static void build_levels(void) {
     t.isa = CR_ISA_AVX512VNNI;
     t.gemm_i8_tile = cr_kernels_avx512vnni()->gemm_i8_tile;
     t.gemm_i8_mr = cr_kernels_avx512vnni()->gemm_i8_mr;
+    t.gemm_i8_tile_f32 = cr_kernels_avx512vnni()->gemm_i8_tile_f32;
     level_tables[CR_ISA_AVX512VNNI] = t;
     const cr_kernels *bf = cr_kernels_avx512bf16();
     t.isa = CR_ISA_AVX512BF16;

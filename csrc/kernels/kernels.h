@@ -66,6 +66,13 @@ typedef struct cr_kernels {
     void (*gemm_i8_tile)(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
                          int32_t *y, int64_t ldy, int64_t n);
     int gemm_i8_mr;
+    /* Optional (NULL: linear.c applies the same formula in C): gemm_i8_tile fused with the
+     * dequantization, y[i, j] = (float)(sum_k x[i, k] w[k, j] - 128 colsum[j]) *
+     * (xscale[i] * wscale[j]) as float32, the same operations in the same order (so the same
+     * bits); the sums never leave the registers. */
+    void (*gemm_i8_tile_f32)(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                             float *y, int64_t ldy, int64_t n, const float *xscale,
+                             const int32_t *colsum, const float *wscale);
     /* Per-row symmetric int8 quantization of x[0..n): s = max|x| / 127 (1 when all zero),
      * out[k] = clamp(round_nearest_even(x[k] * (1 / s)), -127, 127) + 128; returns s. A row with
      * NaN or Inf returns NaN and writes 128 everywhere. Every ISA gives the same bytes. */

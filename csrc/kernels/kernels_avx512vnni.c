@@ -55,9 +55,8 @@ static void i8_row_vnni(const uint8_t *x, const int8_t *wp, int64_t kq, int32_t 
     "vmovdqa64 %%zmm" #lo ", " #r "*128(%[out])\n\t"                          \
     "vmovdqa64 %%zmm" #hi ", " #r "*128+64(%[out])\n\t"
 
-static void i8_tile12_vnni(const uint8_t *x, int64_t ldx, const int8_t *wp, int64_t kq, int32_t *y,
-                           int64_t ldy, int64_t n) {
-    _Alignas(64) int32_t out[MRI8 * CR_GEMM_NR];
+/* The 12 x 32 sums into out (aligned, rows of CR_GEMM_NR). */
+static void i8_tile12_vnni(const uint8_t *x, int64_t ldx, const int8_t *wp, int64_t kq, int32_t *out) {
     const uint8_t *x0 = x, *x3 = x + 3 * ldx, *x6 = x + 6 * ldx, *x9 = x + 9 * ldx;
     const int8_t *w = wp;
     int64_t l1 = ldx, l2 = 2 * ldx, pairs = kq / 2, odd = kq & 1;
@@ -94,20 +93,45 @@ static void i8_tile12_vnni(const uint8_t *x, int64_t ldx, const int8_t *wp, int6
           "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
           "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28",
           "xmm29", "xmm30", "xmm31");
-    __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
-    for (int i = 0; i < MRI8; i++) {
-        _mm512_mask_storeu_epi32(y + i * ldy, m0, _mm512_load_si512(out + i * CR_GEMM_NR));
-        _mm512_mask_storeu_epi32(y + i * ldy + 16, m1, _mm512_load_si512(out + i * CR_GEMM_NR + 16));
-    }
 }
 
 static void gemm_i8_tile_vnni(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
                               int32_t *y, int64_t ldy, int64_t n) {
     if (m == MRI8) {
-        i8_tile12_vnni(x, ldx, wp, kq, y, ldy, n);
+        _Alignas(64) int32_t out[MRI8 * CR_GEMM_NR];
+        i8_tile12_vnni(x, ldx, wp, kq, out);
+        __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
+        for (int i = 0; i < MRI8; i++) {
+            _mm512_mask_storeu_epi32(y + i * ldy, m0, _mm512_load_si512(out + i * CR_GEMM_NR));
+            _mm512_mask_storeu_epi32(y + i * ldy + 16, m1, _mm512_load_si512(out + i * CR_GEMM_NR + 16));
+        }
         return;
     }
     for (int64_t i = 0; i < m; i++) i8_row_vnni(x + i * ldx, wp, kq, y + i * ldy, n);
+}
+
+/* gemm_i8_tile and the dequantization in one: rows of out (int32 sums) to rows of y. */
+static void gemm_i8_tile_f32_vnni(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq,
+                                  float *y, int64_t ldy, int64_t n, const float *xscale,
+                                  const int32_t *colsum, const float *wscale) {
+    _Alignas(64) int32_t out[MRI8 * CR_GEMM_NR];
+    if (m == MRI8) {
+        i8_tile12_vnni(x, ldx, wp, kq, out);
+    } else {
+        for (int64_t i = 0; i < m; i++) i8_row_vnni(x + i * ldx, wp, kq, out + i * CR_GEMM_NR, CR_GEMM_NR);
+    }
+    __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
+    /* 128 colsum: the unsigned inputs carry an offset of 128 */
+    const __m512i off0 = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m0, colsum), 7);
+    const __m512i off1 = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m1, colsum + 16), 7);
+    const __m512 ws0 = _mm512_maskz_loadu_ps(m0, wscale), ws1 = _mm512_maskz_loadu_ps(m1, wscale + 16);
+    for (int64_t i = 0; i < m; i++) {
+        __m512 sx = _mm512_set1_ps(xscale[i]);
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(out + i * CR_GEMM_NR), off0));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(out + i * CR_GEMM_NR + 16), off1));
+        _mm512_mask_storeu_ps(y + i * ldy, m0, _mm512_mul_ps(lo, _mm512_mul_ps(sx, ws0)));
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, _mm512_mul_ps(hi, _mm512_mul_ps(sx, ws1)));
+    }
 }
 
 /* Peak probe: 12 independent vpdpbusd chains in named registers. Each iteration: 12 x 16 x 8 OP. */
@@ -134,6 +158,7 @@ static const cr_kernels avx512vnni_table = {
     .isa = CR_ISA_AVX512VNNI,
     .gemm_i8_tile = gemm_i8_tile_vnni,
     .gemm_i8_mr = MRI8,
+    .gemm_i8_tile_f32 = gemm_i8_tile_f32_vnni,
 };
 
 const cr_kernels *cr_kernels_avx512vnni(void) { return &avx512vnni_table; }
