@@ -101,9 +101,9 @@ class CrossEncoder:
             transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
             bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
             saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
-            inputs per token, exact int32 sums with AVX512_VNNI; a token's few huge inputs, the
-            outlier channels of real LLMs, are applied in float32). The resolved value is
-            ``self.dtype``.
+            inputs per token, exact int32 sums with AVX512_VNNI or AVX-VNNI; a token's few huge
+            inputs, the outlier channels of real LLMs, are applied in float32). The resolved
+            value is ``self.dtype``.
         threads: Compute threads; default: the CPUs this process may use.
         template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
             ``"chat:NAME"`` (the model's chat template), a
