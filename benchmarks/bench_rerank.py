@@ -576,6 +576,21 @@ def _openblas_core() -> Optional[str]:
     return None
 
 
+def _warm_then_time(spec: Dict[str, Any], run: Any, docs: List[str], warmup: List[str],
+                    rss_loaded: Optional[int]) -> Tuple[Any, "_Timer", Dict[str, Optional[int]]]:
+    """Warm-up calls of run(documents, batch_size) on `warmup`, then --repeats timed calls on
+    `docs`: the last call's result, the timer and the memory figures."""
+    bs = spec["batch_size"]
+    for _ in range(spec["warmup_calls"]):
+        run(warmup, min(bs, len(warmup)))
+    memory = _warmed(rss_loaded)
+    timer = _Timer()
+    out = None
+    for _ in range(spec["repeats"]):
+        out = timer.run(lambda: run(docs, bs))
+    return out, timer, memory
+
+
 def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
     import numpy as np
 
@@ -678,13 +693,7 @@ def child_transformers(spec: Dict[str, Any], query: str, docs: List[str], warmup
         return scores, raw, ids, padded
 
     bs = spec["batch_size"]
-    for _ in range(spec["warmup_calls"]):
-        run(warmup, min(bs, len(warmup)))
-    memory = _warmed(rss_loaded)
-    timer = _Timer()
-    out = None
-    for _ in range(spec["repeats"]):
-        out = timer.run(lambda: run(docs, bs))
+    out, timer, memory = _warm_then_time(spec, run, docs, warmup, rss_loaded)
     scores, raw, ids, padded = out
     return {
         "load_s": load_s, "times_s": timer.times, "other_cpu": timer.other_cpu,
@@ -720,13 +729,7 @@ def child_st(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str
         return raw
 
     bs = spec["batch_size"]
-    for _ in range(spec["warmup_calls"]):
-        run(warmup, min(bs, len(warmup)))
-    memory = _warmed(rss_loaded)
-    timer = _Timer()
-    raw = None
-    for _ in range(spec["repeats"]):
-        raw = timer.run(lambda: run(docs, bs))
+    raw, timer, memory = _warm_then_time(spec, run, docs, warmup, rss_loaded)
     # The token ids ST fed the model (outside the timing), for the same-ids check.
     ids: List[List[int]] = []
     prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
