@@ -137,3 +137,26 @@ def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap, compu
     # wider bound there.
     atol = 1e-4 if compute == "float32" else 5e-3
     np.testing.assert_allclose(np.array(capped["logits"]), uncapped[compute], rtol=0, atol=atol)
+
+
+WARN_SCRIPT = """
+import json, sys, warnings
+import crossrank
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    crossrank.CrossEncoder(sys.argv[1], hf_overrides=json.loads(sys.argv[2]), dtype="int8")
+print(json.dumps({"isa": crossrank.cpu_info()["isa"],
+                  "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning]}))
+"""
+
+
+@pytest.mark.parametrize("cap", ["ref", "avx2", "avxvnni", None])
+def test_int8_warns_where_it_runs_without_vnni(tiny_qwen3, cap):
+    path, _ = tiny_qwen3
+    code = "import sys; sys.argv[1:] = " + repr([str(path), json.dumps(QWEN3_RERANKER)]) + "\n" + WARN_SCRIPT
+    run = json.loads(run_python(code, cap).strip().splitlines()[-1])
+    slow = [w for w in run["warnings"] if "without VNNI" in w]
+    if run["isa"] in ("avxvnni", "avx512vnni", "avx512bf16"):
+        assert slow == []
+    else:
+        assert len(slow) == 1 and "float32" in slow[0], run

@@ -6,6 +6,7 @@ import logging
 import os
 import pickle
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -42,6 +43,8 @@ _TORCH_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "
 # transformers' model_max_length when a tokenizer config sets none.
 _NO_TOKENIZER_LIMIT = int(1e30)
 _DTYPES = ("auto", "float32", "bfloat16", "int8")
+# Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
+_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16")
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -238,6 +241,10 @@ class CrossEncoder:
         self.max_length: int = self._pick_max_length(options["max_length"])
         self.threads = threads
         self.dtype = resolve_dtype(options["dtype"])
+        if self.dtype == "int8" and _core.cpu_info()["isa"] not in _VNNI_LEVELS:
+            warnings.warn(f"dtype='int8' runs without VNNI on this CPU (kernels: {_core.cpu_info()['isa']}), "
+                          "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
+                          RuntimeWarning, stacklevel=3)
 
         head: Dict[str, Any]
         if spec.head.kind == "lm_rows":
