@@ -300,6 +300,39 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     }
 }
 
+cr_status cr_attention_blocks(const cr_attn_args *a, int64_t rows, int64_t **block_seq, int64_t **block_row0,
+                              int64_t *n_blocks) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < a->n_seqs; s++) {
+        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
+        n += a->last_only ? 1 : (len + rows - 1) / rows;
+    }
+    int64_t *seq = cr_malloc_array((size_t)n, sizeof(int64_t), "attention blocks");
+    int64_t *row0 = cr_malloc_array((size_t)n, sizeof(int64_t), "attention blocks");
+    if (!seq || !row0) {
+        free(seq);
+        free(row0);
+        return CR_E_NOMEM;
+    }
+    int64_t b = 0;
+    for (int64_t s = 0; s < a->n_seqs; s++) {
+        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
+        if (a->last_only) {
+            seq[b] = s;
+            row0[b++] = len - 1;
+            continue;
+        }
+        for (int64_t r = 0; r < len; r += rows) {
+            seq[b] = s;
+            row0[b++] = r;
+        }
+    }
+    *block_seq = seq;
+    *block_row0 = row0;
+    *n_blocks = n;
+    return CR_OK;
+}
+
 cr_status cr_attention(const cr_attn_args *a) {
     if (a->n_kv_heads < 1 || a->n_heads < 1 || a->n_heads % a->n_kv_heads || !(a->scale > 0.0f))
         return cr_fail(CR_E_ARG, "attention: %lld heads over %lld KV heads with scale %g",
@@ -309,33 +342,9 @@ cr_status cr_attention(const cr_attn_args *a) {
         return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",
                        (long long)a->scratch_stride,
                        (long long)cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim));
-    int64_t rows = job.sh.rows, n_blocks = 0;
-    for (int64_t s = 0; s < a->n_seqs; s++) {
-        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
-        n_blocks += a->last_only ? 1 : (len + rows - 1) / rows;
-    }
-    job.block_seq = cr_malloc_array((size_t)n_blocks, sizeof(int64_t), "attention blocks");
-    job.block_row0 = cr_malloc_array((size_t)n_blocks, sizeof(int64_t), "attention blocks");
-    if (!job.block_seq || !job.block_row0) {
-        free(job.block_seq);
-        free(job.block_row0);
-        return CR_E_NOMEM;
-    }
-    int64_t b = 0;
-    for (int64_t s = 0; s < a->n_seqs; s++) {
-        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
-        if (a->last_only) {
-            job.block_seq[b] = s;
-            job.block_row0[b++] = len - 1;
-            continue;
-        }
-        for (int64_t r = 0; r < len; r += rows) {
-            job.block_seq[b] = s;
-            job.block_row0[b++] = r;
-        }
-    }
-    job.n_blocks = n_blocks;
-    cr_status st = cr_pool_run(a->threads, n_blocks * a->n_kv_heads, attn_task, &job, a->abort);
+    cr_status st = cr_attention_blocks(a, job.sh.rows, &job.block_seq, &job.block_row0, &job.n_blocks);
+    if (st) return st;
+    st = cr_pool_run(a->threads, job.n_blocks * a->n_kv_heads, attn_task, &job, a->abort);
     free(job.block_seq);
     free(job.block_row0);
     return st;

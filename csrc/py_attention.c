@@ -128,32 +128,10 @@ static void rowwise_task(void *ctx, int64_t task, int worker) {
 
 static cr_status rowwise_attention(const cr_attn_args *a, const cr_kernels *K) {
     rowwise_job job = {.a = a, .K = K, .rows = 32};
-    int64_t n_blocks = 0;
-    for (int64_t s = 0; s < a->n_seqs; s++) {
-        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
-        n_blocks += a->last_only ? 1 : (len + job.rows - 1) / job.rows;
-    }
-    job.block_seq = malloc((size_t)n_blocks * sizeof(int64_t));
-    job.block_row0 = malloc((size_t)n_blocks * sizeof(int64_t));
-    if (!job.block_seq || !job.block_row0) {
-        free(job.block_seq);
-        free(job.block_row0);
-        return cr_fail(CR_E_NOMEM, "rowwise attention blocks");
-    }
-    int64_t b = 0;
-    for (int64_t s = 0; s < a->n_seqs; s++) {
-        int64_t len = a->seq_start[s + 1] - a->seq_start[s];
-        if (a->last_only) {
-            job.block_seq[b] = s;
-            job.block_row0[b++] = len - 1;
-            continue;
-        }
-        for (int64_t r = 0; r < len; r += job.rows) {
-            job.block_seq[b] = s;
-            job.block_row0[b++] = r;
-        }
-    }
-    cr_status st = cr_pool_run(a->threads, n_blocks * a->n_kv_heads, rowwise_task, &job, a->abort);
+    int64_t n_blocks;
+    cr_status st = cr_attention_blocks(a, job.rows, &job.block_seq, &job.block_row0, &n_blocks);
+    if (st) return st;
+    st = cr_pool_run(a->threads, n_blocks * a->n_kv_heads, rowwise_task, &job, a->abort);
     free(job.block_seq);
     free(job.block_row0);
     return st;
