@@ -69,6 +69,9 @@ class BuildExt(build_ext):
                 macros=ext.define_macros, extra_postargs=extra + kernel_flags(src),
                 depends=ext.depends)
         ext.sources = plain
+        # the kernel files are no longer sources: keep them in the up-to-date check, or editing
+        # only one of them would leave the old extension in place
+        ext.depends = list(ext.depends or []) + [src for src in kernels if src not in (ext.depends or [])]
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
 
