@@ -106,22 +106,20 @@ static void qk_row(pass *p, const void *arg, int64_t r) {
     }
 }
 
-static inline float act_fn(cr_activation act, float g) {
-    switch (act) {
-    case CR_ACT_GELU_TANH: {
-        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-        return 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g)));
-    }
-    case CR_ACT_GELU: return 0.5f * g * (1.0f + erff(g * 0.7071067811865476f));
-    default: return g / (1.0f + expf(-g));
-    }
-}
-
+/* act(gate) * up for one row. SiLU and tanh GELU are both g sigmoid(c(g)), one vector kernel;
+ * the exact (erf) GELU stays scalar. */
 static void glu_row(pass *p, const void *arg, int64_t r) {
     const float *gu = p->gu + r * 2 * p->IM;
     float *h = p->hid + r * p->IM;
     cr_activation act = p->m->cfg.act;
-    for (int64_t j = 0; j < p->IM; j++) h[j] = act_fn(act, gu[j]) * gu[p->IM + j];
+    if (act != CR_ACT_GELU) {
+        cr_kern->sigmoid_glu_f32(gu, gu + p->IM, h, p->IM, act == CR_ACT_GELU_TANH);
+        return;
+    }
+    for (int64_t j = 0; j < p->IM; j++) {
+        float g = gu[j];
+        h[j] = 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * gu[p->IM + j];
+    }
 }
 
 typedef struct add_arg { float *dst; const float *src; } add_arg;

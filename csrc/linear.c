@@ -214,16 +214,12 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
                 }
             }
         }
-        for (int64_t i = 0; i < rows; i++) {
-            float *restrict yr = y + i * j->ldy;
-            /* The row's outlier inputs, in float32 against the (dequantized) int8 weights. */
-            for (int32_t t = 0; t < j->n_outliers[r + i]; t++) {
-                int64_t k = j->outlier_k[(r + i) * CR_I8_MAX_OUTLIERS + t];
-                float v = j->outlier_x[(r + i) * CR_I8_MAX_OUTLIERS + t];
-                const int8_t *restrict wk = panel + (k / 4) * 4 * CR_GEMM_NR + (k & 3);
-                for (int64_t c = 0; c < cols; c++) yr[c] += v * wscale[c] * (float)wk[4 * c];
-            }
-        }
+        /* The rows' outlier inputs, in float32 against the (dequantized) int8 weights. */
+        for (int64_t i = 0; i < rows; i++)
+            if (j->n_outliers[r + i])
+                K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
+                                   j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
+                                   y + i * j->ldy, cols);
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
@@ -241,30 +237,37 @@ static void panel_task(void *ctx, int64_t task, int worker) {
     for (int64_t r = r0; r < r1; r += mr) tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols);
 }
 
-/* The row's outliers into k[] / v[], largest |x| first; returns how many. None for a row with
- * NaN or Inf (quantize_u8 marks it) or of all zeros. */
-static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
-    float amax = 0.0f, sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        sum += a;
-        amax = a > amax ? a : amax;
+/* Candidates a row's scan collects at once; a row with more (rare) is scanned again in C. */
+#define CR_I8_OUTLIER_SCAN 64
+
+/* Inserts input i (a = |x|) into the outlier list kept sorted by |x|, descending, of at most
+ * CR_I8_MAX_OUTLIERS; when full, the smallest falls off. Returns the new count. */
+static int32_t keep_outlier(int32_t count, int64_t i, float x, int32_t *k, float *v) {
+    float a = fabsf(x);
+    if (count == CR_I8_MAX_OUTLIERS && !(a > fabsf(v[count - 1]))) return count;
+    int32_t t = count < CR_I8_MAX_OUTLIERS ? count++ : count - 1;
+    for (; t > 0 && fabsf(v[t - 1]) < a; t--) {
+        k[t] = k[t - 1];
+        v[t] = v[t - 1];
     }
+    k[t] = (int32_t)i;
+    v[t] = x;
+    return count;
+}
+
+/* The row's outliers (|x| > CR_I8_OUTLIER_RATIO mean |x|) into k[] / v[], largest |x| first;
+ * returns how many. None for a row with NaN or Inf (quantize_u8 marks it) or of all zeros. */
+static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
+    float amax, sum = cr_kern->abs_sum_max_f32(x, n, &amax);
     float threshold = CR_I8_OUTLIER_RATIO * (sum / (float)n);
     if (!(amax > threshold) || !isfinite(sum)) return 0;
-    int32_t count = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (!(a > threshold)) continue;
-        if (count == CR_I8_MAX_OUTLIERS && !(a > fabsf(v[count - 1]))) continue;
-        /* insertion into the list kept sorted by |x|, descending; the smallest falls off */
-        int32_t t = count < CR_I8_MAX_OUTLIERS ? count++ : count - 1;
-        for (; t > 0 && fabsf(v[t - 1]) < a; t--) {
-            k[t] = k[t - 1];
-            v[t] = v[t - 1];
-        }
-        k[t] = (int32_t)i;
-        v[t] = x[i];
+    int32_t found[CR_I8_OUTLIER_SCAN], count = 0;
+    int64_t total = cr_kern->find_above_f32(x, n, threshold, found, CR_I8_OUTLIER_SCAN);
+    if (total <= CR_I8_OUTLIER_SCAN) {
+        for (int64_t t = 0; t < total; t++) count = keep_outlier(count, found[t], x[found[t]], k, v);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            if (fabsf(x[i]) > threshold) count = keep_outlier(count, i, x[i], k, v);
     }
     return count;
 }

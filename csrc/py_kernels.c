@@ -28,6 +28,14 @@
  *             [kq, 4 CR_GEMM_NR]; exact integer sums
  *         gemm_i8_mr() -> int   rows per gemm_i8_tile call
  *         quantize_u8(x) -> (uint8 array, scale): per-row int8 quantization, +128
+ *         silu_mul_f32(gate, up) / gelu_tanh_mul_f32(gate, up) -> act(gate) * up as a new array
+ *             (sigmoid_glu_f32 with gelu_tanh 0 / 1)
+ *         i8_outliers_f32(wp, k, v, wscale, y) -> y after the kernel, as a new float32 array: wp one
+ *             packed int8 panel [kq, 4 CR_GEMM_NR], k int32 [t] input indices (0 <= k < 4 kq), v
+ *             float32 [t], wscale and y float32 [n], n <= CR_GEMM_NR
+ *         abs_sum_max_f32(x) -> (sum |x|, max |x|)
+ *         find_above_f32(x, alpha=threshold, n=cap) -> (int32 array of the first cap indices with
+ *             |x| > threshold, how many there are)
  *       1-D float inputs must convert safely to contiguous 1-D float32 arrays; 16-bit sources to
  *       contiguous 1-D uint16 arrays, which may be misaligned (the kernels read 16-bit sources
  *       with unaligned loads, as from a memory-mapped checkpoint, and this lets tests check that).
@@ -57,7 +65,8 @@ static int ensure_numpy(void) {
 }
 
 typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR, K_GEMM_BF16, K_GEMM_BF16_MR,
-               K_TO_BF16, K_GEMM_I8, K_GEMM_I8_MR, K_QUANT } kernel_id;
+               K_TO_BF16, K_GEMM_I8, K_GEMM_I8_MR, K_QUANT, K_SILU, K_GELU_TANH, K_I8_OUTLIERS,
+               K_ABS_STATS, K_FIND_ABOVE } kernel_id;
 
 static const struct {
     const char *name;
@@ -68,7 +77,8 @@ static const struct {
     {"bf16_to_f32", K_BF16, 1},   {"f16_to_f32", K_F16, 1},     {"gemm_f32_tile", K_GEMM, 2},
     {"gemm_mr", K_GEMM_MR, 0},    {"gemm_bf16_tile", K_GEMM_BF16, 2}, {"gemm_bf16_mr", K_GEMM_BF16_MR, 0},
     {"f32_to_bf16", K_TO_BF16, 1},  {"gemm_i8_tile", K_GEMM_I8, 2}, {"gemm_i8_mr", K_GEMM_I8_MR, 0},
-    {"quantize_u8", K_QUANT, 1},
+    {"quantize_u8", K_QUANT, 1},  {"silu_mul_f32", K_SILU, 2},  {"gelu_tanh_mul_f32", K_GELU_TANH, 2},
+    {"i8_outliers_f32", K_I8_OUTLIERS, 5}, {"abs_sum_max_f32", K_ABS_STATS, 1}, {"find_above_f32", K_FIND_ABOVE, 1},
 };
 
 static const struct {
@@ -123,7 +133,8 @@ static PyArrayObject *as_vector(PyObject *obj, int type, int aligned, const char
             PyErr_Fetch(&et, &ev, &tb);
             PyErr_NormalizeException(&et, &ev, &tb);
             PyErr_Format(et, "_kernel: %s must be a 1-D %s array: %S", what,
-                         type == NPY_FLOAT32 ? "float32" : "uint16", ev ? ev : Py_None);
+                         type == NPY_FLOAT32 ? "float32" : type == NPY_INT32 ? "int32" : "uint16",
+                         ev ? ev : Py_None);
             Py_XDECREF(et);
             Py_XDECREF(ev);
             Py_XDECREF(tb);
@@ -440,6 +451,104 @@ static PyObject *run_to_bf16(const cr_kernels *table, const char *isa, PyObject 
     return result;
 }
 
+/* i8_outliers_f32 through the hook: see the header comment; y's copy lies between guard zones. */
+static PyObject *run_i8_outliers(const cr_kernels *table, const char *isa, PyObject *args) {
+    PyArrayObject *wp = as_typed_matrix(PyTuple_GET_ITEM(args, 2), NPY_INT8, "wp", "int8");
+    PyArrayObject *k = wp ? as_vector(PyTuple_GET_ITEM(args, 3), NPY_INT32, 1, "k") : NULL;
+    PyArrayObject *v = k ? as_vector(PyTuple_GET_ITEM(args, 4), NPY_FLOAT32, 1, "v") : NULL;
+    PyArrayObject *ws = v ? as_vector(PyTuple_GET_ITEM(args, 5), NPY_FLOAT32, 1, "wscale") : NULL;
+    PyArrayObject *y = ws ? as_vector(PyTuple_GET_ITEM(args, 6), NPY_FLOAT32, 1, "y") : NULL;
+    PyObject *result = NULL;
+    if (!y) goto done;
+    int64_t kq = (int64_t)PyArray_DIM(wp, 0), t = (int64_t)PyArray_DIM(k, 0), n = (int64_t)PyArray_DIM(y, 0);
+    if (PyArray_DIM(wp, 1) != 4 * CR_GEMM_NR || PyArray_DIM(v, 0) != t || PyArray_DIM(ws, 0) != n ||
+        n > CR_GEMM_NR || t > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "_kernel: i8_outliers_f32 needs wp [kq, %d], k and v of one length, wscale and y of one "
+                     "length n <= %d", 4 * CR_GEMM_NR, CR_GEMM_NR);
+        goto done;
+    }
+    const int32_t *kk = PyArray_DATA(k);
+    for (int64_t i = 0; i < t; i++)
+        if (kk[i] < 0 || kk[i] >= 4 * kq) {
+            PyErr_Format(PyExc_ValueError, "_kernel: i8_outliers_f32 input index %d is outside [0, %lld)", kk[i],
+                         (long long)(4 * kq));
+            goto done;
+        }
+    scratch sc;
+    if (scratch_open(&sc, n, PyArray_DATA(y)) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (n) memcpy(sc.dst, PyArray_DATA(y), (size_t)n * sizeof(float));
+    const int8_t *pw = PyArray_DATA(wp);
+    const float *pv = PyArray_DATA(v), *pws = PyArray_DATA(ws);
+    Py_BEGIN_ALLOW_THREADS
+    table->i8_outliers_f32(pw, kk, pv, (int)t, pws, sc.dst, n);
+    Py_END_ALLOW_THREADS
+    if (scratch_check(&sc, n) < 0) {
+        PyErr_Format(PyExc_RuntimeError, "_kernel: %s i8_outliers_f32 wrote outside its %lld destination elements",
+                     isa, (long long)n);
+    } else {
+        npy_intp dims[1] = {(npy_intp)n};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+        if (out && n) memcpy(PyArray_DATA(out), sc.dst, (size_t)n * sizeof(float));
+        result = (PyObject *)out;
+    }
+    free(sc.buf);
+done:
+    Py_XDECREF(wp);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_XDECREF(ws);
+    Py_XDECREF(y);
+    return result;
+}
+
+/* abs_sum_max_f32 / find_above_f32 through the hook. */
+static PyObject *run_outlier_scan(const cr_kernels *table, kernel_id id, PyObject *obj, float threshold,
+                                  long long cap) {
+    PyArrayObject *a = as_vector(obj, NPY_FLOAT32, 1, "the array");
+    if (!a) return NULL;
+    const float *x = PyArray_DATA(a);
+    int64_t n = (int64_t)PyArray_DIM(a, 0);
+    PyObject *result = NULL;
+    if (id == K_ABS_STATS) {
+        float sum, amax;
+        Py_BEGIN_ALLOW_THREADS
+        sum = table->abs_sum_max_f32(x, n, &amax);
+        Py_END_ALLOW_THREADS
+        result = Py_BuildValue("(dd)", (double)sum, (double)amax);
+    } else if (cap < 0 || cap > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "_kernel: find_above_f32 needs 0 <= n (the cap) <= 2**20, got %lld", cap);
+    } else {
+        /* one guard slot past the cap: a write there is caught */
+        int32_t *idx = malloc(((size_t)cap + 1) * sizeof(int32_t));
+        if (!idx) {
+            Py_DECREF(a);
+            return PyErr_NoMemory();
+        }
+        idx[cap] = -7;
+        int64_t total;
+        Py_BEGIN_ALLOW_THREADS
+        total = table->find_above_f32(x, n, threshold, idx, (int64_t)cap);
+        Py_END_ALLOW_THREADS
+        if (idx[cap] != -7) {
+            PyErr_SetString(PyExc_RuntimeError, "_kernel: find_above_f32 wrote past its cap");
+        } else {
+            npy_intp dims[1] = {(npy_intp)(total < cap ? total : cap)};
+            PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
+            if (out) {
+                if (dims[0]) memcpy(PyArray_DATA(out), idx, (size_t)dims[0] * sizeof(int32_t));
+                result = Py_BuildValue("(NL)", out, (long long)total);
+            }
+        }
+        free(idx);
+    }
+    Py_DECREF(a);
+    return result;
+}
+
 PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (ensure_numpy() < 0) return NULL;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
@@ -487,7 +596,8 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (k == COUNT(kernel_list)) {
         PyErr_Format(PyExc_ValueError,
                      "_kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
-                     "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, quantize_u8)",
+                     "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, "
+                     "quantize_u8, silu_mul_f32, gelu_tanh_mul_f32, i8_outliers_f32, abs_sum_max_f32, find_above_f32)",
                      name_obj);
         return NULL;
     }
@@ -513,12 +623,12 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
                      kernel_list[k].n_arrays, nargs - 2);
         return NULL;
     }
-    if (have_alpha && id != K_AXPY) {
-        PyErr_Format(PyExc_TypeError, "_kernel: alpha applies to axpy_f32 only, not %s", name);
+    if (have_alpha && id != K_AXPY && id != K_FIND_ABOVE) {
+        PyErr_Format(PyExc_TypeError, "_kernel: alpha applies to axpy_f32 and find_above_f32 only, not %s", name);
         return NULL;
     }
-    if (have_n && id != K_GEMM && id != K_GEMM_BF16 && id != K_GEMM_I8) {
-        PyErr_Format(PyExc_TypeError, "_kernel: n applies to the gemm tiles only, not %s", name);
+    if (have_n && id != K_GEMM && id != K_GEMM_BF16 && id != K_GEMM_I8 && id != K_FIND_ABOVE) {
+        PyErr_Format(PyExc_TypeError, "_kernel: n applies to the gemm tiles and find_above_f32 only, not %s", name);
         return NULL;
     }
     if (id == K_GEMM_MR) return PyLong_FromLong(table->gemm_mr);
@@ -539,6 +649,9 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (id == K_TO_BF16) return run_to_bf16(table, isa, PyTuple_GET_ITEM(args, 2));
     if (id == K_GEMM_I8_MR) return PyLong_FromLong(table->gemm_i8_mr);
     if (id == K_QUANT) return run_quantize(table, isa, PyTuple_GET_ITEM(args, 2));
+    if (id == K_I8_OUTLIERS) return run_i8_outliers(table, isa, args);
+    if (id == K_ABS_STATS || id == K_FIND_ABOVE)
+        return run_outlier_scan(table, id, PyTuple_GET_ITEM(args, 2), (float)alpha, n_cols);
     if (id == K_GEMM_I8) {
         if (n_cols < 1 || n_cols > CR_GEMM_NR) {
             PyErr_Format(PyExc_ValueError, "_kernel: gemm_i8_tile stores n = 1..%d columns, got n=%lld",
@@ -602,8 +715,13 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     case K_GEMM_I8:
     case K_GEMM_I8_MR:
     case K_QUANT:
+    case K_I8_OUTLIERS:
+    case K_ABS_STATS:
+    case K_FIND_ABOVE:
         break; /* handled above */
     case K_AXPY:
+    case K_SILU:
+    case K_GELU_TANH:
     case K_BF16:
     case K_F16: {
         scratch sc;
@@ -618,6 +736,8 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
             /* y + alpha * x into the scratch copy of y: the caller's y stays as it was. */
             if (n) memcpy(sc.dst, PyArray_DATA(b), (size_t)n * sizeof(float));
             table->axpy_f32(fa, src, sc.dst, n);
+        } else if (id == K_SILU || id == K_GELU_TANH) {
+            table->sigmoid_glu_f32(src, PyArray_DATA(b), sc.dst, n, id == K_GELU_TANH);
         } else if (id == K_BF16) {
             table->bf16_to_f32(src, sc.dst, n);
         } else {

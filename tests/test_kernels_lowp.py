@@ -231,6 +231,92 @@ def test_quantize_u8_of_zeros_uses_scale_one(isa):
     assert scale == 1.0 and (got == 128).all()
 
 
+# ---- the outlier kernels of int8 layers ---------------------------------------------------------
+
+
+def outliers_definition(wp, k, v, wscale, y):
+    """acc = the float32 fma chain of v[t] w(k[t], j) over t, then fma(acc, wscale, y)."""
+    n = len(y)
+    w = wp.reshape(-1, NR, 4)[:, :n, :]             # [kq, NR, 4] -> w(k, j) = w[k // 4, j, k % 4]
+    acc = np.zeros(n, np.float32)
+    for kt, vt in zip(k, v):
+        acc = (np.float64(vt) * w[kt // 4, :, kt % 4] + acc.astype(np.float64)).astype(np.float32)
+    return (acc.astype(np.float64) * wscale + y.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_outlier_kernel_matches_its_definition_for_every_tail(isa):
+    rng = np.random.default_rng(5)
+    kq = 9
+    for n in range(0, NR + 1):
+        for count in (0, 1, 3, 16):
+            wp = rng.integers(-128, 128, (kq, 4 * NR)).astype(np.int8)
+            k = rng.integers(0, 4 * kq, count).astype(np.int32)
+            v = (rng.standard_normal(count) * 50.0).astype(np.float32)
+            wscale = (rng.random(n) * 0.02 + 1e-3).astype(np.float32)
+            y = rng.standard_normal(n).astype(np.float32)
+            got = kernel(isa, "i8_outliers_f32", wp, k, v, wscale, y)
+            want = outliers_definition(wp, k, v, wscale, y)
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, err_msg=f"{isa} n={n} count={count}")
+            ref = kernel("ref", "i8_outliers_f32", wp, k, v, wscale, y)
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_outlier_kernel_reads_every_byte_of_a_group_signed(isa):
+    wp = np.zeros((2, 4 * NR), np.int8)
+    wp[1].reshape(NR, 4)[:] = [-128, 127, -1, 0]     # inputs 4..7 of every column
+    for b, w in enumerate([-128, 127, -1, 0]):
+        got = kernel(isa, "i8_outliers_f32", wp, np.array([4 + b], np.int32), np.array([2.0], np.float32),
+                     np.ones(NR, np.float32), np.zeros(NR, np.float32))
+        np.testing.assert_array_equal(got, np.full(NR, 2.0 * w, np.float32), err_msg=f"{isa} byte {b}")
+
+
+def test_outlier_kernel_hook_checks_its_inputs():
+    wp, one = np.zeros((2, 4 * NR), np.int8), np.ones(1, np.float32)
+    with pytest.raises(ValueError, match="outside"):
+        kernel("ref", "i8_outliers_f32", wp, np.array([8], np.int32), one, one, one)
+    with pytest.raises(ValueError, match="n <= 32"):
+        kernel("ref", "i8_outliers_f32", wp, np.array([0], np.int32), one, np.ones(33, np.float32),
+               np.ones(33, np.float32))
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_abs_sum_and_max_are_the_64_lane_definition(isa):
+    rng = np.random.default_rng(8)
+    for n in list(range(0, 140)) + [1000, 3072]:
+        x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)).astype(np.float32)
+        lanes = np.zeros(64, np.float32)
+        for i, a in enumerate(np.abs(x)):
+            lanes[i % 64] = np.float32(lanes[i % 64] + a)
+        want_sum = np.float32(0.0)
+        for a in lanes:
+            want_sum = np.float32(want_sum + a)
+        got_sum, got_max = kernel(isa, "abs_sum_max_f32", x)
+        assert np.float32(got_sum) == want_sum, (isa, n)
+        assert np.float32(got_max) == (np.abs(x).max() if n else 0.0), (isa, n)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_abs_max_skips_nan_and_the_sum_carries_it(isa):
+    x = np.array([1.0, np.nan, -3.0] + [0.5] * 20, np.float32)
+    s, m = kernel(isa, "abs_sum_max_f32", x)
+    assert np.isnan(s) and m == 3.0
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_find_above_returns_increasing_indices_up_to_the_cap(isa):
+    rng = np.random.default_rng(9)
+    for n in list(range(0, 40)) + [300, 3072]:
+        x = rng.standard_normal(n).astype(np.float32)
+        x[rng.random(n) < 0.05] = np.nan
+        want = np.flatnonzero(np.abs(x) > 1.5)
+        for cap in sorted({0, 1, 5, len(want), n + 1}):
+            idx, total = kernel(isa, "find_above_f32", x, alpha=1.5, n=cap)
+            assert total == len(want), (isa, n, cap)
+            np.testing.assert_array_equal(idx, want[:cap], err_msg=f"{isa} n={n} cap={cap}")
+
+
 # ---- int8 layers: per-token inputs with their outliers taken out --------------------------------
 
 def per_token_int8(w, x):

@@ -46,6 +46,19 @@ void cr_exp_f32_avx2(const float *x, float *y, int64_t n) {
     }
 }
 
+void cr_sigmoid_glu_f32_avx2(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 cube = _mm256_set1_ps(CR_GELU_TANH_CUBE), scale = _mm256_set1_ps(CR_GELU_TANH_C);
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256i m = lanes(n - i);
+        __m256 g = _mm256_maskload_ps(gate + i, m), u = _mm256_maskload_ps(up + i, m);
+        __m256 c = g;
+        if (gelu_tanh) c = _mm256_mul_ps(scale, _mm256_fmadd_ps(_mm256_mul_ps(cube, _mm256_mul_ps(g, g)), g, g));
+        __m256 e = exp8(_mm256_xor_ps(c, sign));
+        _mm256_maskstore_ps(h + i, m, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u));
+    }
+}
+
 void cr_attn_softmax_f32_avx2(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha) {
     const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
     for (int64_t c = 0; c < n; c += 8) {

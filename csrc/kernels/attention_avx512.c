@@ -38,6 +38,19 @@ void cr_exp_f32_avx512(const float *x, float *y, int64_t n) {
     }
 }
 
+void cr_sigmoid_glu_f32_avx512(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh) {
+    const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
+    const __m512 cube = _mm512_set1_ps(CR_GELU_TANH_CUBE), scale = _mm512_set1_ps(CR_GELU_TANH_C);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        __m512 c = g;
+        if (gelu_tanh) c = _mm512_mul_ps(scale, _mm512_fmadd_ps(_mm512_mul_ps(cube, _mm512_mul_ps(g, g)), g, g));
+        __m512 e = exp16(_mm512_xor_ps(c, sign));
+        _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), u));
+    }
+}
+
 void cr_attn_softmax_f32_avx512(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha) {
     const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
     for (int64_t c = 0; c < n; c += 16) {

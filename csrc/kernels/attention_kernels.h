@@ -1,5 +1,5 @@
 /* attention_kernels.h — the per-ISA functions behind the attention entries of the kernel table
- * (exp_f32, attn_softmax_f32, attn_pv_f32; contracts in kernels.h). They live in their own files
+ * (exp_f32, sigmoid_glu_f32, attn_softmax_f32, attn_pv_f32; contracts in kernels.h). They live in their own files
  * (attention_ref.c, attention_avx2.c, attention_avx512.c) and each ISA's table points at them.
  *
  * The exponential is Cephes' expf (cephes/single/expf.c: range reduction by ln 2 split in two
@@ -25,19 +25,25 @@
 #define CR_EXP_P4 1.6666665459e-1f
 #define CR_EXP_P5 5.0000001201e-1f
 
+#define CR_GELU_TANH_C 1.5957691216057308f /* 2 sqrt(2/pi) */
+#define CR_GELU_TANH_CUBE 0.044715f
+
 void cr_exp_f32_ref(const float *x, float *y, int64_t n);
+void cr_sigmoid_glu_f32_ref(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
 void cr_attn_softmax_f32_ref(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha);
 void cr_attn_pv_f32_ref(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                         const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_REF 4
 
 void cr_exp_f32_avx2(const float *x, float *y, int64_t n);
+void cr_sigmoid_glu_f32_avx2(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
 void cr_attn_softmax_f32_avx2(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha);
 void cr_attn_pv_f32_avx2_3x32(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                               const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_AVX2 3
 
 void cr_exp_f32_avx512(const float *x, float *y, int64_t n);
+void cr_sigmoid_glu_f32_avx512(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
 void cr_attn_softmax_f32_avx512(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha);
 void cr_attn_pv_f32_avx512_6x64(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                                 const float *alpha, float *o, int64_t ldo, int64_t n);

@@ -38,6 +38,14 @@ void cr_exp_f32_ref(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = exp_one(x[i]);
 }
 
+void cr_sigmoid_glu_f32_ref(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        float c = gelu_tanh ? CR_GELU_TANH_C * fmaf(CR_GELU_TANH_CUBE * (g * g), g, g) : g;
+        h[i] = g / (1.0f + exp_one(-c)) * up[i];
+    }
+}
+
 void cr_attn_softmax_f32_ref(float *s, int64_t lds, int64_t k, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t c = 0; c < n; c++) {
         float mx = m[c];

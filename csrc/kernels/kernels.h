@@ -26,6 +26,9 @@ typedef enum cr_isa {
  * packed once runs under any dispatch level. */
 #define CR_GEMM_NR 32
 
+/* Lanes of abs_sum_max_f32's fixed summation order. */
+#define CR_ABS_SUM_LANES 64
+
 typedef struct cr_kernels {
     cr_isa isa;
     /* y[i, j] = sum_k x[i, k] * wp[k, j] for i < m, j < n, where wp is one packed panel
@@ -77,6 +80,20 @@ typedef struct cr_kernels {
      * out[k] = clamp(round_nearest_even(x[k] * (1 / s)), -127, 127) + 128; returns s. A row with
      * NaN or Inf returns NaN and writes 128 everywhere. Every ISA gives the same bytes. */
     float (*quantize_u8)(const float *x, int64_t n, uint8_t *out);
+    /* The outlier inputs of one row of an int8 layer (those quantize_u8 did not see), in float32
+     * against one packed panel's dequantized weights: for j < n <= CR_GEMM_NR, acc is the float32
+     * chain acc = fma(v[t], (float)w(k[t], j), acc) over t < count from 0, then
+     * y[j] = fma(acc, wscale[j], y[j]); w(k, j) = wp[(k / 4) 4 CR_GEMM_NR + 4 j + k % 4] (the
+     * gemm_i8_tile panel layout), 0 <= k[t] < 4 kq. Every ISA gives the same bits. */
+    void (*i8_outliers_f32)(const int8_t *wp, const int32_t *k, const float *v, int count,
+                            const float *wscale, float *y, int64_t n);
+    /* sum |x[i]|, lane l of CR_ABS_SUM_LANES summing the i = l mod CR_ABS_SUM_LANES in increasing
+     * i and the lanes then added in order (so every ISA gives the same bits; 64 lanes are four
+     * independent zmm chains); *amax = max |x[i]|, NaN skipped (the sum carries it), 0 for n = 0. */
+    float (*abs_sum_max_f32)(const float *x, int64_t n, float *amax);
+    /* The indices i < n with |x[i]| > threshold (never a NaN), increasing: the first `cap` into
+     * idx; returns how many there are. */
+    int64_t (*find_above_f32)(const float *x, int64_t n, float threshold, int32_t *idx, int64_t cap);
 
     /* Attention (attention.c; functions in attention_*.c). Every ISA returns the same bits as the
      * reference for each of these, so attention does not depend on the dispatch level either.
@@ -85,6 +102,13 @@ typedef struct cr_kernels {
      * 2 ulp of the correctly rounded result where it is normal, rounded once where it is
      * subnormal; e^-inf = 0, e^+inf = +inf, a NaN comes back unchanged. */
     void (*exp_f32)(const float *x, float *y, int64_t n);
+    /* Gated MLP activations of the form g sigmoid(c), times the up projection:
+     * h[i] = (g / (1 + e^-c)) * up[i] with g = gate[i], e^ exp_f32's, and
+     *   c = g                                            SiLU (gelu_tanh = 0)
+     *   c = CR_GELU_TANH_C * fma(0.044715 (g g), g, g)   tanh GELU (gelu_tanh = 1), since
+     *       0.5 g (1 + tanh(z)) = g sigmoid(2 z) with z = sqrt(2/pi) (g + 0.044715 g^3).
+     * Every ISA gives the same bits (h may alias gate or up). */
+    void (*sigmoid_glu_f32)(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
     /* One key tile of online softmax over score columns. s is [k][lds]: column c < n holds one
      * query's scores for k keys (masked keys -inf). Per column, with M = max(m[c], max_j s[j][c])
      * and u = M (0 while M is -inf): alpha[c] = e^(m[c] - u); s[j][c] = e^(s[j][c] - u);

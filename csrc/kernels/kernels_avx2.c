@@ -244,6 +244,70 @@ static float quantize_u8_avx2(const float *x, int64_t n, uint8_t *out) {
     return s;
 }
 
+static void i8_outliers_f32_avx2(const int8_t *wp, const int32_t *k, const float *v, int count,
+                                 const float *wscale, float *y, int64_t n) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int t = 0; t < count; t++) {
+            /* column j's weight sits in byte k % 4 of its dword: to the top, then sign-extended back */
+            const int8_t *group = wp + (int64_t)(k[t] / 4) * 4 * CR_GEMM_NR + 4 * j;
+            __m256i d = _mm256_loadu_si256((const __m256i *)group);
+            d = _mm256_srai_epi32(_mm256_sll_epi32(d, _mm_cvtsi32_si128(24 - 8 * (k[t] % 4))), 24);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(v[t]), _mm256_cvtepi32_ps(d), acc);
+        }
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(acc, _mm256_loadu_ps(wscale + j), _mm256_loadu_ps(y + j)));
+    }
+    for (; j < n; j++) {
+        float acc = 0.0f;
+        for (int t = 0; t < count; t++)
+            acc = fmaf(v[t], (float)wp[(k[t] / 4) * 4 * CR_GEMM_NR + 4 * j + k[t] % 4], acc);
+        y[j] = fmaf(acc, wscale[j], y[j]);
+    }
+}
+
+static float abs_sum_max_f32_avx2(const float *x, int64_t n, float *amax) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 acc[8], mx = _mm256_setzero_ps(); /* acc[q]: lanes 8q .. 8q + 7 of the 64 */
+    for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int q = 0; q < 8; q++) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i + 8 * q), abs_mask);
+            acc[q] = _mm256_add_ps(acc[q], a);
+            mx = _mm256_max_ps(a, mx); /* a NaN lane keeps mx, as the reference's a > mx ? a : mx */
+        }
+    float lane[64], lm[8], s = 0.0f, m = 0.0f;
+    for (int q = 0; q < 8; q++) _mm256_storeu_ps(lane + 8 * q, acc[q]);
+    _mm256_storeu_ps(lm, mx);
+    for (int l = 0; l < 8; l++) m = lm[l] > m ? lm[l] : m;
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        lane[i % 64] += a;
+        m = a > m ? a : m;
+    }
+    for (int l = 0; l < 64; l++) s += lane[l];
+    *amax = m;
+    return s;
+}
+
+static int64_t find_above_f32_avx2(const float *x, int64_t n, float threshold, int32_t *idx, int64_t cap) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), thr = _mm256_set1_ps(threshold);
+    int64_t count = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned hit = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), thr, _CMP_GT_OQ));
+        for (; hit; hit &= hit - 1, count++)
+            if (count < cap) idx[count] = (int32_t)(i + __builtin_ctz(hit));
+    }
+    for (; i < n; i++)
+        if (fabsf(x[i]) > threshold) {
+            if (count < cap) idx[count] = (int32_t)i;
+            count++;
+        }
+    return count;
+}
+
 static const cr_kernels avx2_table = {
     .isa = CR_ISA_AVX2,
     .gemm_f32_tile = gemm_f32_tile_avx2,
@@ -259,7 +323,11 @@ static const cr_kernels avx2_table = {
     .gemm_i8_tile = gemm_i8_tile_avx2,
     .gemm_i8_mr = 1,
     .quantize_u8 = quantize_u8_avx2,
+    .i8_outliers_f32 = i8_outliers_f32_avx2,
+    .abs_sum_max_f32 = abs_sum_max_f32_avx2,
+    .find_above_f32 = find_above_f32_avx2,
     .exp_f32 = cr_exp_f32_avx2,
+    .sigmoid_glu_f32 = cr_sigmoid_glu_f32_avx2,
     .attn_softmax_f32 = cr_attn_softmax_f32_avx2,
     .attn_pv_f32 = cr_attn_pv_f32_avx2_3x32,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX2,

@@ -9,7 +9,7 @@
 #include "kernels.h"
 
 static inline __mmask16 tail_mask(int64_t left) {
-    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
@@ -148,16 +148,19 @@ static void f32_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
 }
 
 static float quantize_u8_avx512(const float *x, int64_t n, uint8_t *out) {
-    __m512 vmax = _mm512_setzero_ps();
+    /* four independent max chains (the max does not depend on their order) */
+    __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     __mmask16 bad = 0;
     const __m512i inf = _mm512_set1_epi32(0x7f800000);
-    for (int64_t k = 0; k < n; k += 16) {
-        __mmask16 m = tail_mask(n - k);
-        __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k));
-        bad |= _mm512_cmpge_epi32_mask(_mm512_castps_si512(a), inf);
-        vmax = _mm512_max_ps(vmax, a);
-    }
-    float s = bad ? NAN : cr_quant_scale(_mm512_reduce_max_ps(vmax));
+    for (int64_t k = 0; k < n; k += 64)
+        for (int q = 0; q < 4; q++) {
+            __mmask16 m = tail_mask(n - k - 16 * q);
+            __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k + 16 * q));
+            bad |= _mm512_cmpge_epi32_mask(_mm512_castps_si512(a), inf);
+            vmax[q] = _mm512_max_ps(vmax[q], a);
+        }
+    __m512 all = _mm512_max_ps(_mm512_max_ps(vmax[0], vmax[1]), _mm512_max_ps(vmax[2], vmax[3]));
+    float s = bad ? NAN : cr_quant_scale(_mm512_reduce_max_ps(all));
     if (s != s) {
         memset(out, 128, (size_t)n);
         return s;
@@ -173,6 +176,70 @@ static float quantize_u8_avx512(const float *x, int64_t n, uint8_t *out) {
     return s;
 }
 
+/* Column j's weight for input k, as float32 lanes: the dword at column j's group of 4 holds it in
+ * byte k % 4; shifted to the top and arithmetically back down, it is sign-extended. */
+static inline __m512 i8_weights16(const int8_t *group, __mmask16 m, __m128i up) {
+    __m512i d = _mm512_maskz_loadu_epi32(m, group);
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sll_epi32(d, up), 24));
+}
+
+static void i8_outliers_f32_avx512(const int8_t *wp, const int32_t *k, const float *v, int count,
+                                   const float *wscale, float *y, int64_t n) {
+    for (int64_t j = 0; j < n; j += 32) { /* n <= CR_GEMM_NR: one pass; the loop keeps any n correct */
+        __mmask16 m0 = tail_mask(n - j), m1 = tail_mask(n - j - 16);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int t = 0; t < count; t++) {
+            const int8_t *group = wp + (int64_t)(k[t] / 4) * 4 * CR_GEMM_NR + 4 * j;
+            __m128i up = _mm_cvtsi32_si128(24 - 8 * (k[t] % 4));
+            __m512 vt = _mm512_set1_ps(v[t]);
+            acc0 = _mm512_fmadd_ps(vt, i8_weights16(group, m0, up), acc0);
+            acc1 = _mm512_fmadd_ps(vt, i8_weights16(group + 64, m1, up), acc1);
+        }
+        _mm512_mask_storeu_ps(y + j, m0, _mm512_fmadd_ps(acc0, _mm512_maskz_loadu_ps(m0, wscale + j),
+                                                         _mm512_maskz_loadu_ps(m0, y + j)));
+        _mm512_mask_storeu_ps(y + j + 16, m1, _mm512_fmadd_ps(acc1, _mm512_maskz_loadu_ps(m1, wscale + j + 16),
+                                                              _mm512_maskz_loadu_ps(m1, y + j + 16)));
+    }
+}
+
+static float abs_sum_max_f32_avx512(const float *x, int64_t n, float *amax) {
+    /* acc[q] holds lanes 16q .. 16q + 15 of the CR_ABS_SUM_LANES = 64 */
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 mx = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 64)
+        for (int q = 0; q < 4; q++) {
+            __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(n - i - 16 * q), x + i + 16 * q));
+            acc[q] = _mm512_add_ps(acc[q], a);
+            mx = _mm512_max_ps(a, mx); /* a NaN lane keeps mx, as the reference's a > mx ? a : mx */
+        }
+    float lane[64], s = 0.0f;
+    for (int q = 0; q < 4; q++) _mm512_storeu_ps(lane + 16 * q, acc[q]);
+    for (int l = 0; l < 64; l++) s += lane[l];
+    *amax = _mm512_reduce_max_ps(mx);
+    return s;
+}
+
+static int64_t find_above_f32_avx512(const float *x, int64_t n, float threshold, int32_t *idx, int64_t cap) {
+    const __m512 thr = _mm512_set1_ps(threshold);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i at = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i += 16, at = _mm512_add_epi32(at, step)) {
+        __mmask16 m = tail_mask(n - i);
+        __mmask16 hit = _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + i)), thr, _CMP_GT_OQ);
+        if (!hit) continue;
+        int found = __builtin_popcount((unsigned)hit);
+        if (count + found <= cap) {
+            _mm512_mask_compressstoreu_epi32(idx + count, hit, at);
+        } else {
+            for (int64_t c = count; c < cap && hit; c++, hit &= (__mmask16)(hit - 1))
+                idx[c] = (int32_t)(i + __builtin_ctz((unsigned)hit));
+        }
+        count += found;
+    }
+    return count;
+}
+
 static const cr_kernels avx512_table = {
     .isa = CR_ISA_AVX512,
     .gemm_f32_tile = gemm_f32_tile_avx512,
@@ -186,7 +253,11 @@ static const cr_kernels avx512_table = {
     .gemm_bf16_mr = MRB512,
     .f32_to_bf16 = f32_to_bf16_avx512,
     .quantize_u8 = quantize_u8_avx512,
+    .i8_outliers_f32 = i8_outliers_f32_avx512,
+    .abs_sum_max_f32 = abs_sum_max_f32_avx512,
+    .find_above_f32 = find_above_f32_avx512,
     .exp_f32 = cr_exp_f32_avx512,
+    .sigmoid_glu_f32 = cr_sigmoid_glu_f32_avx512,
     .attn_softmax_f32 = cr_attn_softmax_f32_avx512,
     .attn_pv_f32 = cr_attn_pv_f32_avx512_6x64,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX512,

@@ -151,6 +151,38 @@ static float quantize_u8_ref(const float *x, int64_t n, uint8_t *out) {
     return s;
 }
 
+static void i8_outliers_f32_ref(const int8_t *wp, const int32_t *k, const float *v, int count,
+                                const float *wscale, float *y, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        float acc = 0.0f;
+        for (int t = 0; t < count; t++)
+            acc = fmaf(v[t], (float)wp[(k[t] / 4) * 4 * CR_GEMM_NR + 4 * j + k[t] % 4], acc);
+        y[j] = fmaf(acc, wscale[j], y[j]);
+    }
+}
+
+static float abs_sum_max_f32_ref(const float *x, int64_t n, float *amax) {
+    float lane[CR_ABS_SUM_LANES] = {0}, mx = 0.0f, sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        lane[i % CR_ABS_SUM_LANES] += a;
+        mx = a > mx ? a : mx;
+    }
+    for (int l = 0; l < CR_ABS_SUM_LANES; l++) sum += lane[l];
+    *amax = mx;
+    return sum;
+}
+
+static int64_t find_above_f32_ref(const float *x, int64_t n, float threshold, int32_t *idx, int64_t cap) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > threshold) {
+            if (count < cap) idx[count] = (int32_t)i;
+            count++;
+        }
+    return count;
+}
+
 static const cr_kernels ref_table = {
     .isa = CR_ISA_REF,
     .gemm_f32_tile = gemm_f32_tile_ref,
@@ -166,7 +198,11 @@ static const cr_kernels ref_table = {
     .gemm_i8_tile = gemm_i8_tile_ref,
     .gemm_i8_mr = 4,
     .quantize_u8 = quantize_u8_ref,
+    .i8_outliers_f32 = i8_outliers_f32_ref,
+    .abs_sum_max_f32 = abs_sum_max_f32_ref,
+    .find_above_f32 = find_above_f32_ref,
     .exp_f32 = cr_exp_f32_ref,
+    .sigmoid_glu_f32 = cr_sigmoid_glu_f32_ref,
     .attn_softmax_f32 = cr_attn_softmax_f32_ref,
     .attn_pv_f32 = cr_attn_pv_f32_ref,
     .attn_pv_mr = CR_ATTN_PV_MR_REF,
