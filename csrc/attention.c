@@ -205,29 +205,38 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         min_hi = hi < min_hi ? hi : min_hi;
     }
 
-    /* the block's queries times the scale: column c is row r0 + c / group, head g*group + c % group */
+    /* the block's queries times the scale: column c is row r0 + c / group, head g*group + c % group;
+     * as weight panels of gemm_f32_tile ([D][NR] floats) or, for bf16 scores, of gemm_bf16_tile
+     * ([D/2][NR][2] bfloat16, in the same bytes: half of them) */
     int64_t panels = (cols + NR - 1) / NR;
-    for (int64_t c = 0; c < cols; c++) {
-        const float *q = base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D;
+    int bf16 = a->bf16_scores && !a->last_only;
+    uint16_t *qb = (uint16_t *)(void *)w.q, *kb16 = (uint16_t *)(void *)w.k;
+    for (int64_t c = 0; c < panels * NR; c++) {
+        const float *q = c < cols ? base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D : NULL;
         if (a->last_only) {
-            for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
+            if (q)
+                for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
+        } else if (bf16) {
+            /* scaled and rounded through w.o (cleared below; it holds cols >= 2 rows of D, since
+             * shape_of gives at least CR_ATTN_QUERY_COLS columns), then one pair per step */
+            float *scaled = w.o;
+            uint16_t *rounded = (uint16_t *)(void *)(w.o + D);
+            for (int64_t d = 0; d < D; d++) scaled[d] = q ? q[d] * a->scale : 0.0f;
+            K->f32_to_bf16(scaled, rounded, D);
+            uint16_t *panel = qb + (c / NR) * D * NR + (c % NR) * 2;
+            for (int64_t d = 0; d < D; d += 2) memcpy(panel + d * NR, rounded + d, 2 * sizeof(uint16_t));
         } else {
             float *panel = w.q + (c / NR) * D * NR + c % NR;
-            for (int64_t d = 0; d < D; d++) panel[d * NR] = q[d] * a->scale;
+            for (int64_t d = 0; d < D; d++) panel[d * NR] = q ? q[d] * a->scale : 0.0f;
         }
     }
-    if (!a->last_only)
-        for (int64_t c = cols; c < panels * NR; c++) {
-            float *panel = w.q + (c / NR) * D * NR + c % NR;
-            for (int64_t d = 0; d < D; d++) panel[d * NR] = 0.0f;
-        }
     for (int64_t c = 0; c < cols; c++) {
         w.m[c] = -INFINITY;
         w.l[c] = 0.0f;
     }
     memset(w.o, 0, (size_t)(cols * D) * sizeof(float));
 
-    int64_t mr = K->gemm_mr, pv_mr = K->attn_pv_mr;
+    int64_t mr = K->gemm_mr, bmr = K->gemm_bf16_mr, pv_mr = K->attn_pv_mr;
     for (int64_t t0 = klo - klo % TK; t0 <= khi; t0 += TK) {
         int64_t kb = t0 > klo ? t0 : klo, ke = t0 + TK < khi + 1 ? t0 + TK : khi + 1;
         kv_run run[2];
@@ -239,7 +248,10 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         for (int r = 0; r < n_runs; r++)
             for (int64_t j = run[r].b; j < run[r].e; j++) {
                 const float *kr = run[r].k + (j - run[r].b) * run[r].ld, *vr = run[r].v + (j - run[r].b) * run[r].ld;
-                if (!a->last_only) memcpy(w.k + (j - kb) * D, kr, (size_t)D * sizeof(float));
+                if (bf16)
+                    K->f32_to_bf16(kr, kb16 + (j - kb) * D, D);
+                else if (!a->last_only)
+                    memcpy(w.k + (j - kb) * D, kr, (size_t)D * sizeof(float));
                 memcpy(w.v + (j - kb) * D, vr, (size_t)D * sizeof(float));
             }
 
@@ -250,6 +262,13 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 for (int64_t j = run[r].b; j < run[r].e; j++)
                     for (int64_t c = 0; c < cols; c++)
                         w.s[(j - kb) * ld + c] = K->dot_f32(run[r].k + (j - run[r].b) * run[r].ld, w.q + c * D, D);
+        } else if (bf16) {
+            for (int64_t p = 0; p < panels; p++)
+                for (int64_t j = 0; j < nk; j += bmr) {
+                    int64_t m = nk - j < bmr ? nk - j : bmr;
+                    K->gemm_bf16_tile(kb16 + j * D, D, m, qb + p * D * NR, D / 2, w.s + j * ld + p * NR, ld,
+                                      cols - p * NR < NR ? cols - p * NR : NR);
+                }
         } else {
             for (int64_t p = 0; p < panels; p++)
                 for (int64_t j = 0; j < nk; j += mr) {
@@ -337,6 +356,8 @@ cr_status cr_attention(const cr_attn_args *a) {
     if (a->n_kv_heads < 1 || a->n_heads < 1 || a->n_heads % a->n_kv_heads || !(a->scale > 0.0f))
         return cr_fail(CR_E_ARG, "attention: %lld heads over %lld KV heads with scale %g",
                        (long long)a->n_heads, (long long)a->n_kv_heads, (double)a->scale);
+    if (a->bf16_scores && a->head_dim % 2)
+        return cr_fail(CR_E_ARG, "attention: bf16 scores need an even head_dim, got %lld", (long long)a->head_dim);
     attn_job job = {.a = a, .K = a->kern ? a->kern : cr_kern, .sh = shape_of(a->n_heads, a->n_kv_heads)};
     if (a->scratch_stride < cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim))
         return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",

@@ -36,6 +36,9 @@ typedef struct cr_attn_args {
     int64_t layer;
     int32_t window;                /* 0 = full */
     int last_only;                 /* only the last query row of each sequence */
+    int bf16_scores;               /* QK^T from q and k rounded to bfloat16 (float32 sums, the
+                                    * gemm_bf16_tile chain), for bf16 / int8 models; the
+                                    * softmax, P V and last_only rows stay float32. Even D only. */
     float *out;                    /* [T or S, out_stride]: head h at column h*D */
     int64_t out_stride;
     float *scratch;                /* [threads, scratch_stride], 64-byte aligned */

@@ -181,6 +181,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         .head_dim = p->D, .scale = p->m->cfg.attn_scale, .pos = b->pos, .n_seqs = S,
         .seq_start = b->seq_start, .prefix = b->prefix, .prefix_len = b->prefix_len,
         .layer = li, .window = layer->window, .last_only = last, .out = p->attn,
+        .bf16_scores = p->m->compute_dtype != CR_DT_F32 && p->D % 2 == 0,
         .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
         .threads = p->ex.threads, .abort = p->ex.abort,
     };

@@ -2,14 +2,15 @@
  *
  *   _core._attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
  *                    prefix_lens=None, last_only=False, scale=None, threads=1, isa=None,
- *                    impl="tiled") -> float32 array
+ *                    impl="tiled", bf16_scores=False) -> float32 array
  *       q [T, NH, D], k and v [T, NKV, D] float32; positions [T] int32; seq_start [S+1] int64
  *       (0 .. T, increasing). With prefix_k/prefix_v [P, NKV, D] every sequence s continues the
  *       first prefix_lens[s] (default P) of those keys, as a prefix handle gives them. Returns
  *       [T, NH, D], or [S, NH, D] with last_only. scale defaults to D^-0.5. isa names a kernel
  *       table ("ref", "avx2", ...) this CPU runs; None uses the active one. impl="rowwise" runs
  *       the previous algorithm (one query row at a time, dot_f32 per key, expf, axpy_f32 per
- *       key, O(keys) scratch per worker), kept here as a baseline for benchmarks.
+ *       key, O(keys) scratch per worker), kept here as a baseline for benchmarks. bf16_scores
+ *       (tiled only) computes QK^T from bfloat16-rounded q and k, as bf16 and int8 models do.
  *
  *   _core._exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
  *       destination: a write outside the n outputs raises RuntimeError). */
@@ -141,19 +142,21 @@ static cr_status rowwise_attention(const cr_attn_args *a, const cr_kernels *K) {
 
 PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
-                             "prefix_lens", "last_only", "scale", "threads", "isa", "impl", NULL};
+                             "prefix_lens", "last_only", "scale", "threads", "isa", "impl", "bf16_scores", NULL};
     PyObject *q_obj, *k_obj, *v_obj, *pos_obj, *ss_obj, *pk_obj = Py_None, *pv_obj = Py_None, *pl_obj = Py_None,
              *scale_obj = Py_None;
-    int window = 0, last_only = 0, threads = 1;
+    int window = 0, last_only = 0, threads = 1, bf16_scores = 0;
     const char *isa = NULL, *impl = "tiled";
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizs", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizsp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
                                      &ss_obj, &window, &pk_obj, &pv_obj, &pl_obj, &last_only, &scale_obj,
-                                     &threads, &isa, &impl))
+                                     &threads, &isa, &impl, &bf16_scores))
         return NULL;
     int rowwise = strcmp(impl, "rowwise") == 0;
     if (!rowwise && strcmp(impl, "tiled") != 0)
         return PyErr_Format(PyExc_ValueError, "_attention: impl must be 'tiled' or 'rowwise', not %s", impl);
+    if (rowwise && bf16_scores)
+        return PyErr_Format(PyExc_ValueError, "_attention: bf16_scores applies to impl='tiled' only");
     if (threads < 1 || window < 0)
         return PyErr_Format(PyExc_ValueError, "_attention: threads >= 1 and window >= 0 required");
     const cr_kernels *K = isa ? table_named(isa) : cr_kern;
@@ -271,7 +274,7 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         .scale = (float)scale, .pos = positions, .n_seqs = S, .seq_start = starts,
         .prefix = pref, .prefix_len = plen, .layer = 0, .window = window, .last_only = last_only,
         .out = o, .out_stride = NHD, .scratch = scratch, .scratch_stride = stride, .threads = threads,
-        .kern = K,
+        .kern = K, .bf16_scores = bf16_scores,
     };
     cr_status st;
     Py_BEGIN_ALLOW_THREADS

@@ -8,6 +8,8 @@
 * Every ISA table gives the reference table's bits (all attention reductions are fixed chains).
 * A row's bits depend only on its own keys: packing with other sequences, the thread count and
   taking the first keys from a prefix handle change nothing, bit for bit.
+* bf16 scores (bf16 and int8 models): the model on bfloat16-rounded queries and keys, the same
+  bits on every table, and the same row independence.
 * exp_f32 of every table: within 2 ulp of the correctly rounded e^x where that is a normal
   float, one rounding in the subnormal range, exact at the special values, and the same bits as
   the reference.
@@ -171,6 +173,76 @@ def test_every_isa_table_gives_the_reference_bits(isa, lengths, NH, NKV, D, wind
     ref = _core._attention(q, k, v, positions, starts, window=window, isa="ref")
     got = _core._attention(q, k, v, positions, starts, window=window, isa=isa, threads=2)
     np.testing.assert_array_equal(got, ref)
+
+
+# ---- bf16 scores (bf16 and int8 models) ----------------------------------------------------------
+
+def bf16_round(x):
+    """float32 -> the nearest bfloat16 (ties to even), as float32."""
+    b = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("lengths,NH,NKV,D,window", CASES)
+def test_bf16_scores_are_the_model_on_bf16_rounded_queries_and_keys(lengths, NH, NKV, D, window):
+    rng = np.random.default_rng(sum(lengths) + D + window + 1)
+    q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
+    scale = np.float32(D ** -0.5)
+    expected = attention_model(bf16_round(q * scale), bf16_round(k), v, positions, starts, window=window,
+                               scale=1.0)
+    got = _core._attention(q, k, v, positions, starts, window=window, threads=2, bf16_scores=True)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
+    # and it is a different computation from the float32 one, not a flag that does nothing
+    exact = _core._attention(q, k, v, positions, starts, window=window, threads=2)
+    if window != 1:
+        assert np.abs(got - exact).max() > 1e-5
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_bf16_scores_give_the_reference_bits_on_every_isa(isa):
+    rng = np.random.default_rng(13)
+    q, k, v, positions, starts = make_batch(rng, [130, 7], 8, 2, 128)
+    ref = _core._attention(q, k, v, positions, starts, isa="ref", bf16_scores=True)
+    got = _core._attention(q, k, v, positions, starts, isa=isa, threads=2, bf16_scores=True)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_bf16_scores_depend_only_on_a_rows_own_keys():
+    rng = np.random.default_rng(14)
+    q, k, v, positions, starts = make_batch(rng, [33, 150, 64, 9], 8, 2, 64)
+    packed = _core._attention(q, k, v, positions, starts, window=70, bf16_scores=True)
+    assert np.array_equal(packed, _core._attention(q, k, v, positions, starts, window=70, threads=3,
+                                                   bf16_scores=True))
+    for s in range(4):
+        a, b = starts[s], starts[s + 1]
+        alone = _core._attention(q[a:b], k[a:b], v[a:b], positions[a:b], np.array([0, b - a], dtype=np.int64),
+                                 window=70, bf16_scores=True)
+        np.testing.assert_array_equal(packed[a:b], alone)
+    n_pre, n = 50, 150
+    whole = _core._attention(q[33:183], k[33:183], v[33:183], np.arange(n, dtype=np.int32),
+                             np.array([0, n], dtype=np.int64), bf16_scores=True)
+    tail = slice(33 + n_pre, 183)
+    reused = _core._attention(q[tail], k[tail], v[tail], np.arange(n_pre, n, dtype=np.int32),
+                              np.array([0, n - n_pre], dtype=np.int64), prefix_k=k[33:33 + n_pre],
+                              prefix_v=v[33:33 + n_pre], bf16_scores=True)
+    np.testing.assert_array_equal(reused, whole[n_pre:])
+
+
+def test_bf16_scores_leave_the_last_row_mode_in_float32():
+    rng = np.random.default_rng(15)
+    q, k, v, positions, starts = make_batch(rng, [90, 40], 4, 2, 64)
+    np.testing.assert_array_equal(
+        _core._attention(q, k, v, positions, starts, last_only=True, bf16_scores=True),
+        _core._attention(q, k, v, positions, starts, last_only=True))
+
+
+def test_bf16_scores_need_an_even_head_dim():
+    rng = np.random.default_rng(16)
+    q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 63)
+    with pytest.raises(ValueError, match="even head_dim"):
+        _core._attention(q, k, v, positions, starts, bf16_scores=True)
+    with pytest.raises(ValueError, match="applies to impl=.tiled. only"):
+        _core._attention(q, k, v, positions, starts, bf16_scores=True, impl="rowwise")
 
 
 # ---- a row depends only on its own keys ---------------------------------------------------------

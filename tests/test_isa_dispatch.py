@@ -131,11 +131,12 @@ def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap, compu
     path, uncapped = tiny_qwen3
     capped = score_under(path, cap, compute)
     assert capped["isa"] == expected_level(cap)
-    # Every table computes the same GEMM chains (bf16 included; int8 sums are exact); sums in
-    # attention and norms differ by ISA in the last float32 bits. In bf16 or int8 such a difference
-    # can move an activation across a rounding boundary (one bf16 ulp or int8 step), hence the
-    # wider bound there.
-    atol = 1e-4 if compute == "float32" else 5e-3
+    # Every table computes the same GEMM chains (bf16 included; int8 sums are exact); the sums of
+    # the norms differ by ISA in the last float32 bits. In bf16 or int8 such a difference can move
+    # an activation across a rounding boundary (one bf16 ulp or int8 step; queries and keys are
+    # rounded to bf16 for the scores too), hence the wider bounds there; int8's steps are the
+    # coarsest (still a tenth of the 0.05 int8 accuracy bound against float32).
+    atol = {"float32": 1e-4, "bfloat16": 5e-3, "int8": 1e-2}[compute]
     np.testing.assert_allclose(np.array(capped["logits"]), uncapped[compute], rtol=0, atol=atol)
 
 
