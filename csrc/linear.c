@@ -240,7 +240,7 @@ static void panel_task(void *ctx, int64_t task, int worker) {
 /* Candidates a row's scan collects at once; a row with more (rare) is scanned again in C. */
 #define CR_I8_OUTLIER_SCAN 64
 
-/* Inserts input i (a = |x|) into the outlier list kept sorted by |x|, descending, of at most
+/* Inserts input i (value x) into the outlier list kept sorted by |x|, descending, of at most
  * CR_I8_MAX_OUTLIERS; when full, the smallest falls off. Returns the new count. */
 static int32_t keep_outlier(int32_t count, int64_t i, float x, int32_t *k, float *v) {
     float a = fabsf(x);

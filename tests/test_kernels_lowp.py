@@ -5,7 +5,9 @@ acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p], each a fused multiply-add — the or
 AVX512_BF16's vdpbf16ps. The widening kernels (AVX2, AVX-512F) implement that chain exactly and
 vdpbf16ps agrees with it up to denormal flushing, so with normal inputs every table must give the
 reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN. gemm_i8_tile is exact
-integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product.
+integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product. The
+int8 layers' outlier kernels (abs_sum_max_f32, find_above_f32, i8_outliers_f32) give the
+reference's bits and match their NumPy definitions.
 """
 import numpy as np
 import pytest
