@@ -5,6 +5,10 @@
 
 #include <math.h>
 #include <numpy/arrayobject.h>
+#include <stdlib.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <stdatomic.h>
 #include <string.h>
 
@@ -542,9 +546,26 @@ static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
                          cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features());
 }
 
+/* A load parses an 11 MB tokenizer.json and converts weights through temporary buffers; glibc keeps
+ * what was freed (100-200 MB at the 0.6B shape) in its heaps until told otherwise. */
+static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
+#if defined(__GLIBC__)
+    int released;
+    Py_BEGIN_ALLOW_THREADS
+    released = malloc_trim(0);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(released);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef module_methods[] = {
     {"cpu_info", py_cpu_info, METH_NOARGS,
      "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...'}"},
+    {"release_free_memory", py_release_free_memory, METH_NOARGS,
+     "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
+     "or when nothing was released)."},
     {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
      "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
     {"isa_levels", cr_py_isa_levels, METH_NOARGS,
