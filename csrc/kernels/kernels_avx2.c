@@ -266,27 +266,29 @@ static void i8_outliers_f32_avx2(const int8_t *wp, const int32_t *k, const float
     }
 }
 
+_Static_assert(CR_ABS_SUM_LANES == 8 * 8, "abs_sum_max_f32_avx2 keeps the lanes in eight vectors");
+
 static float abs_sum_max_f32_avx2(const float *x, int64_t n, float *amax) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 acc[8], mx = _mm256_setzero_ps(); /* acc[q]: lanes 8q .. 8q + 7 of the 64 */
+    __m256 acc[8], mx = _mm256_setzero_ps(); /* acc[q]: lanes 8q .. 8q + 7 of the CR_ABS_SUM_LANES */
     for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 64 <= n; i += 64)
+    for (; i + CR_ABS_SUM_LANES <= n; i += CR_ABS_SUM_LANES)
         for (int q = 0; q < 8; q++) {
             __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i + 8 * q), abs_mask);
             acc[q] = _mm256_add_ps(acc[q], a);
             mx = _mm256_max_ps(a, mx); /* a NaN lane keeps mx, as the reference's a > mx ? a : mx */
         }
-    float lane[64], lm[8], s = 0.0f, m = 0.0f;
+    float lane[CR_ABS_SUM_LANES], lm[8], s = 0.0f, m = 0.0f;
     for (int q = 0; q < 8; q++) _mm256_storeu_ps(lane + 8 * q, acc[q]);
     _mm256_storeu_ps(lm, mx);
     for (int l = 0; l < 8; l++) m = lm[l] > m ? lm[l] : m;
     for (; i < n; i++) {
         float a = fabsf(x[i]);
-        lane[i % 64] += a;
+        lane[i % CR_ABS_SUM_LANES] += a;
         m = a > m ? a : m;
     }
-    for (int l = 0; l < 64; l++) s += lane[l];
+    for (int l = 0; l < CR_ABS_SUM_LANES; l++) s += lane[l];
     *amax = m;
     return s;
 }

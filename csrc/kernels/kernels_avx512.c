@@ -202,19 +202,21 @@ static void i8_outliers_f32_avx512(const int8_t *wp, const int32_t *k, const flo
     }
 }
 
+_Static_assert(CR_ABS_SUM_LANES == 4 * 16, "abs_sum_max_f32_avx512 keeps the lanes in four vectors");
+
 static float abs_sum_max_f32_avx512(const float *x, int64_t n, float *amax) {
-    /* acc[q] holds lanes 16q .. 16q + 15 of the CR_ABS_SUM_LANES = 64 */
+    /* acc[q] holds lanes 16q .. 16q + 15 of the CR_ABS_SUM_LANES */
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     __m512 mx = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 64)
+    for (int64_t i = 0; i < n; i += CR_ABS_SUM_LANES)
         for (int q = 0; q < 4; q++) {
             __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(n - i - 16 * q), x + i + 16 * q));
             acc[q] = _mm512_add_ps(acc[q], a);
             mx = _mm512_max_ps(a, mx); /* a NaN lane keeps mx, as the reference's a > mx ? a : mx */
         }
-    float lane[64], s = 0.0f;
+    float lane[CR_ABS_SUM_LANES], s = 0.0f;
     for (int q = 0; q < 4; q++) _mm512_storeu_ps(lane + 16 * q, acc[q]);
-    for (int l = 0; l < 64; l++) s += lane[l];
+    for (int l = 0; l < CR_ABS_SUM_LANES; l++) s += lane[l];
     *amax = _mm512_reduce_max_ps(mx);
     return s;
 }
