@@ -275,7 +275,7 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
     }
     int64_t row0 = 0;
     for (int k = 0; k < n_parts; k++) {
-        char name[NAME_CAP];
+        char name[NAME_CAP + sizeof ".weight"];   /* names[k] is shorter than NAME_CAP */
         int found;
         int64_t shape[2] = {rows[k], n_in};
         snprintf(name, sizeof name, "%s.weight", names[k]);
