@@ -1,10 +1,10 @@
 """CROSSRANK_ISA: the kernel level is chosen once at import, capped by the variable, and every
-level gives the same scores.
+level gives bitwise the same scores.
 
 Each case runs a fresh interpreter (the choice is made once per process). The parity checks score
-a few query/document pairs with a tiny random-weight Qwen3 checkpoint (float32 and bfloat16,
-written with NumPy by tests/_numpy_checkpoint.py) under each cap, and compare the raw logits with
-those of an uncapped run. No torch.
+a few query/document pairs with a tiny random-weight Qwen3 checkpoint (float32 and bfloat16, and
+one of ragged shapes; written with NumPy by tests/_numpy_checkpoint.py) under each cap, and compare
+the raw logits with those of an uncapped run. No torch.
 """
 
 import ast
@@ -106,12 +106,18 @@ def score_under(model_dir, isa, dtype="float32"):
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+# Ragged shapes: hidden and head sizes that are no multiple of any vector width, GQA 3:1.
+RAGGED = dict(hidden_size=72, intermediate_size=100, num_attention_heads=3, num_key_value_heads=1, head_dim=42,
+              num_hidden_layers=3)
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16", "bfloat16-ragged"])
 def tiny_qwen3(request, tmp_path_factory):
     if not (qwen3_tokenizer_dir() / "tokenizer.json").is_file():
         pytest.skip(f"Qwen3 tokenizer files not found in {qwen3_tokenizer_dir()}")
     path = tmp_path_factory.mktemp(f"tiny-qwen3-{request.param}")
-    write_qwen3_checkpoint(path, seed=7, dtype=request.param)
+    weights, _, shape = request.param.partition("-")
+    write_qwen3_checkpoint(path, seed=7, dtype=weights, **(RAGGED if shape == "ragged" else {}))
     copy_qwen3_tokenizer(path)
     uncapped = {}
     for compute in ("float32", "bfloat16", "int8"):
@@ -131,13 +137,9 @@ def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap, compu
     path, uncapped = tiny_qwen3
     capped = score_under(path, cap, compute)
     assert capped["isa"] == expected_level(cap)
-    # Every table computes the same GEMM chains (bf16 included; int8 sums are exact); the sums of
-    # the norms differ by ISA in the last float32 bits. In bf16 or int8 such a difference can move
-    # an activation across a rounding boundary (one bf16 ulp or int8 step; queries and keys are
-    # rounded to bf16 for the scores too), hence the wider bounds there; int8's steps are the
-    # coarsest (still a tenth of the 0.05 int8 accuracy bound against float32).
-    atol = {"float32": 1e-4, "bfloat16": 5e-3, "int8": 1e-2}[compute]
-    np.testing.assert_allclose(np.array(capped["logits"]), uncapped[compute], rtol=0, atol=atol)
+    # Every kernel table runs the same operations in the same order (GEMM chains, dot/sumsq lanes,
+    # exp, bf16 emulation, exact int8 sums), so a model scores bit for bit the same on every CPU.
+    np.testing.assert_array_equal(np.array(capped["logits"]), uncapped[compute])
 
 
 WARN_SCRIPT = """

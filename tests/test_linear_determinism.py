@@ -4,10 +4,10 @@ Every projection runs through the tile kernels, whose outputs are each one fused
 chain in increasing k (see tests/test_kernels.py), so raw logits must be bitwise equal whatever
 the batch size (rows per pass, hence row blocks and tile tails) and the thread count.
 
-Across ISA levels (CROSSRANK_ISA, read at import, hence subprocesses) the GEMM is still bitwise
-the same, but the other kernels (dot_f32, sumsq_f32, axpy_f32: attention, norms, head) reduce in
-an ISA-specific order, so logits only agree to rounding: 1e-5 on logits of order one.
-OpenBLAS (CROSSRANK_GEMM=openblas) varies its summation order with the shape: 1e-4.
+Across ISA levels (CROSSRANK_ISA, read at import, hence subprocesses) the logits are bitwise the
+same too: the GEMM chains and the other reductions (dot_f32, sumsq_f32: attention, norms, head)
+sum in one fixed order on every table. OpenBLAS (CROSSRANK_GEMM=openblas) varies its summation
+order with the shape: 1e-4.
 
 The model is a random-weight Qwen3 written with NumPy (tests/_numpy_checkpoint.py); its
 intermediate size (200, so the gate|up weight has 400 rows) leaves a part-filled last panel.
@@ -94,7 +94,7 @@ def test_raw_logits_are_bitwise_equal_for_1_and_2_threads(checkpoint):
         np.testing.assert_array_equal(bits(raw_logits(two, batch_size)), bits(raw_logits(one, batch_size)))
 
 
-def test_raw_logits_agree_across_isa_levels(checkpoint):
+def test_raw_logits_are_bitwise_equal_across_isa_levels(checkpoint):
     levels = _core.isa_levels()
     results = {"uncapped": run_subprocess(checkpoint)}
     for isa in ("ref", "avx2"):
@@ -106,7 +106,7 @@ def test_raw_logits_agree_across_isa_levels(checkpoint):
     assert results["uncapped"][0] == _core.cpu_info()["detected"]
     base = results["ref"][1]
     for name, (_, logits) in results.items():
-        np.testing.assert_allclose(logits, base, rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(bits(logits), bits(base), err_msg=name)
     # the uncapped level in a subprocess is this process's level unless CROSSRANK_ISA caps it here
     if "CROSSRANK_ISA" not in os.environ:
         model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype="float32")

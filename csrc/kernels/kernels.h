@@ -29,6 +29,9 @@ typedef enum cr_isa {
 /* Lanes of abs_sum_max_f32's fixed summation order. */
 #define CR_ABS_SUM_LANES 64
 
+/* Lanes of dot_f32's and sumsq_f32's fixed summation order (see dot_f32 below). */
+#define CR_DOT_LANES 32
+
 typedef struct cr_kernels {
     cr_isa isa;
     /* y[i, j] = sum_k x[i, k] * wp[k, j] for i < m, j < n, where wp is one packed panel
@@ -39,11 +42,14 @@ typedef struct cr_kernels {
     void (*gemm_f32_tile)(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
                           float *y, int64_t ldy, int64_t n);
     int gemm_mr;
-    /* sum_i a[i] * b[i] */
+    /* sum_i a[i] * b[i] in one fixed order, so every table returns the same bits: lane l of
+     * CR_DOT_LANES accumulates a[i] * b[i] for i = l mod CR_DOT_LANES, one fused multiply-add each
+     * in increasing i, from +0; then the lanes fold in halves (lane l += lane l + h for l < h,
+     * h = 16, 8, 4, 2, 1) and lane 0 is the sum. */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
-    /* y[i] += alpha * x[i] */
+    /* y[i] = fma(alpha, x[i], y[i]): one rounding */
     void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
-    /* sum_i x[i]^2 */
+    /* dot_f32(x, x): the same order and bits */
     float (*sumsq_f32)(const float *x, int64_t n);
     /* dst[i] = float(src[i]) for bfloat16 / IEEE half sources */
     void (*bf16_to_f32)(const void *src, float *dst, int64_t n);

@@ -16,18 +16,24 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+_Static_assert(CR_DOT_LANES == 4 * 8, "dot_f32_avx2 keeps the lanes in four vectors");
+
 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc[4]; /* acc[q]: lanes 8q .. 8q + 7 */
+    for (int q = 0; q < 4; q++) acc[q] = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    for (; i + CR_DOT_LANES <= n; i += CR_DOT_LANES)
+        for (int q = 0; q < 4; q++)
+            acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * q), _mm256_loadu_ps(b + i + 8 * q), acc[q]);
+    if (i < n) { /* masked-off lanes add 0 * 0, which leaves a lane's bits as they are */
+        const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (int q = 0; q < 4; q++) {
+            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i - 8 * q)), iota);
+            acc[q] = _mm256_fmadd_ps(_mm256_maskload_ps(a + i + 8 * q, m), _mm256_maskload_ps(b + i + 8 * q, m), acc[q]);
+        }
     }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    float s = hsum256(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    /* 32 -> 16 -> 8 lanes, then hsum256 folds 8 -> 4 -> 2 -> 1 */
+    return hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
 }
 
 static void axpy_f32_avx2(float alpha, const float *x, float *y, int64_t n) {
@@ -35,7 +41,7 @@ static void axpy_f32_avx2(float alpha, const float *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += alpha * x[i];
+    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
 }
 
 static float sumsq_f32_avx2(const float *x, int64_t n) { return dot_f32_avx2(x, x, n); }

@@ -12,18 +12,25 @@ static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
+_Static_assert(CR_DOT_LANES == 2 * 16, "dot_f32_avx512 keeps the lanes in two vectors");
+
 static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(); /* lanes 0..15, 16..31 */
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
+    for (; i + CR_DOT_LANES <= n; i += CR_DOT_LANES) {
         acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
     }
-    for (; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    if (i < n) { /* masked-off lanes add 0 * 0, which leaves a lane's bits as they are */
+        __mmask16 m0 = tail_mask(n - i), m1 = tail_mask(n - i - 16);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, a + i), _mm512_maskz_loadu_ps(m0, b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, a + i + 16), _mm512_maskz_loadu_ps(m1, b + i + 16), acc1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    __m512 v = _mm512_add_ps(acc0, acc1);                                                      /* 32 -> 16 */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));         /* 16 -> 8 */
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));             /* 8 -> 4 */
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                                    /* 4 -> 2 */
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                                   /* 2 -> 1 */
 }
 
 static void axpy_f32_avx512(float alpha, const float *x, float *y, int64_t n) {

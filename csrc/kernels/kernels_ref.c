@@ -7,20 +7,18 @@
 #include "kernels.h"
 
 static float dot_f32_ref(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+    float lane[CR_DOT_LANES] = {0};
+    for (int64_t i = 0; i < n; i++) lane[i % CR_DOT_LANES] = fmaf(a[i], b[i], lane[i % CR_DOT_LANES]);
+    for (int half = CR_DOT_LANES / 2; half >= 1; half /= 2)
+        for (int l = 0; l < half; l++) lane[l] += lane[l + half];
+    return lane[0];
 }
 
 static void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+    for (int64_t i = 0; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
 }
 
-static float sumsq_f32_ref(const float *x, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
-    return s;
-}
+static float sumsq_f32_ref(const float *x, int64_t n) { return dot_f32_ref(x, x, n); }
 
 static void bf16_to_f32_ref(const void *src, float *dst, int64_t n) {
     const unsigned char *p = src;
