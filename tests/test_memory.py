@@ -60,6 +60,8 @@ else:
     def step():
         model = CrossEncoder(path, hf_overrides=OVERRIDES, threads=2)
         model.predict(pairs)
+        del model
+        gc.collect()   # each cycle frees its model before the next load
     warmup, n = 20, 50   # the tokenizer's allocations settle after ~10 loads
 for _ in range(warmup):
     step()
