@@ -5,7 +5,6 @@
 
 #include <math.h>
 #include <numpy/arrayobject.h>
-#include <stdlib.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
