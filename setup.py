@@ -6,6 +6,9 @@ baseline, so importing on an older CPU never hits an illegal instruction (the di
 kernels at run time).
 
 Environment:
+  CROSSRANK_BLAS=system|none             link OpenBLAS (found with pkg-config) or build without it;
+                                         unset: link it when pkg-config finds it. Only the opt-in
+                                         CROSSRANK_GEMM=openblas path uses it.
   CROSSRANK_SANITIZE=address,undefined   build with sanitizers (tests under ASan/UBSan)
   CROSSRANK_DEBUG=1                      -O0 -g
 """
@@ -41,15 +44,35 @@ def kernel_flags(path):
 
 
 def openblas_flags():
-    """Compile and link flags for OpenBLAS (Debian: libopenblas-dev)."""
+    """(include dirs, link flags, macros) for OpenBLAS as CROSSRANK_BLAS asks, found with pkg-config.
+
+    OpenBLAS serves only the opt-in CROSSRANK_GEMM=openblas path, so a build without it is complete:
+    by default it is linked when pkg-config finds it, and left out otherwise."""
+    choice = os.environ.get("CROSSRANK_BLAS", "").strip().lower() or "auto"
+    if choice not in ("auto", "system", "none"):
+        raise SystemExit(f"CROSSRANK_BLAS={choice!r}: use 'system' (link OpenBLAS), 'none' (build without "
+                         "it) or leave it unset (link it when pkg-config finds it)")
+    if choice == "none":
+        return [], [], []
+    found = None
     if shutil.which("pkg-config"):
         try:
-            cflags = subprocess.check_output(["pkg-config", "--cflags", "openblas"], text=True).split()
-            libs = subprocess.check_output(["pkg-config", "--libs", "openblas"], text=True).split()
-            return [f[2:] for f in cflags if f.startswith("-I")], libs
+            cflags = subprocess.check_output(["pkg-config", "--cflags", "openblas"], text=True,
+                                             stderr=subprocess.DEVNULL).split()
+            libs = subprocess.check_output(["pkg-config", "--libs", "openblas"], text=True,
+                                           stderr=subprocess.DEVNULL).split()
+            found = [f[2:] for f in cflags if f.startswith("-I")], libs
         except (subprocess.CalledProcessError, OSError):
             pass
-    return [], ["-lopenblas"]
+    if found is None:
+        if choice == "system":
+            raise SystemExit("CROSSRANK_BLAS=system, but pkg-config does not find OpenBLAS: install it "
+                             "(Debian/Ubuntu: apt-get install libopenblas-dev pkg-config) or unset "
+                             "CROSSRANK_BLAS to build without it")
+        print("crossrank: building without OpenBLAS (pkg-config does not find it); only the opt-in "
+              "CROSSRANK_GEMM=openblas path needs it")
+        return [], [], []
+    return found[0], found[1], [("CR_HAVE_OPENBLAS", "1")]
 
 
 class BuildExt(build_ext):
@@ -76,7 +99,7 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-blas_include, blas_libs = openblas_flags()
+blas_include, blas_libs, blas_macros = openblas_flags()
 compile_args = ["-std=c11", "-O3", "-fvisibility=hidden", "-fno-strict-aliasing",
                 "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
                 "-pthread"]
@@ -90,7 +113,7 @@ if sanitize:
     link_args += san
 
 sources = sorted(glob("csrc/*.c")) + sorted(glob("csrc/kernels/*.c"))
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"), ("_GNU_SOURCE", None)]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"), ("_GNU_SOURCE", None)] + blas_macros
 if IS_X86:
     macros.append(("CR_X86", "1"))
 

@@ -8,7 +8,7 @@ of one 8,192-token pair.
     python benchmarks/bench_attention.py --rss --model DIR --dtype float32 --json out.json
 
 Attention mode: one layer's attention of one sequence of N tokens at the Qwen3-Reranker-0.6B
-shape (heads, KV heads and head_dim from ../shared/model-configs), random q/k/v, through the
+shape (heads, KV heads and head_dim from assets/model-configs), random q/k/v, through the
 test hook ``_core._attention``: ``impl="tiled"`` (the engine's cr_attention) and
 ``impl="rowwise"`` (the algorithm it replaced: dot product per key, expf, axpy per key), in
 the same process, alternating, best of --repeats (the old path at 8k takes about a minute per

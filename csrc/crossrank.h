@@ -162,6 +162,9 @@ void cr_prefix_free(cr_prefix *prefix);  /* accepts NULL */
 /* CPU dispatch: the instruction set the kernels use ("ref", "avx2", "avx512", "avx512bf16"). */
 const char *cr_isa_name(void);
 
+/* The BLAS this build links for the opt-in CROSSRANK_GEMM=openblas path ("openblas"), or NULL. */
+const char *cr_blas_name(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,15 +2,16 @@
  *
  * Panels (the default): W [n_out, n_in] is stored as ceil(n_out/NR) panels of [n_in][NR]
  * (zero-padded columns), so a microkernel streams one panel while a few rows of x are broadcast.
- * Work is split into (row block, panel) tasks on the pool. OpenBLAS (CROSSRANK_GEMM=openblas)
- * keeps the HF layout and runs sgemm from the calling thread while the pool is idle. */
+ * Work is split into (row block, panel) tasks on the pool. OpenBLAS (CROSSRANK_GEMM=openblas, in
+ * builds that link it: blas.h) keeps the HF layout and runs sgemm from the calling thread while the
+ * pool is idle. */
 #include "linear.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "error.h"
 #include "kernels/kernels.h"
 #include "threads.h"
@@ -32,6 +33,15 @@
 static int use_openblas(void) {
     const char *v = getenv("CROSSRANK_GEMM");
     return v && strcmp(v, "openblas") == 0;
+}
+
+static cr_status blas_missing(void) {
+    return cr_fail(CR_E_UNSUPPORTED,
+                   "CROSSRANK_GEMM=openblas, but this build of crossrank has no OpenBLAS (binary wheels "
+                   "ship without it: crossrank's own float32 kernels are faster). Unset CROSSRANK_GEMM, or "
+                   "rebuild from source against OpenBLAS: install libopenblas-dev and pkg-config, then "
+                   "CROSSRANK_BLAS=system pip install --no-binary crossrank --force-reinstall crossrank "
+                   "(or CROSSRANK_BLAS=system pip install . in a clone)");
 }
 
 /* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
@@ -117,7 +127,7 @@ cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
                            (long long)W->n_in);
         return pack_i8(W);
     }
-    if (use_openblas()) return CR_OK;
+    if (use_openblas()) return cr_blas_name() ? CR_OK : blas_missing();
     int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)W->n_in, &count) ||
@@ -311,14 +321,12 @@ static void convert_task(void *ctx, int64_t task, int worker) {
 
 static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int64_t m, float *y,
                             int64_t ldy, const cr_exec *ex) {
-    openblas_set_num_threads(ex->threads);
+    if (!cr_blas_name()) return blas_missing();
     for (int64_t r0 = 0; r0 < m; r0 += CR_BLAS_ROW_BLOCK) {
         if (cr_aborted(ex->abort)) return cr_fail(CR_E_ABORTED, "cancelled");
         int64_t rows = m - r0 < CR_BLAS_ROW_BLOCK ? m - r0 : CR_BLAS_ROW_BLOCK;
         float *yb = y + r0 * ldy;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)W->n_out,
-                    (blasint)W->n_in, 1.0f, x + r0 * ldx, (blasint)ldx, W->w, (blasint)W->n_in,
-                    0.0f, yb, (blasint)ldy);
+        cr_blas_sgemm_xwt(rows, W->n_out, W->n_in, x + r0 * ldx, ldx, W->w, yb, ldy, ex->threads);
         if (W->bias)
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < W->n_out; j++) yb[r * ldy + j] += W->bias[j];

@@ -545,6 +545,11 @@ static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
                          cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features());
 }
 
+static PyObject *py_build_info(PyObject *self, PyObject *unused) {
+    const char *blas = cr_blas_name();
+    return Py_BuildValue("{s:s}", "blas", blas ? blas : "none");
+}
+
 /* A load parses an 11 MB tokenizer.json and converts weights through temporary buffers; glibc keeps
  * what was freed (100-200 MB at the 0.6B shape) in its heaps until told otherwise. */
 static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
@@ -562,6 +567,8 @@ static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
 static PyMethodDef module_methods[] = {
     {"cpu_info", py_cpu_info, METH_NOARGS,
      "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...'}"},
+    {"build_info", py_build_info, METH_NOARGS,
+     "build_info() -> {'blas': 'openblas' or 'none'}: what this build of the extension links."},
     {"release_free_memory", py_release_free_memory, METH_NOARGS,
      "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
      "or when nothing was released)."},

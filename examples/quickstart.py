@@ -5,7 +5,9 @@
 
 When no real weights can be found (no local copy, the hub unreachable), the demo builds a
 checkpoint of the real Qwen3-Reranker-0.6B shape with RANDOM weights and says so: the pipeline,
-the token counts and the speed are real, the relevance scores are not.
+the token counts and the speed are real, the relevance scores are not. The shape (config.json) and
+the real Qwen3 tokenizer come from the repository's assets/; the checkpoint is written once under
+$XDG_CACHE_HOME/crossrank (default ~/.cache/crossrank).
 """
 import argparse
 import sys
@@ -13,11 +15,11 @@ import time
 from pathlib import Path
 
 from crossrank import CrossEncoder, ModelNotFoundError, cpu_info
-from crossrank.random_checkpoint import write_random_checkpoint
+from crossrank.random_checkpoint import cache_dir, write_random_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DEMO_DIR = Path.home() / ".cache" / "crossrank" / "demo-qwen3-reranker-0.6b-random-weights"
+# The repository carries the real Qwen3 tokenizer and the published 0.6B config.json (assets/).
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEMO_DIR = cache_dir() / "demo-qwen3-reranker-0.6b-random-weights"
 
 QUERY = "What causes the seasons on Earth?"
 DOCUMENTS = [
@@ -44,11 +46,12 @@ def find_real_model(name):
 
 
 def random_weight_model():
-    config_path = SHARED / "model-configs" / "Qwen3-Reranker-0.6B.json"
-    tokenizer_dir = SHARED / "tokenizers" / "qwen3"
+    config_path = ASSETS / "model-configs" / "Qwen3-Reranker-0.6B.json"
+    tokenizer_dir = ASSETS / "tokenizers" / "qwen3"
     if not config_path.is_file() or not (tokenizer_dir / "tokenizer.json").is_file():
-        sys.exit(f"No real weights were found and the reference shapes are not at {SHARED}; "
-                 "pass the path of a downloaded Qwen3-Reranker directory.")
+        sys.exit(f"No real weights were found, and the shape and tokenizer files to build random ones are "
+                 f"not at {ASSETS} (run the demo from a clone of the repository), or pass the path of a "
+                 "downloaded Qwen3-Reranker directory.")
     import json
 
     if not (DEMO_DIR / "model.safetensors").is_file():

@@ -28,6 +28,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
+from _assets import QWEN3_TOKENIZER_DIR
+
 __all__ = [
     "QWEN3_TINY_CONFIG",
     "qwen3_tensors",
@@ -184,10 +186,8 @@ def write_qwen3_checkpoint(path: Union[str, os.PathLike], *, seed: int = 0, dtyp
 
 
 def qwen3_tokenizer_dir() -> Path:
-    """The Qwen3 tokenizer files shared by the tests: $CROSSRANK_SHARED/tokenizers/qwen3, by
-    default ../shared/tokenizers/qwen3 next to the repository."""
-    shared = Path(os.environ.get("CROSSRANK_SHARED", ROOT.parent / "shared"))
-    return shared / "tokenizers" / "qwen3"
+    """The Qwen3 tokenizer files the repository carries (assets/tokenizers/qwen3)."""
+    return QWEN3_TOKENIZER_DIR
 
 
 def copy_qwen3_tokenizer(path: Union[str, os.PathLike], source: Optional[Union[str, os.PathLike]] = None) -> Path:
@@ -198,6 +198,6 @@ def copy_qwen3_tokenizer(path: Union[str, os.PathLike], source: Optional[Union[s
     path.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if not (src / name).is_file():
-            raise FileNotFoundError(f"{src / name} is missing (set CROSSRANK_SHARED)")
+            raise FileNotFoundError(f"{src / name} is missing (the repository's assets/, or CROSSRANK_ASSETS)")
         shutil.copyfile(src / name, path / name)
     return path

@@ -46,7 +46,11 @@ SHORT = [token_ids(40, 1), token_ids(97, 2), token_ids(5, 3)]
 LONG = [token_ids(LONG_TOKENS, 4)] * LONG_SEQS
 
 
-@pytest.fixture(scope="module", params=["panels-1-thread", "panels-2-threads", "openblas"])
+NO_BLAS = pytest.mark.skipif(crossrank.build_info()["blas"] == "none",
+                             reason="this build has no OpenBLAS (CROSSRANK_BLAS=none or not found at build time)")
+
+
+@pytest.fixture(scope="module", params=["panels-1-thread", "panels-2-threads", pytest.param("openblas", marks=NO_BLAS)])
 def model(request, checkpoint):
     if request.param == "openblas":
         # read when the weights are packed, i.e. while the model loads

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _assets import MODEL_CONFIGS_DIR
+
 from crossrank.config import (
     HF_DEFAULTS,
     SUPPORTED_ARCHITECTURES,
@@ -27,9 +29,7 @@ from crossrank.errors import (
     UnsupportedModelError,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-if not CONFIGS.is_dir():  # the repository checked out elsewhere
-    CONFIGS = Path("/work/shared/model-configs")
+CONFIGS = MODEL_CONFIGS_DIR
 
 SEEDS = [
     "Qwen3-Reranker-0.6B",

@@ -26,13 +26,12 @@ transformers = pytest.importorskip("transformers")
 
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
+from _assets import MODEL_CONFIGS_DIR  # noqa: E402
 import crossrank.config as crossrank_config  # noqa: E402
 from crossrank.config import HF_DEFAULTS, load_config  # noqa: E402
 from crossrank.errors import ConfigError  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-if not CONFIGS.is_dir():
-    CONFIGS = Path("/work/shared/model-configs")
+CONFIGS = MODEL_CONFIGS_DIR
 
 FAMILY = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama", "mistral": "Mistral", "gemma": "Gemma"}
 

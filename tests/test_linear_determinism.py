@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from _numpy_checkpoint import copy_qwen3_tokenizer, write_qwen3_checkpoint
+import crossrank
 from crossrank import CrossEncoder
 from crossrank import _core
 
@@ -113,7 +114,18 @@ def test_raw_logits_are_bitwise_equal_across_isa_levels(checkpoint):
         np.testing.assert_array_equal(bits(raw_logits(model)), bits(results["uncapped"][1]))
 
 
+@pytest.mark.skipif(crossrank.build_info()["blas"] == "none", reason="this build has no OpenBLAS")
 def test_openblas_logits_agree_with_the_panel_kernels(checkpoint):
     _, panels = run_subprocess(checkpoint)
     _, blas = run_subprocess(checkpoint, CROSSRANK_GEMM="openblas")
     np.testing.assert_allclose(blas, panels, rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(crossrank.build_info()["blas"] != "none", reason="this build links OpenBLAS")
+def test_openblas_asked_of_a_build_without_it_says_how_to_rebuild(checkpoint):
+    os.environ["CROSSRANK_GEMM"] = "openblas"  # read when the weights are packed, at load
+    try:
+        with pytest.raises(crossrank.UnsupportedModelError, match="CROSSRANK_BLAS=system pip install"):
+            CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1, dtype="float32")
+    finally:
+        del os.environ["CROSSRANK_GEMM"]

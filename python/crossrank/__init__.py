@@ -25,6 +25,7 @@ __all__ = [
     "get_template",
     "Encoded",
     "cpu_info",
+    "build_info",
     "CrossrankError",
     "CheckpointError",
     "ConfigError",
@@ -45,3 +46,13 @@ def cpu_info() -> Dict[str, str]:
         ``CROSSRANK_ISA=ref|avx2|avx512|avx512bf16`` (read at import) caps the level.
     """
     return dict(_core.cpu_info())
+
+
+def build_info() -> Dict[str, str]:
+    """How this copy of the C extension was built.
+
+    Returns:
+        ``{"blas": "openblas" or "none"}``: whether the opt-in ``CROSSRANK_GEMM=openblas`` path is
+        available (binary wheels ship without OpenBLAS; see the README's install section).
+    """
+    return dict(_core.build_info())

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import load_config
 
-__all__ = ["write_random_checkpoint", "tensor_shapes"]
+__all__ = ["write_random_checkpoint", "tensor_shapes", "cache_dir"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                     "merges.txt", "tokenizer.model")
@@ -138,3 +138,10 @@ def write_random_checkpoint(
             if src.is_file():
                 shutil.copy(src, out / fname)
     return out
+
+
+def cache_dir() -> Path:
+    """crossrank's own cache folder (random-weight demo checkpoints): ``$XDG_CACHE_HOME/crossrank``,
+    else ``~/.cache/crossrank``. Created on first use by whoever writes there."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "crossrank"

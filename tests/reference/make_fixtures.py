@@ -61,10 +61,11 @@ PAIRS = _load_texts().PAIRS
 SCRIPT_VERSION = 1
 
 ROOT = HERE.parents[1]
-SHARED = Path(os.environ.get("CROSSRANK_SHARED", ROOT.parent / "shared"))
-TOKENIZER_DIR = SHARED / "tokenizers" / "qwen3"
+# The repository's assets/ (the Qwen3 tokenizer, the seed configs); CROSSRANK_ASSETS overrides it.
+ASSETS = Path(os.environ.get("CROSSRANK_ASSETS", ROOT / "assets"))
+TOKENIZER_DIR = ASSETS / "tokenizers" / "qwen3"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-MODEL_CONFIGS = SHARED / "model-configs"
+MODEL_CONFIGS = ASSETS / "model-configs"
 DEFAULT_OUT = Path(os.environ.get("CROSSRANK_FIXTURES", ROOT / "tests" / ".fixtures"))
 
 # Exit status when torch/transformers cannot be imported (the autotools "skip").
