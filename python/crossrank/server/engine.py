@@ -11,10 +11,16 @@ Two prompt forms, as in the library (RECIPES.md, "Two tokenizations of the same 
   :meth:`CrossEncoder.score` scores: the family's official recipe (or the model's chat template),
   which truncates inside the document so the template survives.
 
+When a chat (score) template is in force, every request form is rendered with it, as vLLM does.
+
 The default paths call those public methods, so a server score is bitwise the in-process score.
 Only the per-request extras (a ``truncate_prompt_tokens`` below the model's maximum, cutting the
-document's start, cutting ids past the maximum) reach into the model's prompt encoder; this module
-is the one place that does.
+document's start, TEI's longest-first cut of the query, cutting ids past the maximum) reach into
+the model's prompt encoder; this module is the one place that does.
+
+A prompt never loses its whole document: when the query with the template leaves no room for it,
+the vLLM routes answer 400 ("... Please reduce the length of the input prompt", as vLLM does) and
+TEI's route cuts the query too, longest first (:meth:`ScoringEngine.encode_queries`, ``fit``).
 """
 from __future__ import annotations
 
@@ -24,11 +30,23 @@ from typing import Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 
+from ..chat_template import ChatPrompt, read_special_tokens
 from ..model import CrossEncoder
 from ..templates import Template
-from ..tokenization import TooLongError
+from ..tokenization import Encoded, TooLongError
 
-__all__ = ["PromptError", "Prepared", "ScoringEngine"]
+__all__ = ["PromptError", "Prepared", "ScoringEngine", "document_dropped", "REDUCE_PROMPT"]
+
+#: vLLM's closing words for an input that cannot fit; clients match on them.
+REDUCE_PROMPT = "Please reduce the length of the input prompt."
+
+
+def document_dropped(encoded: Encoded) -> List[int]:
+    """Indices of the prompts whose document lost every token to truncation (the query with the
+    template took the whole budget): such a prompt must never be scored."""
+    if encoded.document_tokens is None:
+        return []
+    return [i for i, (kept, whole) in enumerate(encoded.document_tokens) if whole > 0 and kept == 0]
 
 _UNLIMITED = sys.maxsize
 
@@ -81,6 +99,10 @@ class ScoringEngine:
         self.prompt_format: Optional[str] = fmt if use_template and fmt != "pairs" else None
         # The family template, when that is the format: per-request length limits need it.
         self._family: Optional[Template] = model.template if self.prompt_format is not None else None
+        # The chat (score) template, when that is the format: every request form is rendered with it.
+        chat = model.chat_template if self.prompt_format is not None else None
+        self._chat: Optional[ChatPrompt] = (ChatPrompt(chat, model._encoder, read_special_tokens(model.path))
+                                            if chat is not None else None)
         self.max_length: int = model.max_length
         self.num_labels: int = model.num_labels
         self._encoder = model._encoder
@@ -89,6 +111,18 @@ class ScoringEngine:
     def templated(self) -> bool:
         """Whether plain queries and documents get a prompt format on the server."""
         return self.prompt_format is not None
+
+    @property
+    def chat_templated(self) -> bool:
+        """Whether a chat (score) template is in force: then every request form gets it."""
+        return self._chat is not None
+
+    def _template(self, instruction: Optional[str]) -> Optional[Template]:
+        """The template the prompt's pieces come from (the chat template's equivalent, when it has
+        one), for the per-request cuts; ``None`` when the prompt cannot be cut."""
+        if self._family is not None:
+            return self._family
+        return self._chat.template_for(instruction) if self._chat is not None else None
 
     # -- request forms -------------------------------------------------------------------------
 
@@ -118,8 +152,9 @@ class ScoringEngine:
         except TooLongError:
             if limit is None or self.model.chat_template is not None:
                 raise PromptError(
-                    f"an input is longer than the model's maximum of {self.max_length} tokens; shorten it or "
-                    "send truncate_prompt_tokens (-1: the model's maximum)", "truncate_prompt_tokens") from None
+                    f"This model's maximum context length is {self.max_length} tokens, and an input is longer; "
+                    f"shorten it or send truncate_prompt_tokens (-1: the model's maximum). {REDUCE_PROMPT}",
+                    "truncate_prompt_tokens") from None
             # vLLM's request form without the length check; the ids are cut to the limit below.
             ids = self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
                                                 max_length=_UNLIMITED).input_ids
@@ -131,33 +166,79 @@ class ScoringEngine:
         return Prepared(out, list(texts_1))
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
-                       limit: Optional[int] = None, side: str = "right", truncate: bool = True) -> Prepared:
+                       limit: Optional[int] = None, side: str = "right", truncate: bool = True,
+                       fit: str = "refuse") -> Prepared:
         """Plain queries and documents: the ids :meth:`CrossEncoder.score` scores.
 
         Args:
             limit: Token budget of a prompt; ``None``: the model's ``max_length``.
             side: ``"right"`` cuts the document's end (the recipe), ``"left"`` its beginning.
             truncate: When false, a prompt that does not fit is an error instead of being cut.
+            fit: When the query with the template leaves no room for the document: ``"refuse"``
+                (an error, vLLM's answer) or ``"longest_first"`` (the query is cut too, longest
+                first, TEI's answer).
         """
         budget = self.max_length if limit is None else limit
+        queries, documents = list(queries), list(documents)
         library = side == "right" and budget == self.max_length
-        if not library and self._family is None:
+        template = None if library else self._template(instruction)
+        if not library and template is None:
             raise PromptError(
                 f"a truncate_prompt_tokens below the model's maximum, or truncation from the left, needs a "
-                f"family template; this model's prompt format is {self.prompt_format!r}", "truncate_prompt_tokens")
-        encoded = (self.model.tokenize(list(queries), list(documents), instruction) if library
-                   else self._encode_family(queries, documents, instruction, budget))
+                f"template crossrank can cut inside the document; this model's prompt format is "
+                f"{self.prompt_format!r}", "truncate_prompt_tokens")
+        if fit == "longest_first" and truncate:
+            queries = self._fit_longest_first(queries, documents, instruction, budget)
+        try:
+            encoded = (self.model.tokenize(queries, documents, instruction) if library
+                       else self._encoder.encode_template(template, queries, documents, instruction, budget))
+        except TooLongError as exc:
+            raise PromptError(f"{exc}. {REDUCE_PROMPT}", "query") from None
         cut = [i for i, t in enumerate(encoded.truncated) if t]
         if cut and not truncate:
             raise PromptError(
                 f"input {cut[0]} does not fit the model's maximum of {budget} tokens; send truncate=true "
                 "(or truncate_prompt_tokens) to cut the document", "truncate")
+        dropped = document_dropped(encoded)
+        if dropped:
+            raise PromptError(
+                f"This model's maximum context length is {budget} tokens, and the query of pair {dropped[0]} with "
+                f"the prompt template takes all of them, leaving no room for the document "
+                f"({len(dropped)} pair(s) affected). {REDUCE_PROMPT}", "query")
         ids = list(encoded.input_ids)
         if side == "left":
             for i in cut:
-                ids[i] = self._cut_document_start(queries[i], documents[i], instruction, budget, ids[i])
+                ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
         keys = [(q, instruction) for q in queries]
         return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
+
+    def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
+                           budget: int) -> List[str]:
+        """The queries, each cut (at a token boundary) where its pair does not fit ``budget`` so
+        that the query and the document share the room the template leaves longest first, as
+        TEI's truncation of a pair does: the longer side loses tokens until both fit (an even
+        split when both are long). The document's own cut is left to the recipe."""
+        template = self._template(instruction)
+        if template is None:
+            return queries
+        full = self._encoder.encode_template(template, queries, documents, instruction, _UNLIMITED)
+        out = list(queries)
+        for i, ids in enumerate(full.input_ids):
+            if len(ids) <= budget or full.document_tokens is None:
+                continue
+            q = len(self.model.tokenizer.encode(queries[i], add_special_tokens=False).ids)
+            d = full.document_tokens[i][1]
+            room = budget - (len(ids) - q - d)
+            if room < 2 or q <= room // 2:
+                continue  # the template alone does not fit (refused below), or the query fits as it is
+            keep = max(room - d, room // 2)
+            for _ in range(4):  # the cut query may tokenize a token longer inside the prompt
+                out[i] = self.cut_texts([queries[i]], keep)[0]
+                again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
+                if not document_dropped(again) or keep <= 1:
+                    break
+                keep -= 1
+        return out
 
     def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
         """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``
@@ -166,23 +247,19 @@ class ScoringEngine:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _encode_family(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
-                       budget: int):
-        return self._encoder.encode_template(self._family, list(queries), list(documents), instruction, budget)
-
-    def _cut_document_start(self, query: str, document: str, instruction: Optional[str], budget: int,
-                            right_cut: List[int]) -> List[int]:
+    def _cut_document_start(self, template: Template, query: str, document: str, instruction: Optional[str],
+                            budget: int, right_cut: List[int]) -> List[int]:
         """The prompt with the document's first tokens dropped instead of its last ones.
 
         The recipe cut ``k`` tokens off the end; as many are dropped from the start of the document
         (tokenized alone), and the result goes through the recipe again, which trims a token or two
         more should the new boundary tokenize differently.
         """
-        full = self._encode_family([query], [document], instruction, _UNLIMITED).input_ids[0]
+        full = self._encoder.encode_template(template, [query], [document], instruction, _UNLIMITED).input_ids[0]
         k = len(full) - len(right_cut)
         enc = self.model.tokenizer.encode(document, add_special_tokens=False)
         start = enc.offsets[k][0] if k < len(enc.ids) else len(document)
-        return self._encode_family([query], [document[start:]], instruction, budget).input_ids[0]
+        return self._encoder.encode_template(template, [query], [document[start:]], instruction, budget).input_ids[0]
 
     @staticmethod
     def _checked(ids: Sequence[int], i: int) -> np.ndarray:
