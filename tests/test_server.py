@@ -595,6 +595,9 @@ def test_full_queue_gets_503_and_the_server_recovers(slow_server):
     wait_for(lambda busy, queued: queued == 1, "the second request waits in the queue")
     err = assert_error(post(slow_server, "/rerank", {"query": "q", "documents": ["d"]}), 503)
     assert err["type"] == "ServiceUnavailableError"
+    # TEI's shape of the same request: TEI's 429 "Overloaded"
+    tei = post(slow_server, "/rerank", {"query": "q", "texts": ["d"]})
+    assert tei.status_code == 429 and tei.json()["error_type"] == "Overloaded" and tei.json()["detail"]
     running.join()
     waiting.join()
     assert results["running"].status_code == 504
