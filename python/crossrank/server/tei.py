@@ -1,12 +1,13 @@
 """text-embeddings-inference's side of the server: ``/rerank`` in TEI's shape and ``GET /info``.
 
-TEI (router v1.8 and later) serves a reranker with ``POST /rerank`` (also ``POST /`` and
+TEI's router serves a reranker with ``POST /rerank`` (also ``POST /`` and
 ``/invocations``), ``GET /info``, ``GET /health`` and ``GET /ping``. A ``/rerank`` body is TEI's when
 it carries ``texts`` and no ``documents``. Its options follow current TEI:
 
-* ``truncate`` omitted or ``null``: the server's auto-truncation, which crossrank keeps on (TEI's
-  ``--auto-truncate``, on by default since TEI 1.8); an over-long pair is cut longest-first inside
-  the query and the document (never the template), so the document always keeps tokens;
+* ``truncate`` omitted or ``null``: the server's auto-truncation setting, as TEI's router takes it
+  (``--auto-truncate``, reported by ``/info``), which crossrank keeps on; an over-long pair is cut
+  longest-first inside the query and the document (never the template), so the document always
+  keeps tokens;
 * ``truncate: false``: an over-long pair is refused with 422 (``Validation``);
 * ``truncation_direction``: ``Right`` (default) or ``Left``, which end of the document is cut;
 * ``raw_scores``: the raw logit instead of the activated score; ``return_text``: echo each text.
