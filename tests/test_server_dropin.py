@@ -360,3 +360,23 @@ def test_inline_chat_template_scores_as_the_file(start_server, qwen3_path, chat_
     body = post(inline, "/score", {"text_1": "q", "text_2": ["d1", "d2"]}).json()
     assert [d["score"] for d in body["data"]] == as_floats(chat_model.score("q", ["d1", "d2"]))
     assert np.isfinite([d["score"] for d in body["data"]]).all()
+
+
+# -- vLLM's own request forms and messages -------------------------------------------------------
+
+
+def test_vllm_query_object_image_documents_and_truncation_size(server, model):
+    expected = dict(enumerate(as_floats(model.score("capital", ["Paris.", "Beijing."]))))
+    body = post(server, "/rerank", {"query": {"text": "capital"}, "documents": [{"text": "Paris."}, "Beijing."]}).json()
+    assert rerank_scores(body) == expected
+    assert {r["index"]: r["document"] for r in body["results"]} == {0: {"text": "Paris."}, 1: {"text": "Beijing."}}
+    err = assert_error(post(server, "/rerank", {"query": "q", "documents": [{"image_url": "https://x/1.jpg"}]}), 400,
+                       "documents.0")
+    assert "multimodal" in err["message"]
+    err = assert_error(post(server, "/rerank", {"query": {"image_url": "https://x/1.jpg"}, "documents": ["d"]}), 400,
+                       "query")
+    assert "multimodal" in err["message"]
+    err = assert_error(post(server, "/score", {"queries": "q", "documents": ["d"],
+                                               "truncate_prompt_tokens": MAX_LENGTH + 1}), 400,
+                       "truncate_prompt_tokens")
+    assert "Please request a smaller truncation size." in err["message"]

@@ -188,8 +188,9 @@ class _Handlers:
         if limit == -1:
             limit = engine.max_length
         elif limit is not None and limit > engine.max_length:
-            raise APIError(f"truncate_prompt_tokens={limit} is more than the model's maximum of "
-                           f"{engine.max_length} tokens", 400, param="truncate_prompt_tokens")
+            raise APIError(f"truncate_prompt_tokens value ({limit}) is greater than max_model_len "
+                           f"({engine.max_length}). Please request a smaller truncation size.", 400,
+                           param="truncate_prompt_tokens")
         # A chat (score) template renders every request form, as vLLM does; a family template only
         # plain queries and documents (text_1/text_2 and data_1/data_2 are taken as given).
         if (task.templated and engine.templated) or engine.chat_templated:

@@ -34,6 +34,7 @@ __all__ = [
     "rerank_response",
     "drop_nulls",
     "document_texts",
+    "query_text",
     "validate_request",
     "rank_order",
     "models_response",
@@ -88,13 +89,39 @@ class RerankRequest(_Common):
     """vLLM's ``/rerank`` (Jina and Cohere v1/v2 compatible). ``documents`` holds strings or objects
     (Cohere v1, Jina); objects are read by :func:`document_texts`."""
 
-    query: str
+    # A string, or vLLM's {"text": ...} object.
+    query: Union[str, Dict[str, Any]]
     documents: Union[str, List[Any]]
     top_n: int = Field(default=0, ge=0)
     return_documents: bool = True
     rank_fields: Optional[List[str]] = None
     # Cohere v1's chunking of long documents: accepted; crossrank truncates instead (docs/server.md).
     max_chunks_per_doc: Optional[int] = Field(default=None, ge=1)
+
+
+# Keys of vLLM's multimodal score inputs.
+_MEDIA_KEYS = ("image_url", "image", "image_embeds", "video_url", "audio_url", "input_audio")
+
+
+def _refuse_media(obj: Dict[str, Any], where: str) -> None:
+    content = obj.get("content")
+    parts = content if isinstance(content, list) else []
+    kinds = [k for k in _MEDIA_KEYS if k in obj] + [p.get("type") for p in parts
+                                                    if isinstance(p, dict) and p.get("type") not in (None, "text")]
+    if kinds:
+        raise APIError(f"{where} is {kinds[0]} input: this server runs a text reranker, not a multimodal "
+                       "(vision or audio) model; send text", 400, param=where)
+
+
+def query_text(query: Union[str, Dict[str, Any]]) -> str:
+    """The query's text: a string, or vLLM's ``{"text": ...}`` object."""
+    if isinstance(query, str):
+        return query
+    _refuse_media(query, "query")
+    text = query.get("text")
+    if not isinstance(text, str):
+        raise APIError("query must be a string or an object with a text field", 400, param="query")
+    return text
 
 
 def document_texts(documents: Union[str, List[Any]], rank_fields: Optional[List[str]]) -> List[str]:
@@ -114,6 +141,7 @@ def document_texts(documents: Union[str, List[Any]], rank_fields: Optional[List[
         if not isinstance(doc, dict):
             raise APIError(f"documents.{i} must be a string or an object with a text field, got "
                            f"{type(doc).__name__ if doc is not None else 'null'}", 400, param=f"documents.{i}")
+        _refuse_media(doc, f"documents.{i}")
         values = []
         for name in fields:
             value = doc.get(name)
@@ -280,7 +308,7 @@ def parse_rerank(body: Dict[str, Any], request_id: Optional[str] = None) -> Scor
         raise APIError("documents is empty: at least one document must be given", 400, param="documents")
     given = [req.documents] if isinstance(req.documents, str) else req.documents
     echoed = [d if isinstance(d, dict) else {"text": t} for d, t in zip(given, docs)]
-    return ScoringTask(kind="rerank", firsts=[req.query] * len(docs), seconds=docs, templated=True,
+    return ScoringTask(kind="rerank", firsts=[query_text(req.query)] * len(docs), seconds=docs, templated=True,
                        top_n=req.top_n, return_documents=req.return_documents, documents=docs, echoed=echoed,
                        request_id=req.request_id or request_id or uuid.uuid4().hex, **_common_options(req))
 
