@@ -1,5 +1,6 @@
-"""The ASGI app: vLLM's ``/score`` and ``/rerank`` (plus TEI's ``/rerank`` shape), ``/health``,
-``/v1/models`` and ``/metrics``, on FastAPI and uvicorn.
+"""The ASGI app, on FastAPI and uvicorn: vLLM's ``/score``, ``/rerank``, ``/tokenize``,
+``/detokenize``, ``/invocations`` (routed by the body), ``/health``, ``/ping``, ``/v1/models`` and
+``/metrics``; TEI's ``/rerank`` shape, ``POST /`` and ``GET /info``.
 
 Request path: the size-limit and API-key middlewares (pure ASGI, before any parsing) → JSON body
 → validation into a :class:`~crossrank.server.protocol.ScoringTask` → tokenization on a small

@@ -75,9 +75,10 @@ def tei_rerank_response(task: ScoringTask, scores: Sequence[float]) -> List[Dict
     """TEI's answer: a bare list of ``{index, score[, text]}``, best first."""
     out = []
     for i in rank_order(scores, 0):
-        item: Dict[str, Any] = {"index": i, "score": float(scores[i])}
+        item: Dict[str, Any] = {"index": i}
         if task.return_documents:
             item["text"] = task.documents[i]
+        item["score"] = float(scores[i])  # TEI's key order: index, text, score
         out.append(item)
     return out
 
