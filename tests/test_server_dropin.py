@@ -380,3 +380,18 @@ def test_vllm_query_object_image_documents_and_truncation_size(server, model):
                                                "truncate_prompt_tokens": MAX_LENGTH + 1}), 400,
                        "truncate_prompt_tokens")
     assert "Please request a smaller truncation size." in err["message"]
+
+
+def test_truncating_pairs_as_given_never_cuts_all_of_text_2(server, model):
+    err = assert_error(post(server, "/score", {"text_1": LONG_QUERY, "text_2": ["short answer"],
+                                               "truncate_prompt_tokens": 50}), 400, "text_1")
+    assert REDUCE in err["message"]
+    # a cut that keeps some of text_2 is vLLM's cut of the ids
+    ids = model.tokenizer.encode("q" + LONG_DOC, add_special_tokens=True).ids  # vLLM's text_1 + text_2
+    body = post(server, "/score", {"text_1": "q", "text_2": LONG_DOC, "truncate_prompt_tokens": 50,
+                                   "use_activation": False}).json()
+    assert body["data"][0]["score"] == as_floats(model.forward_ids([ids[:50]]))[0]
+    # left truncation drops text_1 first
+    body = post(server, "/score", {"text_1": LONG_QUERY, "text_2": ["short answer"], "truncate_prompt_tokens": 50,
+                                   "truncation_side": "left"}).json()
+    assert body["usage"]["prompt_tokens"] == 50

@@ -161,6 +161,15 @@ class ScoringEngine:
         out = []
         for i, seq in enumerate(ids):
             if limit is not None and len(seq) > limit:
+                if side == "right":
+                    # The cut takes the prompt's end, text_2 first: refuse a cut that would take all of
+                    # it, which would score text_1 alone.
+                    second = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                    if len(seq) - limit >= second > 0:
+                        raise PromptError(
+                            f"This model's maximum context length is {limit} tokens (truncate_prompt_tokens), and "
+                            f"text_1 of pair {i} takes all of them, leaving no room for text_2. {REDUCE_PROMPT}",
+                            "text_1")
                 seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
             out.append(self._checked(seq, i))
         return Prepared(out, list(texts_1))
