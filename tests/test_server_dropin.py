@@ -395,3 +395,21 @@ def test_truncating_pairs_as_given_never_cuts_all_of_text_2(server, model):
     body = post(server, "/score", {"text_1": LONG_QUERY, "text_2": ["short answer"], "truncate_prompt_tokens": 50,
                                    "truncation_side": "left"}).json()
     assert body["usage"]["prompt_tokens"] == 50
+
+
+def test_tei_longest_first_on_pairs_taken_as_given(start_server, qwen3_path, model):
+    plain = start_server(qwen3_path, "--hf_overrides", json.dumps(QWEN3_OVERRIDES), "--threads", "1",
+                         "--max-length", str(MAX_LENGTH), "--no-template")
+    resp = post(plain, "/rerank", {"query": LONG_QUERY, "texts": DOCS, "raw_scores": True})
+    assert resp.status_code == 200, resp.text
+    prepared = ScoringEngine(model, use_template=False).encode_pairs([LONG_QUERY] * 3, DOCS, limit=MAX_LENGTH,
+                                                                     fit="longest_first")
+    expected = as_floats(model.forward_ids(prepared.ids))
+    assert {r["index"]: r["score"] for r in resp.json()} == dict(enumerate(expected))
+    assert len(set(expected)) == 3 and all(len(ids) <= MAX_LENGTH for ids in prepared.ids)
+    for ids, doc in zip(prepared.ids, DOCS):
+        assert doc[:20] in model.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+    # the vLLM route refuses the same cut
+    err = assert_error(post(plain, "/rerank", {"query": LONG_QUERY, "documents": DOCS, "truncate_prompt_tokens": -1}),
+                       400)
+    assert REDUCE in err["message"]

@@ -206,7 +206,7 @@ class _Handlers:
                            "the texts yourself", 400, param="instruction")
         if task.kind == "tei":
             limit = (limit or engine.max_length) if task.truncate else None
-        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side)
+        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side, fit=task.fit)
 
     async def _run(self, state: _State, request: Request, prepared: Prepared, deadline: Optional[float]):
         try:

@@ -139,25 +139,27 @@ class ScoringEngine:
         return [cut[t] for t in texts]
 
     def encode_pairs(self, texts_1: Sequence[str], texts_2: Sequence[str], *, limit: Optional[int] = None,
-                     side: str = "right") -> Prepared:
+                     side: str = "right", fit: str = "refuse") -> Prepared:
         """Pairs taken as given: the ids :meth:`CrossEncoder.predict` scores.
 
         Args:
             limit: ``None``: a prompt longer than ``max_length`` is an error; else prompts are cut
                 to ``limit`` tokens, keeping the first (``side="right"``) or the last ones.
+            fit: ``"longest_first"`` (TEI): before the cut, a ``text_1`` longer than its share is cut
+                (at a token boundary) so that the two texts share the budget longest first.
         """
-        pairs = list(zip(texts_1, texts_2))
-        try:
-            ids = self.model.tokenize_pairs(pairs).input_ids
-        except TooLongError:
-            if limit is None or self.model.chat_template is not None:
-                raise PromptError(
-                    f"This model's maximum context length is {self.max_length} tokens, and an input is longer; "
-                    f"shorten it or send truncate_prompt_tokens (-1: the model's maximum). {REDUCE_PROMPT}",
-                    "truncate_prompt_tokens") from None
-            # vLLM's request form without the length check; the ids are cut to the limit below.
-            ids = self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
-                                                max_length=_UNLIMITED).input_ids
+        texts_1, texts_2 = list(texts_1), list(texts_2)
+        ids = self._pair_ids(texts_1, texts_2, limit)
+        if fit == "longest_first" and limit is not None:
+            for i, seq in enumerate(ids):
+                if len(seq) <= limit:
+                    continue
+                n1 = len(self.model.tokenizer.encode(texts_1[i], add_special_tokens=False).ids)
+                n2 = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                room = limit - (len(seq) - n1 - n2)
+                if room >= 2 and n1 > room // 2:
+                    texts_1[i] = self.cut_texts([texts_1[i]], max(room - n2, room // 2))[0]
+                    ids[i] = self._pair_ids([texts_1[i]], [texts_2[i]], limit)[0]
         out = []
         for i, seq in enumerate(ids):
             if limit is not None and len(seq) > limit:
@@ -172,7 +174,21 @@ class ScoringEngine:
                             "text_1")
                 seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
             out.append(self._checked(seq, i))
-        return Prepared(out, list(texts_1))
+        return Prepared(out, texts_1)
+
+    def _pair_ids(self, texts_1: Sequence[str], texts_2: Sequence[str], limit: Optional[int]) -> List[List[int]]:
+        pairs = list(zip(texts_1, texts_2))
+        try:
+            return list(self.model.tokenize_pairs(pairs).input_ids)
+        except TooLongError:
+            if limit is None or self.model.chat_template is not None:
+                raise PromptError(
+                    f"This model's maximum context length is {self.max_length} tokens, and an input is longer; "
+                    f"shorten it or send truncate_prompt_tokens (-1: the model's maximum). {REDUCE_PROMPT}",
+                    "truncate_prompt_tokens") from None
+            # vLLM's request form without the length check; the ids are cut to the limit by the caller.
+            return list(self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
+                                                      max_length=_UNLIMITED).input_ids)
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
                        limit: Optional[int] = None, side: str = "right", truncate: bool = True,
