@@ -259,8 +259,12 @@ class ScoringEngine:
             keep = max(room - d, room // 2)
             for _ in range(4):  # the cut query may tokenize a token longer inside the prompt
                 out[i] = self.cut_texts([queries[i]], keep)[0]
-                again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
-                if not document_dropped(again) or keep <= 1:
+                try:
+                    again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
+                    fits = not document_dropped(again)
+                except TooLongError:  # a tokenization layer that refuses a dropped document itself
+                    fits = False
+                if fits or keep <= 1:
                     break
                 keep -= 1
         return out
