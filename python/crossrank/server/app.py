@@ -393,7 +393,11 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
 
     async def tokenizer_route(request: Request) -> JSONResponse:
         body = await _json_body(request)
-        return JSONResponse(handlers.tokenizer_route(body, request.url.path))
+        state = handlers._ready()
+        # On the tokenizer pool, as for scoring: a large prompt never holds the event loop.
+        result = await asyncio.get_running_loop().run_in_executor(
+            state.tokenizer_pool, handlers.tokenizer_route, body, request.url.path)
+        return JSONResponse(result)
 
     for path in SCORE_PATHS:
         app.add_api_route(path, score, methods=["POST"], include_in_schema=False)
