@@ -26,9 +26,10 @@ LONG_QUERY = " ".join(f"query word {i}" for i in range(120))  # alone more than 
 LONG_DOC = " ".join(f"Iceland has volcano number {i}." for i in range(60))
 DOCS = ["Beijing is the capital of China.", "Paris is the capital of France.", LONG_DOC]
 REDUCE = "Please reduce the length of the input prompt"
-# A reranker chat (score) template: query and document roles, the instruction from a system message.
+# A reranker chat (score) template: query and document roles, the instruction from a system message,
+# an optional variable (vLLM's chat_template_kwargs).
 CHAT = (
-    "<|im_start|>user\n<Instruct>: {{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') "
+    "{% if prefix is defined %}{{ prefix }}{% endif %}<|im_start|>user\n<Instruct>: {{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') "
     "| first | default('Find it') }}\n"
     "<Query>: {{ (messages | selectattr('role', 'eq', 'query') | first).content }}\n"
     "<Document>: {{ (messages | selectattr('role', 'eq', 'document') | first).content }}<|im_end|>\n"
@@ -413,3 +414,23 @@ def test_tei_longest_first_on_pairs_taken_as_given(start_server, qwen3_path, mod
     err = assert_error(post(plain, "/rerank", {"query": LONG_QUERY, "documents": DOCS, "truncate_prompt_tokens": -1}),
                        400)
     assert REDUCE in err["message"]
+
+
+def test_chat_template_kwargs_are_chat_template_variables(chat_server, qwen3_path, chat_file, chat_model):
+    with_prefix = CrossEncoder(qwen3_path, hf_overrides=QWEN3_OVERRIDES, threads=2, max_length=MAX_LENGTH,
+                               template=ChatTemplate.from_file(chat_file), chat_template_kwargs={"prefix": "Rate: "})
+    expected = as_floats(with_prefix.score("q", ["d1", "d2"]))
+    assert expected != as_floats(chat_model.score("q", ["d1", "d2"]))
+    for path, body in (("/score", {"text_1": "q", "text_2": ["d1", "d2"]}),
+                       ("/rerank", {"query": "q", "documents": ["d1", "d2"]})):
+        resp = post(chat_server, path, {**body, "chat_template_kwargs": {"prefix": "Rate: "}})
+        assert resp.status_code == 200, resp.text
+        got = (rerank_scores(resp.json()) if path == "/rerank"
+               else dict(enumerate(d["score"] for d in resp.json()["data"])))
+        assert got == dict(enumerate(expected))
+
+
+def test_tei_longest_first_with_a_chat_template(chat_server):
+    resp = post(chat_server, "/rerank", {"query": LONG_QUERY, "texts": DOCS, "raw_scores": True})
+    assert resp.status_code == 200, resp.text
+    assert len({r["score"] for r in resp.json()}) == 3

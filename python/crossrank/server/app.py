@@ -196,7 +196,7 @@ class _Handlers:
         # plain queries and documents (text_1/text_2 and data_1/data_2 are taken as given).
         if (task.templated and engine.templated) or engine.chat_templated:
             return engine.encode_queries(firsts, seconds, task.instruction, limit=limit, side=task.side,
-                                         truncate=task.truncate, fit=task.fit)
+                                         truncate=task.truncate, fit=task.fit, variables=task.template_vars)
         if task.instruction is not None:
             where = ("this server runs with --no-template" if task.templated and not self.settings.use_template
                      else "no prompt template is known for this model" if task.templated

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence
+from typing import Any, Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 
@@ -117,12 +117,13 @@ class ScoringEngine:
         """Whether a chat (score) template is in force: then every request form gets it."""
         return self._chat is not None
 
-    def _template(self, instruction: Optional[str]) -> Optional[Template]:
+    def _template(self, instruction: Optional[str], chat: Optional[ChatPrompt] = None) -> Optional[Template]:
         """The template the prompt's pieces come from (the chat template's equivalent, when it has
         one), for the per-request cuts; ``None`` when the prompt cannot be cut."""
         if self._family is not None:
             return self._family
-        return self._chat.template_for(instruction) if self._chat is not None else None
+        chat = chat if chat is not None else self._chat
+        return chat.template_for(instruction) if chat is not None else None
 
     # -- request forms -------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ class ScoringEngine:
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
                        limit: Optional[int] = None, side: str = "right", truncate: bool = True,
-                       fit: str = "refuse") -> Prepared:
+                       fit: str = "refuse", variables: Optional[Dict[str, Any]] = None) -> Prepared:
         """Plain queries and documents: the ids :meth:`CrossEncoder.score` scores.
 
         Args:
@@ -202,21 +203,32 @@ class ScoringEngine:
             fit: When the query with the template leaves no room for the document: ``"refuse"``
                 (an error, vLLM's answer) or ``"longest_first"`` (the query is cut too, longest
                 first, TEI's answer).
+            variables: Per-request chat template variables (vLLM's ``chat_template_kwargs``); only
+                a chat template has variables.
         """
         budget = self.max_length if limit is None else limit
         queries, documents = list(queries), list(documents)
-        library = side == "right" and budget == self.max_length
-        template = None if library else self._template(instruction)
-        if not library and template is None:
+        chat = self._chat
+        if variables and chat is not None:
+            chat = ChatPrompt(chat.chat.with_variables(variables), self._encoder, chat.special_tokens)
+        library = side == "right" and budget == self.max_length and chat is self._chat
+        template = None if library else self._template(instruction, chat)
+        if not library and template is None and not (chat is not None and side == "right"):
             raise PromptError(
                 f"a truncate_prompt_tokens below the model's maximum, or truncation from the left, needs a "
                 f"template crossrank can cut inside the document; this model's prompt format is "
                 f"{self.prompt_format!r}", "truncate_prompt_tokens")
         if fit == "longest_first" and truncate:
-            queries = self._fit_longest_first(queries, documents, instruction, budget)
+            pieces = template if template is not None else self._template(instruction, chat)
+            if pieces is not None:
+                queries = self._fit_longest_first(queries, documents, instruction, budget, pieces)
         try:
-            encoded = (self.model.tokenize(queries, documents, instruction) if library
-                       else self._encoder.encode_template(template, queries, documents, instruction, budget))
+            if library:
+                encoded = self.model.tokenize(queries, documents, instruction)
+            elif template is not None:
+                encoded = self._encoder.encode_template(template, queries, documents, instruction, budget)
+            else:  # a chat template that rewrites its inputs, rendered whole (it cannot be cut)
+                encoded = chat.encode(queries, documents, instruction, budget)
         except TooLongError as exc:
             raise PromptError(f"{exc}. {REDUCE_PROMPT}", "query") from None
         cut = [i for i, t in enumerate(encoded.truncated) if t]
@@ -238,14 +250,11 @@ class ScoringEngine:
         return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
 
     def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
-                           budget: int) -> List[str]:
+                           budget: int, template: Template) -> List[str]:
         """The queries, each cut (at a token boundary) where its pair does not fit ``budget`` so
         that the query and the document share the room the template leaves longest first, as
         TEI's truncation of a pair does: the longer side loses tokens until both fit (an even
         split when both are long). The document's own cut is left to the recipe."""
-        template = self._template(instruction)
-        if template is None:
-            return queries
         full = self._encoder.encode_template(template, queries, documents, instruction, _UNLIMITED)
         out = list(queries)
         for i, ids in enumerate(full.input_ids):

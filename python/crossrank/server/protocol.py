@@ -198,6 +198,7 @@ class ScoringTask:
         templated: The pairs are plain queries and documents (the family template may apply);
             otherwise they are taken as given.
         instruction: Task instruction for the template (``None``: the template's default).
+        template_vars: The other ``chat_template_kwargs``: variables for a chat template in force.
         limit: Prompt token budget from ``truncate_prompt_tokens`` (``-1`` resolved later to the
             model's maximum); ``None``: not given.
         side: Which end a cut removes: ``"right"`` (the recipe's) or ``"left"``.
@@ -220,6 +221,7 @@ class ScoringTask:
     seconds: List[str]
     templated: bool
     instruction: Optional[str] = None
+    template_vars: Dict[str, Any] = field(default_factory=dict)
     limit: Optional[int] = None
     side: str = "right"
     truncate: bool = True
@@ -256,7 +258,8 @@ def _common_options(req: _Common) -> Dict[str, Any]:
             raise APIError("chat_template_kwargs.instruction must be a string", 400,
                            param="chat_template_kwargs.instruction")
     use_activation = next((v for v in (req.use_activation, req.softmax, req.activation) if v is not None), True)
-    return dict(instruction=instruction, limit=req.truncate_prompt_tokens, side=req.truncation_side or "right",
+    variables = {k: v for k, v in (req.chat_template_kwargs or {}).items() if k != "instruction"}
+    return dict(instruction=instruction, template_vars=variables, limit=req.truncate_prompt_tokens, side=req.truncation_side or "right",
                 max_tokens_per_query=req.max_tokens_per_query or 0, max_tokens_per_doc=req.max_tokens_per_doc or 0,
                 use_activation=use_activation, model=req.model)
 
