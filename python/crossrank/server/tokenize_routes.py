@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import APIError
 from .protocol import drop_nulls, validate_request
 
-__all__ = ["TokenizeRequest", "DetokenizeRequest", "tokenize", "detokenize"]
+__all__ = ["TokenizeRequest", "DetokenizeRequest", "parse_tokenize", "parse_detokenize", "tokenize", "detokenize"]
 
 
 class TokenizeRequest(BaseModel):
