@@ -218,17 +218,29 @@ class ScoringEngine:
                 f"a truncate_prompt_tokens below the model's maximum, or truncation from the left, needs a "
                 f"template crossrank can cut inside the document; this model's prompt format is "
                 f"{self.prompt_format!r}", "truncate_prompt_tokens")
-        if fit == "longest_first" and truncate:
-            pieces = template if template is not None else self._template(instruction, chat)
-            if pieces is not None:
-                queries = self._fit_longest_first(queries, documents, instruction, budget, pieces)
-        try:
+
+        def encode(qs: List[str]) -> Encoded:
             if library:
-                encoded = self.model.tokenize(queries, documents, instruction)
-            elif template is not None:
-                encoded = self._encoder.encode_template(template, queries, documents, instruction, budget)
-            else:  # a chat template that rewrites its inputs, rendered whole (it cannot be cut)
-                encoded = chat.encode(queries, documents, instruction, budget)
+                return self.model.tokenize(qs, documents, instruction)
+            if template is not None:
+                return self._encoder.encode_template(template, qs, documents, instruction, budget)
+            return chat.encode(qs, documents, instruction, budget)  # a chat template that rewrites its inputs
+
+        encoded: Optional[Encoded] = None
+        pieces = template if template is not None else self._template(instruction, chat)
+        if fit == "longest_first" and truncate and pieces is not None:
+            # Only the prompts the recipe had to cut can need the query cut too.
+            try:
+                encoded = encode(queries)
+                over = [i for i, t in enumerate(encoded.truncated) if t]
+            except TooLongError:
+                over = list(range(len(queries)))
+            fitted = self._fit_longest_first(queries, documents, instruction, budget, pieces, over)
+            if fitted != queries:
+                queries, encoded = fitted, None
+        try:
+            if encoded is None:
+                encoded = encode(queries)
         except TooLongError as exc:
             raise PromptError(f"{exc}. {REDUCE_PROMPT}", "query") from None
         cut = [i for i, t in enumerate(encoded.truncated) if t]
@@ -250,18 +262,20 @@ class ScoringEngine:
         return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
 
     def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
-                           budget: int, template: Template) -> List[str]:
-        """The queries, each cut (at a token boundary) where its pair does not fit ``budget`` so
-        that the query and the document share the room the template leaves longest first, as
-        TEI's truncation of a pair does: the longer side loses tokens until both fit (an even
-        split when both are long). The document's own cut is left to the recipe."""
-        full = self._encoder.encode_template(template, queries, documents, instruction, _UNLIMITED)
+                           budget: int, template: Template, which: Sequence[int]) -> List[str]:
+        """The queries, each of the pairs ``which`` cut (at a token boundary) where its pair does not
+        fit ``budget`` so that the query and the document share the room the template leaves
+        longest first, as TEI's truncation of a pair does: the longer side loses tokens until both
+        fit (an even split when both are long). The document's own cut is left to the recipe."""
         out = list(queries)
-        for i, ids in enumerate(full.input_ids):
+        if not which:
+            return out
+        full = self._encoder.encode_template(template, [queries[i] for i in which], [documents[i] for i in which],
+                                             instruction, _UNLIMITED)
+        for i, ids, (_, d) in zip(which, full.input_ids, full.document_tokens or [(0, 0)] * len(which)):
             if len(ids) <= budget or full.document_tokens is None:
                 continue
             q = len(self.model.tokenizer.encode(queries[i], add_special_tokens=False).ids)
-            d = full.document_tokens[i][1]
             room = budget - (len(ids) - q - d)
             if room < 2 or q <= room // 2:
                 continue  # the template alone does not fit (refused below), or the query fits as it is
