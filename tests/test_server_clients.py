@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 
 from _fixtures import fixture_path  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
-from test_server import QWEN3_NAME, QWEN3_OVERRIDES, as_floats, start_server  # noqa: E402,F401
+from test_server import QWEN3_NAME, QWEN3_OVERRIDES, as_floats, start_server  # noqa: E402,F401,F811
 
 QUERY = "Which city is the capital of China?"
 TEXTS = [

@@ -19,7 +19,7 @@ from _fixtures import fixture_path  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
 from crossrank.chat_template import ChatTemplate  # noqa: E402
 from crossrank.server.engine import ScoringEngine  # noqa: E402
-from test_server import QWEN3_NAME, QWEN3_OVERRIDES, as_floats, assert_error, post, start_server  # noqa: E402,F401
+from test_server import QWEN3_NAME, QWEN3_OVERRIDES, as_floats, assert_error, post, start_server  # noqa: E402,F401,F811
 
 MAX_LENGTH = 160
 LONG_QUERY = " ".join(f"query word {i}" for i in range(120))  # alone more than MAX_LENGTH tokens
@@ -29,7 +29,8 @@ REDUCE = "Please reduce the length of the input prompt"
 # A reranker chat (score) template: query and document roles, the instruction from a system message,
 # an optional variable (vLLM's chat_template_kwargs).
 CHAT = (
-    "{% if prefix is defined %}{{ prefix }}{% endif %}<|im_start|>user\n<Instruct>: {{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') "
+    "{% if prefix is defined %}{{ prefix }}{% endif %}"
+    "<|im_start|>user\n<Instruct>: {{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') "
     "| first | default('Find it') }}\n"
     "<Query>: {{ (messages | selectattr('role', 'eq', 'query') | first).content }}\n"
     "<Document>: {{ (messages | selectattr('role', 'eq', 'document') | first).content }}<|im_end|>\n"
@@ -218,7 +219,8 @@ def test_truncate_prompt_tokens_with_a_chat_template_cuts_inside_the_document(ch
                        ("/score", {"text_1": "volcano", "text_2": DOCS, "truncate_prompt_tokens": limit})):
         resp = post(chat_server, path, body)
         assert resp.status_code == 200, resp.text
-        got = rerank_scores(resp.json()) if path == "/rerank" else dict(enumerate(d["score"] for d in resp.json()["data"]))
+        got = (rerank_scores(resp.json()) if path == "/rerank"
+               else dict(enumerate(d["score"] for d in resp.json()["data"])))
         assert got == dict(enumerate(expected))
         assert resp.json()["usage"]["prompt_tokens"] == sum(short.tokenize("volcano", DOCS).num_tokens)
     ids = short.tokenize("volcano", [LONG_DOC]).input_ids[0]

@@ -61,7 +61,8 @@ def test_cohere_v1_documents():
     assert document_texts(docs, ["n"]) == ["3", "plain"]
     task = parse_rerank({"query": {"text": "q"}, "documents": docs})
     assert task.firsts == ["q", "q"] and task.echoed == [docs[0], {"text": "plain"}]
-    for bad, param in (([{"title": "T"}], "documents.0"), ([7], "documents.0"), ([{"text": {"a": 1}}], "documents.0.text")):
+    for bad, param in (([{"title": "T"}], "documents.0"), ([7], "documents.0"),
+                       ([{"text": {"a": 1}}], "documents.0.text")):
         with pytest.raises(APIError) as info:
             document_texts(bad, None)
         assert info.value.param == param and "_" not in info.value.message.replace("image_url", "")

@@ -118,7 +118,8 @@ class _State:
                                metrics=self.metrics)
         # Tokenization runs here, off the event loop and alongside the engine thread (the tokenizers
         # library releases the GIL while it encodes).
-        self.tokenizer_pool = ThreadPoolExecutor(max_workers=_TOKENIZER_THREADS, thread_name_prefix="crossrank-tokenize")
+        self.tokenizer_pool = ThreadPoolExecutor(max_workers=_TOKENIZER_THREADS,
+                                                 thread_name_prefix="crossrank-tokenize")
         self.names = list(settings.served_model_names) or [settings.model]
         self.created = int(time.time())
 

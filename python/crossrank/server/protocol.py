@@ -259,7 +259,8 @@ def _common_options(req: _Common) -> Dict[str, Any]:
                            param="chat_template_kwargs.instruction")
     use_activation = next((v for v in (req.use_activation, req.softmax, req.activation) if v is not None), True)
     variables = {k: v for k, v in (req.chat_template_kwargs or {}).items() if k != "instruction"}
-    return dict(instruction=instruction, template_vars=variables, limit=req.truncate_prompt_tokens, side=req.truncation_side or "right",
+    return dict(instruction=instruction, template_vars=variables, limit=req.truncate_prompt_tokens,
+                side=req.truncation_side or "right",
                 max_tokens_per_query=req.max_tokens_per_query or 0, max_tokens_per_doc=req.max_tokens_per_doc or 0,
                 use_activation=use_activation, model=req.model)
 
