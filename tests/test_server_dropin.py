@@ -19,7 +19,8 @@ from _fixtures import fixture_path  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
 from crossrank.chat_template import ChatTemplate  # noqa: E402
 from crossrank.server.engine import ScoringEngine  # noqa: E402
-from test_server import QWEN3_NAME, QWEN3_OVERRIDES, as_floats, assert_error, post, start_server  # noqa: E402,F401,F811
+from test_server import (QWEN3_NAME, QWEN3_OVERRIDES, as_floats, assert_error, post,  # noqa: E402
+                         start_server)  # noqa: F401,F811 (a fixture)
 
 MAX_LENGTH = 160
 LONG_QUERY = " ".join(f"query word {i}" for i in range(120))  # alone more than MAX_LENGTH tokens
