@@ -1,5 +1,6 @@
-"""The ASGI app: vLLM's ``/score`` and ``/rerank`` (plus TEI's ``/rerank`` shape), ``/health``,
-``/v1/models`` and ``/metrics``, on FastAPI and uvicorn.
+"""The ASGI app, on FastAPI and uvicorn: vLLM's ``/score``, ``/rerank``, ``/tokenize``,
+``/detokenize``, ``/invocations`` (routed by the body), ``/health``, ``/ping``, ``/v1/models`` and
+``/metrics``; TEI's ``/rerank`` shape, ``POST /`` and ``GET /info``.
 
 Request path: the size-limit and API-key middlewares (pure ASGI, before any parsing) → JSON body
 → validation into a :class:`~crossrank.server.protocol.ScoringTask` → tokenization on a small
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,27 +34,32 @@ from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
 from .engine import Prepared, PromptError, ScoringEngine
 from .metrics import Metrics
-from .protocol import (APIError, ScoringTask, error_body, models_response, parse_rerank, parse_score,
-                       rerank_response, score_response, tei_rerank_response)
+from .errors import APIError, error_body
+from .middleware import APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
+from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
 from .settings import ServerSettings
+from .tei import info_response, is_tei_rerank, parse_tei_rerank, tei_rerank_response
+from .tokenize_routes import detokenize, parse_detokenize, parse_tokenize, tokenize
 
 __all__ = ["create_app", "app_from_env", "run", "load_model"]
 
 logger = logging.getLogger("crossrank.server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCORE_PATHS = ("/score", "/v1/score")
 RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank")
+# Routed by the body: vLLM's SageMaker entry (/invocations) and TEI's router (POST /).
+ROUTED_PATHS = ("/invocations", "/")
+TOKENIZE_PATHS = ("/tokenize", "/detokenize")
 # Paths named in metrics; anything else is counted as "other" so scanners cannot blow up the labels.
-_KNOWN_PATHS = frozenset(SCORE_PATHS + RERANK_PATHS + ("/health", "/v1/models", "/metrics", "/version"))
-# Open without the API key: load balancers probe it.
-_PUBLIC_PATHS = frozenset({"/health"})
+_KNOWN_PATHS = frozenset(SCORE_PATHS + RERANK_PATHS + ROUTED_PATHS + TOKENIZE_PATHS + (
+    "/health", "/ping", "/info", "/v1/models", "/metrics", "/version"))
+# Open without the API key: load balancers probe them.
+_PUBLIC_PATHS = frozenset({"/health", "/ping"})
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+# Threads that tokenize requests (reported by TEI's /info as tokenization_workers).
+_TOKENIZER_THREADS = 2
 
 # A model loaded by run() before uvicorn starts (one worker), picked up by the factory.
 _PRELOADED: Dict[str, CrossEncoder] = {}
@@ -72,13 +77,25 @@ def load_model(settings: ServerSettings) -> CrossEncoder:
     """
     dtype = "float32" if settings.dtype == "float" else settings.dtype  # vLLM's spelling of float32
 
-    def load(template: Optional[str]) -> CrossEncoder:
+    if settings.chat_template is not None:
+        from ..chat_template import ChatTemplate
+
+        # vLLM's --chat-template: a file, or the template itself in one line.
+        source = settings.chat_template
+        chat = (ChatTemplate.from_file(source) if os.path.isfile(source)
+                else ChatTemplate(source, origin="--chat-template") if "{{" in source or "{%" in source
+                else None)
+        if chat is None:
+            raise CrossrankError(f"--chat-template {source!r} is neither a file nor a Jinja template")
+
+    def load(template: Any) -> CrossEncoder:
         return CrossEncoder(settings.model, hf_overrides=settings.hf_overrides, max_length=settings.max_length,
                             dtype=dtype, threads=settings.worker_threads(), template=template,
                             revision=settings.revision, local_files_only=settings.local_files_only)
 
-    model = load(settings.template)
-    hinted = template_for_model(settings.model_name, {}) if settings.template is None else None
+    model = load(chat if settings.chat_template is not None else settings.template)
+    hinted = (template_for_model(settings.model_name, {})
+              if settings.template is None and settings.chat_template is None else None)
     if model.prompt_format == "pairs" and hinted is not None:
         logger.info("%s has no prompt format of its own; using the %s template its served name suggests",
                     settings.model, hinted.name)
@@ -101,135 +118,14 @@ class _State:
                                metrics=self.metrics)
         # Tokenization runs here, off the event loop and alongside the engine thread (the tokenizers
         # library releases the GIL while it encodes).
-        self.tokenizer_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crossrank-tokenize")
+        self.tokenizer_pool = ThreadPoolExecutor(max_workers=_TOKENIZER_THREADS,
+                                                 thread_name_prefix="crossrank-tokenize")
         self.names = list(settings.served_model_names) or [settings.model]
         self.created = int(time.time())
 
     def close(self) -> None:
         self.batcher.stop()
         self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
-
-
-# -- middlewares (pure ASGI: they run before any body parsing) --------------------------------
-
-
-async def _send_json(send: Send, status: int, body: Any, headers: Optional[List[tuple]] = None) -> None:
-    payload = json.dumps(body).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())] + list(headers or [])})
-    await send({"type": "http.response.body", "body": payload})
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request by endpoint and status and times it."""
-
-    def __init__(self, app: ASGIApp, metrics_of: Callable[[], Optional[Metrics]]) -> None:
-        self.app = app
-        self.metrics_of = metrics_of
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            metrics = self.metrics_of()
-            if metrics is not None:
-                path = scope.get("path", "")
-                metrics.observe_request(path if path in _KNOWN_PATHS else "other", status[0],
-                                        time.perf_counter() - t0)
-
-
-class APIKeyMiddleware:
-    """With an API key set, every path but ``/health`` needs ``Authorization: Bearer KEY`` (401 otherwise)."""
-
-    def __init__(self, app: ASGIApp, api_key: Optional[str]) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode("utf-8") if api_key else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.expected is None or scope["type"] != "http" or scope.get("path") in _PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                given = value
-                break
-        # The scheme is case-insensitive; the key is compared in constant time.
-        if given[:7].lower() == b"bearer " and hmac.compare_digest(b"Bearer " + given[7:], self.expected):
-            await self.app(scope, receive, send)
-            return
-        await _send_json(send, 401, error_body("Unauthorized: send the API key as 'Authorization: Bearer KEY'",
-                                               "Unauthorized", 401),
-                         [(b"www-authenticate", b"Bearer")])
-
-
-class BodyLimitMiddleware:
-    """Reads request bodies up to ``max_bytes`` (413 beyond), before the app sees them.
-
-    A declared ``Content-Length`` over the limit is refused without reading the body; a chunked
-    body is refused as soon as it passes the limit. The app then gets the body in one message,
-    and later ``receive`` calls go to the server (so a handler can notice a disconnect).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _send_json(send, 400, error_body("Content-Length is not a number", "BadRequestError", 400))
-                    return
-                if declared > self.max_bytes:
-                    await self._too_large(send)
-                    return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        await _send_json(send, 413, error_body(
-            f"the request body is larger than the server's limit of {self.max_bytes} bytes "
-            "(crossrank serve --max-body-bytes)", "RequestEntityTooLarge", 413))
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -294,11 +190,14 @@ class _Handlers:
         if limit == -1:
             limit = engine.max_length
         elif limit is not None and limit > engine.max_length:
-            raise APIError(f"truncate_prompt_tokens={limit} is more than the model's maximum of "
-                           f"{engine.max_length} tokens", 400, param="truncate_prompt_tokens")
-        if task.templated and engine.templated:
+            raise APIError(f"truncate_prompt_tokens value ({limit}) is greater than max_model_len "
+                           f"({engine.max_length}). Please request a smaller truncation size.", 400,
+                           param="truncate_prompt_tokens")
+        # A chat (score) template renders every request form, as vLLM does; a family template only
+        # plain queries and documents (text_1/text_2 and data_1/data_2 are taken as given).
+        if (task.templated and engine.templated) or engine.chat_templated:
             return engine.encode_queries(firsts, seconds, task.instruction, limit=limit, side=task.side,
-                                         truncate=task.truncate)
+                                         truncate=task.truncate, fit=task.fit, variables=task.template_vars)
         if task.instruction is not None:
             where = ("this server runs with --no-template" if task.templated and not self.settings.use_template
                      else "no prompt template is known for this model" if task.templated
@@ -308,13 +207,14 @@ class _Handlers:
                            "the texts yourself", 400, param="instruction")
         if task.kind == "tei":
             limit = (limit or engine.max_length) if task.truncate else None
-        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side)
+        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side, fit=task.fit)
 
     async def _run(self, state: _State, request: Request, prepared: Prepared, deadline: Optional[float]):
         try:
             job = state.batcher.submit(prepared.ids, prepared.keys)
         except QueueFull as exc:
-            raise APIError(f"the server is busy ({exc}); retry later", 503, "ServiceUnavailableError") from None
+            raise APIError(f"the server is busy ({exc}); retry later", 503, "ServiceUnavailableError",
+                           tei_type="Overloaded") from None
         except EngineStopped as exc:
             raise APIError(str(exc), 503, "ServiceUnavailableError") from None
         result = asyncio.wrap_future(job.future)
@@ -345,17 +245,33 @@ class _Handlers:
                        "was cancelled", 504, "TimeoutError")
 
     async def scoring(self, request: Request, kind: str) -> Response:
-        """``/score`` (``kind="score"``) and ``/rerank`` (vLLM or TEI shape)."""
-        state = self._ready()
+        """``/score`` (``kind="score"``), ``/rerank`` (``"rerank"``: vLLM's or TEI's shape, by the
+        body) and the routes that pick by the body (``"routed"``: ``/invocations``, ``POST /``).
+        A request in TEI's shape gets its errors in TEI's shape."""
+        tei = False
+        try:
+            state = self._ready()
+            body = await _json_body(request)
+            tei = kind != "score" and is_tei_rerank(body)
+            return await self._score(state, request, body, _route(body, kind))
+        except APIError as exc:
+            if not tei:
+                raise
+            status, payload = exc.tei()
+            return JSONResponse(payload, status_code=status)
+
+    async def _score(self, state: _State, request: Request, body: Dict[str, Any], kind: str) -> Response:
         t0 = time.monotonic()
         timeout = self.settings.request_timeout
         deadline = None if timeout is None else t0 + timeout
         state.metrics.add_gauge("requests_in_flight", 1)
         try:
-            body = await _json_body(request)
             rid = request.headers.get("x-request-id")
-            task = parse_score(body, rid) if kind == "score" else parse_rerank(body, rid)
-            self._check_model(state, task.model)
+            if kind == "tei":
+                task = parse_tei_rerank(body, rid)
+            else:
+                task = parse_score(body, rid) if kind == "score" else parse_rerank(body, rid)
+                self._check_model(state, task.model)
             loop = asyncio.get_running_loop()
             try:
                 prepared = await loop.run_in_executor(state.tokenizer_pool, self._prepare, state, task)
@@ -364,7 +280,7 @@ class _Handlers:
             except APIError:
                 raise
             except (ValueError, TypeError) as exc:  # TooLongError and other refusals of the texts
-                raise APIError(str(exc), 400) from None
+                raise APIError(str(exc), 400, tei_type="Tokenizer") from None
             try:
                 raw = await self._run(state, request, prepared, deadline)
             except _ClientGone:
@@ -381,6 +297,39 @@ class _Handlers:
             return JSONResponse(tei_rerank_response(task, scores.tolist()))
         finally:
             state.metrics.add_gauge("requests_in_flight", -1)
+
+    def tokenizer_route(self, body: Dict[str, Any], path: str) -> Dict[str, Any]:
+        """``/tokenize`` and ``/detokenize`` (vLLM's shapes)."""
+        state = self._ready()
+        if path == "/tokenize":
+            req = parse_tokenize(body)
+            self._check_model(state, req.model)
+            return tokenize(state.engine.model.tokenizer, req, state.engine.max_length)
+        dreq = parse_detokenize(body)
+        self._check_model(state, dreq.model)
+        return detokenize(state.engine.model.tokenizer, dreq)
+
+
+# The request forms /invocations tells apart, in the order it tries them (vLLM's SageMaker entry
+# tries its request types in order; TEI's router sends a reranker's POST / to /rerank).
+_SCORE_KEYS = ("queries", "data_1", "text_1")
+
+
+def _route(body: Dict[str, Any], kind: str) -> str:
+    """The handler a body goes to: ``"score"``, ``"rerank"`` or ``"tei"``."""
+    if kind == "score":
+        return "score"
+    if is_tei_rerank(body):
+        return "tei"
+    if kind == "rerank" or "query" in body:
+        return "rerank"
+    if any(k in body for k in _SCORE_KEYS):
+        return "score"
+    if "documents" in body:
+        return "rerank"
+    raise APIError("Cannot find suitable handler for request. Expected one of: a rerank request (query + "
+                   "documents, or TEI's query + texts) or a score request (queries + documents, data_1 + "
+                   "data_2 or text_1 + text_2)", 400)
 
 
 # -- app ---------------------------------------------------------------------------------------
@@ -440,11 +389,38 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
     async def rerank(request: Request) -> Response:
         return await handlers.scoring(request, "rerank")
 
+    async def routed(request: Request) -> Response:
+        return await handlers.scoring(request, "routed")
+
+    async def tokenizer_route(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        state = handlers._ready()
+        # On the tokenizer pool, as for scoring: a large prompt never holds the event loop.
+        result = await asyncio.get_running_loop().run_in_executor(
+            state.tokenizer_pool, handlers.tokenizer_route, body, request.url.path)
+        return JSONResponse(result)
+
     for path in SCORE_PATHS:
         app.add_api_route(path, score, methods=["POST"], include_in_schema=False)
     for path in RERANK_PATHS:
         app.add_api_route(path, rerank, methods=["POST"], include_in_schema=False)
+    for path in ROUTED_PATHS:
+        app.add_api_route(path, routed, methods=["POST"], include_in_schema=False)
+    for path in TOKENIZE_PATHS:
+        app.add_api_route(path, tokenizer_route, methods=["POST"], include_in_schema=False)
 
+    @app.get("/info", include_in_schema=False)
+    async def info() -> JSONResponse:
+        from .. import __version__
+
+        state = handlers._ready()
+        return JSONResponse(info_response(
+            model_id=state.names[0], revision=settings.revision, dtype=state.engine.model.dtype,
+            max_input_length=state.engine.max_length, max_concurrent_requests=settings.max_queue,
+            max_batch_tokens=settings.max_batch_tokens, tokenization_workers=_TOKENIZER_THREADS,
+            version=__version__))
+
+    @app.api_route("/ping", methods=["GET", "POST"], include_in_schema=False)
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:
         state = handlers.state
@@ -472,8 +448,9 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
     # add_middleware puts each new middleware outside the previous ones: the body limit runs
     # innermost, the API key before it, and the metrics see every request, refused ones included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(APIKeyMiddleware, api_key=settings.api_key)
-    app.add_middleware(MetricsMiddleware, metrics_of=lambda: handlers.state.metrics if handlers.state else None)
+    app.add_middleware(APIKeyMiddleware, api_key=settings.api_key, public_paths=_PUBLIC_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics_of=lambda: handlers.state.metrics if handlers.state else None,
+                       known_paths=_KNOWN_PATHS)
     return app
 
 

@@ -36,6 +36,9 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--api-key", "--api_key", default=os.environ.get("CROSSRANK_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $CROSSRANK_API_KEY)")
     p.add_argument("--template", default=None, help="prompt template name (default: from the model or served name)")
+    p.add_argument("--chat-template", "--chat_template", dest="chat_template", default=None,
+                   help="a Jinja chat (score) template file, or the template in one line (vLLM's flag); it "
+                        "renders every request form")
     p.add_argument("--no-template", action="store_true",
                    help="take queries and documents as given, never apply the family template")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own model")
@@ -73,7 +76,8 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = ServerSettings(
             model=args.model, hf_overrides=overrides, served_model_names=list(args.served_model_name or []),
             host=args.host, port=args.port, dtype=args.dtype, threads=args.threads, max_length=args.max_length,
-            template=args.template, use_template=not args.no_template, api_key=args.api_key or None,
+            template=args.template, chat_template=args.chat_template, use_template=not args.no_template,
+            api_key=args.api_key or None,
             workers=args.workers, max_queue=args.max_queue, request_timeout=args.request_timeout or None,
             max_body_bytes=args.max_body_bytes, max_batch_tokens=args.max_batch_tokens,
             local_files_only=args.local_files_only, revision=args.revision, log_level=args.log_level,

@@ -11,24 +11,42 @@ Two prompt forms, as in the library (RECIPES.md, "Two tokenizations of the same 
   :meth:`CrossEncoder.score` scores: the family's official recipe (or the model's chat template),
   which truncates inside the document so the template survives.
 
+When a chat (score) template is in force, every request form is rendered with it, as vLLM does.
+
 The default paths call those public methods, so a server score is bitwise the in-process score.
 Only the per-request extras (a ``truncate_prompt_tokens`` below the model's maximum, cutting the
-document's start, cutting ids past the maximum) reach into the model's prompt encoder; this module
-is the one place that does.
+document's start, TEI's longest-first cut of the query, cutting ids past the maximum) reach into
+the model's prompt encoder; this module is the one place that does.
+
+A prompt never loses its whole document: when the query with the template leaves no room for it,
+the vLLM routes answer 400 ("... Please reduce the length of the input prompt", as vLLM does) and
+TEI's route cuts the query too, longest first (:meth:`ScoringEngine.encode_queries`, ``fit``).
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence
+from typing import Any, Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 
+from ..chat_template import ChatPrompt, read_special_tokens
 from ..model import CrossEncoder
 from ..templates import Template
-from ..tokenization import TooLongError
+from ..tokenization import Encoded, TooLongError
 
-__all__ = ["PromptError", "Prepared", "ScoringEngine"]
+__all__ = ["PromptError", "Prepared", "ScoringEngine", "document_dropped", "REDUCE_PROMPT"]
+
+#: vLLM's closing words for an input that cannot fit; clients match on them.
+REDUCE_PROMPT = "Please reduce the length of the input prompt."
+
+
+def document_dropped(encoded: Encoded) -> List[int]:
+    """Indices of the prompts whose document lost every token to truncation (the query with the
+    template took the whole budget): such a prompt must never be scored."""
+    if encoded.document_tokens is None:
+        return []
+    return [i for i, (kept, whole) in enumerate(encoded.document_tokens) if whole > 0 and kept == 0]
 
 _UNLIMITED = sys.maxsize
 
@@ -81,6 +99,10 @@ class ScoringEngine:
         self.prompt_format: Optional[str] = fmt if use_template and fmt != "pairs" else None
         # The family template, when that is the format: per-request length limits need it.
         self._family: Optional[Template] = model.template if self.prompt_format is not None else None
+        # The chat (score) template, when that is the format: every request form is rendered with it.
+        chat = model.chat_template if self.prompt_format is not None else None
+        self._chat: Optional[ChatPrompt] = (ChatPrompt(chat, model._encoder, read_special_tokens(model.path))
+                                            if chat is not None else None)
         self.max_length: int = model.max_length
         self.num_labels: int = model.num_labels
         self._encoder = model._encoder
@@ -89,6 +111,19 @@ class ScoringEngine:
     def templated(self) -> bool:
         """Whether plain queries and documents get a prompt format on the server."""
         return self.prompt_format is not None
+
+    @property
+    def chat_templated(self) -> bool:
+        """Whether a chat (score) template is in force: then every request form gets it."""
+        return self._chat is not None
+
+    def _template(self, instruction: Optional[str], chat: Optional[ChatPrompt] = None) -> Optional[Template]:
+        """The template the prompt's pieces come from (the chat template's equivalent, when it has
+        one), for the per-request cuts; ``None`` when the prompt cannot be cut."""
+        if self._family is not None:
+            return self._family
+        chat = chat if chat is not None else self._chat
+        return chat.template_for(instruction) if chat is not None else None
 
     # -- request forms -------------------------------------------------------------------------
 
@@ -105,59 +140,157 @@ class ScoringEngine:
         return [cut[t] for t in texts]
 
     def encode_pairs(self, texts_1: Sequence[str], texts_2: Sequence[str], *, limit: Optional[int] = None,
-                     side: str = "right") -> Prepared:
+                     side: str = "right", fit: str = "refuse") -> Prepared:
         """Pairs taken as given: the ids :meth:`CrossEncoder.predict` scores.
 
         Args:
             limit: ``None``: a prompt longer than ``max_length`` is an error; else prompts are cut
                 to ``limit`` tokens, keeping the first (``side="right"``) or the last ones.
+            fit: ``"longest_first"`` (TEI): before the cut, a ``text_1`` longer than its share is cut
+                (at a token boundary) so that the two texts share the budget longest first.
         """
-        pairs = list(zip(texts_1, texts_2))
-        try:
-            ids = self.model.tokenize_pairs(pairs).input_ids
-        except TooLongError:
-            if limit is None or self.model.chat_template is not None:
-                raise PromptError(
-                    f"an input is longer than the model's maximum of {self.max_length} tokens; shorten it or "
-                    "send truncate_prompt_tokens (-1: the model's maximum)", "truncate_prompt_tokens") from None
-            # vLLM's request form without the length check; the ids are cut to the limit below.
-            ids = self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
-                                                max_length=_UNLIMITED).input_ids
+        texts_1, texts_2 = list(texts_1), list(texts_2)
+        ids = self._pair_ids(texts_1, texts_2, limit)
+        if fit == "longest_first" and limit is not None:
+            for i, seq in enumerate(ids):
+                if len(seq) <= limit:
+                    continue
+                n1 = len(self.model.tokenizer.encode(texts_1[i], add_special_tokens=False).ids)
+                n2 = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                room = limit - (len(seq) - n1 - n2)
+                if room >= 2 and n1 > room // 2:
+                    texts_1[i] = self.cut_texts([texts_1[i]], max(room - n2, room // 2))[0]
+                    ids[i] = self._pair_ids([texts_1[i]], [texts_2[i]], limit)[0]
         out = []
         for i, seq in enumerate(ids):
             if limit is not None and len(seq) > limit:
+                if side == "right":
+                    # The cut takes the prompt's end, text_2 first: refuse a cut that would take all of
+                    # it, which would score text_1 alone.
+                    second = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                    if len(seq) - limit >= second > 0:
+                        raise PromptError(
+                            f"This model's maximum context length is {limit} tokens (truncate_prompt_tokens), and "
+                            f"text_1 of pair {i} takes all of them, leaving no room for text_2. {REDUCE_PROMPT}",
+                            "text_1")
                 seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
             out.append(self._checked(seq, i))
-        return Prepared(out, list(texts_1))
+        return Prepared(out, texts_1)
+
+    def _pair_ids(self, texts_1: Sequence[str], texts_2: Sequence[str], limit: Optional[int]) -> List[List[int]]:
+        pairs = list(zip(texts_1, texts_2))
+        try:
+            return list(self.model.tokenize_pairs(pairs).input_ids)
+        except TooLongError:
+            if limit is None or self.model.chat_template is not None:
+                raise PromptError(
+                    f"This model's maximum context length is {self.max_length} tokens, and an input is longer; "
+                    f"shorten it or send truncate_prompt_tokens (-1: the model's maximum). {REDUCE_PROMPT}",
+                    "truncate_prompt_tokens") from None
+            # vLLM's request form without the length check; the ids are cut to the limit by the caller.
+            return list(self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
+                                                      max_length=_UNLIMITED).input_ids)
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
-                       limit: Optional[int] = None, side: str = "right", truncate: bool = True) -> Prepared:
+                       limit: Optional[int] = None, side: str = "right", truncate: bool = True,
+                       fit: str = "refuse", variables: Optional[Dict[str, Any]] = None) -> Prepared:
         """Plain queries and documents: the ids :meth:`CrossEncoder.score` scores.
 
         Args:
             limit: Token budget of a prompt; ``None``: the model's ``max_length``.
             side: ``"right"`` cuts the document's end (the recipe), ``"left"`` its beginning.
             truncate: When false, a prompt that does not fit is an error instead of being cut.
+            fit: When the query with the template leaves no room for the document: ``"refuse"``
+                (an error, vLLM's answer) or ``"longest_first"`` (the query is cut too, longest
+                first, TEI's answer).
+            variables: Per-request chat template variables (vLLM's ``chat_template_kwargs``); only
+                a chat template has variables.
         """
         budget = self.max_length if limit is None else limit
-        library = side == "right" and budget == self.max_length
-        if not library and self._family is None:
+        queries, documents = list(queries), list(documents)
+        chat = self._chat
+        if variables and chat is not None:
+            chat = ChatPrompt(chat.chat.with_variables(variables), self._encoder, chat.special_tokens)
+        library = side == "right" and budget == self.max_length and chat is self._chat
+        template = None if library else self._template(instruction, chat)
+        if not library and template is None and not (chat is not None and side == "right"):
             raise PromptError(
                 f"a truncate_prompt_tokens below the model's maximum, or truncation from the left, needs a "
-                f"family template; this model's prompt format is {self.prompt_format!r}", "truncate_prompt_tokens")
-        encoded = (self.model.tokenize(list(queries), list(documents), instruction) if library
-                   else self._encode_family(queries, documents, instruction, budget))
+                f"template crossrank can cut inside the document; this model's prompt format is "
+                f"{self.prompt_format!r}", "truncate_prompt_tokens")
+
+        def encode(qs: List[str]) -> Encoded:
+            if library:
+                return self.model.tokenize(qs, documents, instruction)
+            if template is not None:
+                return self._encoder.encode_template(template, qs, documents, instruction, budget)
+            return chat.encode(qs, documents, instruction, budget)  # a chat template that rewrites its inputs
+
+        encoded: Optional[Encoded] = None
+        pieces = template if template is not None else self._template(instruction, chat)
+        if fit == "longest_first" and truncate and pieces is not None:
+            # Only the prompts the recipe had to cut can need the query cut too.
+            try:
+                encoded = encode(queries)
+                over = [i for i, t in enumerate(encoded.truncated) if t]
+            except TooLongError:
+                over = list(range(len(queries)))
+            fitted = self._fit_longest_first(queries, documents, instruction, budget, pieces, over)
+            if fitted != queries:
+                queries, encoded = fitted, None
+        try:
+            if encoded is None:
+                encoded = encode(queries)
+        except TooLongError as exc:
+            raise PromptError(f"{exc}. {REDUCE_PROMPT}", "query") from None
         cut = [i for i, t in enumerate(encoded.truncated) if t]
         if cut and not truncate:
             raise PromptError(
                 f"input {cut[0]} does not fit the model's maximum of {budget} tokens; send truncate=true "
                 "(or truncate_prompt_tokens) to cut the document", "truncate")
+        dropped = document_dropped(encoded)
+        if dropped:
+            raise PromptError(
+                f"This model's maximum context length is {budget} tokens, and the query of pair {dropped[0]} with "
+                f"the prompt template takes all of them, leaving no room for the document "
+                f"({len(dropped)} pair(s) affected). {REDUCE_PROMPT}", "query")
         ids = list(encoded.input_ids)
         if side == "left":
             for i in cut:
-                ids[i] = self._cut_document_start(queries[i], documents[i], instruction, budget, ids[i])
+                ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
         keys = [(q, instruction) for q in queries]
         return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
+
+    def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
+                           budget: int, template: Template, which: Sequence[int]) -> List[str]:
+        """The queries, each of the pairs ``which`` cut (at a token boundary) where its pair does not
+        fit ``budget`` so that the query and the document share the room the template leaves
+        longest first, as TEI's truncation of a pair does: the longer side loses tokens until both
+        fit (an even split when both are long). The document's own cut is left to the recipe."""
+        out = list(queries)
+        if not which:
+            return out
+        full = self._encoder.encode_template(template, [queries[i] for i in which], [documents[i] for i in which],
+                                             instruction, _UNLIMITED)
+        for i, ids, (_, d) in zip(which, full.input_ids, full.document_tokens or [(0, 0)] * len(which)):
+            if len(ids) <= budget or full.document_tokens is None:
+                continue
+            q = len(self.model.tokenizer.encode(queries[i], add_special_tokens=False).ids)
+            room = budget - (len(ids) - q - d)
+            if room < 2 or q <= room // 2:
+                continue  # the template alone does not fit (refused below), or the query fits as it is
+            keep = max(room - d, room // 2)
+            for _ in range(4):  # the cut query may tokenize a token longer inside the prompt
+                out[i] = self.cut_texts([queries[i]], keep)[0]
+                try:
+                    again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
+                    fits = not document_dropped(again)
+                except TooLongError:  # a tokenization layer that refuses a dropped document itself
+                    fits = False
+                if fits or keep <= 1:
+                    break
+                keep -= 1
+        return out
 
     def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
         """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``
@@ -166,23 +299,19 @@ class ScoringEngine:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _encode_family(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
-                       budget: int):
-        return self._encoder.encode_template(self._family, list(queries), list(documents), instruction, budget)
-
-    def _cut_document_start(self, query: str, document: str, instruction: Optional[str], budget: int,
-                            right_cut: List[int]) -> List[int]:
+    def _cut_document_start(self, template: Template, query: str, document: str, instruction: Optional[str],
+                            budget: int, right_cut: List[int]) -> List[int]:
         """The prompt with the document's first tokens dropped instead of its last ones.
 
         The recipe cut ``k`` tokens off the end; as many are dropped from the start of the document
         (tokenized alone), and the result goes through the recipe again, which trims a token or two
         more should the new boundary tokenize differently.
         """
-        full = self._encode_family([query], [document], instruction, _UNLIMITED).input_ids[0]
+        full = self._encoder.encode_template(template, [query], [document], instruction, _UNLIMITED).input_ids[0]
         k = len(full) - len(right_cut)
         enc = self.model.tokenizer.encode(document, add_special_tokens=False)
         start = enc.offsets[k][0] if k < len(enc.ids) else len(document)
-        return self._encode_family([query], [document[start:]], instruction, budget).input_ids[0]
+        return self._encoder.encode_template(template, [query], [document[start:]], instruction, budget).input_ids[0]
 
     @staticmethod
     def _checked(ids: Sequence[int], i: int) -> np.ndarray:

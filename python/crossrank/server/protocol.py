@@ -1,9 +1,11 @@
-"""Request and response shapes: vLLM's ``/score`` and ``/rerank`` (with Jina's and Cohere v1's
-``return_documents``) and TEI's ``/rerank``, and vLLM's error shape.
+"""Request and response shapes of vLLM's ``/score`` and ``/rerank`` (with Jina's and Cohere's
+fields: ``return_documents``, ``rank_fields``, ``max_tokens_per_doc``, ``priority``).
 
 Requests are validated with pydantic, in lax mode and ignoring unknown fields, as vLLM's models
-are. Every failure becomes an :class:`APIError`, answered as vLLM answers it:
-``{"error": {"message", "type", "param", "code"}}`` with ``code`` the HTTP status.
+are; a JSON ``null`` in a top-level field means the field is absent (the official Cohere SDK sends
+``null`` for every argument left as ``None``). Every failure becomes an
+:class:`~crossrank.server.errors.APIError`. TEI's ``/rerank`` shape is in
+:mod:`~crossrank.server.tei`.
 
 Each parsed request becomes a :class:`ScoringTask`: the pairs, whether the family template applies
 to them, and the length options, so the handlers treat every shape alike.
@@ -18,56 +20,35 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, Ty
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import APIError, error_body
+
 __all__ = [
     "APIError",
     "error_body",
     "ScoreRequest",
     "RerankRequest",
-    "TEIRerankRequest",
     "ScoringTask",
     "parse_score",
     "parse_rerank",
     "score_response",
     "rerank_response",
-    "tei_rerank_response",
+    "drop_nulls",
+    "document_texts",
+    "query_text",
+    "validate_request",
+    "rank_order",
     "models_response",
 ]
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class APIError(Exception):
-    """An error answered in vLLM's shape.
-
-    Args:
-        message: What went wrong and how to fix it.
-        status: HTTP status.
-        type: vLLM's error type (``BadRequestError``, ``NotFoundError``, ...).
-        param: The request field concerned, when there is one.
-    """
-
-    def __init__(self, message: str, status: int = 400, type: str = "BadRequestError",
-                 param: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = int(status)
-        self.type = type
-        self.param = param
-
-    def body(self) -> Dict[str, Any]:
-        """The JSON body."""
-        return error_body(self.message, self.type, self.status, self.param)
-
-
-def error_body(message: str, type: str, code: int, param: Optional[str] = None) -> Dict[str, Any]:
-    """vLLM's ``ErrorResponse``: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": type, "param": param, "code": int(code)}}
 
 
 # -- request models ----------------------------------------------------------------------------
 
 _Texts = Union[str, List[str]]
+
+
+def drop_nulls(body: Dict[str, Any]) -> Dict[str, Any]:
+    """The body without its top-level ``null`` fields: ``null`` means "absent" on every route."""
+    return {k: v for k, v in body.items() if v is not None}
 
 
 class _Common(BaseModel):
@@ -87,8 +68,9 @@ class _Common(BaseModel):
     softmax: Optional[bool] = None
     instruction: Optional[str] = None
     chat_template_kwargs: Optional[Dict[str, Any]] = None
-    max_tokens_per_query: int = Field(default=0, ge=0)
-    max_tokens_per_doc: int = Field(default=0, ge=0)
+    # Cohere's and vLLM's caps: a positive number of tokens, or absent (no cap).
+    max_tokens_per_query: Optional[int] = None
+    max_tokens_per_doc: Optional[int] = None
 
 
 class ScoreRequest(_Common):
@@ -103,34 +85,75 @@ class ScoreRequest(_Common):
     text_2: Optional[_Texts] = None
 
 
-class _DocumentObject(BaseModel):
-    """A document given as an object (Cohere v1, Jina): only its ``text`` is read."""
-
-    model_config = ConfigDict(extra="ignore")
-    text: str
-
-
 class RerankRequest(_Common):
-    """vLLM's ``/rerank`` (Jina and Cohere compatible)."""
+    """vLLM's ``/rerank`` (Jina and Cohere v1/v2 compatible). ``documents`` holds strings or objects
+    (Cohere v1, Jina); objects are read by :func:`document_texts`."""
 
-    query: str
-    documents: Union[str, List[Union[str, _DocumentObject]]]
+    # A string, or vLLM's {"text": ...} object.
+    query: Union[str, Dict[str, Any]]
+    documents: Union[str, List[Any]]
     top_n: int = Field(default=0, ge=0)
     return_documents: bool = True
+    rank_fields: Optional[List[str]] = None
+    # Cohere v1's chunking of long documents: accepted; crossrank truncates instead (docs/server.md).
+    max_chunks_per_doc: Optional[int] = Field(default=None, ge=1)
 
 
-class TEIRerankRequest(BaseModel):
-    """text-embeddings-inference's ``/rerank``."""
+# Keys of vLLM's multimodal score inputs.
+_MEDIA_KEYS = ("image_url", "image", "image_embeds", "video_url", "audio_url", "input_audio")
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    model: Optional[str] = None
-    query: str
-    texts: List[str]
-    raw_scores: bool = False
-    return_text: bool = False
-    truncate: Optional[bool] = False
-    truncation_direction: str = "Right"
+def _refuse_media(obj: Dict[str, Any], where: str) -> None:
+    content = obj.get("content")
+    parts = content if isinstance(content, list) else []
+    kinds = [k for k in _MEDIA_KEYS if k in obj] + [p.get("type") for p in parts
+                                                    if isinstance(p, dict) and p.get("type") not in (None, "text")]
+    if kinds:
+        raise APIError(f"{where} is {kinds[0]} input: this server runs a text reranker, not a multimodal "
+                       "(vision or audio) model; send text", 400, param=where)
+
+
+def query_text(query: Union[str, Dict[str, Any]]) -> str:
+    """The query's text: a string, or vLLM's ``{"text": ...}`` object."""
+    if isinstance(query, str):
+        return query
+    _refuse_media(query, "query")
+    text = query.get("text")
+    if not isinstance(text, str):
+        raise APIError("query must be a string or an object with a text field", 400, param="query")
+    return text
+
+
+def document_texts(documents: Union[str, List[Any]], rank_fields: Optional[List[str]]) -> List[str]:
+    """The text of each document: a string as given; an object's ``text`` field, or with Cohere v1's
+    ``rank_fields`` the named fields in order (one field: its value; several: ``"key: value"`` lines,
+    the form Cohere's documentation gives for structured documents)."""
+    if isinstance(documents, str):
+        return [documents]
+    fields = list(rank_fields) if rank_fields is not None else ["text"]
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        raise APIError("rank_fields must be a non-empty list of field names", 400, param="rank_fields")
+    out = []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, str):
+            out.append(doc)
+            continue
+        if not isinstance(doc, dict):
+            raise APIError(f"documents.{i} must be a string or an object with a text field, got "
+                           f"{type(doc).__name__ if doc is not None else 'null'}", 400, param=f"documents.{i}")
+        _refuse_media(doc, f"documents.{i}")
+        values = []
+        for name in fields:
+            value = doc.get(name)
+            if value is None:
+                where = "rank_fields names it" if rank_fields else "an object document is read from its text field"
+                raise APIError(f"documents.{i} has no field {name!r} ({where})", 400, param=f"documents.{i}")
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise APIError(f"documents.{i}.{name} must be a string, got {type(value).__name__}", 400,
+                               param=f"documents.{i}.{name}")
+            values.append(str(value))
+        out.append(values[0] if len(fields) == 1 else "\n".join(f"{k}: {v}" for k, v in zip(fields, values)))
+    return out
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -147,7 +170,8 @@ def _loc(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
-def _validate(model: Type[M], body: Dict[str, Any]) -> M:
+def validate_request(model: Type[M], body: Dict[str, Any]) -> M:
+    """``body`` validated into ``model``; a failure is a 400 naming the fields (never a class name)."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -174,17 +198,22 @@ class ScoringTask:
         templated: The pairs are plain queries and documents (the family template may apply);
             otherwise they are taken as given.
         instruction: Task instruction for the template (``None``: the template's default).
+        template_vars: The other ``chat_template_kwargs``: variables for a chat template in force.
         limit: Prompt token budget from ``truncate_prompt_tokens`` (``-1`` resolved later to the
             model's maximum); ``None``: not given.
         side: Which end a cut removes: ``"right"`` (the recipe's) or ``"left"``.
         truncate: Whether a templated prompt may be cut to fit (TEI's ``truncate=false`` forbids it).
+        fit: What happens when the query with the template leaves no room for the document:
+            ``"refuse"`` (vLLM: 400) or ``"longest_first"`` (TEI: the query is cut too).
         max_tokens_per_query, max_tokens_per_doc: Text-level caps (0: none).
         use_activation: Activated scores (true) or raw logits.
         model: The ``model`` field, checked against the served names.
         request_id: Response id suffix.
         top_n: Results to return (``/rerank``; 0: all).
         return_documents: Include each document in the results.
-        documents: The documents as given (echoed in rerank results).
+        documents: The documents' texts.
+        echoed: Per document, what rerank results echo as ``document``: ``{"text": ...}`` for a
+            string, the object itself for an object document (as Cohere v1 echoes it).
     """
 
     kind: str
@@ -192,9 +221,11 @@ class ScoringTask:
     seconds: List[str]
     templated: bool
     instruction: Optional[str] = None
+    template_vars: Dict[str, Any] = field(default_factory=dict)
     limit: Optional[int] = None
     side: str = "right"
     truncate: bool = True
+    fit: str = "refuse"
     max_tokens_per_query: int = 0
     max_tokens_per_doc: int = 0
     use_activation: bool = True
@@ -203,12 +234,19 @@ class ScoringTask:
     top_n: int = 0
     return_documents: bool = True
     documents: List[str] = field(default_factory=list)
+    echoed: List[Any] = field(default_factory=list)
 
 
 def _common_options(req: _Common) -> Dict[str, Any]:
-    if req.priority != 0:
-        raise APIError("priority scheduling is not enabled: send priority 0 or leave it out", 400,
-                       param="priority")
+    # Cohere documents priority as a hint (0 highest); vLLM's scheduler uses it. crossrank serves in
+    # arrival order and ignores it (docs/server.md), refusing only what neither peer accepts.
+    if req.priority < 0:
+        raise APIError(f"priority must be an integer >= 0, got {req.priority}", 400, param="priority")
+    for name in ("max_tokens_per_query", "max_tokens_per_doc"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise APIError(f"{name} must be a positive integer (or absent for no limit), got {value}", 400,
+                           param=name)
     if req.truncate_prompt_tokens == 0:
         raise APIError("truncate_prompt_tokens must be -1 (the model's maximum) or a positive number of tokens",
                        400, param="truncate_prompt_tokens")
@@ -220,8 +258,10 @@ def _common_options(req: _Common) -> Dict[str, Any]:
             raise APIError("chat_template_kwargs.instruction must be a string", 400,
                            param="chat_template_kwargs.instruction")
     use_activation = next((v for v in (req.use_activation, req.softmax, req.activation) if v is not None), True)
-    return dict(instruction=instruction, limit=req.truncate_prompt_tokens, side=req.truncation_side or "right",
-                max_tokens_per_query=req.max_tokens_per_query, max_tokens_per_doc=req.max_tokens_per_doc,
+    variables = {k: v for k, v in (req.chat_template_kwargs or {}).items() if k != "instruction"}
+    return dict(instruction=instruction, template_vars=variables, limit=req.truncate_prompt_tokens,
+                side=req.truncation_side or "right",
+                max_tokens_per_query=req.max_tokens_per_query or 0, max_tokens_per_doc=req.max_tokens_per_doc or 0,
                 use_activation=use_activation, model=req.model)
 
 
@@ -241,7 +281,7 @@ _SCORE_FORMS: Tuple[Tuple[str, str, bool], ...] = (
 def parse_score(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
     """A ``/score`` body as a task. ``queries`` with ``documents`` or ``items`` are plain texts
     (the template applies); ``data_1``/``data_2`` and ``text_1``/``text_2`` are taken as given."""
-    req = _validate(ScoreRequest, body)
+    req = validate_request(ScoreRequest, drop_nulls(body))
     for name_1, name_2, templated in _SCORE_FORMS:
         side_1, side_2 = getattr(req, name_1), getattr(req, name_2)
         if side_1 is not None and side_2 is not None:
@@ -264,31 +304,17 @@ def parse_score(body: Dict[str, Any], request_id: Optional[str] = None) -> Scori
 
 
 def parse_rerank(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
-    """A ``/rerank`` body as a task: TEI's shape when it carries ``texts`` and no ``documents``,
-    vLLM's (Jina, Cohere) otherwise."""
-    if "texts" in body and "documents" not in body:
-        return _parse_tei(body, request_id)
-    req = _validate(RerankRequest, body)
-    docs = [d if isinstance(d, str) else d.text for d in _as_list(req.documents)]
+    """A vLLM (Jina, Cohere) ``/rerank`` body as a task. TEI's shape is read by
+    :func:`crossrank.server.tei.parse_tei_rerank`."""
+    req = validate_request(RerankRequest, drop_nulls(body))
+    docs = document_texts(req.documents, req.rank_fields)
     if not docs:
         raise APIError("documents is empty: at least one document must be given", 400, param="documents")
-    return ScoringTask(kind="rerank", firsts=[req.query] * len(docs), seconds=docs, templated=True,
-                       top_n=req.top_n, return_documents=req.return_documents, documents=docs,
+    given = [req.documents] if isinstance(req.documents, str) else req.documents
+    echoed = [d if isinstance(d, dict) else {"text": t} for d, t in zip(given, docs)]
+    return ScoringTask(kind="rerank", firsts=[query_text(req.query)] * len(docs), seconds=docs, templated=True,
+                       top_n=req.top_n, return_documents=req.return_documents, documents=docs, echoed=echoed,
                        request_id=req.request_id or request_id or uuid.uuid4().hex, **_common_options(req))
-
-
-def _parse_tei(body: Dict[str, Any], request_id: Optional[str]) -> ScoringTask:
-    req = _validate(TEIRerankRequest, body)
-    if not req.texts:
-        raise APIError("texts is empty: at least one text must be given", 400, param="texts")
-    direction = req.truncation_direction.lower()
-    if direction not in ("left", "right"):
-        raise APIError(f"truncation_direction must be Left or Right, got {req.truncation_direction!r}", 400,
-                       param="truncation_direction")
-    return ScoringTask(kind="tei", firsts=[req.query] * len(req.texts), seconds=list(req.texts), templated=True,
-                       side=direction, truncate=bool(req.truncate), use_activation=not req.raw_scores,
-                       model=req.model, return_documents=req.return_text, documents=list(req.texts),
-                       request_id=request_id or uuid.uuid4().hex)
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -308,7 +334,8 @@ def score_response(task: ScoringTask, model_name: str, scores: Sequence[float], 
     }
 
 
-def _order(scores: Sequence[float], top_n: int) -> List[int]:
+def rank_order(scores: Sequence[float], top_n: int) -> List[int]:
+    """Indices best first (stable: ties keep the input order), the first ``top_n`` (0: all)."""
     # A stable sort, best first: ties keep the documents' order, as vLLM's list.sort does.
     order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
     return order[:top_n] if 0 < top_n < len(order) else order
@@ -317,25 +344,14 @@ def _order(scores: Sequence[float], top_n: int) -> List[int]:
 def rerank_response(task: ScoringTask, model_name: str, scores: Sequence[float], prompt_tokens: int) -> Dict[str, Any]:
     """vLLM's ``RerankResponse``, sorted by score; ``document`` left out when not asked for."""
     results = []
-    for i in _order(scores, task.top_n):
+    for i in rank_order(scores, task.top_n):
         item: Dict[str, Any] = {"index": i}
         if task.return_documents:
-            item["document"] = {"text": task.documents[i]}
+            item["document"] = task.echoed[i] if task.echoed else {"text": task.documents[i]}
         item["relevance_score"] = float(scores[i])
         results.append(item)
     return {"id": f"rerank-{task.request_id}", "model": model_name,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}, "results": results}
-
-
-def tei_rerank_response(task: ScoringTask, scores: Sequence[float]) -> List[Dict[str, Any]]:
-    """TEI's answer: a bare list of ``{index, score[, text]}``, best first."""
-    out = []
-    for i in _order(scores, 0):
-        item: Dict[str, Any] = {"index": i, "score": float(scores[i])}
-        if task.return_documents:
-            item["text"] = task.documents[i]
-        out.append(item)
-    return out
 
 
 def models_response(names: Sequence[str], root: str, max_model_len: int, created: int) -> Dict[str, Any]:

@@ -34,6 +34,8 @@ class ServerSettings:
             among the workers.
         max_length: Token budget of one prompt; default: the family's.
         template: Prompt template name; default: from the model's name, config or served name.
+        chat_template: vLLM's ``--chat-template``: a Jinja chat (score) template file, or the
+            template itself; it renders every request form. Excludes ``template``.
         use_template: Apply the family template to plain queries and documents (``--no-template``
             turns it off).
         api_key: When set, every endpoint but ``/health`` needs ``Authorization: Bearer KEY``.
@@ -58,6 +60,7 @@ class ServerSettings:
     threads: Optional[int] = None
     max_length: Optional[int] = None
     template: Optional[str] = None
+    chat_template: Optional[str] = None
     use_template: bool = True
     api_key: Optional[str] = None
     workers: int = 1
@@ -81,6 +84,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.request_timeout is not None and not self.request_timeout > 0:
             self.request_timeout = None
+        if self.chat_template is not None and self.template is not None:
+            raise ValueError("give --chat-template or --template, not both")
         if self.hf_overrides is not None and not isinstance(self.hf_overrides, dict):
             raise ValueError("hf_overrides must be a JSON object")
 

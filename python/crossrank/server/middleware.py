@@ -1,0 +1,147 @@
+"""The pure ASGI middlewares of the server: they run before any body parsing.
+
+* :class:`MetricsMiddleware` counts and times every request by endpoint and status;
+* :class:`APIKeyMiddleware` checks ``Authorization: Bearer KEY`` (401 otherwise);
+* :class:`BodyLimitMiddleware` reads the body up to the size limit (413 beyond).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any, Awaitable, Callable, FrozenSet, List, MutableMapping, Optional
+
+from .errors import error_body
+from .metrics import Metrics
+
+__all__ = ["MetricsMiddleware", "APIKeyMiddleware", "BodyLimitMiddleware", "Scope", "Message", "Receive", "Send",
+           "ASGIApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _send_json(send: Send, status: int, body: Any, headers: Optional[List[tuple]] = None) -> None:
+    payload = json.dumps(body).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())] + list(headers or [])})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and times it."""
+
+    def __init__(self, app: ASGIApp, metrics_of: Callable[[], Optional[Metrics]], known_paths: FrozenSet[str]) -> None:
+        self.app = app
+        self.metrics_of = metrics_of
+        # Paths named in metrics; anything else is "other", so scanners cannot blow up the labels.
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics = self.metrics_of()
+            if metrics is not None:
+                path = scope.get("path", "")
+                metrics.observe_request(path if path in self.known_paths else "other", status[0],
+                                        time.perf_counter() - t0)
+
+
+class APIKeyMiddleware:
+    """With an API key set, every path but the public ones (``/health``, ``/ping``) needs
+    ``Authorization: Bearer KEY`` (401 otherwise)."""
+
+    def __init__(self, app: ASGIApp, api_key: Optional[str], public_paths: FrozenSet[str]) -> None:
+        self.app = app
+        self.public_paths = public_paths
+        self.expected = f"Bearer {api_key}".encode("utf-8") if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http" or scope.get("path") in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                given = value
+                break
+        # The scheme is case-insensitive; the key is compared in constant time.
+        if given[:7].lower() == b"bearer " and hmac.compare_digest(b"Bearer " + given[7:], self.expected):
+            await self.app(scope, receive, send)
+            return
+        await _send_json(send, 401, error_body("Unauthorized: send the API key as 'Authorization: Bearer KEY'",
+                                               "Unauthorized", 401),
+                         [(b"www-authenticate", b"Bearer")])
+
+
+class BodyLimitMiddleware:
+    """Reads request bodies up to ``max_bytes`` (413 beyond), before the app sees them.
+
+    A declared ``Content-Length`` over the limit is refused without reading the body; a chunked
+    body is refused as soon as it passes the limit. The app then gets the body in one message,
+    and later ``receive`` calls go to the server (so a handler can notice a disconnect).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_json(send, 400, error_body("Content-Length is not a number", "BadRequestError", 400))
+                    return
+                if declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_json(send, 413, error_body(
+            f"the request body is larger than the server's limit of {self.max_bytes} bytes "
+            "(crossrank serve --max-body-bytes)", "RequestEntityTooLarge", 413))
