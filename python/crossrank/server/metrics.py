@@ -59,7 +59,7 @@ class Metrics:
         self._latency: Dict[Labels, _Histogram] = {}
         self._counters: Dict[str, float] = {
             "pairs": 0, "prompt_tokens": 0, "computed_tokens": 0, "prefix_tokens_reused": 0,
-            "forward_passes": 0, "timeouts": 0, "queue_full": 0,
+            "forward_passes": 0, "timeouts": 0, "queue_full": 0, "overloaded": 0, "client_disconnects": 0,
         }
         self._batch = _Histogram(BATCH_BUCKETS)
         self._gauges: Dict[str, float] = {"queue_depth": 0, "requests_in_flight": 0, "engine_busy": 0}
@@ -132,6 +132,8 @@ class Metrics:
                 ("forward_passes", "Forward passes of the engine."),
                 ("timeouts", "Requests that hit the request timeout."),
                 ("queue_full", "Requests refused with 503 because the queue was full."),
+                ("overloaded", "Requests refused at the door (429/503): every admission permit was taken."),
+                ("client_disconnects", "Requests whose client went away before the answer (status 499)."),
             )
             for name, text in simple:
                 header(f"crossrank_{name}_total", "counter", text)
