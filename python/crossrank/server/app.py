@@ -23,6 +23,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -39,9 +41,9 @@ from ..model import CrossEncoder
 from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
 from .engine import REDUCE_PROMPT, Prepared, PromptError, ScoringEngine
-from .metrics import Metrics
+from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
-from .limits import Admission, check_items, parse_json_body
+from .limits import Admission, check_items, looks_like_tei, parse_json_body
 from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
 from .serving import DRAIN
 from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
@@ -303,6 +305,8 @@ class _Handlers:
             state = self._ready()
             if DRAIN.draining:
                 raise _shutting_down(self.settings)
+            # Errors of a body that does not parse take TEI's shape when it looks like TEI's.
+            tei = kind != "score" and looks_like_tei(await request.body())
             body = await _json_body(request, state)
             tei = kind != "score" and is_tei_rerank(body)
             check_items(body, self.settings.max_client_batch_size, tei=tei)
@@ -537,6 +541,9 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
         if state is None or not state.batcher.alive:
             return JSONResponse(error_body("the engine is not running", "ServiceUnavailableError", 503),
                                 status_code=503)
+        if DRAIN.draining:  # load balancers stop sending here
+            return JSONResponse(error_body("the server is shutting down", "ServiceUnavailableError", 503),
+                                status_code=503)
         return Response(status_code=200)
 
     @app.get("/v1/models", include_in_schema=False)
@@ -610,4 +617,13 @@ def run(settings: ServerSettings) -> int:
                             access_log=settings.access_log, http=GuardedH11Protocol,
                             timeout_keep_alive=settings.timeout_keep_alive,
                             timeout_graceful_shutdown=settings.shutdown_timeout)
-    return serve(config, header_timeout=settings.header_timeout, max_connections=settings.max_connections)
+    shared = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # One set of numbers for every scrape: the workers write their metrics into one directory.
+        shared = tempfile.mkdtemp(prefix="crossrank-metrics-")
+        os.environ[MULTIPROC_ENV] = shared
+    try:
+        return serve(config, header_timeout=settings.header_timeout, max_connections=settings.max_connections)
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)

@@ -71,7 +71,7 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Runs ``crossrank serve`` with parsed arguments; returns the exit code."""
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         print(f"crossrank: error: `crossrank serve` needs {' and '.join(missing)}; "
               "install them with: pip install 'crossrank[serve]'", file=sys.stderr)

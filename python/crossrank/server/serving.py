@@ -30,6 +30,8 @@ from uvicorn import Config, Server
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from .metrics import mark_process_dead
+
 __all__ = ["GuardedH11Protocol", "CrossrankServer", "Drain", "DRAIN", "RepeatFilter", "raise_file_limit",
            "default_max_connections", "serve", "FD_RESERVE"]
 
@@ -91,19 +93,26 @@ DRAIN = Drain()
 
 
 class RepeatFilter(logging.Filter):
-    """Lets a log line (same logger, template and exception type) through at most ``burst`` times
-    per ``window`` seconds; the number dropped is reported with the next one let through."""
+    """Lets a warning or error (same logger, message and exception type) through at most ``burst``
+    times per ``window`` seconds; the number dropped is reported with the next one let through.
+    Lines below WARNING (access lines, forward passes) always pass."""
 
     def __init__(self, burst: int = 5, window: float = 10.0) -> None:
         super().__init__()
         self.burst = burst
         self.window = window
-        self._seen: Dict[Tuple[str, Any, Any], List[float]] = {}
+        self._seen: Dict[Tuple[str, str, Any], List[float]] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         exc = record.exc_info[0] if record.exc_info else None
-        key = (record.name, record.msg if isinstance(record.msg, str) else type(record.msg), exc)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: keyed by its template
+            message = str(record.msg)
+        key = (record.name, message, exc)
         now = time.monotonic()
         with self._lock:
             entry = self._seen.get(key)
@@ -247,6 +256,7 @@ class _Multiprocess(Multiprocess):
                 continue
             process.kill()
             process.join()
+            mark_process_dead(process.pid)
             if process.exitcode == 3:  # uvicorn's STARTUP_FAILURE: the next worker would fail alike
                 logger.error("worker %s failed to start; stopping", process.pid)
                 self.should_exit.set()
