@@ -163,6 +163,7 @@ def test_repeated_log_lines_are_capped():
 
     log = logging.getLogger("crossrank.test.repeat")
     log.propagate = False
+    log.setLevel(logging.INFO)
     handler = Collect()
     handler.addFilter(RepeatFilter(burst=5, window=0.5))
     log.addHandler(handler)

@@ -40,10 +40,10 @@ from ..errors import CrossrankError
 from ..model import CrossEncoder
 from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
-from .engine import REDUCE_PROMPT, Prepared, PromptError, ScoringEngine
+from .engine import Prepared, PromptError, ScoringEngine
 from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
-from .limits import Admission, check_items, looks_like_tei, parse_json_body
+from .limits import Admission, check_items, looks_like_tei, parse_json_body, refuse_unfittable, slices
 from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
 from .serving import DRAIN
 from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
@@ -165,21 +165,6 @@ async def _json_body(request: Request, state: Optional[_State] = None) -> Dict[s
     if state is not None and len(raw) > _PARSE_OFF_LOOP_BYTES:
         return await asyncio.get_running_loop().run_in_executor(state.tokenizer_pool, parse_json_body, raw)
     return parse_json_body(raw)
-
-
-def _slices(task: ScoringTask) -> List[range]:
-    """The task's pairs in slices of at most ``_SLICE_PAIRS`` pairs and about ``_SLICE_CHARS``
-    characters (a single longer pair is a slice of its own)."""
-    out: List[range] = []
-    start, chars = 0, 0
-    for i, (a, b) in enumerate(zip(task.firsts, task.seconds)):
-        size = len(a) + len(b)
-        if i > start and (i - start >= _SLICE_PAIRS or chars + size > _SLICE_CHARS):
-            out.append(range(start, i))
-            start, chars = i, 0
-        chars += size
-    out.append(range(start, len(task.firsts)))
-    return out
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -323,11 +308,11 @@ class _Handlers:
                          deadline: Optional[float]) -> Prepared:
         """The task's token ids, computed slice by slice on the tokenizer pool; stops early when the
         client goes away, the deadline passes or the server drains."""
-        self._refuse_unfittable(state, task)
+        refuse_unfittable(state.engine, task)
         loop = asyncio.get_running_loop()
         ids: List[Any] = []
         keys: List[Any] = []
-        for part in _slices(task):
+        for part in slices(task, _SLICE_PAIRS, _SLICE_CHARS):
             if watcher.done():
                 raise _ClientGone()
             if deadline is not None and time.monotonic() > deadline:
@@ -350,32 +335,6 @@ class _Handlers:
             ids.extend(prepared.ids)
             keys.extend(prepared.keys)
         return Prepared(ids, keys)
-
-    def _refuse_unfittable(self, state: _State, task: ScoringTask) -> None:
-        """Refuses, before tokenizing, a pair that provably cannot fit where the request forbids
-        cutting it (TEI's ``truncate: false``; pairs taken as given without
-        ``truncate_prompt_tokens``) and a query that alone cannot fit where the vLLM routes refuse
-        it: the number of characters gives a lower bound on the tokens
-        (:meth:`~crossrank.server.engine.ScoringEngine.min_tokens`)."""
-        engine = state.engine
-        budget = task.limit if task.limit not in (None, -1) else engine.max_length
-        templated = (task.templated and engine.templated) or engine.chat_templated
-        no_cut = not task.truncate or (not templated and task.limit is None)
-        longest = max(len(a) + len(b) for a, b in zip(task.firsts, task.seconds)) if no_cut else 0
-        if no_cut and engine.min_tokens(longest) > budget:
-            i = next(k for k, (a, b) in enumerate(zip(task.firsts, task.seconds)) if len(a) + len(b) == longest)
-            raise APIError(f"input {i} does not fit the model's maximum of {budget} tokens: its {longest} characters "
-                           f"make at least {engine.min_tokens(longest)} tokens; "
-                           + ("send truncate=true (or truncate_prompt_tokens) to cut the document" if task.kind == "tei"
-                              else "shorten it or send truncate_prompt_tokens (-1: the model's maximum)"),
-                           422 if task.kind == "tei" else 400, param="truncate" if task.kind == "tei"
-                           else "truncate_prompt_tokens", tei_type="Validation")
-        if templated and task.fit == "refuse":
-            query = max(task.firsts, key=len)
-            if engine.min_tokens(len(query)) > budget:
-                raise APIError(f"This model's maximum context length is {budget} tokens, and a query of "
-                               f"{len(query)} characters makes at least {engine.min_tokens(len(query))}, leaving no "
-                               f"room for the document. {REDUCE_PROMPT}", 400, param="query")
 
     async def _score(self, state: _State, request: Request, body: Dict[str, Any], kind: str) -> Response:
         t0 = time.monotonic()

@@ -9,6 +9,9 @@ which cannot fit before tokenizing it.
 * :func:`check_items`: the list fields of a scoring body are counted and their element types
   checked before any per-item object is built, so a million-item body costs a length check and
   one pass over the list, never a million validation errors.
+* :func:`refuse_unfittable`: a text that provably cannot fit where cutting is off is refused by
+  its character count, before any tokenizing; :func:`slices` cuts the rest into units of
+  tokenization work.
 * :class:`Admission`: a counter of scoring requests admitted (from before the body is read to
   the answer); above ``max_concurrent_requests`` a request is refused at once (TEI: 429
   ``Overloaded``; vLLM routes: 503), with ``Retry-After``.
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from .engine import REDUCE_PROMPT, ScoringEngine
 from .errors import APIError, error_body, tei_error
+from .protocol import ScoringTask
 
 __all__ = ["MAX_INT_DIGITS", "parse_json_body", "check_items", "ITEM_FIELDS", "Admission", "looks_like_tei",
-           "overloaded_response"]
+           "overloaded_response", "refuse_unfittable", "slices"]
 
 #: Longest integer literal accepted anywhere in a body (far below Python's 4,300-digit limit).
 MAX_INT_DIGITS = 100
@@ -140,3 +145,46 @@ class Admission:
     def release(self) -> None:
         """Gives a permit back."""
         self.admitted -= 1
+
+
+def refuse_unfittable(engine: ScoringEngine, task: ScoringTask) -> None:
+    """Refuses, before tokenizing, a pair that provably cannot fit where the request forbids
+    cutting it (TEI's ``truncate: false``; pairs taken as given without
+    ``truncate_prompt_tokens``) and a query that alone cannot fit where the vLLM routes refuse
+    it: the number of characters gives a lower bound on the tokens
+    (:meth:`~crossrank.server.engine.ScoringEngine.min_tokens`)."""
+    budget = task.limit if task.limit not in (None, -1) else engine.max_length
+    templated = (task.templated and engine.templated) or engine.chat_templated
+    # TEI's route cuts pairs as given to the maximum unless truncate is false; vLLM's only with
+    # truncate_prompt_tokens.
+    no_cut = not task.truncate or (not templated and task.limit is None and task.kind != "tei")
+    longest = max(len(a) + len(b) for a, b in zip(task.firsts, task.seconds)) if no_cut else 0
+    if no_cut and engine.min_tokens(longest) > budget:
+        i = next(k for k, (a, b) in enumerate(zip(task.firsts, task.seconds)) if len(a) + len(b) == longest)
+        raise APIError(f"input {i} does not fit the model's maximum of {budget} tokens: its {longest} characters "
+                       f"make at least {engine.min_tokens(longest)} tokens; "
+                       + ("send truncate=true (or truncate_prompt_tokens) to cut the document" if task.kind == "tei"
+                          else "shorten it or send truncate_prompt_tokens (-1: the model's maximum)"),
+                       422 if task.kind == "tei" else 400, param="truncate" if task.kind == "tei"
+                       else "truncate_prompt_tokens", tei_type="Validation")
+    if templated and task.fit == "refuse":
+        query = max(task.firsts, key=len)
+        if engine.min_tokens(len(query)) > budget:
+            raise APIError(f"This model's maximum context length is {budget} tokens, and a query of "
+                           f"{len(query)} characters makes at least {engine.min_tokens(len(query))}, leaving no "
+                           f"room for the document. {REDUCE_PROMPT}", 400, param="query")
+
+
+def slices(task: ScoringTask, max_pairs: int, max_chars: int) -> List[range]:
+    """The task's pairs in slices of at most ``max_pairs`` pairs and about ``max_chars``
+    characters (a single longer pair is a slice of its own): the units of tokenization work."""
+    out: List[range] = []
+    start, chars = 0, 0
+    for i, (a, b) in enumerate(zip(task.firsts, task.seconds)):
+        size = len(a) + len(b)
+        if i > start and (i - start >= max_pairs or chars + size > max_chars):
+            out.append(range(start, i))
+            start, chars = i, 0
+        chars += size
+    out.append(range(start, len(task.firsts)))
+    return out

@@ -17,13 +17,14 @@ worker, and a cap on repeated log lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import h11
 from uvicorn import Config, Server
@@ -207,6 +208,16 @@ class CrossrankServer(Server):
                 sock.close()
             sockets = own
         super().run(sockets=sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal capture, without raising the signal again once the drain is done: a
+        drained stop exits 0."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
     async def startup(self, sockets: Optional[List[socket.socket]] = None) -> None:
         install_log_filter()  # uvicorn's logging config is in place now
