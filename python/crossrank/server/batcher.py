@@ -2,8 +2,8 @@
 
 The C engine already spreads one forward pass over every compute thread, and a second pass started
 concurrently would only wait on its lock, so one thread drives it. Requests that arrive while a
-pass runs wait in the queue; before each pass the thread moves every waiting request into its
-*rotation*, and each pass takes pairs from the requests of the rotation fairly: an equal share of
+pass runs wait in the queue; before each pass the thread moves waiting requests, oldest first,
+into its *rotation* (eight, or more while they hold less than four passes of work), and each pass takes pairs from the requests of the rotation fairly: an equal share of
 ``max_batch_tokens`` each (at least one pair), any room left in rotation order, and the rotation
 moves on by one request per pass. A request of 100,000 documents thus shares the engine with the
 requests that arrive after it, which finish in a few passes instead of waiting for it. Each pass is
@@ -54,6 +54,12 @@ class QueueFull(Exception):
 class EngineStopped(Exception):
     """The engine thread is not running (shutting down, or it failed)."""
 
+
+# Requests sharing the engine's passes at once (more while they hold little work); the others wait
+# in arrival order. Sharing among a few keeps a small request from waiting behind a large one;
+# sharing among all would make every request of a heavy load late together instead of answering
+# the oldest first.
+_ROTATION = 8
 
 _CANCELLED = object()
 _STOP = object()
@@ -129,6 +135,7 @@ class Batcher:
         # Requests submitted and not finished: one running and max_queue waiting are allowed.
         self._outstanding = 0
         self._max_batch_tokens = max_batch_tokens
+        self._round_tokens = 4 * max_batch_tokens
         self._metrics = metrics
         self._lock = threading.Lock()
         self._active: Optional[tuple] = None  # (CancelToken, jobs of the running pass)
@@ -216,7 +223,10 @@ class Batcher:
                 if first is _STOP or self._stopping:
                     break
                 self._admit(first, active)
-            while True:  # every request that arrived meanwhile joins the rotation
+            # Requests that arrived meanwhile join the rotation: up to _ROTATION of them, and beyond
+            # that while the rotation holds less than a few passes of work (many small requests
+            # still pack into one pass).
+            while len(active) < _ROTATION or sum(c.tokens for c in active) < self._round_tokens:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -258,7 +268,7 @@ class Batcher:
         for members, length in shared_prefix_groups([p.ids for p in pairs], [p.key for p in pairs]):
             for m in members:
                 pairs[m].tail -= length
-        active.append(_Cursor(job, collections.deque(pairs)))
+        active.append(_Cursor(job, collections.deque(pairs), sum(p.tail for p in pairs)))
 
     def _next_pass(self, active: "Deque[_Cursor]") -> List[_Pair]:
         """The pairs of the next pass, taken fairly: each request in the rotation gets an equal share
@@ -277,6 +287,7 @@ class Batcher:
                     if batch and tokens + pair.tail > self._max_batch_tokens:
                         break
                     batch.append(cursor.pending.popleft())
+                    cursor.tokens -= pair.tail
                     tokens += pair.tail
                     taken += pair.tail
                 if tokens >= self._max_batch_tokens:
@@ -359,6 +370,8 @@ class _Cursor:
 
     job: Job
     pending: Deque[_Pair]
+    tokens: int  # the pending pairs' tokens
+
 
     @property
     def done(self) -> bool:
