@@ -13,7 +13,7 @@ seconds (and at most ``--max-requests`` requests), these clients run together:
 
 * ``good`` (``--good`` clients): a request from the pool; a 200 must equal its reference exactly;
 * ``bad``: malformed JSON, wrong types, a 5,000-digit integer, lone surrogates in echoed fields,
-  100,000-item lists, an over-long document with TEI's ``truncate: false``; each must be a 4xx;
+  100,000- and 200,000-item lists, an over-long document with TEI's ``truncate: false``; each must be a 4xx;
 * ``heavy``: one legal request of ``--heavy-docs`` documents at a time;
 * ``slow``: headers (or a body) sent a few bytes a second; ``vanish``: a request sent and the
   socket closed before the answer; ``silent``: ``--silent`` connections opened and held idle;
@@ -93,7 +93,7 @@ def bad_bodies(rng: random.Random) -> List[Tuple[str, bytes]]:
         ("/rerank", b'{"query": "q", "documents": ["d"], "request_id": "\\udfff"}'),
         ("/rerank", b'{"query": "q", "texts": ["d\\ud800"]}'),
         ("/rerank", b'{"query": "q", "documents": [' + b",".join([b"0"] * 100_000) + b"]}"),
-        ("/score", b'{"queries": "q", "documents": [' + b",".join([b'"d"'] * 100_000) + b"]}"),
+        ("/score", b'{"queries": "q", "documents": [' + b",".join([b'"d"'] * 200_000) + b"]}"),
         ("/rerank", json.dumps({"query": "q", "texts": [_text(rng, 40_000)], "truncate": False}).encode()),
         ("/tokenize", b'{"prompt": "\\ud800"}'),
         ("/detokenize", b'{"tokens": [' + big_int.encode() + b"]}"),
