@@ -181,9 +181,9 @@ class _ClientGone(Exception):
 
 
 def _shutting_down(settings: ServerSettings) -> APIError:
-    return APIError(f"the server is shutting down: the request did not finish within the grace period of "
-                    f"{settings.shutdown_timeout:g} s (crossrank serve --shutdown-timeout); retry on another "
-                    "instance", 503, "ServiceUnavailableError", tei_type="Unhealthy")
+    return APIError(f"the server is shutting down: it takes no new work, and work still waiting after the grace "
+                    f"period of {settings.shutdown_timeout:g} s (crossrank serve --shutdown-timeout) is dropped; "
+                    "retry on another instance", 503, "ServiceUnavailableError", tei_type="Unhealthy")
 
 
 def _retry_after(status: int) -> Optional[Dict[str, str]]:
