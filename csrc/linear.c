@@ -19,6 +19,8 @@
 #define CR_BLAS_ROW_BLOCK 512
 /* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
 #define CR_PANEL_ROW_BLOCK 48
+/* AMX formats: two calls of 32 rows (the tile kernel's height) per task. */
+#define CR_AMX_ROW_BLOCK 64
 
 /* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
  * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
@@ -34,10 +36,24 @@ static int use_openblas(void) {
     return v && strcmp(v, "openblas") == 0;
 }
 
+static int is_amx(cr_format fmt) { return fmt == CR_FMT_BF16_AMX || fmt == CR_FMT_I8_AMX; }
+
+/* Elements of one converted input row, which is also the K extent (in elements, padding
+ * included) of one packed panel: a panel holds row_len(fmt) x CR_GEMM_NR weights. */
+static int64_t row_len(cr_format fmt, int64_t n_in) {
+    switch (fmt) {
+    case CR_FMT_BF16_PANELS: return (n_in + 1) / 2 * 2;
+    case CR_FMT_BF16_AMX: return (n_in + CR_AMX_BF16_K - 1) / CR_AMX_BF16_K * CR_AMX_BF16_K;
+    case CR_FMT_I8_PANELS: return (n_in + 3) / 4 * 4;
+    case CR_FMT_I8_AMX: return (n_in + CR_AMX_I8_K - 1) / CR_AMX_I8_K * CR_AMX_I8_K;
+    default: return n_in;
+    }
+}
+
 /* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
- * zero past n_out and past n_in. */
-static cr_status pack_bf16(cr_linear *W) {
-    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kp = (W->n_in + 1) / 2;
+ * zero past n_out and past n_in (and up to whole AMX blocks for fmt CR_FMT_BF16_AMX). */
+static cr_status pack_bf16(cr_linear *W, cr_format fmt) {
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kp = row_len(fmt, W->n_in) / 2;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kp * 2, &count) ||
         !cr_mul_size(count, sizeof(uint16_t), &count))
@@ -57,14 +73,15 @@ static cr_status pack_bf16(cr_linear *W) {
     free(W->w);
     W->w = NULL;
     W->wb = packed;
-    W->fmt = CR_FMT_BF16_PANELS;
+    W->fmt = fmt;
     return CR_OK;
 }
 
 /* int8 panels: symmetric per output channel (scale = max|w_j| / 127, round to nearest), panel p,
- * group g, column j holding w[c, 4g .. 4g+3] for c = p NR + j; zero padding. */
-static cr_status pack_i8(cr_linear *W) {
-    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kq = (W->n_in + 3) / 4;
+ * group g, column j holding w[c, 4g .. 4g+3] for c = p NR + j; zero padding (to whole AMX blocks
+ * for fmt CR_FMT_I8_AMX). */
+static cr_status pack_i8(cr_linear *W, cr_format fmt) {
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kq = row_len(fmt, W->n_in) / 4;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kq * 4, &count))
         return cr_fail(CR_E_NOMEM, "packed weight size overflows");
@@ -104,18 +121,19 @@ static cr_status pack_i8(cr_linear *W) {
     W->wq = packed;
     W->wscale = scale;
     W->colsum = colsum;
-    W->fmt = CR_FMT_I8_PANELS;
+    W->fmt = fmt;
     return CR_OK;
 }
 
 cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
     if (W->fmt != CR_FMT_F32_BLAS) return CR_OK;
-    if (compute == CR_DT_BF16) return pack_bf16(W);
+    /* the first bf16 / int8 pack is the first AMX use: the permission is asked there, once */
+    if (compute == CR_DT_BF16) return pack_bf16(W, cr_amx_usable() ? CR_FMT_BF16_AMX : CR_FMT_BF16_PANELS);
     if (compute == CR_DT_I8) {
         if (W->n_in >= 66000) /* int32 sums: K * 255 * 127 must stay below 2^31 */
             return cr_fail(CR_E_UNSUPPORTED, "int8 layers need fewer than 66000 inputs, got %lld",
                            (long long)W->n_in);
-        return pack_i8(W);
+        return pack_i8(W, cr_amx_usable() ? CR_FMT_I8_AMX : CR_FMT_I8_PANELS);
     }
     if (use_openblas()) return CR_OK;
     int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR;
@@ -141,11 +159,11 @@ cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
 }
 
 int64_t cr_linear_bytes(const cr_linear *W) {
-    if (W->fmt == CR_FMT_I8_PANELS)
-        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * ((W->n_in + 3) / 4 * 4) +
+    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX)
+        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * row_len(W->fmt, W->n_in) +
                W->n_out * (int64_t)(2 * sizeof(float) + (W->bias ? sizeof(float) : 0));
-    if (W->fmt == CR_FMT_BF16_PANELS)
-        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * ((W->n_in + 1) / 2 * 2) *
+    if (W->fmt == CR_FMT_BF16_PANELS || W->fmt == CR_FMT_BF16_AMX)
+        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * row_len(W->fmt, W->n_in) *
                    (int64_t)sizeof(uint16_t) + (W->bias ? W->n_out * (int64_t)sizeof(float) : 0);
     int64_t rows = W->fmt == CR_FMT_F32_PANELS ? (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR : W->n_out;
     return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
@@ -154,8 +172,8 @@ int64_t cr_linear_bytes(const cr_linear *W) {
 typedef struct panel_job {
     const cr_linear *W;
     const float *x;
-    uint16_t *xb;       /* bf16 panels: x rounded to bf16, rows of 2 kp (zero-padded) */
-    uint8_t *xq;        /* int8 panels: x quantized + 128, rows of 4 kq */
+    uint16_t *xb;       /* bf16 formats: x rounded to bf16, rows of row_len (zero-padded) */
+    uint8_t *xq;        /* int8 formats: x quantized + 128, rows of row_len */
     float *xscale;      /* int8 panels: per-row scale of xq */
     int32_t *n_outliers;/* int8 panels: per row, how many inputs were taken out of xq ... */
     int32_t *outlier_k; /* ... their input indices, CR_I8_MAX_OUTLIERS per row ... */
@@ -175,6 +193,7 @@ static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int
 
 /* Rows of one tile height of the active format. */
 static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
+    if (is_amx(fmt)) return K->gemm_amx_mr <= 32 ? K->gemm_amx_mr : 32; /* see acc below */
     if (fmt == CR_FMT_BF16_PANELS) return K->gemm_bf16_mr;
     if (fmt == CR_FMT_I8_PANELS) return K->gemm_i8_mr <= 16 ? K->gemm_i8_mr : 16; /* see acc below */
     return K->gemm_mr;
@@ -188,22 +207,30 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
     if (W->fmt == CR_FMT_F32_PANELS) {
         K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, j->ldy,
                          cols);
-    } else if (W->fmt == CR_FMT_BF16_PANELS) {
-        int64_t kp = (W->n_in + 1) / 2;
-        K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, W->wb + p * kp * 2 * CR_GEMM_NR, kp, y, j->ldy, cols);
+    } else if (W->fmt == CR_FMT_BF16_PANELS || W->fmt == CR_FMT_BF16_AMX) {
+        int64_t len = row_len(W->fmt, W->n_in);
+        const uint16_t *panel = W->wb + p * len * CR_GEMM_NR;
+        if (W->fmt == CR_FMT_BF16_AMX)
+            K->gemm_bf16_amx(j->xb + r * len, len, rows, panel, len / CR_AMX_BF16_K, y, j->ldy, cols);
+        else
+            K->gemm_bf16_tile(j->xb + r * len, len, rows, panel, len / 2, y, j->ldy, cols);
     } else {
-        int64_t kq = (W->n_in + 3) / 4;
-        const int8_t *panel = W->wq + p * kq * 4 * CR_GEMM_NR;
+        int64_t len = row_len(W->fmt, W->n_in), kq = len / 4;
+        const int8_t *panel = W->wq + p * len * CR_GEMM_NR;
         /* Local restrict pointers: through W-> the compiler must assume each store to y may
          * change them, reloads them every column and leaves the loop scalar. */
         const int32_t *restrict colsum = W->colsum + c0;
         const float *restrict wscale = W->wscale + c0;
-        if (K->gemm_i8_tile_f32) {
-            K->gemm_i8_tile_f32(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
+        if (W->fmt == CR_FMT_I8_PANELS && K->gemm_i8_tile_f32) {
+            K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
                                 colsum, wscale);
         } else {
-            int32_t acc[16 * CR_GEMM_NR];
-            K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, acc, CR_GEMM_NR, cols);
+            /* the exact sums, then the epilogue of gemm_i8_tile_f32 in C (the same bits) */
+            int32_t acc[32 * CR_GEMM_NR];
+            if (W->fmt == CR_FMT_I8_AMX)
+                K->gemm_i8_amx(j->xq + r * len, len, rows, panel, len / CR_AMX_I8_K, acc, CR_GEMM_NR, cols);
+            else
+                K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
             for (int64_t i = 0; i < rows; i++) {
                 float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
                 const int32_t *restrict acc_row = acc + i * CR_GEMM_NR;
@@ -224,13 +251,15 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
-/* One task: a block of CR_PANEL_ROW_BLOCK rows against one panel of CR_GEMM_NR columns. */
+static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROW_BLOCK : CR_PANEL_ROW_BLOCK; }
+
+/* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
 static void panel_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_kernels *K = cr_kern;
-    int64_t block = task / j->n_panels, p = task % j->n_panels;
-    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
-    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
+    int64_t block = task / j->n_panels, p = task % j->n_panels, rb = block_rows(j->W->fmt);
+    int64_t r0 = block * rb;
+    int64_t r1 = r0 + rb < j->m ? r0 + rb : j->m;
     int64_t c0 = p * CR_GEMM_NR;
     int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
     int64_t mr = tile_rows(j->W->fmt, K);
@@ -282,11 +311,11 @@ static void convert_task(void *ctx, int64_t task, int worker) {
     const cr_linear *W = j->W;
     int64_t r0 = task * CR_CONVERT_ROWS, r1 = r0 + CR_CONVERT_ROWS < j->m ? r0 + CR_CONVERT_ROWS : j->m;
     for (int64_t r = r0; r < r1; r++) {
-        if (W->fmt == CR_FMT_I8_PANELS) {
+        int64_t len = row_len(W->fmt, W->n_in);
+        if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
             /* Per-row (per-token) symmetric quantization of what is left after the outliers are
              * taken out; a row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a
              * plausible number. Padding bytes are the zero point. */
-            int64_t kq = (W->n_in + 3) / 4;
             const float *row = j->x + r * j->ldx;
             int32_t *ok = j->outlier_k + r * CR_I8_MAX_OUTLIERS;
             float *ov = j->outlier_x + r * CR_I8_MAX_OUTLIERS;
@@ -298,13 +327,12 @@ static void convert_task(void *ctx, int64_t task, int worker) {
                 for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
                 row = rest;
             }
-            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, j->xq + r * 4 * kq);
-            memset(j->xq + r * 4 * kq + W->n_in, 128, (size_t)(4 * kq - W->n_in));
+            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, j->xq + r * len);
+            memset(j->xq + r * len + W->n_in, 128, (size_t)(len - W->n_in));
         } else {
-            int64_t kp = (W->n_in + 1) / 2;
-            uint16_t *row = j->xb + r * 2 * kp;
+            uint16_t *row = j->xb + r * len;
             cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
-            if (W->n_in % 2) row[W->n_in] = 0;
+            memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
         }
     }
 }
@@ -332,14 +360,17 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
     panel_job j = {.W = W, .x = x, .ldx = ldx, .m = m, .y = y, .ldy = ldy,
                    .n_panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
-    int64_t blocks = (m + CR_PANEL_ROW_BLOCK - 1) / CR_PANEL_ROW_BLOCK;
+    int64_t blocks = (m + block_rows(W->fmt) - 1) / block_rows(W->fmt);
     if (W->fmt == CR_FMT_F32_PANELS)
         return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    /* AMX formats exist only once the permission was granted; never run tiles without it */
+    if (is_amx(W->fmt) && !cr_amx_usable())
+        return cr_fail(CR_E_UNSUPPORTED, "this layer was packed for AMX tiles, which this process may not use");
+    int64_t len = row_len(W->fmt, W->n_in);
 
-    if (W->fmt == CR_FMT_I8_PANELS) {
-        int64_t kq = (W->n_in + 3) / 4;
+    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
         size_t count;
-        if (!cr_mul_size((size_t)m, (size_t)kq * 4, &count))
+        if (!cr_mul_size((size_t)m, (size_t)len, &count))
             return cr_fail(CR_E_NOMEM, "int8 input size overflows");
         j.xq = cr_aligned_alloc(count, "int8 inputs");
         j.xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
@@ -361,10 +392,9 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         return st;
     }
 
-    /* bf16: round the inputs once per call, rows padded to whole pairs. */
-    int64_t kp = (W->n_in + 1) / 2;
+    /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks). */
     size_t count;
-    if (!cr_mul_size((size_t)m, (size_t)kp * 2 * sizeof(uint16_t), &count))
+    if (!cr_mul_size((size_t)m, (size_t)len * sizeof(uint16_t), &count))
         return cr_fail(CR_E_NOMEM, "bf16 input size overflows");
     uint16_t *xb = cr_aligned_alloc(count, "bf16 inputs");
     if (!xb) return CR_E_NOMEM;

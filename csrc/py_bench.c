@@ -5,11 +5,13 @@
  *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3) -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
- *       with per-token input quantization) and returns the best
+ *       with per-token input quantization; bfloat16 and int8 take the AMX layouts where the
+ *       engine would) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs.
  *   _core._bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
- *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s).
+ *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s), or the
+ *       AMX tile multiplier: "amx_bf16" (TDPBF16PS) or "amx_int8" (TDPBUSD, integer OP/s).
  *       RuntimeError when the CPU lacks the instructions. */
 #include "pyglue.h"
 
@@ -210,10 +212,12 @@ PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 384;
     else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 768;
     else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 1536;
+    else if (strcmp(kind, "amx_bf16") == 0 && cr_amx_usable()) j.loop = cr_peak_amx_bf16, flop_per_iter = 65536;
+    else if (strcmp(kind, "amx_int8") == 0 && cr_amx_usable()) j.loop = cr_peak_amx_i8, flop_per_iter = 131072;
 #endif
     if (!j.loop) {
-        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s)", kind,
-                     cr_isa_level_name(have));
+        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s; AMX: %s)",
+                     kind, cr_isa_level_name(have), cr_amx_state());
         return NULL;
     }
     double t;

@@ -99,6 +99,38 @@ static void gemm_bf16_tile_ref(const uint16_t *x, int64_t ldx, int64_t m, const 
     }
 }
 
+/* Below the normal range to a zero of the same sign (AMX's DAZ / FTZ). */
+static inline float flush_denormal(float f) {
+    return fabsf(f) < 1.17549435e-38f ? copysignf(0.0f, f) : f;
+}
+
+/* The scalar model of TDPBF16PS (kernels.h): per 32-element block, an even and an odd chain from
+ * +0 of fused steps (exact product, one rounding), added together and then to the accumulator;
+ * inputs and every result flushed below the normal range. */
+static void gemm_bf16_amx_ref(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kb,
+                              float *y, int64_t ldy, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        const uint16_t *xi = x + i * ldx;
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < kb; b++) {
+                float even = 0.0f, odd = 0.0f;
+                for (int t = 0; t < 16; t++) {
+                    int64_t p = 16 * b + t;
+                    const uint16_t *w = wp + p * 2 * CR_GEMM_NR + 2 * j;
+                    /* the product is not rounded on its own (a denormal product counts too) */
+                    even = flush_denormal(fmaf(flush_denormal(bf16_value(xi[2 * p])),
+                                               flush_denormal(bf16_value(w[0])), even));
+                    odd = flush_denormal(fmaf(flush_denormal(bf16_value(xi[2 * p + 1])),
+                                              flush_denormal(bf16_value(w[1])), odd));
+                }
+                acc = flush_denormal(acc + flush_denormal(even + odd));
+            }
+            y[i * ldy + j] = acc;
+        }
+    }
+}
+
 uint16_t cr_f32_to_bf16_one(float f) {
     uint32_t b;
     memcpy(&b, &f, 4);
@@ -122,6 +154,12 @@ static void gemm_i8_tile_ref(const uint8_t *x, int64_t ldx, int64_t m, const int
         }
         for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
     }
+}
+
+/* AMX int8: exact sums, so gemm_i8_tile over the 16 kb groups of the padded panel. */
+static void gemm_i8_amx_ref(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kb,
+                            int32_t *y, int64_t ldy, int64_t n) {
+    gemm_i8_tile_ref(x, ldx, m, wp, 16 * kb, y, ldy, n);
 }
 
 float cr_quant_scale(float amax) {
@@ -204,6 +242,9 @@ static const cr_kernels ref_table = {
     .attn_softmax_f32 = cr_attn_softmax_f32_ref,
     .attn_pv_f32 = cr_attn_pv_f32_ref,
     .attn_pv_mr = CR_ATTN_PV_MR_REF,
+    .gemm_bf16_amx = gemm_bf16_amx_ref,
+    .gemm_i8_amx = gemm_i8_amx_ref,
+    .gemm_amx_mr = 32,
 };
 
 const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

@@ -44,7 +44,7 @@ _TORCH_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "
 _NO_TOKENIZER_LIMIT = int(1e30)
 _DTYPES = ("auto", "float32", "bfloat16", "int8")
 # Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
-_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16")
+_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
 
 
 def resolve_dtype(dtype: str) -> str:
