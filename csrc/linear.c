@@ -19,8 +19,6 @@
 #define CR_BLAS_ROW_BLOCK 512
 /* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
 #define CR_PANEL_ROW_BLOCK 48
-/* AMX formats: two calls of 32 rows (the tile kernel's height) per task. */
-#define CR_AMX_ROW_BLOCK 64
 
 /* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
  * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
@@ -183,6 +181,9 @@ typedef struct panel_job {
     float *y;
     int64_t ldy;
     int64_t n_panels;
+    void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
+    void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
+                         * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
 
 static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int64_t cols) {
@@ -193,13 +194,41 @@ static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int
 
 /* Rows of one tile height of the active format. */
 static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
-    if (is_amx(fmt)) return K->gemm_amx_mr <= 32 ? K->gemm_amx_mr : 32; /* see acc below */
     if (fmt == CR_FMT_BF16_PANELS) return K->gemm_bf16_mr;
     if (fmt == CR_FMT_I8_PANELS) return K->gemm_i8_mr <= 16 ? K->gemm_i8_mr : 16; /* see acc below */
     return K->gemm_mr;
 }
 
-/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format. */
+/* The rest of an int8 tile y[r .. r+rows, c0 .. c0+cols) of one panel: the epilogue of
+ * gemm_i8_tile_f32 in C (the same operations, so the same bits) from the exact sums acc (row
+ * stride ldacc; NULL when y holds the dequantized sums already), then the rows' outlier inputs in
+ * float32 against the (dequantized) int8 weights. */
+static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
+                      int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc) {
+    /* Local restrict pointers: through W-> the compiler must assume each store to y may change
+     * them, reloads them every column and leaves the loop scalar. */
+    const int32_t *restrict colsum = j->W->colsum + c0;
+    const float *restrict wscale = j->W->wscale + c0;
+    float *y = j->y + r * j->ldy + c0;
+    if (acc) {
+        for (int64_t i = 0; i < rows; i++) {
+            float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
+            const int32_t *restrict acc_row = acc + i * ldacc;
+            for (int64_t c = 0; c < cols; c++) {
+                /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
+                int32_t exact = acc_row[c] - 128 * colsum[c];
+                yr[c] = (float)exact * (sx * wscale[c]);
+            }
+        }
+    }
+    for (int64_t i = 0; i < rows; i++)
+        if (j->n_outliers[r + i])
+            K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
+                               j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
+                               y + i * j->ldy, cols);
+}
+
+/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format (not the AMX ones). */
 static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, int64_t p, int64_t c0,
                  int64_t cols) {
     const cr_linear *W = j->W;
@@ -207,51 +236,64 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
     if (W->fmt == CR_FMT_F32_PANELS) {
         K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, j->ldy,
                          cols);
-    } else if (W->fmt == CR_FMT_BF16_PANELS || W->fmt == CR_FMT_BF16_AMX) {
+    } else if (W->fmt == CR_FMT_BF16_PANELS) {
         int64_t len = row_len(W->fmt, W->n_in);
-        const uint16_t *panel = W->wb + p * len * CR_GEMM_NR;
-        if (W->fmt == CR_FMT_BF16_AMX)
-            K->gemm_bf16_amx(j->xb + r * len, len, rows, panel, len / CR_AMX_BF16_K, y, j->ldy, cols);
-        else
-            K->gemm_bf16_tile(j->xb + r * len, len, rows, panel, len / 2, y, j->ldy, cols);
+        K->gemm_bf16_tile(j->xb + r * len, len, rows, W->wb + p * len * CR_GEMM_NR, len / 2, y, j->ldy, cols);
     } else {
         int64_t len = row_len(W->fmt, W->n_in), kq = len / 4;
         const int8_t *panel = W->wq + p * len * CR_GEMM_NR;
-        /* Local restrict pointers: through W-> the compiler must assume each store to y may
-         * change them, reloads them every column and leaves the loop scalar. */
-        const int32_t *restrict colsum = W->colsum + c0;
-        const float *restrict wscale = W->wscale + c0;
-        if (W->fmt == CR_FMT_I8_PANELS && K->gemm_i8_tile_f32) {
+        const int32_t *colsum = W->colsum + c0;
+        const float *wscale = W->wscale + c0;
+        if (K->gemm_i8_tile_f32) {
             K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
                                 colsum, wscale);
+            i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0);
         } else {
-            /* the exact sums, then the epilogue of gemm_i8_tile_f32 in C (the same bits) */
-            int32_t acc[32 * CR_GEMM_NR];
-            if (W->fmt == CR_FMT_I8_AMX)
-                K->gemm_i8_amx(j->xq + r * len, len, rows, panel, len / CR_AMX_I8_K, acc, CR_GEMM_NR, cols);
-            else
-                K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
-            for (int64_t i = 0; i < rows; i++) {
-                float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
-                const int32_t *restrict acc_row = acc + i * CR_GEMM_NR;
-                for (int64_t c = 0; c < cols; c++) {
-                    /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
-                    int32_t exact = acc_row[c] - 128 * colsum[c];
-                    yr[c] = (float)exact * (sx * wscale[c]);
-                }
-            }
+            int32_t acc[16 * CR_GEMM_NR];
+            K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
+            i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR);
         }
-        /* The rows' outlier inputs, in float32 against the (dequantized) int8 weights. */
-        for (int64_t i = 0; i < rows; i++)
-            if (j->n_outliers[r + i])
-                K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
-                                   j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
-                                   y + i * j->ldy, cols);
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
-static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROW_BLOCK : CR_PANEL_ROW_BLOCK; }
+static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
+
+/* One AMX task: a block of CR_AMX_ROWS rows against CR_AMX_PANELS panels (one kernel call, which
+ * reuses the rows' K chunk over the panels from L1), then each panel's epilogue. Tasks run panel
+ * group after panel group: a group's weights (4 panels) stay in L2 while it meets every row block,
+ * so the weights stream from memory once per call of cr_linear_apply. */
+static void amx_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    const cr_kernels *K = cr_kern;
+    const cr_linear *W = j->W;
+    int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS;
+    int64_t r = task % blocks * CR_AMX_ROWS, p0 = task / blocks * CR_AMX_PANELS;
+    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
+    int64_t np = j->n_panels - p0 < CR_AMX_PANELS ? j->n_panels - p0 : CR_AMX_PANELS;
+    int64_t len = row_len(W->fmt, W->n_in);
+    float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
+    int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
+    /* bf16 into y directly where the tiles' rows and columns are all y's */
+    int direct = W->fmt == CR_FMT_BF16_AMX && rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out;
+    if (direct) out = j->y + r * j->ldy + p0 * CR_GEMM_NR, ldo = j->ldy;
+    if (W->fmt == CR_FMT_BF16_AMX)
+        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, len / CR_AMX_BF16_K, np, out, ldo);
+    else
+        K->gemm_i8_amx(j->xq + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, len / CR_AMX_I8_K, np, (int32_t *)out,
+                       ldo);
+    for (int64_t q = 0; q < np; q++) {
+        int64_t c0 = (p0 + q) * CR_GEMM_NR;
+        int64_t cols = W->n_out - c0 < CR_GEMM_NR ? W->n_out - c0 : CR_GEMM_NR;
+        const float *sums = out + q * CR_GEMM_NR;
+        float *y = j->y + r * j->ldy + c0;
+        if (W->fmt == CR_FMT_I8_AMX)
+            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)sums, ldo);
+        else if (!direct)
+            for (int64_t i = 0; i < rows; i++) memcpy(y + i * j->ldy, sums + i * ldo, (size_t)cols * sizeof(float));
+        add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
+    }
+}
 
 /* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
 static void panel_task(void *ctx, int64_t task, int worker) {
@@ -305,6 +347,15 @@ static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
  * since on the calling thread alone that pass left the other workers idle. */
 #define CR_CONVERT_ROWS 32
 
+/* Row r (len elements of elem bytes) into the AMX tile order of kernels.h: block b of the row at
+ * dst + ((r / 16) (len / block) + b) 16 block + (r % 16) block, so every A tile is one KiB. */
+static void to_tile_order(const void *row, int64_t r, int64_t len, int64_t block, size_t elem, void *dst) {
+    int64_t kb = len / block;
+    for (int64_t b = 0; b < kb; b++)
+        memcpy((char *)dst + (size_t)((((r / 16) * kb + b) * 16 + r % 16) * block) * elem,
+               (const char *)row + (size_t)(b * block) * elem, (size_t)block * elem);
+}
+
 /* One conversion task: rows [task CR_CONVERT_ROWS, ...) of x into the job's bf16 or int8 rows. */
 static void convert_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
@@ -327,12 +378,15 @@ static void convert_task(void *ctx, int64_t task, int worker) {
                 for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
                 row = rest;
             }
-            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, j->xq + r * len);
-            memset(j->xq + r * len + W->n_in, 128, (size_t)(len - W->n_in));
+            uint8_t *q = is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : j->xq + r * len;
+            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, q);
+            memset(q + W->n_in, 128, (size_t)(len - W->n_in));
+            if (is_amx(W->fmt)) to_tile_order(q, r, len, CR_AMX_I8_K, 1, j->xq);
         } else {
-            uint16_t *row = j->xb + r * len;
+            uint16_t *row = is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : j->xb + r * len;
             cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
             memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
+            if (is_amx(W->fmt)) to_tile_order(row, r, len, CR_AMX_BF16_K, 2, j->xb);
         }
     }
 }
@@ -367,11 +421,31 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     if (is_amx(W->fmt) && !cr_amx_usable())
         return cr_fail(CR_E_UNSUPPORTED, "this layer was packed for AMX tiles, which this process may not use");
     int64_t len = row_len(W->fmt, W->n_in);
+    /* AMX: the converted rows are padded with zero rows to a multiple of 16 (tile loads read whole
+     * 16-row groups), tasks are (row block, group of panels), each worker has its own out block */
+    int64_t m_rows = is_amx(W->fmt) ? (m + 15) / 16 * 16 : m;
+    int64_t n_tasks = blocks * j.n_panels;
+    cr_task_fn task_fn = panel_task;
+    if (is_amx(W->fmt)) {
+        n_tasks = blocks * ((j.n_panels + CR_AMX_PANELS - 1) / CR_AMX_PANELS);
+        task_fn = amx_task;
+        j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
+                                     "AMX accumulators");
+        j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
+        if (!j.amx_out || !j.row_tmp) {
+            free(j.amx_out);
+            free(j.row_tmp);
+            return CR_E_NOMEM;
+        }
+    }
 
     if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
         size_t count;
-        if (!cr_mul_size((size_t)m, (size_t)len, &count))
+        if (!cr_mul_size((size_t)m_rows, (size_t)len, &count)) {
+            free(j.amx_out);
+            free(j.row_tmp);
             return cr_fail(CR_E_NOMEM, "int8 input size overflows");
+        }
         j.xq = cr_aligned_alloc(count, "int8 inputs");
         j.xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
         j.n_outliers = cr_malloc_array((size_t)m, sizeof(int32_t), "int8 outlier counts");
@@ -380,9 +454,12 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         j.scratch = cr_malloc_array((size_t)ex->threads, (size_t)W->n_in * sizeof(float), "int8 row scratch");
         cr_status st = CR_E_NOMEM;
         if (j.xq && j.xscale && j.n_outliers && j.outlier_k && j.outlier_x && j.scratch) {
+            /* the part-filled last 16-row group (tile order keeps it contiguous): zero rows */
+            memset(j.xq + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
             st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
-            if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+            if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
         }
+        free(j.amx_out);
         free(j.xq);
         free(j.xscale);
         free(j.n_outliers);
@@ -394,15 +471,24 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
 
     /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks). */
     size_t count;
-    if (!cr_mul_size((size_t)m, (size_t)len * sizeof(uint16_t), &count))
-        return cr_fail(CR_E_NOMEM, "bf16 input size overflows");
-    uint16_t *xb = cr_aligned_alloc(count, "bf16 inputs");
-    if (!xb) return CR_E_NOMEM;
+    uint16_t *xb = NULL;
+    if (!cr_mul_size((size_t)m_rows, (size_t)len * sizeof(uint16_t), &count))
+        cr_fail(CR_E_NOMEM, "bf16 input size overflows");
+    else
+        xb = cr_aligned_alloc(count, "bf16 inputs");
+    if (!xb) {
+        free(j.amx_out);
+        free(j.row_tmp);
+        return CR_E_NOMEM;
+    }
     j.xb = xb;
+    memset(xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
     cr_status st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j,
                                ex->abort);
-    if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
     free(xb);
+    free(j.amx_out);
+    free(j.row_tmp);
     return st;
 }
 

@@ -3,15 +3,17 @@
  *   _core.amx_usable() -> bool
  *       Asks for the AMX permission (once per process, as the first bf16 / int8 load does) and
  *       says whether the tile kernels may run; cpu_info()["amx"] then says why not.
- *   _core._amx_gemm(isa, kind, x, wp, n=32, guard="end") -> array [m, n]
- *       One call of gemm_bf16_amx (kind "bf16": x [m, 32 kb] uint16 bfloat16 bits, wp one padded
- *       panel [16 kb, 2 CR_GEMM_NR] uint16; float32 result) or gemm_i8_amx (kind "int8": x
- *       [m, 64 kb] uint8, wp [16 kb, 4 CR_GEMM_NR] int8; int32 result) of one kernel table ("ref"
- *       is the scalar model, "amx" the tiles), m = 1..32, n = 1..CR_GEMM_NR. Tiles read whole
- *       64-byte rows and no sanitizer sees them, so x, wp and y each get their own mapping placed
- *       against a PROT_NONE page: guard="end" puts the last byte of each buffer just before the
- *       guard page (a read or write past it faults), guard="start" the first byte just after it.
- *       RuntimeError when the table cannot run here (the CPU, OS or permission). */
+ *   _core._amx_gemm(isa, kind, x, wp, guard="end") -> array [m, np CR_GEMM_NR]
+ *       One call of gemm_bf16_amx (kind "bf16": x [m, 32 kb] uint16 bfloat16 bits, wp np padded
+ *       panels stacked [np 16 kb, 2 CR_GEMM_NR] uint16; float32 result) or gemm_i8_amx (kind
+ *       "int8": x [m, 64 kb] uint8, wp [np 16 kb, 4 CR_GEMM_NR] int8; int32 result) of one kernel
+ *       table ("ref" is the scalar model, "amx" the tiles), m = 1..CR_AMX_ROWS, np =
+ *       1..CR_AMX_PANELS; column p CR_GEMM_NR + j is column j of panel p. Tiles read whole 64-byte
+ *       rows and no sanitizer sees them, so x (copied into the kernels' tile order and padded with
+ *       zero rows to a multiple of 16, as the contract says), wp and out (rows of np panels and a 16-element gap) each get their own mapping placed against a PROT_NONE
+ *       page: guard="end" puts the last byte of each buffer just before the guard page (a read or
+ *       write past it faults), guard="start" the first byte just after it. RuntimeError when the
+ *       table cannot run here (the CPU, OS or permission). */
 #include "pyglue.h"
 
 #include <numpy/arrayobject.h>
@@ -68,13 +70,11 @@ static void guarded_close(guarded *g) {
 }
 
 PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"isa", "kind", "x", "wp", "n", "guard", NULL};
+    static char *kwlist[] = {"isa", "kind", "x", "wp", "guard", NULL};
     const char *isa, *kind, *guard = "end";
     PyObject *x_obj, *w_obj;
-    int n = CR_GEMM_NR;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|is", kwlist, &isa, &kind, &x_obj, &w_obj, &n, &guard))
-        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|s", kwlist, &isa, &kind, &x_obj, &w_obj, &guard)) return NULL;
     int bf16 = strcmp(kind, "bf16") == 0;
     if (!bf16 && strcmp(kind, "int8") != 0) {
         PyErr_Format(PyExc_ValueError, "_amx_gemm: kind must be 'bf16' or 'int8', got '%s'", kind);
@@ -83,10 +83,6 @@ PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     int at_end = strcmp(guard, "end") == 0;
     if (!at_end && strcmp(guard, "start") != 0) {
         PyErr_Format(PyExc_ValueError, "_amx_gemm: guard must be 'end' or 'start', got '%s'", guard);
-        return NULL;
-    }
-    if (n < 1 || n > CR_GEMM_NR) {
-        PyErr_Format(PyExc_ValueError, "_amx_gemm: n must be 1..%d, got %d", CR_GEMM_NR, n);
         return NULL;
     }
     int level = -1;
@@ -102,7 +98,7 @@ PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     }
     const cr_kernels *table = cr_kernels_level((cr_isa)level);
-    int elem = bf16 ? 2 : 1, block = bf16 ? CR_AMX_BF16_K : CR_AMX_I8_K, per_col = bf16 ? 2 : 4;
+    int64_t elem = bf16 ? 2 : 1, block = bf16 ? CR_AMX_BF16_K : CR_AMX_I8_K, per_col = bf16 ? 2 : 4;
     PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(x_obj, bf16 ? NPY_UINT16 : NPY_UINT8, 2, 2,
                                                         NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     PyArrayObject *w = x ? (PyArrayObject *)PyArray_FROMANY(w_obj, bf16 ? NPY_UINT16 : NPY_INT8, 2, 2,
@@ -112,42 +108,57 @@ PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
         Py_XDECREF(x);
         return NULL;
     }
-    int64_t m = PyArray_DIM(x, 0), k = PyArray_DIM(x, 1), kb = k / block;
+    int64_t m = PyArray_DIM(x, 0), k = PyArray_DIM(x, 1), kb = k / block, m16 = (m + 15) / 16 * 16;
+    int64_t np = kb > 0 ? PyArray_DIM(w, 0) / (16 * kb) : 0;
+    /* out rows: np panels, then a gap of 16 elements (a stride that is not the panels' width) */
+    int64_t ldo = np * CR_GEMM_NR + 16;
     PyObject *result = NULL;
-    guarded gx = {0}, gw = {0}, gy = {0};
-    if (m < 1 || m > table->gemm_amx_mr || k % block || PyArray_DIM(w, 0) != 16 * kb ||
-        PyArray_DIM(w, 1) != per_col * CR_GEMM_NR) {
+    guarded gx = {0}, gw = {0}, go = {0};
+    if (m < 1 || m > CR_AMX_ROWS || k < block || k % block || np < 1 || np > CR_AMX_PANELS ||
+        PyArray_DIM(w, 0) != np * 16 * kb || PyArray_DIM(w, 1) != per_col * CR_GEMM_NR) {
         PyErr_Format(PyExc_ValueError,
-                     "_amx_gemm: needs x [m <= %d, %d kb] and wp [16 kb, %d]; got x [%lld, %lld], wp [%lld, %lld]",
-                     table->gemm_amx_mr, block, per_col * CR_GEMM_NR, (long long)m, (long long)k,
-                     (long long)PyArray_DIM(w, 0), (long long)PyArray_DIM(w, 1));
+                     "_amx_gemm: needs x [m <= %d, %lld kb] and wp [np 16 kb, %lld] with 1 <= np <= %d panels; got "
+                     "x [%lld, %lld], wp [%lld, %lld]",
+                     CR_AMX_ROWS, (long long)block, (long long)(per_col * CR_GEMM_NR), CR_AMX_PANELS, (long long)m,
+                     (long long)k, (long long)PyArray_DIM(w, 0), (long long)PyArray_DIM(w, 1));
         goto done;
     }
-    size_t xbytes = (size_t)(m * k * elem), wbytes = (size_t)(16 * kb * per_col * CR_GEMM_NR * elem),
-           ybytes = (size_t)m * (size_t)n * 4;
+    /* x padded with zero rows to 16 ceil(m / 16), the rows the contract lets the kernel read */
+    size_t xbytes = (size_t)(m16 * k * elem), wbytes = (size_t)(np * 16 * kb * per_col * CR_GEMM_NR * elem),
+           obytes = (size_t)m16 * (size_t)ldo * 4;
     if (guarded_open(&gx, xbytes, at_end) < 0 || guarded_open(&gw, wbytes, at_end) < 0 ||
-        guarded_open(&gy, ybytes, at_end) < 0) {
+        guarded_open(&go, obytes, at_end) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
-    memcpy(gx.data, PyArray_DATA(x), xbytes);
+    /* x into the tile order the kernels read (kernels.h), padded with zero rows */
+    memset(gx.data, 0, xbytes);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t b = 0; b < kb; b++)
+            memcpy(gx.data + (((i / 16) * kb + b) * 16 + i % 16) * block * elem,
+                   (const char *)PyArray_DATA(x) + (i * k + b * block) * elem, (size_t)(block * elem));
     memcpy(gw.data, PyArray_DATA(w), wbytes);
+    /* out: the rows the contract names, against the guard at its end (or start) */
+    char *out = go.data;
     Py_BEGIN_ALLOW_THREADS
     if (bf16)
-        table->gemm_bf16_amx((const uint16_t *)gx.data, k, m, (const uint16_t *)gw.data, kb, (float *)gy.data, n, n);
+        table->gemm_bf16_amx((const uint16_t *)gx.data, m, (const uint16_t *)gw.data, kb, np, (float *)out, ldo);
     else
-        table->gemm_i8_amx((const uint8_t *)gx.data, k, m, (const int8_t *)gw.data, kb, (int32_t *)gy.data, n, n);
+        table->gemm_i8_amx((const uint8_t *)gx.data, m, (const int8_t *)gw.data, kb, np, (int32_t *)out, ldo);
     Py_END_ALLOW_THREADS
-    npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, bf16 ? NPY_FLOAT32 : NPY_INT32);
-    if (out) {
-        memcpy(PyArray_DATA(out), gy.data, ybytes);
-        result = (PyObject *)out;
+    npy_intp dims[2] = {(npy_intp)m, (npy_intp)(np * CR_GEMM_NR)};
+    PyArrayObject *res = (PyArrayObject *)PyArray_SimpleNew(2, dims, bf16 ? NPY_FLOAT32 : NPY_INT32);
+    if (res) {
+        char *dst = PyArray_DATA(res);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t p = 0; p < np; p++)
+                memcpy(dst + (i * np + p) * CR_GEMM_NR * 4, out + (i * ldo + p * CR_GEMM_NR) * 4, CR_GEMM_NR * 4);
+        result = (PyObject *)res;
     }
 done:
     guarded_close(&gx);
     guarded_close(&gw);
-    guarded_close(&gy);
+    guarded_close(&go);
     Py_DECREF(x);
     Py_DECREF(w);
     return result;

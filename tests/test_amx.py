@@ -54,22 +54,29 @@ def random_bf16(rng, shape, spread=8):
 
 # ---- one kernel call vs the scalar model ----------------------------------------------------------
 
-M_VALUES = list(range(1, 33))
-N_VALUES = [1, 7, 15, 16, 17, 31, 32]
+M_VALUES = list(range(1, 65))  # one call: up to 64 rows (four 16-row groups, two row pairs)
 
 
 @pytest.mark.parametrize("guard", ["end", "start"])
-@pytest.mark.parametrize("kb", [1, 2, 5])
-def test_bf16_tiles_match_the_scalar_model_bitwise_for_every_ragged_shape(kb, guard):
-    rng = np.random.default_rng(kb)
-    w = random_bf16(rng, (16 * kb, 64))
+@pytest.mark.parametrize("kb,np_", [(1, 1), (2, 4), (4, 3), (5, 2), (9, 4)])  # K chunks of 4 blocks
+def test_bf16_tiles_match_the_scalar_model_bitwise_for_every_ragged_shape(kb, np_, guard):
+    rng = np.random.default_rng(kb * 10 + np_)
+    w = random_bf16(rng, (np_ * 16 * kb, 64))
     for m in M_VALUES:
         x = random_bf16(rng, (m, 32 * kb))
-        for n in N_VALUES:
-            got = _core._amx_gemm("amx", "bf16", x, w, n=n, guard=guard)
-            want = _core._amx_gemm("ref", "bf16", x, w, n=n, guard=guard)
-            assert got.shape == (m, n)
-            assert got.tobytes() == want.tobytes(), (m, n, kb, np.abs(got - want).max())
+        got = _core._amx_gemm("amx", "bf16", x, w, guard=guard)
+        want = _core._amx_gemm("ref", "bf16", x, w, guard=guard)
+        assert got.shape == (m, 32 * np_)
+        assert got.tobytes() == want.tobytes(), (m, kb, np_, np.abs(got - want).max())
+
+
+def test_bf16_tiles_give_a_row_the_same_bits_whatever_rows_are_beside_it():
+    rng = np.random.default_rng(1)
+    w = random_bf16(rng, (4 * 16 * 3, 64))
+    x = random_bf16(rng, (64, 96))
+    full = _core._amx_gemm("amx", "bf16", x, w)
+    for lo, hi in [(0, 1), (17, 18), (5, 37), (40, 64), (63, 64)]:
+        assert _core._amx_gemm("amx", "bf16", x[lo:hi], w).tobytes() == full[lo:hi].tobytes()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -99,27 +106,34 @@ def test_bf16_tiles_do_not_round_a_denormal_product_before_adding_it():
     assert got.tobytes() == _core._amx_gemm("ref", "bf16", x, w).tobytes()
 
 
+def packed_i8_to_matrix(w, kb, np_):
+    """[np 16 kb, 128] int8 panels -> the [64 kb, 32 np] weight matrix."""
+    panels = w.reshape(np_, 16 * kb, 32, 4).transpose(0, 1, 3, 2).reshape(np_, 64 * kb, 32)
+    return np.concatenate(list(panels), axis=1).astype(np.int64)
+
+
 @pytest.mark.parametrize("guard", ["end", "start"])
-@pytest.mark.parametrize("kb", [1, 3])
-def test_int8_tiles_give_the_exact_sums_for_every_ragged_shape(kb, guard):
+@pytest.mark.parametrize("kb,np_", [(1, 1), (3, 4), (5, 2)])
+def test_int8_tiles_give_the_exact_sums_for_every_ragged_shape(kb, np_, guard):
     rng = np.random.default_rng(10 + kb)
-    w = rng.integers(-127, 128, (16 * kb, 128), dtype=np.int8)
+    w = rng.integers(-127, 128, (np_ * 16 * kb, 128), dtype=np.int8)
+    dense = packed_i8_to_matrix(w, kb, np_)
     for m in M_VALUES:
         x = rng.integers(0, 256, (m, 64 * kb), dtype=np.uint8)
-        exact = x.astype(np.int64) @ w.reshape(16 * kb, 32, 4).transpose(0, 2, 1).reshape(64 * kb, 32)
-        for n in N_VALUES:
-            got = _core._amx_gemm("amx", "int8", x, w, n=n, guard=guard)
-            assert got.dtype == np.int32
-            np.testing.assert_array_equal(got, exact[:, :n])
-            np.testing.assert_array_equal(got, _core._amx_gemm("ref", "int8", x, w, n=n, guard=guard))
+        got = _core._amx_gemm("amx", "int8", x, w, guard=guard)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, x.astype(np.int64) @ dense)
+        np.testing.assert_array_equal(got, _core._amx_gemm("ref", "int8", x, w, guard=guard))
 
 
 def test_the_hook_refuses_bad_shapes():
-    x = np.zeros((33, 32), np.uint16)
+    x = np.zeros((65, 32), np.uint16)
     with pytest.raises(ValueError, match="needs x"):
         _core._amx_gemm("amx", "bf16", x, np.zeros((16, 64), np.uint16))
     with pytest.raises(ValueError, match="needs x"):
         _core._amx_gemm("amx", "bf16", np.zeros((2, 30), np.uint16), np.zeros((16, 64), np.uint16))
+    with pytest.raises(ValueError, match="needs x"):  # 5 panels
+        _core._amx_gemm("amx", "bf16", np.zeros((2, 32), np.uint16), np.zeros((80, 64), np.uint16))
     with pytest.raises(ValueError, match="kind"):
         _core._amx_gemm("amx", "fp16", x, x)
 

@@ -145,14 +145,12 @@ static void build_levels(void) {
     t.isa = CR_ISA_AMX;
     t.gemm_bf16_amx = amx->gemm_bf16_amx;
     t.gemm_i8_amx = amx->gemm_i8_amx;
-    t.gemm_amx_mr = amx->gemm_amx_mr;
     level_tables[CR_ISA_AMX] = t;
     /* below AMX the AMX entries are the scalar models (tests; no format uses them there) */
     const cr_kernels *ref = cr_kernels_ref();
     for (int i = CR_ISA_AVX2; i < CR_ISA_AMX; i++) {
         level_tables[i].gemm_bf16_amx = ref->gemm_bf16_amx;
         level_tables[i].gemm_i8_amx = ref->gemm_i8_amx;
-        level_tables[i].gemm_amx_mr = ref->gemm_amx_mr;
     }
 #else
     for (int i = 1; i < CR_ISA_COUNT; i++) level_tables[i] = level_tables[CR_ISA_REF];

@@ -132,12 +132,17 @@ typedef struct cr_kernels {
                         const float *alpha, float *o, int64_t ldo, int64_t n);
     int attn_pv_mr;
 
-    /* AMX GEMMs on one packed panel whose K is padded to whole blocks (kernels_amx.c; every
-     * table carries the scalar models of kernels_ref.c, which the AMX table replaces).
-     * x: m rows (row stride ldx elements) of kb blocks; wp: a panel of kb blocks of 16 rows of
-     * [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or [CR_GEMM_NR][4] int8
-     * groups (the gemm_i8_tile layout, kq = 16 kb). m <= gemm_amx_mr, j < n <= CR_GEMM_NR. Tiles
-     * read whole 64-byte rows, so x and wp are read exactly up to their last block and never past.
+    /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
+     * blocks (kernels_amx.c; every table carries the scalar models of kernels_ref.c, which the AMX
+     * table replaces). x: rows in tile order, so that every A tile is one contiguous KiB: row
+     * 16 g + r, block b at x + (g kb + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
+     * for 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever
+     * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb blocks
+     * of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
+     * [CR_GEMM_NR][4] int8 groups (the gemm_i8_tile layout, kq = 16 kb), panel after panel. out:
+     * rows of stride ldo elements; out[i ldo + p CR_GEMM_NR + j] is column j of panel p for row i,
+     * written for every row i < 16 ceil(m / 16) (rows past m: junk). Tiles read and write whole
+     * 64-byte rows: x and wp are read exactly up to their last block and never past.
      *
      * bfloat16 (a block is 32 elements of K): the order of TDPBF16PS as measured on Intel Emerald
      * Rapids (the hardware matches it bitwise; the SDM's pseudo-code reads as one chain of even,
@@ -150,12 +155,15 @@ typedef struct cr_kernels {
      * vdpbf16ps's order, so AMX bf16 is its own level (within the bfloat16 accuracy bar of the
      * others). A row's result does not depend on m, n or the rows beside it.
      * int8 (a block is 64 elements): exact int32 sums, the bits of gemm_i8_tile. */
-    void (*gemm_bf16_amx)(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kb,
-                          float *y, int64_t ldy, int64_t n);
-    void (*gemm_i8_amx)(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kb,
-                        int32_t *y, int64_t ldy, int64_t n);
-    int gemm_amx_mr;
+    void (*gemm_bf16_amx)(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
+                          int64_t ldo);
+    void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
+                        int64_t ldo);
 } cr_kernels;
+
+/* Rows and packed panels of one AMX GEMM call. */
+#define CR_AMX_ROWS 64
+#define CR_AMX_PANELS 4
 
 /* K elements per AMX block: one 64-byte tile row of bf16 (32) or of int8 (64). */
 #define CR_AMX_BF16_K 32
