@@ -182,6 +182,7 @@ typedef struct panel_job {
     int64_t ldy;
     int64_t n_panels;
     void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
+    int64_t amx_np;     /* AMX formats: panels per task (CR_AMX_PANELS, fewer when tasks are few) */
     void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
                          * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
@@ -210,7 +211,9 @@ static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_
     const int32_t *restrict colsum = j->W->colsum + c0;
     const float *restrict wscale = j->W->wscale + c0;
     float *y = j->y + r * j->ldy + c0;
-    if (acc) {
+    if (acc && K->i8_dequant_f32) {
+        K->i8_dequant_f32(acc, ldacc, rows, cols, j->xscale + r, colsum, wscale, y, j->ldy);
+    } else if (acc) {
         for (int64_t i = 0; i < rows; i++) {
             float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
             const int32_t *restrict acc_row = acc + i * ldacc;
@@ -268,9 +271,9 @@ static void amx_task(void *ctx, int64_t task, int worker) {
     const cr_kernels *K = cr_kern;
     const cr_linear *W = j->W;
     int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS;
-    int64_t r = task % blocks * CR_AMX_ROWS, p0 = task / blocks * CR_AMX_PANELS;
+    int64_t r = task % blocks * CR_AMX_ROWS, p0 = task / blocks * j->amx_np;
     int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-    int64_t np = j->n_panels - p0 < CR_AMX_PANELS ? j->n_panels - p0 : CR_AMX_PANELS;
+    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
     int64_t len = row_len(W->fmt, W->n_in);
     float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
     int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
@@ -427,7 +430,12 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     int64_t n_tasks = blocks * j.n_panels;
     cr_task_fn task_fn = panel_task;
     if (is_amx(W->fmt)) {
-        n_tasks = blocks * ((j.n_panels + CR_AMX_PANELS - 1) / CR_AMX_PANELS);
+        /* many cores: fewer panels per task while that leaves under 4 tasks per thread (a task's
+         * panels change no result bit: every output column is its own chain) */
+        j.amx_np = CR_AMX_PANELS;
+        while (j.amx_np > 1 && blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np) < 4 * (int64_t)ex->threads)
+            j.amx_np /= 2;
+        n_tasks = blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np);
         task_fn = amx_task;
         j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
                                      "AMX accumulators");

@@ -182,6 +182,8 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     x[7, 3] = 80.0  # an outlier input (int8 takes it out of the quantized row)
     full = _core._linear(w, x, fmt=fmt, threads=2)
     assert full.tobytes() == _core._linear(w, x, fmt=fmt, threads=1).tobytes()
+    # 16 threads: fewer panels per task (more tasks), the same bits
+    assert full.tobytes() == _core._linear(w, x, fmt=fmt, threads=16).tobytes()
     for lo, hi in [(0, 1), (5, 6), (7, 8), (3, 40), (33, 150), (64, 129)]:
         part = _core._linear(w, x[lo:hi], fmt=fmt, threads=2)
         assert part.tobytes() == full[lo:hi].tobytes(), (lo, hi)

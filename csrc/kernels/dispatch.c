@@ -145,6 +145,7 @@ static void build_levels(void) {
     t.isa = CR_ISA_AMX;
     t.gemm_bf16_amx = amx->gemm_bf16_amx;
     t.gemm_i8_amx = amx->gemm_i8_amx;
+    t.i8_dequant_f32 = amx->i8_dequant_f32;
     level_tables[CR_ISA_AMX] = t;
     /* below AMX the AMX entries are the scalar models (tests; no format uses them there) */
     const cr_kernels *ref = cr_kernels_ref();

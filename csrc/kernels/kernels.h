@@ -159,6 +159,12 @@ typedef struct cr_kernels {
                           int64_t ldo);
     void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
                         int64_t ldo);
+    /* Optional (NULL: linear.c runs the same formula in C): the int8 epilogue of
+     * gemm_i8_tile_f32 on sums already computed, y[i, j] = (float)(acc[i, j] - 128 colsum[j]) *
+     * (xscale[i] * wscale[j]) for i < rows, j < cols (acc row stride ldacc, y row stride ldy): the
+     * same operations in the same order, so the same bits. */
+    void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
+                           const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
 } cr_kernels;
 
 /* Rows and packed panels of one AMX GEMM call. */

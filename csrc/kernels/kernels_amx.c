@@ -134,10 +134,29 @@ static void gemm_i8_amx(const uint8_t *x, int64_t m, const int8_t *wp, int64_t k
     amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, 0);
 }
 
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+}
+
+static void i8_dequant_f32_avx512(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
+                                  const int32_t *colsum, const float *wscale, float *y, int64_t ldy) {
+    for (int64_t c = 0; c < cols; c += 16) {
+        __mmask16 k = tail_mask(cols - c);
+        /* 128 colsum: the unsigned inputs carry an offset of 128 */
+        const __m512i off = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(k, colsum + c), 7);
+        const __m512 ws = _mm512_maskz_loadu_ps(k, wscale + c);
+        for (int64_t i = 0; i < rows; i++) {
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, acc + i * ldacc + c), off));
+            _mm512_mask_storeu_ps(y + i * ldy + c, k, _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(xscale[i]), ws)));
+        }
+    }
+}
+
 static const cr_kernels amx_table = {
     .isa = CR_ISA_AMX,
     .gemm_bf16_amx = gemm_bf16_amx,
     .gemm_i8_amx = gemm_i8_amx,
+    .i8_dequant_f32 = i8_dequant_f32_avx512,
 };
 
 const cr_kernels *cr_kernels_amx(void) { return &amx_table; }
