@@ -277,8 +277,11 @@ static void amx_task(void *ctx, int64_t task, int worker) {
     int64_t len = row_len(W->fmt, W->n_in);
     float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
     int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
-    /* bf16 into y directly where the tiles' rows and columns are all y's */
-    int direct = W->fmt == CR_FMT_BF16_AMX && rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out;
+    /* Straight into y where the tiles' rows and columns are all y's: bf16 sums as they are, int8
+     * sums as int32 that the AVX-512 epilogue then turns into float32 in place (its loads and
+     * stores are of the same 64 bytes, through intrinsics that may alias anything). */
+    int direct = rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out &&
+                 (W->fmt == CR_FMT_BF16_AMX || K->i8_dequant_f32);
     if (direct) out = j->y + r * j->ldy + p0 * CR_GEMM_NR, ldo = j->ldy;
     if (W->fmt == CR_FMT_BF16_AMX)
         K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, len / CR_AMX_BF16_K, np, out, ldo);

@@ -162,7 +162,8 @@ typedef struct cr_kernels {
     /* Optional (NULL: linear.c runs the same formula in C): the int8 epilogue of
      * gemm_i8_tile_f32 on sums already computed, y[i, j] = (float)(acc[i, j] - 128 colsum[j]) *
      * (xscale[i] * wscale[j]) for i < rows, j < cols (acc row stride ldacc, y row stride ldy): the
-     * same operations in the same order, so the same bits. */
+     * same operations in the same order, so the same bits. acc may be y itself (ldacc = ldy): each
+     * 16 sums are loaded before their 16 results are stored over them. */
     void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
                            const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
 } cr_kernels;
