@@ -86,6 +86,18 @@ class OneDNN:
 
         self.torch, self.F = torch, F
         self.version = torch.__version__
+        self.failed: set = set()
+
+    def try_seconds(self, w: np.ndarray, m: int, fmt: str, threads: int, reps: int,
+                    clock: str = "wall") -> Optional[float]:
+        """seconds(), or None (said once per format) where this torch lacks the entry point."""
+        try:
+            return self.seconds(w, m, fmt, threads, reps, clock)
+        except (AttributeError, RuntimeError) as e:
+            if fmt not in self.failed:
+                print(f"{fmt}: not available in torch {self.version} ({type(e).__name__}: {e})")
+                self.failed.add(fmt)
+            return None
 
     def seconds(self, w: np.ndarray, m: int, fmt: str, threads: int, reps: int, clock: str = "wall") -> float:
         torch = self.torch
@@ -160,7 +172,7 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
             cells = []
             for fmt in formats:
                 if fmt in TORCH_FORMATS:
-                    seconds = onednn.seconds(w, m, fmt, threads, args.reps, args.clock) if onednn else None
+                    seconds = onednn.try_seconds(w, m, fmt, threads, args.reps, args.clock) if onednn else None
                 else:
                     seconds = core._bench_linear(w, m, fmt=fmt, threads=threads, reps=args.reps, clock=args.clock)
                 if seconds is None:
