@@ -6,6 +6,7 @@ oneDNN's bf16 linear (through torch) in the same run.
     python benchmarks/bench_kernels.py --threads 1,2 --m 64 256
     python benchmarks/bench_kernels.py --threads 1,16 --formats bfloat16,int8,onednn-prepacked
     python benchmarks/bench_kernels.py --threads 1 --clock thread   # on a machine shared with others
+    python benchmarks/bench_kernels.py --require-amx --threads 1,2,4,8,16   # stop unless tiles are usable
 
 For every projection shape of the model (fused q|k|v, o, fused gate|up, down; config from
 assets/model-configs/, --config for another) and each row count M, one packed layer is timed
@@ -226,6 +227,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--formats", default=",".join(FORMATS))
     p.add_argument("--config", type=Path, default=CONFIG_FILE, help="model config.json for the shapes")
+    p.add_argument("--require-amx", action="store_true",
+                   help="stop (exit 2) unless /proc/cpuinfo lists amx_tile, the OS grants crossrank the tiles "
+                        "and oneDNN's bf16 matmul reports an AMX ISA")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="thread: CPU time of the calling thread (with --threads 1 only), for a machine "
                         "shared with other processes")
@@ -251,6 +255,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{platform.processor() or platform.machine()}, vendor {info['vendor']}, kernels {info['isa']}, "
           f"AMX: {info['amx']} (usable: {usable}); torch {onednn.version if onednn else 'n/a'}, oneDNN bf16 "
           f"matmul ISA: {dnn_isa or 'n/a'}; config {args.config.name}")
+    if args.require_amx:
+        try:
+            cpuinfo_amx = "amx_tile" in Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo_amx = False
+        problems = [msg for ok, msg in (
+            (cpuinfo_amx, "/proc/cpuinfo lists no amx_tile"),
+            (usable, f"crossrank may not use the tiles: {info['amx']}"),
+            (onednn is None or (dnn_isa or "").find("amx") >= 0, f"oneDNN's bf16 matmul runs on {dnn_isa}, not AMX"),
+        ) if not ok]
+        if problems:
+            print("--require-amx: " + "; ".join(problems))
+            return 2
     runs = [run_threads(_core, t, args, formats, shapes, onednn) for t in thread_counts]
     print("\nGFLOP/s (percent of the peak of that precision: float32 FMA for float32 and OpenBLAS; the AMX "
           "tile peak for bfloat16, int8 and oneDNN where AMX is usable, else vdpbf16ps / vpdpbusd; int8 "
