@@ -109,8 +109,8 @@ def test_special_tokens_in_documents_follow_the_recipe_unless_split():
 
 def test_cpu_info_reports_the_kernels():
     info = crossrank.cpu_info()
-    assert info["isa"] in ("ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16")
-    assert set(info) >= {"isa", "detected", "features"}
+    assert info["isa"] in ("ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx")
+    assert set(info) >= {"isa", "detected", "features", "vendor", "amx"}
 
 
 def test_cli_scores_documents(capsys):

@@ -44,16 +44,36 @@ _TORCH_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "
 _NO_TOKENIZER_LIMIT = int(1e30)
 _DTYPES = ("auto", "float32", "bfloat16", "int8")
 # Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
-_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16")
+_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
+
+
+def auto_dtype(vendor: str, isa: str, amx_usable: bool) -> str:
+    """The fastest float dtype that meets the bfloat16 accuracy bar, as a fixed function of the CPU
+    (never a timing probe; ``auto`` never picks int8, whose bar is looser):
+
+    * AMX tiles usable (``isa == "amx"`` and the OS granted the permission): ``"bfloat16"`` on tiles;
+    * AVX512_BF16 on AMD (Zen 4/5: ``vdpbf16ps`` at twice the float32 FMA rate): ``"bfloat16"``;
+    * Intel with AVX512_BF16 but no usable AMX: ``"float32"`` (``vdpbf16ps`` runs at half the
+      float32 FMA rate there, so bfloat16 would be the slower path);
+    * anything else: ``"float32"``.
+    """
+    if isa == "amx" and amx_usable:
+        return "bfloat16"
+    if isa in ("avx512bf16", "amx") and vendor == "AuthenticAMD":
+        return "bfloat16"
+    return "float32"
 
 
 def resolve_dtype(dtype: str) -> str:
-    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is ``"bfloat16"`` where the CPU
-    has AVX512_BF16 (twice the float32 speed, scores within about 0.01), else ``"float32"``."""
+    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is :func:`auto_dtype` of this CPU's
+    vendor, kernel level and AMX permission (asked from the OS here, once per process)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(_DTYPES)}")
     if dtype == "auto":
-        return "bfloat16" if _core.cpu_info()["isa"] == "avx512bf16" else "float32"
+        info = _core.cpu_info()
+        amx = info["isa"] == "amx" and _core.amx_usable()
+        # a refused permission turns the level into avx512bf16: read it again
+        return auto_dtype(info["vendor"], _core.cpu_info()["isa"], amx)
     return dtype
 
 
@@ -99,8 +119,8 @@ class CrossEncoder:
         max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
             sentence-transformers package its ``max_seq_length`` rule; else
             ``min(max_position_embeddings, 8192)``.
-        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 on CPUs with
-            AVX512_BF16, else float32), ``"float32"`` (the reference path: scores within 1e-4 of
+        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 where it is the faster
+            path: AMX tiles, or AMD with AVX512_BF16; else float32; see :func:`auto_dtype`), ``"float32"`` (the reference path: scores within 1e-4 of
             transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
             bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
             saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
