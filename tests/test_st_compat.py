@@ -10,6 +10,7 @@ query/document roles), and a checkpoint written by ``crossrank convert`` with th
 Run as a script (``python tests/test_st_compat.py --reference JOB OUT``) this file is the
 sentence-transformers side: it executes the calls listed in JOB and writes ids and results to OUT.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -183,6 +184,22 @@ def reference(st_dirs, tmp_path_factory):
     return json.loads((work / "out.json").read_text())
 
 
+@contextlib.contextmanager
+def torch_hidden():
+    """This process never imports torch: make it look absent while a call would reach for it
+    (``predict(..., convert_to_numpy=False)`` returns torch tensors where torch is installed)."""
+    missing = object()
+    saved = sys.modules.get("torch", missing)
+    sys.modules["torch"] = None
+    try:
+        yield
+    finally:
+        if saved is missing:
+            del sys.modules["torch"]
+        else:
+            sys.modules["torch"] = saved
+
+
 class _TorchLike:
     """Stands in for a torch.nn activation module (this process never imports torch)."""
 
@@ -205,7 +222,8 @@ def crossrank_results(st_dirs):
         if "activation_fn" in kwargs:
             kwargs["activation_fn"] = _torch_activation(kwargs["activation_fn"])
         try:
-            entry = {"result": getattr(model, method)(*args, **kwargs), "model": model}
+            with torch_hidden():
+                entry = {"result": getattr(model, method)(*args, **kwargs), "model": model}
         except crossrank.TooLongError as exc:
             out[cid] = {"error": exc, "model": model}
             continue

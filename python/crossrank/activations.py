@@ -238,7 +238,8 @@ def default_activation(num_labels: int, defaults: str) -> str:
 def apply_activation(x: np.ndarray, fn: ActivationLike) -> np.ndarray:
     """``fn`` (normalized, not ``None``) applied to ``x`` (``[pairs, labels]``, float64); float64 out."""
     if isinstance(fn, str):
-        return np.asarray(ACTIVATIONS[fn][1](x), dtype=np.float64)
+        _, function, defaults = ACTIVATIONS[fn]
+        return np.asarray(function(x, **defaults), dtype=np.float64)
     out = np.asarray(fn(x), dtype=np.float64)  # type: ignore[misc]
     if out.ndim == 0 or out.shape[0] != x.shape[0]:
         raise ValueError(f"activation_fn returned shape {out.shape} for {x.shape[0]} inputs; it must keep one row "

@@ -152,13 +152,17 @@ def save_package(model: Any, path: Union[str, Path], *, chat_template: Optional[
         raise ValueError("the model scores a causal LM's answer tokens but has no prompt template to save; "
                          "sentence-transformers needs a chat template with query/document roles")
 
+    if head_token_ids is not None and len(head_token_ids) not in (1, 2):
+        raise ValueError(f"the model scores {len(head_token_ids)} LM-head rows; sentence-transformers' LogitScore "
+                         "reads one (logit[true]) or two (logit[true] - logit[false])")
+    if head_token_ids is not None and not _is_causal_lm(src):
+        raise ValueError(f"{src / 'config.json'} is not a *ForCausalLM checkpoint, so sentence-transformers would "
+                         "not read its LM head; convert it (crossrank convert) and save the converted model")
+
     dst.mkdir(parents=True, exist_ok=True)
     _copy_source(src, dst)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
     if head_token_ids is not None:
-        if len(head_token_ids) not in (1, 2):
-            raise ValueError(f"the model scores {len(head_token_ids)} LM-head rows; sentence-transformers' LogitScore "
-                             "reads one (logit[true]) or two (logit[true] - logit[false])")
         true_id = head_token_ids[-1]
         false_id = head_token_ids[0] if len(head_token_ids) == 2 else None
         modules.append({"idx": 1, "name": "1", "path": "1_LogitScore",
@@ -185,6 +189,15 @@ def save_package(model: Any, path: Union[str, Path], *, chat_template: Optional[
         "model_type": "CrossEncoder", "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
         "activation_fn": activation_name}, indent=2))
     return dst
+
+
+def _is_causal_lm(model_dir: Path) -> bool:
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    return bool(architectures) and str(architectures[0]).endswith("ForCausalLM")
 
 
 def _defaults(name: str) -> List[Any]:
