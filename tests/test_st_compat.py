@@ -10,7 +10,6 @@ query/document roles), and a checkpoint written by ``crossrank convert`` with th
 Run as a script (``python tests/test_st_compat.py --reference JOB OUT``) this file is the
 sentence-transformers side: it executes the calls listed in JOB and writes ids and results to OUT.
 """
-import contextlib
 import json
 import os
 import subprocess
@@ -89,7 +88,7 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--reference
 import pytest  # noqa: E402
 
 import crossrank  # noqa: E402
-from _fixtures import REFERENCE_PYTHON, fixture_path  # noqa: E402
+from _fixtures import REFERENCE_PYTHON, fixture_path, torch_hidden  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
 from crossrank.errors import ConfigError, UnsupportedModelError  # noqa: E402
 # The model card's prompt as a chat template (the instruction from a system message).
@@ -182,22 +181,6 @@ def reference(st_dirs, tmp_path_factory):
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((work / "out.json").read_text())
-
-
-@contextlib.contextmanager
-def torch_hidden():
-    """This process never imports torch: make it look absent while a call would reach for it
-    (``predict(..., convert_to_numpy=False)`` returns torch tensors where torch is installed)."""
-    missing = object()
-    saved = sys.modules.get("torch", missing)
-    sys.modules["torch"] = None
-    try:
-        yield
-    finally:
-        if saved is missing:
-            del sys.modules["torch"]
-        else:
-            sys.modules["torch"] = saved
 
 
 class _TorchLike:

@@ -122,6 +122,14 @@ def dirs(tmp_path_factory):
     package = write_st_package(link_checkpoint(src, root / "package"))
     three = crossrank.convert(src, ["no", "yes", "Yes"], "no_post_processing", root / "three-labels")
     (three / "chat_template.jinja").write_text(QWEN3_RERANKER_CHAT)
+    # A plain sequence-classification checkpoint: no template, no reranker keys (pairs as pairs).
+    plain = crossrank.convert(src, ["no", "yes"], "from_2_way_softmax", root / "plain")
+    config = json.loads((plain / "config.json").read_text())
+    for key in ("use_sep_token", "crossrank_conversion"):
+        config.pop(key)
+    (plain / "config.json").write_text(json.dumps(config))
+    (plain / "tokenizer_config.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((plain / "tokenizer_config.json").read_text()).items() if k != "chat_template"}))
     tanh = write_st_package(link_checkpoint(src, root / "tanh"))
     conf = json.loads((tanh / "config_sentence_transformers.json").read_text())
     conf["activation_fn"] = "torch.nn.modules.activation.Tanh"
@@ -130,7 +138,7 @@ def dirs(tmp_path_factory):
     family.save_pretrained(root / "saved-family")
     CrossEncoder(package, dtype="float32", activation_fn="identity").save(root / "saved-package")
     CrossEncoder(three, dtype="float32", activation_fn=torch_module("Tanh")).save(root / "saved-three")
-    return {"package": package, "three": three, "tanh": tanh, "saved-family": root / "saved-family",
+    return {"package": package, "three": three, "tanh": tanh, "plain": plain, "saved-family": root / "saved-family",
             "saved-package": root / "saved-package", "saved-three": root / "saved-three"}
 
 
@@ -149,6 +157,8 @@ def _jobs(d):
         ("saved_family_rank", p["saved-family"], "rank", [QUERY, DOCS], {}),
         ("saved_package", p["saved-package"], "predict", [pairs], {}),
         ("saved_three", p["saved-three"], "predict", [pairs], {}),
+        ("plain_rank", p["plain"], "rank", [QUERY, DOCS], {"return_documents": True}),
+        ("plain_predict", p["plain"], "predict", [pairs], {}),
     ]
     job = [{"kind": "activations", "id": "activations", "x": X, "specs": ACTIVATION_SPECS}]
     job += [{"kind": "call", "id": cid, "path": path, "method": method, "args": args, "kwargs": kwargs}
@@ -323,3 +333,15 @@ def test_reranking_evaluator_runs_on_a_crossrank_model(reference):
     for key, value in theirs["metrics"].items():
         assert ours["metrics"][key] == pytest.approx(value, abs=1e-6), key
     assert ours["stored"] == [ours["metrics"]]
+
+
+# -- a plain sequence-classification checkpoint --------------------------------------------------------
+
+def test_rank_on_a_plain_checkpoint_ranks_the_raw_pairs_as_sentence_transformers(dirs, reference):
+    model = CrossEncoder(dirs["plain"], dtype="float32")
+    assert model.prompt_format == "pairs" and model.config.use_sep_token
+    np.testing.assert_allclose(model.predict(PAIRS[:16]), reference["plain_predict"]["result"], atol=ATOL, rtol=0)
+    ours, ref = model.rank(QUERY, DOCS, return_documents=True), reference["plain_rank"]["result"]
+    assert [(r["corpus_id"], r["text"]) for r in ours] == [(r["corpus_id"], r["text"]) for r in ref]
+    np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in ref], atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(model.score(QUERY, DOCS), model.predict([(QUERY, d) for d in DOCS]))
