@@ -81,6 +81,8 @@ def test_lengths_inputs_and_modalities(package):
     assert m.max_length == 100 and len(m.tokenize_pairs([long_pair]).input_ids[0]) == 100
     m.max_seq_length = 90
     assert m.tokenizer.model_max_length == 90 and len(m.tokenize_pairs([long_pair]).input_ids[0]) == 90
+    with pytest.raises(ValueError, match="max_seq_length must be a positive integer"):
+        m.tokenizer.model_max_length = 0
     assert m.tokenizer.token_to_id("yes") is not None  # the tokenizers.Tokenizer underneath
     assert m.is_singular_input(("q", "d")) and m.is_singular_input(["q", "d"])
     assert not m.is_singular_input([("q", "d")]) and not m.is_singular_input([])

@@ -163,6 +163,8 @@ def _jobs(d):
     job = [{"kind": "activations", "id": "activations", "x": X, "specs": ACTIVATION_SPECS}]
     job += [{"kind": "call", "id": cid, "path": path, "method": method, "args": args, "kwargs": kwargs}
             for cid, path, method, args, kwargs in calls]
+    job += [{"kind": "call", "id": "plain_truncated", "path": p["plain"], "init": {"max_length": 40},
+             "method": "predict", "args": [PAIRS], "kwargs": {}}]
     job += [{"kind": "evaluator", "id": f"eval_{lib}", "library": lib, "path": p["package"], "samples": SAMPLES}
             for lib in ("crossrank", "sentence-transformers")]
     job += [{"kind": "crossrank_list", "id": "crossrank_list", "path": p["package"], "pairs": pairs[:3]}]
@@ -345,3 +347,14 @@ def test_rank_on_a_plain_checkpoint_ranks_the_raw_pairs_as_sentence_transformers
     assert [(r["corpus_id"], r["text"]) for r in ours] == [(r["corpus_id"], r["text"]) for r in ref]
     np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in ref], atol=ATOL, rtol=0)
     np.testing.assert_array_equal(model.score(QUERY, DOCS), model.predict([(QUERY, d) for d in DOCS]))
+
+
+def test_plain_pairs_cut_longest_first_with_truncate_query_as_sentence_transformers(dirs, reference):
+    model = CrossEncoder(dirs["plain"], dtype="float32", max_length=40)
+    with pytest.raises(crossrank.TooLongError, match="longer than max_length=40") as info:
+        model.predict(PAIRS)
+    assert len(info.value.indices) >= 10
+    encoded = model.tokenize_pairs(PAIRS, truncate_query=True)
+    assert sum(encoded.truncated) == len(info.value.indices) and max(encoded.num_tokens) == 40
+    np.testing.assert_allclose(model.predict(PAIRS, truncate_query=True), reference["plain_truncated"]["result"],
+                               atol=ATOL, rtol=0)

@@ -411,6 +411,8 @@ class CrossEncoder:
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
         self.max_length = value
 
     @property
@@ -524,7 +526,7 @@ class CrossEncoder:
         if self._chat is not None:
             return self._chat.encode(queries, documents, instruction, self.max_length, truncate_query=cut_query)
         if self.template is None:
-            return self._encode_requests(queries, documents, instruction, use_sep_token=self._pairs_use_sep)
+            return self._encode_requests(queries, documents, instruction, self._pairs_use_sep, cut_query)
         return self._encoder.encode_template(self.template, queries, documents, instruction, self.max_length,
                                              truncate_query=cut_query)
 
@@ -534,12 +536,12 @@ class CrossEncoder:
         return self.config.use_sep_token or (self.template is None and self.st_package is not None)
 
     def _encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], prompt: Optional[str],
-                         use_sep_token: bool) -> Encoded:
+                         use_sep_token: bool, truncate: bool = False) -> Encoded:
         if prompt:
             # sentence-transformers' text inputs: the prompt goes before the first text.
             texts_1 = [prompt + t for t in texts_1]
         return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=use_sep_token,
-                                             max_length=self.max_length)
+                                             max_length=self.max_length, truncate=truncate)
 
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
@@ -578,7 +580,8 @@ class CrossEncoder:
                                         truncate_query=self._truncate_query(truncate_query))
             self._warn_truncated(encoded)
             return encoded
-        return self._encode_requests(texts_1, texts_2, prompt, use_sep_token=self._pairs_use_sep)
+        return self._encode_requests(texts_1, texts_2, prompt, self._pairs_use_sep,
+                                     self._truncate_query(truncate_query))
 
     # -- scoring -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Multi-process scoring, as sentence-transformers' ``start_multi_process_pool`` / ``pool=`` / ``stop_multi_process_pool``.
+"""Multi-process scoring, as sentence-transformers' ``start_multi_process_pool`` / ``pool=`` /
+``stop_multi_process_pool``.
 
 Each worker is a spawned process that loads the model from its path and options (a model pickles
 as those, not as its weights) with ``cores // processes`` compute threads, so the pool uses the

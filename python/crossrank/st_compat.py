@@ -196,7 +196,7 @@ class TokenizerAdapter:
 
     @model_max_length.setter
     def model_max_length(self, value: int) -> None:
-        self._owner.max_length = value
+        self._owner.max_seq_length = value
 
     @property
     def backend_tokenizer(self) -> Any:
@@ -204,6 +204,8 @@ class TokenizerAdapter:
         return self._tokenizer
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_tokenizer", "_owner"):
+            raise AttributeError(name)
         return getattr(self._tokenizer, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -161,7 +161,8 @@ def save_package(model: Any, path: Union[str, Path], *, chat_template: Optional[
 
     dst.mkdir(parents=True, exist_ok=True)
     _copy_source(src, dst)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.base.modules.transformer.Transformer"}]
     if head_token_ids is not None:
         true_id = head_token_ids[-1]
         false_id = head_token_ids[0] if len(head_token_ids) == 2 else None

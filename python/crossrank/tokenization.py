@@ -16,7 +16,7 @@ import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import CrossrankError, TooLongError
 from .templates import RenderedPiece, Template
@@ -104,6 +104,7 @@ class PromptEncoder:
                                  if t.special]
         self.bos_token_id = self._read_bos(Path(model_dir))
         self._constant_cache: Dict[str, List[int]] = {}
+        self._truncating_cache: Dict[str, Any] = {}
 
     def _read_bos(self, model_dir: Path) -> Optional[int]:
         config_path = model_dir / "tokenizer_config.json"
@@ -272,15 +273,41 @@ class PromptEncoder:
 
     # -- request form (vLLM) --------------------------------------------------------------------
 
+    def _truncating(self, max_length: int) -> Any:
+        """A copy of the tokenizer that cuts pairs longest-first to ``max_length`` (cached)."""
+        key = f"truncating:{max_length}"
+        tok = self._truncating_cache.get(key)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tokenizer.to_str())
+            tok.no_padding()
+            try:
+                tok.enable_truncation(max_length, strategy="longest_first")
+            except Exception as exc:  # tokenizers raises a bare Exception for a limit below its special tokens
+                raise TooLongError(
+                    f"max_length={max_length} cannot hold the tokenizer's special tokens: {exc}") from exc
+            self._truncating_cache[key] = tok
+        return tok
+
     def encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], *, use_sep_token: bool,
-                        max_length: int) -> Encoded:
+                        max_length: int, truncate: bool = False) -> Encoded:
         """vLLM's tokenization of score requests: ``text_1 + text_2`` as one text with the
         tokenizer's special tokens (``use_sep_token=False``), or the two as a pair.
+
+        Args:
+            truncate: Pairs (``use_sep_token``) only: cut the two texts longest-first to
+                ``max_length``, as transformers' ``truncation=True`` (and sentence-transformers)
+                does, instead of refusing them. A joined text is never cut.
 
         Raises:
             TooLongError: if a prompt is longer than ``max_length`` (vLLM refuses such requests too:
                 cutting the end would cut the template's suffix and give a wrong score).
         """
+        if use_sep_token and truncate:
+            encodings = self._truncating(max_length).encode_batch(list(zip(texts_1, texts_2)),
+                                                                  add_special_tokens=True)
+            return Encoded([list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
         if use_sep_token:
             encodings = self._tokenizer.encode_batch(list(zip(texts_1, texts_2)), add_special_tokens=True)
         else:
