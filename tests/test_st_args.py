@@ -89,6 +89,10 @@ def test_lengths_inputs_and_modalities(package):
     assert m.is_singular_input(np.array(["q", "d"])) and not m.is_singular_input(np.array([["q", "d"]]))
     assert m.supports("text") and not m.supports("image") and not m.supports(("image", "text"))
     assert isinstance(m.model_card_data, ModelCardData) and m.model_card_data.model_id == str(package)
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(m))
+    assert isinstance(copy.model_card_data, ModelCardData) and copy.max_seq_length == 90
 
 
 def test_a_pool_gives_bitwise_the_scores_of_one_process(model):
@@ -113,3 +117,16 @@ def test_a_pool_gives_bitwise_the_scores_of_one_process(model):
     np.testing.assert_array_equal(model.predict(pairs, device=["cpu", "cpu"]), one)
     with pytest.raises(ValueError, match="runs on the CPU"):
         model.start_multi_process_pool(["cuda:0"])
+
+
+def test_the_package_never_imports_torch_for_numpy_results(package):
+    import subprocess
+    import sys
+
+    code = ("import sys, crossrank; m = crossrank.CrossEncoder(sys.argv[1], dtype='float32', activation_fn='tanh'); "
+            "m.predict([('q', 'd'), ('q', 'e')], apply_softmax=True); m.rank('q', ['d', 'e']); "
+            "m.predict([('q', 'd')], activation_fn=crossrank.activations.normalize_activation('torch.nn.GELU')); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code, str(package)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -378,16 +378,19 @@ class CrossEncoder:
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
     def __getstate__(self) -> Dict[str, Any]:
-        """What a pickle holds: the name, resolved path and constructor options (no weights)."""
-        activation = self._options.get("activation_fn")
+        """What a pickle holds: the name, resolved path and constructor options (no weights), with the
+        current ``max_length``, ``activation_fn`` and ``truncate_query`` (settable after loading)."""
+        activation = self.activation_fn
         if callable(activation):
             try:
                 pickle.dumps(activation)
             except Exception as exc:
                 raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
                                 f"be pickled ({exc}); use a named activation or a module-level function") from exc
+        options = {**self._options, "max_length": self.max_length, "activation_fn": activation,
+                   "truncate_query": self.truncate_query}
         return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
-                "resolution": self._resolution, "options": self._options}
+                "resolution": self._resolution, "options": options}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Reloads from the pickled path (resolving the name again where the path does not exist)."""
@@ -396,6 +399,7 @@ class CrossEncoder:
         path = Path(state["path"])
         if not (path / "config.json").is_file():
             path = resolve_model_path(state["model_name_or_path"], **state["resolution"])
+        self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
         self._load(state["model_name_or_path"], path, state["resolution"], state["options"])
 
     @property
