@@ -67,6 +67,19 @@ def _reference_main(job_path, out_path):
             metrics = evaluator(model)
             out[task["id"]] = {"metrics": metrics,
                                "stored": list(model.model_card_data.eval_results_dict.values())}
+        elif kind == "crossrank_torch":  # crossrank given real torch modules, as sentence-transformers code does
+            import crossrank
+
+            class Double(torch.nn.Module):
+                def forward(self, x):
+                    return 2 * x
+
+            model = crossrank.CrossEncoder(task["path"], dtype="float32")
+            results = {json.dumps(spec): model.predict(task["pairs"],
+                                                       activation_fn=_torch_activation(torch, spec)).tolist()
+                       for spec in task["specs"]}
+            results["Double"] = model.predict(task["pairs"], activation_fn=Double()).tolist()
+            out[task["id"]] = results
         elif kind == "crossrank_list":
             import crossrank
 
@@ -113,6 +126,9 @@ class _TorchLike:
 def torch_module(name, **kwargs):
     module = "torch.nn.modules.linear" if name == "Identity" else "torch.nn.modules.activation"
     return type(name, (_TorchLike,), {"__module__": module})(**kwargs)
+
+
+TORCH_SPECS = ["Tanh", "GELU", ["LeakyReLU", {"negative_slope": 0.2}], ["Softplus", {"beta": 2.0}]]
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +184,10 @@ def _jobs(d):
     job += [{"kind": "evaluator", "id": f"eval_{lib}", "library": lib, "path": p["package"], "samples": SAMPLES}
             for lib in ("crossrank", "sentence-transformers")]
     job += [{"kind": "crossrank_list", "id": "crossrank_list", "path": p["package"], "pairs": pairs[:3]}]
+    job += [{"kind": "crossrank_torch", "id": "crossrank_torch", "path": p["package"], "pairs": pairs,
+             "specs": TORCH_SPECS}]
+    job += [{"kind": "call", "id": f"st_{json.dumps(spec)}", "path": p["package"], "method": "predict",
+             "args": [pairs], "kwargs": {"activation_fn": spec}} for spec in TORCH_SPECS]
     return job
 
 
@@ -227,6 +247,15 @@ def test_a_saved_activation_path_is_honoured_or_refused_by_name(dirs, tmp_path, 
     with pytest.raises(UnsupportedModelError, match="'my_package.activations.Scaled'"):
         CrossEncoder(custom, dtype="float32")
     assert CrossEncoder(custom, dtype="float32", activation_fn="sigmoid").activation_fn == "sigmoid"
+
+
+def test_an_activation_module_assigned_after_loading_is_computed_in_numpy(dirs):
+    model = CrossEncoder(dirs["package"], dtype="float32")
+    raw = model.predict(PAIRS[:6], activation_fn="identity").astype(np.float64)
+    model.activation_fn = torch_module("Tanh")
+    np.testing.assert_allclose(model.predict(PAIRS[:6]), np.tanh(raw), atol=1e-6, rtol=0)
+    assert model.rank(QUERY, DOCS[:3])[0]["score"] == pytest.approx(float(np.max(np.tanh(
+        model.score(QUERY, DOCS[:3], activation_fn="identity").astype(np.float64)))), abs=1e-6)
 
 
 @pytest.mark.parametrize("where", ["sentence_transformers", "sbert_ce_default_activation_function"])
@@ -358,3 +387,12 @@ def test_plain_pairs_cut_longest_first_with_truncate_query_as_sentence_transform
     assert sum(encoded.truncated) == len(info.value.indices) and max(encoded.num_tokens) == 40
     np.testing.assert_allclose(model.predict(PAIRS, truncate_query=True), reference["plain_truncated"]["result"],
                                atol=ATOL, rtol=0)
+
+
+def test_real_torch_modules_passed_to_crossrank_score_as_in_sentence_transformers(dirs, reference):
+    ours = reference["crossrank_torch"]
+    for spec in TORCH_SPECS:
+        np.testing.assert_allclose(ours[json.dumps(spec)], reference[f"st_{json.dumps(spec)}"]["result"], atol=ATOL,
+                                   rtol=0, err_msg=str(spec))
+    raw = CrossEncoder(dirs["package"], dtype="float32").predict(PAIRS[:16], activation_fn="identity")
+    np.testing.assert_allclose(ours["Double"], 2 * raw, atol=1e-6, rtol=0)  # a custom module runs on a tensor

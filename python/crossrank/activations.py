@@ -96,8 +96,8 @@ ACTIVATIONS: Dict[str, Tuple[str, Callable[..., np.ndarray], Dict[str, Any]]] = 
     "leaky_relu": ("LeakyReLU", lambda x, negative_slope: np.where(x > 0, x, x * negative_slope),
                    {"negative_slope": 0.01}),
     "elu": ("ELU", lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))), {"alpha": 1.0}),
-    "celu": ("CELU", lambda x, alpha: (np.maximum(x, 0.0)
-                                       + np.minimum(0.0, alpha * np.expm1(np.minimum(x, 0.0) / alpha))), {"alpha": 1.0}),
+    "celu": ("CELU", lambda x, alpha: np.maximum(x, 0.0) + np.minimum(0.0, alpha * np.expm1(np.minimum(x, 0) / alpha)),
+             {"alpha": 1.0}),
     "selu": ("SELU", lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))), {}),
     "hardtanh": ("Hardtanh", lambda x, min_val, max_val: np.clip(x, min_val, max_val),
                  {"min_val": -1.0, "max_val": 1.0}),

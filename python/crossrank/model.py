@@ -1094,8 +1094,10 @@ class CrossEncoder:
                 ``CrossEncoder`` API) or ``"vllm"`` (one label sigmoid, several softmax: the server).
         """
         fn = normalize_activation(activation_fn)
+        if fn is None:  # the attribute may have been set to a torch module after loading, as in ST code
+            fn = normalize_activation(self.activation_fn)
         if fn is None:
-            fn = self.activation_fn if self.activation_fn is not None else default_activation(self.num_labels, defaults)
+            fn = default_activation(self.num_labels, defaults)
         x = np.asarray(raw, dtype=np.float64)
         mean = self.config.logit_mean if self.config.logit_mean is not None else self.config.logit_bias
         if mean is not None:
