@@ -8,7 +8,7 @@ import pytest
 
 from _fixtures import fixture_path
 from crossrank import CrossEncoder
-from crossrank.model import _MIN_SHARED_PREFIX, shared_prefix_groups
+from crossrank.passes import _MIN_SHARED_PREFIX, shared_prefix_groups
 
 QWEN3_RERANKER = {"architectures": ["Qwen3ForSequenceClassification"],
                   "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}

@@ -9,10 +9,10 @@ from typing import Dict
 from . import _core
 from .convert import convert
 from .errors import (Cancelled, CheckpointError, ConfigError, CrossrankError, ModelNotFoundError,
-                     NumericalError, UnsupportedModelError)
+                     NumericalError, TooLongError, UnsupportedModelError)
 from .model import CancelToken, CrossEncoder
 from .templates import TEMPLATES, Template, get_template
-from .tokenization import Encoded, TooLongError
+from .tokenization import Encoded
 
 __version__ = "0.1.0"
 
