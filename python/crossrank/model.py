@@ -1127,6 +1127,3 @@ class CrossEncoder:
         x = apply_activation(x, fn).astype(np.float32)
         return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
-    def _activate(self, raw: np.ndarray, activation_fn: ActivationFn) -> np.ndarray:
-        """The server's call (vLLM's defaults); the server moves to ``activate(..., defaults="vllm")``."""
-        return self.activate(raw, activation_fn, defaults="vllm")
