@@ -1,7 +1,7 @@
 """Builds crossrank._core with plain setuptools against the CPython and NumPy C APIs.
 
 Kernel files named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
-``*_avx512bf16.c`` are the only ones compiled with ISA flags; everything else targets the
+``*_avx512bf16.c`` and ``*_amx.c`` are the only ones compiled with ISA flags; everything else targets the
 baseline, so importing on an older CPU never hits an illegal instruction (the dispatcher picks
 kernels at run time).
 
@@ -33,6 +33,8 @@ KERNEL_FLAGS = {
     "_avx512vnni.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                       "-mfma", "-mf16c"],
     "_avxvnni.c": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+    "_amx.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mamx-tile", "-mamx-bf16",
+               "-mamx-int8"],
 }
 
 

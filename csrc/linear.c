@@ -44,10 +44,24 @@ static cr_status blas_missing(void) {
                    "(or CROSSRANK_BLAS=system pip install . in a clone)");
 }
 
+static int is_amx(cr_format fmt) { return fmt == CR_FMT_BF16_AMX || fmt == CR_FMT_I8_AMX; }
+
+/* Elements of one converted input row, which is also the K extent (in elements, padding
+ * included) of one packed panel: a panel holds row_len(fmt) x CR_GEMM_NR weights. */
+static int64_t row_len(cr_format fmt, int64_t n_in) {
+    switch (fmt) {
+    case CR_FMT_BF16_PANELS: return (n_in + 1) / 2 * 2;
+    case CR_FMT_BF16_AMX: return (n_in + CR_AMX_BF16_K - 1) / CR_AMX_BF16_K * CR_AMX_BF16_K;
+    case CR_FMT_I8_PANELS: return (n_in + 3) / 4 * 4;
+    case CR_FMT_I8_AMX: return (n_in + CR_AMX_I8_K - 1) / CR_AMX_I8_K * CR_AMX_I8_K;
+    default: return n_in;
+    }
+}
+
 /* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
- * zero past n_out and past n_in. */
-static cr_status pack_bf16(cr_linear *W) {
-    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kp = (W->n_in + 1) / 2;
+ * zero past n_out and past n_in (and up to whole AMX blocks for fmt CR_FMT_BF16_AMX). */
+static cr_status pack_bf16(cr_linear *W, cr_format fmt) {
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kp = row_len(fmt, W->n_in) / 2;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kp * 2, &count) ||
         !cr_mul_size(count, sizeof(uint16_t), &count))
@@ -67,14 +81,15 @@ static cr_status pack_bf16(cr_linear *W) {
     free(W->w);
     W->w = NULL;
     W->wb = packed;
-    W->fmt = CR_FMT_BF16_PANELS;
+    W->fmt = fmt;
     return CR_OK;
 }
 
 /* int8 panels: symmetric per output channel (scale = max|w_j| / 127, round to nearest), panel p,
- * group g, column j holding w[c, 4g .. 4g+3] for c = p NR + j; zero padding. */
-static cr_status pack_i8(cr_linear *W) {
-    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kq = (W->n_in + 3) / 4;
+ * group g, column j holding w[c, 4g .. 4g+3] for c = p NR + j; zero padding (to whole AMX blocks
+ * for fmt CR_FMT_I8_AMX). */
+static cr_status pack_i8(cr_linear *W, cr_format fmt) {
+    int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR, kq = row_len(fmt, W->n_in) / 4;
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kq * 4, &count))
         return cr_fail(CR_E_NOMEM, "packed weight size overflows");
@@ -114,18 +129,19 @@ static cr_status pack_i8(cr_linear *W) {
     W->wq = packed;
     W->wscale = scale;
     W->colsum = colsum;
-    W->fmt = CR_FMT_I8_PANELS;
+    W->fmt = fmt;
     return CR_OK;
 }
 
 cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
     if (W->fmt != CR_FMT_F32_BLAS) return CR_OK;
-    if (compute == CR_DT_BF16) return pack_bf16(W);
+    /* the first bf16 / int8 pack is the first AMX use: the permission is asked there, once */
+    if (compute == CR_DT_BF16) return pack_bf16(W, cr_amx_usable() ? CR_FMT_BF16_AMX : CR_FMT_BF16_PANELS);
     if (compute == CR_DT_I8) {
         if (W->n_in >= 66000) /* int32 sums: K * 255 * 127 must stay below 2^31 */
             return cr_fail(CR_E_UNSUPPORTED, "int8 layers need fewer than 66000 inputs, got %lld",
                            (long long)W->n_in);
-        return pack_i8(W);
+        return pack_i8(W, cr_amx_usable() ? CR_FMT_I8_AMX : CR_FMT_I8_PANELS);
     }
     if (use_openblas()) return cr_blas_name() ? CR_OK : blas_missing();
     int64_t panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR;
@@ -151,11 +167,11 @@ cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
 }
 
 int64_t cr_linear_bytes(const cr_linear *W) {
-    if (W->fmt == CR_FMT_I8_PANELS)
-        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * ((W->n_in + 3) / 4 * 4) +
+    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX)
+        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * row_len(W->fmt, W->n_in) +
                W->n_out * (int64_t)(2 * sizeof(float) + (W->bias ? sizeof(float) : 0));
-    if (W->fmt == CR_FMT_BF16_PANELS)
-        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * ((W->n_in + 1) / 2 * 2) *
+    if (W->fmt == CR_FMT_BF16_PANELS || W->fmt == CR_FMT_BF16_AMX)
+        return (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR * row_len(W->fmt, W->n_in) *
                    (int64_t)sizeof(uint16_t) + (W->bias ? W->n_out * (int64_t)sizeof(float) : 0);
     int64_t rows = W->fmt == CR_FMT_F32_PANELS ? (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR * CR_GEMM_NR : W->n_out;
     return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
@@ -164,8 +180,8 @@ int64_t cr_linear_bytes(const cr_linear *W) {
 typedef struct panel_job {
     const cr_linear *W;
     const float *x;
-    uint16_t *xb;       /* bf16 panels: x rounded to bf16, rows of 2 kp (zero-padded) */
-    uint8_t *xq;        /* int8 panels: x quantized + 128, rows of 4 kq */
+    uint16_t *xb;       /* bf16 formats: x rounded to bf16, rows of row_len (zero-padded) */
+    uint8_t *xq;        /* int8 formats: x quantized + 128, rows of row_len */
     float *xscale;      /* int8 panels: per-row scale of xq */
     int32_t *n_outliers;/* int8 panels: per row, how many inputs were taken out of xq ... */
     int32_t *outlier_k; /* ... their input indices, CR_I8_MAX_OUTLIERS per row ... */
@@ -175,6 +191,10 @@ typedef struct panel_job {
     float *y;
     int64_t ldy;
     int64_t n_panels;
+    void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
+    int64_t amx_np;     /* AMX formats: panels per task (CR_AMX_PANELS, fewer when tasks are few) */
+    void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
+                         * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
 
 static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int64_t cols) {
@@ -190,7 +210,38 @@ static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
     return K->gemm_mr;
 }
 
-/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format. */
+/* The rest of an int8 tile y[r .. r+rows, c0 .. c0+cols) of one panel: the epilogue of
+ * gemm_i8_tile_f32 in C (the same operations, so the same bits) from the exact sums acc (row
+ * stride ldacc; NULL when y holds the dequantized sums already), then the rows' outlier inputs in
+ * float32 against the (dequantized) int8 weights. */
+static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
+                      int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc) {
+    /* Local restrict pointers: through W-> the compiler must assume each store to y may change
+     * them, reloads them every column and leaves the loop scalar. */
+    const int32_t *restrict colsum = j->W->colsum + c0;
+    const float *restrict wscale = j->W->wscale + c0;
+    float *y = j->y + r * j->ldy + c0;
+    if (acc && K->i8_dequant_f32) {
+        K->i8_dequant_f32(acc, ldacc, rows, cols, j->xscale + r, colsum, wscale, y, j->ldy);
+    } else if (acc) {
+        for (int64_t i = 0; i < rows; i++) {
+            float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
+            const int32_t *restrict acc_row = acc + i * ldacc;
+            for (int64_t c = 0; c < cols; c++) {
+                /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
+                int32_t exact = acc_row[c] - 128 * colsum[c];
+                yr[c] = (float)exact * (sx * wscale[c]);
+            }
+        }
+    }
+    for (int64_t i = 0; i < rows; i++)
+        if (j->n_outliers[r + i])
+            K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
+                               j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
+                               y + i * j->ldy, cols);
+}
+
+/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format (not the AMX ones). */
 static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, int64_t p, int64_t c0,
                  int64_t cols) {
     const cr_linear *W = j->W;
@@ -199,48 +250,74 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, j->ldy,
                          cols);
     } else if (W->fmt == CR_FMT_BF16_PANELS) {
-        int64_t kp = (W->n_in + 1) / 2;
-        K->gemm_bf16_tile(j->xb + r * 2 * kp, 2 * kp, rows, W->wb + p * kp * 2 * CR_GEMM_NR, kp, y, j->ldy, cols);
+        int64_t len = row_len(W->fmt, W->n_in);
+        K->gemm_bf16_tile(j->xb + r * len, len, rows, W->wb + p * len * CR_GEMM_NR, len / 2, y, j->ldy, cols);
     } else {
-        int64_t kq = (W->n_in + 3) / 4;
-        const int8_t *panel = W->wq + p * kq * 4 * CR_GEMM_NR;
-        /* Local restrict pointers: through W-> the compiler must assume each store to y may
-         * change them, reloads them every column and leaves the loop scalar. */
-        const int32_t *restrict colsum = W->colsum + c0;
-        const float *restrict wscale = W->wscale + c0;
+        int64_t len = row_len(W->fmt, W->n_in), kq = len / 4;
+        const int8_t *panel = W->wq + p * len * CR_GEMM_NR;
+        const int32_t *colsum = W->colsum + c0;
+        const float *wscale = W->wscale + c0;
         if (K->gemm_i8_tile_f32) {
-            K->gemm_i8_tile_f32(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
+            K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
                                 colsum, wscale);
+            i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0);
         } else {
             int32_t acc[16 * CR_GEMM_NR];
-            K->gemm_i8_tile(j->xq + r * 4 * kq, 4 * kq, rows, panel, kq, acc, CR_GEMM_NR, cols);
-            for (int64_t i = 0; i < rows; i++) {
-                float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
-                const int32_t *restrict acc_row = acc + i * CR_GEMM_NR;
-                for (int64_t c = 0; c < cols; c++) {
-                    /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
-                    int32_t exact = acc_row[c] - 128 * colsum[c];
-                    yr[c] = (float)exact * (sx * wscale[c]);
-                }
-            }
+            K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
+            i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR);
         }
-        /* The rows' outlier inputs, in float32 against the (dequantized) int8 weights. */
-        for (int64_t i = 0; i < rows; i++)
-            if (j->n_outliers[r + i])
-                K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
-                                   j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
-                                   y + i * j->ldy, cols);
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
-/* One task: a block of CR_PANEL_ROW_BLOCK rows against one panel of CR_GEMM_NR columns. */
+static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
+
+/* One AMX task: a block of CR_AMX_ROWS rows against CR_AMX_PANELS panels (one kernel call, which
+ * reuses the rows' K chunk over the panels from L1), then each panel's epilogue. Tasks run panel
+ * group after panel group: a group's weights (4 panels) stay in L2 while it meets every row block,
+ * so the weights stream from memory once per call of cr_linear_apply. */
+static void amx_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    const cr_kernels *K = cr_kern;
+    const cr_linear *W = j->W;
+    int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS;
+    int64_t r = task % blocks * CR_AMX_ROWS, p0 = task / blocks * j->amx_np;
+    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
+    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
+    int64_t len = row_len(W->fmt, W->n_in);
+    float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
+    int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
+    /* Straight into y where the tiles' rows and columns are all y's: bf16 sums as they are, int8
+     * sums as int32 that the AVX-512 epilogue then turns into float32 in place (its loads and
+     * stores are of the same 64 bytes, through intrinsics that may alias anything). */
+    int direct = rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out &&
+                 (W->fmt == CR_FMT_BF16_AMX || K->i8_dequant_f32);
+    if (direct) out = j->y + r * j->ldy + p0 * CR_GEMM_NR, ldo = j->ldy;
+    if (W->fmt == CR_FMT_BF16_AMX)
+        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, len / CR_AMX_BF16_K, np, out, ldo);
+    else
+        K->gemm_i8_amx(j->xq + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, len / CR_AMX_I8_K, np, (int32_t *)out,
+                       ldo);
+    for (int64_t q = 0; q < np; q++) {
+        int64_t c0 = (p0 + q) * CR_GEMM_NR;
+        int64_t cols = W->n_out - c0 < CR_GEMM_NR ? W->n_out - c0 : CR_GEMM_NR;
+        const float *sums = out + q * CR_GEMM_NR;
+        float *y = j->y + r * j->ldy + c0;
+        if (W->fmt == CR_FMT_I8_AMX)
+            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)sums, ldo);
+        else if (!direct)
+            for (int64_t i = 0; i < rows; i++) memcpy(y + i * j->ldy, sums + i * ldo, (size_t)cols * sizeof(float));
+        add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
+    }
+}
+
+/* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
 static void panel_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_kernels *K = cr_kern;
-    int64_t block = task / j->n_panels, p = task % j->n_panels;
-    int64_t r0 = block * CR_PANEL_ROW_BLOCK;
-    int64_t r1 = r0 + CR_PANEL_ROW_BLOCK < j->m ? r0 + CR_PANEL_ROW_BLOCK : j->m;
+    int64_t block = task / j->n_panels, p = task % j->n_panels, rb = block_rows(j->W->fmt);
+    int64_t r0 = block * rb;
+    int64_t r1 = r0 + rb < j->m ? r0 + rb : j->m;
     int64_t c0 = p * CR_GEMM_NR;
     int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
     int64_t mr = tile_rows(j->W->fmt, K);
@@ -286,17 +363,26 @@ static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
  * since on the calling thread alone that pass left the other workers idle. */
 #define CR_CONVERT_ROWS 32
 
+/* Row r (len elements of elem bytes) into the AMX tile order of kernels.h: block b of the row at
+ * dst + ((r / 16) (len / block) + b) 16 block + (r % 16) block, so every A tile is one KiB. */
+static void to_tile_order(const void *row, int64_t r, int64_t len, int64_t block, size_t elem, void *dst) {
+    int64_t kb = len / block;
+    for (int64_t b = 0; b < kb; b++)
+        memcpy((char *)dst + (size_t)((((r / 16) * kb + b) * 16 + r % 16) * block) * elem,
+               (const char *)row + (size_t)(b * block) * elem, (size_t)block * elem);
+}
+
 /* One conversion task: rows [task CR_CONVERT_ROWS, ...) of x into the job's bf16 or int8 rows. */
 static void convert_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_linear *W = j->W;
     int64_t r0 = task * CR_CONVERT_ROWS, r1 = r0 + CR_CONVERT_ROWS < j->m ? r0 + CR_CONVERT_ROWS : j->m;
     for (int64_t r = r0; r < r1; r++) {
-        if (W->fmt == CR_FMT_I8_PANELS) {
+        int64_t len = row_len(W->fmt, W->n_in);
+        if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
             /* Per-row (per-token) symmetric quantization of what is left after the outliers are
              * taken out; a row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a
              * plausible number. Padding bytes are the zero point. */
-            int64_t kq = (W->n_in + 3) / 4;
             const float *row = j->x + r * j->ldx;
             int32_t *ok = j->outlier_k + r * CR_I8_MAX_OUTLIERS;
             float *ov = j->outlier_x + r * CR_I8_MAX_OUTLIERS;
@@ -308,13 +394,15 @@ static void convert_task(void *ctx, int64_t task, int worker) {
                 for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
                 row = rest;
             }
-            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, j->xq + r * 4 * kq);
-            memset(j->xq + r * 4 * kq + W->n_in, 128, (size_t)(4 * kq - W->n_in));
+            uint8_t *q = is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : j->xq + r * len;
+            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, q);
+            memset(q + W->n_in, 128, (size_t)(len - W->n_in));
+            if (is_amx(W->fmt)) to_tile_order(q, r, len, CR_AMX_I8_K, 1, j->xq);
         } else {
-            int64_t kp = (W->n_in + 1) / 2;
-            uint16_t *row = j->xb + r * 2 * kp;
+            uint16_t *row = is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : j->xb + r * len;
             cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
-            if (W->n_in % 2) row[W->n_in] = 0;
+            memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
+            if (is_amx(W->fmt)) to_tile_order(row, r, len, CR_AMX_BF16_K, 2, j->xb);
         }
     }
 }
@@ -340,15 +428,43 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
     panel_job j = {.W = W, .x = x, .ldx = ldx, .m = m, .y = y, .ldy = ldy,
                    .n_panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
-    int64_t blocks = (m + CR_PANEL_ROW_BLOCK - 1) / CR_PANEL_ROW_BLOCK;
+    int64_t blocks = (m + block_rows(W->fmt) - 1) / block_rows(W->fmt);
     if (W->fmt == CR_FMT_F32_PANELS)
         return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    /* AMX formats exist only once the permission was granted; never run tiles without it */
+    if (is_amx(W->fmt) && !cr_amx_usable())
+        return cr_fail(CR_E_UNSUPPORTED, "this layer was packed for AMX tiles, which this process may not use");
+    int64_t len = row_len(W->fmt, W->n_in);
+    /* AMX: the converted rows are padded with zero rows to a multiple of 16 (tile loads read whole
+     * 16-row groups), tasks are (row block, group of panels), each worker has its own out block */
+    int64_t m_rows = is_amx(W->fmt) ? (m + 15) / 16 * 16 : m;
+    int64_t n_tasks = blocks * j.n_panels;
+    cr_task_fn task_fn = panel_task;
+    if (is_amx(W->fmt)) {
+        /* many cores: fewer panels per task while that leaves under 4 tasks per thread (a task's
+         * panels change no result bit: every output column is its own chain) */
+        j.amx_np = CR_AMX_PANELS;
+        while (j.amx_np > 1 && blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np) < 4 * (int64_t)ex->threads)
+            j.amx_np /= 2;
+        n_tasks = blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np);
+        task_fn = amx_task;
+        j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
+                                     "AMX accumulators");
+        j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
+        if (!j.amx_out || !j.row_tmp) {
+            free(j.amx_out);
+            free(j.row_tmp);
+            return CR_E_NOMEM;
+        }
+    }
 
-    if (W->fmt == CR_FMT_I8_PANELS) {
-        int64_t kq = (W->n_in + 3) / 4;
+    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
         size_t count;
-        if (!cr_mul_size((size_t)m, (size_t)kq * 4, &count))
+        if (!cr_mul_size((size_t)m_rows, (size_t)len, &count)) {
+            free(j.amx_out);
+            free(j.row_tmp);
             return cr_fail(CR_E_NOMEM, "int8 input size overflows");
+        }
         j.xq = cr_aligned_alloc(count, "int8 inputs");
         j.xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
         j.n_outliers = cr_malloc_array((size_t)m, sizeof(int32_t), "int8 outlier counts");
@@ -357,9 +473,12 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         j.scratch = cr_malloc_array((size_t)ex->threads, (size_t)W->n_in * sizeof(float), "int8 row scratch");
         cr_status st = CR_E_NOMEM;
         if (j.xq && j.xscale && j.n_outliers && j.outlier_k && j.outlier_x && j.scratch) {
+            /* the part-filled last 16-row group (tile order keeps it contiguous): zero rows */
+            memset(j.xq + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
             st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
-            if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+            if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
         }
+        free(j.amx_out);
         free(j.xq);
         free(j.xscale);
         free(j.n_outliers);
@@ -369,18 +488,26 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         return st;
     }
 
-    /* bf16: round the inputs once per call, rows padded to whole pairs. */
-    int64_t kp = (W->n_in + 1) / 2;
+    /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks). */
     size_t count;
-    if (!cr_mul_size((size_t)m, (size_t)kp * 2 * sizeof(uint16_t), &count))
-        return cr_fail(CR_E_NOMEM, "bf16 input size overflows");
-    uint16_t *xb = cr_aligned_alloc(count, "bf16 inputs");
-    if (!xb) return CR_E_NOMEM;
+    uint16_t *xb = NULL;
+    if (!cr_mul_size((size_t)m_rows, (size_t)len * sizeof(uint16_t), &count))
+        cr_fail(CR_E_NOMEM, "bf16 input size overflows");
+    else
+        xb = cr_aligned_alloc(count, "bf16 inputs");
+    if (!xb) {
+        free(j.amx_out);
+        free(j.row_tmp);
+        return CR_E_NOMEM;
+    }
     j.xb = xb;
+    memset(xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
     cr_status st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j,
                                ex->abort);
-    if (st == CR_OK) st = cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
+    if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
     free(xb);
+    free(j.amx_out);
+    free(j.row_tmp);
     return st;
 }
 

@@ -14,14 +14,19 @@ typedef enum cr_format {
     CR_FMT_F32_BLAS,       /* w: [n_out, n_in] float32, row-major (HF layout), OpenBLAS sgemm */
     CR_FMT_BF16_PANELS,    /* wb: [ceil(n_out/NR)][ceil(n_in/2)][NR][2] bfloat16 pair panels */
     CR_FMT_I8_PANELS,      /* wq: [ceil(n_out/NR)][ceil(n_in/4)][NR][4] int8 panels, wscale, colsum */
+    /* AMX tiles (packed only once cr_amx_usable() said yes): the two panel layouts above with K
+     * zero-padded to whole tile rows, ceil(n_in/32) blocks of 16 pairs / ceil(n_in/64) blocks of
+     * 16 groups, so a tile load never reads past the panel. */
+    CR_FMT_BF16_AMX,       /* wb: [ceil(n_out/NR)][16 ceil(n_in/32)][NR][2] */
+    CR_FMT_I8_AMX,         /* wq: [ceil(n_out/NR)][16 ceil(n_in/64)][NR][4], wscale, colsum */
 } cr_format;
 
 typedef struct cr_linear {
     cr_format fmt;
     int64_t n_out, n_in;
     float *w;         /* float32 formats: layout per fmt, 64-byte aligned, owned */
-    uint16_t *wb;     /* CR_FMT_BF16_PANELS, 64-byte aligned, owned */
-    int8_t *wq;       /* CR_FMT_I8_PANELS: w[j, k] ~ wq[j, k] * wscale[j], |wq| <= 127, owned */
+    uint16_t *wb;     /* CR_FMT_BF16_PANELS / _AMX, 64-byte aligned, owned */
+    int8_t *wq;       /* CR_FMT_I8_PANELS / _AMX: w[j, k] ~ wq[j, k] * wscale[j], |wq| <= 127, owned */
     float *wscale;    /* [n_out], owned */
     int32_t *colsum;  /* [n_out]: sum_k wq[j, k], for the +128 offset of the unsigned inputs */
     float *bias;      /* [n_out] or NULL, owned */
@@ -36,7 +41,8 @@ typedef struct cr_exec {
 /* y[m, n_out] (row stride ldy) = x[m, n_in] (row stride ldx) @ W^T + bias, with the engine lock
  * held. Panels: tasks of (row block, panel) on the pool, each output a fixed-order FMA chain, so
  * results are bitwise independent of m, of the rows beside, of threads and of the ISA (bf16: up
- * to AVX512_BF16's flushing of denormals). OpenBLAS:
+ * to AVX512_BF16's flushing of denormals; bf16 on AMX tiles sums in TDPBF16PS's order, its own
+ * level: see kernels.h; int8 on AMX gives the VNNI bits). OpenBLAS:
  * row blocks on the calling thread (pool idle); its kernels vary the summation order with the
  * shape and thread count, so results can differ by a few ulps. The abort flag is checked per
  * task / block. */
@@ -48,7 +54,9 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
  * OpenBLAS; for CR_DT_BF16, bfloat16 pair panels (weights rounded to nearest even: exact for a
  * bf16 checkpoint), whose inputs are rounded to bf16 per call; for CR_DT_I8, int8 panels with a
  * scale per output channel, whose inputs are quantized per row (per token) to int8 with a scale
- * of max|x| / 127 at every call. The float32 copy is freed. */
+ * of max|x| / 127 at every call. bf16 and int8 take the AMX layouts when the kernels are at the
+ * AMX level and cr_amx_usable() (which asks the OS once per process) says yes. The float32 copy
+ * is freed. */
 cr_status cr_linear_pack(cr_linear *W, cr_dtype compute);
 
 /* Bytes held by the packed weight and bias. */

@@ -541,8 +541,9 @@ static PyTypeObject PrefixType = {
 
 static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
     cr_kernels_init();
-    return Py_BuildValue("{s:s,s:s,s:s}", "isa", cr_isa_name(), "detected",
-                         cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features());
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s}", "isa", cr_isa_name(), "detected",
+                         cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features(), "vendor",
+                         cr_cpu_vendor(), "amx", cr_amx_state());
 }
 
 static PyObject *py_build_info(PyObject *self, PyObject *unused) {
@@ -566,9 +567,14 @@ static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
 
 static PyMethodDef module_methods[] = {
     {"cpu_info", py_cpu_info, METH_NOARGS,
-     "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...'}"},
+     "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...', "
+     "'vendor': CPUID vendor, 'amx': 'usable' | 'not asked yet' | why not}"},
     {"build_info", py_build_info, METH_NOARGS,
      "build_info() -> {'blas': 'openblas' or 'none'}: what this build of the extension links."},
+    {"amx_usable", cr_py_amx_usable, METH_NOARGS,
+     "amx_usable() -> bool: asks for the AMX permission once per process; whether the tile kernels run."},
+    {"_amx_gemm", (PyCFunction)(void (*)(void))cr_py_amx_gemm, METH_VARARGS | METH_KEYWORDS,
+     "Test hook: one AMX GEMM call of one table, operands against PROT_NONE guard pages."},
     {"release_free_memory", py_release_free_memory, METH_NOARGS,
      "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
      "or when nothing was released)."},

@@ -2,14 +2,17 @@
  *
  *   _core._linear(w, x, fmt="float32", threads=1) -> y
  *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
- *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3) -> float
+ *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall") -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
- *       with per-token input quantization) and returns the best
- *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs.
+ *       with per-token input quantization; bfloat16 and int8 take the AMX layouts where the
+ *       engine would) and returns the best
+ *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs
+ *       (clock="thread": the calling thread's CPU time, for threads=1 on a busy machine).
  *   _core._bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
- *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s).
+ *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s), or the
+ *       AMX tile multiplier: "amx_bf16" (TDPBF16PS) or "amx_int8" (TDPBUSD, integer OP/s).
  *       RuntimeError when the CPU lacks the instructions. */
 #include "pyglue.h"
 
@@ -32,6 +35,12 @@ static int ensure_numpy(void) {
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double thread_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -81,13 +90,21 @@ static int pack_weight(PyObject *w_obj, const char *fmt, cr_linear *W) {
 }
 
 PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", NULL};
+    static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", "clock", NULL};
     PyObject *w_obj;
     long long m;
-    const char *fmt = "float32";
+    const char *fmt = "float32", *clock_name = "wall";
     int threads = 1, reps = 3;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|sii", kwlist, &w_obj, &m, &fmt, &threads, &reps)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|siis", kwlist, &w_obj, &m, &fmt, &threads, &reps, &clock_name))
+        return NULL;
+    /* "thread": CPU time of the calling thread (worker 0), which with threads=1 is the layer's
+     * compute time without the time other processes took the core */
+    int thread_clock = strcmp(clock_name, "thread") == 0;
+    if (!thread_clock && strcmp(clock_name, "wall") != 0) {
+        PyErr_SetString(PyExc_ValueError, "_bench_linear: clock is 'wall' or 'thread'");
+        return NULL;
+    }
     if (m < 1 || m > (1 << 20) || threads < 1 || threads > 256 || reps < 1) {
         PyErr_SetString(PyExc_ValueError, "_bench_linear: m in [1, 2^20], threads in [1, 256], reps >= 1");
         return NULL;
@@ -112,9 +129,9 @@ PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
-        double t0 = now_seconds();
+        double t0 = thread_clock ? thread_seconds() : now_seconds();
         st = cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
-        double t = now_seconds() - t0;
+        double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
         if (t < best) best = t;
     }
     cr_engine_unlock();
@@ -210,10 +227,12 @@ PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     if (strcmp(kind, "fma_f32") == 0 && have >= CR_ISA_AVX512) j.loop = cr_peak_fma_avx512, flop_per_iter = 384;
     else if (strcmp(kind, "dpbf16") == 0 && have >= CR_ISA_AVX512BF16) j.loop = cr_peak_dpbf16, flop_per_iter = 768;
     else if (strcmp(kind, "vnni") == 0 && have >= CR_ISA_AVX512VNNI) j.loop = vnni_loop, flop_per_iter = 1536;
+    else if (strcmp(kind, "amx_bf16") == 0 && cr_amx_usable()) j.loop = cr_peak_amx_bf16, flop_per_iter = 65536;
+    else if (strcmp(kind, "amx_int8") == 0 && cr_amx_usable()) j.loop = cr_peak_amx_i8, flop_per_iter = 131072;
 #endif
     if (!j.loop) {
-        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s)", kind,
-                     cr_isa_level_name(have));
+        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s; AMX: %s)",
+                     kind, cr_isa_level_name(have), cr_amx_state());
         return NULL;
     }
     double t;

@@ -2,7 +2,7 @@
  *
  *   _core.isa_levels() -> list[str]
  *       The kernel tables this CPU and OS can run, lowest first ("ref", "avx2", "avx512",
- *       "avx512vnni", "avx512bf16").
+ *       "avx512vnni", "avx512bf16", "amx").
  *       Based on detection only: CROSSRANK_ISA (which caps the active table) does not change it.
  *
  *   _core._kernel(isa, name, *arrays, alpha=0.0, n=32)
@@ -91,6 +91,7 @@ static const struct {
     {"avx512", CR_ISA_AVX512},
     {"avx512vnni", CR_ISA_AVX512VNNI},
     {"avx512bf16", CR_ISA_AVX512BF16},
+    {"amx", CR_ISA_AMX}, /* its vector entries (AVX512BF16's); the tile GEMMs have _amx_gemm */
 };
 
 /* The level's table when it was compiled into this build, else NULL. */
@@ -605,7 +606,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     for (size_t i = 0; i < COUNT(isa_list); i++)
         if (strcmp(isa, isa_list[i].name) == 0) t = i;
     if (t == COUNT(isa_list)) {
-        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16)", isa_obj);
+        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16, amx)", isa_obj);
         return NULL;
     }
     const cr_kernels *table = runnable_table(t);

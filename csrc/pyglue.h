@@ -42,5 +42,9 @@ PyObject *cr_py_exp_f32(PyObject *self, PyObject *args);
 PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
+/* AMX hooks (py_amx.c): _core.amx_usable() asks the permission; _core._amx_gemm(isa, kind, x, wp, n=,
+ * guard=) runs one AMX GEMM call of one table on operands placed against PROT_NONE pages. */
+PyObject *cr_py_amx_usable(PyObject *self, PyObject *unused);
+PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw);
 
 #endif

@@ -16,6 +16,7 @@ Build everything up front with
     python tests/reference/make_fixtures.py --out tests/.fixtures
 """
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -100,3 +101,19 @@ def _build(name):
                            f"(exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
     if not mf.is_fresh(name, FIXTURES_DIR):
         raise RuntimeError(f"{' '.join(cmd)} succeeded but {FIXTURES_DIR / name} is not fresh")
+
+
+@contextlib.contextmanager
+def torch_hidden():
+    """This process never imports torch: make it look absent while a call would reach for it
+    (``predict(..., convert_to_numpy=False)`` returns torch tensors where torch is installed)."""
+    missing = object()
+    saved = sys.modules.get("torch", missing)
+    sys.modules["torch"] = None
+    try:
+        yield
+    finally:
+        if saved is missing:
+            del sys.modules["torch"]
+        else:
+            sys.modules["torch"] = saved

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _fixtures import fixture_path
-from crossrank import CrossEncoder
+from crossrank import CrossEncoder, TooLongError
 from crossrank.chunking import Chunking, as_chunking, token_windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
@@ -156,7 +156,7 @@ def test_bad_chunking_options_are_named(value, match):
 
 def test_a_query_that_fills_the_prompt_leaves_no_room_for_chunks(model, long_docs):
     long_query = " ".join(["What did the merchants trade in the ports of Canton and Nagasaki?"] * 20)
-    with pytest.raises(ValueError, match="no part of the document fits; shorten the query or raise max_length"):
+    with pytest.raises(TooLongError, match="no room for the document"):
         model.score(long_query, long_docs[:1], chunking="max")
     with pytest.raises(ValueError, match="leaves no room to advance"):
         model.score(QUERY, long_docs[:1], chunking={"overlap": MAX_LENGTH})

@@ -209,7 +209,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="max_length"):
         CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, max_length=0)
     with pytest.raises(ValueError, match="activation_fn"):
-        CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, activation_fn="tanh")
+        CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, activation_fn="tanhh")
 
 
 def test_errors_share_one_base_class():

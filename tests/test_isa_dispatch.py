@@ -1,5 +1,7 @@
 """CROSSRANK_ISA: the kernel level is chosen once at import, capped by the variable, and every
-level gives bitwise the same scores.
+level gives bitwise the same scores — except bfloat16 on AMX tiles, whose TDPBF16PS sums in its
+own order: there the AMX level is compared within the bfloat16 bar, and the other levels bitwise
+with each other.
 
 Each case runs a fresh interpreter (the choice is made once per process). The parity checks score
 a few query/document pairs with a tiny random-weight Qwen3 checkpoint (float32 and bfloat16, and
@@ -19,7 +21,7 @@ import pytest
 import crossrank
 from _numpy_checkpoint import copy_qwen3_tokenizer, qwen3_tokenizer_dir, write_qwen3_checkpoint
 
-ORDER = ["ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16"]
+ORDER = ["ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx"]
 DETECTED = crossrank.cpu_info()["detected"]
 HAS_AVX_VNNI = "avx_vnni" in crossrank.cpu_info()["features"].split(",")
 
@@ -128,6 +130,8 @@ def tiny_qwen3(request, tmp_path_factory):
         # Not degenerate: the documents get clearly different logits, so parity means something.
         assert np.ptp(logits) > 1e-2, logits
         uncapped[compute] = logits
+    if DETECTED == "amx":  # the vector levels' bf16, for the levels below AMX
+        uncapped["bfloat16-vector"] = np.array(score_under(path, "avx512bf16", "bfloat16")["logits"])
     return path, uncapped
 
 
@@ -138,8 +142,25 @@ def test_logits_under_each_isa_cap_match_the_uncapped_run(tiny_qwen3, cap, compu
     capped = score_under(path, cap, compute)
     assert capped["isa"] == expected_level(cap)
     # Every kernel table runs the same operations in the same order (GEMM chains, dot/sumsq lanes,
-    # exp, bf16 emulation, exact int8 sums), so a model scores bit for bit the same on every CPU.
-    np.testing.assert_array_equal(np.array(capped["logits"]), uncapped[compute])
+    # exp, bf16 emulation, exact int8 sums), so a model scores bit for bit the same on every CPU;
+    # bf16 on AMX tiles is its own level (see the test below).
+    want = uncapped[compute]
+    if compute == "bfloat16" and DETECTED == "amx" and capped["isa"] != "amx":
+        want = uncapped["bfloat16-vector"]
+    np.testing.assert_array_equal(np.array(capped["logits"]), want)
+
+
+def test_amx_bf16_logits_are_within_the_bf16_bar_of_the_vector_levels(tiny_qwen3):
+    if DETECTED != "amx":
+        pytest.skip(f"no AMX here (kernels up to {DETECTED})")
+    _, uncapped = tiny_qwen3
+    amx, vector, f32 = uncapped["bfloat16"], uncapped["bfloat16-vector"], uncapped["float32"]
+    assert not np.array_equal(amx, vector)  # TDPBF16PS's order, not vdpbf16ps's
+    def sigmoid(z):
+        return 1.0 / (1.0 + np.exp(-z))
+    # the bf16 bar of tests/test_dtype_accuracy.py: probabilities within 0.02 of float32
+    assert np.abs(sigmoid(amx) - sigmoid(f32)).max() <= 0.02
+    assert np.abs(sigmoid(amx) - sigmoid(vector)).max() <= 0.02
 
 
 WARN_SCRIPT = """
@@ -159,7 +180,7 @@ def test_int8_warns_where_it_runs_without_vnni(tiny_qwen3, cap):
     code = "import sys; sys.argv[1:] = " + repr([str(path), json.dumps(QWEN3_RERANKER)]) + "\n" + WARN_SCRIPT
     run = json.loads(run_python(code, cap).strip().splitlines()[-1])
     slow = [w for w in run["warnings"] if "without VNNI" in w]
-    if run["isa"] in ("avxvnni", "avx512vnni", "avx512bf16"):
+    if run["isa"] in ("avxvnni", "avx512vnni", "avx512bf16", "amx"):
         assert slow == []
     else:
         assert len(slow) == 1 and "float32" in slow[0], run

@@ -37,7 +37,7 @@ from crossrank import _core
 
 LEVELS = _core.isa_levels()
 SIMD_LEVELS = [isa for isa in LEVELS if isa != "ref"]
-KNOWN_TABLES = ["ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16"]
+KNOWN_TABLES = ["ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx"]
 
 LENGTHS = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4097]
 U = 2.0 ** -24

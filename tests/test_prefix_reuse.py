@@ -8,7 +8,7 @@ import pytest
 
 from _fixtures import fixture_path
 from crossrank import CrossEncoder
-from crossrank.model import _MIN_SHARED_PREFIX, shared_prefix_groups
+from crossrank.passes import _MIN_SHARED_PREFIX, shared_prefix_groups
 
 QWEN3_RERANKER = {"architectures": ["Qwen3ForSequenceClassification"],
                   "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}
@@ -33,7 +33,7 @@ def test_score_with_reuse_equals_the_full_sequences(model, golden, batch_size):
     docs = documents(golden)
     query = "How does TCP slow start work?"
     ids = model.tokenize(query, docs).input_ids
-    full = model._activate(model.forward_ids(ids, batch_size=batch_size), None)
+    full = model.activate(model.forward_ids(ids, batch_size=batch_size), defaults="vllm")
     reused = model.score(query, docs, batch_size=batch_size)
     np.testing.assert_allclose(reused, full, rtol=0, atol=1e-6)
 
@@ -43,7 +43,7 @@ def test_score_with_several_queries_groups_each_query(model, golden):
     queries = [p["query"] for p in pairs] * 2
     docs = documents(golden) + documents(golden)[::-1]
     ids = model.tokenize(queries, docs).input_ids
-    full = model._activate(model.forward_ids(ids), None)
+    full = model.activate(model.forward_ids(ids), defaults="vllm")
     np.testing.assert_allclose(model.score(queries, docs, batch_size=5), full, rtol=0, atol=1e-6)
 
 
@@ -51,7 +51,7 @@ def test_predict_with_a_shared_text_1_equals_the_full_sequences(model, golden):
     docs = [d for d in documents(golden) if d]
     pairs = [("what is the capital of France?", d) for d in docs]
     ids = model.tokenize_pairs(pairs).input_ids
-    full = model._activate(model.forward_ids(ids), None)
+    full = model.activate(model.forward_ids(ids), defaults="vllm")
     np.testing.assert_allclose(model.predict(pairs, batch_size=4), full, rtol=0, atol=1e-6)
 
 

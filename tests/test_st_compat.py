@@ -88,7 +88,7 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--reference
 import pytest  # noqa: E402
 
 import crossrank  # noqa: E402
-from _fixtures import REFERENCE_PYTHON, fixture_path  # noqa: E402
+from _fixtures import REFERENCE_PYTHON, fixture_path, torch_hidden  # noqa: E402
 from crossrank import CrossEncoder  # noqa: E402
 from crossrank.errors import ConfigError, UnsupportedModelError  # noqa: E402
 # The model card's prompt as a chat template (the instruction from a system message).
@@ -204,7 +204,12 @@ def crossrank_results(st_dirs):
         kwargs = dict(kwargs)
         if "activation_fn" in kwargs:
             kwargs["activation_fn"] = _torch_activation(kwargs["activation_fn"])
-        entry = {"result": getattr(model, method)(*args, **kwargs), "model": model}
+        try:
+            with torch_hidden():
+                entry = {"result": getattr(model, method)(*args, **kwargs), "model": model}
+        except crossrank.TooLongError as exc:
+            out[cid] = {"error": exc, "model": model}
+            continue
         if method == "predict":
             pairs = [args[0]] if isinstance(args[0][0], str) else args[0]
             entry["encoded"] = model.tokenize_pairs(pairs, prompt_name=kwargs.get("prompt_name"),
@@ -253,24 +258,30 @@ def test_rank_gives_sentence_transformers_results(cid, reference, crossrank_resu
 
 def test_truncation_cuts_the_document_as_sentence_transformers_does(reference, crossrank_results):
     """sentence-transformers cuts the rendered prompt and writes the template's tail back; crossrank
-    cuts inside the document's tokens. Same ids whenever part of the document survives; when the query
-    alone overflows, sentence-transformers also cuts the template's "<Document>:" label and crossrank
-    keeps it (and cuts the query)."""
+    cuts inside the document's tokens. Same ids whenever part of the document survives. When the
+    template and the query leave no room for the document, sentence-transformers also cuts the
+    template's "<Document>:" label and scores the query alone; crossrank refuses those pairs
+    (TooLongError naming them: the score would ignore the document), and with truncate_query=True
+    cuts the query and the document longest-first, keeping the label."""
     ours, ref = crossrank_results["truncated"], reference["truncated"]
-    cut = ours["encoded"].truncated
-    kept = [k for k, _ in ours["encoded"].document_tokens]
-    assert all(len(ids) <= 120 for ids in ours["ids"])
-    assert sum(cut) >= 10
-    same = [i for i in range(len(PAIRS)) if not (cut[i] and kept[i] == 0)]
-    assert len(same) >= len(PAIRS) - 5
-    assert [ours["ids"][i] for i in same] == [ref["ids"][i] for i in same]
-    np.testing.assert_allclose(np.asarray(ours["result"])[same], np.asarray(ref["result"])[same],
-                               atol=PARITY_ATOL, rtol=0)
+    error, model = ours["error"], ours["model"]
+    assert isinstance(error, ValueError) and 1 <= len(error.indices) <= 5
+    assert all(str(i) in str(error) for i in error.indices)
+    same = [i for i in range(len(PAIRS)) if i not in error.indices]
+    fitting = [PAIRS[i] for i in same]
+    encoded = model.tokenize_pairs(fitting)
+    assert all(len(ids) <= 120 for ids in encoded.input_ids)
+    assert sum(encoded.truncated) >= 10 and all(kept > 0 or whole == 0 for kept, whole in encoded.document_tokens)
+    assert encoded.input_ids == [ref["ids"][i] for i in same]
+    np.testing.assert_allclose(model.predict(fitting), np.asarray(ref["result"])[same], atol=PARITY_ATOL, rtol=0)
     # "<Document>:" as it tokenizes after a newline (the newline may merge with the query's end)
-    label = ours["model"].tokenizer.encode("\n<Document>:", add_special_tokens=False).ids[1:]
-    for i in set(range(len(PAIRS))) - set(same):
-        assert _contains(ours["ids"][i], label) and not _contains(ref["ids"][i], label)
-        assert len(ours["ids"][i]) == len(ref["ids"][i]) == 120
+    label = model.tokenizer.encode("\n<Document>:", add_special_tokens=False).ids[1:]
+    no_room = [PAIRS[i] for i in error.indices]
+    assert all(not _contains(ref["ids"][i], label) and len(ref["ids"][i]) == 120 for i in error.indices)
+    cut = model.tokenize_pairs(no_room, truncate_query=True)
+    assert all(len(ids) == 120 and _contains(ids, label) for ids in cut.input_ids)
+    assert all(kept > 0 for kept, _ in cut.document_tokens)
+    assert np.isfinite(model.predict(no_room, truncate_query=True)).all()
 
 
 def _contains(seq, sub):

@@ -3,7 +3,7 @@
  * Each kernel has a scalar reference (kernels_ref.c) and ISA versions in files named by ISA
  * (kernels_avx2.c, kernels_avx512.c, kernels_avx512bf16.c): only those files are compiled with ISA flags. The table is
  * filled once with the references, then overridden by what the CPU and OS support, capped by the
- * CROSSRANK_ISA environment variable (ref | avx2 | avxvnni | avx512 | avx512vnni | avx512bf16).
+ * CROSSRANK_ISA environment variable (ref | avx2 | avxvnni | avx512 | avx512vnni | avx512bf16 | amx).
  *
  * Contracts (all): n >= 0, any n (ragged tails handled), no alignment required; source pointers
  * may point into a memory-mapped checkpoint, so 16-bit sources are read with unaligned loads. */
@@ -19,6 +19,7 @@ typedef enum cr_isa {
     CR_ISA_AVX512,      /* AVX-512 F/BW/VL/DQ */
     CR_ISA_AVX512VNNI,  /* AVX-512 + AVX512_VNNI */
     CR_ISA_AVX512BF16,  /* AVX-512 + AVX512_VNNI + AVX512_BF16 */
+    CR_ISA_AMX,         /* AVX512BF16 + AMX-TILE/BF16/INT8 (tdpbf16ps, tdpbusd), usable once the OS allows */
     CR_ISA_COUNT
 } cr_isa;
 
@@ -130,7 +131,50 @@ typedef struct cr_kernels {
     void (*attn_pv_f32)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                         const float *alpha, float *o, int64_t ldo, int64_t n);
     int attn_pv_mr;
+
+    /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
+     * blocks (kernels_amx.c; every table carries the scalar models of kernels_ref.c, which the AMX
+     * table replaces). x: rows in tile order, so that every A tile is one contiguous KiB: row
+     * 16 g + r, block b at x + (g kb + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
+     * for 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever
+     * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb blocks
+     * of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
+     * [CR_GEMM_NR][4] int8 groups (the gemm_i8_tile layout, kq = 16 kb), panel after panel. out:
+     * rows of stride ldo elements; out[i ldo + p CR_GEMM_NR + j] is column j of panel p for row i,
+     * written for every row i < 16 ceil(m / 16) (rows past m: junk). Tiles read and write whole
+     * 64-byte rows: x and wp are read exactly up to their last block and never past.
+     *
+     * bfloat16 (a block is 32 elements of K): the order of TDPBF16PS as measured on Intel Emerald
+     * Rapids (the hardware matches it bitwise; the SDM's pseudo-code reads as one chain of even,
+     * odd, even, ... products, which the hardware does not do). Per block b, with products
+     * e_t = x[32b + 2t] w[32b + 2t, j] and o_t = x[32b + 2t + 1] w[32b + 2t + 1, j] (t = 0..15),
+     * two chains E = fma(.. fma(+0 + e_0) ..) + e_15 and O likewise over o_t, each step one
+     * rounding of the exact product plus the chain, then acc = acc + (E + O), from acc = +0, b
+     * increasing. Rounding is to nearest even; bf16 inputs and every result below the normal
+     * range are flushed to zero (DAZ/FTZ); sums that overflow are not modelled. This is not
+     * vdpbf16ps's order, so AMX bf16 is its own level (within the bfloat16 accuracy bar of the
+     * others). A row's result does not depend on m, n or the rows beside it.
+     * int8 (a block is 64 elements): exact int32 sums, the bits of gemm_i8_tile. */
+    void (*gemm_bf16_amx)(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
+                          int64_t ldo);
+    void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
+                        int64_t ldo);
+    /* Optional (NULL: linear.c runs the same formula in C): the int8 epilogue of
+     * gemm_i8_tile_f32 on sums already computed, y[i, j] = (float)(acc[i, j] - 128 colsum[j]) *
+     * (xscale[i] * wscale[j]) for i < rows, j < cols (acc row stride ldacc, y row stride ldy): the
+     * same operations in the same order, so the same bits. acc may be y itself (ldacc = ldy): each
+     * 16 sums are loaded before their 16 results are stored over them. */
+    void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
+                           const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
 } cr_kernels;
+
+/* Rows and packed panels of one AMX GEMM call. */
+#define CR_AMX_ROWS 64
+#define CR_AMX_PANELS 4
+
+/* K elements per AMX block: one 64-byte tile row of bf16 (32) or of int8 (64). */
+#define CR_AMX_BF16_K 32
+#define CR_AMX_I8_K 64
 
 /* One float32 -> bfloat16, round to nearest even (the scalar definition; used for packing). */
 uint16_t cr_f32_to_bf16_one(float f);
@@ -151,6 +195,9 @@ const cr_kernels *cr_kernels_avx512bf16(void);
 const cr_kernels *cr_kernels_avx512vnni(void);
 const cr_kernels *cr_kernels_avxvnni(void);
 
+/* Only the AMX GEMMs (tile kernels); NULL when not compiled in. */
+const cr_kernels *cr_kernels_amx(void);
+
 /* The complete table of one level (compiled in; the caller checks the CPU runs it). */
 const cr_kernels *cr_kernels_level(cr_isa level);
 
@@ -159,6 +206,22 @@ const cr_kernels *cr_kernels_level(cr_isa level);
 float cr_peak_fma_avx512(int64_t iters);
 float cr_peak_dpbf16(int64_t iters);
 int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 1536 integer OP per iteration */
+
+/* AMX tile peaks (register-only loops on 4 accumulator tiles; callers check cr_amx_usable first):
+ * TDPBF16PS, 4 x 16 x 16 x 32 x 2 FLOP per iteration; TDPBUSD, 4 x 16 x 16 x 64 x 2 OP. */
+float cr_peak_amx_bf16(int64_t iters);
+float cr_peak_amx_i8(int64_t iters);
+
+/* Whether the AMX kernels may run in this process: the CPU and XCR0 have the tile state, the
+ * active level is AMX (not capped) and Linux granted the permission to use XTILEDATA. The
+ * permission is asked once per process, lazily, at the first call (thread-safe), never at import.
+ * CROSSRANK_AMX_DENY=1 (a testing aid) makes it a refusal. After a refusal the process runs the
+ * AVX512BF16 level: cr_isa_name() says so and cr_amx_state() says why. */
+int cr_amx_usable(void);
+/* "usable", "not asked yet", or why not ("refused by the kernel: ...", "not supported: ..."). */
+const char *cr_amx_state(void);
+/* The CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...; "" when unknown). */
+const char *cr_cpu_vendor(void);
 
 /* What the CPU and OS support (before any cap), and the names of ISA levels. */
 cr_isa cr_isa_detected(void);

@@ -99,6 +99,42 @@ static void gemm_bf16_tile_ref(const uint16_t *x, int64_t ldx, int64_t m, const 
     }
 }
 
+/* Below the normal range to a zero of the same sign (AMX's DAZ / FTZ). */
+static inline float flush_denormal(float f) {
+    return fabsf(f) < 1.17549435e-38f ? copysignf(0.0f, f) : f;
+}
+
+/* The scalar model of TDPBF16PS (kernels.h) for one 32-element block of one output: an even and
+ * an odd chain from +0 of fused steps (exact product, one rounding), added together and then to
+ * the accumulator; inputs and every result flushed below the normal range. xb: the block's 32
+ * inputs; wb: the panel's 16 rows of the block; j: the column. */
+static float tdpbf16ps_block(const uint16_t *xb, const uint16_t *wb, int64_t j, float acc) {
+    float even = 0.0f, odd = 0.0f;
+    for (int t = 0; t < 16; t++) {
+        const uint16_t *w = wb + t * 2 * CR_GEMM_NR + 2 * j;
+        /* the product is not rounded on its own (a denormal product counts too) */
+        even = flush_denormal(fmaf(flush_denormal(bf16_value(xb[2 * t])), flush_denormal(bf16_value(w[0])), even));
+        odd = flush_denormal(fmaf(flush_denormal(bf16_value(xb[2 * t + 1])), flush_denormal(bf16_value(w[1])), odd));
+    }
+    return flush_denormal(acc + flush_denormal(even + odd));
+}
+
+/* x in the AMX tile order: row i's block b. */
+#define AMX_X_BLOCK(x, i, b, kb, B) ((x) + ((((i) / 16) * (kb) + (b)) * 16 + (i) % 16) * (B))
+
+static void gemm_bf16_amx_ref(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
+                              int64_t ldo) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < np; p++)
+            for (int64_t j = 0; j < CR_GEMM_NR; j++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < kb; b++)
+                    acc = tdpbf16ps_block(AMX_X_BLOCK(x, i, b, kb, CR_AMX_BF16_K),
+                                          wp + (p * kb + b) * 16 * 2 * CR_GEMM_NR, j, acc);
+                out[i * ldo + p * CR_GEMM_NR + j] = acc;
+            }
+}
+
 uint16_t cr_f32_to_bf16_one(float f) {
     uint32_t b;
     memcpy(&b, &f, 4);
@@ -122,6 +158,24 @@ static void gemm_i8_tile_ref(const uint8_t *x, int64_t ldx, int64_t m, const int
         }
         for (int64_t j = 0; j < n; j++) y[i * ldy + j] = acc[j];
     }
+}
+
+/* AMX int8: exact sums, the bits of gemm_i8_tile over the 16 kb groups of the padded panels. */
+static void gemm_i8_amx_ref(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
+                            int64_t ldo) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < np; p++) {
+            int32_t acc[CR_GEMM_NR] = {0};
+            for (int64_t b = 0; b < kb; b++) {
+                const uint8_t *xb = AMX_X_BLOCK(x, i, b, kb, CR_AMX_I8_K);
+                const int8_t *wb = wp + (p * kb + b) * 16 * 4 * CR_GEMM_NR;
+                for (int t = 0; t < 16; t++)
+                    for (int j = 0; j < CR_GEMM_NR; j++)
+                        for (int e = 0; e < 4; e++)
+                            acc[j] += (int32_t)xb[4 * t + e] * (int32_t)wb[t * 4 * CR_GEMM_NR + 4 * j + e];
+            }
+            memcpy(out + i * ldo + p * CR_GEMM_NR, acc, sizeof acc);
+        }
 }
 
 float cr_quant_scale(float amax) {
@@ -204,6 +258,8 @@ static const cr_kernels ref_table = {
     .attn_softmax_f32 = cr_attn_softmax_f32_ref,
     .attn_pv_f32 = cr_attn_pv_f32_ref,
     .attn_pv_mr = CR_ATTN_PV_MR_REF,
+    .gemm_bf16_amx = gemm_bf16_amx_ref,
+    .gemm_i8_amx = gemm_i8_amx_ref,
 };
 
 const cr_kernels *cr_kernels_ref(void) { return &ref_table; }

@@ -9,10 +9,10 @@ from typing import Dict
 from . import _core
 from .convert import convert
 from .errors import (Cancelled, CheckpointError, ConfigError, CrossrankError, ModelNotFoundError,
-                     NumericalError, UnsupportedModelError)
+                     NumericalError, TooLongError, UnsupportedModelError)
 from .model import CancelToken, CrossEncoder
 from .templates import TEMPLATES, Template, get_template
-from .tokenization import Encoded, TooLongError
+from .tokenization import Encoded
 
 __version__ = "0.1.0"
 
@@ -42,8 +42,13 @@ def cpu_info() -> Dict[str, str]:
     """The kernels crossrank uses on this CPU.
 
     Returns:
-        ``{"isa": kernels in use, "detected": best level the CPU and OS allow, "features": ...}``.
-        ``CROSSRANK_ISA=ref|avx2|avx512|avx512bf16`` (read at import) caps the level.
+        ``{"isa": kernels in use, "detected": best level the CPU and OS allow, "features": ...,
+        "vendor": the CPUID vendor ("GenuineIntel", "AuthenticAMD"), "amx": "usable" | "not asked
+        yet" | why not}``. ``CROSSRANK_ISA=ref|avx2|avxvnni|avx512|avx512vnni|avx512bf16|amx``
+        (read at import) caps the level. The AMX permission is asked from the OS at the first
+        bfloat16 or int8 load (or ``dtype="auto"``), not at import; if the OS refuses, ``isa``
+        becomes ``"avx512bf16"`` and ``amx`` says why. ``CROSSRANK_AMX_DENY=1`` simulates that
+        refusal (a testing aid).
     """
     return dict(_core.cpu_info())
 

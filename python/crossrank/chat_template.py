@@ -403,25 +403,29 @@ class ChatPrompt:
                         description=f"chat template from {self.chat.origin}")
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
-               max_length: int) -> Encoded:
-        """Token ids of each pair's prompt, truncated inside the document when too long.
+               max_length: int, *, truncate_query: bool = False, check_room: bool = True) -> Encoded:
+        """Token ids of each pair's prompt, truncated inside the document when too long
+        (``truncate_query`` and ``check_room`` as in :meth:`PromptEncoder.encode_template`).
 
         Raises:
-            TooLongError: a prompt does not fit and the template cannot be cut inside the document.
+            TooLongError: a prompt does not fit and the template cannot be cut inside the document,
+                or the template and the query leave no room for the document.
         """
         template = self.template_for(instruction)
         if template is not None:
-            return self.encoder.encode_template(template, queries, documents, instruction, max_length)
+            return self.encoder.encode_template(template, queries, documents, instruction, max_length,
+                                                truncate_query=truncate_query, check_room=check_room)
         if self.encoder.split_special_tokens:
             raise ValueError(
                 f"the chat template from {self.chat.origin} rewrites the query/document text, so crossrank "
                 "cannot tokenize the texts apart from the template: use split_special_tokens=False")
         texts = [self.render(q, d, instruction) for q, d in zip(queries, documents)]
         encoded = self.encoder.encode_texts(texts)
-        for i, ids in enumerate(encoded.input_ids):
-            if len(ids) > max_length:
-                raise TooLongError(
-                    f"pair {i} is {len(ids)} tokens, more than max_length={max_length}, and the chat template "
-                    f"from {self.chat.origin} rewrites the query/document text, so crossrank cannot find where "
-                    "to cut it; shorten the document or raise max_length")
+        too_long = [i for i, ids in enumerate(encoded.input_ids) if len(ids) > max_length]
+        if too_long:
+            i = too_long[0]
+            raise TooLongError(
+                f"pair {i} is {len(encoded.input_ids[i])} tokens, more than max_length={max_length} (too long: "
+                f"pairs {too_long[:10]}), and the chat template from {self.chat.origin} rewrites the query/document "
+                "text, so crossrank cannot find where to cut it; shorten the document or raise max_length", too_long)
         return encoded

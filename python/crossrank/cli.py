@@ -32,7 +32,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", "--max_length", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
-                   help="compute dtype (auto: bfloat16 where the CPU has AVX512_BF16)")
+                   help="compute dtype (auto: bfloat16 on AMX tiles or on AMD with AVX512_BF16, else float32)")
     p.add_argument("--template", default=None, help="prompt template name (default: from the model)")
     p.add_argument("--instruction", default=None, help="task instruction (default: the template's)")
     p.add_argument("--local-files-only", action="store_true")

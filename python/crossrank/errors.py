@@ -11,6 +11,8 @@ an error from the engine and an error from the Python layer are caught the same 
 
 from __future__ import annotations
 
+from typing import Iterable, List, Optional
+
 __all__ = [
     "CrossrankError",
     "CheckpointError",
@@ -19,6 +21,7 @@ __all__ = [
     "ModelNotFoundError",
     "Cancelled",
     "NumericalError",
+    "TooLongError",
 ]
 
 
@@ -80,3 +83,25 @@ class NumericalError(CrossrankError, FloatingPointError):
     weights are finite (checked at load unless ``check_finite`` was turned off) but the
     activations overflow float32, or the weights were not checked and are corrupt.
     """
+
+
+class TooLongError(CrossrankError, ValueError):
+    """A prompt does not fit ``max_length`` and cannot be cut without breaking it.
+
+    Raised when the template's own text does not fit, when a prompt crossrank cannot cut inside
+    the document (vLLM's request form, a chat template that rewrites its inputs) is too long, and
+    when the template and the query leave no room for the document: scoring it would score the
+    query alone, the same number for every document. Pass ``truncate_query=True`` to cut the
+    query and the document longest-first instead.
+
+    Attributes:
+        indices: The indices (in the call's order) of the pairs that do not fit; empty when the
+            error is not about particular pairs.
+    """
+
+    def __init__(self, message: str, indices: Optional[Iterable[int]] = None) -> None:
+        super().__init__(message)
+        self.indices: List[int] = [int(i) for i in indices] if indices is not None else []
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (str(self), self.indices))

@@ -5,7 +5,6 @@ import dataclasses
 import logging
 import os
 import pickle
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -17,13 +16,20 @@ from .chat_template import (ChatPrompt, ChatTemplate, find_chat_template, load_c
                             read_tokenizer_config)
 from .chunking import Chunking, ChunkingLike, as_chunking, token_windows, window_texts
 from .config import ModelSpec, load_config, resolve_classifier_tokens
+from .activations import ActivationLike, apply_activation, default_activation, normalize_activation
 from .errors import ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
-from .st_package import STPackage, activation_from_config, head_overrides, read_st_package
-from .templates import Template, check_text, get_template, split_pairs, template_for_model
+from .multiprocess import chunk_size_for, run_in_pool, start_pool, stop_pool
+from .pairs import broadcast, flatten_queries, ranked
+from .passes import interruptible, shared_prefix_groups
+from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_singular_input, saved_activation_path,
+                        st_call_args, st_init_args, warn_once)
+from .st_package import STPackage, head_overrides, read_st_package
+from .st_save import save_package
+from .templates import Template, get_template, split_pairs, template_for_model
 from .tokenization import Encoded, PromptEncoder
 
-__all__ = ["CrossEncoder", "CancelToken"]
+__all__ = ["CrossEncoder", "CancelToken", "shared_prefix_groups"]
 
 logger = logging.getLogger("crossrank")
 
@@ -31,29 +37,46 @@ logger = logging.getLogger("crossrank")
 #: the call raises :class:`crossrank.Cancelled` within one GEMM block and the model stays usable.
 CancelToken = _core.Control
 
-ActivationFn = Union[None, str, Callable[[np.ndarray], np.ndarray]]
+ActivationFn = ActivationLike
 Pair = Tuple[str, str]
 TemplateLike = Union[None, str, Template, ChatTemplate]
 
 # Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
 _TOKEN_BUDGET = 16384
-# torch activation modules users pass to sentence-transformers, recognised by name (torch is never
-# imported): nn.Sigmoid() -> "sigmoid".
-_TORCH_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax"}
 # transformers' model_max_length when a tokenizer config sets none.
 _NO_TOKENIZER_LIMIT = int(1e30)
 _DTYPES = ("auto", "float32", "bfloat16", "int8")
 # Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
-_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16")
+_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
+
+
+def auto_dtype(vendor: str, isa: str, amx_usable: bool) -> str:
+    """The fastest float dtype that meets the bfloat16 accuracy bar, as a fixed function of the CPU
+    (never a timing probe; ``auto`` never picks int8, whose bar is looser):
+
+    * AMX tiles usable (``isa == "amx"`` and the OS granted the permission): ``"bfloat16"`` on tiles;
+    * AVX512_BF16 on AMD (Zen 4/5: ``vdpbf16ps`` at twice the float32 FMA rate): ``"bfloat16"``;
+    * Intel with AVX512_BF16 but no usable AMX: ``"float32"`` (``vdpbf16ps`` runs at half the
+      float32 FMA rate there, so bfloat16 would be the slower path);
+    * anything else: ``"float32"``.
+    """
+    if isa == "amx" and amx_usable:
+        return "bfloat16"
+    if isa in ("avx512bf16", "amx") and vendor == "AuthenticAMD":
+        return "bfloat16"
+    return "float32"
 
 
 def resolve_dtype(dtype: str) -> str:
-    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is ``"bfloat16"`` where the CPU
-    has AVX512_BF16 (twice the float32 speed, scores within about 0.01), else ``"float32"``."""
+    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is :func:`auto_dtype` of this CPU's
+    vendor, kernel level and AMX permission (asked from the OS here, once per process)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(_DTYPES)}")
     if dtype == "auto":
-        return "bfloat16" if _core.cpu_info()["isa"] == "avx512bf16" else "float32"
+        info = _core.cpu_info()
+        amx = info["isa"] == "amx" and _core.amx_usable()
+        # a refused permission turns the level into avx512bf16: read it again
+        return auto_dtype(info["vendor"], _core.cpu_info()["isa"], amx)
     return dtype
 
 
@@ -99,8 +122,8 @@ class CrossEncoder:
         max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
             sentence-transformers package its ``max_seq_length`` rule; else
             ``min(max_position_embeddings, 8192)``.
-        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 on CPUs with
-            AVX512_BF16, else float32), ``"float32"`` (the reference path: scores within 1e-4 of
+        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 where it is the faster
+            path: AMX tiles, or AMD with AVX512_BF16; else float32; see :func:`auto_dtype`), ``"float32"`` (the reference path: scores within 1e-4 of
             transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
             bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
             saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
@@ -111,10 +134,11 @@ class CrossEncoder:
         template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
             ``"chat:NAME"`` (the model's chat template), a
             :class:`~crossrank.chat_template.ChatTemplate`, or ``None`` to choose from the model.
-        activation_fn: Default activation of the scores: ``None`` (the package's saved one, else:
-            one label sigmoid, several softmax), ``"sigmoid"``, ``"softmax"``, ``"identity"`` (raw
-            logits), ``torch.nn.Sigmoid()``/``Identity()``/``Softmax()``, or a callable on a float
-            NumPy array.
+        activation_fn: Default activation of the scores: ``None`` (the saved one of a
+            sentence-transformers model, else as sentence-transformers: one label sigmoid, several
+            identity), a name of :data:`crossrank.activations.ACTIVATIONS` (``"sigmoid"``,
+            ``"identity"``: raw logits, ``"tanh"``, ...), a ``torch.nn`` activation module (computed in
+            NumPy), a torch dotted path, or a callable on a float NumPy array.
         revision: Hub revision (branch, tag or commit) to look up in the cache.
         cache_folder: Hugging Face cache directory to search.
         token: Hub token, for a download (never stored or pickled).
@@ -129,6 +153,9 @@ class CrossEncoder:
         chunking: Default long-document handling of :meth:`score`/:meth:`rank`: ``None`` (truncate),
             ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
         device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
+        truncate_query: Default of the calls' ``truncate_query`` (see :meth:`score`).
+        model_card_data: A :class:`~crossrank.st_compat.ModelCardData` (sentence-transformers'
+            evaluators store their metrics there); default: a new one.
         check_finite: Scan the weights for NaN/Inf at load and raise
             :class:`~crossrank.CheckpointError` naming the tensor. ``None`` (default): on for
             checkpoints of up to 2^31 weights, off above (where the scan costs seconds). Whatever
@@ -137,8 +164,12 @@ class CrossEncoder:
 
     Pickling a model stores its resolved path and options (not its weights, nor ``token``); it
     reloads on unpickling, so it can be sent to Ray workers or multiprocessing pools.
+
+    sentence-transformers' deprecated arguments (``model_name``, ``cache_dir``,
+    ``default_activation_function``, the old positional ones) are taken with its warnings.
     """
 
+    @st_init_args
     def __init__(
         self,
         model_name_or_path: Union[str, os.PathLike],
@@ -159,13 +190,17 @@ class CrossEncoder:
         chat_template_kwargs: Optional[Mapping[str, Any]] = None,
         chunking: ChunkingLike = None,
         device: Optional[str] = None,
+        truncate_query: bool = False,
+        model_card_data: Optional[ModelCardData] = None,
         check_finite: Optional[bool] = None,
     ) -> None:
         options = dict(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
                        template=template, activation_fn=activation_fn, split_special_tokens=split_special_tokens,
                        prompts=prompts, default_prompt_name=default_prompt_name,
                        chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device,
-                       check_finite=check_finite)
+                       check_finite=check_finite, truncate_query=bool(truncate_query))
+        self.model_card_data = model_card_data if model_card_data is not None else ModelCardData(
+            model_id=str(model_name_or_path))
         self._validate_options(**options)
         resolution = dict(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
         path = resolve_model_path(model_name_or_path, token=token, **resolution)
@@ -187,7 +222,7 @@ class CrossEncoder:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
-        _check_activation(_normalize_activation(activation_fn))
+        normalize_activation(activation_fn)
         as_chunking(chunking)
         _check_device(device)
 
@@ -238,10 +273,11 @@ class CrossEncoder:
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                              f"{sorted(self.prompts)}")
-        activation = _normalize_activation(options["activation_fn"])
-        if activation is None and package is not None:
-            activation = activation_from_config(package.activation_fn)
+        activation = normalize_activation(options["activation_fn"])
+        if activation is None:  # the saved one; a path crossrank cannot run raises, naming it
+            activation = normalize_activation(saved_activation_path(path, package))
         self.activation_fn: ActivationFn = activation
+        self.truncate_query: bool = bool(options.get("truncate_query", False))
         self.chunking: Optional[Chunking] = as_chunking(options["chunking"])
         self.max_length: int = self._pick_max_length(options["max_length"])
         self.threads = threads
@@ -257,8 +293,10 @@ class CrossEncoder:
                                              vocab_size=spec.vocab_size)
             head = {"kind": "lm_rows", "rows": list(rows),
                     "two_way": spec.head.method == "from_2_way_softmax"}
+            self._head_rows: Optional[List[int]] = list(rows)
         else:
             head = {"kind": "score_weight"}
+            self._head_rows = None
         self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
                                    check_finite=options.get("check_finite"))
         self.num_labels: int = self._engine.num_labels
@@ -360,16 +398,19 @@ class CrossEncoder:
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
     def __getstate__(self) -> Dict[str, Any]:
-        """What a pickle holds: the name, resolved path and constructor options (no weights)."""
-        activation = self._options.get("activation_fn")
+        """What a pickle holds: the name, resolved path and constructor options (no weights), with the
+        current ``max_length``, ``activation_fn`` and ``truncate_query`` (settable after loading)."""
+        activation = self.activation_fn
         if callable(activation):
             try:
                 pickle.dumps(activation)
             except Exception as exc:
                 raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
                                 f"be pickled ({exc}); use a named activation or a module-level function") from exc
+        options = {**self._options, "max_length": self.max_length, "activation_fn": activation,
+                   "truncate_query": self.truncate_query}
         return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
-                "resolution": self._resolution, "options": self._options}
+                "resolution": self._resolution, "options": options}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Reloads from the pickled path (resolving the name again where the path does not exist)."""
@@ -378,12 +419,90 @@ class CrossEncoder:
         path = Path(state["path"])
         if not (path / "config.json").is_file():
             path = resolve_model_path(state["model_name_or_path"], **state["resolution"])
+        self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
         self._load(state["model_name_or_path"], path, state["resolution"], state["options"])
 
     @property
-    def tokenizer(self) -> Any:
-        """The model's ``tokenizers.Tokenizer``."""
-        return self._encoder._tokenizer
+    def tokenizer(self) -> TokenizerAdapter:
+        """The model's ``tokenizers.Tokenizer``, with transformers' ``model_max_length`` (the model's
+        ``max_length``) on top."""
+        return TokenizerAdapter(self._encoder._tokenizer, self)
+
+    @property
+    def max_seq_length(self) -> int:
+        """sentence-transformers' name of :attr:`max_length`."""
+        return self.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
+        self.max_length = value
+
+    @property
+    def default_activation_function(self) -> ActivationFn:
+        """Deprecated name of :attr:`activation_fn` (as in sentence-transformers)."""
+        warn_once("The `default_activation_function` property was renamed and is now deprecated. "
+                  "Please use `activation_fn` instead.")
+        return self.activation_fn
+
+    @property
+    def modalities(self) -> List[str]:
+        """The input modalities: text."""
+        return ["text"]
+
+    def supports(self, modality: Union[str, Tuple[str, ...]]) -> bool:
+        """Whether the model takes inputs of ``modality`` (sentence-transformers' rule; only ``"text"``)."""
+        return modality in self.modalities
+
+    def is_singular_input(self, inputs: Any) -> bool:
+        """Whether ``inputs`` is one pair rather than a list of pairs (sentence-transformers' rule)."""
+        return is_singular_input(inputs)
+
+    def save(self, path: Union[str, os.PathLike], model_name: Optional[str] = None, create_model_card: bool = True,
+             train_datasets: Optional[List[str]] = None, safe_serialization: bool = True) -> None:
+        """Writes a sentence-transformers CrossEncoder package that sentence-transformers and crossrank
+        load with the same scores: the source checkpoint's files, copied, and the module files (see
+        :mod:`crossrank.st_save`). ``model_name``, ``create_model_card``, ``train_datasets`` and
+        ``safe_serialization`` are accepted for sentence-transformers code; no model card is written.
+
+        Raises:
+            ValueError: the model cannot be described as such a package (the message says why).
+        """
+        chat = self.chat_template
+        save_package(self, path, chat_template=chat.source if chat is not None else None,
+                     chat_variables=dict(chat.variables) if chat is not None else {},
+                     message_format=chat.format if chat is not None else None, head_token_ids=self._head_rows,
+                     family=self.template, activation=self.activation_fn, overrides=self._options["hf_overrides"])
+
+    save_pretrained = save
+
+    def start_multi_process_pool(self, target_devices: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Starts worker processes for ``predict(..., pool=)``/``rank(..., pool=)`` (one per ``"cpu"`` in
+        ``target_devices``; default up to 4, one per core), each with ``cores // processes`` threads;
+        see :mod:`crossrank.multiprocess`. Stop it with :meth:`stop_multi_process_pool`."""
+        return start_pool(self, target_devices)
+
+    @staticmethod
+    def stop_multi_process_pool(pool: Dict[str, Any]) -> None:
+        """Stops a pool from :meth:`start_multi_process_pool`."""
+        stop_pool(pool)
+
+    def _pooled(self, method: str, items: Sequence[Any], chunk: Callable[[Sequence[Any]], tuple],
+                kwargs: Dict[str, Any], pool: Optional[Dict[str, Any]], device: Any,
+                chunk_size: Optional[int]) -> np.ndarray:
+        """Runs ``method`` over ``items`` on a pool's workers (a temporary pool for a device list)."""
+        own = pool is None
+        if own:
+            pool = self.start_multi_process_pool(list(device))
+        try:
+            size = chunk_size_for(len(items), len(pool["processes"]), chunk_size)
+            parts = run_in_pool(pool, method, [chunk(items[i:i + size]) for i in range(0, len(items), size)],
+                                {**kwargs, "show_progress_bar": False})
+        finally:
+            if own:
+                self.stop_multi_process_pool(pool)
+        return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -420,31 +539,33 @@ class CrossEncoder:
 
     # -- tokenization --------------------------------------------------------------------------
 
-    def _template_or_raise(self) -> Template:
-        if self.template is None:
-            raise ValueError(
-                f"no prompt template is known for {self.model_name_or_path}: pass template=... to "
-                "CrossEncoder (a family name, or 'chat' for the model's chat template), or build the "
-                "prompts yourself and call predict([(text_1, text_2), ...])")
-        return self.template
+    def _truncate_query(self, truncate_query: Optional[bool]) -> bool:
+        return self.truncate_query if truncate_query is None else bool(truncate_query)
 
-    def _encode(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str]) -> Encoded:
-        """Token ids of (query, document) prompts in the model's prompt format."""
+    def _encode(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
+                truncate_query: Optional[bool] = None) -> Encoded:
+        """Token ids of (query, document) prompts in the model's prompt format; without one, the
+        texts as a pair, as :meth:`predict` (and sentence-transformers) take them."""
+        cut_query = self._truncate_query(truncate_query)
         if self._chat is not None:
-            return self._chat.encode(queries, documents, instruction, self.max_length)
-        if self.template is None and self.st_package is not None:
-            # A package without a chat template: sentence-transformers tokenizes the texts as a pair.
-            return self._encode_requests(queries, documents, instruction, use_sep_token=True)
-        return self._encoder.encode_template(self._template_or_raise(), queries, documents, instruction,
-                                             self.max_length)
+            return self._chat.encode(queries, documents, instruction, self.max_length, truncate_query=cut_query)
+        if self.template is None:
+            return self._encode_requests(queries, documents, instruction, self._pairs_use_sep, cut_query)
+        return self._encoder.encode_template(self.template, queries, documents, instruction, self.max_length,
+                                             truncate_query=cut_query)
+
+    @property
+    def _pairs_use_sep(self) -> bool:
+        # A sentence-transformers package without a chat template tokenizes the texts as a pair.
+        return self.config.use_sep_token or (self.template is None and self.st_package is not None)
 
     def _encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], prompt: Optional[str],
-                         use_sep_token: bool) -> Encoded:
+                         use_sep_token: bool, truncate: bool = False) -> Encoded:
         if prompt:
             # sentence-transformers' text inputs: the prompt goes before the first text.
             texts_1 = [prompt + t for t in texts_1]
         return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=use_sep_token,
-                                             max_length=self.max_length)
+                                             max_length=self.max_length, truncate=truncate)
 
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
@@ -454,7 +575,7 @@ class CrossEncoder:
 
     def tokenize(self, query: Union[str, Sequence[str]], documents: Sequence[str],
                  instruction: Optional[str] = None, *, prompt_name: Optional[str] = None,
-                 prompt: Optional[str] = None) -> Encoded:
+                 prompt: Optional[str] = None, truncate_query: Optional[bool] = None) -> Encoded:
         """Token ids that :meth:`score` feeds the model (the family's recipe or the chat template).
 
         Args:
@@ -462,27 +583,33 @@ class CrossEncoder:
             documents: The documents.
             instruction: Task instruction; ``None`` uses the default (template's or default prompt).
             prompt_name, prompt: The instruction the sentence-transformers way.
+            truncate_query: As in :meth:`score`.
+
+        Raises:
+            TooLongError: as :meth:`score`, with the indices of the pairs in ``indices``.
         """
-        queries, docs = _broadcast(query, documents)
-        encoded = self._encode(queries, docs, self._instruction(instruction, prompt_name, prompt))
+        queries, docs = broadcast(query, documents)
+        encoded = self._encode(queries, docs, self._instruction(instruction, prompt_name, prompt), truncate_query)
         self._warn_truncated(encoded)
         return encoded
 
     def tokenize_pairs(self, pairs: Sequence[Pair], *, prompt_name: Optional[str] = None,
-                       prompt: Optional[str] = None) -> Encoded:
+                       prompt: Optional[str] = None, truncate_query: Optional[bool] = None) -> Encoded:
         """Token ids that :meth:`predict` feeds the model: the chat template's prompt for a chat model
         (sentence-transformers' and vLLM's), else vLLM's request form of ``(text_1, text_2)``."""
         texts_1, texts_2 = split_pairs(pairs)
         prompt = self._resolve_prompt(prompt, prompt_name)
         if self._chat is not None:
-            encoded = self._chat.encode(texts_1, texts_2, prompt, self.max_length)
+            encoded = self._chat.encode(texts_1, texts_2, prompt, self.max_length,
+                                        truncate_query=self._truncate_query(truncate_query))
             self._warn_truncated(encoded)
             return encoded
-        use_sep = self.config.use_sep_token or (self.template is None and self.st_package is not None)
-        return self._encode_requests(texts_1, texts_2, prompt, use_sep_token=use_sep)
+        return self._encode_requests(texts_1, texts_2, prompt, self._pairs_use_sep,
+                                     self._truncate_query(truncate_query))
 
     # -- scoring -------------------------------------------------------------------------------
 
+    @st_call_args
     def predict(
         self,
         inputs: Union[Pair, Sequence[Pair], np.ndarray, None] = None,
@@ -494,9 +621,11 @@ class CrossEncoder:
         apply_softmax: Optional[bool] = False,
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
-        device: Optional[str] = None,
+        device: Union[None, str, List[str]] = None,
+        pool: Optional[Dict[str, Any]] = None,
+        chunk_size: Optional[int] = None,
         *,
-        sentences: Union[Pair, Sequence[Pair], None] = None,
+        truncate_query: Optional[bool] = None,
         cancel: Optional[CancelToken] = None,
     ) -> Any:
         """Scores ``(text_1, text_2)`` pairs, with sentence-transformers 6's parameters.
@@ -516,34 +645,49 @@ class CrossEncoder:
                 INFO or DEBUG level.
             activation_fn: Overrides the model's default activation for this call.
             apply_softmax: Softmax over the labels after the activation (several labels only).
-            convert_to_numpy: Return a NumPy array (else a list of NumPy scalars or rows).
+            convert_to_numpy: Return a NumPy array (else a list: 0-dim float32 torch tensors where
+                torch is installed, as sentence-transformers, else NumPy float32 scalars or rows).
             convert_to_tensor: Return a ``torch.Tensor`` (needs torch; wins over ``convert_to_numpy``).
-            device: ``None`` or ``"cpu"``.
-            sentences: Older name of ``inputs``.
+            device: ``None``/``"cpu"``, or a list of ``"cpu"`` (a temporary pool, one process each).
+            pool: A pool from :meth:`start_multi_process_pool`: the pairs are scored by its processes.
+            chunk_size: Pairs per chunk sent to a pool process (default: about 10 chunks a process).
+            truncate_query: As in :meth:`score` (chat templates; vLLM's request form is never cut).
             cancel: A :data:`CancelToken` to stop the call from another thread.
+
+        ``sentences``, ``activation_fct`` and ``num_workers`` are taken with sentence-transformers'
+        deprecation warnings.
 
         Returns:
             ``float32`` scores: shape ``[n]`` for one label, ``[n, num_labels]`` otherwise; a
-            scalar (or one row) when a single pair was given.
+            scalar (or one row) when a single pair was given; ``predict([])`` is an empty float64
+            array, as in sentence-transformers.
+
+        Raises:
+            TooLongError: a pair does not fit ``max_length`` (see :meth:`score`); ``indices`` names them.
         """
         if inputs is None:
-            inputs = sentences
-        elif sentences is not None:
-            raise TypeError("pass the pairs as inputs or as sentences, not both")
-        if inputs is None:
             raise TypeError("predict() needs the pairs to score")
-        _check_device(device)
+        if not isinstance(device, list):
+            _check_device(device)
         if isinstance(inputs, np.ndarray):
             inputs = inputs.tolist()
         single = _is_pair(inputs)
         pairs = [inputs] if single else list(inputs)
-        encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt)
+        activation_fn = normalize_activation(activation_fn)
+        if pool is not None or isinstance(device, list):
+            texts_1, texts_2 = split_pairs(pairs)
+            kwargs = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, activation_fn=activation_fn,
+                          apply_softmax=apply_softmax, truncate_query=truncate_query)
+            scores = self._pooled("predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
+                                  device, chunk_size)
+            return convert_scores(scores, single, convert_to_numpy, convert_to_tensor)
+        encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt, truncate_query=truncate_query)
         # Pairs with the same text_1 share their leading tokens: computed once.
         share = [p[0] for p in pairs]
         scores = self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share)
-        if apply_softmax and scores.ndim == 2:
-            scores = _softmax(scores)
-        return _convert(scores, single, convert_to_numpy, convert_to_tensor)
+        if apply_softmax and scores.ndim == 2:  # after the activation, as sentence-transformers
+            scores = apply_activation(scores.astype(np.float64), "softmax").astype(np.float32)
+        return convert_scores(scores, single, convert_to_numpy, convert_to_tensor)
 
     def score(
         self,
@@ -557,6 +701,7 @@ class CrossEncoder:
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
+        truncate_query: Optional[bool] = None,
         cancel: Optional[CancelToken] = None,
     ) -> np.ndarray:
         """Relevance of each document to the query, by the model's prompt (family recipe or chat template).
@@ -570,27 +715,37 @@ class CrossEncoder:
             chunking: Long documents: ``None`` (the model's default), ``False`` (truncate), ``"max"``,
                 ``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
             batch_size, show_progress_bar, activation_fn, cancel: As in :meth:`predict`.
+            truncate_query: A prompt too long for ``max_length`` loses the document's last tokens;
+                when the template and the query leave no room for the document, ``False`` (the
+                default, the model's ``truncate_query``) raises :class:`~crossrank.TooLongError`
+                naming the pairs (their score would ignore the document) and ``True`` cuts the query
+                and the document longest-first (the tokenizers library's rule, as TEI).
 
         Returns:
             ``float32`` array, one score per document (``[n, num_labels]`` for several labels);
-            with the default activation, Qwen3-Reranker scores are P("yes") in [0, 1].
+            with the default activation, Qwen3-Reranker scores are P("yes") in [0, 1]. A model
+            without a prompt template scores ``(query, document)`` as :meth:`predict` does.
+
+        Raises:
+            TooLongError: see ``truncate_query``; ``indices`` lists the pairs.
 
         Several queries, each with documents of its own, run batched together with :meth:`score_many`.
         """
-        queries, docs = _broadcast(query, documents)
+        queries, docs = broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
         # Documents of one query share the prompt up to the document: computed once.
         return self._score_documents(queries, docs, queries, instruction, self._chunking_for(chunking), batch_size,
-                                     show_progress_bar, activation_fn, cancel)
+                                     show_progress_bar, activation_fn, cancel, truncate_query)
 
     def _score_documents(self, queries: Sequence[str], docs: Sequence[str], share_keys: Sequence[Hashable],
                          instruction: Optional[str], plan: Optional[Chunking], batch_size: int,
                          show_progress_bar: Optional[bool], activation_fn: ActivationFn,
-                         cancel: Optional[CancelToken]) -> np.ndarray:
+                         cancel: Optional[CancelToken], truncate_query: Optional[bool] = None) -> np.ndarray:
         """Scores of validated (query, document) pairs in one :meth:`forward_ids` call: the body of
         :meth:`score` and :meth:`score_many`. ``share_keys`` has one key per pair; pairs with the same
         key (and their chunks) run their common prompt prefix once."""
-        encoded = self._encode(queries, docs, instruction)
+        activation_fn = normalize_activation(activation_fn)
+        encoded = self._encode(queries, docs, instruction, truncate_query)
         if plan is None:
             self._warn_truncated(encoded)
             return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
@@ -610,7 +765,7 @@ class CrossEncoder:
                 chunk_docs += texts
                 chunk_owner += [i] * len(texts)
         if chunk_docs:
-            chunk_encoded = self._encode(chunk_queries, chunk_docs, instruction)
+            chunk_encoded = self._encode(chunk_queries, chunk_docs, instruction, truncate_query)
             ids += chunk_encoded.input_ids
             owner += chunk_owner
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
@@ -627,6 +782,7 @@ class CrossEncoder:
             seen[i] = True
         return out
 
+    @st_call_args
     def rank(
         self,
         query: str,
@@ -638,10 +794,13 @@ class CrossEncoder:
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
-        device: Optional[str] = None,
+        device: Union[None, str, List[str]] = None,
+        pool: Optional[Dict[str, Any]] = None,
+        chunk_size: Optional[int] = None,
         *,
         instruction: Optional[str] = None,
         chunking: ChunkingLike = None,
+        truncate_query: Optional[bool] = None,
         cancel: Optional[CancelToken] = None,
     ) -> List[Dict[str, Any]]:
         """Documents sorted by relevance to the query, best first (sentence-transformers 6's parameters).
@@ -652,8 +811,12 @@ class CrossEncoder:
             top_k: Return at most this many.
             return_documents: Add each document's text under ``"text"``.
             prompt_name, prompt, instruction: The instruction (see :meth:`score`).
-            chunking: Long documents (see :meth:`score`).
-            batch_size, show_progress_bar, activation_fn, device, cancel: As in :meth:`predict`.
+            chunking, truncate_query: As in :meth:`score`.
+            batch_size, show_progress_bar, activation_fn, device, pool, chunk_size, cancel: As in
+                :meth:`predict` (a pool scores chunks of the documents).
+
+        ``convert_to_numpy``, ``convert_to_tensor``, ``apply_softmax``, ``num_workers`` and
+        ``activation_fct`` are taken with sentence-transformers' deprecation warnings (no effect).
 
         Returns:
             ``[{"corpus_id": index in documents, "score": float, "text": document}, ...]``, with
@@ -664,11 +827,17 @@ class CrossEncoder:
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        self._check_rank_options("rank", top_k, device)
-        scores = self.score(query, documents, instruction, prompt_name=prompt_name, prompt=prompt,
-                            chunking=chunking, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                            activation_fn=activation_fn, cancel=cancel)
-        return _ranked("rank", scores, documents, top_k, return_documents)
+        self._check_rank_options("rank", top_k, None if isinstance(device, list) else device)
+        kwargs = dict(prompt_name=prompt_name, prompt=prompt, chunking=chunking, batch_size=batch_size,
+                      activation_fn=normalize_activation(activation_fn), truncate_query=truncate_query)
+        if pool is not None or isinstance(device, list):
+            broadcast(query, documents)
+            scores = self._pooled("score", list(documents), lambda part: (query, list(part), instruction), kwargs,
+                                  pool, device, chunk_size)
+        else:
+            scores = self.score(query, documents, instruction, show_progress_bar=show_progress_bar, cancel=cancel,
+                                **kwargs)
+        return ranked("rank", scores, documents, top_k, return_documents)
 
     def score_many(
         self,
@@ -682,6 +851,7 @@ class CrossEncoder:
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         activation_fn: ActivationFn = None,
+        truncate_query: Optional[bool] = None,
         cancel: Optional[CancelToken] = None,
     ) -> List[np.ndarray]:
         """:meth:`score` for several queries, each with its own documents, in one batched run.
@@ -694,7 +864,9 @@ class CrossEncoder:
         Args:
             queries: The queries (a list of str).
             documents_per_query: One list of documents per query; a list may be empty.
-            instruction, prompt_name, prompt, chunking: As in :meth:`score`, for every query.
+            instruction, prompt_name, prompt, chunking, truncate_query: As in :meth:`score`, for every
+                query (a :class:`~crossrank.TooLongError`'s ``indices`` count the pairs of all
+                queries in order).
             batch_size, show_progress_bar, activation_fn, cancel: As in :meth:`predict`; the
                 progress bar counts the pairs of all queries, and a callable ``activation_fn``
                 gets the scores of all pairs at once (it must work row by row).
@@ -703,12 +875,12 @@ class CrossEncoder:
             One ``float32`` array per query, as :meth:`score` returns it (empty for a query
             without documents).
         """
-        flat_queries, flat_docs, owners, counts = _flatten_queries(queries, documents_per_query)
+        flat_queries, flat_docs, owners, counts = flatten_queries(queries, documents_per_query)
         instruction = self._instruction(instruction, prompt_name, prompt)
         # Shared by query position, not text: each query's documents form exactly the prefix group
         # that score(query, documents) forms, even when a query text repeats with other documents.
         scores = self._score_documents(flat_queries, flat_docs, owners, instruction, self._chunking_for(chunking),
-                                       batch_size, show_progress_bar, activation_fn, cancel)
+                                       batch_size, show_progress_bar, activation_fn, cancel, truncate_query)
         if not counts:
             return []
         return np.split(scores, np.cumsum(counts)[:-1])
@@ -728,6 +900,7 @@ class CrossEncoder:
         *,
         instruction: Optional[str] = None,
         chunking: ChunkingLike = None,
+        truncate_query: Optional[bool] = None,
         cancel: Optional[CancelToken] = None,
     ) -> List[List[Dict[str, Any]]]:
         """:meth:`rank` for several queries, each with its own documents, scored in one batched run
@@ -744,7 +917,7 @@ class CrossEncoder:
             queries: The queries (a list of str).
             documents_per_query: One list of documents per query; a list may be empty.
             top_k: Return at most this many per query.
-            return_documents, prompt_name, prompt, instruction, chunking, batch_size,
+            return_documents, prompt_name, prompt, instruction, chunking, batch_size, truncate_query,
                 show_progress_bar, activation_fn, device, cancel: As in :meth:`rank` and
                 :meth:`score_many`, for every query.
 
@@ -756,8 +929,9 @@ class CrossEncoder:
         self._check_rank_options("rank_many", top_k, device)
         per_query = self.score_many(queries, documents_per_query, instruction, prompt_name=prompt_name,
                                     prompt=prompt, chunking=chunking, batch_size=batch_size,
-                                    show_progress_bar=show_progress_bar, activation_fn=activation_fn, cancel=cancel)
-        return [_ranked("rank_many", scores, documents, top_k, return_documents)
+                                    show_progress_bar=show_progress_bar, activation_fn=activation_fn,
+                                    truncate_query=truncate_query, cancel=cancel)
+        return [ranked("rank_many", scores, documents, top_k, return_documents)
                 for scores, documents in zip(per_query, documents_per_query)]
 
     def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
@@ -819,7 +993,7 @@ class CrossEncoder:
                 instruction decide how many document tokens fit).
             chunking: As in :meth:`score` (default: :class:`~crossrank.chunking.Chunking` defaults).
         """
-        queries, docs = _broadcast(query, documents)
+        queries, docs = broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
         plan = as_chunking(chunking) or Chunking()
         chunks = self._chunk_texts(queries, docs, instruction, plan, self._encode(queries, docs, instruction))
@@ -830,11 +1004,10 @@ class CrossEncoder:
     def _scores(self, encoded: Encoded, batch_size: int, show_progress_bar: Optional[bool],
                 activation_fn: ActivationFn, cancel: Optional[CancelToken],
                 share_keys: Optional[Sequence[Hashable]] = None) -> np.ndarray:
-        activation_fn = _normalize_activation(activation_fn)
-        _check_activation(activation_fn)
+        activation_fn = normalize_activation(activation_fn)
         raw = self.forward_ids(encoded.input_ids, batch_size=batch_size,
                                show_progress_bar=show_progress_bar, cancel=cancel, share_keys=share_keys)
-        return self._activate(raw, activation_fn)
+        return self.activate(raw, activation_fn)
 
     def forward_ids(self, input_ids: Sequence[Sequence[int]], *, batch_size: int = 32,
                     show_progress_bar: Optional[bool] = None,
@@ -896,7 +1069,7 @@ class CrossEncoder:
                     g = int(group_of[i])
                     if g >= 0 and g not in handles:
                         head = seqs[i][:shared[i]].astype(np.int32)
-                        handles[g] = _interruptible(lambda: self._engine.build_prefix(head, control=control),
+                        handles[g] = interruptible(lambda: self._engine.build_prefix(head, control=control),
                                                     control)
                 lengths = np.array([len(seqs[i]) - shared[i] for i in chunk], dtype=np.int64)
                 flat = np.concatenate([seqs[i][shared[i]:] for i in chunk]).astype(np.int32)
@@ -910,7 +1083,7 @@ class CrossEncoder:
                                                         prefix_lens=prefix_lens, control=control)
                 else:
                     call = lambda: self._engine.forward(flat, positions, seq_start, control=control)  # noqa: E731
-                out[chunk] = _interruptible(call, control)
+                out[chunk] = interruptible(call, control)
                 for i in chunk:  # a group's keys and values are freed once its last member ran
                     g = int(group_of[i])
                     if g >= 0:
@@ -926,206 +1099,31 @@ class CrossEncoder:
                 bar.close()
         return out
 
-    def _activate(self, raw: np.ndarray, activation_fn: ActivationFn) -> np.ndarray:
-        """Applies logit_mean/logit_sigma and the activation in float64, returns float32."""
-        fn = activation_fn if activation_fn is not None else self.activation_fn
-        x = raw.astype(np.float64)
+    def activate(self, raw: np.ndarray, activation_fn: ActivationFn = None, *,
+                 defaults: str = "sentence-transformers") -> np.ndarray:
+        """Scores from raw logits (``[n, num_labels]``, as :meth:`forward_ids` returns them).
+
+        ``logit_mean``/``logit_bias`` and ``logit_sigma`` are applied first, then the activation, in
+        float64; the result is float32, ``[n]`` for one label.
+
+        Args:
+            raw: The logits.
+            activation_fn: The activation (see the constructor); ``None``: the model's
+                :attr:`activation_fn`, else the default of ``defaults``.
+            defaults: ``"sentence-transformers"`` (one label sigmoid, several identity: the
+                ``CrossEncoder`` API) or ``"vllm"`` (one label sigmoid, several softmax: the server).
+        """
+        fn = normalize_activation(activation_fn)
+        if fn is None:  # the attribute may have been set to a torch module after loading, as in ST code
+            fn = normalize_activation(self.activation_fn)
+        if fn is None:
+            fn = default_activation(self.num_labels, defaults)
+        x = np.asarray(raw, dtype=np.float64)
         mean = self.config.logit_mean if self.config.logit_mean is not None else self.config.logit_bias
         if mean is not None:
             x = x - mean
         if self.config.logit_sigma is not None:
             x = x / self.config.logit_sigma
-        if fn is None:
-            fn = "sigmoid" if self.num_labels == 1 else "softmax"
-        if fn == "sigmoid":
-            x = 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
-        elif fn == "softmax":
-            x = np.exp(x - x.max(axis=1, keepdims=True))
-            x = x / x.sum(axis=1, keepdims=True)
-        elif fn == "identity":
-            pass
-        else:
-            x = np.asarray(fn(x), dtype=np.float64)
-            if x.shape[0] != raw.shape[0]:
-                raise ValueError(f"activation_fn returned {x.shape[0]} rows for {raw.shape[0]} inputs")
-        x = x.astype(np.float32)
+        x = apply_activation(x, fn).astype(np.float32)
         return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
-
-def _normalize_activation(fn: Any) -> ActivationFn:
-    """Maps torch's activation modules (recognised by class, torch is not imported) to names."""
-    cls = type(fn)
-    if cls.__module__.startswith("torch.nn") and cls.__name__ in _TORCH_ACTIVATIONS:
-        dim = getattr(fn, "dim", None)
-        if cls.__name__ == "Softmax" and dim not in (None, 1, -1):
-            raise ValueError(f"torch.nn.Softmax(dim={dim}) would mix pairs; use dim=-1 (over the labels)")
-        return _TORCH_ACTIVATIONS[cls.__name__]
-    return fn
-
-
-def _check_activation(fn: ActivationFn) -> None:
-    if fn is None or callable(fn) or fn in ("sigmoid", "softmax", "identity"):
-        return
-    raise ValueError(f"activation_fn must be None, 'sigmoid', 'softmax', 'identity' or a callable, got {fn!r}")
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    x = scores.astype(np.float64)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    return (x / x.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _convert(scores: np.ndarray, single: bool, convert_to_numpy: bool, convert_to_tensor: bool) -> Any:
-    """sentence-transformers' return types: a tensor, an array, or a list; one item for one pair."""
-    if convert_to_tensor:
-        try:
-            import torch
-        except ImportError as exc:
-            raise ImportError("convert_to_tensor=True returns a torch.Tensor and needs torch installed; "
-                              "use convert_to_numpy=True (the default) for a NumPy array") from exc
-        out: Any = torch.from_numpy(scores)
-    elif convert_to_numpy:
-        out = scores
-    else:
-        out = list(scores)
-    return out[0] if single else out
-
-
-def _ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
-            return_documents: bool) -> List[Dict[str, Any]]:
-    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order."""
-    if scores.ndim != 1:
-        raise ValueError(f"{method}() needs one score per document; the activation returned shape {scores.shape}")
-    order = np.argsort(-scores, kind="stable")
-    if top_k is not None:
-        order = order[:top_k]
-    results = []
-    for i in order:
-        item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
-        if return_documents:
-            item["text"] = documents[i]
-        results.append(item)
-    return results
-
-
-def _broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Validates query/documents and returns parallel lists."""
-    if isinstance(documents, str) or not isinstance(documents, Sequence):
-        raise TypeError("documents must be a list of str (wrap a single document in a list)")
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            raise TypeError(f"document {i} must be a str, got {type(d).__name__}")
-        check_text(d, f"document {i}")
-    if isinstance(query, str):
-        check_text(query, "the query")
-        return [query] * len(docs), docs
-    if not isinstance(query, Sequence):
-        raise TypeError(f"query must be a str or a list of str, got {type(query).__name__}")
-    queries = list(query)
-    if len(queries) != len(docs):
-        raise ValueError(f"got {len(queries)} queries for {len(docs)} documents: give one query, or one per document")
-    for i, q in enumerate(queries):
-        if not isinstance(q, str):
-            raise TypeError(f"query {i} must be a str, got {type(q).__name__}")
-        check_text(q, f"query {i}")
-    return queries, docs
-
-
-def _flatten_queries(queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
-                     ) -> Tuple[List[str], List[str], List[int], List[int]]:
-    """Validates queries and their document lists; returns the pairs as parallel lists (query,
-    document, index of the query) and the number of documents of each query."""
-    if isinstance(queries, str) or not isinstance(queries, Sequence):
-        raise TypeError(f"queries must be a list of str, got {type(queries).__name__} "
-                        "(for a single query use rank() or score())")
-    if isinstance(documents_per_query, str) or not isinstance(documents_per_query, Sequence):
-        raise TypeError(f"documents_per_query must be a list with one list of documents per query, "
-                        f"got {type(documents_per_query).__name__}")
-    if len(queries) != len(documents_per_query):
-        raise ValueError(f"got {len(queries)} queries and {len(documents_per_query)} document lists: "
-                         "give one list of documents (possibly empty) per query")
-    flat_queries: List[str] = []
-    flat_docs: List[str] = []
-    owners: List[int] = []
-    counts: List[int] = []
-    for i, (query, docs) in enumerate(zip(queries, documents_per_query)):
-        if not isinstance(query, str):
-            raise TypeError(f"query {i} must be a str, got {type(query).__name__}")
-        check_text(query, f"query {i}")
-        if isinstance(docs, str) or not isinstance(docs, Sequence):
-            raise TypeError(f"the documents of query {i} must be a list of str, got {type(docs).__name__} "
-                            "(wrap a single document in a list)")
-        for j, doc in enumerate(docs):
-            if not isinstance(doc, str):
-                raise TypeError(f"document {j} of query {i} must be a str, got {type(doc).__name__}")
-            check_text(doc, f"document {j} of query {i}")
-        flat_queries += [query] * len(docs)
-        flat_docs += docs
-        owners += [i] * len(docs)
-        counts.append(len(docs))
-    return flat_queries, flat_docs, owners, counts
-
-
-# Fewer shared tokens than this are not worth a separate prefix pass.
-_MIN_SHARED_PREFIX = 4
-
-
-def shared_prefix_groups(seqs: Sequence[np.ndarray],
-                          share_keys: Optional[Sequence[Hashable]]) -> List[Tuple[List[int], int]]:
-    """Groups of sequences (same key, at least two) and the leading tokens they all share.
-
-    The shared length is the common prefix of every member, one token short of the shortest
-    member (each needs a last token of its own to score)."""
-    if share_keys is None:
-        return []
-    by_key: Dict[Hashable, List[int]] = {}
-    for i, key in enumerate(share_keys):
-        if key is not None:
-            by_key.setdefault(key, []).append(i)
-    groups = []
-    for members in by_key.values():
-        if len(members) < 2:
-            continue
-        first = seqs[members[0]]
-        length = min(len(seqs[i]) for i in members) - 1
-        for i in members[1:]:
-            k = min(length, len(seqs[i]))
-            diff = np.flatnonzero(first[:k] != seqs[i][:k])
-            length = int(diff[0]) if diff.size else k
-            if length < _MIN_SHARED_PREFIX:
-                break
-        if length >= _MIN_SHARED_PREFIX:
-            groups.append((members, length))
-    return groups
-
-
-def _interruptible(call: Callable[[], Any], control: CancelToken) -> Any:
-    """Runs one engine call (which polls ``control``) so that Ctrl-C stops it.
-
-    On the main thread the call runs in a helper thread while the main thread waits in short
-    slices, so a KeyboardInterrupt arrives within a fraction of a second; it then cancels the
-    call through its control, waits for the engine to stop and re-raises.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return call()
-    box: Dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["out"] = call()
-        except BaseException as exc:  # handed to the waiting thread
-            box["err"] = exc
-
-    worker = threading.Thread(target=run, name="crossrank-forward", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-    except KeyboardInterrupt:
-        control.cancel()
-        worker.join()
-        raise
-    if "err" in box:
-        raise box["err"]
-    return box["out"]

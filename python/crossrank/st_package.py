@@ -8,9 +8,9 @@ Transformer's options: ``max_seq_length``, ``processing_kwargs``, ``modality_con
 ``LogitScore`` reads the last position's logits: ``logit[true] - logit[false]`` (or ``logit[true]``
 alone), which is vLLM's ``from_2_way_softmax`` (or ``no_post_processing``) head.
 
-Nothing here is executed: the files are read as data, and an activation is honoured only when it
-is one of torch's sigmoid, identity or softmax, as sentence-transformers does without
-``trust_remote_code``.
+Nothing here is executed: the files are read as data. The saved activation's dotted path is
+resolved by :mod:`crossrank.activations` (torch's activations, computed in NumPy; any other path is
+refused by name).
 """
 from __future__ import annotations
 
@@ -22,17 +22,9 @@ from typing import Any, Dict, Optional, Union
 
 from .errors import ConfigError, UnsupportedModelError
 
-__all__ = ["STPackage", "read_st_package", "activation_from_config", "head_overrides"]
+__all__ = ["STPackage", "read_st_package", "head_overrides"]
 
 logger = logging.getLogger("crossrank")
-
-# torch activations sentence-transformers saves by dotted path -> crossrank's name.
-_ACTIVATIONS = {
-    "Sigmoid": "sigmoid",
-    "Identity": "identity",
-    "Softmax": "softmax",
-}
-
 
 @dataclass(frozen=True)
 class STPackage:
@@ -170,19 +162,6 @@ def read_st_package(model_dir: Union[str, Path]) -> Optional[STPackage]:
         default_prompt_name=default_name if isinstance(default_name, str) else None,
         activation_fn=activation if isinstance(activation, str) else None,
         max_seq_length=max_seq_length, chat_template_variables=variables, message_format=message_format)
-
-
-def activation_from_config(path: Optional[str]) -> Optional[str]:
-    """crossrank's name for a saved activation (``"torch.nn.modules.activation.Sigmoid"`` ->
-    ``"sigmoid"``), or ``None`` (the default) for none or one crossrank does not run."""
-    if path is None:
-        return None
-    name = path.rsplit(".", 1)[-1]
-    if path.startswith("torch.") and name in _ACTIVATIONS:
-        return _ACTIVATIONS[name]
-    logger.warning("the package's activation_fn %r is not torch's Sigmoid, Identity or Softmax; using "
-                   "the default activation (sentence-transformers does the same without trust_remote_code)", path)
-    return None
 
 
 def head_overrides(package: STPackage, architecture: str, id_to_token: Any) -> Dict[str, Any]:

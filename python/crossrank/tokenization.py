@@ -16,18 +16,14 @@ import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import CrossrankError
+from .errors import CrossrankError, TooLongError
 from .templates import RenderedPiece, Template
 
-__all__ = ["Encoded", "PromptEncoder", "TooLongError"]
+__all__ = ["Encoded", "PromptEncoder", "TooLongError", "longest_first", "no_room_error"]
 
 logger = logging.getLogger("crossrank")
-
-
-class TooLongError(CrossrankError, ValueError):
-    """An input does not fit ``max_length`` and cannot be truncated without breaking its prompt."""
 
 
 @dataclass(frozen=True)
@@ -39,11 +35,16 @@ class Encoded:
         truncated: Whether each prompt was cut to fit ``max_length``.
         document_tokens: Template form only: per prompt, ``(kept, whole)``, the document's tokens
             left in the prompt and the tokens it had in the prompt before any cut.
+        no_room: Indices of the prompts whose template and query leave no room for the document
+            (the whole document was cut: its score would ignore it). Filled only when the encoder
+            was asked not to raise (``check_room=False``); otherwise such prompts raise
+            :class:`~crossrank.TooLongError` with these indices.
     """
 
     input_ids: List[List[int]]
     truncated: List[bool]
     document_tokens: Optional[List[Tuple[int, int]]] = None
+    no_room: Tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> List[int]:
@@ -103,6 +104,7 @@ class PromptEncoder:
                                  if t.special]
         self.bos_token_id = self._read_bos(Path(model_dir))
         self._constant_cache: Dict[str, List[int]] = {}
+        self._truncating_cache: Dict[str, Any] = {}
 
     def _read_bos(self, model_dir: Path) -> Optional[int]:
         config_path = model_dir / "tokenizer_config.json"
@@ -145,11 +147,24 @@ class PromptEncoder:
         return ids
 
     def encode_template(self, template: Template, queries: Sequence[str], documents: Sequence[str],
-                        instruction: Optional[str], max_length: int) -> Encoded:
+                        instruction: Optional[str], max_length: int, *, truncate_query: bool = False,
+                        check_room: bool = True) -> Encoded:
         """Token ids of the template's prompt for each (query, document) pair.
 
+        A prompt longer than its budget loses the document's last tokens. When the template and
+        the query leave no room for the document (all its tokens would go), the pair has "no room":
+
+        Args:
+            truncate_query: Cut the query and the document longest-first instead (the tokenizers
+                library's ``LongestFirst`` rule, which TEI applies: the shorter of the two keeps up
+                to half the room, the other the rest); the query loses its last tokens.
+            check_room: When true (the default), pairs with no room raise :class:`TooLongError`
+                naming them; when false they are listed in :attr:`Encoded.no_room` (their ids then
+                hold the template and the cut query, as a server needs to report them).
+
         Raises:
-            TooLongError: if the template text alone exceeds ``max_length``.
+            TooLongError: the template text alone exceeds ``max_length``, or (``check_room``) a pair
+                has no room for its document.
         """
         self._check_template(template)
         if template.add_bos and self.bos_token_id is None:
@@ -166,6 +181,7 @@ class PromptEncoder:
         all_ids: List[List[int]] = []
         truncated: List[bool] = []
         doc_tokens: List[Tuple[int, int]] = []
+        no_room: List[int] = []
         query_cap = int(max_length * template.query_max_fraction) if template.query_max_fraction else None
         doc_cap = int(max_length * template.document_max_fraction) if template.document_max_fraction else None
         bos = [self.bos_token_id] if template.add_bos and self.bos_token_id is not None else []
@@ -203,24 +219,28 @@ class PromptEncoder:
             # Cut the document's last tokens first, then the query's: the text's end goes first, as
             # right truncation of the official recipes does, and the template is never touched.
             removed: List[List[range]] = [[] for _ in piece_ids]
-            user_tokens = 0
-            doc_kept = 0
-            for role, span in (("document", doc_at), ("query", query_at)):
-                if span is None:
-                    continue
-                k, first, last = span
-                user_tokens += last - first
-                cut = min(max(excess, 0), last - first)
-                if cut:
-                    removed[k].append(range(last - cut, last))
-                    excess -= cut
-                if role == "document":
-                    doc_kept = last - first - cut
-            if excess > 0:
+            doc_len = doc_at[2] - doc_at[1] if doc_at is not None else 0
+            query_len = query_at[2] - query_at[1] if query_at is not None else 0
+            if excess > doc_len + query_len:
                 raise TooLongError(
-                    f"pair {pair_index}: the {template.name!r} template takes {total - user_tokens} tokens "
+                    f"pair {pair_index}: the {template.name!r} template takes {total - doc_len - query_len} tokens "
                     f"besides the query and document, so nothing fits in max_length={max_length}; "
-                    "raise max_length")
+                    "raise max_length", [pair_index])
+            if excess <= 0:
+                doc_cut = query_cut = 0
+            elif truncate_query:
+                query_keep, doc_keep = longest_first(query_len, doc_len, doc_len + query_len - excess)
+                doc_cut, query_cut = doc_len - doc_keep, query_len - query_keep
+            else:
+                doc_cut = min(excess, doc_len)
+                query_cut = excess - doc_cut
+            for span, cut in ((doc_at, doc_cut), (query_at, query_cut)):
+                if span is not None and cut:
+                    k, first, last = span
+                    removed[k].append(range(last - cut, last))
+            doc_kept = doc_len - doc_cut
+            if doc_kept == 0 and doc_whole > 0:
+                no_room.append(pair_index)
             ids = list(bos)
             for part, cuts in zip(piece_ids, removed):
                 if not cuts:
@@ -230,7 +250,9 @@ class PromptEncoder:
                 ids.extend(t for i, t in enumerate(part) if i not in drop)
             all_ids.append(ids)
             doc_tokens.append((doc_kept, doc_whole))
-        return Encoded(all_ids, truncated, doc_tokens)
+        if no_room and check_room:
+            raise no_room_error(no_room, max_length, truncate_query)
+        return Encoded(all_ids, truncated, doc_tokens, tuple(no_room))
 
     # -- plain texts ---------------------------------------------------------------------------
 
@@ -251,27 +273,84 @@ class PromptEncoder:
 
     # -- request form (vLLM) --------------------------------------------------------------------
 
+    def _truncating(self, max_length: int) -> Any:
+        """A copy of the tokenizer that cuts pairs longest-first to ``max_length`` (cached)."""
+        key = f"truncating:{max_length}"
+        tok = self._truncating_cache.get(key)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tokenizer.to_str())
+            tok.no_padding()
+            try:
+                tok.enable_truncation(max_length, strategy="longest_first")
+            except Exception as exc:  # tokenizers raises a bare Exception for a limit below its special tokens
+                raise TooLongError(
+                    f"max_length={max_length} cannot hold the tokenizer's special tokens: {exc}") from exc
+            self._truncating_cache[key] = tok
+        return tok
+
     def encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], *, use_sep_token: bool,
-                        max_length: int) -> Encoded:
+                        max_length: int, truncate: bool = False) -> Encoded:
         """vLLM's tokenization of score requests: ``text_1 + text_2`` as one text with the
         tokenizer's special tokens (``use_sep_token=False``), or the two as a pair.
+
+        Args:
+            truncate: Pairs (``use_sep_token``) only: cut the two texts longest-first to
+                ``max_length``, as transformers' ``truncation=True`` (and sentence-transformers)
+                does, instead of refusing them. A joined text is never cut.
 
         Raises:
             TooLongError: if a prompt is longer than ``max_length`` (vLLM refuses such requests too:
                 cutting the end would cut the template's suffix and give a wrong score).
         """
+        if use_sep_token and truncate:
+            encodings = self._truncating(max_length).encode_batch(list(zip(texts_1, texts_2)),
+                                                                  add_special_tokens=True)
+            return Encoded([list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
         if use_sep_token:
             encodings = self._tokenizer.encode_batch(list(zip(texts_1, texts_2)), add_special_tokens=True)
         else:
             encodings = self._tokenizer.encode_batch([a + b for a, b in zip(texts_1, texts_2)],
                                                      add_special_tokens=True)
         ids = [list(e.ids) for e in encodings]
-        for i, seq in enumerate(ids):
-            if len(seq) > max_length:
-                raise TooLongError(
-                    f"input {i} is {len(seq)} tokens, more than max_length={max_length}; shorten it, raise "
-                    "max_length, or use score()/rank(), which truncate the document inside the template")
+        too_long = [i for i, seq in enumerate(ids) if len(seq) > max_length]
+        if too_long:
+            i = too_long[0]
+            raise TooLongError(
+                f"{_pairs_text(too_long)} longer than max_length={max_length} (input {i}: {len(ids[i])} tokens); "
+                "shorten it, raise max_length, or use score()/rank() with a template, which truncate the "
+                "document inside it", too_long)
         return Encoded(ids, [False] * len(ids))
+
+
+def longest_first(first: int, second: int, room: int) -> Tuple[int, int]:
+    """How many tokens two texts keep when ``room`` tokens are left for both: the tokenizers
+    library's ``LongestFirst`` truncation (what TEI applies to a pair). The shorter text (the first
+    on a tie) keeps up to ``room // 2`` tokens, the other the rest."""
+    if first + second <= room:
+        return first, second
+    room = max(room, 0)
+    if first <= second:
+        keep_first = min(first, room // 2)
+        return keep_first, min(second, room - keep_first)
+    keep_second = min(second, room // 2)
+    return min(first, room - keep_second), keep_second
+
+
+def _pairs_text(indices: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:10]) + (", ..." if len(indices) > 10 else "")
+    return f"pair {shown} is" if len(indices) == 1 else f"pairs {shown} ({len(indices)}) are"
+
+
+def no_room_error(indices: Sequence[int], max_length: int, truncate_query: bool = False) -> TooLongError:
+    """The :class:`TooLongError` for pairs whose template and query leave no room for the document."""
+    how = ("even cut longest-first, the query leaves" if truncate_query
+           else "the template and the query leave")
+    return TooLongError(
+        f"{_pairs_text(list(indices))} too long: {how} no room for the document within max_length={max_length}, "
+        "so the score would ignore it. Shorten the query, raise max_length, or pass truncate_query=True to cut "
+        "the query and the document longest-first", list(indices))
 
 
 def _join(pieces: List[RenderedPiece]) -> RenderedPiece:

@@ -428,7 +428,7 @@ def stage_crossrank(work, threads):
                  f" {time.time() - started:.0f} s")
     # The model's default activation (sigmoid for one label) on the same raw logits: a second
     # score() call would run the 2.5 B forward again for the same numbers.
-    scores = model._activate(raw.reshape(-1, 1), None)
+    scores = model.activate(raw.reshape(-1, 1), defaults="vllm")
     core = Path(_core.__file__)
     result = {
         "spec_hash": build["spec_hash"],

@@ -318,7 +318,7 @@ class ScoringEngine:
     def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
         """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``
         false: the raw value, ``activation_fn="identity"``)."""
-        return self.model._activate(raw, None if use_activation else "identity")
+        return self.model.activate(raw, None if use_activation else "identity", defaults="vllm")
 
     # -- helpers -------------------------------------------------------------------------------
 

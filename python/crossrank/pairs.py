@@ -1,0 +1,87 @@
+"""Validation of the query/document inputs of :class:`~crossrank.CrossEncoder`'s scoring methods,
+and :meth:`~crossrank.CrossEncoder.rank`'s results."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .templates import check_text
+
+__all__ = ["broadcast", "flatten_queries", "ranked"]
+
+
+def ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
+            return_documents: bool) -> List[Dict[str, Any]]:
+    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order."""
+    if scores.ndim != 1:
+        raise ValueError(f"{method}() needs one score per document; the activation returned shape {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    results = []
+    for i in order:
+        item: Dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+        if return_documents:
+            item["text"] = documents[i]
+        results.append(item)
+    return results
+
+
+def broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Validates query/documents and returns parallel lists."""
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise TypeError("documents must be a list of str (wrap a single document in a list)")
+    docs = list(documents)
+    for i, d in enumerate(docs):
+        if not isinstance(d, str):
+            raise TypeError(f"document {i} must be a str, got {type(d).__name__}")
+        check_text(d, f"document {i}")
+    if isinstance(query, str):
+        check_text(query, "the query")
+        return [query] * len(docs), docs
+    if not isinstance(query, Sequence):
+        raise TypeError(f"query must be a str or a list of str, got {type(query).__name__}")
+    queries = list(query)
+    if len(queries) != len(docs):
+        raise ValueError(f"got {len(queries)} queries for {len(docs)} documents: give one query, or one per document")
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise TypeError(f"query {i} must be a str, got {type(q).__name__}")
+        check_text(q, f"query {i}")
+    return queries, docs
+
+
+def flatten_queries(queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
+                     ) -> Tuple[List[str], List[str], List[int], List[int]]:
+    """Validates queries and their document lists; returns the pairs as parallel lists (query,
+    document, index of the query) and the number of documents of each query."""
+    if isinstance(queries, str) or not isinstance(queries, Sequence):
+        raise TypeError(f"queries must be a list of str, got {type(queries).__name__} "
+                        "(for a single query use rank() or score())")
+    if isinstance(documents_per_query, str) or not isinstance(documents_per_query, Sequence):
+        raise TypeError(f"documents_per_query must be a list with one list of documents per query, "
+                        f"got {type(documents_per_query).__name__}")
+    if len(queries) != len(documents_per_query):
+        raise ValueError(f"got {len(queries)} queries and {len(documents_per_query)} document lists: "
+                         "give one list of documents (possibly empty) per query")
+    flat_queries: List[str] = []
+    flat_docs: List[str] = []
+    owners: List[int] = []
+    counts: List[int] = []
+    for i, (query, docs) in enumerate(zip(queries, documents_per_query)):
+        if not isinstance(query, str):
+            raise TypeError(f"query {i} must be a str, got {type(query).__name__}")
+        check_text(query, f"query {i}")
+        if isinstance(docs, str) or not isinstance(docs, Sequence):
+            raise TypeError(f"the documents of query {i} must be a list of str, got {type(docs).__name__} "
+                            "(wrap a single document in a list)")
+        for j, doc in enumerate(docs):
+            if not isinstance(doc, str):
+                raise TypeError(f"document {j} of query {i} must be a str, got {type(doc).__name__}")
+            check_text(doc, f"document {j} of query {i}")
+        flat_queries += [query] * len(docs)
+        flat_docs += docs
+        owners += [i] * len(docs)
+        counts.append(len(docs))
+    return flat_queries, flat_docs, owners, counts

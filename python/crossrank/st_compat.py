@@ -1,0 +1,256 @@
+"""What sentence-transformers 6 code passes to and reads from a ``CrossEncoder``, for crossrank's.
+
+* the deprecated arguments it still accepts, with its warnings: ``model_name``, ``cache_dir``,
+  ``default_activation_function`` and the old positional ``num_labels, max_length, activation_fn,
+  device`` at construction; ``sentences``, ``activation_fct``, ``num_workers`` on ``predict``/``rank``,
+  and ``convert_to_numpy``/``convert_to_tensor``/``apply_softmax`` on ``rank`` (ignored there);
+* the activation a saved model names (``config_sentence_transformers.json``'s ``activation_fn``,
+  ``config.json``'s ``sentence_transformers.activation_fn`` or ``sbert_ce_default_activation_function``);
+* ``predict``'s return types, ``model.tokenizer.model_max_length`` and ``model_card_data``.
+
+Saving a package sentence-transformers loads is :mod:`crossrank.st_save`; multi-process prediction
+is :mod:`crossrank.multiprocess`.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import json
+import logging
+from copy import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
+
+import numpy as np
+
+from .st_package import STPackage
+
+__all__ = ["st_init_args", "st_call_args", "saved_activation_path", "convert_scores", "is_singular_input",
+           "TokenizerAdapter", "ModelCardData", "warn_once"]
+
+logger = logging.getLogger("crossrank")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_warned: Set[str] = set()
+
+# sentence-transformers' CrossEncoder.__init__ renames (util/decorators.py).
+_INIT_RENAMES = {"model_name": "model_name_or_path", "cache_dir": "cache_folder",
+                 "default_activation_function": "activation_fn"}
+# Positional arguments after the model name before sentence-transformers 5.4 made them keyword-only.
+_INIT_POSITIONAL = ("num_labels", "max_length", "activation_fn", "device")
+
+
+def warn_once(message: str) -> None:
+    """Logs ``message`` as a warning on the ``crossrank`` logger, once per process (as
+    sentence-transformers' ``logger.warning_once``)."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+def st_init_args(init: F) -> F:
+    """``CrossEncoder.__init__`` wrapper taking sentence-transformers' deprecated arguments, with its
+    warnings: the old positional ``num_labels, max_length, activation_fn, device``, and the renamed
+    ``model_name``, ``cache_dir``, ``default_activation_function``. ``num_labels`` is checked
+    against the loaded model (crossrank does not build new heads)."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            for name, value in zip(_INIT_POSITIONAL, args[1:]):
+                logger.warning(f"Passing `{name}` as a positional argument to CrossEncoder is deprecated. "
+                               f"Please use `{name}={value!r}` as a keyword argument instead.")
+                kwargs.setdefault(name, value)
+            if len(args) > 1 + len(_INIT_POSITIONAL):
+                raise TypeError(f"CrossEncoder takes at most {1 + len(_INIT_POSITIONAL)} positional arguments "
+                                f"(model_name_or_path, then the deprecated {', '.join(_INIT_POSITIONAL)}), "
+                                f"got {len(args)}")
+            args = args[:1]
+        for old, new in _INIT_RENAMES.items():
+            if old in kwargs:
+                value = kwargs.pop(old)
+                warn_once(f"The CrossEncoder `{old}` argument was renamed and is now deprecated. "
+                          f"Please use `{new}` instead.")
+                if new not in kwargs and not (new == "model_name_or_path" and args):
+                    kwargs[new] = value
+        num_labels = kwargs.pop("num_labels", None)
+        init(self, *args, **kwargs)
+        if num_labels is not None and num_labels != self.num_labels:
+            raise ValueError(f"num_labels={num_labels!r}, but {self.model_name_or_path} scores {self.num_labels} "
+                             "label(s); crossrank runs the model's own head (leave num_labels out)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def st_call_args(method: F) -> F:
+    """``predict``/``rank`` wrapper taking sentence-transformers' deprecated keyword arguments, with its
+    warnings: ``sentences`` (-> ``inputs``), ``activation_fct`` (-> ``activation_fn``), ``num_workers``
+    (no effect), and on a method without them ``convert_to_numpy``/``convert_to_tensor`` and
+    ``apply_softmax`` (no effect: ``rank`` returns Python floats of one label)."""
+    name = method.__name__
+    parameters = inspect.signature(method).parameters
+    dropped = [p for p in ("convert_to_numpy", "convert_to_tensor", "apply_softmax") if p not in parameters]
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for old, new in (("sentences", "inputs"), ("activation_fct", "activation_fn")):
+            if old in kwargs and new in parameters:
+                value = kwargs.pop(old)
+                warn_once(f"The `{old}` argument was renamed and is now deprecated. Please use `{new}` instead.")
+                if new in kwargs or (new == "inputs" and args):
+                    continue
+                kwargs[new] = value
+        if "num_workers" in kwargs:
+            kwargs.pop("num_workers")
+            warn_once(f"The CrossEncoder.{name} `num_workers` argument is deprecated and has no effect. "
+                      "It will be removed in a future version.")
+        for param in dropped:
+            if param in kwargs:
+                kwargs.pop(param)
+                if param == "apply_softmax":
+                    warn_once(f"The CrossEncoder.{name} `apply_softmax` argument is deprecated and has no effect, "
+                              f"as `{name}` only supports models with `num_labels=1`. It will be removed in a "
+                              "future version.")
+                else:
+                    warn_once(f"The CrossEncoder.{name} `{param}` argument is deprecated and has no effect, as "
+                              f"`{name}` always returns Python floats. It will be removed in a future version.")
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def saved_activation_path(model_dir: Path, package: Optional[STPackage]) -> Optional[str]:
+    """The activation a saved model names, as sentence-transformers finds it: the package's
+    ``config_sentence_transformers.json``, else ``config.json``'s ``sentence_transformers.activation_fn``,
+    else its ``sbert_ce_default_activation_function`` (sentence-transformers < 4); ``None`` for none."""
+    if package is not None and package.activation_fn is not None:
+        return package.activation_fn
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # load_config reports a broken config.json
+    if not isinstance(config, dict):
+        return None
+    st = config.get("sentence_transformers")
+    if isinstance(st, dict) and isinstance(st.get("activation_fn"), str):
+        return st["activation_fn"]
+    old = config.get("sbert_ce_default_activation_function")
+    return old if isinstance(old, str) else None
+
+
+def _torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def convert_scores(scores: np.ndarray, single: bool, convert_to_numpy: bool, convert_to_tensor: bool) -> Any:
+    """``predict``'s result as sentence-transformers returns it: a ``torch.Tensor``
+    (``convert_to_tensor``), a NumPy array (``convert_to_numpy``; ``[]`` gives an empty float64
+    array), else a list of float32 0-dim torch tensors (rows for several labels), or of NumPy
+    float32 scalars/rows where torch is not installed; one item for a single pair."""
+    if convert_to_tensor:
+        try:
+            import torch
+        except ImportError as exc:
+            raise ImportError("convert_to_tensor=True returns a torch.Tensor and needs torch installed; "
+                              "use convert_to_numpy=True (the default) for a NumPy array") from exc
+        out: Any = torch.from_numpy(scores)
+    elif convert_to_numpy:
+        out = scores if len(scores) else np.array([])
+    elif len(scores) and _torch_available():
+        import torch
+
+        out = list(torch.from_numpy(scores))
+    else:
+        out = list(scores)
+    return out[0] if single else out
+
+
+def is_singular_input(inputs: Any) -> bool:
+    """Whether ``inputs`` is one pair rather than a list of pairs (sentence-transformers' rule: a
+    list or tuple whose first item is not a list or tuple, or a 1-D NumPy string array)."""
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs) > 0 and not isinstance(inputs[0], (list, tuple))
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in ("U", "O"):
+        return inputs.size > 0 and inputs.ndim < 2
+    return True
+
+
+class TokenizerAdapter:
+    """The model's ``tokenizers.Tokenizer`` with transformers' ``model_max_length`` on top.
+
+    ``model_max_length`` reads and sets the model's ``max_length`` (the token budget of one prompt),
+    as sentence-transformers code does through ``model.tokenizer.model_max_length``; every other
+    attribute is the ``tokenizers.Tokenizer``'s (``encode``, ``token_to_id``, ...).
+    """
+
+    def __init__(self, tokenizer: Any, owner: Any) -> None:
+        object.__setattr__(self, "_tokenizer", tokenizer)
+        object.__setattr__(self, "_owner", owner)
+
+    @property
+    def model_max_length(self) -> int:
+        """The model's ``max_length``."""
+        return int(self._owner.max_length)
+
+    @model_max_length.setter
+    def model_max_length(self, value: int) -> None:
+        self._owner.max_seq_length = value
+
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` itself (transformers' name for it)."""
+        return self._tokenizer
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_tokenizer", "_owner"):
+            raise AttributeError(name)
+        return getattr(self._tokenizer, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "model_max_length":
+            object.__setattr__(self, name, value)  # the property
+        else:
+            setattr(self._tokenizer, name, value)
+
+    def __repr__(self) -> str:
+        return f"TokenizerAdapter(model_max_length={self.model_max_length})"
+
+
+@dataclass
+class ModelCardData:
+    """What sentence-transformers' evaluators and model-card code read and write on
+    ``model.model_card_data``: the metrics evaluators store (``set_evaluation_metrics``), the
+    training log, and the model's identity. crossrank writes no model card; the data is kept for the
+    caller (e.g. ``CrossEncoderRerankingEvaluator`` runs and stores its metrics here)."""
+
+    language: Optional[List[str]] = None
+    license: Optional[str] = None
+    model_name: Optional[str] = None
+    model_id: Optional[str] = None
+    base_model: Optional[str] = None
+    base_model_revision: Optional[str] = None
+    tags: List[str] = field(default_factory=lambda: ["sentence-transformers", "cross-encoder", "reranker",
+                                                     "crossrank"])
+    eval_results_dict: Dict[Any, Dict[str, Any]] = field(default_factory=dict)
+    training_logs: List[Dict[str, Any]] = field(default_factory=list)
+
+    def set_evaluation_metrics(self, evaluator: Any, metrics: Dict[str, Any], epoch: int = 0, step: int = 0) -> None:
+        """Stores an evaluator's metrics (and its primary metrics in the training log), as
+        sentence-transformers' model card data does."""
+        self.eval_results_dict[evaluator] = copy(metrics)
+        primary = getattr(evaluator, "primary_metric", None)
+        if not primary:
+            return
+        sub = getattr(evaluator, "evaluators", None)
+        names = [e.primary_metric for e in sub] if sub else ([primary] if isinstance(primary, str) else list(primary))
+        logged = {k: v for k, v in metrics.items() if k in names}
+        if self.training_logs and self.training_logs[-1]["Step"] == step:
+            self.training_logs[-1].update(logged)
+        else:
+            self.training_logs.append({"Epoch": epoch, "Step": step, **logged})
+
+    def set_base_model(self, model_id: str, revision: Optional[str] = None) -> None:
+        """Records the model the scores come from."""
+        self.base_model, self.base_model_revision = model_id, revision
