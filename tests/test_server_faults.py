@@ -26,7 +26,8 @@ pytest.importorskip("prometheus_client")
 
 from _fixtures import fixture_path  # noqa: E402
 from crossrank.server.serving import RepeatFilter  # noqa: E402
-from test_server import QWEN3_OVERRIDES, STARTUP_TIMEOUT, Server, assert_error, post, start_server  # noqa: E402,F401
+from test_server import (QWEN3_OVERRIDES, STARTUP_TIMEOUT, Server, assert_error, free_port, post,  # noqa: E402
+                         start_server)  # noqa: F401,F811 (a fixture)
 
 SLOW_DOCS = [f"{i} " + "word " * 7000 for i in range(48)]
 
@@ -118,7 +119,6 @@ def test_a_low_file_limit_with_many_silent_sockets_neither_floods_the_log_nor_we
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
     port_server = Server.__new__(Server)  # Server, started under a low file limit
-    from test_server import free_port
     port_server.port = free_port()
     port_server.url = f"http://127.0.0.1:{port_server.port}"
     port_server.log_path = tmp_path / "server.log"

@@ -21,7 +21,7 @@ pytest.importorskip("prometheus_client")
 from _fixtures import fixture_path  # noqa: E402
 from crossrank.server.limits import MAX_INT_DIGITS, check_items, parse_json_body  # noqa: E402
 from crossrank.server.errors import APIError  # noqa: E402
-from test_server import QWEN3_OVERRIDES, assert_error, post, start_server  # noqa: E402,F401
+from test_server import QWEN3_OVERRIDES, assert_error, post, start_server  # noqa: E402,F401,F811 (a fixture)
 
 MAX_ITEMS = 1000
 SLOW_DOCS = [f"{i} " + "word " * 7000 for i in range(24)]  # seconds of engine work

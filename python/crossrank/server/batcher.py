@@ -1,16 +1,17 @@
 """Dynamic batching: one engine thread fed by a bounded queue.
 
 The C engine already spreads one forward pass over every compute thread, and a second pass started
-concurrently would only wait on its lock, so one thread drives it. Requests that arrive while a
-pass runs wait in the queue; before each pass the thread moves waiting requests, oldest first,
-into its *rotation* (eight, or more while they hold less than four passes of work), and each pass takes pairs from the requests of the rotation fairly: an equal share of
-``max_batch_tokens`` each (at least one pair), any room left in rotation order, and the rotation
-moves on by one request per pass. A request of 100,000 documents thus shares the engine with the
-requests that arrive after it, which finish in a few passes instead of waiting for it. Each pass is
-one call to :meth:`CrossEncoder.forward_ids <crossrank.CrossEncoder.forward_ids>` with the pairs'
-query keys as ``share_keys``: pairs of the pass whose prompts start with the same query run that
-token prefix once and only their own tails. Scores do not depend on packing or prefix reuse (the
-engine's reductions have a fixed order), so a request gets exactly the scores it would get alone.
+concurrently would only wait on its lock, so one thread drives it. Requests that arrive while a pass
+runs wait in the queue; before each pass the thread moves waiting requests, oldest first, into its
+*rotation* (eight, or more while they hold less than four passes of work), and each pass takes pairs
+from the requests of the rotation fairly: an equal share of ``max_batch_tokens`` each (at least one
+pair), any room left in rotation order, and the rotation moves on by one request per pass. A request
+of 100,000 documents thus shares the engine with the requests that arrive after it, which finish in
+a few passes instead of waiting for it. Each pass is one call to :meth:`CrossEncoder.forward_ids
+<crossrank.CrossEncoder.forward_ids>` with the pairs' query keys as ``share_keys``: pairs of the
+pass whose prompts start with the same query run that token prefix once and only their own tails.
+Scores do not depend on packing or prefix reuse (the engine's reductions have a fixed order), so a
+request gets exactly the scores it would get alone.
 
 ``forward_ids`` caps its own engine calls at a fixed token budget (16384 tokens, the default
 ``max_batch_tokens``); with a larger ``max_batch_tokens`` it runs one pass as several engine calls,

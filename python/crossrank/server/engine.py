@@ -177,7 +177,8 @@ class ScoringEngine:
                     if len(seq) - limit >= second > 0:
                         raise PromptError(
                             f"This model's maximum context length is {limit} tokens (truncate_prompt_tokens), and "
-                            f"text_1 of pair {i + first_index} takes all of them, leaving no room for text_2. {REDUCE_PROMPT}",
+                            f"text_1 of pair {i + first_index} takes all of them, leaving no room for text_2. "
+                            f"{REDUCE_PROMPT}",
                             "text_1")
                 seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
             out.append(self._checked(seq, i + first_index))
@@ -259,7 +260,8 @@ class ScoringEngine:
         dropped = document_dropped(encoded)
         if dropped:
             raise PromptError(
-                f"This model's maximum context length is {budget} tokens, and the query of pair {dropped[0] + first_index} with "
+                f"This model's maximum context length is {budget} tokens, and the query of pair "
+                f"{dropped[0] + first_index} with "
                 f"the prompt template takes all of them, leaving no room for the document "
                 f"({len(dropped)} pair(s) affected). {REDUCE_PROMPT}", "query")
         ids = list(encoded.input_ids)

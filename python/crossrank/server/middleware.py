@@ -22,7 +22,8 @@ from .errors import error_body
 from .limits import Admission, looks_like_tei, overloaded_response
 from .metrics import Metrics
 
-__all__ = ["MetricsMiddleware", "APIKeyMiddleware", "AdmissionMiddleware", "BodyLimitMiddleware", "CLIENT_GONE", "Scope", "Message", "Receive", "Send",
+__all__ = ["MetricsMiddleware", "APIKeyMiddleware", "AdmissionMiddleware", "BodyLimitMiddleware", "CLIENT_GONE",
+           "Scope", "Message", "Receive", "Send",
            "ASGIApp"]
 
 Scope = MutableMapping[str, Any]
@@ -106,8 +107,9 @@ class APIKeyMiddleware:
 class AdmissionMiddleware:
     """Takes an :class:`~crossrank.server.limits.Admission` permit for each scoring request
     (``paths``, POST) before its body is read; without one, the request is refused at once:
-    TEI's 429 ``Overloaded`` for a body in TEI's shape, else 503, both with ``Retry-After``. Only the first piece of the body that has arrived is looked at, to pick
-    the shape; the body is never parsed.
+    TEI's 429 ``Overloaded`` for a body in TEI's shape, else 503, both with ``Retry-After``. Only
+    the first piece of the body that has arrived is looked at, to pick the shape; the body is
+    never parsed.
     """
 
     def __init__(self, app: ASGIApp, admission_of: Callable[[], Optional[Admission]], paths: FrozenSet[str],
