@@ -269,5 +269,17 @@ def test_two_workers_share_connections_and_report_one_set_of_metrics(tmp_path, q
                               r'(\S+)$', text, re.M)
             counts.add(float(found.group(1)))
         assert counts == {6.0}, counts
+        # a killed worker is replaced and the counts it had stay in the sum
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while len(re.findall(r"ready: ", srv.log())) < 3:
+            assert time.monotonic() < deadline, srv.log()[-3000:]
+            time.sleep(0.2)
+        for _ in range(4):
+            assert post(srv, "/score", {"text_1": "q", "text_2": ["d"]}).status_code == 200
+        text = requests.get(srv.url + "/metrics", timeout=10).text
+        found = re.search(r'^crossrank_requests_total\{(?=[^}]*endpoint="/score")(?=[^}]*status="200")[^}]*\} '
+                          r'(\S+)$', text, re.M)
+        assert float(found.group(1)) == 10.0, text
     finally:
         srv.stop()
