@@ -2,10 +2,14 @@
 ``/detokenize``, ``/invocations`` (routed by the body), ``/health``, ``/ping``, ``/v1/models`` and
 ``/metrics``; TEI's ``/rerank`` shape, ``POST /`` and ``GET /info``.
 
-Request path: the size-limit and API-key middlewares (pure ASGI, before any parsing) → JSON body
-→ validation into a :class:`~crossrank.server.protocol.ScoringTask` → tokenization on a small
-thread pool → the :class:`~crossrank.server.batcher.Batcher` (one engine thread) → activation →
-response. The event loop only parses, awaits futures and serializes; it never runs a forward pass.
+Request path: the metrics, API-key, admission (a permit before the body is read) and body-limit
+middlewares (pure ASGI, before any parsing) → JSON body (integers bounded, lone surrogates refused;
+a large body is parsed off the event loop) → item counts and types checked → validation into a
+:class:`~crossrank.server.protocol.ScoringTask` → texts that provably cannot fit refused →
+tokenization on a small thread pool, in slices (each request queues its next slice behind the
+other requests' slices, so requests share the pool fairly) → the
+:class:`~crossrank.server.batcher.Batcher` (one engine thread, requests rotated fairly through its
+passes) → activation → response. The event loop only awaits and serializes.
 
 :func:`create_app` builds the app from :class:`ServerSettings` (the model loads at startup, in
 each worker process); :func:`app_from_env` is the factory uvicorn imports in every ``--workers``
@@ -15,17 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse as _StarletteJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CrossrankError
@@ -33,9 +41,11 @@ from ..model import CrossEncoder
 from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
 from .engine import Prepared, PromptError, ScoringEngine
-from .metrics import Metrics
+from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
-from .middleware import APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
+from .limits import Admission, check_items, looks_like_tei, parse_json_body, refuse_unfittable, slices
+from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
+from .serving import DRAIN
 from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
 from .settings import ServerSettings
 from .tei import info_response, is_tei_rerank, parse_tei_rerank, tei_rerank_response
@@ -63,6 +73,24 @@ _TOKENIZER_THREADS = 2
 
 # A model loaded by run() before uvicorn starts (one worker), picked up by the factory.
 _PRELOADED: Dict[str, CrossEncoder] = {}
+
+# Tokenization slices: a request's pairs go to the tokenizer pool this many at a time (or fewer,
+# when their texts pass _SLICE_CHARS characters), each slice queued behind the other requests'.
+_SLICE_PAIRS = 64
+_SLICE_CHARS = 256 * 1024
+# Bodies larger than this are parsed on the tokenizer pool instead of the event loop.
+_PARSE_OFF_LOOP_BYTES = 256 * 1024
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Starlette's JSON response, whose encoding cannot fail: a string that cannot be UTF-8 (a
+    lone surrogate) is written as a JSON escape instead of raising."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -122,6 +150,7 @@ class _State:
                                                  thread_name_prefix="crossrank-tokenize")
         self.names = list(settings.served_model_names) or [settings.model]
         self.created = int(time.time())
+        self.admission = Admission(settings.concurrent_requests)
 
     def close(self) -> None:
         self.batcher.stop()
@@ -131,19 +160,11 @@ class _State:
 # -- handlers ----------------------------------------------------------------------------------
 
 
-async def _json_body(request: Request) -> Dict[str, Any]:
+async def _json_body(request: Request, state: Optional[_State] = None) -> Dict[str, Any]:
     raw = await request.body()
-    if not raw:
-        raise APIError("the request body is empty: send a JSON object", 400)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise APIError(f"the request body is not valid JSON: {exc}", 400) from None
-    except RecursionError:
-        raise APIError("the request body is nested too deeply", 400) from None
-    if not isinstance(body, dict):
-        raise APIError(f"the request body must be a JSON object, got {type(body).__name__}", 400)
-    return body
+    if state is not None and len(raw) > _PARSE_OFF_LOOP_BYTES:
+        return await asyncio.get_running_loop().run_in_executor(state.tokenizer_pool, parse_json_body, raw)
+    return parse_json_body(raw)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -157,6 +178,16 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 class _ClientGone(Exception):
     pass
+
+
+def _shutting_down(settings: ServerSettings) -> APIError:
+    return APIError(f"the server is shutting down: it takes no new work, and work still waiting after the grace "
+                    f"period of {settings.shutdown_timeout:g} s (crossrank serve --shutdown-timeout) is dropped; "
+                    "retry on another instance", 503, "ServiceUnavailableError", tei_type="Unhealthy")
+
+
+def _retry_after(status: int) -> Optional[Dict[str, str]]:
+    return {"retry-after": "1"} if status in (429, 503) else None
 
 
 class _Handlers:
@@ -175,8 +206,9 @@ class _Handlers:
         if name and name not in state.names:
             raise APIError(f"The model `{name}` does not exist.", 404, "NotFoundError", "model")
 
-    def _prepare(self, state: _State, task: ScoringTask) -> Prepared:
-        """Token ids for the task (runs on the tokenizer pool)."""
+    def _prepare(self, state: _State, task: ScoringTask, first_index: int = 0) -> Prepared:
+        """Token ids for the task, or a slice of it whose first pair is ``first_index`` of the
+        request (runs on the tokenizer pool)."""
         engine = state.engine
         for name, texts in (("query", task.firsts), ("document", task.seconds), ("instruction", [task.instruction])):
             try:
@@ -197,7 +229,8 @@ class _Handlers:
         # plain queries and documents (text_1/text_2 and data_1/data_2 are taken as given).
         if (task.templated and engine.templated) or engine.chat_templated:
             return engine.encode_queries(firsts, seconds, task.instruction, limit=limit, side=task.side,
-                                         truncate=task.truncate, fit=task.fit, variables=task.template_vars)
+                                         truncate=task.truncate, fit=task.fit, variables=task.template_vars,
+                                         first_index=first_index)
         if task.instruction is not None:
             where = ("this server runs with --no-template" if task.templated and not self.settings.use_template
                      else "no prompt template is known for this model" if task.templated
@@ -207,9 +240,11 @@ class _Handlers:
                            "the texts yourself", 400, param="instruction")
         if task.kind == "tei":
             limit = (limit or engine.max_length) if task.truncate else None
-        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side, fit=task.fit)
+        return engine.encode_pairs(firsts, seconds, limit=limit, side=task.side, fit=task.fit,
+                                   first_index=first_index)
 
-    async def _run(self, state: _State, request: Request, prepared: Prepared, deadline: Optional[float]):
+    async def _run(self, state: _State, watcher: "asyncio.Future[None]", prepared: Prepared,
+                   deadline: Optional[float]):
         try:
             job = state.batcher.submit(prepared.ids, prepared.keys)
         except QueueFull as exc:
@@ -218,16 +253,16 @@ class _Handlers:
         except EngineStopped as exc:
             raise APIError(str(exc), 503, "ServiceUnavailableError") from None
         result = asyncio.wrap_future(job.future)
-        watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+        drained = asyncio.ensure_future(DRAIN.expired.wait())
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            done, _ = await asyncio.wait({result, watcher}, timeout=timeout,
+            done, _ = await asyncio.wait({result, watcher, drained}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the server is shutting down this handler
             state.batcher.abandon(job)
             raise
         finally:
-            watcher.cancel()
+            drained.cancel()
         if result in done:
             try:
                 return result.result()
@@ -239,6 +274,8 @@ class _Handlers:
         result.cancel()
         if watcher in done:
             raise _ClientGone()
+        if drained in done:
+            raise _shutting_down(self.settings)
         state.metrics.add("timeouts")
         raise APIError(f"the request did not finish within the server's timeout of "
                        f"{self.settings.request_timeout:g} s (crossrank serve --request-timeout); its work "
@@ -251,14 +288,53 @@ class _Handlers:
         tei = False
         try:
             state = self._ready()
-            body = await _json_body(request)
+            if DRAIN.draining:
+                raise _shutting_down(self.settings)
+            # Errors of a body that does not parse take TEI's shape when it looks like TEI's.
+            tei = kind != "score" and looks_like_tei(await request.body())
+            body = await _json_body(request, state)
             tei = kind != "score" and is_tei_rerank(body)
+            check_items(body, self.settings.max_client_batch_size, tei=tei)
             return await self._score(state, request, body, _route(body, kind))
         except APIError as exc:
             if not tei:
                 raise
             status, payload = exc.tei()
-            return JSONResponse(payload, status_code=status)
+            return JSONResponse(payload, status_code=status, headers=_retry_after(status))
+        except _ClientGone:
+            return Response(status_code=499)
+
+    async def _tokenized(self, state: _State, watcher: "asyncio.Future[None]", task: ScoringTask,
+                         deadline: Optional[float]) -> Prepared:
+        """The task's token ids, computed slice by slice on the tokenizer pool; stops early when the
+        client goes away, the deadline passes or the server drains."""
+        refuse_unfittable(state.engine, task)
+        loop = asyncio.get_running_loop()
+        ids: List[Any] = []
+        keys: List[Any] = []
+        for part in slices(task, _SLICE_PAIRS, _SLICE_CHARS):
+            if watcher.done():
+                raise _ClientGone()
+            if deadline is not None and time.monotonic() > deadline:
+                state.metrics.add("timeouts")
+                raise APIError(f"the request did not finish within the server's timeout of "
+                               f"{self.settings.request_timeout:g} s (crossrank serve --request-timeout)", 504,
+                               "TimeoutError")
+            if DRAIN.expired.is_set():
+                raise _shutting_down(self.settings)
+            piece = task if len(part) == len(task.firsts) else dataclasses.replace(
+                task, firsts=task.firsts[part.start:part.stop], seconds=task.seconds[part.start:part.stop])
+            try:
+                prepared = await loop.run_in_executor(state.tokenizer_pool, self._prepare, state, piece, part.start)
+            except PromptError as exc:
+                raise APIError(str(exc), 400, param=exc.param) from None
+            except APIError:
+                raise
+            except (ValueError, TypeError) as exc:  # TooLongError and other refusals of the texts
+                raise APIError(str(exc), 400, tei_type="Tokenizer") from None
+            ids.extend(prepared.ids)
+            keys.extend(prepared.keys)
+        return Prepared(ids, keys)
 
     async def _score(self, state: _State, request: Request, body: Dict[str, Any], kind: str) -> Response:
         t0 = time.monotonic()
@@ -272,20 +348,16 @@ class _Handlers:
             else:
                 task = parse_score(body, rid) if kind == "score" else parse_rerank(body, rid)
                 self._check_model(state, task.model)
-            loop = asyncio.get_running_loop()
+            # Watches for the client going away from now to the answer.
+            watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
             try:
-                prepared = await loop.run_in_executor(state.tokenizer_pool, self._prepare, state, task)
-            except PromptError as exc:
-                raise APIError(str(exc), 400, param=exc.param) from None
-            except APIError:
-                raise
-            except (ValueError, TypeError) as exc:  # TooLongError and other refusals of the texts
-                raise APIError(str(exc), 400, tei_type="Tokenizer") from None
-            try:
-                raw = await self._run(state, request, prepared, deadline)
+                prepared = await self._tokenized(state, watcher, task, deadline)
+                raw = await self._run(state, watcher, prepared, deadline)
             except _ClientGone:
                 logger.info("client went away; request %s abandoned", task.request_id)
                 return Response(status_code=499)
+            finally:
+                watcher.cancel()
             scores = state.engine.activate(raw, task.use_activation)
             tokens = prepared.num_tokens
             state.metrics.add("pairs", len(prepared.ids))
@@ -361,11 +433,12 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
             handlers.state = None
             state.close()
 
-    app = FastAPI(title="crossrank", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="crossrank", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=JSONResponse)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=_retry_after(exc.status))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -393,8 +466,8 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
         return await handlers.scoring(request, "routed")
 
     async def tokenizer_route(request: Request) -> JSONResponse:
-        body = await _json_body(request)
         state = handlers._ready()
+        body = await _json_body(request, state)
         # On the tokenizer pool, as for scoring: a large prompt never holds the event loop.
         result = await asyncio.get_running_loop().run_in_executor(
             state.tokenizer_pool, handlers.tokenizer_route, body, request.url.path)
@@ -416,9 +489,9 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
         state = handlers._ready()
         return JSONResponse(info_response(
             model_id=state.names[0], revision=settings.revision, dtype=state.engine.model.dtype,
-            max_input_length=state.engine.max_length, max_concurrent_requests=settings.max_queue,
+            max_input_length=state.engine.max_length, max_concurrent_requests=settings.concurrent_requests,
             max_batch_tokens=settings.max_batch_tokens, tokenization_workers=_TOKENIZER_THREADS,
-            version=__version__))
+            max_client_batch_size=settings.max_client_batch_size, version=__version__))
 
     @app.api_route("/ping", methods=["GET", "POST"], include_in_schema=False)
     @app.get("/health", include_in_schema=False)
@@ -426,6 +499,9 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
         state = handlers.state
         if state is None or not state.batcher.alive:
             return JSONResponse(error_body("the engine is not running", "ServiceUnavailableError", 503),
+                                status_code=503)
+        if DRAIN.draining:  # load balancers stop sending here
+            return JSONResponse(error_body("the server is shutting down", "ServiceUnavailableError", 503),
                                 status_code=503)
         return Response(status_code=200)
 
@@ -446,8 +522,12 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # add_middleware puts each new middleware outside the previous ones: the body limit runs
-    # innermost, the API key before it, and the metrics see every request, refused ones included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # innermost, the admission permit before it (before any byte of the body is read), the API key
+    # before that, and the metrics see every request, refused ones included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(AdmissionMiddleware, admission_of=lambda: handlers.state.admission if handlers.state else None,
+                       paths=frozenset(SCORE_PATHS + RERANK_PATHS + ROUTED_PATHS + TOKENIZE_PATHS),
+                       metrics_of=lambda: handlers.state.metrics if handlers.state else None)
     app.add_middleware(APIKeyMiddleware, api_key=settings.api_key, public_paths=_PUBLIC_PATHS)
     app.add_middleware(MetricsMiddleware, metrics_of=lambda: handlers.state.metrics if handlers.state else None,
                        known_paths=_KNOWN_PATHS)
@@ -474,13 +554,15 @@ def app_from_env() -> FastAPI:
     return create_app(settings, model=_PRELOADED.pop(settings.to_json(), None))
 
 
-def run(settings: ServerSettings) -> None:
-    """Serves ``settings`` with uvicorn until interrupted.
+def run(settings: ServerSettings) -> int:
+    """Serves ``settings`` with uvicorn until stopped; returns the exit code (0 after a drain).
 
     With one worker the model loads here first, so a bad model path or override fails before the
     server binds; with several, each worker process loads its own copy.
     """
     import uvicorn
+
+    from .serving import GuardedH11Protocol, serve
 
     configure_logging(settings.log_level)
     if settings.host not in _LOOPBACK:
@@ -489,6 +571,18 @@ def run(settings: ServerSettings) -> None:
     settings.to_env()
     if settings.workers == 1:
         _PRELOADED[settings.to_json()] = load_model(settings)
-    uvicorn.run("crossrank.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower(), access_log=settings.access_log,
-                timeout_graceful_shutdown=10)
+    config = uvicorn.Config("crossrank.server.app:app_from_env", factory=True, host=settings.host,
+                            port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
+                            access_log=settings.access_log, http=GuardedH11Protocol,
+                            timeout_keep_alive=settings.timeout_keep_alive,
+                            timeout_graceful_shutdown=settings.shutdown_timeout)
+    shared = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # One set of numbers for every scrape: the workers write their metrics into one directory.
+        shared = tempfile.mkdtemp(prefix="crossrank-metrics-")
+        os.environ[MULTIPROC_ENV] = shared
+    try:
+        return serve(config, header_timeout=settings.header_timeout, max_connections=settings.max_connections)
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)

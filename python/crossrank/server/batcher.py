@@ -1,14 +1,17 @@
 """Dynamic batching: one engine thread fed by a bounded queue.
 
 The C engine already spreads one forward pass over every compute thread, and a second pass started
-concurrently would only wait on its lock, so one thread drives it. Requests that arrive while a
-pass runs wait in the queue; when the pass ends the thread takes every waiting request (a *round*)
-and packs their pairs into the next passes, in arrival order, up to ``max_batch_tokens`` tokens a
-pass (a shared query prefix counted once). Each pass is one call to
-:meth:`CrossEncoder.forward_ids <crossrank.CrossEncoder.forward_ids>` with the pairs' query keys as
-``share_keys``: pairs of the pass whose prompts start with the same query run that token prefix
-once and only their own tails. Scores do not depend on packing or prefix reuse (the engine's
-reductions have a fixed order), so a request gets exactly the scores it would get alone.
+concurrently would only wait on its lock, so one thread drives it. Requests that arrive while a pass
+runs wait in the queue; before each pass the thread moves waiting requests, oldest first, into its
+*rotation* (eight, or more while they hold less than four passes of work), and each pass takes pairs
+from the requests of the rotation fairly: an equal share of ``max_batch_tokens`` each (at least one
+pair), any room left in rotation order, and the rotation moves on by one request per pass. A request
+of 100,000 documents thus shares the engine with the requests that arrive after it, which finish in
+a few passes instead of waiting for it. Each pass is one call to :meth:`CrossEncoder.forward_ids
+<crossrank.CrossEncoder.forward_ids>` with the pairs' query keys as ``share_keys``: pairs of the
+pass whose prompts start with the same query run that token prefix once and only their own tails.
+Scores do not depend on packing or prefix reuse (the engine's reductions have a fixed order), so a
+request gets exactly the scores it would get alone.
 
 ``forward_ids`` caps its own engine calls at a fixed token budget (16384 tokens, the default
 ``max_batch_tokens``); with a larger ``max_batch_tokens`` it runs one pass as several engine calls,
@@ -46,12 +49,18 @@ __all__ = ["Batcher", "Job", "QueueFull", "EngineStopped"]
 logger = logging.getLogger("crossrank.server")
 
 class QueueFull(Exception):
-    """The queue holds ``max_queue`` requests already (the client gets 503)."""
+    """``max_queue`` requests wait already besides the running one (the client gets 503)."""
 
 
 class EngineStopped(Exception):
     """The engine thread is not running (shutting down, or it failed)."""
 
+
+# Requests sharing the engine's passes at once (more while they hold little work); the others wait
+# in arrival order. Sharing among a few keeps a small request from waiting behind a large one;
+# sharing among all would make every request of a heavy load late together instead of answering
+# the oldest first.
+_ROTATION = 8
 
 _CANCELLED = object()
 _STOP = object()
@@ -74,6 +83,7 @@ class Job:
     abandoned: bool = False
     failed: bool = False
     remaining: int = 0
+    released: bool = False  # no longer counted against max_queue
 
     @property
     def tokens(self) -> int:
@@ -104,7 +114,7 @@ class _Pair:
     index: int
     ids: np.ndarray
     key: Optional[Hashable]
-    tail: int  # tokens it adds to a pass: its own, a prefix shared in the round excluded
+    tail: int  # tokens it adds to a pass: its own, a prefix shared within its request excluded
 
 
 class Batcher:
@@ -121,10 +131,11 @@ class Batcher:
                  metrics: Optional[Metrics] = None) -> None:
         self._model = model
         self._num_labels = model.num_labels
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max_queue)
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._max_queue = max_queue
+        # Requests submitted and not finished: one running and max_queue waiting are allowed.
+        self._outstanding = 0
         self._max_batch_tokens = max_batch_tokens
-        # A round takes at most a few passes' worth of requests, so the latency it adds to the
-        # requests that wait behind it stays bounded.
         self._round_tokens = 4 * max_batch_tokens
         self._metrics = metrics
         self._lock = threading.Lock()
@@ -152,10 +163,7 @@ class Batcher:
                 break
             if isinstance(job, Job):
                 job._fail(EngineStopped("the server is shutting down"))
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:
-            pass
+        self._queue.put_nowait(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -166,8 +174,10 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for the engine."""
-        return self._queue.qsize()
+        """Requests submitted and not finished, but for those in the running pass."""
+        with self._lock:
+            running = len(self._active[1]) if self._active is not None else 0
+            return max(0, self._outstanding - running)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -182,14 +192,16 @@ class Batcher:
             raise EngineStopped("the engine is not running")
         job = Job(ids=ids, keys=keys, out=np.empty((len(ids), self._num_labels), dtype=np.float32),
                   remaining=len(ids))
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+        with self._lock:
+            full = self._outstanding > self._max_queue
+            if not full:
+                self._outstanding += 1
+        if full:
             if self._metrics is not None:
                 self._metrics.add("queue_full")
-            raise QueueFull(f"{self._queue.maxsize} requests are waiting already") from None
-        if self._metrics is not None:
-            self._metrics.set_gauge("queue_depth", self._queue.qsize())
+            raise QueueFull(f"{self._max_queue} requests are waiting already") from None
+        self._queue.put_nowait(job)
+        self._update_depth()
         return job
 
     def abandon(self, job: Job) -> None:
@@ -204,12 +216,18 @@ class Batcher:
     # -- engine thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP or self._stopping:
-                break
-            jobs, tokens, stop = [first], first.tokens, False
-            while tokens < self._round_tokens:
+        active: Deque[_Cursor] = collections.deque()
+        stop = False
+        while not stop:
+            if not active:
+                first = self._queue.get()
+                if first is _STOP or self._stopping:
+                    break
+                self._admit(first, active)
+            # Requests that arrived meanwhile join the rotation: up to _ROTATION of them, and beyond
+            # that while the rotation holds less than a few passes of work (many small requests
+            # still pack into one pass).
+            while len(active) < _ROTATION or sum(c.tokens for c in active) < self._round_tokens:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -217,23 +235,82 @@ class Batcher:
                 if nxt is _STOP:
                     stop = True
                     break
-                jobs.append(nxt)
-                tokens += nxt.tokens
+                self._admit(nxt, active)
+            if self._stopping:
+                break
+            batch = self._next_pass(active)
             if self._metrics is not None:
-                self._metrics.set_gauge("queue_depth", self._queue.qsize())
                 self._metrics.set_gauge("engine_busy", 1)
             try:
-                self._run_round(jobs)
-            except Exception as exc:  # the thread must outlive anything one round raises
-                logger.exception("engine round failed")
-                for job in jobs:
+                if batch:
+                    self._run_pass(batch)
+            except Exception as exc:  # the thread must outlive anything one pass raises
+                logger.exception("engine pass failed")
+                for job in _unique_jobs(batch):
                     if not job.future.done():
                         job._fail(exc)
             finally:
                 if self._metrics is not None:
                     self._metrics.set_gauge("engine_busy", 0)
-            if stop:
+            for cursor in [c for c in active if c.done]:
+                active.remove(cursor)
+                self._release(cursor.job)
+        for cursor in active:
+            if not cursor.job.future.done():
+                cursor.job._fail(EngineStopped("the server is shutting down"))
+            self._release(cursor.job)
+
+    def _admit(self, job: Job, active: "Deque[_Cursor]") -> None:
+        if not job.future.set_running_or_notify_cancel() or job.closed:
+            self._release(job)
+            return
+        pairs = [_Pair(job, i, ids, job.keys[i], len(ids)) for i, ids in enumerate(job.ids)]
+        # Packing estimate only: forward_ids finds the shared prefixes of each pass itself.
+        for members, length in shared_prefix_groups([p.ids for p in pairs], [p.key for p in pairs]):
+            for m in members:
+                pairs[m].tail -= length
+        active.append(_Cursor(job, collections.deque(pairs), sum(p.tail for p in pairs)))
+
+    def _next_pass(self, active: "Deque[_Cursor]") -> List[_Pair]:
+        """The pairs of the next pass, taken fairly: each request in the rotation gets an equal share
+        of ``max_batch_tokens`` (at least one pair), then any room left goes to the requests in
+        rotation order; the rotation then moves on, so a request of 100,000 documents shares the
+        engine with the ones that arrive after it instead of holding it until it is done."""
+        batch: List[_Pair] = []
+        tokens = 0
+        live = [c for c in active if not c.done]
+        quota = max(1, self._max_batch_tokens // max(1, len(live)))
+        for sweep_quota in (quota, None):
+            for cursor in live:
+                taken = 0
+                while cursor.pending and (sweep_quota is None or taken < sweep_quota):
+                    pair = cursor.pending[0]
+                    if batch and tokens + pair.tail > self._max_batch_tokens:
+                        break
+                    batch.append(cursor.pending.popleft())
+                    cursor.tokens -= pair.tail
+                    tokens += pair.tail
+                    taken += pair.tail
+                if tokens >= self._max_batch_tokens:
+                    break
+            if tokens >= self._max_batch_tokens:
                 break
+        if active:
+            active.rotate(-1)
+        return batch
+
+    def _release(self, job: Job) -> None:
+        with self._lock:
+            if not job.released:
+                job.released = True
+                self._outstanding -= 1
+        self._update_depth()
+
+    def _update_depth(self) -> None:
+        if self._metrics is not None:
+            with self._lock:
+                running = len(self._active[1]) if self._active is not None else 0
+                self._metrics.set_gauge("queue_depth", max(0, self._outstanding - running))
 
     def _guarded(self, jobs: List[Job], call: Callable[[CancelToken], Any]) -> Any:
         """Runs one pass with its own cancel token, registered so :meth:`abandon` can stop
@@ -243,6 +320,7 @@ class Batcher:
             if all(j.closed for j in jobs):
                 return _CANCELLED
             self._active = (token, jobs)
+        self._update_depth()
         try:
             return call(token)
         except Cancelled:
@@ -251,30 +329,10 @@ class Batcher:
             with self._lock:
                 self._active = None
 
-    def _run_round(self, jobs: List[Job]) -> None:
-        live = [j for j in jobs if j.future.set_running_or_notify_cancel() and not j.closed]
-        pairs = [_Pair(j, i, ids, j.keys[i], len(ids)) for j in live for i, ids in enumerate(j.ids)]
-        # Packing estimate only: forward_ids finds the shared prefixes of each pass itself.
-        for members, length in shared_prefix_groups([p.ids for p in pairs], [p.key for p in pairs]):
-            for m in members:
-                pairs[m].tail -= length
-        pending: Deque[_Pair] = collections.deque(pairs)
-        while pending:
-            batch: List[_Pair] = []
-            tokens = 0
-            while pending:
-                pair = pending[0]
-                if pair.job.closed:
-                    pending.popleft()
-                    continue
-                if batch and tokens + pair.tail > self._max_batch_tokens:
-                    break
-                batch.append(pending.popleft())
-                tokens += pair.tail
-            if batch:
-                self._run_pass(batch)
-
     def _run_pass(self, batch: List[_Pair]) -> None:
+        batch = [p for p in batch if not p.job.closed]
+        if not batch:
+            return
         ids = [p.ids for p in batch]
         keys = [p.key for p in batch]
         jobs = _unique_jobs(batch)
@@ -305,6 +363,20 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0 and not job.closed:
                 job._finish()
+
+
+@dataclass(eq=False)
+class _Cursor:
+    """A request in the engine's rotation: its pairs not yet run."""
+
+    job: Job
+    pending: Deque[_Pair]
+    tokens: int  # the pending pairs' tokens
+
+
+    @property
+    def done(self) -> bool:
+        return self.job.closed or not self.pending
 
 
 def _unique_jobs(pairs: Sequence[_Pair]) -> List[Job]:

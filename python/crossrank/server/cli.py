@@ -47,6 +47,21 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
                    help="seconds before a request gets 504 and its work is cancelled (0: no limit)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body (413 above)")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="tokens per forward pass")
+    p.add_argument("--max-client-batch-size", type=int, default=100_000,
+                   help="items (documents, texts, pairs) per request; above it 422 (TEI shape) or 400")
+    p.add_argument("--max-concurrent-requests", type=int, default=None,
+                   help="requests handled at once, from before the body is read; beyond it 429 (TEI shape) or "
+                        "503 at once, with Retry-After (default: --max-queue + 1)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections; beyond it 503 and close (default: the file limit less a reserve)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds to send complete request headers before the connection is closed (0: none)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds from the headers to the end of the body before 408 (0: none)")
+    p.add_argument("--timeout-keep-alive", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open (uvicorn's and vLLM's flag)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests get after SIGTERM; what still waits then gets 503")
     p.add_argument("--revision", default=None)
     p.add_argument("--local-files-only", action="store_true")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -56,7 +71,7 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Runs ``crossrank serve`` with parsed arguments; returns the exit code."""
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         print(f"crossrank: error: `crossrank serve` needs {' and '.join(missing)}; "
               "install them with: pip install 'crossrank[serve]'", file=sys.stderr)
@@ -80,10 +95,14 @@ def run_serve(args: argparse.Namespace) -> int:
             api_key=args.api_key or None,
             workers=args.workers, max_queue=args.max_queue, request_timeout=args.request_timeout or None,
             max_body_bytes=args.max_body_bytes, max_batch_tokens=args.max_batch_tokens,
+            max_client_batch_size=args.max_client_batch_size, max_concurrent_requests=args.max_concurrent_requests,
+            max_connections=args.max_connections, header_timeout=args.header_timeout or None,
+            body_timeout=args.body_timeout or None, timeout_keep_alive=args.timeout_keep_alive,
+            shutdown_timeout=args.shutdown_timeout,
             local_files_only=args.local_files_only, revision=args.revision, log_level=args.log_level,
             access_log=not args.disable_access_log)
-        run(settings)
+        code = run(settings)
     except (CrossrankError, OSError, ValueError, TypeError) as exc:
         print(f"crossrank: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code

@@ -35,7 +35,7 @@ from ..model import CrossEncoder
 from ..templates import Template
 from ..tokenization import Encoded, TooLongError
 
-__all__ = ["PromptError", "Prepared", "ScoringEngine", "document_dropped", "REDUCE_PROMPT"]
+__all__ = ["PromptError", "Prepared", "ScoringEngine", "document_dropped", "REDUCE_PROMPT", "NORMALIZATION_MARGIN"]
 
 #: vLLM's closing words for an input that cannot fit; clients match on them.
 REDUCE_PROMPT = "Please reduce the length of the input prompt."
@@ -49,6 +49,9 @@ def document_dropped(encoded: Encoded) -> List[int]:
     return [i for i, (kept, whole) in enumerate(encoded.document_tokens) if whole > 0 and kept == 0]
 
 _UNLIMITED = sys.maxsize
+
+#: How many times normalization may shrink a text, in :meth:`ScoringEngine.min_tokens`' bound.
+NORMALIZATION_MARGIN = 4
 
 
 class PromptError(ValueError):
@@ -106,6 +109,7 @@ class ScoringEngine:
         self.max_length: int = model.max_length
         self.num_labels: int = model.num_labels
         self._encoder = model._encoder
+        self._max_token_chars: Optional[int] = None
 
     @property
     def templated(self) -> bool:
@@ -140,7 +144,7 @@ class ScoringEngine:
         return [cut[t] for t in texts]
 
     def encode_pairs(self, texts_1: Sequence[str], texts_2: Sequence[str], *, limit: Optional[int] = None,
-                     side: str = "right", fit: str = "refuse") -> Prepared:
+                     side: str = "right", fit: str = "refuse", first_index: int = 0) -> Prepared:
         """Pairs taken as given: the ids :meth:`CrossEncoder.predict` scores.
 
         Args:
@@ -148,6 +152,8 @@ class ScoringEngine:
                 to ``limit`` tokens, keeping the first (``side="right"``) or the last ones.
             fit: ``"longest_first"`` (TEI): before the cut, a ``text_1`` longer than its share is cut
                 (at a token boundary) so that the two texts share the budget longest first.
+            first_index: Index of the first pair in the request (a slice of a request names its
+                pairs as the request numbers them).
         """
         texts_1, texts_2 = list(texts_1), list(texts_2)
         ids = self._pair_ids(texts_1, texts_2, limit)
@@ -171,10 +177,11 @@ class ScoringEngine:
                     if len(seq) - limit >= second > 0:
                         raise PromptError(
                             f"This model's maximum context length is {limit} tokens (truncate_prompt_tokens), and "
-                            f"text_1 of pair {i} takes all of them, leaving no room for text_2. {REDUCE_PROMPT}",
+                            f"text_1 of pair {i + first_index} takes all of them, leaving no room for text_2. "
+                            f"{REDUCE_PROMPT}",
                             "text_1")
                 seq = seq[:limit] if side == "right" else seq[len(seq) - limit:]
-            out.append(self._checked(seq, i))
+            out.append(self._checked(seq, i + first_index))
         return Prepared(out, texts_1)
 
     def _pair_ids(self, texts_1: Sequence[str], texts_2: Sequence[str], limit: Optional[int]) -> List[List[int]]:
@@ -193,7 +200,8 @@ class ScoringEngine:
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
                        limit: Optional[int] = None, side: str = "right", truncate: bool = True,
-                       fit: str = "refuse", variables: Optional[Dict[str, Any]] = None) -> Prepared:
+                       fit: str = "refuse", variables: Optional[Dict[str, Any]] = None,
+                       first_index: int = 0) -> Prepared:
         """Plain queries and documents: the ids :meth:`CrossEncoder.score` scores.
 
         Args:
@@ -205,6 +213,7 @@ class ScoringEngine:
                 first, TEI's answer).
             variables: Per-request chat template variables (vLLM's ``chat_template_kwargs``); only
                 a chat template has variables.
+            first_index: Index of the first pair in the request (for the error messages).
         """
         budget = self.max_length if limit is None else limit
         queries, documents = list(queries), list(documents)
@@ -246,12 +255,13 @@ class ScoringEngine:
         cut = [i for i, t in enumerate(encoded.truncated) if t]
         if cut and not truncate:
             raise PromptError(
-                f"input {cut[0]} does not fit the model's maximum of {budget} tokens; send truncate=true "
+                f"input {cut[0] + first_index} does not fit the model's maximum of {budget} tokens; send truncate=true "
                 "(or truncate_prompt_tokens) to cut the document", "truncate")
         dropped = document_dropped(encoded)
         if dropped:
             raise PromptError(
-                f"This model's maximum context length is {budget} tokens, and the query of pair {dropped[0]} with "
+                f"This model's maximum context length is {budget} tokens, and the query of pair "
+                f"{dropped[0] + first_index} with "
                 f"the prompt template takes all of them, leaving no room for the document "
                 f"({len(dropped)} pair(s) affected). {REDUCE_PROMPT}", "query")
         ids = list(encoded.input_ids)
@@ -259,7 +269,7 @@ class ScoringEngine:
             for i in cut:
                 ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
         keys = [(q, instruction) for q in queries]
-        return Prepared([self._checked(x, i) for i, x in enumerate(ids)], keys)
+        return Prepared([self._checked(x, i + first_index) for i, x in enumerate(ids)], keys)
 
     def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
                            budget: int, template: Template, which: Sequence[int]) -> List[str]:
@@ -291,6 +301,21 @@ class ScoringEngine:
                     break
                 keep -= 1
         return out
+
+    def max_token_chars(self) -> int:
+        """Characters of the longest token string in the vocabulary (added tokens included): no
+        token covers more characters of the text it came from (see :meth:`min_tokens`)."""
+        if self._max_token_chars is None:
+            vocab = self.model.tokenizer.get_vocab(with_added_tokens=True)
+            self._max_token_chars = max((len(t) for t in vocab), default=1) or 1
+        return self._max_token_chars
+
+    def min_tokens(self, chars: int) -> int:
+        """A lower bound on the tokens of a text of ``chars`` characters, known without tokenizing it:
+        every token covers at most :meth:`max_token_chars` characters of the normalized text, and
+        normalization is allowed to shrink the text by up to :data:`NORMALIZATION_MARGIN` times
+        (composition of combining marks shrinks it by far less)."""
+        return chars // (self.max_token_chars() * NORMALIZATION_MARGIN)
 
     def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
         """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``

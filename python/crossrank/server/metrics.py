@@ -1,17 +1,21 @@
-"""Prometheus metrics of one server process, written in the text exposition format by hand.
+"""Prometheus metrics of the server, kept with ``prometheus_client``.
 
-Counters and histograms are updated from the event loop and from the engine thread, so every
-update takes one lock. With ``--workers N`` each process keeps its own numbers; a scrape reaches
-whichever worker accepts the connection.
+With one worker the numbers live in this process. With ``--workers N`` ``crossrank serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start (as vLLM does), every
+worker writes its numbers there, and a scrape reaching any worker reports the sum over all of
+them: counters and histograms of every worker that ever ran (a replaced worker's counts stay),
+gauges of the live ones. Updates come from the event loop and the engine thread;
+``prometheus_client`` takes its own locks.
 """
 from __future__ import annotations
 
-import bisect
-import math
-import threading
-from typing import Dict, List, Sequence, Tuple
+import os
+from typing import Dict, Tuple
 
-__all__ = ["Metrics", "LATENCY_BUCKETS", "BATCH_BUCKETS"]
+__all__ = ["Metrics", "LATENCY_BUCKETS", "BATCH_BUCKETS", "MULTIPROC_ENV", "mark_process_dead"]
+
+#: The environment variable naming the directory shared by the workers' metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Request latency buckets, seconds.
 LATENCY_BUCKETS: Tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -19,130 +23,99 @@ LATENCY_BUCKETS: Tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 #: Pairs per forward pass.
 BATCH_BUCKETS: Tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-Labels = Tuple[Tuple[str, str], ...]
+_COUNTERS: Tuple[Tuple[str, str], ...] = (
+    ("pairs", "Pairs scored."),
+    ("prompt_tokens", "Prompt tokens of the scored pairs (what usage.prompt_tokens counts)."),
+    ("computed_tokens", "Tokens run through the model (prompt tokens minus reused prefixes)."),
+    ("prefix_tokens_reused", "Prompt tokens whose K/V came from a shared query prefix."),
+    ("forward_passes", "Forward passes of the engine."),
+    ("timeouts", "Requests that hit the request timeout."),
+    ("queue_full", "Requests refused with 503 because the engine queue was full."),
+    ("overloaded", "Requests refused at the door (429/503): every admission permit was taken."),
+    ("client_disconnects", "Requests whose client went away before the answer (status 499)."),
+)
+_GAUGES: Tuple[Tuple[str, str], ...] = (
+    ("queue_depth", "Requests waiting for the engine."),
+    ("requests_in_flight", "Scoring requests being handled."),
+    ("engine_busy", "1 while the engine runs a forward pass, else 0 (summed over the workers)."),
+)
 
 
-class _Histogram:
-    """Cumulative-bucket histogram (Prometheus semantics: ``le`` buckets, sum, count)."""
+def mark_process_dead(pid: int) -> None:
+    """Drops the gauges of a dead worker from the shared directory (its counters stay)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
 
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.bounds = tuple(buckets)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last slot is +Inf
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-
-def _fmt_labels(labels: Labels, extra: Tuple[Tuple[str, str], ...] = ()) -> str:
-    items = tuple(labels) + extra
-    if not items:
-        return ""
-    escaped = (f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in items)
-    return "{" + ",".join(escaped) + "}"
-
-
-def _fmt_value(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+        multiprocess.mark_process_dead(pid)
 
 
 class Metrics:
-    """The counters, gauges and histograms ``GET /metrics`` reports."""
+    """The counters, gauges and histograms ``GET /metrics`` reports.
+
+    Args:
+        model_name: The ``model`` label of every series.
+    """
 
     def __init__(self, model_name: str) -> None:
-        self._lock = threading.Lock()
+        # Imported here: prometheus_client picks its storage (in memory or the shared directory)
+        # from the environment when first imported, which run() sets before the workers start.
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        disable_created_metrics()
         self.model_name = model_name
-        self._requests: Dict[Labels, int] = {}
-        self._latency: Dict[Labels, _Histogram] = {}
-        self._counters: Dict[str, float] = {
-            "pairs": 0, "prompt_tokens": 0, "computed_tokens": 0, "prefix_tokens_reused": 0,
-            "forward_passes": 0, "timeouts": 0, "queue_full": 0,
-        }
-        self._batch = _Histogram(BATCH_BUCKETS)
-        self._gauges: Dict[str, float] = {"queue_depth": 0, "requests_in_flight": 0, "engine_busy": 0}
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self._requests = Counter("crossrank_requests", "HTTP requests by endpoint and status code.",
+                                 ["model", "endpoint", "status"], registry=reg)
+        self._latency = Histogram("crossrank_request_duration_seconds", "Time from request to response.",
+                                  ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=reg)
+        self._counters: Dict[str, "Counter"] = {
+            name: Counter(f"crossrank_{name}", text, ["model"], registry=reg).labels(model_name)
+            for name, text in _COUNTERS}
+        self._batch = Histogram("crossrank_batch_pairs", "Pairs packed into one forward pass.", ["model"],
+                                buckets=BATCH_BUCKETS, registry=reg).labels(model_name)
+        self._gauges: Dict[str, "Gauge"] = {
+            name: Gauge(f"crossrank_{name}", text, ["model"], registry=reg,
+                        multiprocess_mode="livesum").labels(model_name)
+            for name, text in _GAUGES}
 
     # -- updates -------------------------------------------------------------------------------
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """One finished HTTP request."""
-        key: Labels = (("endpoint", endpoint), ("status", str(status)))
-        with self._lock:
-            self._requests[key] = self._requests.get(key, 0) + 1
-            hist = self._latency.get((("endpoint", endpoint),))
-            if hist is None:
-                hist = self._latency[(("endpoint", endpoint),)] = _Histogram(LATENCY_BUCKETS)
-            hist.observe(seconds)
+        self._requests.labels(self.model_name, endpoint, str(status)).inc()
+        self._latency.labels(self.model_name, endpoint).observe(seconds)
 
     def add(self, name: str, value: float = 1) -> None:
         """Adds to a counter (``pairs``, ``prompt_tokens``, ``timeouts``, ...)."""
-        with self._lock:
-            self._counters[name] += value
+        self._counters[name].inc(value)
 
     def set_gauge(self, name: str, value: float) -> None:
         """Sets a gauge (``queue_depth``, ``requests_in_flight``, ``engine_busy``)."""
-        with self._lock:
-            self._gauges[name] = value
+        self._gauges[name].set(value)
 
     def add_gauge(self, name: str, delta: float) -> None:
         """Moves a gauge by ``delta``."""
-        with self._lock:
-            self._gauges[name] += delta
+        self._gauges[name].inc(delta)
 
     def observe_pass(self, pairs: int, tokens: int) -> None:
         """One forward pass of the engine: pairs packed into it and tokens computed."""
-        with self._lock:
-            self._batch.observe(pairs)
-            self._counters["forward_passes"] += 1
-            self._counters["computed_tokens"] += tokens
+        self._batch.observe(pairs)
+        self._counters["forward_passes"].inc()
+        self._counters["computed_tokens"].inc(tokens)
 
     # -- exposition ----------------------------------------------------------------------------
 
     def render(self) -> str:
-        """The metrics in Prometheus' text format (version 0.0.4)."""
-        model = (("model", self.model_name),)
-        out: List[str] = []
+        """The metrics in Prometheus' text format (version 0.0.4): this process's, or with several
+        workers the sum over every worker's."""
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        def header(name: str, kind: str, text: str) -> None:
-            out.append(f"# HELP {name} {text}")
-            out.append(f"# TYPE {name} {kind}")
+        if self.multiprocess:
+            from prometheus_client import multiprocess
 
-        def histogram(name: str, labels: Labels, hist: _Histogram) -> None:
-            cumulative = 0
-            for bound, count in zip(hist.bounds + (math.inf,), hist.counts):
-                cumulative += count
-                out.append(f"{name}_bucket{_fmt_labels(labels, (('le', _fmt_value(bound)),))} {cumulative}")
-            out.append(f"{name}_sum{_fmt_labels(labels)} {_fmt_value(hist.total)}")
-            out.append(f"{name}_count{_fmt_labels(labels)} {cumulative}")
-
-        with self._lock:
-            header("crossrank_requests_total", "counter", "HTTP requests by endpoint and status code.")
-            for labels, n in sorted(self._requests.items()):
-                out.append(f"crossrank_requests_total{_fmt_labels(model + labels)} {n}")
-            header("crossrank_request_duration_seconds", "histogram", "Time from request to response.")
-            for labels, hist in sorted(self._latency.items()):
-                histogram("crossrank_request_duration_seconds", model + labels, hist)
-            simple = (
-                ("pairs", "Pairs scored."),
-                ("prompt_tokens", "Prompt tokens of the scored pairs (what usage.prompt_tokens counts)."),
-                ("computed_tokens", "Tokens run through the model (prompt tokens minus reused prefixes)."),
-                ("prefix_tokens_reused", "Prompt tokens whose K/V came from a shared query prefix."),
-                ("forward_passes", "Forward passes of the engine."),
-                ("timeouts", "Requests that hit the request timeout."),
-                ("queue_full", "Requests refused with 503 because the queue was full."),
-            )
-            for name, text in simple:
-                header(f"crossrank_{name}_total", "counter", text)
-                out.append(f"crossrank_{name}_total{_fmt_labels(model)} {_fmt_value(self._counters[name])}")
-            header("crossrank_batch_pairs", "histogram", "Pairs packed into one forward pass.")
-            histogram("crossrank_batch_pairs", model, self._batch)
-            header("crossrank_queue_depth", "gauge", "Requests waiting for the engine.")
-            out.append(f"crossrank_queue_depth{_fmt_labels(model)} {_fmt_value(self._gauges['queue_depth'])}")
-            header("crossrank_requests_in_flight", "gauge", "Scoring requests being handled.")
-            out.append(f"crossrank_requests_in_flight{_fmt_labels(model)} "
-                       f"{_fmt_value(self._gauges['requests_in_flight'])}")
-            header("crossrank_engine_busy", "gauge", "1 while the engine runs a round of forward passes, else 0.")
-            out.append(f"crossrank_engine_busy{_fmt_labels(model)} {_fmt_value(self._gauges['engine_busy'])}")
-        return "\n".join(out) + "\n"
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry).decode("utf-8")
+        return generate_latest(self.registry).decode("utf-8")

@@ -45,6 +45,20 @@ class ServerSettings:
             is cancelled; ``None`` or 0: no limit.
         max_body_bytes: Largest request body accepted (413 above it).
         max_batch_tokens: Tokens per forward pass (packed requests, prefixes excluded).
+        max_client_batch_size: Items (documents, texts, pairs) one request may hold (TEI's flag:
+            422 on TEI's route, 400 on vLLM's, above it).
+        max_concurrent_requests: Scoring and tokenizer requests handled at once, from before the
+            body is read to the answer (TEI's flag); beyond it 429 (TEI shape) or 503 at once, with
+            ``Retry-After``. Default: ``max_queue + 1`` (one running, ``max_queue`` waiting).
+        max_connections: Open connections; beyond it a new one gets 503 and is closed. Default: the
+            file descriptor limit (raised to the hard limit) less a reserve.
+        header_timeout: Seconds a connection has to send complete request headers (after opening or
+            after its previous answer) before it is closed.
+        body_timeout: Seconds from the request headers to the end of the body before 408.
+        timeout_keep_alive: Seconds an idle keep-alive connection is kept open (uvicorn's and vLLM's
+            ``--timeout-keep-alive``).
+        shutdown_timeout: Seconds in-flight requests get to finish after SIGTERM before those still
+            waiting are answered 503 and the process exits.
         local_files_only: Never download the model.
         revision: Hub revision.
         log_level: Level of the ``crossrank`` and uvicorn loggers.
@@ -68,6 +82,13 @@ class ServerSettings:
     request_timeout: Optional[float] = 600.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_tokens: int = 16384
+    max_client_batch_size: int = 100_000
+    max_concurrent_requests: Optional[int] = None
+    max_connections: Optional[int] = None
+    header_timeout: Optional[float] = 10.0
+    body_timeout: Optional[float] = 30.0
+    timeout_keep_alive: float = 5.0
+    shutdown_timeout: float = 30.0
     local_files_only: bool = False
     revision: Optional[str] = None
     log_level: str = "info"
@@ -77,17 +98,34 @@ class ServerSettings:
         checks = (
             ("workers", self.workers, 1), ("max_queue", self.max_queue, 1),
             ("max_body_bytes", self.max_body_bytes, 1), ("max_batch_tokens", self.max_batch_tokens, 1),
-            ("port", self.port, 0),
+            ("port", self.port, 0), ("max_client_batch_size", self.max_client_batch_size, 1),
         )
         for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.request_timeout is not None and not self.request_timeout > 0:
             self.request_timeout = None
+        for name in ("max_concurrent_requests", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                setattr(self, name, None)
+        for name in ("timeout_keep_alive", "shutdown_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if self.chat_template is not None and self.template is not None:
             raise ValueError("give --chat-template or --template, not both")
         if self.hf_overrides is not None and not isinstance(self.hf_overrides, dict):
             raise ValueError("hf_overrides must be a JSON object")
+
+    @property
+    def concurrent_requests(self) -> int:
+        """Admission permits in force (``max_concurrent_requests`` or its default)."""
+        return self.max_concurrent_requests or self.max_queue + 1
 
     @property
     def model_name(self) -> str:

@@ -27,9 +27,8 @@ from .protocol import ScoringTask, drop_nulls, rank_order, validate_request
 __all__ = ["TEIRerankRequest", "is_tei_rerank", "parse_tei_rerank", "tei_rerank_response", "info_response",
            "MAX_CLIENT_BATCH_SIZE"]
 
-#: Reported as ``max_client_batch_size`` by ``/info``: crossrank has no per-request input count
-#: limit (the body size limit applies), so the largest 32-bit count is reported.
-MAX_CLIENT_BATCH_SIZE = 2 ** 31 - 1
+#: Default of ``--max-client-batch-size`` (items per request), reported by ``/info``.
+MAX_CLIENT_BATCH_SIZE = 100_000
 
 
 class TEIRerankRequest(BaseModel):
@@ -85,7 +84,7 @@ def tei_rerank_response(task: ScoringTask, scores: Sequence[float]) -> List[Dict
 
 def info_response(*, model_id: str, revision: Optional[str], dtype: str, max_input_length: int,
                   max_concurrent_requests: int, max_batch_tokens: int, tokenization_workers: int,
-                  version: str) -> Dict[str, Any]:
+                  version: str, max_client_batch_size: int = MAX_CLIENT_BATCH_SIZE) -> Dict[str, Any]:
     """TEI's ``GET /info`` for a one-label reranker (what ``huggingface_hub``'s
     ``InferenceClient.get_endpoint_info`` returns)."""
     return {
@@ -98,7 +97,7 @@ def info_response(*, model_id: str, revision: Optional[str], dtype: str, max_inp
         "max_batch_tokens": max_batch_tokens,
         "tokenization_workers": tokenization_workers,
         "max_batch_requests": None,
-        "max_client_batch_size": MAX_CLIENT_BATCH_SIZE,
+        "max_client_batch_size": max_client_batch_size,
         "auto_truncate": True,
         "version": version,
         "sha": None,

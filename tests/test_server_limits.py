@@ -1,0 +1,220 @@
+"""``crossrank serve`` under hostile and heavy requests: cheap refusals, admission at the door,
+fair sharing of a large request, no 500 on bad input, disconnects counted as 499.
+
+Each test talks to a real server (a subprocess on 127.0.0.1, the tiny random Qwen3 fixture).
+Time limits are generous (the machine is shared): each bounds work that used to take tens of
+seconds, so a regression still fails them.
+"""
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+requests = pytest.importorskip("requests")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+from _fixtures import fixture_path  # noqa: E402
+from crossrank.server.limits import MAX_INT_DIGITS, check_items, parse_json_body  # noqa: E402
+from crossrank.server.errors import APIError  # noqa: E402
+from test_server import QWEN3_OVERRIDES, assert_error, post, start_server  # noqa: E402,F401,F811 (a fixture)
+
+MAX_ITEMS = 1000
+SLOW_DOCS = [f"{i} " + "word " * 7000 for i in range(24)]  # seconds of engine work
+
+
+@pytest.fixture(scope="module")
+def qwen3_path():
+    return fixture_path("qwen3-tiny")
+
+
+@pytest.fixture(scope="module")
+def server(start_server, qwen3_path):
+    return start_server(qwen3_path, "--hf_overrides", json.dumps(QWEN3_OVERRIDES), "--threads", "2",
+                        "--max-client-batch-size", str(MAX_ITEMS), "--max-concurrent-requests", "2",
+                        "--max-batch-tokens", "32768")
+
+
+def raw_post(server, path, data: bytes, **kw):
+    return requests.post(server.url + path, data=data, headers={"content-type": "application/json"},
+                         timeout=kw.pop("timeout", 60), **kw)
+
+
+def health_ms(server) -> float:
+    t0 = time.monotonic()
+    assert requests.get(server.url + "/health", timeout=30).status_code == 200
+    return 1e3 * (time.monotonic() - t0)
+
+
+# -- the parser, in process ----------------------------------------------------------------------
+
+
+def test_parser_bounds_integers_and_finds_lone_surrogates_anywhere():
+    with pytest.raises(APIError, match="digits"):
+        parse_json_body(b'{"a": [' + b"9" * 5000 + b"]}")
+    assert parse_json_body(b'{"a": ' + b"9" * MAX_INT_DIGITS + b"}")["a"] == int("9" * MAX_INT_DIGITS)
+    for raw, where in ((b'{"model": "\\ud800"}', "model"), (b'{"x": [1, {"y": "a\\udfff"}]}', "x.1.y"),
+                       (b'{"k\\udc00": 1}', "body")):
+        with pytest.raises(APIError) as info:
+            parse_json_body(raw)
+        assert info.value.status == 400 and info.value.message.startswith(where), info.value.message
+    assert parse_json_body(b'{"e": "\\ud83d\\ude00"}') == {"e": "\U0001F600"}  # a valid pair is fine
+    assert parse_json_body(b'{"e": "\\\\ud800"}') == {"e": "\\ud800"}  # an escaped backslash is text
+
+
+def test_item_check_refuses_counts_and_types_with_one_error():
+    with pytest.raises(APIError) as info:
+        check_items({"texts": ["a"] * 11}, 10, tei=True)
+    assert info.value.status == 422 and "at most 10" in info.value.message and info.value.param == "texts"
+    with pytest.raises(APIError) as info:
+        check_items({"documents": ["a", "b", 0] + [0] * 100_000}, 200_000, tei=False)
+    assert info.value.status == 400 and info.value.param == "documents.2" and "int" in info.value.message
+    check_items({"documents": ["a", {"text": "b"}], "queries": "q"}, 10, tei=False)
+
+
+# -- item 1: cheap requests stay cheap -----------------------------------------------------------
+
+
+def test_a_million_items_are_refused_in_a_moment_with_the_limit_named(server):
+    body = b'{"query": "q", "documents": [' + b",".join([b"0"] * 1_000_000) + b"]}"
+    t0 = time.monotonic()
+    resp = raw_post(server, "/rerank", body)
+    assert time.monotonic() - t0 < 10.0
+    err = assert_error(resp, 400, "documents")
+    assert f"at most {MAX_ITEMS}" in err["message"] and "--max-client-batch-size" in err["message"]
+    # TEI's shape: 422 Validation
+    tei = raw_post(server, "/rerank", json.dumps({"query": "q", "texts": ["t"] * (MAX_ITEMS + 1)}).encode())
+    assert tei.status_code == 422 and tei.json()["error_type"] == "Validation"
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["max_client_batch_size"] == MAX_ITEMS
+    # at the limit: served
+    assert post(server, "/score", {"text_1": "q", "text_2": ["d"] * MAX_ITEMS}).status_code == 200
+
+
+def test_wrong_item_types_get_one_error_not_one_per_item(server):
+    body = b'{"queries": "q", "documents": ["a", ' + b",".join([b"0"] * (MAX_ITEMS - 1)) + b"]}"
+    err = assert_error(raw_post(server, "/score", body), 400, "documents.1")
+    assert len(err["message"]) < 200
+
+
+# -- item 2: a large request does not stall the rest ---------------------------------------------
+
+
+def test_a_document_that_cannot_fit_is_refused_before_tokenizing(server):
+    huge = "word " * 1_500_000  # 7.5 MB: seconds of tokenizing
+    t0 = time.monotonic()
+    tei = post(server, "/rerank", {"query": "q", "texts": [huge], "truncate": False})
+    assert time.monotonic() - t0 < 5.0
+    assert tei.status_code == 422 and tei.json()["error_type"] == "Validation", tei.text
+    assert "does not fit" in tei.json()["error"]
+    assert_error(post(server, "/score", {"text_1": "q", "text_2": [huge]}), 400, "truncate_prompt_tokens")
+    assert_error(post(server, "/rerank", {"query": huge, "documents": ["d"]}), 400, "query")
+
+
+def test_small_requests_finish_while_a_large_one_runs(server):
+    large = {"query": "q", "documents": [f"{i} " + "word " * 300 for i in range(MAX_ITEMS)]}
+    done = {}
+
+    def send_large():
+        done["large"] = post(server, "/rerank", large, timeout=300)
+        done["large_at"] = time.monotonic()
+
+    thread = threading.Thread(target=send_large)
+    thread.start()
+    time.sleep(0.5)
+    small = []
+    for _ in range(3):
+        resp = post(server, "/rerank", {"query": "q", "documents": ["a short document"]}, timeout=300)
+        assert resp.status_code == 200
+        small.append(time.monotonic())
+    thread.join()
+    assert done["large"].status_code == 200
+    # fair sharing: a small request does not wait for the large one to end
+    assert small[0] < done["large_at"], "the small request waited for the large one"
+
+
+# -- item 3: shed load at the door ----------------------------------------------------------------
+
+
+def test_overload_is_refused_at_once_with_retry_after_and_health_answers(server):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        post(server, "/rerank", {"query": "q", "documents": SLOW_DOCS}, timeout=300))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while True:  # both permits taken
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        if re.search(r"^crossrank_requests_in_flight\{[^}]*\} 2", text, re.M):
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    resp = post(server, "/rerank", {"query": "q", "documents": ["d"]})
+    assert time.monotonic() - t0 < 2.0
+    err = assert_error(resp, 503)
+    assert resp.headers["retry-after"] == "1" and "overloaded" in err["message"]
+    tei = post(server, "/rerank", {"query": "q", "texts": ["d"]})
+    assert tei.status_code == 429 and tei.json()["error_type"] == "Overloaded" and tei.headers["retry-after"]
+    assert max(health_ms(server) for _ in range(5)) < 1000
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200, 200]
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert re.search(r"crossrank_overloaded_total\{[^}]*\} [1-9]", text)
+
+
+# -- item 4: no 500 on bad input --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,data,status", [
+    ("/rerank", b'{"query": "q", "documents": ["d"], "top_n": ' + b"9" * 5000 + b"}", 400),
+    ("/score", b'{"queries": "q", "documents": ["d"], "other": [' + b"1" * 4400 + b"]}", 400),
+    ("/rerank", b'{"query": "q", "documents": ["d"], "model": "\\ud800"}', 400),
+    ("/rerank", b'{"query": "q", "documents": ["d"], "request_id": "\\udfff"}', 400),
+    ("/score", b'{"queries": "q", "documents": ["d"], "chat_template_kwargs": {"x": "\\ud800"}}', 400),
+    ("/rerank", b'{"query": "q", "texts": ["d\\ud800"]}', 422),
+    ("/tokenize", b'{"prompt": "\\ud800"}', 400),
+    ("/detokenize", b'{"tokens": [' + b"1" * 5000 + b"]}", 400),
+    ("/rerank", b'{"query": "q", "documents": ["d"], "top_n": 1e999}', 400),
+])
+def test_malformed_requests_get_a_4xx_in_the_route_shape(server, path, data, status):
+    resp = raw_post(server, path, data)
+    assert resp.status_code == status, resp.text
+    if status == 422:
+        assert resp.json()["error_type"] == "Validation"
+    else:
+        assert_error(resp, status)
+
+
+# -- item 7: a disconnect during upload is not a 500 -------------------------------------------------
+
+
+def test_a_client_gone_during_upload_is_counted_499_not_500(server):
+    def statuses():
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        found = {}
+        for labels, value in re.findall(r"^crossrank_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+            if 'endpoint="/score"' in labels:
+                found[re.search(r'status="(\d+)"', labels).group(1)] = float(value)
+        return found, text
+
+    before, _ = statuses()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"queries\": ")
+            time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while True:
+        after, text = statuses()
+        if after.get("499", 0) - before.get("499", 0) >= 3:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    assert after.get("500", 0) == before.get("500", 0)
+    assert re.search(r"crossrank_client_disconnects_total\{[^}]*\} [1-9]", text)
