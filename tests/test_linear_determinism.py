@@ -113,6 +113,23 @@ def test_raw_logits_are_bitwise_equal_across_isa_levels(checkpoint):
         np.testing.assert_array_equal(bits(raw_logits(model)), bits(results["uncapped"][1]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_raw_logits_are_bitwise_equal_whatever_the_row_block(checkpoint, monkeypatch, dtype):
+    """The forward runs its norms, projections and MLP in row blocks (256 by default, read from
+    CROSSRANK_ROW_BLOCK at each pass): 65536 puts every pass in one block (the whole-sequence
+    path), 1 and 7 give blocks smaller than a sequence and than the number of sequences (the
+    head's blocks), and each must leave every raw logit bitwise unchanged."""
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype=dtype)
+    monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "65536")
+    whole = raw_logits(model, batch_size=64)
+    assert np.isfinite(whole).all() and np.ptp(whole) > 1e-3
+    for block in ("1", "7", "48", "256", "zero", "0", "-3", "999999999"):  # the last four: ignored, default
+        monkeypatch.setenv("CROSSRANK_ROW_BLOCK", block)
+        np.testing.assert_array_equal(bits(raw_logits(model, batch_size=64)), bits(whole), err_msg=block)
+    monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "7")
+    np.testing.assert_array_equal(bits(raw_logits(model, batch_size=1)), bits(whole))
+
+
 def test_openblas_logits_agree_with_the_panel_kernels(checkpoint):
     _, panels = run_subprocess(checkpoint)
     _, blas = run_subprocess(checkpoint, CROSSRANK_GEMM="openblas")
