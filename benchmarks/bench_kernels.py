@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_FILE = REPO.parent / "shared" / "model-configs" / "Qwen3-Reranker-0.6B.json"
+CONFIG_FILE = REPO / "assets" / "model-configs" / "Qwen3-Reranker-0.6B.json"
 RESULTS_DIR = REPO / "benchmarks" / "results"
 FORMATS = ("float32", "openblas", "bfloat16", "int8")
 
