@@ -351,7 +351,7 @@ def print_results(mode: str, runs: List[Dict[str, Any]], summary: Dict[str, Any]
             print(f"\n{t} thread{'s' if t > 1 else ''}:")
             print_table(head, rows)
     notes = []
-    if len(batch_sizes) > 1:
+    if len(batch_sizes) > 1 and any(r["engine"].startswith(BATCHED) for r in runs):
         notes.append("* best transformers / sentence-transformers batch size (the ratios use it).")
     if mode != "memory":
         notes.append("vs = speed ratio (pairs/s" + (", from the p50" if mode == "latency" else "")
