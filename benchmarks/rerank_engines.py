@@ -9,9 +9,9 @@ it up, resets the peak-RSS counter, times ``repeats`` runs and writes what it me
 engines set ``torch.set_num_threads`` to the spec's thread count in the child.
 
 Memory: besides VmRSS/VmHWM (which count the file pages of a mapped checkpoint), a sampling
-thread reads RssAnon every millisecond from the end of loading to the end of the timed runs
-(the engines release the GIL while they compute), so ``peak_anon_scoring -
-anon_after_load`` is what scoring adds in anonymous memory.
+thread reads RssAnon from the end of loading to the end of the timed runs, every
+``anon_interval_s`` of the spec (the engines release the GIL while they compute), so
+``peak_anon - anon_after_load`` is what scoring adds in anonymous memory.
 """
 from __future__ import annotations
 
