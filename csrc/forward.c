@@ -13,13 +13,17 @@
 #include "model.h"
 #include "threads.h"
 
-/* Rows of the token-wise stages (norms, projections, MLP) processed at once: bounds the
- * per-pass workspace beside the [T, ...] residual stream, q|k|v and attention output whatever T
- * is (at the 8B shape an 8,192-token pass holds ~450 MiB of those and ~40 MiB of row blocks).
+/* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside
+ * the [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v
+ * and o projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK
+ * (its gate|up buffer is 2I wide). At the 8B shape an 8,192-token pass holds 448 MiB of
+ * full-length buffers and ~60 MiB of blocks. The blocks are large enough that the pool's
+ * dispatches per block (a few tens of microseconds each) stay small beside the GEMMs.
  * Every stage is row-independent (each output row is one fixed chain over its own input row),
- * so the block size never changes a score. CROSSRANK_ROW_BLOCK overrides it (1..65536), for the
- * tests that check exactly that. */
-#define CR_ROW_BLOCK 256
+ * so the block sizes never change a score. CROSSRANK_ROW_BLOCK overrides CR_ROW_BLOCK
+ * (1..65536; the MLP sub-block is then at most that), for the tests that check exactly that. */
+#define CR_ROW_BLOCK 1024
+#define CR_MLP_ROW_BLOCK 256
 #define CR_ROW_BLOCK_MAX 65536
 #define CR_ROWS_PER_TASK 8
 
@@ -31,13 +35,14 @@ typedef struct pass {
     int64_t H, D, NH, NKV, IM, QKVD; /* IM: intermediate size */
     float *x;         /* [T, H] residual stream */
     int64_t B;        /* rows per block: min(T, row block) */
+    int64_t BM;       /* rows per MLP sub-block: min(B, CR_MLP_ROW_BLOCK) */
     float *xn;        /* [B, H] normed input / projection output of one row block */
     float *qkv;       /* [T, QKVD] */
     float *attn;      /* [T, NH*D] attention output (last layer: [S, NH*D]) */
     float *cosb;      /* [T, D/2] */
     float *sinb;      /* [T, D/2] */
-    float *gu;        /* [B, 2I] */
-    float *hid;       /* [B, I] */
+    float *gu;        /* [BM, 2I] */
+    float *hid;       /* [BM, I] */
     float *xs;        /* [S, H] last-token residual rows */
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
@@ -143,21 +148,35 @@ static void add_row(pass *p, const void *arg, int64_t r) {
 
 /* ---- the layer ---------------------------------------------------------------------------- */
 
+typedef struct add_norm_arg { float *x; float *y; const float *w; } add_norm_arg;
+
+/* x += y, then y = norm(x), on one row: the residual add after o_proj fused with the MLP's norm
+ * (the same operations in the same order as two passes, one dispatch fewer). */
+static void add_norm_row(pass *p, const void *arg, int64_t r) {
+    const add_norm_arg *a = arg;
+    float *x = a->x + r * p->H, *y = a->y + r * p->H;
+    for (int64_t j = 0; j < p->H; j++) x[j] += y[j];
+    rms_norm(x, a->w, p->H, p->m->cfg.rms_norm_eps, y);
+}
+
 /* Rows [0, rows) of x (a row block of the residual stream, or of the last-token rows) after
- * attention: x += o(attn), then x += down(act(gate(norm x)) * up(norm x)). `attn` holds the
- * block's attention output rows. The block's projection outputs land in p->xn. */
+ * attention: x += o(attn), then x += down(act(gate(norm x)) * up(norm x)) in MLP sub-blocks.
+ * `attn` holds the block's attention output rows; the block's projection outputs land in p->xn. */
 static cr_status o_and_mlp(pass *p, const cr_layer *layer, const float *attn, float *x, int64_t rows) {
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
     if ((st = cr_linear_apply(&layer->o, attn, NHD, rows, p->xn, H, &p->ex))) return st;
+    add_norm_arg an = {x, p->xn, layer->mlp_norm};
+    if ((st = parallel_rows(p, rows, add_norm_row, &an))) return st;
+    for (int64_t s0 = 0; s0 < rows; s0 += p->BM) {
+        int64_t n = rows - s0 < p->BM ? rows - s0 : p->BM;
+        float *xn = p->xn + s0 * H;
+        if ((st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex))) return st;
+        if ((st = parallel_rows(p, n, glu_row, NULL))) return st;
+        /* the sub-block's normed input is no longer needed: reuse it for the down projection */
+        if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex))) return st;
+    }
     add_arg ad = {x, p->xn};
-    if ((st = parallel_rows(p, rows, add_row, &ad))) return st;
-    norm_arg na = {x, p->xn, layer->mlp_norm};
-    if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
-    if ((st = cr_linear_apply(&layer->gate_up, p->xn, H, rows, p->gu, 2 * p->IM, &p->ex))) return st;
-    if ((st = parallel_rows(p, rows, glu_row, NULL))) return st;
-    /* the block's normed input is no longer needed: reuse it for the down projection */
-    if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, rows, p->xn, H, &p->ex))) return st;
     return parallel_rows(p, rows, add_row, &ad);
 }
 
@@ -262,6 +281,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.scratch_stride = cr_attention_scratch_floats(p.NH, p.NKV, p.D);
     p.B = row_block();
     if (p.B > p.T) p.B = p.T;
+    p.BM = p.B < CR_MLP_ROW_BLOCK ? p.B : CR_MLP_ROW_BLOCK;
 
     cr_status st = CR_OK;
     p.x = alloc_rows(p.T, p.H, "hidden states");
@@ -270,8 +290,8 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.attn = alloc_rows(p.T, p.NH * p.D, "attention output");
     p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
     p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
-    p.gu = alloc_rows(p.B, 2 * p.IM, "gate|up");
-    p.hid = alloc_rows(p.B, p.IM, "mlp hidden");
+    p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
+    p.hid = alloc_rows(p.BM, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
     p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
     if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.gu || !p.hid || !p.xs || !p.scratch) {
