@@ -36,8 +36,8 @@ crossrank float32 at that count, and the sweep's pairs/s, ratio and speed-up mat
 
 Engines (--engines; benchmarks/README.md says what each runs): crossrank-auto, crossrank-int8,
 crossrank-bf16, crossrank-bf16-noreuse, crossrank-f32, crossrank-f32-openblas,
-crossrank-f32-openblas-unset, transformers-f32, transformers-bf16 (the card's recipe, eager
-attention, best of --hf-batch-sizes), st-f32, st-bf16 (sentence-transformers on a package the
+crossrank-f32-openblas-unset, transformers-f32, transformers-bf16 (the card's recipe in eager
+PyTorch, best of --hf-batch-sizes), st-f32, st-bf16 (sentence-transformers on a package the
 benchmark writes). Each configuration runs in its own process: it loads the model, warms up,
 resets the peak-RSS counter, then times --repeats runs end to end from strings.
 
@@ -162,6 +162,7 @@ def workload(args: argparse.Namespace):
 
 
 def describe(args: argparse.Namespace, docs: List[str], doc_tokens: List[int]) -> str:
+    """One line saying what the run scores."""
     if args.mode == "latency":
         return f"1 query x 1 document of {doc_tokens[0]} tokens, {args.repeats} timed calls per engine (batch 1)"
     span = str(doc_tokens[0]) if len(set(doc_tokens)) == 1 else f"{min(doc_tokens)}-{max(doc_tokens)}"
@@ -173,6 +174,8 @@ def describe(args: argparse.Namespace, docs: List[str], doc_tokens: List[int]) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the benchmark (or, with --child, one engine's cell); 1 when a cell failed, the token
+    ids differ between engines or, in memory mode, an engine exceeds the bound."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
         child_main(argv[1], argv[2])

@@ -1,7 +1,8 @@
 """The engines the rerank benchmark compares, each run in its own child process (so its peak RSS
 is its own): crossrank at each dtype, the Qwen3-Reranker model card's recipe in transformers
-(eager, float32 or bfloat16, at each batch size tried), sentence-transformers' CrossEncoder on a
-package the benchmark writes, and a float32 GEMM peak probe.
+(eager PyTorch, no torch.compile; float32 or bfloat16, at each batch size tried),
+sentence-transformers' CrossEncoder on a package the benchmark writes, and a float32 GEMM peak
+probe.
 
 Parent side: ``engine_configs`` turns engine names into child specs, ``run_child`` runs one.
 Child side (``python bench_rerank.py --child SPEC OUT``): ``child_main`` loads the engine, warms
@@ -201,6 +202,7 @@ def system_busy_seconds() -> Optional[float]:
 
 
 def own_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
@@ -266,6 +268,8 @@ def _warm_then_time(spec: Dict[str, Any], run: Any, docs: List[str], warmup: Lis
 
 
 def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
+    """crossrank's CrossEncoder at the spec's dtype and threads: score() (or forward_ids without
+    prefix reuse), raw log-odds, timed after the warm-up."""
     import numpy as np
 
     from crossrank import CrossEncoder
@@ -310,6 +314,8 @@ def _torch_weight_bytes(model: Any) -> int:
 
 
 def child_transformers(spec: Dict[str, Any], query: str, docs: List[str], warmup: List[str]) -> Dict[str, Any]:
+    """The model card's recipe (AutoModelForCausalLM in eager PyTorch with transformers' default
+    attention, left padding) at the spec's dtype, batch size and torch threads."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -467,6 +473,7 @@ def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def child_main(spec_file: str, out_file: str) -> None:
+    """The child process: runs the spec's engine and writes what it measured to ``out_file``."""
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     if spec["engine"] == "peak":
         result = child_peak(spec)
@@ -496,6 +503,8 @@ def child_main(spec_file: str, out_file: str) -> None:
 
 
 def run_child(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
+    """Runs one cell in a child process (its environment as the spec says) and returns its
+    result, or ``{"error", "log_tail"}`` when it failed."""
     spec_file, out_file = tmp / f"{tag}.spec.json", tmp / f"{tag}.out.json"
     spec_file.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ)
