@@ -16,7 +16,7 @@ run, so it gets --old-repeats). GFLOP/s counts the causal work, 4 * heads * head
 (query, visible key).
 
 RSS mode: a child process loads the model (default: the random-weight 0.6B-shape checkpoint of
-bench_rerank.py), resets its peak-RSS counter (/proc/self/clear_refs), scores one query with a
+bench_rerank.py's cache), resets its peak-RSS counter (/proc/self/clear_refs), scores one query with a
 document truncated so the prompt is exactly --pair-tokens tokens, and reports the peak RSS of
 the scoring against the RSS after loading and the resident weights. The issue's bound: peak
 <= resident model + 1 GiB.
@@ -38,7 +38,9 @@ from typing import Any, Dict, List, Optional, Sequence
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_rerank import CONFIG_FILE, RESULTS_DIR, SENTENCES, _proc_status, ensure_checkpoint, machine_info  # noqa: E402
+from rerank_engines import AnonSampler, proc_status  # noqa: E402
+from rerank_report import machine_info  # noqa: E402
+from rerank_workload import CONFIG_FILE, RESULTS_DIR, SENTENCES, ensure_checkpoint  # noqa: E402
 
 GIB = 1 << 30
 
@@ -107,22 +109,26 @@ def rss_child(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     from crossrank import CrossEncoder
 
-    rss_start = _proc_status("VmRSS")
+    rss_start = proc_status("VmRSS")
     t0 = time.perf_counter()
     model = CrossEncoder(spec["model"], template="qwen3-reranker", dtype=spec["dtype"], threads=spec["threads"],
                          max_length=spec["pair_tokens"])
     load_s = time.perf_counter() - t0
     query, doc = "What drove the spread of tea across the world?", long_document(spec["pair_tokens"])
     n_tokens = model.tokenize(query, [doc]).num_tokens[0]
-    rss_loaded = _proc_status("VmRSS")
+    rss_loaded = proc_status("VmRSS")
+    anon_loaded = proc_status("RssAnon")
     with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
         f.write("5")  # reset VmHWM: the peak from here on is the scoring's
+    sampler = AnonSampler(0.001)
     t0 = time.perf_counter()
     score = float(model.score(query, [doc])[0])
     score_s = time.perf_counter() - t0
+    peak_anon = sampler.stop()
     return {"model": str(spec["model"]), "dtype": model.dtype, "threads": spec["threads"], "tokens": int(n_tokens),
             "weight_bytes": int(model._engine.weight_bytes), "rss_start": rss_start, "rss_after_load": rss_loaded,
-            "peak_rss_scoring": _proc_status("VmHWM"), "load_s": load_s, "score_s": score_s,
+            "peak_rss_scoring": proc_status("VmHWM"), "anon_after_load": anon_loaded, "peak_anon_scoring": peak_anon,
+            "load_s": load_s, "score_s": score_s,
             "score": score, "finite": bool(np.isfinite(score))}
 
 
@@ -144,6 +150,10 @@ def bench_rss(args: argparse.Namespace) -> Dict[str, Any]:
     print(f"  RSS after load         {r['rss_after_load'] / mib:9.0f} MiB")
     print(f"  peak RSS while scoring {r['peak_rss_scoring'] / mib:9.0f} MiB  (+{r['extra_bytes'] / mib:.0f} MiB; "
           f"bound: after load + 1024 MiB -> {'ok' if r['within_bound'] else 'EXCEEDED'})")
+    if r.get("anon_after_load") is not None:
+        extra = r["peak_anon_scoring"] - r["anon_after_load"]
+        print(f"  anonymous RSS          {r['anon_after_load'] / mib:9.0f} MiB after load, peak {r['peak_anon_scoring'] / mib:.0f} "
+              f"MiB while scoring (+{extra / mib:.0f} MiB; bound 1024 MiB -> {'ok' if extra <= GIB else 'EXCEEDED'})")
     print(f"  load {r['load_s']:.1f} s, score {r['score_s']:.1f} s, score {r['score']:.4f}")
     return {"mode": "rss", **r}
 

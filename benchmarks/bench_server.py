@@ -8,7 +8,7 @@ and the server's throughput against the in-process ``CrossEncoder`` on the same 
     python benchmarks/bench_server.py --model DIR [--hf-overrides JSON]
 
 Workload: ``--requests`` rerank requests, each one query (eight questions in turn) and ``--docs``
-documents of 150-400 tokens of English text from bench_rerank.py's sentence bank, deterministic.
+documents of 150-400 tokens of English text from rerank_workload.py's sentence bank, deterministic.
 The same requests run at every concurrency level (each level warms up first) and, afterwards,
 in-process with the server stopped:
 
@@ -50,10 +50,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import bench_rerank  # noqa: E402  (workload, checkpoint, machine description)
+import rerank_engines  # noqa: E402  (CPU time helpers)
+import rerank_report  # noqa: E402  (machine description)
+import rerank_workload  # noqa: E402  (workload, checkpoint)
 
 REPO = HERE.parent
-CACHE_DIR = HERE / ".cache"
 RESULTS_DIR = HERE / "results"
 
 QUERIES = [
@@ -68,7 +69,7 @@ QUERIES = [
 ]
 
 # Random-weight Qwen3-Reranker shapes (the real vocabulary, so the real tokenizer works).
-_BASE = json.loads((bench_rerank.CONFIG_FILE).read_text(encoding="utf-8")) if bench_rerank.CONFIG_FILE.is_file() else {}
+_BASE = json.loads((rerank_workload.CONFIG_FILE).read_text(encoding="utf-8")) if rerank_workload.CONFIG_FILE.is_file() else {}
 SIZES: Dict[str, Dict[str, Any]] = {
     "tiny": {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
              "num_key_value_heads": 2, "head_dim": 32},
@@ -79,15 +80,15 @@ DEFAULTS = {"tiny": (64, 8), "medium": (16, 4), "0.6b": (4, 2)}  # (requests, do
 
 
 def ensure_checkpoint(size: str) -> Path:
-    """The random-weight checkpoint of ``size``, built once under benchmarks/.cache."""
+    """The random-weight checkpoint of ``size``, built once in the benchmarks' cache directory."""
     if size == "0.6b":
-        return bench_rerank.ensure_checkpoint()
+        return rerank_workload.ensure_checkpoint("0.6B")
     from crossrank.random_checkpoint import write_random_checkpoint
 
     if not _BASE:
-        sys.exit(f"missing {bench_rerank.CONFIG_FILE}: the benchmark needs the shared model config")
+        sys.exit(f"missing {rerank_workload.CONFIG_FILE}: the benchmark needs the model config in assets/model-configs")
     config = dict(_BASE, **SIZES[size])
-    out = CACHE_DIR / f"qwen3-reranker-{size}-random-bf16"
+    out = rerank_workload.cache_dir() / f"qwen3-reranker-{size}-random-bf16"
     stamp = {"config": config, "seed": 0, "dtype": "bfloat16"}
     stamp_file = out / "bench-stamp.json"
     if (out / "model.safetensors").is_file() and stamp_file.is_file() and \
@@ -95,13 +96,13 @@ def ensure_checkpoint(size: str) -> Path:
         return out
     print(f"building a {size} random-weight Qwen3-Reranker checkpoint in {out} ...", flush=True)
     stamp_file.unlink(missing_ok=True)
-    write_random_checkpoint(out, config, bench_rerank.TOKENIZER_DIR, seed=0, dtype="bfloat16")
+    write_random_checkpoint(out, config, rerank_workload.TOKENIZER_DIR, seed=0, dtype="bfloat16")
     stamp_file.write_text(json.dumps(stamp, indent=2), encoding="utf-8")
     return out
 
 
 def make_requests(n_requests: int, n_docs: int) -> List[Tuple[str, List[str]]]:
-    _, docs, _ = bench_rerank.make_workload(n_requests * n_docs)
+    _, docs, _ = rerank_workload.make_workload(n_requests * n_docs)
     return [(QUERIES[r % len(QUERIES)], docs[r * n_docs:(r + 1) * n_docs]) for r in range(n_requests)]
 
 
@@ -232,7 +233,7 @@ class CPUMeter:
 
     def read(self) -> Dict[str, Optional[float]]:
         return {"server": process_cpu_seconds(self.server_pid) if self.server_pid else 0.0,
-                "self": bench_rerank._own_cpu_seconds(), "machine": bench_rerank._system_busy_seconds()}
+                "self": rerank_engines.own_cpu_seconds(), "machine": rerank_engines.system_busy_seconds()}
 
     @staticmethod
     def delta(before: Dict[str, Optional[float]], after: Dict[str, Optional[float]], wall: float) -> Dict[str, Any]:
@@ -400,12 +401,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "command": [sys.executable] + list(sys.argv if argv is None else ["bench_server.py", *argv]),
         "args": vars(args),
-        "machine": bench_rerank.machine_info(local["threads"]),
+        "machine": rerank_report.machine_info(local["threads"]),
         "model": {"path": str(model_dir), "size": None if args.model else args.size,
                   "weights": "given" if args.model else "random", "hf_overrides": overrides},
         "workload": {"requests": n_requests, "documents_per_request": n_docs, "pairs": n_pairs,
                      "prompt_tokens": local["prompt_tokens"], "endpoint": args.endpoint,
-                     "document_tokens": list(bench_rerank.DOC_TOKENS)},
+                     "document_tokens": list(rerank_workload.DOC_TOKENS)},
         "server": {"startup_s": startup_s, "levels": results},
         "in_process": local,
         "summary": summary,

@@ -2,6 +2,7 @@
  * flags): embed -> L x (norm, attention, norm, MLP) -> final norm of each sequence's last token
  * -> head. The last layer runs attention, o_proj and the MLP for the last token of each sequence
  * only: nothing else reaches the head. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,18 @@
 #include "model.h"
 #include "threads.h"
 
-/* Rows of the MLP processed at once: bounds the [rows, 2I] gate|up buffer whatever T is. */
+/* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside
+ * the [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v
+ * and o projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK
+ * (its gate|up buffer is 2I wide). At the 8B shape an 8,192-token pass holds 448 MiB of
+ * full-length buffers and ~60 MiB of blocks. The blocks are large enough that the pool's
+ * dispatches per block (a few tens of microseconds each) stay small beside the GEMMs.
+ * Every stage is row-independent (each output row is one fixed chain over its own input row),
+ * so the block sizes never change a score. CROSSRANK_ROW_BLOCK overrides CR_ROW_BLOCK
+ * (1..65536; the MLP sub-block is then at most that), for the tests that check exactly that. */
+#define CR_ROW_BLOCK 1024
 #define CR_MLP_ROW_BLOCK 256
+#define CR_ROW_BLOCK_MAX 65536
 #define CR_ROWS_PER_TASK 8
 
 typedef struct pass {
@@ -23,13 +34,15 @@ typedef struct pass {
     int64_t T, S;
     int64_t H, D, NH, NKV, IM, QKVD; /* IM: intermediate size */
     float *x;         /* [T, H] residual stream */
-    float *xn;        /* [T, H] normed input / projection output */
+    int64_t B;        /* rows per block: min(T, row block) */
+    int64_t BM;       /* rows per MLP sub-block: min(B, CR_MLP_ROW_BLOCK) */
+    float *xn;        /* [B, H] normed input / projection output of one row block */
     float *qkv;       /* [T, QKVD] */
     float *attn;      /* [T, NH*D] attention output (last layer: [S, NH*D]) */
     float *cosb;      /* [T, D/2] */
     float *sinb;      /* [T, D/2] */
-    float *gu;        /* [CR_MLP_ROW_BLOCK, 2I] */
-    float *hid;       /* [CR_MLP_ROW_BLOCK, I] */
+    float *gu;        /* [BM, 2I] */
+    float *hid;       /* [BM, I] */
     float *xs;        /* [S, H] last-token residual rows */
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
@@ -90,12 +103,14 @@ static void rope_apply(float *v, const float *c, const float *s, int64_t half) {
     }
 }
 
-typedef struct qk_arg { const cr_layer *layer; } qk_arg;
+typedef struct qk_arg { const cr_layer *layer; int64_t r0; } qk_arg;
 
-/* Per-head q/k norms (Qwen3), then RoPE on the q and k heads of one token. */
+/* Per-head q/k norms (Qwen3), then RoPE on the q and k heads of token r0 + r. */
 static void qk_row(pass *p, const void *arg, int64_t r) {
-    const cr_layer *layer = ((const qk_arg *)arg)->layer;
+    const qk_arg *a = arg;
+    const cr_layer *layer = a->layer;
     int64_t D = p->D, half = D / 2;
+    r += a->r0;
     float *row = p->qkv + r * p->QKVD;
     const float *c = p->cosb + r * half, *s = p->sinb + r * half;
     float eps = p->m->cfg.rms_norm_eps;
@@ -133,23 +148,36 @@ static void add_row(pass *p, const void *arg, int64_t r) {
 
 /* ---- the layer ---------------------------------------------------------------------------- */
 
-/* MLP with residual on rows [0, n) of x: x += down(act(gate(norm x)) * up(norm x)), in row
- * blocks so the gate|up buffer stays bounded. `xn` is scratch of the same shape as x. */
-static cr_status mlp(pass *p, const cr_layer *layer, float *x, float *xn, int64_t n) {
+typedef struct add_norm_arg { float *x; float *y; const float *w; } add_norm_arg;
+
+/* x += y, then y = norm(x), on one row: the residual add after o_proj fused with the MLP's norm
+ * (the same operations in the same order as two passes, one dispatch fewer). */
+static void add_norm_row(pass *p, const void *arg, int64_t r) {
+    const add_norm_arg *a = arg;
+    float *x = a->x + r * p->H, *y = a->y + r * p->H;
+    for (int64_t j = 0; j < p->H; j++) x[j] += y[j];
+    rms_norm(x, a->w, p->H, p->m->cfg.rms_norm_eps, y);
+}
+
+/* Rows [0, rows) of x (a row block of the residual stream, or of the last-token rows) after
+ * attention: x += o(attn), then x += down(act(gate(norm x)) * up(norm x)) in MLP sub-blocks.
+ * `attn` holds the block's attention output rows; the block's projection outputs land in p->xn. */
+static cr_status o_and_mlp(pass *p, const cr_layer *layer, const float *attn, float *x, int64_t rows) {
     cr_status st;
-    norm_arg na = {x, xn, layer->mlp_norm};
-    if ((st = parallel_rows(p, n, norm_row, &na))) return st;
-    for (int64_t r0 = 0; r0 < n; r0 += CR_MLP_ROW_BLOCK) {
-        int64_t rows = n - r0 < CR_MLP_ROW_BLOCK ? n - r0 : CR_MLP_ROW_BLOCK;
-        if ((st = cr_linear_apply(&layer->gate_up, xn + r0 * p->H, p->H, rows, p->gu, 2 * p->IM, &p->ex)))
-            return st;
-        if ((st = parallel_rows(p, rows, glu_row, NULL))) return st;
-        /* the block's normed input is no longer needed: reuse it for the down projection */
-        if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, rows, xn + r0 * p->H, p->H, &p->ex)))
-            return st;
+    int64_t H = p->H, NHD = p->NH * p->D;
+    if ((st = cr_linear_apply(&layer->o, attn, NHD, rows, p->xn, H, &p->ex))) return st;
+    add_norm_arg an = {x, p->xn, layer->mlp_norm};
+    if ((st = parallel_rows(p, rows, add_norm_row, &an))) return st;
+    for (int64_t s0 = 0; s0 < rows; s0 += p->BM) {
+        int64_t n = rows - s0 < p->BM ? rows - s0 : p->BM;
+        float *xn = p->xn + s0 * H;
+        if ((st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex))) return st;
+        if ((st = parallel_rows(p, n, glu_row, NULL))) return st;
+        /* the sub-block's normed input is no longer needed: reuse it for the down projection */
+        if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex))) return st;
     }
-    add_arg aa = {x, xn};
-    return parallel_rows(p, n, add_row, &aa);
+    add_arg ad = {x, p->xn};
+    return parallel_rows(p, rows, add_row, &ad);
 }
 
 static cr_status layer_forward(pass *p, int64_t li, int last) {
@@ -158,12 +186,16 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     int64_t T = p->T, S = p->S, H = p->H, NHD = p->NH * p->D;
     cr_status st;
 
-    /* attention input: norm, fused q|k|v projection, q/k norms and RoPE */
-    norm_arg na = {p->x, p->xn, layer->attn_norm};
-    if ((st = parallel_rows(p, T, norm_row, &na))) return st;
-    if ((st = cr_linear_apply(&layer->qkv, p->xn, H, T, p->qkv, p->QKVD, &p->ex))) return st;
-    qk_arg qa = {layer};
-    if ((st = parallel_rows(p, T, qk_row, &qa))) return st;
+    /* attention input, one row block at a time: norm, fused q|k|v projection, q/k norms, RoPE */
+    for (int64_t r0 = 0; r0 < T; r0 += p->B) {
+        int64_t rows = T - r0 < p->B ? T - r0 : p->B;
+        norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
+        if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
+        if ((st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex)))
+            return st;
+        qk_arg qa = {layer, r0};
+        if ((st = parallel_rows(p, rows, qk_row, &qa))) return st;
+    }
 
     if (p->capture) {
         int64_t kv_dim = p->NKV * p->D;
@@ -187,19 +219,21 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     };
     if ((st = cr_attention(&aa))) return st;
 
-    if (!last) {
-        if ((st = cr_linear_apply(&layer->o, p->attn, NHD, T, p->xn, H, &p->ex))) return st;
-        add_arg ad = {p->x, p->xn};
-        if ((st = parallel_rows(p, T, add_row, &ad))) return st;
-        return mlp(p, layer, p->x, p->xn, T);
+    /* o_proj and the MLP: every row of the residual stream, or in the last layer only each
+     * sequence's last token (nothing else reaches the head) */
+    float *res = p->x;
+    int64_t n = T;
+    if (last) {
+        for (int64_t s = 0; s < S; s++)
+            memcpy(p->xs + s * H, p->x + (b->seq_start[s + 1] - 1) * H, (size_t)H * sizeof(float));
+        res = p->xs;
+        n = S;
     }
-    /* last layer: only each sequence's last token continues */
-    for (int64_t s = 0; s < S; s++)
-        memcpy(p->xs + s * H, p->x + (b->seq_start[s + 1] - 1) * H, (size_t)H * sizeof(float));
-    if ((st = cr_linear_apply(&layer->o, p->attn, NHD, S, p->xn, H, &p->ex))) return st;
-    add_arg ad = {p->xs, p->xn};
-    if ((st = parallel_rows(p, S, add_row, &ad))) return st;
-    return mlp(p, layer, p->xs, p->xn, S);
+    for (int64_t r0 = 0; r0 < n; r0 += p->B) {
+        int64_t rows = n - r0 < p->B ? n - r0 : p->B;
+        if ((st = o_and_mlp(p, layer, p->attn + r0 * NHD, res + r0 * H, rows))) return st;
+    }
+    return CR_OK;
 }
 
 /* ---- the pass ----------------------------------------------------------------------------- */
@@ -218,6 +252,18 @@ static float *alloc_rows(int64_t rows, int64_t cols, const char *what) {
     return cr_aligned_alloc(n, what);
 }
 
+/* The row block: CR_ROW_BLOCK, or CROSSRANK_ROW_BLOCK when it is a whole number in
+ * [1, CR_ROW_BLOCK_MAX] (anything else is ignored). */
+static int64_t row_block(void) {
+    const char *v = getenv("CROSSRANK_ROW_BLOCK");
+    if (!v || !*v) return CR_ROW_BLOCK;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 1 || n > CR_ROW_BLOCK_MAX) return CR_ROW_BLOCK;
+    return (int64_t)n;
+}
+
 static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_params *run,
                           cr_prefix *capture) {
     const cr_config *c = &m->cfg;
@@ -233,17 +279,19 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.IM = c->intermediate_size;
     p.QKVD = (p.NH + 2 * p.NKV) * p.D;
     p.scratch_stride = cr_attention_scratch_floats(p.NH, p.NKV, p.D);
-    int64_t mlp_rows = p.T < CR_MLP_ROW_BLOCK ? p.T : CR_MLP_ROW_BLOCK;
+    p.B = row_block();
+    if (p.B > p.T) p.B = p.T;
+    p.BM = p.B < CR_MLP_ROW_BLOCK ? p.B : CR_MLP_ROW_BLOCK;
 
     cr_status st = CR_OK;
     p.x = alloc_rows(p.T, p.H, "hidden states");
-    p.xn = alloc_rows(p.T, p.H, "normed hidden states");
+    p.xn = alloc_rows(p.B, p.H, "normed hidden states");
     p.qkv = alloc_rows(p.T, p.QKVD, "q|k|v");
     p.attn = alloc_rows(p.T, p.NH * p.D, "attention output");
     p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
     p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
-    p.gu = alloc_rows(mlp_rows, 2 * p.IM, "gate|up");
-    p.hid = alloc_rows(mlp_rows, p.IM, "mlp hidden");
+    p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
+    p.hid = alloc_rows(p.BM, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
     p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
     if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.gu || !p.hid || !p.xs || !p.scratch) {
@@ -264,12 +312,15 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     }
     if (!capture) {
         /* final norm of each last token, then the head: out[s, j] = h_s . w_j + b_j */
-        norm_arg na = {p.xs, p.xn, m->final_norm};
-        if ((st = parallel_rows(&p, p.S, norm_row, &na))) goto done;
-        for (int64_t s = 0; s < p.S; s++)
-            for (int64_t j = 0; j < m->num_labels; j++)
-                b->out[s * m->num_labels + j] = cr_kern->dot_f32(p.xn + s * p.H, m->head_w + j * p.H, p.H) +
-                                               (m->head_b ? m->head_b[j] : 0.0f);
+        for (int64_t s0 = 0; s0 < p.S; s0 += p.B) {
+            int64_t rows = p.S - s0 < p.B ? p.S - s0 : p.B;
+            norm_arg na = {p.xs + s0 * p.H, p.xn, m->final_norm};
+            if ((st = parallel_rows(&p, rows, norm_row, &na))) goto done;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < m->num_labels; j++)
+                    b->out[(s0 + r) * m->num_labels + j] =
+                        cr_kern->dot_f32(p.xn + r * p.H, m->head_w + j * p.H, p.H) + (m->head_b ? m->head_b[j] : 0.0f);
+        }
     }
 done:
     cr_engine_unlock();

@@ -114,6 +114,28 @@ def test_raw_logits_are_bitwise_equal_across_isa_levels(checkpoint):
         np.testing.assert_array_equal(bits(raw_logits(model)), bits(results["uncapped"][1]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_raw_logits_are_bitwise_equal_whatever_the_row_block(checkpoint, monkeypatch, dtype):
+    """The forward runs its norms and q|k|v / o projections in row blocks (1024 by default, read
+    from CROSSRANK_ROW_BLOCK at each pass) and the MLP in sub-blocks of at most 256 rows: 65536
+    puts every pass in one block (the whole-sequence path), 600 and 300 give several blocks of
+    several MLP sub-blocks with ragged tails, 1 and 7 blocks smaller than a sequence and than the
+    number of sequences (the head's blocks); each must leave every raw logit bitwise unchanged."""
+    model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype=dtype)
+    monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "65536")
+    whole = raw_logits(model, batch_size=64)
+    assert np.isfinite(whole).all() and np.ptp(whole) > 1e-3
+    ids = model.tokenize(QUERY, DOCS).input_ids
+    shared = next(k for k in range(min(map(len, ids)) + 1)
+                  if k == min(map(len, ids)) or len({tuple(x[:k + 1]) for x in ids}) > 1)
+    assert sum(map(len, ids)) - len(ids) * shared > 600  # the pass after the shared prefix: 2+ blocks of 600
+    for block in ("1", "7", "48", "300", "600", "zero", "0", "-3", "999999999"):  # the last four: the default
+        monkeypatch.setenv("CROSSRANK_ROW_BLOCK", block)
+        np.testing.assert_array_equal(bits(raw_logits(model, batch_size=64)), bits(whole), err_msg=block)
+    monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "7")
+    np.testing.assert_array_equal(bits(raw_logits(model, batch_size=1)), bits(whole))
+
+
 @pytest.mark.skipif(crossrank.build_info()["blas"] == "none", reason="this build has no OpenBLAS")
 def test_openblas_logits_agree_with_the_panel_kernels(checkpoint):
     _, panels = run_subprocess(checkpoint)

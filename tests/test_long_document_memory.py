@@ -33,3 +33,5 @@ def test_an_8192_token_pair_scores_within_1_gib_of_the_loaded_model(tmp_path):
     assert r["rss_after_load"] >= r["weight_bytes"] > 0
     extra = r["peak_rss_scoring"] - r["rss_after_load"]
     assert extra <= GIB, f"scoring one 8,192-token pair took {extra / 2**20:.0f} MiB over the loaded model"
+    anon = r["peak_anon_scoring"] - r["anon_after_load"]
+    assert 0 < anon <= GIB, f"scoring one 8,192-token pair took {anon / 2**20:.0f} MiB of anonymous memory"
