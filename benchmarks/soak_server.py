@@ -382,7 +382,7 @@ def report(result: Dict[str, Any]) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=os.environ.get("CROSSRANK_FIXTURES", "/work/fixtures") + "/qwen3-tiny")
+    p.add_argument("--model", default=str(Path(os.environ.get("CROSSRANK_FIXTURES", REPO / "tests" / ".fixtures")) / "qwen3-tiny"))
     p.add_argument("--hf-overrides", default=json.dumps(QWEN3_OVERRIDES))
     p.add_argument("--duration", type=float, default=150.0, help="seconds of load (default 150)")
     p.add_argument("--max-requests", type=int, default=100_000)
