@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 
 from _fixtures import fixture_path
-from crossrank import CrossEncoder
+from crossrank import CrossEncoder, st_compat
 from crossrank.st_compat import ModelCardData, TokenizerAdapter
 from test_st_compat import DOCS, PAIRS, QUERY, link_checkpoint, write_st_package
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Deprecation warnings are logged once per process, as sentence-transformers' are; each test
+    here sees them afresh, whatever ran before it in the process."""
+    monkeypatch.setattr(st_compat, "_warned", set())
 
 
 @pytest.fixture(scope="module")
