@@ -9,7 +9,7 @@ of one 8,192-token pair.
 
 Attention mode: one layer's attention of one sequence of N tokens at the Qwen3-Reranker-0.6B
 shape (heads, KV heads and head_dim from assets/model-configs), random q/k/v, through the
-test hook ``_core._attention``: ``impl="tiled"`` (the engine's cr_attention) and
+test hook ``crossrank._testing.attention``: ``impl="tiled"`` (the engine's cr_attention) and
 ``impl="rowwise"`` (the algorithm it replaced: dot product per key, expf, axpy per key), in
 the same process, alternating, best of --repeats (the old path at 8k takes about a minute per
 run, so it gets --old-repeats). GFLOP/s counts the causal work, 4 * heads * head_dim per
@@ -57,14 +57,14 @@ def attention_shape() -> Dict[str, int]:
 def bench_attention(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
 
-    from crossrank import _core
+    from crossrank import _testing
 
     shape = attention_shape()
     nh, nkv, d = shape["n_heads"], shape["n_kv_heads"], shape["head_dim"]
     rng = np.random.default_rng(0)
     rows: List[Dict[str, Any]] = []
     print(f"one layer, {nh} heads / {nkv} KV heads / head_dim {d}, {args.threads} thread(s), "
-          f"kernels {_core.cpu_info()['isa']}")
+          f"kernels {_testing.cpu_info()['isa']}")
     head = f"{'tokens':>7} {'tiled ms':>10} {'GFLOP/s':>8} {'rowwise ms':>11} {'GFLOP/s':>8} {'speed-up':>9}  max |diff|"
     print(head + "\n" + "-" * len(head))
     for n in args.tokens:
@@ -81,7 +81,7 @@ def bench_attention(args: argparse.Namespace) -> Dict[str, Any]:
                 if len(times[impl]) >= (args.repeats if impl == "tiled" else args.old_repeats):
                     continue
                 t0 = time.perf_counter()
-                outs[impl] = _core._attention(q, k, v, pos, starts, threads=args.threads, impl=impl)
+                outs[impl] = _testing.attention(q, k, v, pos, starts, threads=args.threads, impl=impl)
                 times[impl].append(time.perf_counter() - t0)
         tiled, old = min(times["tiled"]), min(times["rowwise"])
         diff = float(np.abs(outs["tiled"] - outs["rowwise"]).max())

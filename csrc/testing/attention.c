@@ -1,6 +1,6 @@
-/* py_attention.c — test and benchmark hooks for attention:
+/* attention.c — crossrank._testing: test and benchmark hooks for attention:
  *
- *   _core._attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
+ *   attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
  *                    prefix_lens=None, last_only=False, scale=None, threads=1, isa=None,
  *                    impl="tiled", bf16_scores=False) -> float32 array
  *       q [T, NH, D], k and v [T, NKV, D] float32; positions [T] int32; seq_start [S+1] int64
@@ -12,9 +12,9 @@
  *       key, O(keys) scratch per worker), kept here as a baseline for benchmarks. bf16_scores
  *       (tiled only) computes QK^T from bfloat16-rounded q and k, as bf16 and int8 models do.
  *
- *   _core._exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
+ *   exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
  *       destination: a write outside the n outputs raises RuntimeError). */
-#include "pyglue.h"
+#include "testing.h"
 
 #include <numpy/arrayobject.h>
 #include <math.h>
@@ -54,7 +54,7 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *wh
     PyObject *arr = PyArray_FROMANY(obj, type, ndim, ndim, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "_attention: %s must be a %d-D %s array", what, ndim,
+        PyErr_Format(PyExc_ValueError, "attention: %s must be a %d-D %s array", what, ndim,
                      type == NPY_FLOAT32 ? "float32" : type == NPY_INT32 ? "int32" : "int64");
     }
     return (PyArrayObject *)arr;
@@ -138,9 +138,9 @@ static cr_status rowwise_attention(const cr_attn_args *a, const cr_kernels *K) {
     return st;
 }
 
-/* ---- _attention -------------------------------------------------------------------------------- */
+/* ---- attention --------------------------------------------------------------------------------- */
 
-PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
                              "prefix_lens", "last_only", "scale", "threads", "isa", "impl", "bf16_scores", NULL};
     PyObject *q_obj, *k_obj, *v_obj, *pos_obj, *ss_obj, *pk_obj = Py_None, *pv_obj = Py_None, *pl_obj = Py_None,
@@ -154,11 +154,11 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     int rowwise = strcmp(impl, "rowwise") == 0;
     if (!rowwise && strcmp(impl, "tiled") != 0)
-        return PyErr_Format(PyExc_ValueError, "_attention: impl must be 'tiled' or 'rowwise', not %s", impl);
+        return PyErr_Format(PyExc_ValueError, "attention: impl must be 'tiled' or 'rowwise', not %s", impl);
     if (rowwise && bf16_scores)
-        return PyErr_Format(PyExc_ValueError, "_attention: bf16_scores applies to impl='tiled' only");
+        return PyErr_Format(PyExc_ValueError, "attention: bf16_scores applies to impl='tiled' only");
     if (threads < 1 || window < 0)
-        return PyErr_Format(PyExc_ValueError, "_attention: threads >= 1 and window >= 0 required");
+        return PyErr_Format(PyExc_ValueError, "attention: threads >= 1 and window >= 0 required");
     const cr_kernels *K = isa ? table_named(isa) : cr_kern;
     if (!K) return NULL;
 
@@ -176,24 +176,24 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
     int64_t S = PyArray_DIM(ss, 0) - 1;
     if (T < 1 || NH < 1 || D < 1 || NKV < 1 || NH % NKV || PyArray_DIM(k, 0) != T || PyArray_DIM(k, 2) != D ||
         !PyArray_SAMESHAPE(k, v) || PyArray_DIM(pos, 0) != T || S < 1) {
-        PyErr_SetString(PyExc_ValueError, "_attention: need q [T, NH, D], k and v [T, NKV, D] with NKV dividing NH, "
+        PyErr_SetString(PyExc_ValueError, "attention: need q [T, NH, D], k and v [T, NKV, D] with NKV dividing NH, "
                                           "positions [T], seq_start [S+1], T >= 1, S >= 1");
         goto done;
     }
     const int64_t *starts = PyArray_DATA(ss);
     const int32_t *positions = PyArray_DATA(pos);
     if (starts[0] != 0 || starts[S] != T) {
-        PyErr_SetString(PyExc_ValueError, "_attention: seq_start must run from 0 to T");
+        PyErr_SetString(PyExc_ValueError, "attention: seq_start must run from 0 to T");
         goto done;
     }
     for (int64_t s = 0; s < S; s++)
         if (starts[s + 1] <= starts[s]) {
-            PyErr_SetString(PyExc_ValueError, "_attention: seq_start must increase (no empty sequence)");
+            PyErr_SetString(PyExc_ValueError, "attention: seq_start must increase (no empty sequence)");
             goto done;
         }
     for (int64_t t = 0; t < T; t++)
         if (positions[t] < 0) {
-            PyErr_SetString(PyExc_ValueError, "_attention: negative position");
+            PyErr_SetString(PyExc_ValueError, "attention: negative position");
             goto done;
         }
     double scale = 1.0 / sqrt((double)D);
@@ -204,7 +204,7 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
 
     cr_prefix pf = {0};
     if ((pk_obj == Py_None) != (pv_obj == Py_None)) {
-        PyErr_SetString(PyExc_ValueError, "_attention: give both prefix_k and prefix_v, or neither");
+        PyErr_SetString(PyExc_ValueError, "attention: give both prefix_k and prefix_v, or neither");
         goto done;
     }
     int64_t longest = 0;
@@ -213,7 +213,7 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
             goto done;
         int64_t P = PyArray_DIM(pk, 0);
         if (P < 1 || PyArray_DIM(pk, 1) != NKV || PyArray_DIM(pk, 2) != D || !PyArray_SAMESHAPE(pk, pv)) {
-            PyErr_SetString(PyExc_ValueError, "_attention: prefix_k and prefix_v must be [P, NKV, D], P >= 1");
+            PyErr_SetString(PyExc_ValueError, "attention: prefix_k and prefix_v must be [P, NKV, D], P >= 1");
             goto done;
         }
         plen = malloc((size_t)S * sizeof(int64_t));
@@ -225,14 +225,14 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         if (pl_obj != Py_None) {
             if (!(pl = as_array(pl_obj, NPY_INT64, 1, "prefix_lens"))) goto done;
             if (PyArray_DIM(pl, 0) != S) {
-                PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens needs one entry per sequence");
+                PyErr_SetString(PyExc_ValueError, "attention: prefix_lens needs one entry per sequence");
                 goto done;
             }
         }
         for (int64_t s = 0; s < S; s++) {
             plen[s] = pl ? ((const int64_t *)PyArray_DATA(pl))[s] : P;
             if (plen[s] < 0 || plen[s] > P) {
-                PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens must be within [0, P]");
+                PyErr_SetString(PyExc_ValueError, "attention: prefix_lens must be within [0, P]");
                 goto done;
             }
             pref[s] = &pf;
@@ -245,7 +245,7 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         pf.k = PyArray_DATA(pk);
         pf.v = PyArray_DATA(pv);
     } else if (pl_obj != Py_None) {
-        PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens needs prefix_k and prefix_v");
+        PyErr_SetString(PyExc_ValueError, "attention: prefix_lens needs prefix_k and prefix_v");
         goto done;
     }
     for (int64_t s = 0; s < S; s++)
@@ -283,7 +283,7 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
     if (st) {
-        cr_py_raise(st);
+        cr_test_raise(st);
         goto done;
     }
     result = (PyObject *)out;
@@ -305,9 +305,9 @@ done:
     return result;
 }
 
-/* ---- _exp_f32 ---------------------------------------------------------------------------------- */
+/* ---- exp_f32 ----------------------------------------------------------------------------------- */
 
-PyObject *cr_py_exp_f32(PyObject *self, PyObject *args) {
+PyObject *cr_test_exp_f32(PyObject *self, PyObject *args) {
     const char *isa;
     PyObject *x_obj;
     if (ensure_numpy() < 0 || !PyArg_ParseTuple(args, "sO", &isa, &x_obj)) return NULL;
@@ -333,7 +333,7 @@ PyObject *cr_py_exp_f32(PyObject *self, PyObject *args) {
     for (int64_t i = 0; i < G; i++)
         intact &= memcmp(buf + i, &guard, 4) == 0 && memcmp(buf + G + n + i, &guard, 4) == 0;
     if (!intact) {
-        PyErr_Format(PyExc_RuntimeError, "_exp_f32: %s wrote outside its %lld outputs", isa, (long long)n);
+        PyErr_Format(PyExc_RuntimeError, "exp_f32: %s wrote outside its %lld outputs", isa, (long long)n);
     } else {
         npy_intp dims[1] = {(npy_intp)n};
         PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
