@@ -154,15 +154,6 @@ def test_peaked_softmax_neither_overflows_nor_loses_the_peak():
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
 
 
-def test_the_previous_rowwise_algorithm_still_matches_the_model():
-    """The benchmark baseline (impl='rowwise') computes the same function."""
-    rng = np.random.default_rng(2)
-    q, k, v, positions, starts = make_batch(rng, [100, 30], 4, 2, 64)
-    expected = attention_model(q, k, v, positions, starts, window=20)
-    got = hooks.attention(q, k, v, positions, starts, window=20, impl="rowwise")
-    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
-
-
 # ---- ISA tables --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("isa", LEVELS)
@@ -241,8 +232,6 @@ def test_bf16_scores_need_an_even_head_dim():
     q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 63)
     with pytest.raises(ValueError, match="even head_dim"):
         hooks.attention(q, k, v, positions, starts, bf16_scores=True)
-    with pytest.raises(ValueError, match="applies to impl=.tiled. only"):
-        hooks.attention(q, k, v, positions, starts, bf16_scores=True, impl="rowwise")
 
 
 # ---- a row depends only on its own keys ---------------------------------------------------------
