@@ -8,7 +8,7 @@ CPython and NumPy C APIs.
   crossrank._testing   test and benchmark hooks into the engine's internals (csrc/testing/), as
                        NumPy keeps _multiarray_tests beside its core. The wheel ships it: the kernel
                        tests can then run against an installed wheel on the CPU it was installed on
-                       (which kernel tables run is that CPU's choice), for a few hundred KB; nothing
+                       (which kernel tables run is that CPU's choice), for ~0.8 MB; nothing
                        in the package imports it.
 
 Kernel files named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
