@@ -1,6 +1,10 @@
-/* error.c — thread-local error messages and checked allocation helpers. */
+/* error.c — thread-local error messages, checked allocation helpers, and returning the heap's
+ * free pages. */
 #include "error.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,4 +70,12 @@ void *cr_aligned_alloc(size_t n, const char *what) {
         return NULL;
     }
     return p;
+}
+
+int cr_release_free_memory(void) {
+#if defined(__GLIBC__)
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
 }

@@ -408,6 +408,10 @@ void cr_embed_row(const cr_model *m, int32_t token, float *dst) {
         for (int64_t j = 0; j < H; j++) dst[j] *= m->cfg.embed_scale;
 }
 
+/* With transparent huge pages one row read maps a whole 2 MiB page, so a long document would
+ * otherwise keep hundreds of MB of the table resident. */
+void cr_embed_rows_done(const cr_model *m) { cr_checkpoint_release(m->ck, &m->embed); }
+
 cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_model **out) {
     *out = NULL;
     cr_error_clear();

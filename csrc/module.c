@@ -5,13 +5,8 @@
 
 #include <math.h>
 #include <numpy/arrayobject.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <stdatomic.h>
 #include <string.h>
-
-#include "kernels/kernels.h"
 
 /* Arrays the core reads with the GIL released are private copies: another Python thread could
  * otherwise rewrite a token id or a seq_start entry after it was validated (an out-of-bounds read
@@ -539,13 +534,6 @@ static PyTypeObject PrefixType = {
 
 /* ---- module ---------------------------------------------------------------------------------- */
 
-static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
-    cr_kernels_init();
-    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s}", "isa", cr_isa_name(), "detected",
-                         cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features(), "vendor",
-                         cr_cpu_vendor(), "amx", cr_amx_state());
-}
-
 static PyObject *py_build_info(PyObject *self, PyObject *unused) {
     const char *blas = cr_blas_name();
     return Py_BuildValue("{s:s}", "blas", blas ? blas : "none");
@@ -554,44 +542,23 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused) {
 /* A load parses an 11 MB tokenizer.json and converts weights through temporary buffers; glibc keeps
  * what was freed (100-200 MB at the 0.6B shape) in its heaps until told otherwise. */
 static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
-#if defined(__GLIBC__)
     int released;
     Py_BEGIN_ALLOW_THREADS
-    released = malloc_trim(0);
+    released = cr_release_free_memory();
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(released);
-#else
-    Py_RETURN_FALSE;
-#endif
 }
 
 static PyMethodDef module_methods[] = {
-    {"cpu_info", py_cpu_info, METH_NOARGS,
-     "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...', "
-     "'vendor': CPUID vendor, 'amx': 'usable' | 'not asked yet' | why not}"},
+    {"cpu_info", cr_py_cpu_info, METH_NOARGS, CR_PY_CPU_INFO_DOC},
     {"build_info", py_build_info, METH_NOARGS,
      "build_info() -> {'blas': 'openblas' or 'none'}: what this build of the extension links."},
-    {"amx_usable", cr_py_amx_usable, METH_NOARGS,
-     "amx_usable() -> bool: asks for the AMX permission once per process; whether the tile kernels run."},
-    {"_amx_gemm", (PyCFunction)(void (*)(void))cr_py_amx_gemm, METH_VARARGS | METH_KEYWORDS,
-     "Test hook: one AMX GEMM call of one table, operands against PROT_NONE guard pages."},
+    {"amx_usable", cr_py_amx_usable, METH_NOARGS, CR_PY_AMX_USABLE_DOC},
     {"release_free_memory", py_release_free_memory, METH_NOARGS,
      "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
      "or when nothing was released)."},
     {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
      "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
-    {"isa_levels", cr_py_isa_levels, METH_NOARGS,
-     "isa_levels() -> names of the kernel tables this CPU and OS can run, e.g. ['ref', 'avx2', 'avx512']."},
-    {"_kernel", (PyCFunction)(void (*)(void))cr_py_kernel, METH_VARARGS | METH_KEYWORDS, "Test hook: run one kernel of one ISA table."},
-    {"_attention", (PyCFunction)(void (*)(void))cr_py_attention, METH_VARARGS | METH_KEYWORDS,
-     "Test/benchmark hook: causal GQA attention of one layer through cr_attention (or the previous row-wise algorithm)."},
-    {"_exp_f32", cr_py_exp_f32, METH_VARARGS, "Test hook: the exp_f32 kernel of one ISA table."},
-    {"_linear", (PyCFunction)(void (*)(void))cr_py_linear, METH_VARARGS | METH_KEYWORDS,
-     "Test hook: x @ w^T through one packed linear layer."},
-    {"_bench_linear", (PyCFunction)(void (*)(void))cr_py_bench_linear, METH_VARARGS | METH_KEYWORDS,
-     "Benchmark hook: best seconds of one packed linear layer on m rows."},
-    {"_bench_peak", (PyCFunction)(void (*)(void))cr_py_bench_peak, METH_VARARGS | METH_KEYWORDS,
-     "Benchmark hook: GFLOP/s of a register-only FMA or vdpbf16ps loop."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._core",
@@ -612,7 +579,8 @@ static int bind_exception(PyObject *m, PyObject *errors, PyObject **slot, const 
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
-    cr_kernels_init();
+    cr_cpu_info cpu;
+    cr_cpu_describe(&cpu);   /* the dispatcher reads CROSSRANK_ISA now, at import */
     if (PyType_Ready(&ControlType) < 0 || PyType_Ready(&ModelType) < 0 || PyType_Ready(&PrefixType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);

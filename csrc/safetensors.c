@@ -816,6 +816,13 @@ int cr_checkpoint_find(const cr_checkpoint *ck, const char *name, cr_tensor_view
     return 0;
 }
 
+void cr_checkpoint_tensor(const cr_checkpoint *ck, size_t i, cr_tensor_info *out) {
+    cr_tensor_view view;
+    cr_checkpoint_get(ck, i, &view);
+    *out = (cr_tensor_info){.name = view.name, .dtype = view.dtype, .ndim = view.ndim, .shape = view.shape,
+                            .file = view.file};
+}
+
 void cr_checkpoint_release(const cr_checkpoint *ck, const cr_tensor_view *t) {
     if (!ck || !t || !t->data || t->nbytes == 0) return;
     uintptr_t begin = (uintptr_t)t->data, end = begin + t->nbytes;
