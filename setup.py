@@ -33,7 +33,10 @@ import numpy
 from setuptools import Extension, setup
 from setuptools.command.build_clib import build_clib
 from setuptools.command.build_ext import build_ext
-from setuptools.modified import newer_group
+try:
+    from setuptools.modified import newer_group
+except ImportError:  # setuptools < 69, e.g. a venv's bundled copy under --no-build-isolation
+    from distutils.dep_util import newer_group
 
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
