@@ -33,9 +33,9 @@ if str(HERE) not in sys.path:   # the stage's modules sit beside this file
 
 import fixtures_family  # noqa: E402
 import fixtures_qwen3  # noqa: E402
-from reference_stage import (DEFAULT_OUT, EXIT_NO_TORCH, PAIRS, TOKENIZER_DIR,  # noqa: E402,F401
-                             read_golden, safetensors_files, weights_sha256)
-from reference_stage import torch_available  # noqa: E402
+from reference_stage import DEFAULT_OUT, EXIT_NO_TORCH, torch_available  # noqa: E402
+# For the test helpers (tests/_fixtures.py: specs()), which load this file by its path.
+from reference_stage import TOKENIZER_DIR, safetensors_files, weights_sha256  # noqa: E402,F401
 
 # The fixture sets, in build order; fixture names are unique across them.
 FIXTURE_SETS = {"qwen3": fixtures_qwen3, "family": fixtures_family}
