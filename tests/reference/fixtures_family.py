@@ -58,7 +58,7 @@ FAMILY_RECIPES = {
 FAMILIES = {family: module.FAMILY for family, (module, _) in FAMILY_RECIPES.items()}
 RECIPES = {family: cls for family, (_, cls) in FAMILY_RECIPES.items()}
 
-# -- Weight shaping (see make_fixtures.py; q/k projections stand in for Qwen3's q/k norms) -----
+# -- Weight shaping (see fixtures_qwen3.py; q/k projections stand in for Qwen3's q/k norms) -----
 
 SHAPING = {
     "embed_std": 1.0,          # token embeddings ~ N(0, embed_std^2) (Gemma: times sqrt(hidden))
@@ -111,7 +111,7 @@ FIXTURES = {
         "family": "mxbai",
         "architecture": "Qwen2ForCausalLM",
         "config_file": "mxbai-rerank-base-v2.json",
-        # 24 layers: sharp attention compounds into padding noise (see make_fixtures.py).
+        # 24 layers: sharp attention compounds into padding noise (see fixtures_qwen3.py, qwen3-0.6b).
         "shaping": {"qk_gain": 1.0, "tied_rounds": 1},
         "tokenizer": "qwen3",
         "seed": 20250802,
