@@ -787,19 +787,19 @@ def test_config_json_problems(tmp_path):
 def test_core_params(write):
     spec = load_config(write(seed("Qwen3-Reranker-0.6B")), QWEN3_RERANKER)
     p = spec.core_params()
-    ints = {"vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"}
-    floats = {"rms_norm_eps", "attn_scale", "embed_scale", "rope_attn_factor"}
+    ints = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"}
+    floats = {"rms_norm_eps", "attn_scale", "embed_scale", "rope_attention_factor"}
     bools = {"qk_norm", "qkv_bias", "o_bias", "mlp_bias", "norm_add_one", "tie_word_embeddings"}
-    assert set(p) == ints | floats | bools | {"activation", "layer_window", "rope_inv_freq"}
+    assert set(p) == ints | floats | bools | {"activation", "layer_windows", "rope_inv_freq"}
     assert all(type(p[k]) is int for k in ints)
     assert all(type(p[k]) is float for k in floats)
     assert all(type(p[k]) is bool for k in bools)
     assert p["activation"] in ("silu", "gelu_tanh", "gelu")
-    assert isinstance(p["layer_window"], tuple) and len(p["layer_window"]) == p["num_layers"]
+    assert isinstance(p["layer_windows"], tuple) and len(p["layer_windows"]) == p["num_hidden_layers"]
     arr = p["rope_inv_freq"]
     assert arr.dtype == np.float32 and arr.flags.c_contiguous and arr.shape == (64,)
     assert np.array_equal(arr, spec.rope_inv_freq) and arr is not spec.rope_inv_freq
-    assert (p["num_layers"], p["num_heads"], p["num_kv_heads"]) == (28, 16, 8)
+    assert (p["num_hidden_layers"], p["num_attention_heads"], p["num_key_value_heads"]) == (28, 16, 8)
 
 
 def test_model_spec_is_frozen(write):
