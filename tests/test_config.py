@@ -891,6 +891,14 @@ def test_with_overrides_renormalises_without_reading(write, tmp_path):
     again = spec.with_overrides(QWEN3_RERANKER)
     assert again == load_config(write(seed("Qwen3-Reranker-0.6B")), QWEN3_RERANKER)
     assert again.head.kind == "lm_rows"
+    # Defaults sit under the spec's own overrides: the caller's method wins over the template's.
+    own = load_config(write(seed("Qwen3-Reranker-0.6B")), {"classifier_from_token": ["yes"],
+                                                                  "method": "no_post_processing"})
+    under = own.with_defaults({"architectures": ["Qwen3ForSequenceClassification"],
+                               "classifier_from_token": ["no", "yes"], "method": "from_2_way_softmax"})
+    assert under.architecture == "Qwen3ForSequenceClassification"
+    assert (under.head.tokens, under.head.method, under.head.num_labels) == (("yes",), "no_post_processing", 1)
+    assert own.with_overrides(None) == own
 
 
 @pytest.mark.parametrize("key, value, bounds", [

@@ -154,3 +154,12 @@ class ModelSpec:
 
         merged = {**self.hf_overrides, **dict(hf_overrides or {})}
         return normalize(self.config, merged, source=self.source)
+
+    def with_defaults(self, defaults: Optional[Mapping[str, Any]]) -> "ModelSpec":
+        """The spec of the same ``config.json`` with ``defaults`` under this spec's overrides
+        (a family template's head keys, which the caller's own ``hf_overrides`` win over),
+        normalised again without reading any file."""
+        from .normalize import normalize
+
+        merged = {**dict(defaults or {}), **self.hf_overrides}
+        return normalize(self.config, merged, source=self.source)
