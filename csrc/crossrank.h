@@ -111,6 +111,13 @@ typedef struct cr_load_params {
 
 cr_load_params cr_load_params_default(void);
 
+/* Checks the scalar fields of a config: every dimension within the engine's bounds (named by its
+ * Hugging Face config key), heads a multiple of key/value heads, head_dim even, the scales finite,
+ * the activation known. The one place these bounds live: Python's normaliser calls it (through
+ * _core.check_config) before it derives anything from the dimensions, and cr_model_load calls it
+ * again. Does not read rope_inv_freq or layer_window. CR_E_ARG with cr_last_error() on failure. */
+cr_status cr_config_check(const cr_config *config);
+
 typedef struct cr_model cr_model;
 
 /* Loads model.safetensors or the shards of model.safetensors.index.json under model_dir. */

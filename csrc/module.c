@@ -146,6 +146,55 @@ static int dict_bool(PyObject *d, const char *key, int *out) {
     return 0;
 }
 
+/* The config dict crosses the boundary under the names of crossrank.config.ModelSpec, which are
+ * the Hugging Face config keys wherever one exists (num_hidden_layers, num_key_value_heads, ...).
+ * Fills the scalar fields of `c` and checks them with cr_config_check: the bounds live in C only. */
+static int parse_config_scalars(PyObject *config, cr_config *c) {
+    if (dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
+        dict_int(config, "intermediate_size", &c->intermediate_size) ||
+        dict_int(config, "num_hidden_layers", &c->num_layers) ||
+        dict_int(config, "num_attention_heads", &c->num_heads) ||
+        dict_int(config, "num_key_value_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
+        dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
+        dict_float(config, "attn_scale", &c->attn_scale) ||
+        dict_float(config, "embed_scale", &c->embed_scale) ||
+        dict_float(config, "rope_attention_factor", &c->rope_attn_factor) ||
+        dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
+        dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
+        dict_bool(config, "norm_add_one", &c->norm_add_one) ||
+        dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
+        return -1;
+    PyObject *act = PyDict_GetItemString(config, "activation");
+    const char *act_name = act ? PyUnicode_AsUTF8(act) : NULL;
+    if (!act_name) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "config is missing 'activation'");
+        return -1;
+    }
+    if (strcmp(act_name, "silu") == 0) c->act = CR_ACT_SILU;
+    else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
+    else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
+    else {
+        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
+        return -1;
+    }
+    if (cr_config_check(c)) {
+        PyErr_SetString(cr_exc_config, cr_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_check_config(PyObject *self, PyObject *config) {
+    (void)self;
+    if (!PyDict_Check(config)) {
+        PyErr_Format(PyExc_TypeError, "check_config() takes a dict, got %s", Py_TYPE(config)->tp_name);
+        return NULL;
+    }
+    cr_load_params p = cr_load_params_default();
+    if (parse_config_scalars(config, &p.config)) return NULL;
+    Py_RETURN_NONE;
+}
+
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", "check_finite", NULL};
     PyObject *dir_obj = NULL, *config, *head, *check_finite = Py_None;
@@ -165,41 +214,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     cr_load_params p = cr_load_params_default();
     cr_config *c = &p.config;
-    if (dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
-        dict_int(config, "intermediate_size", &c->intermediate_size) ||
-        dict_int(config, "num_layers", &c->num_layers) || dict_int(config, "num_heads", &c->num_heads) ||
-        dict_int(config, "num_kv_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
-        dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
-        dict_float(config, "attn_scale", &c->attn_scale) ||
-        dict_float(config, "embed_scale", &c->embed_scale) ||
-        dict_float(config, "rope_attn_factor", &c->rope_attn_factor) ||
-        dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
-        dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
-        dict_bool(config, "norm_add_one", &c->norm_add_one) ||
-        dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
-        goto fail;
-    if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
-        PyErr_Format(cr_exc_config, "config: num_layers = %lld is outside [1, %d]",
-                     (long long)c->num_layers, CR_MAX_LAYERS);
-        goto fail;
-    }
-    if (c->head_dim < 2 || c->head_dim > 4096) {
-        PyErr_Format(cr_exc_config, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
-        goto fail;
-    }
-    PyObject *act = PyDict_GetItemString(config, "activation");
-    const char *act_name = act ? PyUnicode_AsUTF8(act) : NULL;
-    if (!act_name) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "config is missing 'activation'");
-        goto fail;
-    }
-    if (strcmp(act_name, "silu") == 0) c->act = CR_ACT_SILU;
-    else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
-    else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
-    else {
-        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
-        goto fail;
-    }
+    if (parse_config_scalars(config, c)) goto fail;
     PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
     if (!o) { PyErr_SetString(PyExc_KeyError, "config is missing 'rope_inv_freq'"); goto fail; }
     inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, CR_PRIVATE_ARRAY);
@@ -210,12 +225,12 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         goto fail;
     }
     c->rope_inv_freq = PyArray_DATA(inv_freq);
-    o = PyDict_GetItemString(config, "layer_window");
+    o = PyDict_GetItemString(config, "layer_windows");
     if (o && o != Py_None) {
         windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
         if (!windows) goto fail;
         if (PyArray_DIM(windows, 0) != c->num_layers) {
-            PyErr_Format(cr_exc_config, "config: layer_window has %lld entries for %lld layers",
+            PyErr_Format(cr_exc_config, "config: layer_windows has %lld entries for num_hidden_layers = %lld",
                          (long long)PyArray_DIM(windows, 0), (long long)c->num_layers);
             goto fail;
         }
@@ -550,6 +565,9 @@ static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef module_methods[] = {
+    {"check_config", py_check_config, METH_O,
+     "check_config(config) -> None: checks the scalar fields of a config dict (the Hugging Face names, "
+     "as Model takes them) against the engine's bounds; raises ConfigError naming the key."},
     {"cpu_info", cr_py_cpu_info, METH_NOARGS, CR_PY_CPU_INFO_DOC},
     {"build_info", py_build_info, METH_NOARGS,
      "build_info() -> {'blas': 'openblas' or 'none'}: what this build of the extension links."},

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from .config import load_config
+from .config import normalize
 
 __all__ = ["write_random_checkpoint", "tensor_shapes", "cache_dir"]
 
@@ -25,11 +25,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 def tensor_shapes(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:
     """HF tensor names and shapes of a causal-LM checkpoint for ``config`` (a config.json dict)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "config.json").write_text(json.dumps(dict(config)), encoding="utf-8")
-        spec = load_config(Path(tmp))
+    spec = normalize(config)
     H, D, I = spec.hidden_size, spec.head_dim, spec.intermediate_size
     NH, NKV = spec.num_attention_heads, spec.num_key_value_heads
     shapes: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (spec.vocab_size, H))]
