@@ -60,6 +60,13 @@ static cr_status check_directory(const char *dir) {
     return CR_OK;
 }
 
+/* fstat of an open file that must be a regular one (not a directory, FIFO or device). */
+static cr_status stat_regular_file(int fd, const char *path, struct stat *info) {
+    if (fstat(fd, info) != 0) return cr_fail(CR_E_IO, "cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(info->st_mode)) return cr_fail(CR_E_IO, "%s is not a regular file", path);
+    return CR_OK;
+}
+
 /* Reads the whole index file. *exists = 0 (and CR_OK) when there is none. */
 static cr_status read_index_file(const char *path, char **text, size_t *len, int *exists) {
     struct stat info;
@@ -80,14 +87,7 @@ static cr_status read_index_file(const char *path, char **text, size_t *len, int
         return cr_fail(CR_E_IO, "cannot open %s: %s", path, strerror(err));
     }
     *exists = 1;
-    if (fstat(fd, &info) != 0) {
-        st = cr_fail(CR_E_IO, "cannot stat %s: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(info.st_mode)) {
-        st = cr_fail(CR_E_IO, "%s is not a regular file", path);
-        goto done;
-    }
+    if ((st = stat_regular_file(fd, path, &info)) != CR_OK) goto done;
     if ((uint64_t)info.st_size > CR_ST_MAX_HEADER) {
         st = cr_fail(CR_E_FORMAT, "%s is %" PRIu64 " bytes, more than the %u-byte limit for an index",
                      path, (uint64_t)info.st_size, CR_ST_MAX_HEADER);
@@ -143,14 +143,7 @@ static cr_status open_shard(const char *model_dir, const char *file_name, const 
             st = cr_fail(CR_E_IO, "cannot open %s: %s", path, strerror(errno));
         goto done;
     }
-    if (fstat(fd, &info) != 0) {
-        st = cr_fail(CR_E_IO, "cannot stat %s: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(info.st_mode)) {
-        st = cr_fail(CR_E_IO, "%s is not a regular file", path);
-        goto done;
-    }
+    if ((st = stat_regular_file(fd, path, &info)) != CR_OK) goto done;
     if ((uint64_t)info.st_size > SIZE_MAX) {
         st = cr_fail(CR_E_NOMEM, "%s is too large to map (%" PRIu64 " bytes)", path, (uint64_t)info.st_size);
         goto done;
