@@ -21,7 +21,8 @@ from .errors import ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
 from .multiprocess import chunk_size_for, run_in_pool, start_pool, stop_pool
 from .pairs import broadcast, flatten_queries, ranked
-from .passes import interruptible, shared_prefix_groups
+from .engine import CancelToken, Engine, plan_passes
+from .passes import shared_prefix_groups
 from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_singular_input, saved_activation_path,
                         st_call_args, st_init_args, warn_once)
 from .st_package import STPackage, head_overrides, read_st_package
@@ -33,16 +34,10 @@ __all__ = ["CrossEncoder", "CancelToken", "shared_prefix_groups"]
 
 logger = logging.getLogger("crossrank")
 
-#: A per-call cancellation flag: pass it as ``cancel=`` and call ``.cancel()`` from any thread;
-#: the call raises :class:`crossrank.Cancelled` within one GEMM block and the model stays usable.
-CancelToken = _core.Control
-
 ActivationFn = ActivationLike
 Pair = Tuple[str, str]
 TemplateLike = Union[None, str, Template, ChatTemplate]
 
-# Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
-_TOKEN_BUDGET = 16384
 # transformers' model_max_length when a tokenizer config sets none.
 _NO_TOKENIZER_LIMIT = int(1e30)
 _DTYPES = ("auto", "float32", "bfloat16", "int8")
@@ -297,9 +292,10 @@ class CrossEncoder:
         else:
             head = {"kind": "score_weight"}
             self._head_rows = None
-        self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
-                                   check_finite=options.get("check_finite"))
-        self.num_labels: int = self._engine.num_labels
+        #: The engine running this model's passes (see :mod:`crossrank.engine`).
+        self.engine: Engine = Engine.load(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
+                                          check_finite=options.get("check_finite"))
+        self.num_labels: int = self.engine.num_labels
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
                     self.prompt_format, threads, _core.cpu_info()["isa"])
@@ -1026,78 +1022,17 @@ class CrossEncoder:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        n = len(input_ids)
-        out = np.empty((n, self.num_labels), dtype=np.float32)
-        if n == 0:
-            return out
-        seqs = [np.asarray(ids, dtype=np.int64) for ids in input_ids]
-        for i, ids in enumerate(seqs):
-            if ids.ndim != 1 or ids.size == 0:
-                raise ValueError(f"sequence {i} is empty: every prompt needs at least one token")
-        if share_keys is not None and len(share_keys) != n:
-            raise ValueError(f"share_keys has {len(share_keys)} entries for {n} sequences")
-        groups = shared_prefix_groups(seqs, share_keys)
-        group_of = np.full(n, -1, dtype=np.int64)
-        shared = np.zeros(n, dtype=np.int64)
-        order: List[int] = []
-        for g, (members, length) in enumerate(groups):
-            group_of[members] = g
-            shared[members] = length
-            order.extend(sorted(members, key=lambda i: -len(seqs[i])))
-        order.extend(sorted((i for i in range(n) if group_of[i] < 0), key=lambda i: -len(seqs[i])))
-        left_in_group = [len(members) for members, _ in groups]
-        handles: Dict[int, Any] = {}
-
-        control = cancel if cancel is not None else _core.Control()
+        if len(input_ids) == 0:
+            return np.empty((0, self.num_labels), dtype=np.float32)
+        plan = plan_passes(input_ids, share_keys)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
+        if not show_progress_bar:
+            return self.engine.run(plan, batch_size=batch_size, cancel=cancel)
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc="Scoring", unit="pair")
-        try:
-            start = 0
-            while start < n:
-                stop, tokens = start, 0
-                while stop < n and stop - start < batch_size and (
-                        stop == start or tokens + len(seqs[order[stop]]) - shared[order[stop]] <= _TOKEN_BUDGET):
-                    tokens += len(seqs[order[stop]]) - shared[order[stop]]
-                    stop += 1
-                chunk = order[start:stop]
-                for i in chunk:
-                    g = int(group_of[i])
-                    if g >= 0 and g not in handles:
-                        head = seqs[i][:shared[i]].astype(np.int32)
-                        handles[g] = interruptible(lambda: self._engine.build_prefix(head, control=control),
-                                                    control)
-                lengths = np.array([len(seqs[i]) - shared[i] for i in chunk], dtype=np.int64)
-                flat = np.concatenate([seqs[i][shared[i]:] for i in chunk]).astype(np.int32)
-                positions = np.concatenate([np.arange(shared[i], len(seqs[i]), dtype=np.int32) for i in chunk])
-                seq_start = np.zeros(len(chunk) + 1, dtype=np.int64)
-                np.cumsum(lengths, out=seq_start[1:])
-                if any(group_of[i] >= 0 for i in chunk):
-                    prefixes = [handles[int(group_of[i])] if group_of[i] >= 0 else None for i in chunk]
-                    prefix_lens = np.array([shared[i] for i in chunk], dtype=np.int64)
-                    call = lambda: self._engine.forward(flat, positions, seq_start, prefixes=prefixes,  # noqa: E731
-                                                        prefix_lens=prefix_lens, control=control)
-                else:
-                    call = lambda: self._engine.forward(flat, positions, seq_start, control=control)  # noqa: E731
-                out[chunk] = interruptible(call, control)
-                for i in chunk:  # a group's keys and values are freed once its last member ran
-                    g = int(group_of[i])
-                    if g >= 0:
-                        left_in_group[g] -= 1
-                        if left_in_group[g] == 0:
-                            del handles[g]
-                if bar is not None:
-                    bar.update(len(chunk))
-                start = stop
-        finally:
-            handles.clear()
-            if bar is not None:
-                bar.close()
-        return out
+        with tqdm(total=len(plan), desc="Scoring", unit="pair") as bar:
+            return self.engine.run(plan, batch_size=batch_size, cancel=cancel, on_pass=bar.update)
 
     def activate(self, raw: np.ndarray, activation_fn: ActivationFn = None, *,
                  defaults: str = "sentence-transformers") -> np.ndarray:
