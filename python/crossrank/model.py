@@ -1,7 +1,6 @@
 """CrossEncoder: the user-facing reranker, shaped like sentence-transformers' ``CrossEncoder``."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import pickle
@@ -12,8 +11,7 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import _core
-from .chat_template import (ChatPrompt, ChatTemplate, find_chat_template, load_chat_templates, read_special_tokens,
-                            read_tokenizer_config)
+from .chat_template import ChatTemplate, read_tokenizer_config
 from .chunking import Chunking, ChunkingLike, as_chunking, token_windows, window_texts
 from .config import ModelSpec, load_config, resolve_classifier_tokens
 from .activations import ActivationLike, apply_activation, default_activation, normalize_activation
@@ -27,7 +25,8 @@ from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_sing
                         st_call_args, st_init_args, warn_once)
 from .st_package import STPackage, head_overrides, read_st_package
 from .st_save import save_package
-from .templates import Template, get_template, split_pairs, template_for_model
+from .prompting import ChatPrompting, Prompting, TemplateLike, choose_prompt, make_prompting
+from .templates import Template, split_pairs
 from .tokenization import Encoded, PromptEncoder
 
 __all__ = ["CrossEncoder", "CancelToken", "shared_prefix_groups"]
@@ -36,7 +35,6 @@ logger = logging.getLogger("crossrank")
 
 ActivationFn = ActivationLike
 Pair = Tuple[str, str]
-TemplateLike = Union[None, str, Template, ChatTemplate]
 
 # transformers' model_max_length when a tokenizer config sets none.
 _NO_TOKENIZER_LIMIT = int(1e30)
@@ -231,20 +229,19 @@ class CrossEncoder:
         hf_overrides = options["hf_overrides"]
         self.st_package: Optional[STPackage] = read_st_package(path)
         spec = load_config(path, hf_overrides)
-        self._encoder = PromptEncoder(path, split_special_tokens=options["split_special_tokens"])
-        self.template: Optional[Template] = None
-        self._chat: Optional[ChatPrompt] = None
-        self._choose_prompt(options["template"], options["chat_template_kwargs"], spec)
+        encoder = PromptEncoder(path, split_special_tokens=options["split_special_tokens"])
+        choice = choose_prompt(options["template"], options["chat_template_kwargs"], path=path, name=name,
+                               package=self.st_package, config=spec.raw, encoder=encoder)
 
         if spec.head.kind == "none":
             # A causal LM: the package's LogitScore, the family's overrides, or (chat prompts, as
             # sentence-transformers does for a bare causal LM) yes/no turn it into a classifier.
-            tok = self._encoder._tokenizer
+            tok = encoder.tokenizer
             if self.st_package is not None and self.st_package.has_logit_score:
                 defaults = head_overrides(self.st_package, spec.architecture, tok.id_to_token)
-            elif self.template is not None and self.template.overrides:
-                defaults = dict(self.template.overrides)
-            elif self._chat is not None and None not in (tok.token_to_id("yes"), tok.token_to_id("no")):
+            elif isinstance(choice, Template) and choice.overrides:
+                defaults = dict(choice.overrides)
+            elif isinstance(choice, ChatPrompting) and None not in (tok.token_to_id("yes"), tok.token_to_id("no")):
                 defaults = head_overrides(STPackage(true_token_id=tok.token_to_id("yes"),
                                                     false_token_id=tok.token_to_id("no")),
                                           spec.architecture, tok.id_to_token)
@@ -259,6 +256,11 @@ class CrossEncoder:
                     "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
             spec = load_config(path, {**defaults, **(hf_overrides or {})})
         self.config: ModelSpec = spec
+        #: How pairs become token ids (see :mod:`crossrank.prompting`).
+        self.prompting: Prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token,
+                                                   package=self.st_package)
+        #: The family template, when that is the prompt format.
+        self.template: Optional[Template] = self.prompting.family
 
         package = self.st_package
         self.prompts: Dict[str, str] = dict(package.prompts) if package else {}
@@ -284,7 +286,7 @@ class CrossEncoder:
 
         head: Dict[str, Any]
         if spec.head.kind == "lm_rows":
-            rows = resolve_classifier_tokens(spec.head.tokens, self._encoder.get_vocab(),
+            rows = resolve_classifier_tokens(spec.head.tokens, encoder.get_vocab(),
                                              vocab_size=spec.vocab_size)
             head = {"kind": "lm_rows", "rows": list(rows),
                     "two_way": spec.head.method == "from_2_way_softmax"}
@@ -299,62 +301,6 @@ class CrossEncoder:
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
                     self.prompt_format, threads, _core.cpu_info()["isa"])
-
-    def _chat_prompt(self, chat: ChatTemplate, variables: Optional[Mapping[str, Any]]) -> ChatPrompt:
-        package = self.st_package
-        if package is not None:
-            if chat.message_format is None and package.message_format is not None:
-                chat = dataclasses.replace(chat, message_format=package.message_format)
-            chat = chat.with_variables(package.chat_template_variables)
-        if variables:
-            chat = chat.with_variables(variables)
-        return ChatPrompt(chat, self._encoder, read_special_tokens(self.path))
-
-    def _choose_prompt(self, template: TemplateLike, variables: Optional[Mapping[str, Any]], spec: ModelSpec) -> None:
-        """Sets ``self.template`` (family) or ``self._chat`` (chat template), or neither."""
-        if isinstance(template, ChatTemplate):
-            self._chat = self._chat_prompt(template, variables)
-            self._chat.check()
-            return
-        if isinstance(template, str) and (template == "chat" or template.startswith("chat:")):
-            chat = find_chat_template(self.path, None if template == "chat" else template[len("chat:"):])
-            if chat is None:
-                raise ConfigError(
-                    f"template={template!r}, but {self.path} has no chat template (looked for chat_template.jinja, "
-                    "additional_chat_templates/*.jinja and tokenizer_config.json's chat_template); pass "
-                    "template=ChatTemplate.from_file('reranker.jinja') or a family template")
-            self._chat = self._chat_prompt(chat, variables)
-            self._chat.check()
-            return
-        if template is not None:
-            self.template = get_template(template)
-            return
-        try:
-            chat = load_chat_templates(self.path).get("default")
-        except ConfigError as exc:
-            if self.st_package is not None:
-                raise
-            logger.warning("%s: the chat template is not used: %s", self.path, exc)
-            chat = None
-        if self.st_package is not None and chat is not None:
-            # A sentence-transformers package renders pairs through its chat template; so does vLLM
-            # with a package's score template. The package's own declaration wins over the family.
-            self._chat = self._chat_prompt(chat, variables)
-            self._chat.check()
-            return
-        self.template = template_for_model(self.model_name_or_path, spec.raw)
-        if self.template is not None or chat is None:
-            return
-        prompt = self._chat_prompt(chat, variables)
-        failure = prompt.chat.pair_roles_failure(prompt.special_tokens)
-        if failure is None:
-            self._chat = prompt
-        else:
-            # Most often a base LLM's conversation template, which drops (or refuses) the query and
-            # document roles: it says nothing about reranking prompts and must not block loading.
-            # template="chat" reports the problem as an error.
-            level = logging.WARNING if "does not compile" in failure else logging.DEBUG
-            logger.log(level, "%s: the chat template is not used for query/document pairs: %s", self.path, failure)
 
     def _pick_max_length(self, max_length: Optional[int]) -> int:
         if max_length is None:
@@ -379,14 +325,12 @@ class CrossEncoder:
     def prompt_format(self) -> str:
         """How pairs become prompts: the family template's name, ``"chat"``/``"chat:NAME"``, or
         ``"pairs"`` (no template: :meth:`predict` only)."""
-        if self._chat is not None:
-            return self._chat.name
-        return self.template.name if self.template is not None else "pairs"
+        return self.prompting.name
 
     @property
     def chat_template(self) -> Optional[ChatTemplate]:
         """The chat template in use, or ``None``."""
-        return self._chat.chat if self._chat is not None else None
+        return self.prompting.chat
 
     def __repr__(self) -> str:
         return (f"CrossEncoder({self.model_name_or_path!r}, architecture={self.config.architecture!r}, "
@@ -422,7 +366,7 @@ class CrossEncoder:
     def tokenizer(self) -> TokenizerAdapter:
         """The model's ``tokenizers.Tokenizer``, with transformers' ``model_max_length`` (the model's
         ``max_length``) on top."""
-        return TokenizerAdapter(self._encoder._tokenizer, self)
+        return TokenizerAdapter(self.prompting.encoder.tokenizer, self)
 
     @property
     def max_seq_length(self) -> int:
@@ -542,26 +486,8 @@ class CrossEncoder:
                 truncate_query: Optional[bool] = None) -> Encoded:
         """Token ids of (query, document) prompts in the model's prompt format; without one, the
         texts as a pair, as :meth:`predict` (and sentence-transformers) take them."""
-        cut_query = self._truncate_query(truncate_query)
-        if self._chat is not None:
-            return self._chat.encode(queries, documents, instruction, self.max_length, truncate_query=cut_query)
-        if self.template is None:
-            return self._encode_requests(queries, documents, instruction, self._pairs_use_sep, cut_query)
-        return self._encoder.encode_template(self.template, queries, documents, instruction, self.max_length,
-                                             truncate_query=cut_query)
-
-    @property
-    def _pairs_use_sep(self) -> bool:
-        # A sentence-transformers package without a chat template tokenizes the texts as a pair.
-        return self.config.use_sep_token or (self.template is None and self.st_package is not None)
-
-    def _encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], prompt: Optional[str],
-                         use_sep_token: bool, truncate: bool = False) -> Encoded:
-        if prompt:
-            # sentence-transformers' text inputs: the prompt goes before the first text.
-            texts_1 = [prompt + t for t in texts_1]
-        return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=use_sep_token,
-                                             max_length=self.max_length, truncate=truncate)
+        return self.prompting.encode(queries, documents, instruction, self.max_length,
+                                     truncate_query=self._truncate_query(truncate_query))
 
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
@@ -595,13 +521,11 @@ class CrossEncoder:
         (sentence-transformers' and vLLM's), else vLLM's request form of ``(text_1, text_2)``."""
         texts_1, texts_2 = split_pairs(pairs)
         prompt = self._resolve_prompt(prompt, prompt_name)
-        if self._chat is not None:
-            encoded = self._chat.encode(texts_1, texts_2, prompt, self.max_length,
-                                        truncate_query=self._truncate_query(truncate_query))
+        encoded = self.prompting.encode_pairs(texts_1, texts_2, prompt, self.max_length,
+                                              truncate=self._truncate_query(truncate_query))
+        if self.prompting.chat is not None:  # the request form cuts silently, as sentence-transformers does
             self._warn_truncated(encoded)
-            return encoded
-        return self._encode_requests(texts_1, texts_2, prompt, self._pairs_use_sep,
-                                     self._truncate_query(truncate_query))
+        return encoded
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -966,7 +890,7 @@ class CrossEncoder:
             if cut or plan.size is not None:
                 to_split.append((i, kept if cut else None))
         out: List[Optional[List[str]]] = [None] * len(docs)
-        offsets = self._encoder.text_offsets([docs[i] for i, _ in to_split])
+        offsets = self.prompting.encoder.text_offsets([docs[i] for i, _ in to_split])
         for (i, budget), doc_offsets in zip(to_split, offsets):
             n = len(doc_offsets)
             if budget is None and n <= plan.size:
