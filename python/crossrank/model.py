@@ -6,87 +6,39 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from .chat_template import ChatTemplate, read_tokenizer_config
-from .chunking import Chunking, ChunkingLike, as_chunking, token_windows, window_texts
-from .config import ModelSpec, load_config, resolve_classifier_tokens
-from .activations import ActivationLike, apply_activation, default_activation, normalize_activation
-from .errors import ConfigError, UnsupportedModelError
-from .hub import resolve_model_path
-from .multiprocess import chunk_size_for, run_in_pool, start_pool, stop_pool
-from .pairs import broadcast, flatten_queries, ranked
+from .activations import ActivationLike, activate_logits, apply_activation, default_activation, normalize_activation
+from .chat_template import ChatTemplate
+from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, split_documents
+from .config import ModelSpec, load_config
 from .engine import CancelToken, Engine, plan_passes
+from .hub import resolve_model_path
+from .loading import (VNNI_LEVELS, LoadOptions, Resolution, auto_dtype, check_device, default_threads, engine_head,
+                      pick_max_length, resolve_dtype, with_head_defaults)
+from .multiprocess import run_pooled, start_pool, stop_pool
+from .pairs import broadcast, flatten_queries, ranked
 from .passes import shared_prefix_groups
+from .prompting import Prompting, TemplateLike, choose_prompt, make_prompting, resolve_instruction, resolve_prompt
 from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_singular_input, saved_activation_path,
                         st_call_args, st_init_args, warn_once)
-from .st_package import STPackage, head_overrides, read_st_package
+from .st_package import STPackage, read_st_package
 from .st_save import save_package
-from .prompting import ChatPrompting, Prompting, TemplateLike, choose_prompt, make_prompting
 from .templates import Template, split_pairs
 from .tokenization import Encoded, PromptEncoder
 
-__all__ = ["CrossEncoder", "CancelToken", "shared_prefix_groups"]
+__all__ = ["CrossEncoder", "CancelToken", "LoadOptions", "auto_dtype", "resolve_dtype", "shared_prefix_groups"]
 
 logger = logging.getLogger("crossrank")
 
 ActivationFn = ActivationLike
 Pair = Tuple[str, str]
 
-# transformers' model_max_length when a tokenizer config sets none.
-_NO_TOKENIZER_LIMIT = int(1e30)
-_DTYPES = ("auto", "float32", "bfloat16", "int8")
-# Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
-_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
-
-
-def auto_dtype(vendor: str, isa: str, amx_usable: bool) -> str:
-    """The fastest float dtype that meets the bfloat16 accuracy bar, as a fixed function of the CPU
-    (never a timing probe; ``auto`` never picks int8, whose bar is looser):
-
-    * AMX tiles usable (``isa == "amx"`` and the OS granted the permission): ``"bfloat16"`` on tiles;
-    * AVX512_BF16 on AMD (Zen 4/5: ``vdpbf16ps`` at twice the float32 FMA rate): ``"bfloat16"``;
-    * Intel with AVX512_BF16 but no usable AMX: ``"float32"`` (``vdpbf16ps`` runs at half the
-      float32 FMA rate there, so bfloat16 would be the slower path);
-    * anything else: ``"float32"``.
-    """
-    if isa == "amx" and amx_usable:
-        return "bfloat16"
-    if isa in ("avx512bf16", "amx") and vendor == "AuthenticAMD":
-        return "bfloat16"
-    return "float32"
-
-
-def resolve_dtype(dtype: str) -> str:
-    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is :func:`auto_dtype` of this CPU's
-    vendor, kernel level and AMX permission (asked from the OS here, once per process)."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(_DTYPES)}")
-    if dtype == "auto":
-        info = _core.cpu_info()
-        amx = info["isa"] == "amx" and _core.amx_usable()
-        # a refused permission turns the level into avx512bf16: read it again
-        return auto_dtype(info["vendor"], _core.cpu_info()["isa"], amx)
-    return dtype
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _is_pair(obj: Any) -> bool:
     return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, str) for t in obj)
-
-
-def _check_device(device: Any) -> None:
-    if device is not None and str(device) != "cpu":
-        raise ValueError(f"crossrank runs on the CPU; device={device!r} is not available (pass None or 'cpu')")
 
 
 class CrossEncoder:
@@ -187,16 +139,17 @@ class CrossEncoder:
         model_card_data: Optional[ModelCardData] = None,
         check_finite: Optional[bool] = None,
     ) -> None:
-        options = dict(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
-                       template=template, activation_fn=activation_fn, split_special_tokens=split_special_tokens,
-                       prompts=prompts, default_prompt_name=default_prompt_name,
-                       chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device,
-                       check_finite=check_finite, truncate_query=bool(truncate_query))
+        options = LoadOptions(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
+                              template=template, activation_fn=activation_fn,
+                              split_special_tokens=split_special_tokens, prompts=prompts,
+                              default_prompt_name=default_prompt_name, chat_template_kwargs=chat_template_kwargs,
+                              chunking=chunking, device=device, check_finite=check_finite,
+                              truncate_query=bool(truncate_query))
         self.model_card_data = model_card_data if model_card_data is not None else ModelCardData(
             model_id=str(model_name_or_path))
-        self._validate_options(**options)
-        resolution = dict(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
-        path = resolve_model_path(model_name_or_path, token=token, **resolution)
+        options.validate()
+        resolution = Resolution(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
+        path = resolve_model_path(model_name_or_path, token=token, **resolution.as_dict())
         try:
             self._load(str(model_name_or_path), path, resolution, options)
         finally:
@@ -206,55 +159,20 @@ class CrossEncoder:
 
     # -- loading -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _validate_options(*, dtype: str, threads: Optional[int], activation_fn: ActivationFn,
-                          chunking: ChunkingLike, device: Any, check_finite: Optional[bool], **_: Any) -> None:
-        resolve_dtype(dtype)
-        if check_finite is not None and not isinstance(check_finite, bool):
-            raise TypeError(f"check_finite must be True, False or None, got {check_finite!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 256):
-            raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
-        normalize_activation(activation_fn)
-        as_chunking(chunking)
-        _check_device(device)
-
-    def _load(self, name: str, path: Path, resolution: Dict[str, Any], options: Dict[str, Any]) -> None:
+    def _load(self, name: str, path: Path, resolution: Resolution, options: LoadOptions) -> None:
         """Builds the model from a resolved directory (shared by ``__init__`` and unpickling)."""
-        self._options = dict(options)
-        self._resolution = dict(resolution)
+        self.options = options
+        self.resolution = resolution
         self.model_name_or_path = name
         self.path: Path = path
-        threads = options["threads"] if options["threads"] is not None else _default_threads()
-        hf_overrides = options["hf_overrides"]
+        threads = options.threads if options.threads is not None else default_threads()
         self.st_package: Optional[STPackage] = read_st_package(path)
-        spec = load_config(path, hf_overrides)
-        encoder = PromptEncoder(path, split_special_tokens=options["split_special_tokens"])
-        choice = choose_prompt(options["template"], options["chat_template_kwargs"], path=path, name=name,
+        spec = load_config(path, options.hf_overrides)
+        encoder = PromptEncoder(path, split_special_tokens=options.split_special_tokens)
+        choice = choose_prompt(options.template, options.chat_template_kwargs, path=path, name=name,
                                package=self.st_package, config=spec.raw, encoder=encoder)
-
-        if spec.head.kind == "none":
-            # A causal LM: the package's LogitScore, the family's overrides, or (chat prompts, as
-            # sentence-transformers does for a bare causal LM) yes/no turn it into a classifier.
-            tok = encoder.tokenizer
-            if self.st_package is not None and self.st_package.has_logit_score:
-                defaults = head_overrides(self.st_package, spec.architecture, tok.id_to_token)
-            elif isinstance(choice, Template) and choice.overrides:
-                defaults = dict(choice.overrides)
-            elif isinstance(choice, ChatPrompting) and None not in (tok.token_to_id("yes"), tok.token_to_id("no")):
-                defaults = head_overrides(STPackage(true_token_id=tok.token_to_id("yes"),
-                                                    false_token_id=tok.token_to_id("no")),
-                                          spec.architecture, tok.id_to_token)
-                logger.info("%s: no head is configured; scoring logit('yes') - logit('no') as "
-                            "sentence-transformers does for a causal LM", name)
-            else:
-                raise UnsupportedModelError(
-                    f"{name} is a causal LM ({spec.architecture}) and crossrank does not "
-                    "know which answer tokens score it. Pass hf_overrides as for vLLM, e.g. "
-                    '{"architectures": ["Qwen3ForSequenceClassification"], '
-                    '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}, '
-                    "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
-            spec = load_config(path, {**defaults, **(hf_overrides or {})})
+        spec = with_head_defaults(spec, path, name, options.hf_overrides, choice=choice, package=self.st_package,
+                                  tokenizer=encoder.tokenizer)
         self.config: ModelSpec = spec
         #: How pairs become token ids (see :mod:`crossrank.prompting`).
         self.prompting: Prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token,
@@ -264,62 +182,35 @@ class CrossEncoder:
 
         package = self.st_package
         self.prompts: Dict[str, str] = dict(package.prompts) if package else {}
-        self.prompts.update(options["prompts"] or {})
-        self.default_prompt_name: Optional[str] = options["default_prompt_name"] or (
+        self.prompts.update(options.prompts or {})
+        self.default_prompt_name: Optional[str] = options.default_prompt_name or (
             package.default_prompt_name if package else None)
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                              f"{sorted(self.prompts)}")
-        activation = normalize_activation(options["activation_fn"])
+        activation = normalize_activation(options.activation_fn)
         if activation is None:  # the saved one; a path crossrank cannot run raises, naming it
             activation = normalize_activation(saved_activation_path(path, package))
         self.activation_fn: ActivationFn = activation
-        self.truncate_query: bool = bool(options.get("truncate_query", False))
-        self.chunking: Optional[Chunking] = as_chunking(options["chunking"])
-        self.max_length: int = self._pick_max_length(options["max_length"])
+        self.truncate_query: bool = bool(options.truncate_query)
+        self.chunking: Optional[Chunking] = as_chunking(options.chunking)
+        self.max_length: int = pick_max_length(options.max_length, family=self.template, package=package, path=path,
+                                               max_position_embeddings=spec.max_position_embeddings)
         self.threads = threads
-        self.dtype = resolve_dtype(options["dtype"])
-        if self.dtype == "int8" and _core.cpu_info()["isa"] not in _VNNI_LEVELS:
+        self.dtype = resolve_dtype(options.dtype)
+        if self.dtype == "int8" and _core.cpu_info()["isa"] not in VNNI_LEVELS:
             warnings.warn(f"dtype='int8' runs without VNNI on this CPU (kernels: {_core.cpu_info()['isa']}), "
                           "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
                           RuntimeWarning, stacklevel=3)
 
-        head: Dict[str, Any]
-        if spec.head.kind == "lm_rows":
-            rows = resolve_classifier_tokens(spec.head.tokens, encoder.get_vocab(),
-                                             vocab_size=spec.vocab_size)
-            head = {"kind": "lm_rows", "rows": list(rows),
-                    "two_way": spec.head.method == "from_2_way_softmax"}
-            self._head_rows: Optional[List[int]] = list(rows)
-        else:
-            head = {"kind": "score_weight"}
-            self._head_rows = None
+        head, self._head_rows = engine_head(spec, encoder.get_vocab())
         #: The engine running this model's passes (see :mod:`crossrank.engine`).
         self.engine: Engine = Engine.load(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
-                                          check_finite=options.get("check_finite"))
+                                          check_finite=options.check_finite)
         self.num_labels: int = self.engine.num_labels
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
                     self.prompt_format, threads, _core.cpu_info()["isa"])
-
-    def _pick_max_length(self, max_length: Optional[int]) -> int:
-        if max_length is None:
-            if self.template is not None:
-                return self.template.default_max_length
-            if self.st_package is not None:
-                # sentence-transformers: max_seq_length, else the tokenizer's limit capped by the model's.
-                if self.st_package.max_seq_length is not None:
-                    return self.st_package.max_seq_length
-                limit = read_tokenizer_config(self.path).get("model_max_length")
-                limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else _NO_TOKENIZER_LIMIT
-                return min(limit, self.config.max_position_embeddings)
-            return min(self.config.max_position_embeddings, 8192)
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        if max_length > self.config.max_position_embeddings:
-            logger.warning("max_length=%d is beyond the model's max_position_embeddings=%d",
-                           max_length, self.config.max_position_embeddings)
-        return max_length
 
     @property
     def prompt_format(self) -> str:
@@ -347,10 +238,10 @@ class CrossEncoder:
             except Exception as exc:
                 raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
                                 f"be pickled ({exc}); use a named activation or a module-level function") from exc
-        options = {**self._options, "max_length": self.max_length, "activation_fn": activation,
+        options = {**self.options.as_dict(), "max_length": self.max_length, "activation_fn": activation,
                    "truncate_query": self.truncate_query}
         return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
-                "resolution": self._resolution, "options": options}
+                "resolution": self.resolution.as_dict(), "options": options}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Reloads from the pickled path (resolving the name again where the path does not exist)."""
@@ -360,7 +251,8 @@ class CrossEncoder:
         if not (path / "config.json").is_file():
             path = resolve_model_path(state["model_name_or_path"], **state["resolution"])
         self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
-        self._load(state["model_name_or_path"], path, state["resolution"], state["options"])
+        self._load(state["model_name_or_path"], path, Resolution(**state["resolution"]),
+                   LoadOptions.from_dict(state["options"]))
 
     @property
     def tokenizer(self) -> TokenizerAdapter:
@@ -413,7 +305,7 @@ class CrossEncoder:
         save_package(self, path, chat_template=chat.source if chat is not None else None,
                      chat_variables=dict(chat.variables) if chat is not None else {},
                      message_format=chat.format if chat is not None else None, head_token_ids=self._head_rows,
-                     family=self.template, activation=self.activation_fn, overrides=self._options["hf_overrides"])
+                     family=self.template, activation=self.activation_fn, overrides=self.options.hf_overrides)
 
     save_pretrained = save
 
@@ -428,54 +320,14 @@ class CrossEncoder:
         """Stops a pool from :meth:`start_multi_process_pool`."""
         stop_pool(pool)
 
-    def _pooled(self, method: str, items: Sequence[Any], chunk: Callable[[Sequence[Any]], tuple],
-                kwargs: Dict[str, Any], pool: Optional[Dict[str, Any]], device: Any,
-                chunk_size: Optional[int]) -> np.ndarray:
-        """Runs ``method`` over ``items`` on a pool's workers (a temporary pool for a device list)."""
-        own = pool is None
-        if own:
-            pool = self.start_multi_process_pool(list(device))
-        try:
-            size = chunk_size_for(len(items), len(pool["processes"]), chunk_size)
-            parts = run_in_pool(pool, method, [chunk(items[i:i + size]) for i in range(0, len(items), size)],
-                                {**kwargs, "show_progress_bar": False})
-        finally:
-            if own:
-                self.stop_multi_process_pool(pool)
-        return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
-
     # -- prompts -------------------------------------------------------------------------------
 
     def _resolve_prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
-        """sentence-transformers' rule: ``prompt``, else ``prompts[prompt_name]``, else the default
-        prompt; an empty prompt is no prompt."""
-        if prompt_name is not None and not isinstance(prompt_name, str):
-            raise TypeError(
-                f"prompt_name must be a str or None, got {type(prompt_name).__name__}; predict() and rank() "
-                "take sentence-transformers 6's parameter order (inputs, prompt_name, prompt, batch_size, ...): "
-                "pass batch_size and the others by keyword")
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
-        if prompt is None:
-            if prompt_name is not None:
-                if prompt_name not in self.prompts:
-                    raise ValueError(f"prompt name {prompt_name!r} is not one of the prompts {sorted(self.prompts)}")
-                prompt = self.prompts[prompt_name]
-            elif self.default_prompt_name is not None:
-                prompt = self.prompts.get(self.default_prompt_name)
-        elif prompt_name is not None:
-            logger.warning("both prompt and prompt_name were given; using prompt")
-        return prompt or None
+        return resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name)
 
     def _instruction(self, instruction: Optional[str], prompt_name: Optional[str],
                      prompt: Optional[str]) -> Optional[str]:
-        if instruction is not None:
-            if not isinstance(instruction, str):
-                raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
-            if prompt is not None or prompt_name is not None:
-                raise ValueError("give the instruction as instruction= or as prompt=/prompt_name=, not both")
-            return instruction
-        return self._resolve_prompt(prompt, prompt_name)
+        return resolve_instruction(self.prompts, self.default_prompt_name, instruction, prompt_name, prompt)
 
     # -- tokenization --------------------------------------------------------------------------
 
@@ -588,7 +440,7 @@ class CrossEncoder:
         if inputs is None:
             raise TypeError("predict() needs the pairs to score")
         if not isinstance(device, list):
-            _check_device(device)
+            check_device(device)
         if isinstance(inputs, np.ndarray):
             inputs = inputs.tolist()
         single = _is_pair(inputs)
@@ -598,7 +450,7 @@ class CrossEncoder:
             texts_1, texts_2 = split_pairs(pairs)
             kwargs = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, activation_fn=activation_fn,
                           apply_softmax=apply_softmax, truncate_query=truncate_query)
-            scores = self._pooled("predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
+            scores = run_pooled(self, "predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
                                   device, chunk_size)
             return convert_scores(scores, single, convert_to_numpy, convert_to_tensor)
         encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt, truncate_query=truncate_query)
@@ -669,7 +521,7 @@ class CrossEncoder:
         if plan is None:
             self._warn_truncated(encoded)
             return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
-        chunks = self._chunk_texts(queries, docs, instruction, plan, encoded)
+        chunks = self._chunk_texts(docs, plan, encoded)
         # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
         ids: List[List[int]] = []
         owner: List[int] = []
@@ -690,17 +542,7 @@ class CrossEncoder:
             owner += chunk_owner
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
                               [share_keys[i] for i in owner])
-        # Chunks of a document are in order, so the first one seen is the document's first chunk.
-        out = np.full(len(docs), -np.inf, dtype=np.float32)
-        seen = np.zeros(len(docs), dtype=bool)
-        for value, i in zip(scores, owner):
-            if plan.aggregate == "first":
-                if not seen[i]:
-                    out[i] = value
-            else:
-                out[i] = max(out[i], value)
-            seen[i] = True
-        return out
+        return aggregate_chunks(scores, owner, len(docs), plan.aggregate)
 
     @st_call_args
     def rank(
@@ -752,7 +594,7 @@ class CrossEncoder:
                       activation_fn=normalize_activation(activation_fn), truncate_query=truncate_query)
         if pool is not None or isinstance(device, list):
             broadcast(query, documents)
-            scores = self._pooled("score", list(documents), lambda part: (query, list(part), instruction), kwargs,
+            scores = run_pooled(self, "score", list(documents), lambda part: (query, list(part), instruction), kwargs,
                                   pool, device, chunk_size)
         else:
             scores = self.score(query, documents, instruction, show_progress_bar=show_progress_bar, cancel=cancel,
@@ -857,7 +699,7 @@ class CrossEncoder:
     def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        _check_device(device)
+        check_device(device)
         if self.num_labels != 1:
             raise ValueError(f"{method}() needs one score per document; this model has {self.num_labels} labels")
 
@@ -869,38 +711,9 @@ class CrossEncoder:
             raise ValueError(f"chunking needs one score per document; this model has {self.num_labels} labels")
         return plan
 
-    def _chunk_texts(self, queries: Sequence[str], docs: Sequence[str], instruction: Optional[str],
-                     plan: Chunking, encoded: Encoded) -> List[Optional[List[str]]]:
-        """Per document, ``None`` (scored whole) or the texts of its chunks."""
-        if encoded.document_tokens is None and plan.size is None:
-            # Prompts crossrank cannot cut are refused when too long, so every document fitted whole.
-            return [None] * len(docs)
-        if encoded.document_tokens is None:
-            raise ValueError(
-                f"chunking with a chunk size needs a prompt that crossrank can cut inside the document; the "
-                f"{self.prompt_format!r} prompt of this model cannot be (a chat template that rewrites its inputs, "
-                "or pair tokenization)")
-        to_split = []
-        for i, (kept, whole) in enumerate(encoded.document_tokens):
-            cut = kept < whole
-            if cut and kept == 0:
-                raise ValueError(
-                    f"document {i}: the template, instruction and query take all of max_length={self.max_length}, "
-                    "so no part of the document fits; shorten the query or raise max_length")
-            if cut or plan.size is not None:
-                to_split.append((i, kept if cut else None))
-        out: List[Optional[List[str]]] = [None] * len(docs)
-        offsets = self.prompting.encoder.text_offsets([docs[i] for i, _ in to_split])
-        for (i, budget), doc_offsets in zip(to_split, offsets):
-            n = len(doc_offsets)
-            if budget is None and n <= plan.size:
-                continue  # it fits and is no longer than the chunk size: scored whole
-            size, overlap = plan.window(budget if budget is not None else n)
-            windows = token_windows(n, size, overlap, plan.max_chunks)
-            if plan.aggregate == "first":
-                windows = windows[:1]
-            out[i] = window_texts(docs[i], doc_offsets, windows)
-        return out
+    def _chunk_texts(self, docs: Sequence[str], plan: Chunking, encoded: Encoded) -> List[Optional[List[str]]]:
+        return split_documents(docs, plan, encoded.document_tokens, self.prompting.encoder.text_offsets,
+                               prompt_format=self.prompt_format, max_length=self.max_length)
 
     def chunk_documents(self, query: Union[str, Sequence[str]], documents: Sequence[str],
                         instruction: Optional[str] = None, *, chunking: ChunkingLike = True,
@@ -916,7 +729,7 @@ class CrossEncoder:
         queries, docs = broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
         plan = as_chunking(chunking) or Chunking()
-        chunks = self._chunk_texts(queries, docs, instruction, plan, self._encode(queries, docs, instruction))
+        chunks = self._chunk_texts(docs, plan, self._encode(queries, docs, instruction))
         return [texts if texts is not None else [doc] for texts, doc in zip(chunks, docs)]
 
     # -- engine --------------------------------------------------------------------------------
@@ -977,12 +790,6 @@ class CrossEncoder:
             fn = normalize_activation(self.activation_fn)
         if fn is None:
             fn = default_activation(self.num_labels, defaults)
-        x = np.asarray(raw, dtype=np.float64)
         mean = self.config.logit_mean if self.config.logit_mean is not None else self.config.logit_bias
-        if mean is not None:
-            x = x - mean
-        if self.config.logit_sigma is not None:
-            x = x / self.config.logit_sigma
-        x = apply_activation(x, fn).astype(np.float32)
-        return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
+        return activate_logits(raw, fn, logit_mean=mean, logit_sigma=self.config.logit_sigma)
 

@@ -26,7 +26,7 @@ from .templates import Template, get_template, template_for_model
 from .tokenization import Encoded, PromptEncoder
 
 __all__ = ["Prompting", "FamilyPrompting", "ChatPrompting", "PairPrompting", "TemplateLike", "PromptChoice",
-           "choose_prompt", "make_prompting"]
+           "choose_prompt", "make_prompting", "resolve_prompt", "resolve_instruction"]
 
 logger = logging.getLogger("crossrank")
 
@@ -234,3 +234,38 @@ def make_prompting(choice: PromptChoice, encoder: PromptEncoder, *, use_sep_toke
         return FamilyPrompting(choice, encoder, use_sep_token=use_sep_token)
     # A sentence-transformers package without a chat template tokenizes the texts as a pair.
     return PairPrompting(encoder, use_sep_token=use_sep_token or package is not None)
+
+
+def resolve_prompt(prompts: Mapping[str, str], default_prompt_name: Optional[str], prompt: Optional[str],
+                   prompt_name: Optional[str]) -> Optional[str]:
+    """sentence-transformers' rule for a call's instruction: ``prompt``, else ``prompts[prompt_name]``,
+    else the default prompt; an empty prompt is no prompt."""
+    if prompt_name is not None and not isinstance(prompt_name, str):
+        raise TypeError(
+            f"prompt_name must be a str or None, got {type(prompt_name).__name__}; predict() and rank() "
+            "take sentence-transformers 6's parameter order (inputs, prompt_name, prompt, batch_size, ...): "
+            "pass batch_size and the others by keyword")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
+    if prompt is None:
+        if prompt_name is not None:
+            if prompt_name not in prompts:
+                raise ValueError(f"prompt name {prompt_name!r} is not one of the prompts {sorted(prompts)}")
+            prompt = prompts[prompt_name]
+        elif default_prompt_name is not None:
+            prompt = prompts.get(default_prompt_name)
+    elif prompt_name is not None:
+        logger.warning("both prompt and prompt_name were given; using prompt")
+    return prompt or None
+
+
+def resolve_instruction(prompts: Mapping[str, str], default_prompt_name: Optional[str], instruction: Optional[str],
+                        prompt_name: Optional[str], prompt: Optional[str]) -> Optional[str]:
+    """crossrank's ``instruction=``, or else :func:`resolve_prompt` (not both)."""
+    if instruction is not None:
+        if not isinstance(instruction, str):
+            raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
+        if prompt is not None or prompt_name is not None:
+            raise ValueError("give the instruction as instruction= or as prompt=/prompt_name=, not both")
+        return instruction
+    return resolve_prompt(prompts, default_prompt_name, prompt, prompt_name)

@@ -1,0 +1,207 @@
+"""Load options and the decisions taken once at load: dtype, threads, the config with the head
+defaults of a bare causal LM, the prompt length, the engine's head.
+
+:class:`LoadOptions` is the typed record of :class:`~crossrank.CrossEncoder`'s constructor options
+(what a pickle carries besides the name and path); :class:`Resolution` says where the model was
+looked up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from . import _core
+from .activations import ActivationLike, normalize_activation
+from .chat_template import read_tokenizer_config
+from .chunking import ChunkingLike, as_chunking
+from .config import ModelSpec, load_config, resolve_classifier_tokens
+from .errors import UnsupportedModelError
+from .prompting import ChatPrompting, PromptChoice, TemplateLike
+from .st_package import STPackage, head_overrides
+from .templates import Template
+
+__all__ = ["LoadOptions", "Resolution", "auto_dtype", "resolve_dtype", "default_threads", "check_device",
+           "with_head_defaults", "pick_max_length", "engine_head", "DTYPES", "VNNI_LEVELS"]
+
+logger = logging.getLogger("crossrank")
+
+#: The ``dtype`` option's values.
+DTYPES = ("auto", "float32", "bfloat16", "int8")
+#: Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
+VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
+# transformers' model_max_length when a tokenizer config sets none.
+_NO_TOKENIZER_LIMIT = int(1e30)
+
+
+def auto_dtype(vendor: str, isa: str, amx_usable: bool) -> str:
+    """The fastest float dtype that meets the bfloat16 accuracy bar, as a fixed function of the CPU
+    (never a timing probe; ``auto`` never picks int8, whose bar is looser):
+
+    * AMX tiles usable (``isa == "amx"`` and the OS granted the permission): ``"bfloat16"`` on tiles;
+    * AVX512_BF16 on AMD (Zen 4/5: ``vdpbf16ps`` at twice the float32 FMA rate): ``"bfloat16"``;
+    * Intel with AVX512_BF16 but no usable AMX: ``"float32"`` (``vdpbf16ps`` runs at half the
+      float32 FMA rate there, so bfloat16 would be the slower path);
+    * anything else: ``"float32"``.
+    """
+    if isa == "amx" and amx_usable:
+        return "bfloat16"
+    if isa in ("avx512bf16", "amx") and vendor == "AuthenticAMD":
+        return "bfloat16"
+    return "float32"
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is :func:`auto_dtype` of this CPU's
+    vendor, kernel level and AMX permission (asked from the OS here, once per process)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        info = _core.cpu_info()
+        amx = info["isa"] == "amx" and _core.amx_usable()
+        # a refused permission turns the level into avx512bf16: read it again
+        return auto_dtype(info["vendor"], _core.cpu_info()["isa"], amx)
+    return dtype
+
+
+def default_threads() -> int:
+    """The CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_device(device: Any) -> None:
+    """Refuses a device other than ``None``/``"cpu"``."""
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"crossrank runs on the CPU; device={device!r} is not available (pass None or 'cpu')")
+
+
+@dataclass
+class LoadOptions:
+    """:class:`~crossrank.CrossEncoder`'s load options (see its docstring for each one)."""
+
+    hf_overrides: Optional[Mapping[str, Any]] = None
+    max_length: Optional[int] = None
+    dtype: str = "auto"
+    threads: Optional[int] = None
+    template: TemplateLike = None
+    activation_fn: ActivationLike = None
+    split_special_tokens: bool = False
+    prompts: Optional[Mapping[str, str]] = None
+    default_prompt_name: Optional[str] = None
+    chat_template_kwargs: Optional[Mapping[str, Any]] = None
+    chunking: ChunkingLike = None
+    device: Optional[str] = None
+    check_finite: Optional[bool] = None
+    truncate_query: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError/TypeError naming the first option with a bad value (before any file is read)."""
+        resolve_dtype(self.dtype)
+        if self.check_finite is not None and not isinstance(self.check_finite, bool):
+            raise TypeError(f"check_finite must be True, False or None, got {self.check_finite!r}")
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= 256):
+            raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
+        normalize_activation(self.activation_fn)
+        as_chunking(self.chunking)
+        check_device(self.device)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The options by name (values as given, not copied): what a pickle stores."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> "LoadOptions":
+        """The options of :meth:`as_dict` (an option a pickle lacks keeps its default)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names})
+
+
+@dataclass
+class Resolution:
+    """Where a model name is looked up (see :func:`crossrank.hub.resolve_model_path`); the token is
+    never kept."""
+
+    revision: Optional[str] = None
+    cache_folder: Optional[str] = None
+    local_files_only: bool = False
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The fields by name, as ``resolve_model_path`` takes them."""
+        return dataclasses.asdict(self)
+
+
+def with_head_defaults(spec: ModelSpec, path: Path, name: str, hf_overrides: Optional[Mapping[str, Any]], *,
+                       choice: PromptChoice, package: Optional[STPackage], tokenizer: Any) -> ModelSpec:
+    """``spec``, or for a causal LM without reranker keys its config with a head: the package's
+    LogitScore, the family template's overrides, or (chat prompts, as sentence-transformers does
+    for a bare causal LM) ``logit('yes') - logit('no')``; the caller's ``hf_overrides`` win over
+    these defaults.
+
+    Args:
+        spec: The config as loaded with ``hf_overrides``.
+        choice: The prompt chosen from it (:func:`crossrank.prompting.choose_prompt`).
+        tokenizer: The ``tokenizers.Tokenizer`` the answer tokens are looked up in.
+
+    Raises:
+        UnsupportedModelError: a causal LM whose answer tokens nothing names.
+    """
+    if spec.head.kind != "none":
+        return spec
+    if package is not None and package.has_logit_score:
+        defaults = head_overrides(package, spec.architecture, tokenizer.id_to_token)
+    elif isinstance(choice, Template) and choice.overrides:
+        defaults = dict(choice.overrides)
+    elif isinstance(choice, ChatPrompting) and None not in (tokenizer.token_to_id("yes"),
+                                                             tokenizer.token_to_id("no")):
+        defaults = head_overrides(STPackage(true_token_id=tokenizer.token_to_id("yes"),
+                                            false_token_id=tokenizer.token_to_id("no")),
+                                  spec.architecture, tokenizer.id_to_token)
+        logger.info("%s: no head is configured; scoring logit('yes') - logit('no') as "
+                    "sentence-transformers does for a causal LM", name)
+    else:
+        raise UnsupportedModelError(
+            f"{name} is a causal LM ({spec.architecture}) and crossrank does not "
+            "know which answer tokens score it. Pass hf_overrides as for vLLM, e.g. "
+            '{"architectures": ["Qwen3ForSequenceClassification"], '
+            '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}, '
+            "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
+    return load_config(path, {**defaults, **(hf_overrides or {})})
+
+
+def pick_max_length(max_length: Optional[int], *, family: Optional[Template], package: Optional[STPackage],
+                    path: Path, max_position_embeddings: int) -> int:
+    """The ``max_length`` option, checked, or its default: the family's; for a sentence-transformers
+    package its ``max_seq_length``, else the tokenizer's limit capped by the model's; else
+    ``min(max_position_embeddings, 8192)``."""
+    if max_length is None:
+        if family is not None:
+            return family.default_max_length
+        if package is not None:
+            if package.max_seq_length is not None:
+                return package.max_seq_length
+            limit = read_tokenizer_config(path).get("model_max_length")
+            limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else _NO_TOKENIZER_LIMIT
+            return min(limit, max_position_embeddings)
+        return min(max_position_embeddings, 8192)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_length > max_position_embeddings:
+        logger.warning("max_length=%d is beyond the model's max_position_embeddings=%d",
+                       max_length, max_position_embeddings)
+    return max_length
+
+
+def engine_head(spec: ModelSpec, vocab: Mapping[str, int]) -> Tuple[Dict[str, Any], Optional[List[int]]]:
+    """The engine's head description and, for a head built from LM rows, the token ids of its rows."""
+    if spec.head.kind == "lm_rows":
+        rows = list(resolve_classifier_tokens(spec.head.tokens, vocab, vocab_size=spec.vocab_size))
+        return {"kind": "lm_rows", "rows": list(rows), "two_way": spec.head.method == "from_2_way_softmax"}, rows
+    return {"kind": "score_weight"}, None
