@@ -17,8 +17,8 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
-__all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "split_documents", "aggregate_chunks",
-           "AGGREGATES"]
+__all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "split_documents", "chunk_prompts",
+           "aggregate_chunks", "AGGREGATES"]
 
 #: How chunk scores become the document's score.
 AGGREGATES = ("max", "first")
@@ -173,6 +173,31 @@ def split_documents(docs: Sequence[str], plan: Chunking, document_tokens: Option
             windows = windows[:1]
         out[i] = window_texts(docs[i], doc_offsets, windows)
     return out
+
+
+def chunk_prompts(chunks: Sequence[Optional[List[str]]], input_ids: Sequence[Sequence[int]], queries: Sequence[str],
+                  encode: Callable[[List[str], List[str]], Sequence[Sequence[int]]],
+                  ) -> Tuple[List[Sequence[int]], List[int]]:
+    """The prompts to score and, per prompt, its document: a document scored whole keeps its ids
+    (``input_ids[i]``), the chunks of the others are encoded as documents of their query, all at once
+    by ``encode(queries, documents)``, after them."""
+    ids: List[Sequence[int]] = []
+    owner: List[int] = []
+    chunk_queries: List[str] = []
+    chunk_docs: List[str] = []
+    chunk_owner: List[int] = []
+    for i, texts in enumerate(chunks):
+        if texts is None:
+            ids.append(input_ids[i])
+            owner.append(i)
+        else:
+            chunk_queries += [queries[i]] * len(texts)
+            chunk_docs += texts
+            chunk_owner += [i] * len(texts)
+    if chunk_docs:
+        ids += list(encode(chunk_queries, chunk_docs))
+        owner += chunk_owner
+    return ids, owner
 
 
 def aggregate_chunks(scores: np.ndarray, owner: Sequence[int], n_docs: int, aggregate: str) -> np.ndarray:

@@ -83,7 +83,52 @@ def check_device(device: Any) -> None:
 
 @dataclass
 class LoadOptions:
-    """:class:`~crossrank.CrossEncoder`'s load options (see its docstring for each one)."""
+    """:class:`~crossrank.CrossEncoder`'s load options, validated before any file is read.
+
+    Attributes:
+        hf_overrides: Config overrides with vLLM's semantics, e.g. for Qwen3-Reranker
+            ``{"architectures": ["Qwen3ForSequenceClassification"],
+            "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}``.
+            A known reranker family needs none: its template supplies them; so does a
+            sentence-transformers package's ``LogitScore`` module. Given
+            ``is_original_qwen3_reranker`` without tokens, ``["no", "yes"]`` is used.
+        max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
+            sentence-transformers package its ``max_seq_length`` rule; else
+            ``min(max_position_embeddings, 8192)``.
+        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 where it is the faster
+            path: AMX tiles, or AMD with AVX512_BF16; else float32; see :func:`auto_dtype`),
+            ``"float32"`` (the reference path: scores within 1e-4 of transformers in float32) or
+            ``"bfloat16"`` (weights and layer inputs rounded to bfloat16, float32 accumulation
+            and residual stream; on CPUs without AVX512_BF16 it saves memory, not time) or
+            ``"int8"`` (opt-in: int8 weights per output channel and inputs per token, exact int32
+            sums with AVX512_VNNI or AVX-VNNI; a token's few huge inputs, the outlier channels of
+            real LLMs, are applied in float32). The resolved value is ``self.dtype``.
+        threads: Compute threads; default: the CPUs this process may use.
+        template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
+            ``"chat:NAME"`` (the model's chat template), a
+            :class:`~crossrank.chat_template.ChatTemplate`, or ``None`` to choose from the model.
+        activation_fn: Default activation of the scores: ``None`` (the saved one of a
+            sentence-transformers model, else as sentence-transformers: one label sigmoid, several
+            identity), a name of :data:`crossrank.activations.ACTIVATIONS` (``"sigmoid"``,
+            ``"identity"``: raw logits, ``"tanh"``, ...), a ``torch.nn`` activation module (computed in
+            NumPy), a torch dotted path, or a callable on a float NumPy array.
+        split_special_tokens: Tokenize special-token strings inside queries and documents as
+            plain text (the official recipes parse them as special tokens: default ``False``).
+        prompts: Named instructions, as sentence-transformers' ``prompts``
+            (``{"web": "Given a web search query, ..."}``); they extend a package's saved prompts.
+        default_prompt_name: The prompt used when a call names none.
+        chat_template_kwargs: Extra variables for the chat template (vLLM's
+            ``chat_template_kwargs``, e.g. ``{"add_generation_prompt": True}``).
+        chunking: Default long-document handling of ``score()``/``rank()``: ``None`` (truncate),
+            ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
+        device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
+        truncate_query: Default of the calls' ``truncate_query`` (see ``CrossEncoder.score()``).
+        check_finite: Scan the weights for NaN/Inf at load and raise
+            :class:`~crossrank.CheckpointError` naming the tensor. ``None`` (default): on for
+            checkpoints of up to 2^31 weights, off above (where the scan costs seconds). Whatever
+            this says, a non-finite logit raises :class:`~crossrank.NumericalError` instead of
+            being returned as a score.
+    """
 
     hf_overrides: Optional[Mapping[str, Any]] = None
     max_length: Optional[int] = None

@@ -13,20 +13,19 @@ import numpy as np
 from . import _core
 from .activations import ActivationLike, activate_logits, apply_activation, default_activation, normalize_activation
 from .chat_template import ChatTemplate
-from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, split_documents
+from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, chunk_prompts, split_documents
 from .config import ModelSpec, load_config
 from .engine import CancelToken, Engine, plan_passes
 from .hub import resolve_model_path
 from .loading import (VNNI_LEVELS, LoadOptions, Resolution, auto_dtype, check_device, default_threads, engine_head,
                       pick_max_length, resolve_dtype, with_head_defaults)
-from .multiprocess import run_pooled, start_pool, stop_pool
+from .multiprocess import run_pooled
 from .pairs import broadcast, flatten_queries, ranked
 from .passes import shared_prefix_groups
 from .prompting import Prompting, TemplateLike, choose_prompt, make_prompting, resolve_instruction, resolve_prompt
-from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_singular_input, saved_activation_path,
-                        st_call_args, st_init_args, warn_once)
+from .st_compat import (ModelCardData, SentenceTransformersSurface, convert_scores, saved_activation_path,
+                        st_call_args, st_init_args)
 from .st_package import STPackage, read_st_package
-from .st_save import save_package
 from .templates import Template, split_pairs
 from .tokenization import Encoded, PromptEncoder
 
@@ -41,7 +40,7 @@ def _is_pair(obj: Any) -> bool:
     return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, str) for t in obj)
 
 
-class CrossEncoder:
+class CrossEncoder(SentenceTransformersSurface):
     """An LLM reranker run by crossrank's C engine.
 
     How pairs become prompts, chosen at load (``template``):
@@ -58,54 +57,16 @@ class CrossEncoder:
     Args:
         model_name_or_path: A local directory, or a Hugging Face id found in the local cache (or
             downloaded when ``huggingface_hub`` is installed and not offline).
-        hf_overrides: Config overrides with vLLM's semantics, e.g. for Qwen3-Reranker
-            ``{"architectures": ["Qwen3ForSequenceClassification"],
-            "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}``.
-            A known reranker family needs none: its template supplies them; so does a
-            sentence-transformers package's ``LogitScore`` module. Given
-            ``is_original_qwen3_reranker`` without tokens, ``["no", "yes"]`` is used.
-        max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
-            sentence-transformers package its ``max_seq_length`` rule; else
-            ``min(max_position_embeddings, 8192)``.
-        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 where it is the faster
-            path: AMX tiles, or AMD with AVX512_BF16; else float32; see :func:`auto_dtype`), ``"float32"`` (the reference path: scores within 1e-4 of
-            transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
-            bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
-            saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
-            inputs per token, exact int32 sums with AVX512_VNNI or AVX-VNNI; a token's few huge
-            inputs, the outlier channels of real LLMs, are applied in float32). The resolved
-            value is ``self.dtype``.
-        threads: Compute threads; default: the CPUs this process may use.
-        template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
-            ``"chat:NAME"`` (the model's chat template), a
-            :class:`~crossrank.chat_template.ChatTemplate`, or ``None`` to choose from the model.
-        activation_fn: Default activation of the scores: ``None`` (the saved one of a
-            sentence-transformers model, else as sentence-transformers: one label sigmoid, several
-            identity), a name of :data:`crossrank.activations.ACTIVATIONS` (``"sigmoid"``,
-            ``"identity"``: raw logits, ``"tanh"``, ...), a ``torch.nn`` activation module (computed in
-            NumPy), a torch dotted path, or a callable on a float NumPy array.
         revision: Hub revision (branch, tag or commit) to look up in the cache.
         cache_folder: Hugging Face cache directory to search.
         token: Hub token, for a download (never stored or pickled).
         local_files_only: Never download.
-        split_special_tokens: Tokenize special-token strings inside queries and documents as
-            plain text (the official recipes parse them as special tokens: default ``False``).
-        prompts: Named instructions, as sentence-transformers' ``prompts``
-            (``{"web": "Given a web search query, ..."}``); they extend a package's saved prompts.
-        default_prompt_name: The prompt used when a call names none.
-        chat_template_kwargs: Extra variables for the chat template (vLLM's
-            ``chat_template_kwargs``, e.g. ``{"add_generation_prompt": True}``).
-        chunking: Default long-document handling of :meth:`score`/:meth:`rank`: ``None`` (truncate),
-            ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
-        device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
-        truncate_query: Default of the calls' ``truncate_query`` (see :meth:`score`).
         model_card_data: A :class:`~crossrank.st_compat.ModelCardData` (sentence-transformers'
             evaluators store their metrics there); default: a new one.
-        check_finite: Scan the weights for NaN/Inf at load and raise
-            :class:`~crossrank.CheckpointError` naming the tensor. ``None`` (default): on for
-            checkpoints of up to 2^31 weights, off above (where the scan costs seconds). Whatever
-            this says, a non-finite logit raises :class:`~crossrank.NumericalError` instead of
-            being returned as a score.
+        hf_overrides, max_length, dtype, threads, template, activation_fn, split_special_tokens,
+            prompts, default_prompt_name, chat_template_kwargs, chunking, device, truncate_query,
+            check_finite: The load options, documented one by one as the fields of
+            :class:`~crossrank.loading.LoadOptions` (kept as :attr:`options`).
 
     Pickling a model stores its resolved path and options (not its weights, nor ``token``); it
     reloads on unpickling, so it can be sent to Ray workers or multiprocessing pools.
@@ -203,7 +164,9 @@ class CrossEncoder:
                           "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
                           RuntimeWarning, stacklevel=3)
 
-        head, self._head_rows = engine_head(spec, encoder.get_vocab())
+        head, rows = engine_head(spec, encoder.get_vocab())
+        #: The token ids whose LM-head rows make the classifier, or ``None`` (a ``score.weight`` head).
+        self.head_token_ids: Optional[List[int]] = rows
         #: The engine running this model's passes (see :mod:`crossrank.engine`).
         self.engine: Engine = Engine.load(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
                                           check_finite=options.check_finite)
@@ -253,72 +216,6 @@ class CrossEncoder:
         self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
         self._load(state["model_name_or_path"], path, Resolution(**state["resolution"]),
                    LoadOptions.from_dict(state["options"]))
-
-    @property
-    def tokenizer(self) -> TokenizerAdapter:
-        """The model's ``tokenizers.Tokenizer``, with transformers' ``model_max_length`` (the model's
-        ``max_length``) on top."""
-        return TokenizerAdapter(self.prompting.encoder.tokenizer, self)
-
-    @property
-    def max_seq_length(self) -> int:
-        """sentence-transformers' name of :attr:`max_length`."""
-        return self.max_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
-        self.max_length = value
-
-    @property
-    def default_activation_function(self) -> ActivationFn:
-        """Deprecated name of :attr:`activation_fn` (as in sentence-transformers)."""
-        warn_once("The `default_activation_function` property was renamed and is now deprecated. "
-                  "Please use `activation_fn` instead.")
-        return self.activation_fn
-
-    @property
-    def modalities(self) -> List[str]:
-        """The input modalities: text."""
-        return ["text"]
-
-    def supports(self, modality: Union[str, Tuple[str, ...]]) -> bool:
-        """Whether the model takes inputs of ``modality`` (sentence-transformers' rule; only ``"text"``)."""
-        return modality in self.modalities
-
-    def is_singular_input(self, inputs: Any) -> bool:
-        """Whether ``inputs`` is one pair rather than a list of pairs (sentence-transformers' rule)."""
-        return is_singular_input(inputs)
-
-    def save(self, path: Union[str, os.PathLike], model_name: Optional[str] = None, create_model_card: bool = True,
-             train_datasets: Optional[List[str]] = None, safe_serialization: bool = True) -> None:
-        """Writes a sentence-transformers CrossEncoder package that sentence-transformers and crossrank
-        load with the same scores: the source checkpoint's files, copied, and the module files (see
-        :mod:`crossrank.st_save`). ``model_name``, ``create_model_card``, ``train_datasets`` and
-        ``safe_serialization`` are accepted for sentence-transformers code; no model card is written.
-
-        Raises:
-            ValueError: the model cannot be described as such a package (the message says why).
-        """
-        chat = self.chat_template
-        save_package(self, path, chat_template=chat.source if chat is not None else None,
-                     chat_variables=dict(chat.variables) if chat is not None else {},
-                     message_format=chat.format if chat is not None else None, head_token_ids=self._head_rows,
-                     family=self.template, activation=self.activation_fn, overrides=self.options.hf_overrides)
-
-    save_pretrained = save
-
-    def start_multi_process_pool(self, target_devices: Optional[List[str]] = None) -> Dict[str, Any]:
-        """Starts worker processes for ``predict(..., pool=)``/``rank(..., pool=)`` (one per ``"cpu"`` in
-        ``target_devices``; default up to 4, one per core), each with ``cores // processes`` threads;
-        see :mod:`crossrank.multiprocess`. Stop it with :meth:`stop_multi_process_pool`."""
-        return start_pool(self, target_devices)
-
-    @staticmethod
-    def stop_multi_process_pool(pool: Dict[str, Any]) -> None:
-        """Stops a pool from :meth:`start_multi_process_pool`."""
-        stop_pool(pool)
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -521,25 +418,9 @@ class CrossEncoder:
         if plan is None:
             self._warn_truncated(encoded)
             return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
-        chunks = self._chunk_texts(docs, plan, encoded)
         # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
-        ids: List[List[int]] = []
-        owner: List[int] = []
-        chunk_queries: List[str] = []
-        chunk_docs: List[str] = []
-        chunk_owner: List[int] = []
-        for i, texts in enumerate(chunks):
-            if texts is None:
-                ids.append(encoded.input_ids[i])
-                owner.append(i)
-            else:
-                chunk_queries += [queries[i]] * len(texts)
-                chunk_docs += texts
-                chunk_owner += [i] * len(texts)
-        if chunk_docs:
-            chunk_encoded = self._encode(chunk_queries, chunk_docs, instruction, truncate_query)
-            ids += chunk_encoded.input_ids
-            owner += chunk_owner
+        ids, owner = chunk_prompts(self._chunk_texts(docs, plan, encoded), encoded.input_ids, queries,
+                                   lambda qs, ds: self._encode(qs, ds, instruction, truncate_query).input_ids)
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
                               [share_keys[i] for i in owner])
         return aggregate_chunks(scores, owner, len(docs), plan.aggregate)
