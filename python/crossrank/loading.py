@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -17,14 +18,17 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from . import _core
 from .activations import ActivationLike, normalize_activation
 from .chat_template import read_tokenizer_config
-from .chunking import ChunkingLike, as_chunking
+from .chunking import Chunking, ChunkingLike, as_chunking
 from .config import ModelSpec, load_config, resolve_classifier_tokens
+from .engine import Engine
 from .errors import UnsupportedModelError
-from .prompting import ChatPrompting, PromptChoice, TemplateLike
-from .st_package import STPackage, head_overrides
+from .prompting import ChatPrompting, Prompting, PromptChoice, TemplateLike, choose_prompt, make_prompting
+from .st_compat import saved_activation_path
+from .st_package import STPackage, head_overrides, read_st_package
 from .templates import Template
+from .tokenization import PromptEncoder
 
-__all__ = ["LoadOptions", "Resolution", "auto_dtype", "resolve_dtype", "default_threads", "check_device",
+__all__ = ["LoadOptions", "Resolution", "Loaded", "load_model", "auto_dtype", "resolve_dtype", "default_threads", "check_device",
            "with_head_defaults", "pick_max_length", "engine_head", "DTYPES", "VNNI_LEVELS"]
 
 logger = logging.getLogger("crossrank")
@@ -250,3 +254,60 @@ def engine_head(spec: ModelSpec, vocab: Mapping[str, int]) -> Tuple[Dict[str, An
         rows = list(resolve_classifier_tokens(spec.head.tokens, vocab, vocab_size=spec.vocab_size))
         return {"kind": "lm_rows", "rows": list(rows), "two_way": spec.head.method == "from_2_way_softmax"}, rows
     return {"kind": "score_weight"}, None
+
+
+@dataclass
+class Loaded:
+    """The pieces of a loaded model, as :func:`load_model` builds them (see
+    :class:`~crossrank.CrossEncoder`'s attributes of the same names)."""
+
+    st_package: Optional[STPackage]
+    config: ModelSpec
+    prompting: Prompting
+    prompts: Dict[str, str]
+    default_prompt_name: Optional[str]
+    activation_fn: ActivationLike
+    truncate_query: bool
+    chunking: Optional[Chunking]
+    max_length: int
+    threads: int
+    dtype: str
+    head_token_ids: Optional[List[int]]
+    engine: Engine
+
+
+def load_model(name: str, path: Path, options: LoadOptions) -> Loaded:
+    """Loads the model in the resolved directory ``path`` (``name``: what it was asked for by):
+    config, tokenizer and prompt, the instructions, activation and lengths, and the engine."""
+    threads = options.threads if options.threads is not None else default_threads()
+    package = read_st_package(path)
+    spec = load_config(path, options.hf_overrides)
+    encoder = PromptEncoder(path, split_special_tokens=options.split_special_tokens)
+    choice = choose_prompt(options.template, options.chat_template_kwargs, path=path, name=name,
+                           package=package, config=spec.raw, encoder=encoder)
+    spec = with_head_defaults(spec, path, name, options.hf_overrides, choice=choice, package=package,
+                              tokenizer=encoder.tokenizer)
+    prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token, package=package)
+    prompts = dict(package.prompts) if package else {}
+    prompts.update(options.prompts or {})
+    default_prompt_name = options.default_prompt_name or (package.default_prompt_name if package else None)
+    if default_prompt_name is not None and default_prompt_name not in prompts:
+        raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {sorted(prompts)}")
+    activation = normalize_activation(options.activation_fn)
+    if activation is None:  # the saved one; a path crossrank cannot run raises, naming it
+        activation = normalize_activation(saved_activation_path(path, package))
+    chunking = as_chunking(options.chunking)
+    max_length = pick_max_length(options.max_length, family=prompting.family, package=package, path=path,
+                                 max_position_embeddings=spec.max_position_embeddings)
+    dtype = resolve_dtype(options.dtype)
+    if dtype == "int8" and _core.cpu_info()["isa"] not in VNNI_LEVELS:
+        warnings.warn(f"dtype='int8' runs without VNNI on this CPU (kernels: {_core.cpu_info()['isa']}), "
+                      "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
+                      RuntimeWarning, stacklevel=4)
+    head, rows = engine_head(spec, encoder.get_vocab())
+    engine = Engine.load(str(path), spec.core_params(), head, dtype=dtype, threads=threads,
+                         check_finite=options.check_finite)
+    return Loaded(st_package=package, config=spec, prompting=prompting, prompts=prompts,
+                  default_prompt_name=default_prompt_name, activation_fn=activation,
+                  truncate_query=bool(options.truncate_query), chunking=chunking, max_length=max_length,
+                  threads=threads, dtype=dtype, head_token_ids=rows, engine=engine)

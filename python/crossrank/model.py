@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -14,20 +13,18 @@ from . import _core
 from .activations import ActivationLike, activate_logits, apply_activation, default_activation, normalize_activation
 from .chat_template import ChatTemplate
 from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, chunk_prompts, split_documents
-from .config import ModelSpec, load_config
+from .config import ModelSpec
 from .engine import CancelToken, Engine, plan_passes
 from .hub import resolve_model_path
-from .loading import (VNNI_LEVELS, LoadOptions, Resolution, auto_dtype, check_device, default_threads, engine_head,
-                      pick_max_length, resolve_dtype, with_head_defaults)
+from .loading import LoadOptions, Resolution, auto_dtype, check_device, load_model, resolve_dtype
 from .multiprocess import run_pooled
 from .pairs import broadcast, flatten_queries, ranked
 from .passes import shared_prefix_groups
-from .prompting import Prompting, TemplateLike, choose_prompt, make_prompting, resolve_instruction, resolve_prompt
-from .st_compat import (ModelCardData, SentenceTransformersSurface, convert_scores, saved_activation_path,
-                        st_call_args, st_init_args)
-from .st_package import STPackage, read_st_package
+from .prompting import Prompting, TemplateLike, resolve_instruction, resolve_prompt
+from .st_compat import ModelCardData, SentenceTransformersSurface, convert_scores, st_call_args, st_init_args
+from .st_package import STPackage
 from .templates import Template, split_pairs
-from .tokenization import Encoded, PromptEncoder
+from .tokenization import Encoded
 
 __all__ = ["CrossEncoder", "CancelToken", "LoadOptions", "auto_dtype", "resolve_dtype", "shared_prefix_groups"]
 
@@ -126,54 +123,30 @@ class CrossEncoder(SentenceTransformersSurface):
         self.resolution = resolution
         self.model_name_or_path = name
         self.path: Path = path
-        threads = options.threads if options.threads is not None else default_threads()
-        self.st_package: Optional[STPackage] = read_st_package(path)
-        spec = load_config(path, options.hf_overrides)
-        encoder = PromptEncoder(path, split_special_tokens=options.split_special_tokens)
-        choice = choose_prompt(options.template, options.chat_template_kwargs, path=path, name=name,
-                               package=self.st_package, config=spec.raw, encoder=encoder)
-        spec = with_head_defaults(spec, path, name, options.hf_overrides, choice=choice, package=self.st_package,
-                                  tokenizer=encoder.tokenizer)
-        self.config: ModelSpec = spec
+        parts = load_model(name, path, options)
+        self.st_package: Optional[STPackage] = parts.st_package
+        self.config: ModelSpec = parts.config
         #: How pairs become token ids (see :mod:`crossrank.prompting`).
-        self.prompting: Prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token,
-                                                   package=self.st_package)
+        self.prompting: Prompting = parts.prompting
         #: The family template, when that is the prompt format.
-        self.template: Optional[Template] = self.prompting.family
-
-        package = self.st_package
-        self.prompts: Dict[str, str] = dict(package.prompts) if package else {}
-        self.prompts.update(options.prompts or {})
-        self.default_prompt_name: Optional[str] = options.default_prompt_name or (
-            package.default_prompt_name if package else None)
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
-                             f"{sorted(self.prompts)}")
-        activation = normalize_activation(options.activation_fn)
-        if activation is None:  # the saved one; a path crossrank cannot run raises, naming it
-            activation = normalize_activation(saved_activation_path(path, package))
-        self.activation_fn: ActivationFn = activation
-        self.truncate_query: bool = bool(options.truncate_query)
-        self.chunking: Optional[Chunking] = as_chunking(options.chunking)
-        self.max_length: int = pick_max_length(options.max_length, family=self.template, package=package, path=path,
-                                               max_position_embeddings=spec.max_position_embeddings)
-        self.threads = threads
-        self.dtype = resolve_dtype(options.dtype)
-        if self.dtype == "int8" and _core.cpu_info()["isa"] not in VNNI_LEVELS:
-            warnings.warn(f"dtype='int8' runs without VNNI on this CPU (kernels: {_core.cpu_info()['isa']}), "
-                          "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
-                          RuntimeWarning, stacklevel=3)
-
-        head, rows = engine_head(spec, encoder.get_vocab())
+        self.template: Optional[Template] = parts.prompting.family
+        self.prompts: Dict[str, str] = parts.prompts
+        self.default_prompt_name: Optional[str] = parts.default_prompt_name
+        self.activation_fn: ActivationFn = parts.activation_fn
+        self.truncate_query: bool = parts.truncate_query
+        self.chunking: Optional[Chunking] = parts.chunking
+        self.max_length: int = parts.max_length
+        self.threads: int = parts.threads
+        self.dtype: str = parts.dtype
         #: The token ids whose LM-head rows make the classifier, or ``None`` (a ``score.weight`` head).
-        self.head_token_ids: Optional[List[int]] = rows
+        self.head_token_ids: Optional[List[int]] = parts.head_token_ids
         #: The engine running this model's passes (see :mod:`crossrank.engine`).
-        self.engine: Engine = Engine.load(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
-                                          check_finite=options.check_finite)
-        self.num_labels: int = self.engine.num_labels
+        self.engine: Engine = parts.engine
+        self.num_labels: int = parts.engine.num_labels
+        spec = parts.config
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
-                    self.prompt_format, threads, _core.cpu_info()["isa"])
+                    self.prompt_format, self.threads, _core.cpu_info()["isa"])
 
     @property
     def prompt_format(self) -> str:
