@@ -115,7 +115,7 @@ def rss_child(spec: Dict[str, Any]) -> Dict[str, Any]:
     score_s = time.perf_counter() - t0
     peak_anon = sampler.stop()
     return {"model": str(spec["model"]), "dtype": model.dtype, "threads": spec["threads"], "tokens": int(n_tokens),
-            "weight_bytes": int(model._engine.weight_bytes), "rss_start": rss_start, "rss_after_load": rss_loaded,
+            "weight_bytes": int(model.engine.core.weight_bytes), "rss_start": rss_start, "rss_after_load": rss_loaded,
             "peak_rss_scoring": proc_status("VmHWM"), "anon_after_load": anon_loaded, "peak_anon_scoring": peak_anon,
             "load_s": load_s, "score_s": score_s,
             "score": score, "finite": bool(np.isfinite(score))}

@@ -301,7 +301,7 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: L
         "raw": raw.tolist(), "scores": (1.0 / (1.0 + np.exp(-raw))).tolist(),
         "lengths": enc.num_tokens, "ids_sha256": _ids_digest(enc.input_ids),
         "shared_prefix": shared_prefix_length(enc.input_ids),
-        **memory, "weight_bytes": int(model._engine.weight_bytes), "batch_size": "default (32)", "dtype": model.dtype,
+        **memory, "weight_bytes": int(model.engine.core.weight_bytes), "batch_size": "default (32)", "dtype": model.dtype,
         "gemm": os.environ.get("CROSSRANK_GEMM", "panels"),
         "openblas_core": _openblas_core(), "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
     }
