@@ -187,8 +187,8 @@ class Resolution:
         return dataclasses.asdict(self)
 
 
-def with_head_defaults(spec: ModelSpec, path: Path, name: str, hf_overrides: Optional[Mapping[str, Any]], *,
-                       choice: PromptChoice, package: Optional[STPackage], tokenizer: Any) -> ModelSpec:
+def with_head_defaults(spec: ModelSpec, name: str, *, choice: PromptChoice, package: Optional[STPackage],
+                       tokenizer: Any) -> ModelSpec:
     """``spec``, or for a causal LM without reranker keys its config with a head: the package's
     LogitScore, the family template's overrides, or (chat prompts, as sentence-transformers does
     for a bare causal LM) ``logit('yes') - logit('no')``; the caller's ``hf_overrides`` win over
@@ -222,7 +222,7 @@ def with_head_defaults(spec: ModelSpec, path: Path, name: str, hf_overrides: Opt
             '{"architectures": ["Qwen3ForSequenceClassification"], '
             '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}, '
             "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
-    return load_config(path, {**defaults, **(hf_overrides or {})})
+    return spec.with_defaults(defaults)
 
 
 def pick_max_length(max_length: Optional[int], *, family: Optional[Template], package: Optional[STPackage],
@@ -285,7 +285,7 @@ def load_model(name: str, path: Path, options: LoadOptions) -> Loaded:
     encoder = PromptEncoder(path, split_special_tokens=options.split_special_tokens)
     choice = choose_prompt(options.template, options.chat_template_kwargs, path=path, name=name,
                            package=package, config=spec.raw, encoder=encoder)
-    spec = with_head_defaults(spec, path, name, options.hf_overrides, choice=choice, package=package,
+    spec = with_head_defaults(spec, name, choice=choice, package=package,
                               tokenizer=encoder.tokenizer)
     prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token, package=package)
     prompts = dict(package.prompts) if package else {}
