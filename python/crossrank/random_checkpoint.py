@@ -1,8 +1,11 @@
-"""Random-weight checkpoints of a real model shape, written with NumPy alone.
+"""Random-weight checkpoints of a real model shape, written with NumPy (no torch).
 
 Speed does not depend on weight values, so a random checkpoint of a published shape gives real
 timings (demos, benchmarks) where real weights cannot be downloaded. Scores from random weights
 mean nothing about relevance: say so wherever they are shown.
+
+The tensors are the engine's own table (:func:`crossrank._core.tensor_table`: the names and
+shapes the loader checks and binds), written by :mod:`crossrank.safetensors_writer`.
 """
 from __future__ import annotations
 
