@@ -151,6 +151,17 @@ static int dict_bool(PyObject *d, const char *key, int *out) {
     return 0;
 }
 
+/* The config's dims and the flags that decide which tensors exist (what the tensor table reads). */
+static int config_dims(PyObject *config, cr_config *c) {
+    return dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
+           dict_int(config, "intermediate_size", &c->intermediate_size) ||
+           dict_int(config, "num_layers", &c->num_layers) || dict_int(config, "num_heads", &c->num_heads) ||
+           dict_int(config, "num_kv_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
+           dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
+           dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
+           dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings) ? -1 : 0;
+}
+
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"model_dir", "config", "head", "dtype", "threads", "check_finite", NULL};
     PyObject *dir_obj = NULL, *config, *head, *check_finite = Py_None;
@@ -170,18 +181,11 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     cr_load_params p = cr_load_params_default();
     cr_config *c = &p.config;
-    if (dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
-        dict_int(config, "intermediate_size", &c->intermediate_size) ||
-        dict_int(config, "num_layers", &c->num_layers) || dict_int(config, "num_heads", &c->num_heads) ||
-        dict_int(config, "num_kv_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
-        dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
+    if (config_dims(config, c) || dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
         dict_float(config, "attn_scale", &c->attn_scale) ||
         dict_float(config, "embed_scale", &c->embed_scale) ||
         dict_float(config, "rope_attn_factor", &c->rope_attn_factor) ||
-        dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
-        dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
-        dict_bool(config, "norm_add_one", &c->norm_add_one) ||
-        dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
+        dict_bool(config, "norm_add_one", &c->norm_add_one))
         goto fail;
     if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
         PyErr_Format(cr_exc_config, "config: num_layers = %lld is outside [1, %d]",
@@ -549,14 +553,7 @@ static PyObject *py_tensor_table(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|L:tensor_table", kwlist, &PyDict_Type, &config, &num_labels))
         return NULL;
     cr_config c = cr_load_params_default().config;
-    if (dict_int(config, "vocab_size", &c.vocab_size) || dict_int(config, "hidden_size", &c.hidden_size) ||
-        dict_int(config, "intermediate_size", &c.intermediate_size) ||
-        dict_int(config, "num_layers", &c.num_layers) || dict_int(config, "num_heads", &c.num_heads) ||
-        dict_int(config, "num_kv_heads", &c.num_kv_heads) || dict_int(config, "head_dim", &c.head_dim) ||
-        dict_bool(config, "qk_norm", &c.qk_norm) || dict_bool(config, "qkv_bias", &c.qkv_bias) ||
-        dict_bool(config, "o_bias", &c.o_bias) || dict_bool(config, "mlp_bias", &c.mlp_bias) ||
-        dict_bool(config, "tie_word_embeddings", &c.tie_word_embeddings))
-        return NULL;
+    if (config_dims(config, &c)) return NULL;
     int64_t n = cr_tensor_table_size(&c, num_labels);
     if (n < 0) {
         PyErr_SetString(cr_exc_config, cr_last_error());
