@@ -55,6 +55,7 @@ typedef enum cr_activation {
 } cr_activation;
 
 #define CR_MAX_LAYERS 4096
+#define CR_MAX_LABELS 65536   /* outputs of a classification head */
 
 /* The typed model config. Python's normaliser fills it from config.json + hf_overrides; every
  * architecture difference is a field here, not a separate forward. */
@@ -138,8 +139,8 @@ typedef struct cr_tensor_entry {
 } cr_tensor_entry;
 
 /* The number of tensors in the table of `config` (pointer fields unused); num_labels is 0 for a
- * causal LM, else in [1, 65536]. Returns -1 (and sets cr_last_error) when the config's dims are
- * out of bounds. */
+ * causal LM, else in [1, CR_MAX_LABELS]. Returns -1 (and sets cr_last_error) when the config's
+ * dims are out of bounds. */
 int64_t cr_tensor_table_size(const cr_config *config, int64_t num_labels);
 /* Entry `index` of that table, in [0, cr_tensor_table_size()). */
 cr_status cr_tensor_table_entry(const cr_config *config, int64_t num_labels, int64_t index,

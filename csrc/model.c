@@ -318,7 +318,7 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
             return cr_fail(CR_E_FORMAT,
                            "the checkpoint has no score.weight: it is not a converted sequence classifier. "
                            "For a causal-LM reranker pass hf_overrides with classifier_from_token and method");
-        if (t.ndim != 2 || t.shape[1] != H || t.shape[0] < 1 || t.shape[0] > 65536)
+        if (t.ndim != 2 || t.shape[1] != H || t.shape[0] < 1 || t.shape[0] > CR_MAX_LABELS)
             return cr_fail(CR_E_SHAPE, "tensor score.weight in %s must be [num_labels, %lld]", t.file,
                            (long long)H);
         m->num_labels = t.shape[0];
@@ -335,7 +335,7 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
         }
         return CR_OK;
     }
-    if (spec->kind != CR_HEAD_LM_ROWS || spec->num_rows < 1 || spec->num_rows > 65536 || !spec->rows)
+    if (spec->kind != CR_HEAD_LM_ROWS || spec->num_rows < 1 || spec->num_rows > CR_MAX_LABELS || !spec->rows)
         return cr_fail(CR_E_ARG, "head: LM-row heads need 1 or more token ids");
     if (spec->two_way && spec->num_rows != 2)
         return cr_fail(CR_E_ARG, "head: from_2_way_softmax needs exactly 2 token ids, got %lld",

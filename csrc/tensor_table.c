@@ -16,8 +16,6 @@
 #include "error.h"
 #include "tensor_table.h"
 
-#define MAX_LABELS 65536
-
 static const char *const LAYER_SUFFIX[] = {
     [CR_ROLE_ATTN_NORM] = "input_layernorm.weight",
     [CR_ROLE_MLP_NORM] = "post_attention_layernorm.weight",
@@ -104,9 +102,9 @@ static int64_t per_layer(const cr_config *c) {
 
 static cr_status check_table_args(const cr_config *c, int64_t num_labels) {
     if (!c) return cr_fail(CR_E_ARG, "tensor table: NULL config");
-    if (num_labels < 0 || num_labels > MAX_LABELS)
+    if (num_labels < 0 || num_labels > CR_MAX_LABELS)
         return cr_fail(CR_E_ARG, "tensor table: num_labels = %lld is outside [0, %d]", (long long)num_labels,
-                       MAX_LABELS);
+                       CR_MAX_LABELS);
     return cr_config_check_dims(c);
 }
 
