@@ -1,4 +1,15 @@
-"""Builds crossrank._core with plain setuptools against the CPython and NumPy C APIs.
+"""Builds crossrank's C engine and its two extension modules with plain setuptools against the
+CPython and NumPy C APIs.
+
+  crossrank_engine     the engine (csrc/*.c, csrc/kernels/*.c): a static library (build_clib),
+                       compiled once and linked into both modules
+  crossrank._core      the binding of the public API, csrc/crossrank.h (csrc/module.c,
+                       csrc/py_*.c)
+  crossrank._testing   test and benchmark hooks into the engine's internals (csrc/testing/), as
+                       NumPy keeps _multiarray_tests beside its core. The wheel ships it: the kernel
+                       tests can then run against an installed wheel on the CPU it was installed on
+                       (which kernel tables run is that CPU's choice), for ~0.8 MB; nothing
+                       in the package imports it.
 
 Kernel files named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
 ``*_avx512bf16.c`` and ``*_amx.c`` are the only ones compiled with ISA flags; everything else targets the
@@ -20,7 +31,12 @@ from glob import glob
 
 import numpy
 from setuptools import Extension, setup
+from setuptools.command.build_clib import build_clib
 from setuptools.command.build_ext import build_ext
+try:
+    from setuptools.modified import newer_group
+except ImportError:  # setuptools < 69, e.g. a venv's bundled copy under --no-build-isolation
+    from distutils.dep_util import newer_group
 
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
@@ -77,27 +93,40 @@ def openblas_flags():
     return found[0], found[1], [("CR_HAVE_OPENBLAS", "1")]
 
 
+class BuildClib(build_clib):
+    """build_clib that compiles each ISA-specific kernel file with its own flags (and leaves them
+    out off x86), and recompiles only the sources newer than their object or than a header."""
+
+    def build_libraries(self, libraries):
+        for name, info in libraries:
+            headers = list(info.get("depends", []))
+            objects = []
+            for src in info["sources"]:
+                flags = kernel_flags(src)
+                if flags is not None and not IS_X86:
+                    continue
+                obj = self.compiler.object_filenames([src], output_dir=self.build_temp)[0]
+                if self.force or newer_group([src] + headers, obj):
+                    self.compiler.compile([src], output_dir=self.build_temp, macros=info.get("macros"),
+                                          include_dirs=info.get("include_dirs"),
+                                          extra_postargs=list(info.get("cflags", [])) + (flags or []))
+                objects.append(obj)
+            self.compiler.create_static_lib(objects, name, output_dir=self.build_clib, debug=self.debug)
+
+
 class BuildExt(build_ext):
-    """build_ext that compiles ISA-specific kernel files with their own flags."""
+    """build_ext that builds the engine library first (so `build_ext --inplace` alone is enough)
+    and relinks an extension whenever that library changed."""
+
+    def run(self):
+        if self.distribution.has_c_libraries():
+            self.run_command("build_clib")
+        super().run()
 
     def build_extension(self, ext):
-        plain, kernels = [], []
-        for src in ext.sources:
-            (kernels if kernel_flags(src) else plain).append(src)
-        extra = list(ext.extra_compile_args or [])
-        objects = []
-        for src in kernels:
-            if not IS_X86:
-                continue
-            objects += self.compiler.compile(
-                [src], output_dir=self.build_temp, include_dirs=ext.include_dirs,
-                macros=ext.define_macros, extra_postargs=extra + kernel_flags(src),
-                depends=ext.depends)
-        ext.sources = plain
-        # the kernel files are no longer sources: keep them in the up-to-date check, or editing
-        # only one of them would leave the old extension in place
-        ext.depends = list(ext.depends or []) + [src for src in kernels if src not in (ext.depends or [])]
-        ext.extra_objects = list(ext.extra_objects or []) + objects
+        clib = self.get_finalized_command("build_clib")
+        archive = os.path.join(clib.build_clib, self.compiler.library_filename(ENGINE, lib_type="static"))
+        ext.depends = list(ext.depends or []) + [archive]
         super().build_extension(ext)
 
 
@@ -114,22 +143,28 @@ if sanitize:
     compile_args += san
     link_args += san
 
-sources = sorted(glob("csrc/*.c")) + sorted(glob("csrc/kernels/*.c"))
+ENGINE = "crossrank_engine"
+# The CPython glue: csrc/module.c and csrc/py_*.c bind crossrank.h; csrc/py_cpu.c goes into both modules.
+GLUE = ["csrc/module.c"] + sorted(glob("csrc/py_*.c"))
+engine_sources = [f for f in sorted(glob("csrc/*.c")) if f not in GLUE] + sorted(glob("csrc/kernels/*.c"))
+headers = sorted(glob("csrc/*.h")) + sorted(glob("csrc/kernels/*.h")) + sorted(glob("csrc/testing/*.h"))
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"), ("_GNU_SOURCE", None)] + blas_macros
 if IS_X86:
     macros.append(("CR_X86", "1"))
+include_dirs = [numpy.get_include(), "csrc"] + blas_include
+
+
+def extension(name, sources):
+    return Extension(name, sources=sources, include_dirs=include_dirs, define_macros=macros,
+                     extra_compile_args=compile_args, extra_link_args=link_args, depends=headers)
+
 
 setup(
+    libraries=[(ENGINE, {"sources": engine_sources, "depends": headers, "macros": macros,
+                         "include_dirs": include_dirs, "cflags": compile_args})],
     ext_modules=[
-        Extension(
-            "crossrank._core",
-            sources=sources,
-            include_dirs=[numpy.get_include(), "csrc"] + blas_include,
-            define_macros=macros,
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            depends=sorted(glob("csrc/*.h")) + sorted(glob("csrc/kernels/*.h")),
-        )
+        extension("crossrank._core", GLUE),
+        extension("crossrank._testing", sorted(glob("csrc/testing/*.c")) + ["csrc/py_cpu.c"]),
     ],
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_clib": BuildClib, "build_ext": BuildExt},
 )

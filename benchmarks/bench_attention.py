@@ -1,19 +1,16 @@
 #!/usr/bin/env python
-"""Long-document attention: the tiled kernel against the previous per-row path, and the memory
-of one 8,192-token pair.
+"""Long-document attention: the tiled kernel's time and GFLOP/s, and the memory of one 8,192-token
+pair.
 
-    python benchmarks/bench_attention.py                        # 1k / 4k / 8k tokens, both paths
+    python benchmarks/bench_attention.py                        # 1k / 4k / 8k tokens
     python benchmarks/bench_attention.py --tokens 1024 4096 --repeats 5
     python benchmarks/bench_attention.py --rss                  # peak RSS of one 8,192-token pair
     python benchmarks/bench_attention.py --rss --model DIR --dtype float32 --json out.json
 
 Attention mode: one layer's attention of one sequence of N tokens at the Qwen3-Reranker-0.6B
 shape (heads, KV heads and head_dim from assets/model-configs), random q/k/v, through the
-test hook ``_core._attention``: ``impl="tiled"`` (the engine's cr_attention) and
-``impl="rowwise"`` (the algorithm it replaced: dot product per key, expf, axpy per key), in
-the same process, alternating, best of --repeats (the old path at 8k takes about a minute per
-run, so it gets --old-repeats). GFLOP/s counts the causal work, 4 * heads * head_dim per
-(query, visible key).
+test hook ``crossrank._testing.attention`` (the engine's cr_attention), best of --repeats.
+GFLOP/s counts the causal work, 4 * heads * head_dim per (query, visible key).
 
 RSS mode: a child process loads the model (default: the random-weight 0.6B-shape checkpoint of
 bench_rerank.py's cache), resets its peak-RSS counter (/proc/self/clear_refs), scores one query with a
@@ -57,15 +54,15 @@ def attention_shape() -> Dict[str, int]:
 def bench_attention(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
 
-    from crossrank import _core
+    from crossrank import _testing
 
     shape = attention_shape()
     nh, nkv, d = shape["n_heads"], shape["n_kv_heads"], shape["head_dim"]
     rng = np.random.default_rng(0)
     rows: List[Dict[str, Any]] = []
     print(f"one layer, {nh} heads / {nkv} KV heads / head_dim {d}, {args.threads} thread(s), "
-          f"kernels {_core.cpu_info()['isa']}")
-    head = f"{'tokens':>7} {'tiled ms':>10} {'GFLOP/s':>8} {'rowwise ms':>11} {'GFLOP/s':>8} {'speed-up':>9}  max |diff|"
+          f"kernels {_testing.cpu_info()['isa']}")
+    head = f"{'tokens':>7} {'ms':>10} {'GFLOP/s':>8}"
     print(head + "\n" + "-" * len(head))
     for n in args.tokens:
         q = rng.standard_normal((n, nh, d), dtype=np.float32)
@@ -74,24 +71,16 @@ def bench_attention(args: argparse.Namespace) -> Dict[str, Any]:
         pos = np.arange(n, dtype=np.int32)
         starts = np.array([0, n], dtype=np.int64)
         flops = 4.0 * nh * d * n * (n + 1) / 2
-        times: Dict[str, List[float]] = {"tiled": [], "rowwise": []}
-        outs: Dict[str, Any] = {}
-        for rep in range(max(args.repeats, args.old_repeats)):
-            for impl in ("tiled", "rowwise"):
-                if len(times[impl]) >= (args.repeats if impl == "tiled" else args.old_repeats):
-                    continue
-                t0 = time.perf_counter()
-                outs[impl] = _core._attention(q, k, v, pos, starts, threads=args.threads, impl=impl)
-                times[impl].append(time.perf_counter() - t0)
-        tiled, old = min(times["tiled"]), min(times["rowwise"])
-        diff = float(np.abs(outs["tiled"] - outs["rowwise"]).max())
-        row = {"tokens": n, "tiled_s": tiled, "rowwise_s": old, "tiled_gflops": flops / tiled / 1e9,
-               "rowwise_gflops": flops / old / 1e9, "speedup": old / tiled, "max_abs_diff": diff,
-               "tiled_times_s": times["tiled"], "rowwise_times_s": times["rowwise"]}
+        times: List[float] = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            _testing.attention(q, k, v, pos, starts, threads=args.threads)
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        row = {"tokens": n, "tiled_s": best, "tiled_gflops": flops / best / 1e9, "tiled_times_s": times}
         rows.append(row)
-        print(f"{n:>7} {tiled * 1e3:>10.1f} {row['tiled_gflops']:>8.1f} {old * 1e3:>11.1f} "
-              f"{row['rowwise_gflops']:>8.1f} {row['speedup']:>8.1f}x  {diff:.1e}", flush=True)
-    print(f"(whole model: x {shape['layers']} layers; best of {args.repeats} tiled / {args.old_repeats} rowwise runs)")
+        print(f"{n:>7} {best * 1e3:>10.1f} {row['tiled_gflops']:>8.1f}", flush=True)
+    print(f"(whole model: x {shape['layers']} layers; best of {args.repeats} runs)")
     return {"mode": "attention", "shape": shape, "rows": rows}
 
 
@@ -126,7 +115,7 @@ def rss_child(spec: Dict[str, Any]) -> Dict[str, Any]:
     score_s = time.perf_counter() - t0
     peak_anon = sampler.stop()
     return {"model": str(spec["model"]), "dtype": model.dtype, "threads": spec["threads"], "tokens": int(n_tokens),
-            "weight_bytes": int(model._engine.weight_bytes), "rss_start": rss_start, "rss_after_load": rss_loaded,
+            "weight_bytes": int(model.engine.core.weight_bytes), "rss_start": rss_start, "rss_after_load": rss_loaded,
             "peak_rss_scoring": proc_status("VmHWM"), "anon_after_load": anon_loaded, "peak_anon_scoring": peak_anon,
             "load_s": load_s, "score_s": score_s,
             "score": score, "finite": bool(np.isfinite(score))}
@@ -164,8 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 8192])
-    p.add_argument("--repeats", type=int, default=3, help="runs of the tiled path per length (best kept)")
-    p.add_argument("--old-repeats", type=int, default=1, help="runs of the row-wise path per length")
+    p.add_argument("--repeats", type=int, default=3, help="runs per length (best kept)")
     p.add_argument("--rss", action="store_true", help="measure the peak RSS of one long pair instead")
     p.add_argument("--model", help="RSS mode: model directory (default: the random 0.6B-shape checkpoint)")
     p.add_argument("--dtype", default="auto", help="RSS mode: compute dtype")

@@ -126,7 +126,7 @@ def onednn_isa() -> Optional[str]:
     return found[-1] if found else ("unknown" if out else None)
 
 
-#: FLOP (OP) per iteration of each peak loop (py_bench.c), for the thread clock.
+#: FLOP (OP) per iteration of each peak loop (csrc/testing/bench.c), for the thread clock.
 PEAK_FLOP = {"fma_f32": 384, "dpbf16": 768, "vnni": 1536, "amx_bf16": 65536, "amx_int8": 131072}
 
 
@@ -139,7 +139,7 @@ def peaks_for(core: Any, threads: int, clock: str = "wall") -> Dict[str, Optiona
             best = 0.0
             for _ in range(3):
                 t0 = time.thread_time()
-                rate = core._bench_peak(kind, threads=threads, iters=iters)
+                rate = core.bench_peak(kind, threads=threads, iters=iters)
                 cpu = time.thread_time() - t0
                 # the hook runs iters // 64 * 64 iterations (64 slices per thread)
                 best = max(best, rate if clock == "wall" else PEAK_FLOP[kind] * (iters // 64 * 64) / cpu / 1e9)
@@ -175,7 +175,7 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
                 if fmt in TORCH_FORMATS:
                     seconds = onednn.try_seconds(w, m, fmt, threads, args.reps, args.clock) if onednn else None
                 else:
-                    seconds = core._bench_linear(w, m, fmt=fmt, threads=threads, reps=args.reps, clock=args.clock)
+                    seconds = core.bench_linear(w, m, fmt=fmt, threads=threads, reps=args.reps, clock=args.clock)
                 if seconds is None:
                     cells.append("n/a")
                     continue
@@ -218,7 +218,8 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from crossrank import _core
+    # the hooks' module: the layers, the peak loops and the dispatcher state they ran on
+    from crossrank import _testing
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", default=str(len(os.sched_getaffinity(0))),
@@ -249,8 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             onednn = OneDNN()
         except ImportError:
             print("torch is not installed: the oneDNN columns are skipped")
-    usable = _core.amx_usable()
-    info = _core.cpu_info()
+    usable = _testing.amx_usable()
+    info = _testing.cpu_info()
     dnn_isa = onednn_isa() if onednn else None
     print(f"{platform.processor() or platform.machine()}, vendor {info['vendor']}, kernels {info['isa']}, "
           f"AMX: {info['amx']} (usable: {usable}); torch {onednn.version if onednn else 'n/a'}, oneDNN bf16 "
@@ -268,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if problems:
             print("--require-amx: " + "; ".join(problems))
             return 2
-    runs = [run_threads(_core, t, args, formats, shapes, onednn) for t in thread_counts]
+    runs = [run_threads(_testing, t, args, formats, shapes, onednn) for t in thread_counts]
     print("\nGFLOP/s (percent of the peak of that precision: float32 FMA for float32 and OpenBLAS; the AMX "
           "tile peak for bfloat16, int8 and oneDNN where AMX is usable, else vdpbf16ps / vpdpbusd; int8 "
           "timings include the per-token quantization, bfloat16 the rounding of the inputs)")

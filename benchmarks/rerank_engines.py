@@ -301,7 +301,7 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: L
         "raw": raw.tolist(), "scores": (1.0 / (1.0 + np.exp(-raw))).tolist(),
         "lengths": enc.num_tokens, "ids_sha256": _ids_digest(enc.input_ids),
         "shared_prefix": shared_prefix_length(enc.input_ids),
-        **memory, "weight_bytes": int(model._engine.weight_bytes), "batch_size": "default (32)", "dtype": model.dtype,
+        **memory, "weight_bytes": int(model.engine.core.weight_bytes), "batch_size": "default (32)", "dtype": model.dtype,
         "gemm": os.environ.get("CROSSRANK_GEMM", "panels"),
         "openblas_core": _openblas_core(), "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
     }
@@ -462,11 +462,11 @@ def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
     out["peak_gflops"] = max(v for k, v in out.items())
     out["matrix"] = n
     try:  # register-only loops: the instruction peaks the GEMMs are measured against
-        from crossrank import _core
+        from crossrank import _testing
 
-        out["fma_f32_loop_gflops"] = _core._bench_peak("fma_f32", threads=spec["threads"])
-        out["dpbf16_loop_gflops"] = _core._bench_peak("dpbf16", threads=spec["threads"])
-        out["vnni_loop_gops"] = _core._bench_peak("vnni", threads=spec["threads"])
+        out["fma_f32_loop_gflops"] = _testing.bench_peak("fma_f32", threads=spec["threads"])
+        out["dpbf16_loop_gflops"] = _testing.bench_peak("dpbf16", threads=spec["threads"])
+        out["vnni_loop_gops"] = _testing.bench_peak("vnni", threads=spec["threads"])
     except (ImportError, RuntimeError):
         pass
     return out

@@ -319,8 +319,10 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     }
 }
 
-cr_status cr_attention_blocks(const cr_attn_args *a, int64_t rows, int64_t **block_seq, int64_t **block_row0,
-                              int64_t *n_blocks) {
+/* The work blocks of a pass: per sequence, query rows [row0, row0 + rows) (only the last row
+ * when a->last_only), as two arrays of *n_blocks entries the caller frees. */
+static cr_status attention_blocks(const cr_attn_args *a, int64_t rows, int64_t **block_seq, int64_t **block_row0,
+                                  int64_t *n_blocks) {
     int64_t n = 0;
     for (int64_t s = 0; s < a->n_seqs; s++) {
         int64_t len = a->seq_start[s + 1] - a->seq_start[s];
@@ -363,7 +365,7 @@ cr_status cr_attention(const cr_attn_args *a) {
         return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",
                        (long long)a->scratch_stride,
                        (long long)cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim));
-    cr_status st = cr_attention_blocks(a, job.sh.rows, &job.block_seq, &job.block_row0, &job.n_blocks);
+    cr_status st = attention_blocks(a, job.sh.rows, &job.block_seq, &job.block_row0, &job.n_blocks);
     if (st) return st;
     st = cr_pool_run(a->threads, job.n_blocks * a->n_kv_heads, attn_task, &job, a->abort);
     free(job.block_seq);

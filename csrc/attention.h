@@ -53,9 +53,4 @@ int64_t cr_attention_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t
 
 cr_status cr_attention(const cr_attn_args *a);
 
-/* The work blocks of a pass: per sequence, query rows [row0, row0 + rows) (only the last row
- * when a->last_only), as two arrays of *n_blocks entries the caller frees. */
-cr_status cr_attention_blocks(const cr_attn_args *a, int64_t rows, int64_t **block_seq, int64_t **block_row0,
-                              int64_t *n_blocks);
-
 #endif

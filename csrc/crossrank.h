@@ -112,6 +112,13 @@ typedef struct cr_load_params {
 
 cr_load_params cr_load_params_default(void);
 
+/* Checks the scalar fields of a config: every dimension within the engine's bounds (named by its
+ * Hugging Face config key), heads a multiple of key/value heads, head_dim even, the scales finite,
+ * the activation known. The one place these bounds live: Python's normaliser calls it (through
+ * _core.check_config) before it derives anything from the dimensions, and cr_model_load calls it
+ * again. Does not read rope_inv_freq or layer_window. CR_E_ARG with cr_last_error() on failure. */
+cr_status cr_config_check(const cr_config *config);
+
 /* ---- The tensor table: every tensor a checkpoint of this config holds, in one order --------
  * The loader's shape check and binder read it, and Python's checkpoint writers write it: one
  * definition of the HF names and shapes per architecture (Qwen2/Qwen3/Gemma differ only by the
@@ -197,8 +204,59 @@ void cr_prefix_free(cr_prefix *prefix);  /* accepts NULL */
 /* CPU dispatch: the instruction set the kernels use ("ref", "avx2", "avx512", "avx512bf16"). */
 const char *cr_isa_name(void);
 
+/* What the dispatcher found. Every string is static (valid for the life of the process). */
+typedef struct cr_cpu_info {
+    const char *isa;        /* the kernels in use: cr_isa_name() */
+    const char *detected;   /* the best level the CPU and OS allow, before CROSSRANK_ISA caps it */
+    const char *features;   /* comma-separated CPU features ("avx2,fma,f16c,avx512f,...") */
+    const char *vendor;     /* the CPUID vendor string ("GenuineIntel", ...; "" when unknown) */
+    const char *amx;        /* "usable", "not asked yet", or why not ("refused by the kernel: ...") */
+} cr_cpu_info;
+
+/* Fills *out; never fails, asks for nothing (the AMX permission stays as it was). Thread-safe. */
+void cr_cpu_describe(cr_cpu_info *out);
+
+/* Whether the AMX kernels may run in this process: the CPU and XCR0 have the tile state, the
+ * active level is AMX (not capped) and Linux granted the permission to use XTILEDATA. The
+ * permission is asked once per process, lazily, at the first call (thread-safe), never at load of
+ * the library. CROSSRANK_AMX_DENY=1 (a testing aid) makes it a refusal. After a refusal the
+ * process runs the AVX512BF16 level: cr_isa_name() says so and cr_cpu_info.amx says why. */
+int cr_amx_usable(void);
+
 /* The BLAS this build links for the opt-in CROSSRANK_GEMM=openblas path ("openblas"), or NULL. */
 const char *cr_blas_name(void);
+
+/* Returns the C heap's free pages to the OS (glibc's malloc_trim): 1 when some were released,
+ * 0 when none were or the C library cannot (not glibc). A load frees large temporary buffers that
+ * glibc would otherwise keep. Thread-safe; may take a while on a large heap, so call it without
+ * holding locks others wait on. */
+int cr_release_free_memory(void);
+
+/* ---- Checkpoint inspection, without loading a model ---------------------------------------- */
+
+typedef struct cr_checkpoint cr_checkpoint;
+
+/* One tensor of an open checkpoint. The pointers stay valid until cr_checkpoint_close(). */
+typedef struct cr_tensor_info {
+    const char *name;              /* valid UTF-8 (the header parser checked it) */
+    cr_dtype dtype;
+    int ndim;                      /* 0..8 */
+    const int64_t *shape;          /* [ndim], each >= 0 */
+    const char *file;              /* the file holding it, relative to the model directory */
+} cr_tensor_info;
+
+/* Opens model_dir/model.safetensors.index.json if present (every shard it names must exist, every
+ * tensor it lists must be in its shard, and no tensor may appear in two shards), else
+ * model_dir/model.safetensors. Each file is mapped read-only and fully validated before this
+ * returns: CR_E_IO (missing, unreadable), CR_E_FORMAT (malformed) or CR_E_NOMEM, with the message
+ * naming the file. On failure *out is NULL. */
+cr_status cr_checkpoint_open(const char *model_dir, cr_checkpoint **out);
+void cr_checkpoint_close(cr_checkpoint *ck);   /* accepts NULL */
+
+/* Tensors of the checkpoint, sorted by name: i in [0, cr_checkpoint_n_tensors()). An i out of
+ * range gives a zeroed *out (name NULL). */
+size_t cr_checkpoint_n_tensors(const cr_checkpoint *ck);
+void cr_checkpoint_tensor(const cr_checkpoint *ck, size_t i, cr_tensor_info *out);
 
 #ifdef __cplusplus
 }

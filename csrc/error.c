@@ -1,6 +1,10 @@
-/* error.c — thread-local error messages and checked allocation helpers. */
+/* error.c — thread-local error messages, checked allocation helpers, and returning the heap's
+ * free pages. */
 #include "error.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +57,19 @@ void *cr_malloc_array(size_t count, size_t size, const char *what) {
     return cr_malloc(n, what);
 }
 
+char *cr_strndup(const char *s, size_t len, const char *what) {
+    size_t bytes;
+    if (!cr_add_size(len, 1, &bytes)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows", what);
+        return NULL;
+    }
+    char *copy = cr_malloc(bytes, what);
+    if (!copy) return NULL;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    return copy;
+}
+
 void *cr_aligned_alloc(size_t n, const char *what) {
     void *p = NULL;
     size_t rounded;
@@ -66,4 +83,12 @@ void *cr_aligned_alloc(size_t n, const char *what) {
         return NULL;
     }
     return p;
+}
+
+int cr_release_free_memory(void) {
+#if defined(__GLIBC__)
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
 }

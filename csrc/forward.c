@@ -301,10 +301,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
 
     cr_engine_lock();
     if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
-    /* The embedding rows are copied: drop the table's file pages again. With transparent huge pages
-     * one row read maps a whole 2 MiB page, so a long document would otherwise keep hundreds of MB
-     * of the table resident. */
-    cr_checkpoint_release(m->ck, &m->embed);
+    cr_embed_rows_done(m);   /* the rows are copied: the loader drops the table's file pages */
     if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
     for (int64_t li = 0; li < c->num_layers; li++) {
         if ((st = layer_forward(&p, li, li == c->num_layers - 1))) goto done;

@@ -28,48 +28,51 @@ cr_load_params cr_load_params_default(void) {
     return p;
 }
 
-static cr_status check_dim(const char *what, int64_t v, int64_t max) {
-    if (v < 1 || v > max)
-        return cr_fail(CR_E_ARG, "config: %s = %lld is outside [1, %lld]", what, (long long)v,
-                       (long long)max);
+static cr_status check_dim(const char *key, int64_t v, int64_t lo, int64_t max) {
+    if (v < lo || v > max)
+        return cr_fail(CR_E_ARG, "config key '%s' = %lld is outside [%lld, %lld]; fix config.json or set "
+                       "hf_overrides={'%s': ...}", key, (long long)v, (long long)lo, (long long)max, key);
     return CR_OK;
 }
 
 static int64_t first_non_finite(const float *x, int64_t n);
 
-cr_status cr_config_check_dims(const cr_config *c) {
+cr_status cr_config_check(const cr_config *c) {
     cr_status st;
-    if ((st = check_dim("vocab_size", c->vocab_size, 16LL << 20)) ||
-        (st = check_dim("hidden_size", c->hidden_size, 1 << 16)) ||
-        (st = check_dim("intermediate_size", c->intermediate_size, 1 << 20)) ||
-        (st = check_dim("num_hidden_layers", c->num_layers, CR_MAX_LAYERS)) ||
-        (st = check_dim("num_attention_heads", c->num_heads, 1024)) ||
-        (st = check_dim("num_key_value_heads", c->num_kv_heads, 1024)) ||
-        (st = check_dim("head_dim", c->head_dim, 4096)))
+    if (!c) return cr_fail(CR_E_ARG, "config: NULL");
+    if ((st = check_dim("vocab_size", c->vocab_size, 1, 16LL << 20)) ||
+        (st = check_dim("hidden_size", c->hidden_size, 1, 1 << 16)) ||
+        (st = check_dim("intermediate_size", c->intermediate_size, 1, 1 << 20)) ||
+        (st = check_dim("num_hidden_layers", c->num_layers, 1, CR_MAX_LAYERS)) ||
+        (st = check_dim("num_attention_heads", c->num_heads, 1, 1024)) ||
+        (st = check_dim("num_key_value_heads", c->num_kv_heads, 1, 1024)) ||
+        (st = check_dim("head_dim", c->head_dim, 2, 4096)))
         return st;
     if (c->num_heads % c->num_kv_heads)
-        return cr_fail(CR_E_ARG, "config: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+        return cr_fail(CR_E_ARG, "config: num_attention_heads (%lld) must be a multiple of num_key_value_heads "
+                       "(%lld); set num_key_value_heads to the checkpoint's number of key/value heads",
                        (long long)c->num_heads, (long long)c->num_kv_heads);
     if (c->head_dim % 2)
-        return cr_fail(CR_E_ARG, "config: head_dim %lld must be even for rotary embeddings",
+        return cr_fail(CR_E_ARG, "config: head_dim must be even (RoPE rotates pairs of dimensions), got %lld",
                        (long long)c->head_dim);
     if (c->num_heads * c->head_dim > (1 << 20))
-        return cr_fail(CR_E_ARG, "config: num_attention_heads * head_dim is too large");
+        return cr_fail(CR_E_ARG, "config: num_attention_heads * head_dim = %lld is too large (at most %d)",
+                       (long long)(c->num_heads * c->head_dim), 1 << 20);
+    if (!(c->rms_norm_eps >= 0.0f) || !isfinite(c->rms_norm_eps))
+        return cr_fail(CR_E_ARG, "config: rms_norm_eps must be a finite non-negative number");
+    if (!isfinite(c->attn_scale) || !isfinite(c->embed_scale) || !isfinite(c->rope_attn_factor))
+        return cr_fail(CR_E_ARG, "config: attn_scale, embed_scale and rope_attention_factor must be finite");
+    if (c->act != CR_ACT_SILU && c->act != CR_ACT_GELU_TANH && c->act != CR_ACT_GELU)
+        return cr_fail(CR_E_ARG, "config: unknown activation %d", (int)c->act);
     return CR_OK;
 }
 
 static cr_status validate_config(const cr_config *c) {
-    cr_status st = cr_config_check_dims(c);
+    cr_status st = cr_config_check(c);
     if (st) return st;
     if (!c->rope_inv_freq) return cr_fail(CR_E_ARG, "config: rope_inv_freq is missing");
     if (first_non_finite(c->rope_inv_freq, c->head_dim / 2) >= 0)
         return cr_fail(CR_E_ARG, "config: rope_inv_freq holds NaN or an infinity");
-    if (!(c->rms_norm_eps >= 0.0f) || !isfinite(c->rms_norm_eps))
-        return cr_fail(CR_E_ARG, "config: rms_norm_eps must be a finite non-negative number");
-    if (!isfinite(c->attn_scale) || !isfinite(c->embed_scale) || !isfinite(c->rope_attn_factor))
-        return cr_fail(CR_E_ARG, "config: attn_scale, embed_scale and rope_attn_factor must be finite");
-    if (c->act != CR_ACT_SILU && c->act != CR_ACT_GELU_TANH && c->act != CR_ACT_GELU)
-        return cr_fail(CR_E_ARG, "config: unknown activation %d", (int)c->act);
     return CR_OK;
 }
 
@@ -376,6 +379,10 @@ void cr_embed_row(const cr_model *m, int32_t token, float *dst) {
     if (m->cfg.embed_scale != 1.0f)
         for (int64_t j = 0; j < H; j++) dst[j] *= m->cfg.embed_scale;
 }
+
+/* With transparent huge pages one row read maps a whole 2 MiB page, so a long document would
+ * otherwise keep hundreds of MB of the table resident. */
+void cr_embed_rows_done(const cr_model *m) { cr_checkpoint_release(m->ck, &m->embed); }
 
 cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_model **out) {
     *out = NULL;

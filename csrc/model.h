@@ -46,4 +46,8 @@ struct cr_prefix {
 /* Reads one row of the embedding table into dst[H] as float32, times the embedding scale. */
 void cr_embed_row(const cr_model *m, int32_t token, float *dst);
 
+/* Called once the rows a pass needs are copied: drops the embedding table's file pages again, so
+ * the table's resident share does not grow with every document read. Needs no lock. */
+void cr_embed_rows_done(const cr_model *m);
+
 #endif

@@ -5,13 +5,8 @@
 
 #include <math.h>
 #include <numpy/arrayobject.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <stdatomic.h>
 #include <string.h>
-
-#include "kernels/kernels.h"
 
 /* Arrays the core reads with the GIL released are private copies: another Python thread could
  * otherwise rewrite a token id or a seq_start entry after it was validated (an out-of-bounds read
@@ -151,15 +146,53 @@ static int dict_bool(PyObject *d, const char *key, int *out) {
     return 0;
 }
 
-/* The config's dims and the flags that decide which tensors exist (what the tensor table reads). */
-static int config_dims(PyObject *config, cr_config *c) {
-    return dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
-           dict_int(config, "intermediate_size", &c->intermediate_size) ||
-           dict_int(config, "num_layers", &c->num_layers) || dict_int(config, "num_heads", &c->num_heads) ||
-           dict_int(config, "num_kv_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
-           dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
-           dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
-           dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings) ? -1 : 0;
+/* The config dict crosses the boundary under the names of crossrank.config.ModelSpec, which are
+ * the Hugging Face config keys wherever one exists (num_hidden_layers, num_key_value_heads, ...).
+ * Fills the scalar fields of `c` and checks them with cr_config_check: the bounds live in C only. */
+static int parse_config_scalars(PyObject *config, cr_config *c) {
+    if (dict_int(config, "vocab_size", &c->vocab_size) || dict_int(config, "hidden_size", &c->hidden_size) ||
+        dict_int(config, "intermediate_size", &c->intermediate_size) ||
+        dict_int(config, "num_hidden_layers", &c->num_layers) ||
+        dict_int(config, "num_attention_heads", &c->num_heads) ||
+        dict_int(config, "num_key_value_heads", &c->num_kv_heads) || dict_int(config, "head_dim", &c->head_dim) ||
+        dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
+        dict_float(config, "attn_scale", &c->attn_scale) ||
+        dict_float(config, "embed_scale", &c->embed_scale) ||
+        dict_float(config, "rope_attention_factor", &c->rope_attn_factor) ||
+        dict_bool(config, "qk_norm", &c->qk_norm) || dict_bool(config, "qkv_bias", &c->qkv_bias) ||
+        dict_bool(config, "o_bias", &c->o_bias) || dict_bool(config, "mlp_bias", &c->mlp_bias) ||
+        dict_bool(config, "norm_add_one", &c->norm_add_one) ||
+        dict_bool(config, "tie_word_embeddings", &c->tie_word_embeddings))
+        return -1;
+    PyObject *act = PyDict_GetItemString(config, "activation");
+    const char *act_name = act ? PyUnicode_AsUTF8(act) : NULL;
+    if (!act_name) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "config is missing 'activation'");
+        return -1;
+    }
+    if (strcmp(act_name, "silu") == 0) c->act = CR_ACT_SILU;
+    else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
+    else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
+    else {
+        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
+        return -1;
+    }
+    if (cr_config_check(c)) {
+        PyErr_SetString(cr_exc_config, cr_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_check_config(PyObject *self, PyObject *config) {
+    (void)self;
+    if (!PyDict_Check(config)) {
+        PyErr_Format(PyExc_TypeError, "check_config() takes a dict, got %s", Py_TYPE(config)->tp_name);
+        return NULL;
+    }
+    cr_load_params p = cr_load_params_default();
+    if (parse_config_scalars(config, &p.config)) return NULL;
+    Py_RETURN_NONE;
 }
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
@@ -181,34 +214,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     cr_load_params p = cr_load_params_default();
     cr_config *c = &p.config;
-    if (config_dims(config, c) || dict_float(config, "rms_norm_eps", &c->rms_norm_eps) ||
-        dict_float(config, "attn_scale", &c->attn_scale) ||
-        dict_float(config, "embed_scale", &c->embed_scale) ||
-        dict_float(config, "rope_attn_factor", &c->rope_attn_factor) ||
-        dict_bool(config, "norm_add_one", &c->norm_add_one))
-        goto fail;
-    if (c->num_layers < 1 || c->num_layers > CR_MAX_LAYERS) {
-        PyErr_Format(cr_exc_config, "config: num_layers = %lld is outside [1, %d]",
-                     (long long)c->num_layers, CR_MAX_LAYERS);
-        goto fail;
-    }
-    if (c->head_dim < 2 || c->head_dim > 4096) {
-        PyErr_Format(cr_exc_config, "config: head_dim = %lld is outside [2, 4096]", (long long)c->head_dim);
-        goto fail;
-    }
-    PyObject *act = PyDict_GetItemString(config, "activation");
-    const char *act_name = act ? PyUnicode_AsUTF8(act) : NULL;
-    if (!act_name) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "config is missing 'activation'");
-        goto fail;
-    }
-    if (strcmp(act_name, "silu") == 0) c->act = CR_ACT_SILU;
-    else if (strcmp(act_name, "gelu_tanh") == 0) c->act = CR_ACT_GELU_TANH;
-    else if (strcmp(act_name, "gelu") == 0) c->act = CR_ACT_GELU;
-    else {
-        PyErr_Format(cr_exc_config, "config: unknown activation '%s' (silu, gelu_tanh, gelu)", act_name);
-        goto fail;
-    }
+    if (parse_config_scalars(config, c)) goto fail;
     PyObject *o = PyDict_GetItemString(config, "rope_inv_freq");
     if (!o) { PyErr_SetString(PyExc_KeyError, "config is missing 'rope_inv_freq'"); goto fail; }
     inv_freq = (PyArrayObject *)PyArray_FROMANY(o, NPY_FLOAT32, 1, 1, CR_PRIVATE_ARRAY);
@@ -219,12 +225,12 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         goto fail;
     }
     c->rope_inv_freq = PyArray_DATA(inv_freq);
-    o = PyDict_GetItemString(config, "layer_window");
+    o = PyDict_GetItemString(config, "layer_windows");
     if (o && o != Py_None) {
         windows = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 1, 1, CR_PRIVATE_ARRAY);
         if (!windows) goto fail;
         if (PyArray_DIM(windows, 0) != c->num_layers) {
-            PyErr_Format(cr_exc_config, "config: layer_window has %lld entries for %lld layers",
+            PyErr_Format(cr_exc_config, "config: layer_windows has %lld entries for num_hidden_layers = %lld",
                          (long long)PyArray_DIM(windows, 0), (long long)c->num_layers);
             goto fail;
         }
@@ -553,7 +559,7 @@ static PyObject *py_tensor_table(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|L:tensor_table", kwlist, &PyDict_Type, &config, &num_labels))
         return NULL;
     cr_config c = cr_load_params_default().config;
-    if (config_dims(config, &c)) return NULL;
+    if (parse_config_scalars(config, &c)) return NULL;
     int64_t n = cr_tensor_table_size(&c, num_labels);
     if (n < 0) {
         PyErr_SetString(cr_exc_config, cr_last_error());
@@ -575,13 +581,6 @@ static PyObject *py_tensor_table(PyObject *self, PyObject *args, PyObject *kw) {
 
 /* ---- module ---------------------------------------------------------------------------------- */
 
-static PyObject *py_cpu_info(PyObject *self, PyObject *unused) {
-    cr_kernels_init();
-    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:s}", "isa", cr_isa_name(), "detected",
-                         cr_isa_level_name(cr_isa_detected()), "features", cr_cpu_features(), "vendor",
-                         cr_cpu_vendor(), "amx", cr_amx_state());
-}
-
 static PyObject *py_build_info(PyObject *self, PyObject *unused) {
     const char *blas = cr_blas_name();
     return Py_BuildValue("{s:s}", "blas", blas ? blas : "none");
@@ -590,27 +589,21 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused) {
 /* A load parses an 11 MB tokenizer.json and converts weights through temporary buffers; glibc keeps
  * what was freed (100-200 MB at the 0.6B shape) in its heaps until told otherwise. */
 static PyObject *py_release_free_memory(PyObject *self, PyObject *unused) {
-#if defined(__GLIBC__)
     int released;
     Py_BEGIN_ALLOW_THREADS
-    released = malloc_trim(0);
+    released = cr_release_free_memory();
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(released);
-#else
-    Py_RETURN_FALSE;
-#endif
 }
 
 static PyMethodDef module_methods[] = {
-    {"cpu_info", py_cpu_info, METH_NOARGS,
-     "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...', "
-     "'vendor': CPUID vendor, 'amx': 'usable' | 'not asked yet' | why not}"},
+    {"check_config", py_check_config, METH_O,
+     "check_config(config) -> None: checks the scalar fields of a config dict (the Hugging Face names, "
+     "as Model takes them) against the engine's bounds; raises ConfigError naming the key."},
+    {"cpu_info", cr_py_cpu_info, METH_NOARGS, CR_PY_CPU_INFO_DOC},
     {"build_info", py_build_info, METH_NOARGS,
      "build_info() -> {'blas': 'openblas' or 'none'}: what this build of the extension links."},
-    {"amx_usable", cr_py_amx_usable, METH_NOARGS,
-     "amx_usable() -> bool: asks for the AMX permission once per process; whether the tile kernels run."},
-    {"_amx_gemm", (PyCFunction)(void (*)(void))cr_py_amx_gemm, METH_VARARGS | METH_KEYWORDS,
-     "Test hook: one AMX GEMM call of one table, operands against PROT_NONE guard pages."},
+    {"amx_usable", cr_py_amx_usable, METH_NOARGS, CR_PY_AMX_USABLE_DOC},
     {"release_free_memory", py_release_free_memory, METH_NOARGS,
      "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
      "or when nothing was released)."},
@@ -621,18 +614,6 @@ static PyMethodDef module_methods[] = {
      "N: a sequence classifier with score.weight [N, H]. ConfigError for dims out of bounds."},
     {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
      "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
-    {"isa_levels", cr_py_isa_levels, METH_NOARGS,
-     "isa_levels() -> names of the kernel tables this CPU and OS can run, e.g. ['ref', 'avx2', 'avx512']."},
-    {"_kernel", (PyCFunction)(void (*)(void))cr_py_kernel, METH_VARARGS | METH_KEYWORDS, "Test hook: run one kernel of one ISA table."},
-    {"_attention", (PyCFunction)(void (*)(void))cr_py_attention, METH_VARARGS | METH_KEYWORDS,
-     "Test/benchmark hook: causal GQA attention of one layer through cr_attention (or the previous row-wise algorithm)."},
-    {"_exp_f32", cr_py_exp_f32, METH_VARARGS, "Test hook: the exp_f32 kernel of one ISA table."},
-    {"_linear", (PyCFunction)(void (*)(void))cr_py_linear, METH_VARARGS | METH_KEYWORDS,
-     "Test hook: x @ w^T through one packed linear layer."},
-    {"_bench_linear", (PyCFunction)(void (*)(void))cr_py_bench_linear, METH_VARARGS | METH_KEYWORDS,
-     "Benchmark hook: best seconds of one packed linear layer on m rows."},
-    {"_bench_peak", (PyCFunction)(void (*)(void))cr_py_bench_peak, METH_VARARGS | METH_KEYWORDS,
-     "Benchmark hook: GFLOP/s of a register-only FMA or vdpbf16ps loop."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._core",
@@ -653,7 +634,8 @@ static int bind_exception(PyObject *m, PyObject *errors, PyObject **slot, const 
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
-    cr_kernels_init();
+    cr_cpu_info cpu;
+    cr_cpu_describe(&cpu);   /* the dispatcher reads CROSSRANK_ISA now, at import */
     if (PyType_Ready(&ControlType) < 0 || PyType_Ready(&ModelType) < 0 || PyType_Ready(&PrefixType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);

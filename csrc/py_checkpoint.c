@@ -3,10 +3,9 @@
  * against a config without loading the model. The files are mapped and validated without the
  * GIL; the result is built after. */
 #include "pyglue.h"
-#include "safetensors.h"
 
 /* {"name": str, "dtype": str, "shape": tuple[int, ...], "file": str} for one tensor. */
-static PyObject *tensor_dict(const cr_tensor_view *view) {
+static PyObject *tensor_dict(const cr_tensor_info *view) {
     PyObject *shape = PyTuple_New(view->ndim), *dict = NULL;
     if (!shape) goto fail;
     for (int d = 0; d < view->ndim; d++) {
@@ -46,8 +45,8 @@ PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args) {
     list = PyList_New((Py_ssize_t)n);
     if (!list) goto fail;
     for (size_t i = 0; i < n; i++) {
-        cr_tensor_view view;
-        cr_checkpoint_get(ck, i, &view);
+        cr_tensor_info view;
+        cr_checkpoint_tensor(ck, i, &view);
         PyObject *item = tensor_dict(&view);
         if (!item) goto fail;
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);

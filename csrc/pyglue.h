@@ -7,7 +7,7 @@
 
 #include "crossrank.h"
 
-/* crossrank._core exception types, created at module init:
+/* crossrank._core exception types, bound at module init to the classes of crossrank/errors.py:
  *   CrossrankError(Exception)
  *   CheckpointError(CrossrankError, ValueError)       malformed or mismatched checkpoint files
  *   UnsupportedModelError(CrossrankError, ValueError) well-formed, but not something we run
@@ -24,27 +24,19 @@ extern PyObject *cr_exc_numerical;   /* NumericalError(CrossrankError, FloatingP
  * CR_E_ABORTED -> Cancelled. */
 PyObject *cr_py_raise(cr_status status);
 
+/* cpu_info() -> dict and amx_usable() -> bool (py_cpu.c): the dispatcher's state and the AMX
+ * permission of the engine the module links. Compiled into _core and _testing alike. */
+PyObject *cr_py_cpu_info(PyObject *self, PyObject *unused);
+PyObject *cr_py_amx_usable(PyObject *self, PyObject *unused);
+#define CR_PY_CPU_INFO_DOC                                                                                  \
+    "cpu_info() -> {'isa': kernels in use, 'detected': best the CPU+OS allow, 'features': 'avx2,...', "     \
+    "'vendor': CPUID vendor, 'amx': 'usable' | 'not asked yet' | why not}"
+#define CR_PY_AMX_USABLE_DOC \
+    "amx_usable() -> bool: asks for the AMX permission once per process; whether the tile kernels run."
+
 /* _core.inspect_checkpoint(model_dir: str) -> list[dict]: opens and validates the checkpoint
  * (single file or sharded) and returns one dict per tensor, sorted by name:
  * {"name": str, "dtype": "F32"|"BF16"|..., "shape": tuple[int, ...], "file": str}. */
 PyObject *cr_py_inspect_checkpoint(PyObject *self, PyObject *args);
-
-/* Test hooks for the vector kernels (py_kernels.c):
- * _core.isa_levels() -> list[str]: the kernel tables this CPU and OS can run ("ref", "avx2", ...).
- * _core._kernel(isa, name, *arrays, alpha=0.0, n=32): runs one kernel (or "gemm_f32_tile") of one ISA
- * table directly; _kernel(isa, "gemm_mr") gives the tile height. */
-PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused);
-PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw);
-/* Attention hooks (py_attention.c): _core._attention(q, k, v, positions, seq_start, ...) runs one layer's
- * attention; _core._exp_f32(isa, x) the exp kernel of one table. */
-PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw);
-PyObject *cr_py_exp_f32(PyObject *self, PyObject *args);
-PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
-PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw);
-PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
-/* AMX hooks (py_amx.c): _core.amx_usable() asks the permission; _core._amx_gemm(isa, kind, x, wp, n=,
- * guard=) runs one AMX GEMM call of one table on operands placed against PROT_NONE pages. */
-PyObject *cr_py_amx_usable(PyObject *self, PyObject *unused);
-PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw);
 
 #endif

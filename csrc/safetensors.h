@@ -63,15 +63,8 @@ typedef struct cr_tensor_view {
     const char *file;              /* shard file name, for messages */
 } cr_tensor_view;
 
-typedef struct cr_checkpoint cr_checkpoint;
-
-/* Opens model_dir/model.safetensors.index.json if present (every shard it names must exist, every
- * tensor it lists must be in its shard, and no tensor may appear in two shards), else
- * model_dir/model.safetensors. Each file is mmap'ed read-only and validated with cr_st_parse. */
-cr_status cr_checkpoint_open(const char *model_dir, cr_checkpoint **out);
-void cr_checkpoint_close(cr_checkpoint *ck);   /* accepts NULL */
-
-size_t cr_checkpoint_n_tensors(const cr_checkpoint *ck);
+/* cr_checkpoint_open / _close / _n_tensors / _tensor are the public part (crossrank.h); each file
+ * is validated with cr_st_parse. The loader reads the data through views: */
 void cr_checkpoint_get(const cr_checkpoint *ck, size_t i, cr_tensor_view *out);
 /* Returns 1 and fills *out if the tensor exists, else 0. */
 int cr_checkpoint_find(const cr_checkpoint *ck, const char *name, cr_tensor_view *out);

@@ -105,7 +105,7 @@ static cr_status check_table_args(const cr_config *c, int64_t num_labels) {
     if (num_labels < 0 || num_labels > CR_MAX_LABELS)
         return cr_fail(CR_E_ARG, "tensor table: num_labels = %lld is outside [0, %d]", (long long)num_labels,
                        CR_MAX_LABELS);
-    return cr_config_check_dims(c);
+    return cr_config_check(c);
 }
 
 int64_t cr_tensor_table_size(const cr_config *c, int64_t num_labels) {

@@ -30,11 +30,8 @@ typedef enum cr_tensor_role {
 
 /* Fills *out with the entry of `role` (of layer `layer` for a per-layer role) and returns 1, or
  * returns 0 when a checkpoint of this config has no such tensor. The config's dims must have
- * passed cr_config_check_dims, 0 <= layer < num_layers, num_labels in [0, CR_MAX_LABELS]. */
+ * passed cr_config_check, 0 <= layer < num_layers, num_labels in [0, CR_MAX_LABELS]. */
 int cr_tensor_role_entry(const cr_config *c, int64_t num_labels, cr_tensor_role role, int64_t layer,
                          cr_tensor_entry *out);
-
-/* The config's dims are within the engine's bounds (CR_E_ARG naming the field otherwise). */
-cr_status cr_config_check_dims(const cr_config *c);
 
 #endif

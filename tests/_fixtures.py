@@ -5,8 +5,8 @@
     golden = load_golden("qwen3-tiny")
 
 Fixtures live in $CROSSRANK_FIXTURES (default tests/.fixtures).  A missing or
-stale fixture is built by tests/reference/make_fixtures.py in a subprocess run
-by $CROSSRANK_REFERENCE_PYTHON (default: this interpreter): this process never
+stale fixture is built by tests/reference/make_fixtures.py (the one CLI of the
+reference stage, every family) in a subprocess run by $CROSSRANK_REFERENCE_PYTHON (default: this interpreter): this process never
 imports torch, so the crossrank stage can run under sanitizers and valgrind,
 and a large checkpoint is never held by two libraries in one process.  When
 the reference stage cannot run (no torch/transformers), FixtureUnavailable is
@@ -44,17 +44,19 @@ class FixtureUnavailable(_SkipBase):
 
 @functools.lru_cache(maxsize=None)
 def specs():
-    """The make_fixtures module: fixture specs, spec hashes, freshness checks.
-    It imports torch only inside its build functions."""
+    """The make_fixtures module: fixture specs (FIXTURES, every family; FIXTURE_SETS by recipe),
+    spec hashes, freshness checks. It imports torch only inside its build functions."""
     spec = importlib.util.spec_from_file_location("crossrank_make_fixtures", MAKE_FIXTURES)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def fixture_names(slow=None):
-    """All fixture names; slow=False/True keeps only the fast/slow ones."""
-    return [n for n, s in specs().FIXTURES.items() if slow is None or s["slow"] == slow]
+def fixture_names(slow=None, fixture_set="qwen3"):
+    """The names of one fixture set (default: the Qwen3 fixtures); slow=False/True keeps only
+    the fast/slow ones."""
+    fixtures = specs().FIXTURE_SETS[fixture_set].FIXTURES
+    return [n for n, s in fixtures.items() if slow is None or s["slow"] == slow]
 
 
 def is_slow(name):

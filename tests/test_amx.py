@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import crossrank
-from crossrank import _core
+from _hooks import hooks
 
 HAS_AMX = crossrank.cpu_info()["detected"] == "amx"
 pytestmark = pytest.mark.skipif(not HAS_AMX, reason="this CPU or OS has no AMX-BF16/AMX-INT8 tile state "
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.skipif(not HAS_AMX, reason="this CPU or OS has no AMX-B
 def amx_permission():
     if os.environ.get("CROSSRANK_ISA") or os.environ.get("CROSSRANK_AMX_DENY"):
         pytest.skip("CROSSRANK_ISA / CROSSRANK_AMX_DENY are set for this run")
-    if not _core.amx_usable():
-        pytest.skip(f"AMX present but not usable here: {crossrank.cpu_info()['amx']}")
+    if not hooks.amx_usable():
+        pytest.skip(f"AMX present but not usable here: {hooks.cpu_info()['amx']}")
 
 
 def to_bf16(a):
@@ -64,8 +64,8 @@ def test_bf16_tiles_match_the_scalar_model_bitwise_for_every_ragged_shape(kb, np
     w = random_bf16(rng, (np_ * 16 * kb, 64))
     for m in M_VALUES:
         x = random_bf16(rng, (m, 32 * kb))
-        got = _core._amx_gemm("amx", "bf16", x, w, guard=guard)
-        want = _core._amx_gemm("ref", "bf16", x, w, guard=guard)
+        got = hooks.amx_gemm("amx", "bf16", x, w, guard=guard)
+        want = hooks.amx_gemm("ref", "bf16", x, w, guard=guard)
         assert got.shape == (m, 32 * np_)
         assert got.tobytes() == want.tobytes(), (m, kb, np_, np.abs(got - want).max())
 
@@ -74,9 +74,9 @@ def test_bf16_tiles_give_a_row_the_same_bits_whatever_rows_are_beside_it():
     rng = np.random.default_rng(1)
     w = random_bf16(rng, (4 * 16 * 3, 64))
     x = random_bf16(rng, (64, 96))
-    full = _core._amx_gemm("amx", "bf16", x, w)
+    full = hooks.amx_gemm("amx", "bf16", x, w)
     for lo, hi in [(0, 1), (17, 18), (5, 37), (40, 64), (63, 64)]:
-        assert _core._amx_gemm("amx", "bf16", x[lo:hi], w).tobytes() == full[lo:hi].tobytes()
+        assert hooks.amx_gemm("amx", "bf16", x[lo:hi], w).tobytes() == full[lo:hi].tobytes()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -86,8 +86,8 @@ def test_bf16_tiles_flush_denormals_like_the_model(seed):
     # (and no overflow: the model is only claimed for finite sums)
     x = to_bf16(rng.standard_normal((32, 64)) * 2.0 ** rng.integers(-134, -100, (32, 64)))
     w = to_bf16(rng.standard_normal((32, 64)) * 2.0 ** rng.integers(-12, 1, (32, 64)))
-    got = _core._amx_gemm("amx", "bf16", x, w)
-    want = _core._amx_gemm("ref", "bf16", x, w)
+    got = hooks.amx_gemm("amx", "bf16", x, w)
+    want = hooks.amx_gemm("ref", "bf16", x, w)
     assert got.tobytes() == want.tobytes()
     assert np.any(np.abs(bf16_value(x)) < 2.0 ** -126)  # the cases are really there
     assert np.any((got != 0) & (np.abs(got) < 2.0 ** -100))
@@ -101,9 +101,9 @@ def test_bf16_tiles_do_not_round_a_denormal_product_before_adding_it():
     x[0, 0], w[0, 0] = to_bf16([2.0 ** -125, 1.0])
     x[0, 2], w[1, 0] = to_bf16([2.0 ** -126, 2.0 ** -22])
     x[0, 4], w[2, 0] = to_bf16([1.9921875 * 2.0 ** -126, 2.0 ** -24])
-    got = _core._amx_gemm("amx", "bf16", x, w)
+    got = hooks.amx_gemm("amx", "bf16", x, w)
     assert got[0, 0] == np.float32(2.0 ** -125 + 2.0 ** -148)
-    assert got.tobytes() == _core._amx_gemm("ref", "bf16", x, w).tobytes()
+    assert got.tobytes() == hooks.amx_gemm("ref", "bf16", x, w).tobytes()
 
 
 def packed_i8_to_matrix(w, kb, np_):
@@ -120,22 +120,22 @@ def test_int8_tiles_give_the_exact_sums_for_every_ragged_shape(kb, np_, guard):
     dense = packed_i8_to_matrix(w, kb, np_)
     for m in M_VALUES:
         x = rng.integers(0, 256, (m, 64 * kb), dtype=np.uint8)
-        got = _core._amx_gemm("amx", "int8", x, w, guard=guard)
+        got = hooks.amx_gemm("amx", "int8", x, w, guard=guard)
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, x.astype(np.int64) @ dense)
-        np.testing.assert_array_equal(got, _core._amx_gemm("ref", "int8", x, w, guard=guard))
+        np.testing.assert_array_equal(got, hooks.amx_gemm("ref", "int8", x, w, guard=guard))
 
 
 def test_the_hook_refuses_bad_shapes():
     x = np.zeros((65, 32), np.uint16)
     with pytest.raises(ValueError, match="needs x"):
-        _core._amx_gemm("amx", "bf16", x, np.zeros((16, 64), np.uint16))
+        hooks.amx_gemm("amx", "bf16", x, np.zeros((16, 64), np.uint16))
     with pytest.raises(ValueError, match="needs x"):
-        _core._amx_gemm("amx", "bf16", np.zeros((2, 30), np.uint16), np.zeros((16, 64), np.uint16))
+        hooks.amx_gemm("amx", "bf16", np.zeros((2, 30), np.uint16), np.zeros((16, 64), np.uint16))
     with pytest.raises(ValueError, match="needs x"):  # 5 panels
-        _core._amx_gemm("amx", "bf16", np.zeros((2, 32), np.uint16), np.zeros((80, 64), np.uint16))
+        hooks.amx_gemm("amx", "bf16", np.zeros((2, 32), np.uint16), np.zeros((80, 64), np.uint16))
     with pytest.raises(ValueError, match="kind"):
-        _core._amx_gemm("amx", "fp16", x, x)
+        hooks.amx_gemm("amx", "fp16", x, x)
 
 
 # ---- whole layers through cr_linear_apply ---------------------------------------------------------
@@ -169,7 +169,7 @@ def test_bf16_layers_on_tiles_match_the_numpy_model_bitwise(n_out, n_in):
     rng = np.random.default_rng(n_out * 1000 + n_in)
     w = (rng.standard_normal((n_out, n_in)) * 0.1).astype(np.float32)
     x = rng.standard_normal((77, n_in)).astype(np.float32)
-    got = _core._linear(w, x, fmt="bfloat16", threads=2)
+    got = hooks.linear(w, x, fmt="bfloat16", threads=2)
     want = amx_bf16_model(x, w)
     assert got.tobytes() == want.tobytes(), np.abs(got - want).max()
 
@@ -180,28 +180,29 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     w = (rng.standard_normal((200, 150)) * 0.1).astype(np.float32)
     x = rng.standard_normal((150, 150)).astype(np.float32)
     x[7, 3] = 80.0  # an outlier input (int8 takes it out of the quantized row)
-    full = _core._linear(w, x, fmt=fmt, threads=2)
-    assert full.tobytes() == _core._linear(w, x, fmt=fmt, threads=1).tobytes()
+    full = hooks.linear(w, x, fmt=fmt, threads=2)
+    assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=1).tobytes()
     # 16 threads: fewer panels per task (more tasks), the same bits
-    assert full.tobytes() == _core._linear(w, x, fmt=fmt, threads=16).tobytes()
+    assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=16).tobytes()
     for lo, hi in [(0, 1), (5, 6), (7, 8), (3, 40), (33, 150), (64, 129)]:
-        part = _core._linear(w, x[lo:hi], fmt=fmt, threads=2)
+        part = hooks.linear(w, x[lo:hi], fmt=fmt, threads=2)
         assert part.tobytes() == full[lo:hi].tobytes(), (lo, hi)
     perm = rng.permutation(150)
-    assert _core._linear(w, x[perm], fmt=fmt, threads=2).tobytes() == full[perm].tobytes()
+    assert hooks.linear(w, x[perm], fmt=fmt, threads=2).tobytes() == full[perm].tobytes()
 
 
 LINEAR_SCRIPT = r"""
 import sys, numpy as np
-from crossrank import _core, cpu_info
+from crossrank import _testing
 rng = np.random.default_rng(int(sys.argv[1]))
 n_out, n_in = int(sys.argv[2]), int(sys.argv[3])
 w = (rng.standard_normal((n_out, n_in)) * 0.1).astype(np.float32)
 x = rng.standard_normal((70, n_in)).astype(np.float32)
 x[3, ::17] *= 60.0  # outlier inputs
 x[9] = 0.0
-y = _core._linear(w, x, fmt=sys.argv[4], threads=2)
-print(cpu_info()["isa"], cpu_info()["amx"], y.tobytes().hex())
+y = _testing.linear(w, x, fmt=sys.argv[4], threads=2)
+info = _testing.cpu_info()  # the engine copy that ran the layer
+print(info["isa"], info["amx"], y.tobytes().hex())
 """
 
 
@@ -240,20 +241,19 @@ def test_bf16_on_tiles_is_its_own_level_within_the_bf16_bar():
 
 PERMISSION_SCRIPT = r"""
 import json, numpy as np
-import crossrank
-from crossrank import _core
-before = crossrank.cpu_info()
+from crossrank import _testing
+before = _testing.cpu_info()  # the engine copy the hooks run on (_testing links its own)
 rng = np.random.default_rng(0)
 w = rng.standard_normal((40, 70)).astype(np.float32)
 x = rng.standard_normal((3, 70)).astype(np.float32)
-y = _core._linear(w, x, fmt="bfloat16", threads=2)
-after = crossrank.cpu_info()
+y = _testing.linear(w, x, fmt="bfloat16", threads=2)
+after = _testing.cpu_info()
 try:
-    _core._amx_gemm("amx", "bf16", np.zeros((1, 32), np.uint16), np.zeros((16, 64), np.uint16))
+    _testing.amx_gemm("amx", "bf16", np.zeros((1, 32), np.uint16), np.zeros((16, 64), np.uint16))
     hook = "ran"
 except RuntimeError as e:
     hook = str(e)
-print(json.dumps({"before": before, "after": after, "usable": _core.amx_usable(), "hook": hook,
+print(json.dumps({"before": before, "after": after, "usable": _testing.amx_usable(), "hook": hook,
                   "y": y.tobytes().hex()}))
 """
 

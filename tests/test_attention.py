@@ -1,5 +1,5 @@
 """Tiled attention (csrc/attention.c) and its kernels, through the test hooks
-``_core._attention`` and ``_core._exp_f32``.
+``crossrank._testing.attention`` and ``crossrank._testing.exp_f32``.
 
 * Against a float64 NumPy model of causal grouped-query attention with the engine's window and
   prefix-key semantics: head_dim 64/128/256, GQA groups 1..8, sequence lengths that are not
@@ -21,9 +21,9 @@ import math
 import numpy as np
 import pytest
 
-from crossrank import _core
+from _hooks import hooks
 
-LEVELS = _core.isa_levels()
+LEVELS = hooks.isa_levels()
 TILE = 64
 
 
@@ -101,7 +101,7 @@ def test_tiled_attention_matches_the_numpy_model(lengths, NH, NKV, D, window):
     rng = np.random.default_rng(sum(lengths) + D + window)
     q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
     expected = attention_model(q, k, v, positions, starts, window=window)
-    got = _core._attention(q, k, v, positions, starts, window=window, threads=2)
+    got = hooks.attention(q, k, v, positions, starts, window=window, threads=2)
     assert got.shape == (sum(lengths), NH, D)
     np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
 
@@ -109,7 +109,7 @@ def test_tiled_attention_matches_the_numpy_model(lengths, NH, NKV, D, window):
 def test_window_of_one_returns_each_value_exactly():
     rng = np.random.default_rng(1)
     q, k, v, positions, starts = make_batch(rng, [90], 4, 2, 64)
-    got = _core._attention(q, k, v, positions, starts, window=1)
+    got = hooks.attention(q, k, v, positions, starts, window=1)
     np.testing.assert_array_equal(got, np.repeat(v, 2, axis=1))
 
 
@@ -126,7 +126,7 @@ def test_prefix_keys_match_the_numpy_model(n_pre, window):
     lens = np.full(len(lengths), n_pre, dtype=np.int64)
     expected = attention_model(q, k, v, positions, starts, window=window, prefix_k=pk, prefix_v=pv,
                                prefix_lens=lens)
-    got = _core._attention(q, k, v, positions, starts, window=window, prefix_k=pk, prefix_v=pv,
+    got = hooks.attention(q, k, v, positions, starts, window=window, prefix_k=pk, prefix_v=pv,
                            prefix_lens=lens, threads=2)
     np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
 
@@ -136,7 +136,7 @@ def test_last_only_matches_the_numpy_model(window):
     rng = np.random.default_rng(5)
     q, k, v, positions, starts = make_batch(rng, [1, 64, 65, 300], 16, 8, 128)
     expected = attention_model(q, k, v, positions, starts, window=window, last_only=True)
-    got = _core._attention(q, k, v, positions, starts, window=window, last_only=True)
+    got = hooks.attention(q, k, v, positions, starts, window=window, last_only=True)
     assert got.shape == (4, 16, 128)
     np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
 
@@ -149,18 +149,9 @@ def test_peaked_softmax_neither_overflows_nor_loses_the_peak():
     rng = np.random.default_rng(11)
     q, k, v, positions, starts = make_batch(rng, [260], 4, 2, 64, magnitude=40.0)
     expected = attention_model(q, k, v, positions, starts)
-    got = _core._attention(q, k, v, positions, starts)
+    got = hooks.attention(q, k, v, positions, starts)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
-
-
-def test_the_previous_rowwise_algorithm_still_matches_the_model():
-    """The benchmark baseline (impl='rowwise') computes the same function."""
-    rng = np.random.default_rng(2)
-    q, k, v, positions, starts = make_batch(rng, [100, 30], 4, 2, 64)
-    expected = attention_model(q, k, v, positions, starts, window=20)
-    got = _core._attention(q, k, v, positions, starts, window=20, impl="rowwise")
-    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
 
 
 # ---- ISA tables --------------------------------------------------------------------------------
@@ -170,8 +161,8 @@ def test_the_previous_rowwise_algorithm_still_matches_the_model():
 def test_every_isa_table_gives_the_reference_bits(isa, lengths, NH, NKV, D, window):
     rng = np.random.default_rng(3)
     q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
-    ref = _core._attention(q, k, v, positions, starts, window=window, isa="ref")
-    got = _core._attention(q, k, v, positions, starts, window=window, isa=isa, threads=2)
+    ref = hooks.attention(q, k, v, positions, starts, window=window, isa="ref")
+    got = hooks.attention(q, k, v, positions, starts, window=window, isa=isa, threads=2)
     np.testing.assert_array_equal(got, ref)
 
 
@@ -190,10 +181,10 @@ def test_bf16_scores_are_the_model_on_bf16_rounded_queries_and_keys(lengths, NH,
     scale = np.float32(D ** -0.5)
     expected = attention_model(bf16_round(q * scale), bf16_round(k), v, positions, starts, window=window,
                                scale=1.0)
-    got = _core._attention(q, k, v, positions, starts, window=window, threads=2, bf16_scores=True)
+    got = hooks.attention(q, k, v, positions, starts, window=window, threads=2, bf16_scores=True)
     np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6)
     # and it is a different computation from the float32 one, not a flag that does nothing
-    exact = _core._attention(q, k, v, positions, starts, window=window, threads=2)
+    exact = hooks.attention(q, k, v, positions, starts, window=window, threads=2)
     if window != 1:
         assert np.abs(got - exact).max() > 1e-5
 
@@ -202,27 +193,27 @@ def test_bf16_scores_are_the_model_on_bf16_rounded_queries_and_keys(lengths, NH,
 def test_bf16_scores_give_the_reference_bits_on_every_isa(isa):
     rng = np.random.default_rng(13)
     q, k, v, positions, starts = make_batch(rng, [130, 7], 8, 2, 128)
-    ref = _core._attention(q, k, v, positions, starts, isa="ref", bf16_scores=True)
-    got = _core._attention(q, k, v, positions, starts, isa=isa, threads=2, bf16_scores=True)
+    ref = hooks.attention(q, k, v, positions, starts, isa="ref", bf16_scores=True)
+    got = hooks.attention(q, k, v, positions, starts, isa=isa, threads=2, bf16_scores=True)
     np.testing.assert_array_equal(got, ref)
 
 
 def test_bf16_scores_depend_only_on_a_rows_own_keys():
     rng = np.random.default_rng(14)
     q, k, v, positions, starts = make_batch(rng, [33, 150, 64, 9], 8, 2, 64)
-    packed = _core._attention(q, k, v, positions, starts, window=70, bf16_scores=True)
-    assert np.array_equal(packed, _core._attention(q, k, v, positions, starts, window=70, threads=3,
+    packed = hooks.attention(q, k, v, positions, starts, window=70, bf16_scores=True)
+    assert np.array_equal(packed, hooks.attention(q, k, v, positions, starts, window=70, threads=3,
                                                    bf16_scores=True))
     for s in range(4):
         a, b = starts[s], starts[s + 1]
-        alone = _core._attention(q[a:b], k[a:b], v[a:b], positions[a:b], np.array([0, b - a], dtype=np.int64),
+        alone = hooks.attention(q[a:b], k[a:b], v[a:b], positions[a:b], np.array([0, b - a], dtype=np.int64),
                                  window=70, bf16_scores=True)
         np.testing.assert_array_equal(packed[a:b], alone)
     n_pre, n = 50, 150
-    whole = _core._attention(q[33:183], k[33:183], v[33:183], np.arange(n, dtype=np.int32),
+    whole = hooks.attention(q[33:183], k[33:183], v[33:183], np.arange(n, dtype=np.int32),
                              np.array([0, n], dtype=np.int64), bf16_scores=True)
     tail = slice(33 + n_pre, 183)
-    reused = _core._attention(q[tail], k[tail], v[tail], np.arange(n_pre, n, dtype=np.int32),
+    reused = hooks.attention(q[tail], k[tail], v[tail], np.arange(n_pre, n, dtype=np.int32),
                               np.array([0, n - n_pre], dtype=np.int64), prefix_k=k[33:33 + n_pre],
                               prefix_v=v[33:33 + n_pre], bf16_scores=True)
     np.testing.assert_array_equal(reused, whole[n_pre:])
@@ -232,17 +223,15 @@ def test_bf16_scores_leave_the_last_row_mode_in_float32():
     rng = np.random.default_rng(15)
     q, k, v, positions, starts = make_batch(rng, [90, 40], 4, 2, 64)
     np.testing.assert_array_equal(
-        _core._attention(q, k, v, positions, starts, last_only=True, bf16_scores=True),
-        _core._attention(q, k, v, positions, starts, last_only=True))
+        hooks.attention(q, k, v, positions, starts, last_only=True, bf16_scores=True),
+        hooks.attention(q, k, v, positions, starts, last_only=True))
 
 
 def test_bf16_scores_need_an_even_head_dim():
     rng = np.random.default_rng(16)
     q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 63)
     with pytest.raises(ValueError, match="even head_dim"):
-        _core._attention(q, k, v, positions, starts, bf16_scores=True)
-    with pytest.raises(ValueError, match="applies to impl=.tiled. only"):
-        _core._attention(q, k, v, positions, starts, bf16_scores=True, impl="rowwise")
+        hooks.attention(q, k, v, positions, starts, bf16_scores=True)
 
 
 # ---- a row depends only on its own keys ---------------------------------------------------------
@@ -251,10 +240,10 @@ def test_packing_with_other_sequences_changes_no_bit():
     rng = np.random.default_rng(4)
     NH, NKV, D = 8, 2, 64
     q, k, v, positions, starts = make_batch(rng, [33, 150, 64, 9], NH, NKV, D)
-    packed = _core._attention(q, k, v, positions, starts, window=70)
+    packed = hooks.attention(q, k, v, positions, starts, window=70)
     for s in range(4):
         a, b = starts[s], starts[s + 1]
-        alone = _core._attention(q[a:b], k[a:b], v[a:b], positions[a:b],
+        alone = hooks.attention(q[a:b], k[a:b], v[a:b], positions[a:b],
                                  np.array([0, b - a], dtype=np.int64), window=70)
         np.testing.assert_array_equal(packed[a:b], alone)
 
@@ -263,8 +252,8 @@ def test_packing_with_other_sequences_changes_no_bit():
 def test_thread_count_changes_no_bit(threads):
     rng = np.random.default_rng(6)
     q, k, v, positions, starts = make_batch(rng, [300, 41], 16, 8, 128)
-    one = _core._attention(q, k, v, positions, starts, threads=1)
-    np.testing.assert_array_equal(_core._attention(q, k, v, positions, starts, threads=threads), one)
+    one = hooks.attention(q, k, v, positions, starts, threads=1)
+    np.testing.assert_array_equal(hooks.attention(q, k, v, positions, starts, threads=threads), one)
 
 
 @pytest.mark.parametrize("n_pre", [1, 50, 64, 127, 200])
@@ -277,9 +266,9 @@ def test_keys_from_a_prefix_handle_give_the_bits_of_one_pass(n_pre, window, last
     NH, NKV, D = 16, 8, 128
     n = n_pre + 150
     q, k, v, positions, starts = make_batch(rng, [n], NH, NKV, D)
-    whole = _core._attention(q, k, v, positions, starts, window=window, last_only=last_only)
+    whole = hooks.attention(q, k, v, positions, starts, window=window, last_only=last_only)
     tail = slice(n_pre, n)
-    reused = _core._attention(q[tail], k[tail], v[tail], positions[tail],
+    reused = hooks.attention(q[tail], k[tail], v[tail], positions[tail],
                               np.array([0, n - n_pre], dtype=np.int64), window=window,
                               prefix_k=k[:n_pre], prefix_v=v[:n_pre], last_only=last_only)
     np.testing.assert_array_equal(reused, whole if last_only else whole[tail])
@@ -288,10 +277,10 @@ def test_keys_from_a_prefix_handle_give_the_bits_of_one_pass(n_pre, window, last
 def test_a_longer_prefix_handle_is_cut_at_prefix_len():
     rng = np.random.default_rng(8)
     q, k, v, positions, starts = make_batch(rng, [180], 4, 2, 64)
-    whole = _core._attention(q, k, v, positions, starts)
+    whole = hooks.attention(q, k, v, positions, starts)
     junk = rng.standard_normal((40, 2, 64)).astype(np.float32)
     pk, pv = np.concatenate([k[:70], junk]), np.concatenate([v[:70], junk])
-    reused = _core._attention(q[70:], k[70:], v[70:], positions[70:], np.array([0, 110], dtype=np.int64),
+    reused = hooks.attention(q[70:], k[70:], v[70:], positions[70:], np.array([0, 110], dtype=np.int64),
                               prefix_k=pk, prefix_v=pv, prefix_lens=np.array([70], dtype=np.int64))
     np.testing.assert_array_equal(reused, whole[70:])
 
@@ -324,7 +313,7 @@ def exp_reference():
 @pytest.mark.parametrize("isa", LEVELS)
 def test_exp_is_within_2_ulp_where_normal_and_one_rounding_where_subnormal(isa, exp_reference):
     x, exact = exp_reference
-    y = _core._exp_f32(isa, x).astype(np.float64)
+    y = hooks.exp_f32(isa, x).astype(np.float64)
     with np.errstate(over="ignore"):
         rounded = exact.astype(np.float32)
     normal = (rounded >= FLT_MIN) & np.isfinite(rounded)
@@ -339,7 +328,7 @@ def test_exp_is_within_2_ulp_where_normal_and_one_rounding_where_subnormal(isa, 
 @pytest.mark.parametrize("isa", LEVELS)
 def test_exp_special_values(isa):
     x = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, -200.0, 200.0], dtype=np.float32)
-    y = _core._exp_f32(isa, x)
+    y = hooks.exp_f32(isa, x)
     assert y[0] == 0.0 and y[1] == np.inf and np.isnan(y[2])
     assert y[3] == 1.0 and y[4] == 1.0 and y[5] == 0.0 and y[6] == np.inf
 
@@ -347,15 +336,15 @@ def test_exp_special_values(isa):
 @pytest.mark.parametrize("isa", LEVELS)
 def test_exp_gives_the_reference_bits_at_every_length(isa, exp_reference):
     x = exp_reference[0]
-    ref = _core._exp_f32("ref", x)
-    np.testing.assert_array_equal(_core._exp_f32(isa, x).view(np.uint32), ref.view(np.uint32))
+    ref = hooks.exp_f32("ref", x)
+    np.testing.assert_array_equal(hooks.exp_f32(isa, x).view(np.uint32), ref.view(np.uint32))
     for n in range(0, 40):  # every tail of the 8- and 16-lane loops; the hook checks guard zones
         part = np.ascontiguousarray(x[1000:1000 + n])
-        np.testing.assert_array_equal(_core._exp_f32(isa, part).view(np.uint32), ref[1000:1000 + n].view(np.uint32))
+        np.testing.assert_array_equal(hooks.exp_f32(isa, part).view(np.uint32), ref[1000:1000 + n].view(np.uint32))
 
 
 def test_exp_in_softmax_range_is_close_to_math_exp():
     """Sanity on a few values against the math library itself."""
     for value in (-0.5, -3.0, -20.0, -80.0):
-        got = float(_core._exp_f32("ref", np.array([value], dtype=np.float32))[0])
+        got = float(hooks.exp_f32("ref", np.array([value], dtype=np.float32))[0])
         assert math.isclose(got, math.exp(value), rel_tol=3e-7)

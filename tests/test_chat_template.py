@@ -174,22 +174,22 @@ def test_truncation_cuts_the_document_and_keeps_the_template(chat_dir):
                                   add_special_tokens=False).ids
     assert enc.input_ids[0][-len(tail):] == enc.input_ids[1][-len(tail):] == tail  # the template's tail survives
     text = model.tokenizer.decode(enc.input_ids[0], skip_special_tokens=False)
-    assert text.startswith(model._chat.render(QUERY, "", None).split("<Document>:")[0])
+    assert text.startswith(model.prompting.render(QUERY, "", None).split("<Document>:")[0])
 
 
 def test_template_variables_reach_the_template(tmp_path):
     d = model_dir(tmp_path, jinja=VLLM_STYLE)
     default = CrossEncoder(d, hf_overrides=HEAD)
     custom = CrossEncoder(d, hf_overrides=HEAD, chat_template_kwargs={"instruction": "Judge it"})
-    assert "<Instruct>: Find it\n" in default._chat.render("q", "d")
-    assert "<Instruct>: Judge it\n" in custom._chat.render("q", "d")
+    assert "<Instruct>: Find it\n" in default.prompting.render("q", "d")
+    assert "<Instruct>: Judge it\n" in custom.prompting.render("q", "d")
     assert default.tokenize("q", ["d"]).input_ids != custom.tokenize("q", ["d"]).input_ids
 
 
 def test_structured_content_templates_are_rendered_with_typed_parts(tmp_path):
     model = CrossEncoder(model_dir(tmp_path, jinja=STRUCTURED), hf_overrides=HEAD)
     assert model.chat_template.format == "structured"
-    assert model._chat.render("the query", "the doc") == "Q: the query\nD: the doc\nRelevant:"
+    assert model.prompting.render("the query", "the doc") == "Q: the query\nD: the doc\nRelevant:"
     expected = model.tokenizer.encode("Q: the query\nD: the doc\nRelevant:", add_special_tokens=False).ids
     assert model.tokenize("the query", ["the doc"]).input_ids == [expected]
 
@@ -198,7 +198,7 @@ def test_a_template_that_rewrites_its_inputs_is_rendered_pair_by_pair(tmp_path):
     trimmed = ("Q: {{ (messages | selectattr('role', 'eq', 'query') | first).content | trim }}\n"
                "D: {{ (messages | selectattr('role', 'eq', 'document') | first).content | trim }}\nRelevant:")
     model = CrossEncoder(model_dir(tmp_path, jinja=trimmed), hf_overrides=HEAD, max_length=40)
-    assert model._chat.template_for(None) is None
+    assert model.prompting.template_for(None) is None
     got = model.tokenize("  padded query ", ["  padded doc\n"]).input_ids[0]
     assert got == model.tokenizer.encode("Q: padded query\nD: padded doc\nRelevant:", add_special_tokens=False).ids
     with pytest.raises(TooLongError, match="rewrites the query/document text, so crossrank cannot find where"):

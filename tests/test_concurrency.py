@@ -83,7 +83,7 @@ def test_the_gil_is_released_while_the_engine_computes(model):
     spinner.start()
     try:
         before = counter[0]
-        model._engine.forward(np.asarray(long_batch[0] * 4, np.int32),
+        model.engine.core.forward(np.asarray(long_batch[0] * 4, np.int32),
                               np.tile(np.arange(1500, dtype=np.int32), 4),
                               np.array([0, 1500, 3000, 4500, 6000], np.int64))
         during = counter[0] - before

@@ -787,19 +787,19 @@ def test_config_json_problems(tmp_path):
 def test_core_params(write):
     spec = load_config(write(seed("Qwen3-Reranker-0.6B")), QWEN3_RERANKER)
     p = spec.core_params()
-    ints = {"vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"}
-    floats = {"rms_norm_eps", "attn_scale", "embed_scale", "rope_attn_factor"}
+    ints = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"}
+    floats = {"rms_norm_eps", "attn_scale", "embed_scale", "rope_attention_factor"}
     bools = {"qk_norm", "qkv_bias", "o_bias", "mlp_bias", "norm_add_one", "tie_word_embeddings"}
-    assert set(p) == ints | floats | bools | {"activation", "layer_window", "rope_inv_freq"}
+    assert set(p) == ints | floats | bools | {"activation", "layer_windows", "rope_inv_freq"}
     assert all(type(p[k]) is int for k in ints)
     assert all(type(p[k]) is float for k in floats)
     assert all(type(p[k]) is bool for k in bools)
     assert p["activation"] in ("silu", "gelu_tanh", "gelu")
-    assert isinstance(p["layer_window"], tuple) and len(p["layer_window"]) == p["num_layers"]
+    assert isinstance(p["layer_windows"], tuple) and len(p["layer_windows"]) == p["num_hidden_layers"]
     arr = p["rope_inv_freq"]
     assert arr.dtype == np.float32 and arr.flags.c_contiguous and arr.shape == (64,)
     assert np.array_equal(arr, spec.rope_inv_freq) and arr is not spec.rope_inv_freq
-    assert (p["num_layers"], p["num_heads"], p["num_kv_heads"]) == (28, 16, 8)
+    assert (p["num_hidden_layers"], p["num_attention_heads"], p["num_key_value_heads"]) == (28, 16, 8)
 
 
 def test_model_spec_is_frozen(write):
@@ -848,3 +848,71 @@ def test_resolve_classifier_tokens_misuse():
     with pytest.raises(ConfigError) as e:
         resolve_classifier_tokens("yes", VOCAB)  # type: ignore[arg-type]
     assert "['yes']" in str(e.value)
+
+
+# ------------------------------------------------------------------------------- family records
+
+
+def test_family_records_name_registered_templates_of_their_own_architecture():
+    from crossrank.config import FAMILIES
+    from crossrank.templates import TEMPLATES, template_for_model
+
+    with_template = {f.model_type for f in FAMILIES.values() if f.template}
+    assert with_template == {"qwen3", "qwen2", "gemma"}
+    for family in FAMILIES.values():
+        if family.template is None:
+            assert not family.name_hints
+            continue
+        template = TEMPLATES[family.template]
+        assert template.overrides["architectures"][0].startswith(family.prefix)
+        for hint in family.name_hints:
+            assert template_for_model(f"org/{hint}-1b", {}) is template
+
+
+def test_normalize_is_load_config_without_the_file(write):
+    from crossrank.config import normalize
+
+    cfg = seed("Qwen3-Reranker-0.6B")
+    from_dir = load_config(write(cfg), QWEN3_RERANKER)
+    from_dict = normalize(cfg, QWEN3_RERANKER)
+    assert from_dict == from_dir
+    assert np.array_equal(from_dict.rope_inv_freq, from_dir.rope_inv_freq)
+    assert from_dict.core_params().keys() == from_dir.core_params().keys()
+    with pytest.raises(ConfigError) as e:
+        normalize(cfg, {"num_hidden_layers": 0})
+    assert "'num_hidden_layers'" in str(e.value) and "hf_overrides" in str(e.value)
+
+
+def test_with_overrides_renormalises_without_reading(write, tmp_path):
+    d = write(seed("Qwen3-Reranker-0.6B"))
+    spec = load_config(d)
+    assert spec.head.kind == "none"
+    (d / "config.json").unlink()  # nothing is read again
+    again = spec.with_overrides(QWEN3_RERANKER)
+    assert again == load_config(write(seed("Qwen3-Reranker-0.6B")), QWEN3_RERANKER)
+    assert again.head.kind == "lm_rows"
+    # Defaults sit under the spec's own overrides: the caller's method wins over the template's.
+    own = load_config(write(seed("Qwen3-Reranker-0.6B")), {"classifier_from_token": ["yes"],
+                                                                  "method": "no_post_processing"})
+    under = own.with_defaults({"architectures": ["Qwen3ForSequenceClassification"],
+                               "classifier_from_token": ["no", "yes"], "method": "from_2_way_softmax"})
+    assert under.architecture == "Qwen3ForSequenceClassification"
+    assert (under.head.tokens, under.head.method, under.head.num_labels) == (("yes",), "no_post_processing", 1)
+    assert own.with_overrides(None) == own
+
+
+@pytest.mark.parametrize("key, value, bounds", [
+    ("num_attention_heads", 2048, "[1, 1024]"),
+    ("num_key_value_heads", 2048, "[1, 1024]"),
+    ("head_dim", 8192, "[2, 4096]"),
+    ("num_hidden_layers", 4097, "[1, 4096]"),
+])
+def test_engine_bounds_are_the_normalisers(write, key, value, bounds):
+    # One set of bounds: the engine's. The normaliser used to allow 4,096 heads the engine refused.
+    cfg = tiny(**{key: value})
+    if key == "num_attention_heads":
+        cfg["num_key_value_heads"] = value
+    with pytest.raises(ConfigError) as e:
+        load_config(write(cfg))
+    msg = str(e.value)
+    assert f"{key!r} = {value} is outside {bounds}" in msg and "hf_overrides" in msg, msg

@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from _assets import MODEL_CONFIGS_DIR  # noqa: E402
-import crossrank.config as crossrank_config  # noqa: E402
+import crossrank.config.rope as crossrank_rope  # noqa: E402
 from crossrank.config import HF_DEFAULTS, load_config  # noqa: E402
 from crossrank.errors import ConfigError  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_rope_arithmetic_is_bitwise_given_torch_powf(write, monkeypatch, case, r
     def torch_pow(base, exponents):
         return (float(base) ** torch.from_numpy(np.asarray(exponents, dtype=np.float32))).numpy()
 
-    monkeypatch.setattr(crossrank_config, "_pow_f32", torch_pow)
+    monkeypatch.setattr(crossrank_rope, "_pow_f32", torch_pow)
     cfg = base("llama", head_dim, theta)
     if rope is not None:
         cfg["rope_scaling"] = dict(rope)

@@ -70,14 +70,14 @@ def test_any_config_and_overrides_normalise_or_raise_a_crossrank_error(tmp_path_
         return
     event("normalised")
     params = spec.core_params()
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "head_dim"):
         assert isinstance(params[key], int) and params[key] >= 1, (key, params[key])
-    assert params["num_heads"] % params["num_kv_heads"] == 0 and params["head_dim"] % 2 == 0
+    assert params["num_attention_heads"] % params["num_key_value_heads"] == 0 and params["head_dim"] % 2 == 0
     assert np.isfinite(params["rope_inv_freq"]).all() and params["rope_inv_freq"].shape == (params["head_dim"] // 2,)
-    for key in ("rms_norm_eps", "attn_scale", "embed_scale", "rope_attn_factor"):
+    for key in ("rms_norm_eps", "attn_scale", "embed_scale", "rope_attention_factor"):
         assert math.isfinite(params[key]), (key, params[key])
-    assert len(params["layer_window"]) == params["num_layers"]
+    assert len(params["layer_windows"]) == params["num_hidden_layers"]
 
 
 @settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

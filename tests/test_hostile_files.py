@@ -186,12 +186,12 @@ else:
 @pytest.mark.parametrize("changes,exc,fragment", [
     ({"hidden_size": 65536}, "CheckpointError", "model.embed_tokens.weight"),
     ({"intermediate_size": 1 << 20}, "CheckpointError", "model.layers.0.mlp.gate_proj.weight"),
-    ({"num_layers": 4096, "layer_window": [0] * 4096}, "CheckpointError", "model.layers.2.input_layernorm.weight"),
-    ({"num_heads": 1024, "num_kv_heads": 1024}, "CheckpointError", "model.layers.0.self_attn.q_proj.weight"),
-    ({"num_layers": 10**9}, "ConfigError", "num_layers = 1000000000 is outside [1, 4096]"),
-    ({"num_layers": 2**70}, "OverflowError", ""),
+    ({"num_hidden_layers": 4096, "layer_windows": [0] * 4096}, "CheckpointError", "model.layers.2.input_layernorm.weight"),
+    ({"num_attention_heads": 1024, "num_key_value_heads": 1024}, "CheckpointError", "model.layers.0.self_attn.q_proj.weight"),
+    ({"num_hidden_layers": 10**9}, "ConfigError", "'num_hidden_layers' = 1000000000 is outside [1, 4096]"),
+    ({"num_hidden_layers": 2**70}, "OverflowError", ""),
     ({"vocab_size": 2**40}, "ConfigError", "vocab_size"),
-    ({"head_dim": 4096, "num_heads": 1024, "rope_inv_freq": [1.0] * 2048}, "ConfigError", "too large"),
+    ({"head_dim": 4096, "num_attention_heads": 1024, "rope_inv_freq": [1.0] * 2048}, "ConfigError", "too large"),
 ])
 def test_absurd_engine_dims_are_refused_before_any_large_allocation(checkpoint, changes, exc, fragment):
     # The engine is fed dims the Python normaliser would refuse. Each implies far more memory than

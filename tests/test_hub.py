@@ -45,7 +45,7 @@ def make_snapshot(cache: Path, repo: str = REPO, commit: str = COMMIT, ref: str 
         (snap / "config.json").write_text("{}")
     if ref is not None:
         (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        (repo_dir / "refs" / ref).write_text(commit + "\n")
+        (repo_dir / "refs" / ref).write_text(commit)  # as the hub writes it: no newline
     return snap
 
 

@@ -75,7 +75,7 @@ def test_prefix_handle_gives_the_scores_of_full_sequences(model, golden):
     while n > 0 and any((s[:n] != seqs[0][:n]).any() for s in seqs):
         n -= 1
     assert n > 10
-    engine = model._engine
+    engine = model.engine.core
     prefix = engine.build_prefix(seqs[0][:n])
     assert prefix.length == n
     tails = [s[n:] for s in seqs]
@@ -111,8 +111,8 @@ def test_concurrent_calls_from_threads_give_serial_scores(model, golden):
 
 def test_prefix_from_another_model_is_refused(model):
     other = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, threads=1)
-    prefix = other._engine.build_prefix(np.arange(5, dtype=np.int32))
+    prefix = other.engine.core.build_prefix(np.arange(5, dtype=np.int32))
     with pytest.raises(ValueError, match="built by this model"):
-        model._engine.forward(np.array([1, 2], dtype=np.int32), np.array([5, 6], dtype=np.int32),
+        model.engine.core.forward(np.array([1, 2], dtype=np.int32), np.array([5, 6], dtype=np.int32),
                               np.array([0, 2], dtype=np.int64), prefixes=[prefix])
     assert isinstance(_core.cpu_info()["isa"], str)

@@ -1,6 +1,6 @@
 """Vector kernels: every ISA table this CPU runs agrees with the scalar reference and with NumPy.
 
-Each kernel of each ISA table is called directly through the test hook ``_core._kernel(isa, name,
+Each kernel of each ISA table is called directly through the test hook ``crossrank._testing.kernel(isa, name,
 *arrays)`` (bypassing the active table and CROSSRANK_ISA), on lengths that exercise every tail of
 the 8-, 16- and 32-wide loops, on arrays starting on a 64-byte boundary and one element past it,
 and (16-bit sources, which may sit anywhere in a memory-mapped checkpoint) at an odd byte address.
@@ -33,9 +33,9 @@ import sys
 import numpy as np
 import pytest
 
-from crossrank import _core
+from _hooks import hooks
 
-LEVELS = _core.isa_levels()
+LEVELS = hooks.isa_levels()
 SIMD_LEVELS = [isa for isa in LEVELS if isa != "ref"]
 KNOWN_TABLES = ["ref", "avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx"]
 
@@ -84,7 +84,7 @@ def place(values, placement):
 
 
 def kernel(isa, name, *arrays, **kw):
-    return _core._kernel(isa, name, *arrays, **kw)
+    return hooks.kernel(isa, name, *arrays, **kw)
 
 
 def float32_bits(value):
@@ -99,9 +99,9 @@ def reduction_tolerance(products):
 # ---- ISA levels ----------------------------------------------------------------------------------
 
 def test_isa_levels_list_ref_first_then_every_table_the_detected_level_allows():
-    detected = _core.cpu_info()["detected"]
+    detected = hooks.cpu_info()["detected"]
     runnable = KNOWN_TABLES[:KNOWN_TABLES.index(detected) + 1]
-    has_avx_vnni = "avx_vnni" in _core.cpu_info()["features"].split(",")
+    has_avx_vnni = "avx_vnni" in hooks.cpu_info()["features"].split(",")
     if "avxvnni" in runnable and not has_avx_vnni:  # a side level: AVX-512 CPUs may lack it
         runnable.remove("avxvnni")
     assert LEVELS == runnable
@@ -109,7 +109,7 @@ def test_isa_levels_list_ref_first_then_every_table_the_detected_level_allows():
 
 def test_isa_levels_ignore_the_crossrank_isa_cap():
     # The cap chooses the active table; the hook can still run everything the CPU supports.
-    code = "from crossrank import _core; print(_core.cpu_info()['isa'], *_core.isa_levels())"
+    code = "from crossrank import _core, _testing; print(_core.cpu_info()['isa'], *_testing.isa_levels())"
     env = dict(os.environ, CROSSRANK_ISA="ref")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
@@ -496,7 +496,7 @@ def test_wrong_array_count_or_keyword_raises_type_error():
     with pytest.raises(TypeError):
         kernel("ref", "axpy_f32", x, x, beta=1.0)
     with pytest.raises(TypeError):
-        _core._kernel("ref")
+        hooks.kernel("ref")
 
 
 # ---- gemm_f32_tile -------------------------------------------------------------------------------

@@ -12,15 +12,15 @@ reference's bits and match their NumPy definitions.
 import numpy as np
 import pytest
 
-from crossrank import _core
+from _hooks import hooks
 
-LEVELS = _core.isa_levels()
+LEVELS = hooks.isa_levels()
 NR = 32
 TAILS = [1, 5, 16, 17, 31, 32]
 
 
 def kernel(isa, name, *arrays, **kw):
-    return _core._kernel(isa, name, *arrays, **kw)
+    return hooks.kernel(isa, name, *arrays, **kw)
 
 
 def bf16_bits(values):
@@ -340,7 +340,7 @@ def test_int8_layer_on_rows_without_outliers_is_plain_per_token_quantization():
     rng = np.random.default_rng(5)
     w = rng.standard_normal((70, 1024)).astype(np.float32)
     x = rng.standard_normal((29, 1024)).astype(np.float32)
-    got = _core._linear(w, x, "int8", 2)
+    got = hooks.linear(w, x, "int8", 2)
     want = per_token_int8(w, x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).std())
 
@@ -370,11 +370,11 @@ def test_int8_layer_applies_outlier_inputs_in_float32(magnitude):
     x = gated_mlp_rows(rng, 37, 3072)
     x[:, [5, 130, 2000]] *= magnitude
     x[3, 7] = 5 * magnitude
-    got = _core._linear(w, x, "int8", 2)
+    got = hooks.linear(w, x, "int8", 2)
     want = int8_with_outliers(w, x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).std())
     # and every thread count gives the same bits
-    np.testing.assert_array_equal(got, _core._linear(w, x, "int8", 1))
+    np.testing.assert_array_equal(got, hooks.linear(w, x, "int8", 1))
     # Against the exact product: the inputs' own rounding no longer grows with the outliers.
     # (What remains is the weights' int8 rounding, which the outliers scale too; at 3000x it
     # dominates both ways.)
@@ -392,7 +392,7 @@ def test_int8_layer_keeps_the_largest_outliers_when_a_row_has_too_many():
     x = rng.standard_normal((4, 512)).astype(np.float32)
     x[0, ::8] *= 100.0   # 64 outliers, more than are taken out: the row still scores sensibly
     exact = x.astype(np.float64) @ w.T.astype(np.float64)
-    got = _core._linear(w, x, "int8", 1)
+    got = hooks.linear(w, x, "int8", 1)
     assert np.isfinite(got).all()
     assert np.abs(got - exact).max() < 0.05 * np.abs(exact).max()
 
@@ -403,7 +403,7 @@ def test_int8_layer_row_with_nan_gives_nan_only_in_that_row():
     x = rng.standard_normal((5, 256)).astype(np.float32)
     x[1, 3] = 1e4      # an outlier row
     x[2, 7] = np.nan
-    got = _core._linear(w, x, "int8", 2)
+    got = hooks.linear(w, x, "int8", 2)
     assert np.isnan(got[2]).all()
     assert np.isfinite(np.delete(got, 2, axis=0)).all()
 
@@ -411,9 +411,9 @@ def test_int8_layer_row_with_nan_gives_nan_only_in_that_row():
 def test_linear_hook_checks_its_inputs():
     w = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="columns"):
-        _core._linear(w, np.ones((2, 7), np.float32), "int8")
+        hooks.linear(w, np.ones((2, 7), np.float32), "int8")
     with pytest.raises(ValueError, match="fmt"):
-        _core._linear(w, np.ones((2, 8), np.float32), "int4")
+        hooks.linear(w, np.ones((2, 8), np.float32), "int4")
 
 
 def test_int8_layer_gives_the_same_bits_under_every_isa_cap(tmp_path):
@@ -427,9 +427,9 @@ def test_int8_layer_gives_the_same_bits_under_every_isa_cap(tmp_path):
     x[7, 11] = 400.0  # an outlier row too
     np.save(tmp_path / "w.npy", w)
     np.save(tmp_path / "x.npy", x)
-    code = ("import sys, numpy as np; from crossrank import _core; "
+    code = ("import sys, numpy as np; from crossrank import _testing as hooks; "
             "d = sys.argv[1]; np.save(d + '/y_' + sys.argv[2] + '.npy', "
-            "_core._linear(np.load(d + '/w.npy'), np.load(d + '/x.npy'), 'int8', 2))")
+            "hooks.linear(np.load(d + '/w.npy'), np.load(d + '/x.npy'), 'int8', 2))")
     for level in LEVELS:
         env = dict(__import__("os").environ, CROSSRANK_ISA=level)
         subprocess.run([sys.executable, "-c", code, str(tmp_path), level], env=env, check=True)

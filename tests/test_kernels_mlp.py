@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from crossrank import _core
+from _hooks import hooks
 
-LEVELS = _core.isa_levels()
+LEVELS = hooks.isa_levels()
 ACTS = ["silu_mul_f32", "gelu_tanh_mul_f32"]
 
 
@@ -37,7 +37,7 @@ def mlp_inputs(n=20_000, seed=0):
 @pytest.mark.parametrize("isa", LEVELS)
 def test_gated_activation_matches_the_float64_definition(isa, name):
     g, u = mlp_inputs()
-    got = _core._kernel(isa, name, g, u).astype(np.float64)
+    got = hooks.kernel(isa, name, g, u).astype(np.float64)
     want = act_definition(name, g, u)
     # a few float32 roundings (exp within 2 ulp, the division, the product) on |g u|'s scale
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(g * u).max(), err_msg=isa)
@@ -49,11 +49,11 @@ def test_gated_activation_matches_the_float64_definition(isa, name):
 @pytest.mark.parametrize("isa", LEVELS)
 def test_gated_activation_gives_the_reference_bits_at_every_length(isa, name):
     g, u = mlp_inputs(seed=1)
-    ref = _core._kernel("ref", name, g, u)
-    np.testing.assert_array_equal(_core._kernel(isa, name, g, u).view(np.uint32), ref.view(np.uint32))
+    ref = hooks.kernel("ref", name, g, u)
+    np.testing.assert_array_equal(hooks.kernel(isa, name, g, u).view(np.uint32), ref.view(np.uint32))
     for n in range(0, 40):  # every tail of the 8- and 16-lane loops; the hook checks guard zones
         gp, up = np.ascontiguousarray(g[300:300 + n]), np.ascontiguousarray(u[300:300 + n])
-        np.testing.assert_array_equal(_core._kernel(isa, name, gp, up).view(np.uint32),
+        np.testing.assert_array_equal(hooks.kernel(isa, name, gp, up).view(np.uint32),
                                       ref[300:300 + n].view(np.uint32), err_msg=f"{isa} n={n}")
 
 
@@ -62,7 +62,7 @@ def test_gated_activation_gives_the_reference_bits_at_every_length(isa, name):
 def test_gated_activation_special_values(isa, name):
     g = np.array([0.0, -0.0, 200.0, -200.0, 1e30, -1e30, np.inf, np.nan, 5.0, 5.0], np.float32)
     u = np.array([3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, np.nan, np.inf], np.float32)
-    h = _core._kernel(isa, name, g, u)
+    h = hooks.kernel(isa, name, g, u)
     assert h[0] == 0.0 and h[1] == 0.0
     assert h[2] == 200.0 and h[3] == 0.0          # saturated: g and 0, no overflow to NaN
     assert h[4] == np.float32(1e30) and h[5] == 0.0
@@ -72,6 +72,6 @@ def test_gated_activation_special_values(isa, name):
 
 def test_gated_activation_hook_checks_its_arrays():
     with pytest.raises(ValueError, match="equal length"):
-        _core._kernel("ref", "silu_mul_f32", np.ones(3, np.float32), np.ones(4, np.float32))
+        hooks.kernel("ref", "silu_mul_f32", np.ones(3, np.float32), np.ones(4, np.float32))
     with pytest.raises(TypeError, match="takes 2"):
-        _core._kernel("ref", "gelu_tanh_mul_f32", np.ones(3, np.float32))
+        hooks.kernel("ref", "gelu_tanh_mul_f32", np.ones(3, np.float32))

@@ -1,8 +1,9 @@
 """mxbai-rerank-v2, bge-reranker-v2-gemma, Llama and Mistral parity: crossrank against the official
 recipes run in transformers (float32; same token ids, raw scores within 1e-4).
 
-The golden ids and scores come from tests/reference/make_family_fixtures.py, run in a subprocess;
-this file imports no torch. Each fixture is a random-weight checkpoint of its architecture:
+The golden ids and scores come from the reference stage (tests/reference/make_fixtures.py, the
+recipes in recipe_*.py), run in a subprocess; this file imports no torch. Each fixture is a
+random-weight checkpoint of its architecture:
 
 * mxbai-tiny / mxbai-base (Qwen2, the real Qwen tokenizer): mixedbread's library recipe, pieces
   tokenized alone; mxbai-base has the real mxbai-rerank-base-v2 shape;

@@ -36,7 +36,7 @@ def test_round_trip_keeps_options_and_scores(model):
     blob = pickle.dumps(model)
     assert len(blob) < 20_000 and b"hf_secret_value" not in blob
     copy = pickle.loads(blob)
-    assert copy is not model and copy._engine is not model._engine
+    assert copy is not model and copy.engine is not model.engine
     assert (copy.path, copy.max_length, copy.threads, copy.prompt_format, copy.activation_fn) == \
         (model.path, 96, 1, "qwen3-reranker", "identity")
     assert copy.prompts == model.prompts and copy.default_prompt_name == "med" and copy.chunking == model.chunking

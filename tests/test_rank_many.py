@@ -69,8 +69,8 @@ class RecordingEngine:
 @pytest.fixture
 def recorded(model, monkeypatch):
     """The model with its engine recorded and its forward_ids calls counted."""
-    engine = RecordingEngine(model._engine)
-    monkeypatch.setattr(model, "_engine", engine)
+    engine = RecordingEngine(model.engine.core)
+    monkeypatch.setattr(model.engine, "core", engine)
     calls = []
     forward_ids = model.forward_ids
 
@@ -294,7 +294,7 @@ def test_the_token_budget_splits_passes_across_queries(model, workload, recorded
     expected = [model.score(q, d) for q, d in zip(queries, documents)]
     engine.passes.clear()
     budget = 600
-    monkeypatch.setattr(crossrank.model, "_TOKEN_BUDGET", budget)
+    monkeypatch.setattr(model.engine, "token_budget", budget)
     got = model.score_many(queries, documents, batch_size=64)
     assert len(engine.passes) > 2
     # A pass exceeds the budget only when it holds a single (long) sequence.

@@ -428,4 +428,4 @@ def test_package_processing_kwargs_reach_the_chat_template(tmp_path):
     (d / "sentence_bert_config.json").write_text(json.dumps(sbert))
     model = CrossEncoder(d, dtype="float32")
     assert model.chat_template.format == "structured" and dict(model.chat_template.variables) == {"marker": "M1"}
-    assert model._chat.render("q", "d") == "M1|Q: q|D: d"
+    assert model.prompting.render("q", "d") == "M1|Q: q|D: d"

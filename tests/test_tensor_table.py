@@ -86,9 +86,9 @@ def test_the_table_order_is_the_engines(tmp_path):
 def test_bad_dims_and_labels_are_config_errors(tmp_path):
     params = load_config_params(tmp_path)
     with pytest.raises(ConfigError, match="num_hidden_layers"):
-        _core.tensor_table(dict(params, num_layers=0))
+        _core.tensor_table(dict(params, num_hidden_layers=0))
     with pytest.raises(ConfigError, match="num_key_value_heads"):
-        _core.tensor_table(dict(params, num_kv_heads=3))
+        _core.tensor_table(dict(params, num_key_value_heads=3))
     with pytest.raises(ConfigError, match="num_labels"):
         _core.tensor_table(params, 70000)
     with pytest.raises(KeyError, match="hidden_size"):

@@ -259,6 +259,12 @@ const char *cr_amx_state(void) {
 
 const char *cr_cpu_vendor(void) { cr_kernels_init(); return vendor; }
 
+void cr_cpu_describe(cr_cpu_info *out) {
+    cr_kernels_init();
+    *out = (cr_cpu_info){.isa = cr_isa_name(), .detected = cr_isa_level_name(cr_isa_detected()),
+                         .features = cr_cpu_features(), .vendor = cr_cpu_vendor(), .amx = cr_amx_state()};
+}
+
 const char *cr_isa_name(void) {
     cr_kernels_init();
     /* refused: every call runs the AVX512BF16 kernels (no AMX format is ever packed) */

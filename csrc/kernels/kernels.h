@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "crossrank.h"
+
 typedef enum cr_isa {
     CR_ISA_REF = 0,
     CR_ISA_AVX2,        /* AVX2 + FMA + F16C */
@@ -212,12 +214,7 @@ int32_t cr_peak_vnni(int64_t iters); /* vpdpbusd: 1536 integer OP per iteration 
 float cr_peak_amx_bf16(int64_t iters);
 float cr_peak_amx_i8(int64_t iters);
 
-/* Whether the AMX kernels may run in this process: the CPU and XCR0 have the tile state, the
- * active level is AMX (not capped) and Linux granted the permission to use XTILEDATA. The
- * permission is asked once per process, lazily, at the first call (thread-safe), never at import.
- * CROSSRANK_AMX_DENY=1 (a testing aid) makes it a refusal. After a refusal the process runs the
- * AVX512BF16 level: cr_isa_name() says so and cr_amx_state() says why. */
-int cr_amx_usable(void);
+/* cr_amx_usable(): whether the AMX kernels may run (crossrank.h says when it asks the permission). */
 /* "usable", "not asked yet", or why not ("refused by the kernel: ...", "not supported: ..."). */
 const char *cr_amx_state(void);
 /* The CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...; "" when unknown). */

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import UnsupportedModelError
 
 __all__ = ["ActivationLike", "NumpyActivation", "ACTIVATIONS", "normalize_activation", "activation_from_path",
-           "activation_path", "apply_activation", "default_activation"]
+           "activation_path", "apply_activation", "default_activation", "activate_logits"]
 
 ActivationLike = Union[None, str, Callable[[np.ndarray], np.ndarray]]
 
@@ -245,3 +245,16 @@ def apply_activation(x: np.ndarray, fn: ActivationLike) -> np.ndarray:
         raise ValueError(f"activation_fn returned shape {out.shape} for {x.shape[0]} inputs; it must keep one row "
                          "per pair")
     return out
+
+
+def activate_logits(raw: np.ndarray, fn: ActivationLike, *, logit_mean: Optional[float] = None,
+             logit_sigma: Optional[float] = None) -> np.ndarray:
+    """Scores from raw logits ``[n, labels]``: ``logit_mean`` subtracted and ``logit_sigma`` divided
+    first, then ``fn`` (normalized, not ``None``), in float64; float32 out, ``[n]`` for one label."""
+    x = np.asarray(raw, dtype=np.float64)
+    if logit_mean is not None:
+        x = x - logit_mean
+    if logit_sigma is not None:
+        x = x / logit_sigma
+    x = apply_activation(x, fn).astype(np.float32)
+    return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x

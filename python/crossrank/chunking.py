@@ -13,9 +13,12 @@ Documents that fit are scored whole, unchanged, unless an explicit ``size`` is s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "AGGREGATES"]
+import numpy as np
+
+__all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "split_documents", "chunk_prompts",
+           "aggregate_chunks", "AGGREGATES"]
 
 #: How chunk scores become the document's score.
 AGGREGATES = ("max", "first")
@@ -126,3 +129,88 @@ def window_texts(document: str, offsets: Sequence[Tuple[int, int]], windows: Seq
                 first += 1
         texts.append(document[first:last])
     return texts
+
+
+def split_documents(docs: Sequence[str], plan: Chunking, document_tokens: Optional[Sequence[Tuple[int, int]]],
+                    text_offsets: Callable[[List[str]], List[List[Tuple[int, int]]]], *, prompt_format: str,
+                    max_length: int) -> List[Optional[List[str]]]:
+    """Per document, ``None`` (scored whole) or the texts of its chunks.
+
+    Args:
+        docs: The documents.
+        plan: The chunking.
+        document_tokens: Per prompt, ``(kept, whole)`` document tokens (``Encoded.document_tokens``),
+            or ``None`` when the prompt cannot be cut inside the document.
+        text_offsets: The character offsets of each text's tokens, tokenized alone.
+        prompt_format, max_length: The model's, for the error messages.
+    """
+    if document_tokens is None and plan.size is None:
+        # Prompts crossrank cannot cut are refused when too long, so every document fitted whole.
+        return [None] * len(docs)
+    if document_tokens is None:
+        raise ValueError(
+            f"chunking with a chunk size needs a prompt that crossrank can cut inside the document; the "
+            f"{prompt_format!r} prompt of this model cannot be (a chat template that rewrites its inputs, "
+            "or pair tokenization)")
+    to_split = []
+    for i, (kept, whole) in enumerate(document_tokens):
+        cut = kept < whole
+        if cut and kept == 0:
+            raise ValueError(
+                f"document {i}: the template, instruction and query take all of max_length={max_length}, "
+                "so no part of the document fits; shorten the query or raise max_length")
+        if cut or plan.size is not None:
+            to_split.append((i, kept if cut else None))
+    out: List[Optional[List[str]]] = [None] * len(docs)
+    offsets = text_offsets([docs[i] for i, _ in to_split])
+    for (i, budget), doc_offsets in zip(to_split, offsets):
+        n = len(doc_offsets)
+        if budget is None and n <= plan.size:  # type: ignore[operator]
+            continue  # it fits and is no longer than the chunk size: scored whole
+        size, overlap = plan.window(budget if budget is not None else n)
+        windows = token_windows(n, size, overlap, plan.max_chunks)
+        if plan.aggregate == "first":
+            windows = windows[:1]
+        out[i] = window_texts(docs[i], doc_offsets, windows)
+    return out
+
+
+def chunk_prompts(chunks: Sequence[Optional[List[str]]], input_ids: Sequence[Sequence[int]], queries: Sequence[str],
+                  encode: Callable[[List[str], List[str]], Sequence[Sequence[int]]],
+                  ) -> Tuple[List[Sequence[int]], List[int]]:
+    """The prompts to score and, per prompt, its document: a document scored whole keeps its ids
+    (``input_ids[i]``), the chunks of the others are encoded as documents of their query, all at once
+    by ``encode(queries, documents)``, after them."""
+    ids: List[Sequence[int]] = []
+    owner: List[int] = []
+    chunk_queries: List[str] = []
+    chunk_docs: List[str] = []
+    chunk_owner: List[int] = []
+    for i, texts in enumerate(chunks):
+        if texts is None:
+            ids.append(input_ids[i])
+            owner.append(i)
+        else:
+            chunk_queries += [queries[i]] * len(texts)
+            chunk_docs += texts
+            chunk_owner += [i] * len(texts)
+    if chunk_docs:
+        ids += list(encode(chunk_queries, chunk_docs))
+        owner += chunk_owner
+    return ids, owner
+
+
+def aggregate_chunks(scores: np.ndarray, owner: Sequence[int], n_docs: int, aggregate: str) -> np.ndarray:
+    """One score per document from the scores of its prompts (``owner[k]``: the document of score
+    ``k``; a document's chunks in order)."""
+    # Chunks of a document are in order, so the first one seen is the document's first chunk.
+    out = np.full(n_docs, -np.inf, dtype=np.float32)
+    seen = np.zeros(n_docs, dtype=bool)
+    for value, i in zip(scores, owner):
+        if aggregate == "first":
+            if not seen[i]:
+                out[i] = value
+        else:
+            out[i] = max(out[i], value)
+        seen[i] = True
+    return out

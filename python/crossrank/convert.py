@@ -37,7 +37,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from .config import _FAMILIES, _HEAD_SUFFIXES, _read_config_json, load_config, resolve_classifier_tokens
+from .config import family_of_config, normalize, read_config_json, resolve_classifier_tokens
 from .errors import CheckpointError, ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
 from .safetensors_writer import ITEMSIZE, MAX_SHARD_SIZE, MappedFiles, array_tensor, write_safetensors
@@ -87,21 +87,6 @@ class _Tensor:
 # --------------------------------------------------------------------------------------
 # Reading the source
 # --------------------------------------------------------------------------------------
-
-
-def _family(config: Mapping[str, Any]) -> Optional[str]:
-    """The architecture family ("Qwen3", "Gemma", ...) of a source config, or None."""
-    archs = config.get("architectures")
-    if isinstance(archs, (list, tuple)) and archs and isinstance(archs[0], str):
-        for fam in _FAMILIES:
-            if archs[0] in (fam + s for s in _HEAD_SUFFIXES):
-                return fam
-        return None
-    model_type = config.get("model_type")
-    for fam, mt in _FAMILIES.items():
-        if mt == model_type:
-            return fam
-    return None
 
 
 def _read_header(path: Path) -> Tuple[int, Dict[str, Any]]:
@@ -294,16 +279,17 @@ def convert(
         raise ValueError(f"the output {out} would overwrite the source checkpoint {src}; choose another path.")
 
     # The config, validated with the same overrides an online load would use, so every teaching
-    # error of load_config applies (unknown method, wrong token count, ...).
-    _, source_config = _read_config_json(src)
-    family = _family(source_config)
+    # error of the normaliser applies (unknown method, wrong token count, ...).
+    config_path, source_config = read_config_json(src)
+    family = family_of_config(source_config)
     if family is None:
-        load_config(src)  # raises the unsupported-architecture message
-        raise UnsupportedModelError(f"cannot tell the architecture family of {src / 'config.json'}.")
-    arch = family + "ForSequenceClassification"
+        normalize(source_config, source=config_path)  # raises the unsupported-architecture message
+        raise UnsupportedModelError(f"cannot tell the architecture family of {config_path}.")
+    arch = family.prefix + "ForSequenceClassification"
     tokens = list(classifier_from_tokens) if isinstance(classifier_from_tokens, tuple) else classifier_from_tokens
-    spec = load_config(src, {"architectures": [arch], "classifier_from_token": tokens, "method": method})
-    if spec.head.kind != "lm_rows" or spec.head.tokens is None:  # load_config guarantees it
+    spec = normalize(source_config, {"architectures": [arch], "classifier_from_token": tokens, "method": method},
+                     source=config_path)
+    if spec.head.kind != "lm_rows" or spec.head.tokens is None:  # normalize guarantees it
         raise ConfigError(f"classifier_from_tokens {classifier_from_tokens!r} do not define a head.")
     method = spec.head.method
     tokens = list(spec.head.tokens)

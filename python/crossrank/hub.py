@@ -6,14 +6,19 @@ looks, in order, at
 
 1. the local directory (it must hold ``config.json``);
 2. the Hugging Face cache (``cache_folder``, else ``HF_HUB_CACHE``, else
-   ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), with the hub's layout
-   ``models--{org}--{name}/refs/{revision}`` -> ``snapshots/{commit}``;
-3. ``huggingface_hub.snapshot_download`` when the package is installed and
-   neither ``local_files_only`` nor ``HF_HUB_OFFLINE`` is set;
+   ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), through
+   ``huggingface_hub.try_to_load_from_cache`` (no network);
+3. ``huggingface_hub.snapshot_download`` unless ``local_files_only`` or
+   ``HF_HUB_OFFLINE`` is set;
 
 and raises :class:`~crossrank.errors.ModelNotFoundError` listing every place it
-looked when all fail. Only the files crossrank needs are downloaded (configs,
-safetensors weights, tokenizer files, templates).
+looked (the cache's state as ``huggingface_hub.scan_cache_dir`` reads it) when
+all fail. Only the files crossrank needs are downloaded (configs, safetensors
+weights, tokenizer files, templates).
+
+``huggingface_hub`` reads the cache location and the offline flag from the
+environment once, at its import; crossrank reads them at every call (as it did
+before it used the library), so a process that sets ``HF_HOME`` later is heard.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 from .errors import ModelNotFoundError
 
@@ -32,7 +37,6 @@ __all__ = ["resolve_model_path", "hf_cache_dir", "is_offline", "ALLOW_PATTERNS"]
 ALLOW_PATTERNS: List[str] = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model", "*.jinja"]
 
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
-_REPO_ID = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -67,10 +71,13 @@ def hf_cache_dir(cache_folder: Optional[Union[str, os.PathLike]] = None) -> Path
     return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
 
 
-def _is_repo_id(name: str) -> bool:
-    if not _REPO_ID.match(name) or len(name) > 96:
+def _is_repo_id(hf: Any, name: str) -> bool:
+    """An ``org/name`` id as the hub validates it."""
+    try:
+        hf.utils.validate_repo_id(name)
+    except hf.utils.HFValidationError:
         return False
-    return ".." not in name and "--" not in name and not name.endswith(".git") and not name.startswith(".")
+    return True
 
 
 def _check_revision(revision: Optional[str]) -> str:
@@ -83,28 +90,32 @@ def _check_revision(revision: Optional[str]) -> str:
     return rev
 
 
-def _from_cache(cache: Path, repo_id: str, revision: str, looked: List[str]) -> Optional[Path]:
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
-    if not repo_dir.is_dir():
-        looked.append(f"Hugging Face cache: {repo_dir} does not exist")
-        return None
-    if _COMMIT.match(revision):
-        commit = revision
-    else:
-        ref = repo_dir / "refs" / revision
-        try:
-            commit = ref.read_text(encoding="utf-8").strip()
-        except OSError:
-            looked.append(f"Hugging Face cache: no ref {ref} (revision {revision!r} was never downloaded)")
-            return None
-        if not _COMMIT.match(commit):
-            looked.append(f"Hugging Face cache: {ref} does not hold a commit hash ({commit[:60]!r})")
-            return None
-    snapshot = repo_dir / "snapshots" / commit
-    if not (snapshot / "config.json").is_file():
-        looked.append(f"Hugging Face cache: {snapshot} has no config.json (missing or partial download)")
-        return None
-    return snapshot
+def _from_cache(hf: Any, cache: Path, repo_id: str, revision: str, looked: List[str]) -> Optional[Path]:
+    """The cached snapshot of ``repo_id`` at ``revision`` holding ``config.json``, or ``None``."""
+    found = hf.try_to_load_from_cache(repo_id, "config.json", cache_dir=str(cache), revision=revision)
+    if isinstance(found, str):
+        return Path(found).parent
+    looked.append("Hugging Face cache: " + _cache_miss(hf, cache, repo_id, revision))
+    return None
+
+
+def _cache_miss(hf: Any, cache: Path, repo_id: str, revision: str) -> str:
+    """Why the cache holds no usable snapshot, as ``huggingface_hub.scan_cache_dir`` sees it."""
+    if not cache.is_dir():
+        return f"{cache} does not exist"
+    info = hf.scan_cache_dir(cache)
+    folder = "models--" + repo_id.replace("/", "--")
+    for warning in info.warnings:
+        if folder in str(warning):
+            return f"{cache / folder} is damaged: {warning} Download the model again."
+    repo = next((r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id), None)
+    if repo is None:
+        return f"{cache / folder} does not exist"
+    commit = next((rev for rev in repo.revisions if revision in rev.refs or rev.commit_hash == revision), None)
+    if commit is None:
+        what = "commit" if _COMMIT.match(revision) else "ref"
+        return f"no {what} {revision!r} in {repo.repo_path} (revision {revision!r} was never downloaded)"
+    return f"{commit.snapshot_path} has no config.json (missing or partial download)"
 
 
 def resolve_model_path(
@@ -161,17 +172,28 @@ def resolve_model_path(
             f"{local} is a file, not a model directory; pass the directory that contains config.json."
         )
 
-    if is_pathlike or not _is_repo_id(name):
+    neither = ModelNotFoundError(
+        f"{name!r} is neither an existing directory nor a Hugging Face repository id. Pass the path "
+        f"of a local checkpoint directory (holding config.json), or a hub id of the form 'org/name' "
+        f"(e.g. 'Qwen/Qwen3-Reranker-0.6B')."
+    )
+    if is_pathlike or name.count("/") != 1:
+        raise neither
+    try:
+        import huggingface_hub as hf
+    except ImportError:
         raise ModelNotFoundError(
-            f"{name!r} is neither an existing directory nor a Hugging Face repository id. Pass the path "
-            f"of a local checkpoint directory (holding config.json), or a hub id of the form 'org/name' "
-            f"(e.g. 'Qwen/Qwen3-Reranker-0.6B')."
-        )
+            f"cannot look up {name!r}: huggingface_hub is not installed, and crossrank reads the Hugging "
+            f"Face cache and downloads through it. Reinstall crossrank's dependencies "
+            f"(`pip install huggingface_hub`), or pass the path of a local checkpoint directory."
+        ) from None
+    if not _is_repo_id(hf, name):
+        raise neither
 
     rev = _check_revision(revision)
     looked: List[str] = [f"local directory: {local} does not exist"]
     cache = hf_cache_dir(cache_folder)
-    found = _from_cache(cache, name, rev, looked)
+    found = _from_cache(hf, cache, name, rev, looked)
     if found is not None:
         return found
 
@@ -193,33 +215,27 @@ def resolve_model_path(
         fixes.append("or allow downloads (local_files_only=False, unset HF_HUB_OFFLINE)")
     else:
         try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            looked.append("hub download: skipped (huggingface_hub is not installed)")
-            fixes.append("or install huggingface_hub (`pip install crossrank[hub]`) to download automatically")
-        else:
-            try:
-                path = snapshot_download(
-                    repo_id=name,
-                    revision=revision,
-                    cache_dir=str(cache),
-                    token=token,
-                    allow_patterns=ALLOW_PATTERNS,
-                )
-            except Exception as e:  # huggingface_hub raises many types (HTTP, auth, offline, OS)
-                raise ModelNotFoundError(
-                    f"could not download {name!r} (revision {rev!r}) from the Hugging Face hub: "
-                    f"{type(e).__name__}: {e}. Looked first at: " + "; ".join(looked) + ". "
-                    f"Check the repository id and revision, your network, and for private or gated "
-                    f"models your access and token (token=... or `huggingface-cli login`)."
-                ) from e
-            snapshot = Path(path)
-            if not (snapshot / "config.json").is_file():
-                raise ModelNotFoundError(
-                    f"downloaded {name!r} (revision {rev!r}) to {snapshot}, but it has no config.json: "
-                    f"the repository is not a transformers checkpoint crossrank can load."
-                )
-            return snapshot
+            path = hf.snapshot_download(
+                repo_id=name,
+                revision=revision,
+                cache_dir=str(cache),
+                token=token,
+                allow_patterns=ALLOW_PATTERNS,
+            )
+        except Exception as e:  # huggingface_hub raises many types (HTTP, auth, offline, OS)
+            raise ModelNotFoundError(
+                f"could not download {name!r} (revision {rev!r}) from the Hugging Face hub: "
+                f"{type(e).__name__}: {e}. Looked first at: " + "; ".join(looked) + ". "
+                f"Check the repository id and revision, your network, and for private or gated "
+                f"models your access and token (token=... or `huggingface-cli login`)."
+            ) from e
+        snapshot = Path(path)
+        if not (snapshot / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"downloaded {name!r} (revision {rev!r}) to {snapshot}, but it has no config.json: "
+                f"the repository is not a transformers checkpoint crossrank can load."
+            )
+        return snapshot
 
     raise ModelNotFoundError(
         f"model {name!r} (revision {rev!r}) was not found. Looked at:\n  - "

@@ -1,102 +1,43 @@
 """CrossEncoder: the user-facing reranker, shaped like sentence-transformers' ``CrossEncoder``."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import pickle
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from .chat_template import (ChatPrompt, ChatTemplate, find_chat_template, load_chat_templates, read_special_tokens,
-                            read_tokenizer_config)
-from .chunking import Chunking, ChunkingLike, as_chunking, token_windows, window_texts
-from .config import ModelSpec, load_config, resolve_classifier_tokens
-from .activations import ActivationLike, apply_activation, default_activation, normalize_activation
-from .errors import ConfigError, UnsupportedModelError
+from .activations import ActivationLike, activate_logits, apply_activation, default_activation, normalize_activation
+from .chat_template import ChatTemplate
+from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, chunk_prompts, split_documents
+from .config import ModelSpec
+from .engine import CancelToken, Engine, plan_passes
 from .hub import resolve_model_path
-from .multiprocess import chunk_size_for, run_in_pool, start_pool, stop_pool
+from .loading import LoadOptions, Resolution, auto_dtype, check_device, load_model, resolve_dtype
+from .multiprocess import run_pooled
 from .pairs import broadcast, flatten_queries, ranked
-from .passes import interruptible, shared_prefix_groups
-from .st_compat import (ModelCardData, TokenizerAdapter, convert_scores, is_singular_input, saved_activation_path,
-                        st_call_args, st_init_args, warn_once)
-from .st_package import STPackage, head_overrides, read_st_package
-from .st_save import save_package
-from .templates import Template, get_template, split_pairs, template_for_model
-from .tokenization import Encoded, PromptEncoder
+from .passes import shared_prefix_groups
+from .prompting import Prompting, TemplateLike, resolve_instruction, resolve_prompt
+from .st_compat import ModelCardData, SentenceTransformersSurface, convert_scores, st_call_args, st_init_args
+from .st_package import STPackage
+from .templates import Template, split_pairs
+from .tokenization import Encoded
 
-__all__ = ["CrossEncoder", "CancelToken", "shared_prefix_groups"]
+__all__ = ["CrossEncoder", "CancelToken", "LoadOptions", "auto_dtype", "resolve_dtype", "shared_prefix_groups"]
 
 logger = logging.getLogger("crossrank")
 
-#: A per-call cancellation flag: pass it as ``cancel=`` and call ``.cancel()`` from any thread;
-#: the call raises :class:`crossrank.Cancelled` within one GEMM block and the model stays usable.
-CancelToken = _core.Control
-
 ActivationFn = ActivationLike
 Pair = Tuple[str, str]
-TemplateLike = Union[None, str, Template, ChatTemplate]
-
-# Tokens per forward pass: bounds the activations a pass allocates, whatever batch_size says.
-_TOKEN_BUDGET = 16384
-# transformers' model_max_length when a tokenizer config sets none.
-_NO_TOKENIZER_LIMIT = int(1e30)
-_DTYPES = ("auto", "float32", "bfloat16", "int8")
-# Kernel levels with vpdpbusd: without it the int8 GEMM is slower than float32.
-_VNNI_LEVELS = ("avxvnni", "avx512vnni", "avx512bf16", "amx")
-
-
-def auto_dtype(vendor: str, isa: str, amx_usable: bool) -> str:
-    """The fastest float dtype that meets the bfloat16 accuracy bar, as a fixed function of the CPU
-    (never a timing probe; ``auto`` never picks int8, whose bar is looser):
-
-    * AMX tiles usable (``isa == "amx"`` and the OS granted the permission): ``"bfloat16"`` on tiles;
-    * AVX512_BF16 on AMD (Zen 4/5: ``vdpbf16ps`` at twice the float32 FMA rate): ``"bfloat16"``;
-    * Intel with AVX512_BF16 but no usable AMX: ``"float32"`` (``vdpbf16ps`` runs at half the
-      float32 FMA rate there, so bfloat16 would be the slower path);
-    * anything else: ``"float32"``.
-    """
-    if isa == "amx" and amx_usable:
-        return "bfloat16"
-    if isa in ("avx512bf16", "amx") and vendor == "AuthenticAMD":
-        return "bfloat16"
-    return "float32"
-
-
-def resolve_dtype(dtype: str) -> str:
-    """The compute dtype ``dtype`` means on this CPU: ``"auto"`` is :func:`auto_dtype` of this CPU's
-    vendor, kernel level and AMX permission (asked from the OS here, once per process)."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not available; choose one of {', '.join(_DTYPES)}")
-    if dtype == "auto":
-        info = _core.cpu_info()
-        amx = info["isa"] == "amx" and _core.amx_usable()
-        # a refused permission turns the level into avx512bf16: read it again
-        return auto_dtype(info["vendor"], _core.cpu_info()["isa"], amx)
-    return dtype
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
 
 def _is_pair(obj: Any) -> bool:
     return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, str) for t in obj)
 
 
-def _check_device(device: Any) -> None:
-    if device is not None and str(device) != "cpu":
-        raise ValueError(f"crossrank runs on the CPU; device={device!r} is not available (pass None or 'cpu')")
-
-
-class CrossEncoder:
+class CrossEncoder(SentenceTransformersSurface):
     """An LLM reranker run by crossrank's C engine.
 
     How pairs become prompts, chosen at load (``template``):
@@ -113,54 +54,16 @@ class CrossEncoder:
     Args:
         model_name_or_path: A local directory, or a Hugging Face id found in the local cache (or
             downloaded when ``huggingface_hub`` is installed and not offline).
-        hf_overrides: Config overrides with vLLM's semantics, e.g. for Qwen3-Reranker
-            ``{"architectures": ["Qwen3ForSequenceClassification"],
-            "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}``.
-            A known reranker family needs none: its template supplies them; so does a
-            sentence-transformers package's ``LogitScore`` module. Given
-            ``is_original_qwen3_reranker`` without tokens, ``["no", "yes"]`` is used.
-        max_length: Token budget of one prompt; default: the family's (Qwen3-Reranker 8192); for a
-            sentence-transformers package its ``max_seq_length`` rule; else
-            ``min(max_position_embeddings, 8192)``.
-        dtype: Compute dtype of the linear layers: ``"auto"`` (bfloat16 where it is the faster
-            path: AMX tiles, or AMD with AVX512_BF16; else float32; see :func:`auto_dtype`), ``"float32"`` (the reference path: scores within 1e-4 of
-            transformers in float32) or ``"bfloat16"`` (weights and layer inputs rounded to
-            bfloat16, float32 accumulation and residual stream; on CPUs without AVX512_BF16 it
-            saves memory, not time) or ``"int8"`` (opt-in: int8 weights per output channel and
-            inputs per token, exact int32 sums with AVX512_VNNI or AVX-VNNI; a token's few huge
-            inputs, the outlier channels of real LLMs, are applied in float32). The resolved
-            value is ``self.dtype``.
-        threads: Compute threads; default: the CPUs this process may use.
-        template: A :class:`~crossrank.templates.Template` or its name, ``"chat"`` /
-            ``"chat:NAME"`` (the model's chat template), a
-            :class:`~crossrank.chat_template.ChatTemplate`, or ``None`` to choose from the model.
-        activation_fn: Default activation of the scores: ``None`` (the saved one of a
-            sentence-transformers model, else as sentence-transformers: one label sigmoid, several
-            identity), a name of :data:`crossrank.activations.ACTIVATIONS` (``"sigmoid"``,
-            ``"identity"``: raw logits, ``"tanh"``, ...), a ``torch.nn`` activation module (computed in
-            NumPy), a torch dotted path, or a callable on a float NumPy array.
         revision: Hub revision (branch, tag or commit) to look up in the cache.
         cache_folder: Hugging Face cache directory to search.
         token: Hub token, for a download (never stored or pickled).
         local_files_only: Never download.
-        split_special_tokens: Tokenize special-token strings inside queries and documents as
-            plain text (the official recipes parse them as special tokens: default ``False``).
-        prompts: Named instructions, as sentence-transformers' ``prompts``
-            (``{"web": "Given a web search query, ..."}``); they extend a package's saved prompts.
-        default_prompt_name: The prompt used when a call names none.
-        chat_template_kwargs: Extra variables for the chat template (vLLM's
-            ``chat_template_kwargs``, e.g. ``{"add_generation_prompt": True}``).
-        chunking: Default long-document handling of :meth:`score`/:meth:`rank`: ``None`` (truncate),
-            ``"max"``/``"first"``, a dict or a :class:`~crossrank.chunking.Chunking`.
-        device: ``None`` or ``"cpu"`` (accepted for sentence-transformers code).
-        truncate_query: Default of the calls' ``truncate_query`` (see :meth:`score`).
         model_card_data: A :class:`~crossrank.st_compat.ModelCardData` (sentence-transformers'
             evaluators store their metrics there); default: a new one.
-        check_finite: Scan the weights for NaN/Inf at load and raise
-            :class:`~crossrank.CheckpointError` naming the tensor. ``None`` (default): on for
-            checkpoints of up to 2^31 weights, off above (where the scan costs seconds). Whatever
-            this says, a non-finite logit raises :class:`~crossrank.NumericalError` instead of
-            being returned as a score.
+        hf_overrides, max_length, dtype, threads, template, activation_fn, split_special_tokens,
+            prompts, default_prompt_name, chat_template_kwargs, chunking, device, truncate_query,
+            check_finite: The load options, documented one by one as the fields of
+            :class:`~crossrank.loading.LoadOptions` (kept as :attr:`options`).
 
     Pickling a model stores its resolved path and options (not its weights, nor ``token``); it
     reloads on unpickling, so it can be sent to Ray workers or multiprocessing pools.
@@ -194,16 +97,17 @@ class CrossEncoder:
         model_card_data: Optional[ModelCardData] = None,
         check_finite: Optional[bool] = None,
     ) -> None:
-        options = dict(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
-                       template=template, activation_fn=activation_fn, split_special_tokens=split_special_tokens,
-                       prompts=prompts, default_prompt_name=default_prompt_name,
-                       chat_template_kwargs=chat_template_kwargs, chunking=chunking, device=device,
-                       check_finite=check_finite, truncate_query=bool(truncate_query))
+        options = LoadOptions(hf_overrides=hf_overrides, max_length=max_length, dtype=dtype, threads=threads,
+                              template=template, activation_fn=activation_fn,
+                              split_special_tokens=split_special_tokens, prompts=prompts,
+                              default_prompt_name=default_prompt_name, chat_template_kwargs=chat_template_kwargs,
+                              chunking=chunking, device=device, check_finite=check_finite,
+                              truncate_query=bool(truncate_query))
         self.model_card_data = model_card_data if model_card_data is not None else ModelCardData(
             model_id=str(model_name_or_path))
-        self._validate_options(**options)
-        resolution = dict(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
-        path = resolve_model_path(model_name_or_path, token=token, **resolution)
+        options.validate()
+        resolution = Resolution(revision=revision, cache_folder=cache_folder, local_files_only=local_files_only)
+        path = resolve_model_path(model_name_or_path, token=token, **resolution.as_dict())
         try:
             self._load(str(model_name_or_path), path, resolution, options)
         finally:
@@ -213,184 +117,47 @@ class CrossEncoder:
 
     # -- loading -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _validate_options(*, dtype: str, threads: Optional[int], activation_fn: ActivationFn,
-                          chunking: ChunkingLike, device: Any, check_finite: Optional[bool], **_: Any) -> None:
-        resolve_dtype(dtype)
-        if check_finite is not None and not isinstance(check_finite, bool):
-            raise TypeError(f"check_finite must be True, False or None, got {check_finite!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 256):
-            raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
-        normalize_activation(activation_fn)
-        as_chunking(chunking)
-        _check_device(device)
-
-    def _load(self, name: str, path: Path, resolution: Dict[str, Any], options: Dict[str, Any]) -> None:
+    def _load(self, name: str, path: Path, resolution: Resolution, options: LoadOptions) -> None:
         """Builds the model from a resolved directory (shared by ``__init__`` and unpickling)."""
-        self._options = dict(options)
-        self._resolution = dict(resolution)
+        self.options = options
+        self.resolution = resolution
         self.model_name_or_path = name
         self.path: Path = path
-        threads = options["threads"] if options["threads"] is not None else _default_threads()
-        hf_overrides = options["hf_overrides"]
-        self.st_package: Optional[STPackage] = read_st_package(path)
-        spec = load_config(path, hf_overrides)
-        self._encoder = PromptEncoder(path, split_special_tokens=options["split_special_tokens"])
-        self.template: Optional[Template] = None
-        self._chat: Optional[ChatPrompt] = None
-        self._choose_prompt(options["template"], options["chat_template_kwargs"], spec)
-
-        if spec.head.kind == "none":
-            # A causal LM: the package's LogitScore, the family's overrides, or (chat prompts, as
-            # sentence-transformers does for a bare causal LM) yes/no turn it into a classifier.
-            tok = self._encoder._tokenizer
-            if self.st_package is not None and self.st_package.has_logit_score:
-                defaults = head_overrides(self.st_package, spec.architecture, tok.id_to_token)
-            elif self.template is not None and self.template.overrides:
-                defaults = dict(self.template.overrides)
-            elif self._chat is not None and None not in (tok.token_to_id("yes"), tok.token_to_id("no")):
-                defaults = head_overrides(STPackage(true_token_id=tok.token_to_id("yes"),
-                                                    false_token_id=tok.token_to_id("no")),
-                                          spec.architecture, tok.id_to_token)
-                logger.info("%s: no head is configured; scoring logit('yes') - logit('no') as "
-                            "sentence-transformers does for a causal LM", name)
-            else:
-                raise UnsupportedModelError(
-                    f"{name} is a causal LM ({spec.architecture}) and crossrank does not "
-                    "know which answer tokens score it. Pass hf_overrides as for vLLM, e.g. "
-                    '{"architectures": ["Qwen3ForSequenceClassification"], '
-                    '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}, '
-                    "or template='qwen3-reranker' for a Qwen3-Reranker checkpoint")
-            spec = load_config(path, {**defaults, **(hf_overrides or {})})
-        self.config: ModelSpec = spec
-
-        package = self.st_package
-        self.prompts: Dict[str, str] = dict(package.prompts) if package else {}
-        self.prompts.update(options["prompts"] or {})
-        self.default_prompt_name: Optional[str] = options["default_prompt_name"] or (
-            package.default_prompt_name if package else None)
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
-                             f"{sorted(self.prompts)}")
-        activation = normalize_activation(options["activation_fn"])
-        if activation is None:  # the saved one; a path crossrank cannot run raises, naming it
-            activation = normalize_activation(saved_activation_path(path, package))
-        self.activation_fn: ActivationFn = activation
-        self.truncate_query: bool = bool(options.get("truncate_query", False))
-        self.chunking: Optional[Chunking] = as_chunking(options["chunking"])
-        self.max_length: int = self._pick_max_length(options["max_length"])
-        self.threads = threads
-        self.dtype = resolve_dtype(options["dtype"])
-        if self.dtype == "int8" and _core.cpu_info()["isa"] not in _VNNI_LEVELS:
-            warnings.warn(f"dtype='int8' runs without VNNI on this CPU (kernels: {_core.cpu_info()['isa']}), "
-                          "slower than float32; use dtype='float32' for speed or 'bfloat16' to halve memory",
-                          RuntimeWarning, stacklevel=3)
-
-        head: Dict[str, Any]
-        if spec.head.kind == "lm_rows":
-            rows = resolve_classifier_tokens(spec.head.tokens, self._encoder.get_vocab(),
-                                             vocab_size=spec.vocab_size)
-            head = {"kind": "lm_rows", "rows": list(rows),
-                    "two_way": spec.head.method == "from_2_way_softmax"}
-            self._head_rows: Optional[List[int]] = list(rows)
-        else:
-            head = {"kind": "score_weight"}
-            self._head_rows = None
-        self._engine = _core.Model(str(path), spec.core_params(), head, dtype=self.dtype, threads=threads,
-                                   check_finite=options.get("check_finite"))
-        self.num_labels: int = self._engine.num_labels
+        parts = load_model(name, path, options)
+        self.st_package: Optional[STPackage] = parts.st_package
+        self.config: ModelSpec = parts.config
+        #: How pairs become token ids (see :mod:`crossrank.prompting`).
+        self.prompting: Prompting = parts.prompting
+        #: The family template, when that is the prompt format.
+        self.template: Optional[Template] = parts.prompting.family
+        self.prompts: Dict[str, str] = parts.prompts
+        self.default_prompt_name: Optional[str] = parts.default_prompt_name
+        self.activation_fn: ActivationFn = parts.activation_fn
+        self.truncate_query: bool = parts.truncate_query
+        self.chunking: Optional[Chunking] = parts.chunking
+        self.max_length: int = parts.max_length
+        self.threads: int = parts.threads
+        self.dtype: str = parts.dtype
+        #: The token ids whose LM-head rows make the classifier, or ``None`` (a ``score.weight`` head).
+        self.head_token_ids: Optional[List[int]] = parts.head_token_ids
+        #: The engine running this model's passes (see :mod:`crossrank.engine`).
+        self.engine: Engine = parts.engine
+        self.num_labels: int = parts.engine.num_labels
+        spec = parts.config
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
-                    self.prompt_format, threads, _core.cpu_info()["isa"])
-
-    def _chat_prompt(self, chat: ChatTemplate, variables: Optional[Mapping[str, Any]]) -> ChatPrompt:
-        package = self.st_package
-        if package is not None:
-            if chat.message_format is None and package.message_format is not None:
-                chat = dataclasses.replace(chat, message_format=package.message_format)
-            chat = chat.with_variables(package.chat_template_variables)
-        if variables:
-            chat = chat.with_variables(variables)
-        return ChatPrompt(chat, self._encoder, read_special_tokens(self.path))
-
-    def _choose_prompt(self, template: TemplateLike, variables: Optional[Mapping[str, Any]], spec: ModelSpec) -> None:
-        """Sets ``self.template`` (family) or ``self._chat`` (chat template), or neither."""
-        if isinstance(template, ChatTemplate):
-            self._chat = self._chat_prompt(template, variables)
-            self._chat.check()
-            return
-        if isinstance(template, str) and (template == "chat" or template.startswith("chat:")):
-            chat = find_chat_template(self.path, None if template == "chat" else template[len("chat:"):])
-            if chat is None:
-                raise ConfigError(
-                    f"template={template!r}, but {self.path} has no chat template (looked for chat_template.jinja, "
-                    "additional_chat_templates/*.jinja and tokenizer_config.json's chat_template); pass "
-                    "template=ChatTemplate.from_file('reranker.jinja') or a family template")
-            self._chat = self._chat_prompt(chat, variables)
-            self._chat.check()
-            return
-        if template is not None:
-            self.template = get_template(template)
-            return
-        try:
-            chat = load_chat_templates(self.path).get("default")
-        except ConfigError as exc:
-            if self.st_package is not None:
-                raise
-            logger.warning("%s: the chat template is not used: %s", self.path, exc)
-            chat = None
-        if self.st_package is not None and chat is not None:
-            # A sentence-transformers package renders pairs through its chat template; so does vLLM
-            # with a package's score template. The package's own declaration wins over the family.
-            self._chat = self._chat_prompt(chat, variables)
-            self._chat.check()
-            return
-        self.template = template_for_model(self.model_name_or_path, spec.raw)
-        if self.template is not None or chat is None:
-            return
-        prompt = self._chat_prompt(chat, variables)
-        failure = prompt.chat.pair_roles_failure(prompt.special_tokens)
-        if failure is None:
-            self._chat = prompt
-        else:
-            # Most often a base LLM's conversation template, which drops (or refuses) the query and
-            # document roles: it says nothing about reranking prompts and must not block loading.
-            # template="chat" reports the problem as an error.
-            level = logging.WARNING if "does not compile" in failure else logging.DEBUG
-            logger.log(level, "%s: the chat template is not used for query/document pairs: %s", self.path, failure)
-
-    def _pick_max_length(self, max_length: Optional[int]) -> int:
-        if max_length is None:
-            if self.template is not None:
-                return self.template.default_max_length
-            if self.st_package is not None:
-                # sentence-transformers: max_seq_length, else the tokenizer's limit capped by the model's.
-                if self.st_package.max_seq_length is not None:
-                    return self.st_package.max_seq_length
-                limit = read_tokenizer_config(self.path).get("model_max_length")
-                limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else _NO_TOKENIZER_LIMIT
-                return min(limit, self.config.max_position_embeddings)
-            return min(self.config.max_position_embeddings, 8192)
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        if max_length > self.config.max_position_embeddings:
-            logger.warning("max_length=%d is beyond the model's max_position_embeddings=%d",
-                           max_length, self.config.max_position_embeddings)
-        return max_length
+                    self.prompt_format, self.threads, _core.cpu_info()["isa"])
 
     @property
     def prompt_format(self) -> str:
         """How pairs become prompts: the family template's name, ``"chat"``/``"chat:NAME"``, or
         ``"pairs"`` (no template: :meth:`predict` only)."""
-        if self._chat is not None:
-            return self._chat.name
-        return self.template.name if self.template is not None else "pairs"
+        return self.prompting.name
 
     @property
     def chat_template(self) -> Optional[ChatTemplate]:
         """The chat template in use, or ``None``."""
-        return self._chat.chat if self._chat is not None else None
+        return self.prompting.chat
 
     def __repr__(self) -> str:
         return (f"CrossEncoder({self.model_name_or_path!r}, architecture={self.config.architecture!r}, "
@@ -407,10 +174,10 @@ class CrossEncoder:
             except Exception as exc:
                 raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
                                 f"be pickled ({exc}); use a named activation or a module-level function") from exc
-        options = {**self._options, "max_length": self.max_length, "activation_fn": activation,
+        options = {**self.options.as_dict(), "max_length": self.max_length, "activation_fn": activation,
                    "truncate_query": self.truncate_query}
         return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
-                "resolution": self._resolution, "options": options}
+                "resolution": self.resolution.as_dict(), "options": options}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Reloads from the pickled path (resolving the name again where the path does not exist)."""
@@ -420,122 +187,17 @@ class CrossEncoder:
         if not (path / "config.json").is_file():
             path = resolve_model_path(state["model_name_or_path"], **state["resolution"])
         self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
-        self._load(state["model_name_or_path"], path, state["resolution"], state["options"])
-
-    @property
-    def tokenizer(self) -> TokenizerAdapter:
-        """The model's ``tokenizers.Tokenizer``, with transformers' ``model_max_length`` (the model's
-        ``max_length``) on top."""
-        return TokenizerAdapter(self._encoder._tokenizer, self)
-
-    @property
-    def max_seq_length(self) -> int:
-        """sentence-transformers' name of :attr:`max_length`."""
-        return self.max_length
-
-    @max_seq_length.setter
-    def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
-        self.max_length = value
-
-    @property
-    def default_activation_function(self) -> ActivationFn:
-        """Deprecated name of :attr:`activation_fn` (as in sentence-transformers)."""
-        warn_once("The `default_activation_function` property was renamed and is now deprecated. "
-                  "Please use `activation_fn` instead.")
-        return self.activation_fn
-
-    @property
-    def modalities(self) -> List[str]:
-        """The input modalities: text."""
-        return ["text"]
-
-    def supports(self, modality: Union[str, Tuple[str, ...]]) -> bool:
-        """Whether the model takes inputs of ``modality`` (sentence-transformers' rule; only ``"text"``)."""
-        return modality in self.modalities
-
-    def is_singular_input(self, inputs: Any) -> bool:
-        """Whether ``inputs`` is one pair rather than a list of pairs (sentence-transformers' rule)."""
-        return is_singular_input(inputs)
-
-    def save(self, path: Union[str, os.PathLike], model_name: Optional[str] = None, create_model_card: bool = True,
-             train_datasets: Optional[List[str]] = None, safe_serialization: bool = True) -> None:
-        """Writes a sentence-transformers CrossEncoder package that sentence-transformers and crossrank
-        load with the same scores: the source checkpoint's files, copied, and the module files (see
-        :mod:`crossrank.st_save`). ``model_name``, ``create_model_card``, ``train_datasets`` and
-        ``safe_serialization`` are accepted for sentence-transformers code; no model card is written.
-
-        Raises:
-            ValueError: the model cannot be described as such a package (the message says why).
-        """
-        chat = self.chat_template
-        save_package(self, path, chat_template=chat.source if chat is not None else None,
-                     chat_variables=dict(chat.variables) if chat is not None else {},
-                     message_format=chat.format if chat is not None else None, head_token_ids=self._head_rows,
-                     family=self.template, activation=self.activation_fn, overrides=self._options["hf_overrides"])
-
-    save_pretrained = save
-
-    def start_multi_process_pool(self, target_devices: Optional[List[str]] = None) -> Dict[str, Any]:
-        """Starts worker processes for ``predict(..., pool=)``/``rank(..., pool=)`` (one per ``"cpu"`` in
-        ``target_devices``; default up to 4, one per core), each with ``cores // processes`` threads;
-        see :mod:`crossrank.multiprocess`. Stop it with :meth:`stop_multi_process_pool`."""
-        return start_pool(self, target_devices)
-
-    @staticmethod
-    def stop_multi_process_pool(pool: Dict[str, Any]) -> None:
-        """Stops a pool from :meth:`start_multi_process_pool`."""
-        stop_pool(pool)
-
-    def _pooled(self, method: str, items: Sequence[Any], chunk: Callable[[Sequence[Any]], tuple],
-                kwargs: Dict[str, Any], pool: Optional[Dict[str, Any]], device: Any,
-                chunk_size: Optional[int]) -> np.ndarray:
-        """Runs ``method`` over ``items`` on a pool's workers (a temporary pool for a device list)."""
-        own = pool is None
-        if own:
-            pool = self.start_multi_process_pool(list(device))
-        try:
-            size = chunk_size_for(len(items), len(pool["processes"]), chunk_size)
-            parts = run_in_pool(pool, method, [chunk(items[i:i + size]) for i in range(0, len(items), size)],
-                                {**kwargs, "show_progress_bar": False})
-        finally:
-            if own:
-                self.stop_multi_process_pool(pool)
-        return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
+        self._load(state["model_name_or_path"], path, Resolution(**state["resolution"]),
+                   LoadOptions.from_dict(state["options"]))
 
     # -- prompts -------------------------------------------------------------------------------
 
     def _resolve_prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
-        """sentence-transformers' rule: ``prompt``, else ``prompts[prompt_name]``, else the default
-        prompt; an empty prompt is no prompt."""
-        if prompt_name is not None and not isinstance(prompt_name, str):
-            raise TypeError(
-                f"prompt_name must be a str or None, got {type(prompt_name).__name__}; predict() and rank() "
-                "take sentence-transformers 6's parameter order (inputs, prompt_name, prompt, batch_size, ...): "
-                "pass batch_size and the others by keyword")
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
-        if prompt is None:
-            if prompt_name is not None:
-                if prompt_name not in self.prompts:
-                    raise ValueError(f"prompt name {prompt_name!r} is not one of the prompts {sorted(self.prompts)}")
-                prompt = self.prompts[prompt_name]
-            elif self.default_prompt_name is not None:
-                prompt = self.prompts.get(self.default_prompt_name)
-        elif prompt_name is not None:
-            logger.warning("both prompt and prompt_name were given; using prompt")
-        return prompt or None
+        return resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name)
 
     def _instruction(self, instruction: Optional[str], prompt_name: Optional[str],
                      prompt: Optional[str]) -> Optional[str]:
-        if instruction is not None:
-            if not isinstance(instruction, str):
-                raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
-            if prompt is not None or prompt_name is not None:
-                raise ValueError("give the instruction as instruction= or as prompt=/prompt_name=, not both")
-            return instruction
-        return self._resolve_prompt(prompt, prompt_name)
+        return resolve_instruction(self.prompts, self.default_prompt_name, instruction, prompt_name, prompt)
 
     # -- tokenization --------------------------------------------------------------------------
 
@@ -546,26 +208,8 @@ class CrossEncoder:
                 truncate_query: Optional[bool] = None) -> Encoded:
         """Token ids of (query, document) prompts in the model's prompt format; without one, the
         texts as a pair, as :meth:`predict` (and sentence-transformers) take them."""
-        cut_query = self._truncate_query(truncate_query)
-        if self._chat is not None:
-            return self._chat.encode(queries, documents, instruction, self.max_length, truncate_query=cut_query)
-        if self.template is None:
-            return self._encode_requests(queries, documents, instruction, self._pairs_use_sep, cut_query)
-        return self._encoder.encode_template(self.template, queries, documents, instruction, self.max_length,
-                                             truncate_query=cut_query)
-
-    @property
-    def _pairs_use_sep(self) -> bool:
-        # A sentence-transformers package without a chat template tokenizes the texts as a pair.
-        return self.config.use_sep_token or (self.template is None and self.st_package is not None)
-
-    def _encode_requests(self, texts_1: Sequence[str], texts_2: Sequence[str], prompt: Optional[str],
-                         use_sep_token: bool, truncate: bool = False) -> Encoded:
-        if prompt:
-            # sentence-transformers' text inputs: the prompt goes before the first text.
-            texts_1 = [prompt + t for t in texts_1]
-        return self._encoder.encode_requests(texts_1, texts_2, use_sep_token=use_sep_token,
-                                             max_length=self.max_length, truncate=truncate)
+        return self.prompting.encode(queries, documents, instruction, self.max_length,
+                                     truncate_query=self._truncate_query(truncate_query))
 
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
@@ -599,13 +243,11 @@ class CrossEncoder:
         (sentence-transformers' and vLLM's), else vLLM's request form of ``(text_1, text_2)``."""
         texts_1, texts_2 = split_pairs(pairs)
         prompt = self._resolve_prompt(prompt, prompt_name)
-        if self._chat is not None:
-            encoded = self._chat.encode(texts_1, texts_2, prompt, self.max_length,
-                                        truncate_query=self._truncate_query(truncate_query))
+        encoded = self.prompting.encode_pairs(texts_1, texts_2, prompt, self.max_length,
+                                              truncate=self._truncate_query(truncate_query))
+        if self.prompting.chat is not None:  # the request form cuts silently, as sentence-transformers does
             self._warn_truncated(encoded)
-            return encoded
-        return self._encode_requests(texts_1, texts_2, prompt, self._pairs_use_sep,
-                                     self._truncate_query(truncate_query))
+        return encoded
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -668,7 +310,7 @@ class CrossEncoder:
         if inputs is None:
             raise TypeError("predict() needs the pairs to score")
         if not isinstance(device, list):
-            _check_device(device)
+            check_device(device)
         if isinstance(inputs, np.ndarray):
             inputs = inputs.tolist()
         single = _is_pair(inputs)
@@ -678,7 +320,7 @@ class CrossEncoder:
             texts_1, texts_2 = split_pairs(pairs)
             kwargs = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, activation_fn=activation_fn,
                           apply_softmax=apply_softmax, truncate_query=truncate_query)
-            scores = self._pooled("predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
+            scores = run_pooled(self, "predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
                                   device, chunk_size)
             return convert_scores(scores, single, convert_to_numpy, convert_to_tensor)
         encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt, truncate_query=truncate_query)
@@ -749,38 +391,12 @@ class CrossEncoder:
         if plan is None:
             self._warn_truncated(encoded)
             return self._scores(encoded, batch_size, show_progress_bar, activation_fn, cancel, share_keys)
-        chunks = self._chunk_texts(queries, docs, instruction, plan, encoded)
         # One pass over every prompt: documents that fit keep their ids, chunks are encoded as documents.
-        ids: List[List[int]] = []
-        owner: List[int] = []
-        chunk_queries: List[str] = []
-        chunk_docs: List[str] = []
-        chunk_owner: List[int] = []
-        for i, texts in enumerate(chunks):
-            if texts is None:
-                ids.append(encoded.input_ids[i])
-                owner.append(i)
-            else:
-                chunk_queries += [queries[i]] * len(texts)
-                chunk_docs += texts
-                chunk_owner += [i] * len(texts)
-        if chunk_docs:
-            chunk_encoded = self._encode(chunk_queries, chunk_docs, instruction, truncate_query)
-            ids += chunk_encoded.input_ids
-            owner += chunk_owner
+        ids, owner = chunk_prompts(self._chunk_texts(docs, plan, encoded), encoded.input_ids, queries,
+                                   lambda qs, ds: self._encode(qs, ds, instruction, truncate_query).input_ids)
         scores = self._scores(Encoded(ids, [False] * len(ids)), batch_size, show_progress_bar, activation_fn, cancel,
                               [share_keys[i] for i in owner])
-        # Chunks of a document are in order, so the first one seen is the document's first chunk.
-        out = np.full(len(docs), -np.inf, dtype=np.float32)
-        seen = np.zeros(len(docs), dtype=bool)
-        for value, i in zip(scores, owner):
-            if plan.aggregate == "first":
-                if not seen[i]:
-                    out[i] = value
-            else:
-                out[i] = max(out[i], value)
-            seen[i] = True
-        return out
+        return aggregate_chunks(scores, owner, len(docs), plan.aggregate)
 
     @st_call_args
     def rank(
@@ -832,7 +448,7 @@ class CrossEncoder:
                       activation_fn=normalize_activation(activation_fn), truncate_query=truncate_query)
         if pool is not None or isinstance(device, list):
             broadcast(query, documents)
-            scores = self._pooled("score", list(documents), lambda part: (query, list(part), instruction), kwargs,
+            scores = run_pooled(self, "score", list(documents), lambda part: (query, list(part), instruction), kwargs,
                                   pool, device, chunk_size)
         else:
             scores = self.score(query, documents, instruction, show_progress_bar=show_progress_bar, cancel=cancel,
@@ -937,7 +553,7 @@ class CrossEncoder:
     def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        _check_device(device)
+        check_device(device)
         if self.num_labels != 1:
             raise ValueError(f"{method}() needs one score per document; this model has {self.num_labels} labels")
 
@@ -949,38 +565,9 @@ class CrossEncoder:
             raise ValueError(f"chunking needs one score per document; this model has {self.num_labels} labels")
         return plan
 
-    def _chunk_texts(self, queries: Sequence[str], docs: Sequence[str], instruction: Optional[str],
-                     plan: Chunking, encoded: Encoded) -> List[Optional[List[str]]]:
-        """Per document, ``None`` (scored whole) or the texts of its chunks."""
-        if encoded.document_tokens is None and plan.size is None:
-            # Prompts crossrank cannot cut are refused when too long, so every document fitted whole.
-            return [None] * len(docs)
-        if encoded.document_tokens is None:
-            raise ValueError(
-                f"chunking with a chunk size needs a prompt that crossrank can cut inside the document; the "
-                f"{self.prompt_format!r} prompt of this model cannot be (a chat template that rewrites its inputs, "
-                "or pair tokenization)")
-        to_split = []
-        for i, (kept, whole) in enumerate(encoded.document_tokens):
-            cut = kept < whole
-            if cut and kept == 0:
-                raise ValueError(
-                    f"document {i}: the template, instruction and query take all of max_length={self.max_length}, "
-                    "so no part of the document fits; shorten the query or raise max_length")
-            if cut or plan.size is not None:
-                to_split.append((i, kept if cut else None))
-        out: List[Optional[List[str]]] = [None] * len(docs)
-        offsets = self._encoder.text_offsets([docs[i] for i, _ in to_split])
-        for (i, budget), doc_offsets in zip(to_split, offsets):
-            n = len(doc_offsets)
-            if budget is None and n <= plan.size:
-                continue  # it fits and is no longer than the chunk size: scored whole
-            size, overlap = plan.window(budget if budget is not None else n)
-            windows = token_windows(n, size, overlap, plan.max_chunks)
-            if plan.aggregate == "first":
-                windows = windows[:1]
-            out[i] = window_texts(docs[i], doc_offsets, windows)
-        return out
+    def _chunk_texts(self, docs: Sequence[str], plan: Chunking, encoded: Encoded) -> List[Optional[List[str]]]:
+        return split_documents(docs, plan, encoded.document_tokens, self.prompting.encoder.text_offsets,
+                               prompt_format=self.prompt_format, max_length=self.max_length)
 
     def chunk_documents(self, query: Union[str, Sequence[str]], documents: Sequence[str],
                         instruction: Optional[str] = None, *, chunking: ChunkingLike = True,
@@ -996,7 +583,7 @@ class CrossEncoder:
         queries, docs = broadcast(query, documents)
         instruction = self._instruction(instruction, prompt_name, prompt)
         plan = as_chunking(chunking) or Chunking()
-        chunks = self._chunk_texts(queries, docs, instruction, plan, self._encode(queries, docs, instruction))
+        chunks = self._chunk_texts(docs, plan, self._encode(queries, docs, instruction))
         return [texts if texts is not None else [doc] for texts, doc in zip(chunks, docs)]
 
     # -- engine --------------------------------------------------------------------------------
@@ -1026,78 +613,17 @@ class CrossEncoder:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        n = len(input_ids)
-        out = np.empty((n, self.num_labels), dtype=np.float32)
-        if n == 0:
-            return out
-        seqs = [np.asarray(ids, dtype=np.int64) for ids in input_ids]
-        for i, ids in enumerate(seqs):
-            if ids.ndim != 1 or ids.size == 0:
-                raise ValueError(f"sequence {i} is empty: every prompt needs at least one token")
-        if share_keys is not None and len(share_keys) != n:
-            raise ValueError(f"share_keys has {len(share_keys)} entries for {n} sequences")
-        groups = shared_prefix_groups(seqs, share_keys)
-        group_of = np.full(n, -1, dtype=np.int64)
-        shared = np.zeros(n, dtype=np.int64)
-        order: List[int] = []
-        for g, (members, length) in enumerate(groups):
-            group_of[members] = g
-            shared[members] = length
-            order.extend(sorted(members, key=lambda i: -len(seqs[i])))
-        order.extend(sorted((i for i in range(n) if group_of[i] < 0), key=lambda i: -len(seqs[i])))
-        left_in_group = [len(members) for members, _ in groups]
-        handles: Dict[int, Any] = {}
-
-        control = cancel if cancel is not None else _core.Control()
+        if len(input_ids) == 0:
+            return np.empty((0, self.num_labels), dtype=np.float32)
+        plan = plan_passes(input_ids, share_keys)
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
-        bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
+        if not show_progress_bar:
+            return self.engine.run(plan, batch_size=batch_size, cancel=cancel)
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc="Scoring", unit="pair")
-        try:
-            start = 0
-            while start < n:
-                stop, tokens = start, 0
-                while stop < n and stop - start < batch_size and (
-                        stop == start or tokens + len(seqs[order[stop]]) - shared[order[stop]] <= _TOKEN_BUDGET):
-                    tokens += len(seqs[order[stop]]) - shared[order[stop]]
-                    stop += 1
-                chunk = order[start:stop]
-                for i in chunk:
-                    g = int(group_of[i])
-                    if g >= 0 and g not in handles:
-                        head = seqs[i][:shared[i]].astype(np.int32)
-                        handles[g] = interruptible(lambda: self._engine.build_prefix(head, control=control),
-                                                    control)
-                lengths = np.array([len(seqs[i]) - shared[i] for i in chunk], dtype=np.int64)
-                flat = np.concatenate([seqs[i][shared[i]:] for i in chunk]).astype(np.int32)
-                positions = np.concatenate([np.arange(shared[i], len(seqs[i]), dtype=np.int32) for i in chunk])
-                seq_start = np.zeros(len(chunk) + 1, dtype=np.int64)
-                np.cumsum(lengths, out=seq_start[1:])
-                if any(group_of[i] >= 0 for i in chunk):
-                    prefixes = [handles[int(group_of[i])] if group_of[i] >= 0 else None for i in chunk]
-                    prefix_lens = np.array([shared[i] for i in chunk], dtype=np.int64)
-                    call = lambda: self._engine.forward(flat, positions, seq_start, prefixes=prefixes,  # noqa: E731
-                                                        prefix_lens=prefix_lens, control=control)
-                else:
-                    call = lambda: self._engine.forward(flat, positions, seq_start, control=control)  # noqa: E731
-                out[chunk] = interruptible(call, control)
-                for i in chunk:  # a group's keys and values are freed once its last member ran
-                    g = int(group_of[i])
-                    if g >= 0:
-                        left_in_group[g] -= 1
-                        if left_in_group[g] == 0:
-                            del handles[g]
-                if bar is not None:
-                    bar.update(len(chunk))
-                start = stop
-        finally:
-            handles.clear()
-            if bar is not None:
-                bar.close()
-        return out
+        with tqdm(total=len(plan), desc="Scoring", unit="pair") as bar:
+            return self.engine.run(plan, batch_size=batch_size, cancel=cancel, on_pass=bar.update)
 
     def activate(self, raw: np.ndarray, activation_fn: ActivationFn = None, *,
                  defaults: str = "sentence-transformers") -> np.ndarray:
@@ -1118,12 +644,6 @@ class CrossEncoder:
             fn = normalize_activation(self.activation_fn)
         if fn is None:
             fn = default_activation(self.num_labels, defaults)
-        x = np.asarray(raw, dtype=np.float64)
         mean = self.config.logit_mean if self.config.logit_mean is not None else self.config.logit_bias
-        if mean is not None:
-            x = x - mean
-        if self.config.logit_sigma is not None:
-            x = x / self.config.logit_sigma
-        x = apply_activation(x, fn).astype(np.float32)
-        return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
+        return activate_logits(raw, fn, logit_mean=mean, logit_sigma=self.config.logit_sigma)
 

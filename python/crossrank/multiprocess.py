@@ -18,11 +18,11 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["start_pool", "stop_pool", "run_in_pool", "default_processes"]
+__all__ = ["start_pool", "stop_pool", "run_in_pool", "run_pooled", "default_processes"]
 
 Pool = Dict[str, Any]
 
@@ -148,3 +148,20 @@ def chunk_size_for(n: int, processes: int, chunk_size: Optional[int]) -> int:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         return chunk_size
     return max(1, min(math.ceil(n / processes / 10), 5000))
+
+
+def run_pooled(model: Any, method: str, items: Sequence[Any], chunk: Callable[[Sequence[Any]], tuple],
+               kwargs: Dict[str, Any], pool: Optional[Pool], device: Any, chunk_size: Optional[int]) -> np.ndarray:
+    """Runs ``model.<method>`` over ``items`` on a pool's workers (a temporary pool of ``model`` for a
+    device list): ``chunk`` turns a slice of the items into the method's positional arguments."""
+    own = pool is None
+    if own:
+        pool = model.start_multi_process_pool(list(device))
+    try:
+        size = chunk_size_for(len(items), len(pool["processes"]), chunk_size)
+        parts = run_in_pool(pool, method, [chunk(items[i:i + size]) for i in range(0, len(items), size)],
+                            {**kwargs, "show_progress_bar": False})
+    finally:
+        if own:
+            model.stop_multi_process_pool(pool)
+    return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)

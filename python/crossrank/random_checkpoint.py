@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from .config import load_config
+from .config import normalize
 from .safetensors_writer import TensorData, f32_to_bf16, write_safetensors
 
 __all__ = ["write_random_checkpoint", "tensor_table", "tensor_shapes", "cache_dir"]
@@ -32,10 +31,7 @@ def tensor_table(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...], 
     """The engine's tensor table (:func:`crossrank._core.tensor_table`) of a causal-LM checkpoint
     for ``config`` (a config.json dict): ``(name, shape, kind)`` in the engine's order, kind one of
     ``"embedding"``, ``"norm"``, ``"weight"``, ``"bias"``, ``"lm_head"``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "config.json").write_text(json.dumps(dict(config)), encoding="utf-8")
-        spec = load_config(Path(tmp))
-    return _core.tensor_table(spec.core_params())
+    return _core.tensor_table(normalize(config).core_params())
 
 
 def tensor_shapes(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:

@@ -21,14 +21,18 @@ import logging
 from copy import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, TypeVar
+import os
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 import numpy as np
 
+from .activations import ActivationLike
+from .multiprocess import start_pool, stop_pool
 from .st_package import STPackage
+from .st_save import save_package
 
 __all__ = ["st_init_args", "st_call_args", "saved_activation_path", "convert_scores", "is_singular_input",
-           "TokenizerAdapter", "ModelCardData", "warn_once"]
+           "TokenizerAdapter", "ModelCardData", "SentenceTransformersSurface", "warn_once"]
 
 logger = logging.getLogger("crossrank")
 
@@ -254,3 +258,83 @@ class ModelCardData:
     def set_base_model(self, model_id: str, revision: Optional[str] = None) -> None:
         """Records the model the scores come from."""
         self.base_model, self.base_model_revision = model_id, revision
+
+
+class SentenceTransformersSurface:
+    """sentence-transformers' ``CrossEncoder`` members besides scoring: the tokenizer view,
+    ``max_seq_length``, deprecated names, modalities, saving and multi-process pools. Mixed into
+    :class:`crossrank.CrossEncoder`, whose public attributes it reads."""
+
+    max_length: int
+    activation_fn: ActivationLike
+    prompting: Any
+    template: Any
+    options: Any
+    chat_template: Any
+    head_token_ids: Optional[List[int]]
+
+    @property
+    def tokenizer(self) -> TokenizerAdapter:
+        """The model's ``tokenizers.Tokenizer``, with transformers' ``model_max_length`` (the model's
+        ``max_length``) on top."""
+        return TokenizerAdapter(self.prompting.encoder.tokenizer, self)
+
+    @property
+    def max_seq_length(self) -> int:
+        """sentence-transformers' name of :attr:`max_length`."""
+        return self.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
+        self.max_length = value
+
+    @property
+    def default_activation_function(self) -> ActivationLike:
+        """Deprecated name of :attr:`activation_fn` (as in sentence-transformers)."""
+        warn_once("The `default_activation_function` property was renamed and is now deprecated. "
+                  "Please use `activation_fn` instead.")
+        return self.activation_fn
+
+    @property
+    def modalities(self) -> List[str]:
+        """The input modalities: text."""
+        return ["text"]
+
+    def supports(self, modality: Union[str, Tuple[str, ...]]) -> bool:
+        """Whether the model takes inputs of ``modality`` (sentence-transformers' rule; only ``"text"``)."""
+        return modality in self.modalities
+
+    def is_singular_input(self, inputs: Any) -> bool:
+        """Whether ``inputs`` is one pair rather than a list of pairs (sentence-transformers' rule)."""
+        return is_singular_input(inputs)
+
+    def save(self, path: Union[str, os.PathLike], model_name: Optional[str] = None, create_model_card: bool = True,
+             train_datasets: Optional[List[str]] = None, safe_serialization: bool = True) -> None:
+        """Writes a sentence-transformers CrossEncoder package that sentence-transformers and crossrank
+        load with the same scores: the source checkpoint's files, copied, and the module files (see
+        :mod:`crossrank.st_save`). ``model_name``, ``create_model_card``, ``train_datasets`` and
+        ``safe_serialization`` are accepted for sentence-transformers code; no model card is written.
+
+        Raises:
+            ValueError: the model cannot be described as such a package (the message says why).
+        """
+        chat = self.chat_template
+        save_package(self, path, chat_template=chat.source if chat is not None else None,
+                     chat_variables=dict(chat.variables) if chat is not None else {},
+                     message_format=chat.format if chat is not None else None, head_token_ids=self.head_token_ids,
+                     family=self.template, activation=self.activation_fn, overrides=self.options.hf_overrides)
+
+    save_pretrained = save
+
+    def start_multi_process_pool(self, target_devices: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Starts worker processes for ``predict(..., pool=)``/``rank(..., pool=)`` (one per ``"cpu"`` in
+        ``target_devices``; default up to 4, one per core), each with ``cores // processes`` threads;
+        see :mod:`crossrank.multiprocess`. Stop it with :meth:`stop_multi_process_pool`."""
+        return start_pool(self, target_devices)
+
+    @staticmethod
+    def stop_multi_process_pool(pool: Dict[str, Any]) -> None:
+        """Stops a pool from :meth:`start_multi_process_pool`."""
+        stop_pool(pool)

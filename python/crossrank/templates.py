@@ -13,6 +13,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .config import FAMILIES
+
 __all__ = [
     "Template",
     "QWEN3_RERANKER",
@@ -235,13 +237,9 @@ BGE_RERANKER_V2_GEMMA = Template(
 
 TEMPLATES: Dict[str, Template] = {t.name: t for t in (QWEN3_RERANKER, MXBAI_RERANK_V2, BGE_RERANKER_V2_GEMMA)}
 
-# Substrings of hub names (lower case) that identify a family.
-_NAME_HINTS: Tuple[Tuple[str, str], ...] = (
-    ("qwen3-reranker", "qwen3-reranker"),
-    ("mxbai-rerank-base-v2", "mxbai-rerank-v2"),
-    ("mxbai-rerank-large-v2", "mxbai-rerank-v2"),
-    ("mxbai-rerank-xsmall-v2", "mxbai-rerank-v2"),
-    ("bge-reranker-v2-gemma", "bge-reranker-v2-gemma"),
+# Substrings of hub names (lower case) that identify a family's reranker: from the family records.
+_NAME_HINTS: Tuple[Tuple[str, str], ...] = tuple(
+    (hint, family.template) for family in FAMILIES.values() if family.template for hint in family.name_hints
 )
 
 

@@ -118,6 +118,11 @@ class PromptEncoder:
             bos = bos.get("content")
         return self._tokenizer.token_to_id(bos) if isinstance(bos, str) else None
 
+    @property
+    def tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` of the template's own text (special tokens parsed)."""
+        return self._tokenizer
+
     def get_vocab(self) -> Dict[str, int]:
         """The vocabulary, added tokens included."""
         return self._tokenizer.get_vocab(with_added_tokens=True)

@@ -12,10 +12,10 @@ next starts and its peak RSS is its own:
 1. build (once, cached in DIR/checkpoint): a GemmaForCausalLM with the config of
    bge-reranker-v2-gemma (model-configs/bge-reranker-v2-gemma.json: 18 layers, hidden 2048,
    head_dim 256, one KV head, vocabulary 256000, tied embeddings), created directly in bfloat16,
-   random weights shaped as make_family_fixtures.py shapes gemma-tiny (embeddings at unit scale
+   random weights shaped as fixtures_family.py shapes gemma-tiny (embeddings at unit scale
    after the sqrt(hidden) factor, fan-in scaled projections, jittered (1 + w) norms, the tied
    "Yes" row fitted so the raw scores spread out; the fit runs the bf16 model), saved as bf16
-   safetensors in 2 GB shards, plus the Gemma-convention tokenizer that make_family_fixtures.py
+   safetensors in 2 GB shards, plus the Gemma-convention tokenizer that recipe_flag_llm.py
    trains for gemma-tiny (the real Gemma tokenizer is not available; see GEMMA_TOKENIZER_NOTES
    there). config.json keeps the real activation keys (hidden_act "gelu", hidden_activation
    "gelu_pytorch_tanh"): transformers 5.24 rewrites the legacy "gelu" to the tanh GELU, crossrank
@@ -26,7 +26,7 @@ next starts and its peak RSS is its own:
    close) that keeps the whole prompt within a budget of 128, 112, 96 or 80 tokens, in turn, so
    that the lengths are mixed. They are written to DIR/checkpoint/pairs.json.
 2. reference: FlagEmbedding's recipe for bge-reranker-v2-gemma (the piecewise
-   FlagLLMRerankerRecipe of make_family_fixtures.py, max_length 1024, so nothing is truncated by
+   FlagLLMRerankerRecipe of recipe_flag_llm.py, max_length 1024, so nothing is truncated by
    the recipe) in transformers, the bf16 checkpoint loaded with dtype=torch.float32, one unpadded
    sequence at a time (as golden.json's "logits"); writes ids, raw "Yes" logits and sigmoid
    scores to DIR/reference.json.
@@ -62,26 +62,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-# The family reference stage: its Gemma tokenizer, recipe, weight shaping and head fit (no torch at
-# import).
+# The reference stage: the shared module, the FlagLLMReranker recipe and its Gemma tokenizer, the
+# family fixtures' weight shaping and head fit (no torch at import).
 sys.path.insert(0, str(HERE))
-import make_family_fixtures as mff  # noqa: E402
+import fixtures_family  # noqa: E402
+import recipe_flag_llm  # noqa: E402
+import reference_stage  # noqa: E402
+from reference_stage import log  # noqa: E402
 
 SCRIPT_VERSION = 1
 DEFAULT_WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "crossrank-gemma-2b"
-CONFIG_FILE = mff.MODEL_CONFIGS / "bge-reranker-v2-gemma.json"
+CONFIG_FILE = reference_stage.MODEL_CONFIGS / "bge-reranker-v2-gemma.json"
 SEED = 20250810
 MAX_TOKENS = 128              # every prompt, BOS to the last prompt token
 CUT_BUDGETS = (128, 112, 96, 80)   # documents that must be cut are cut to these in turn (mixed lengths)
-MAX_LENGTH = mff.GEMMA_MAX_LENGTH   # the recipe's (model card) max_length: no recipe truncation
+MAX_LENGTH = recipe_flag_llm.GEMMA_MAX_LENGTH   # the recipe's (model card) max_length: no recipe truncation
 WORD_END_SLACK = 24           # prefer a cut at a word end when it loses at most this many characters
 SHARD_SIZE = "2GB"
 PARITY_ATOL = 1e-4
-TEMPLATE = mff.FAMILIES["gemma"]["template"]
+TEMPLATE = recipe_flag_llm.FAMILY["template"]
 HF_OVERRIDES = {
     "architectures": ["GemmaForSequenceClassification"],
-    "classifier_from_token": list(mff.FAMILIES["gemma"]["tokens"]),
-    "method": mff.FAMILIES["gemma"]["method"],
+    "classifier_from_token": list(recipe_flag_llm.FAMILY["tokens"]),
+    "method": recipe_flag_llm.FAMILY["method"],
 }
 # The activation keys of the real bge-reranker-v2-gemma config.json, kept in the checkpoint.
 REAL_ACTIVATION_KEYS = {"hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh"}
@@ -92,7 +95,7 @@ STAGE_MEMORY_GIB = {"build": 7.0, "reference": 13.0, "crossrank": 10.0}
 def _shaping(hidden_size):
     # As gemma-tiny: embeddings at unit scale after Gemma's sqrt(hidden) factor. q/k gain 1.0 as
     # mxbai-base (deep models: sharper attention compounds layer after layer).
-    return dict(mff.SHAPING, embed_std=1.0 / math.sqrt(hidden_size), qk_gain=1.0)
+    return dict(fixtures_family.SHAPING, embed_std=1.0 / math.sqrt(hidden_size), qk_gain=1.0)
 
 
 def _hf_config_dict():
@@ -110,16 +113,16 @@ def spec():
         "activation_keys": REAL_ACTIVATION_KEYS,
         "shaping": _shaping(cfg["hidden_size"]),
         "seed": SEED,
-        "pairs": mff.PAIRS,
+        "pairs": reference_stage.PAIRS,
         "max_tokens": MAX_TOKENS,
         "cut_budgets": CUT_BUDGETS,
         "word_end_slack": WORD_END_SLACK,
         "max_length": MAX_LENGTH,
-        "prompt": mff.GEMMA_PROMPT,
-        "sep": mff.GEMMA_SEP,
-        "tokenizer_build": dict(mff.GEMMA_TOKENIZER, corpus=mff._gemma_corpus()),
+        "prompt": recipe_flag_llm.GEMMA_PROMPT,
+        "sep": recipe_flag_llm.GEMMA_SEP,
+        "tokenizer_build": dict(recipe_flag_llm.GEMMA_TOKENIZER, corpus=recipe_flag_llm.gemma_corpus()),
         "shard_size": SHARD_SIZE,
-        "family_script_version": mff.SCRIPT_VERSION,
+        "family_script_version": fixtures_family.SCRIPT_VERSION,
     }
 
 
@@ -131,17 +134,13 @@ def spec_hash():
 # --------------------------------------------------------------------------
 # Utilities (no torch)
 
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 @contextlib.contextmanager
 def _phase(times, what):
     started = time.time()
-    _log(f"  {what} ...")
+    log(f"  {what} ...")
     yield
     times[what] = round(time.time() - started, 1)
-    _log(f"  {what}: {times[what]:.1f} s")
+    log(f"  {what}: {times[what]:.1f} s")
 
 
 def _peak_rss_gib():
@@ -172,10 +171,6 @@ def _read_json(path):
         return None
 
 
-def _sigmoid(x):
-    return 0.5 * (1.0 + math.tanh(0.5 * x))
-
-
 # --------------------------------------------------------------------------
 # Stage 1: the checkpoint (torch, bf16)
 
@@ -203,7 +198,7 @@ def select_pairs(recipe):
     """The texts.py pairs whose prompt fits MAX_TOKENS, documents cut to fit (see the docstring)."""
     out, skipped = [], []
     n_cut = 0
-    for index, p in enumerate(mff.PAIRS):
+    for index, p in enumerate(reference_stage.PAIRS):
         pair = dict(p)
         empty = _prompt_length(recipe, dict(pair, document=""))
         if empty > MAX_TOKENS:
@@ -256,11 +251,11 @@ def stage_build(work, threads):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = work / f"checkpoint.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
-    _log(f"build: {tmp}")
+    log(f"build: {tmp}")
 
     with _phase(times, "tokenizer and pairs"):
-        vocab_used = mff.build_gemma_tokenizer(tmp)
-        recipe = mff.FlagLLMRerankerRecipe(tmp)
+        vocab_used = recipe_flag_llm.build_gemma_tokenizer(tmp)
+        recipe = recipe_flag_llm.FlagLLMRerankerRecipe(tmp)
         pairs, skipped = select_pairs(recipe)
     config = _model_config()
     shaping = _shaping(config.hidden_size)
@@ -279,13 +274,13 @@ def stage_build(work, threads):
             raise RuntimeError(f"the model was not created in bfloat16: {dtypes}")
         if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
             raise RuntimeError("the embeddings are not tied")
-        mff._init_weights(model, SEED, shaping, gemma_norms=True)
+        fixtures_family.init_weights(model, SEED, shaping, gemma_norms=True)
         model.eval()
     n_params = sum(p.numel() for p in model.parameters())
-    _log(f"  {n_params / 1e9:.3f} B parameters, peak RSS {_peak_rss_gib()} GiB")
-    ids, _ = mff.encode_grouped(recipe, pairs, MAX_LENGTH)
+    log(f"  {n_params / 1e9:.3f} B parameters, peak RSS {_peak_rss_gib()} GiB")
+    ids, _ = reference_stage.encode_grouped(recipe, pairs, MAX_LENGTH)
     with _phase(times, "head fit (bf16 forward)"):
-        mff._set_head_rows(model, ids, [p["instruction"] for p in pairs], [recipe.yes_loc], SEED, shaping)
+        fixtures_family.set_head_rows(model, ids, [p["instruction"] for p in pairs], [recipe.yes_loc], SEED, shaping)
     with _phase(times, "save (bf16 safetensors)"):
         model.save_pretrained(tmp, max_shard_size=SHARD_SIZE)
     hidden_act_in_memory = model.config.hidden_act
@@ -298,11 +293,11 @@ def stage_build(work, threads):
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     _write_json(tmp / "pairs.json", {"max_tokens": MAX_TOKENS, "skipped_pair_indices": skipped, "pairs": pairs})
     with _phase(times, "weights sha256"):
-        sha = mff.weights_sha256(tmp)
+        sha = reference_stage.weights_sha256(tmp)
     files = sorted(f.name for f in tmp.iterdir())
     dtypes_on_disk = set()
-    for f in mff._qwen3_stage.safetensors_files(tmp):
-        _, header = mff._qwen3_stage.safetensors_header(f)
+    for f in reference_stage.safetensors_files(tmp):
+        _, header = reference_stage.safetensors_header(f)
         dtypes_on_disk |= {info["dtype"] for info in header.values()}
     build = {
         "spec_hash": spec_hash(),
@@ -322,7 +317,7 @@ def stage_build(work, threads):
         "peak_rss_gib": _peak_rss_gib(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "threads": threads,
-        "tokenizer_notes": mff.GEMMA_TOKENIZER_NOTES,
+        "tokenizer_notes": recipe_flag_llm.GEMMA_TOKENIZER_NOTES,
     }
     _write_json(tmp / "build.json", build)
     for f in tmp.iterdir():
@@ -330,7 +325,7 @@ def stage_build(work, threads):
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    _log(f"build: done in {build['wall_s']:.0f} s, peak RSS {build['peak_rss_gib']} GiB")
+    log(f"build: done in {build['wall_s']:.0f} s, peak RSS {build['peak_rss_gib']} GiB")
     return build
 
 
@@ -349,8 +344,8 @@ def stage_reference(work, threads):
     ckpt = work / "checkpoint"
     build = _read_json(ckpt / "build.json")
     pairs = _read_json(ckpt / "pairs.json")["pairs"]
-    recipe = mff.FlagLLMRerankerRecipe(ckpt)
-    ids, _ = mff.encode_grouped(recipe, pairs, MAX_LENGTH)
+    recipe = recipe_flag_llm.FlagLLMRerankerRecipe(ckpt)
+    ids, _ = reference_stage.encode_grouped(recipe, pairs, MAX_LENGTH)
     if [len(x) for x in ids] != [p["tokens"] for p in pairs] or max(map(len, ids)) > MAX_TOKENS:
         raise RuntimeError("the recipe's ids do not have the lengths pairs.json records")
     rss_before = _peak_rss_gib()
@@ -360,19 +355,19 @@ def stage_reference(work, threads):
     if dtypes != {"torch.float32"}:
         raise RuntimeError(f"the reference model is not float32: {dtypes}")
     rss_loaded = _peak_rss_gib()
-    _log(f"  loaded: peak RSS {rss_loaded} GiB, hidden_act {model.config.hidden_act!r}, "
-         f"attention {model.config._attn_implementation}")
+    log(f"  loaded: peak RSS {rss_loaded} GiB, hidden_act {model.config.hidden_act!r}, "
+        f"attention {model.config._attn_implementation}")
     logits = []
     with _phase(times, "forward (batch size 1, unpadded)"):
         for start in range(0, len(ids), 8):
             logits += recipe.head_logits(model, ids[start:start + 8])
-            _log(f"    {len(logits)}/{len(ids)} pairs, {time.time() - started:.0f} s")
+            log(f"    {len(logits)}/{len(ids)} pairs, {time.time() - started:.0f} s")
     reference = {
         "spec_hash": build["spec_hash"],
         "weights_sha256": build["weights_sha256"],
         "input_ids": ids,
         "logits": logits,
-        "scores": [_sigmoid(z) for z in logits],
+        "scores": [reference_stage.sigmoid(z) for z in logits],
         "yes_token_id": recipe.yes_loc,
         "hidden_act": model.config.hidden_act,
         "attn_implementation": model.config._attn_implementation,
@@ -386,7 +381,7 @@ def stage_reference(work, threads):
     }
     del model
     _write_json(work / "reference.json", reference)
-    _log(f"reference: done in {reference['wall_s']:.0f} s, peak RSS {reference['peak_rss_gib']} GiB")
+    log(f"reference: done in {reference['wall_s']:.0f} s, peak RSS {reference['peak_rss_gib']} GiB")
     return reference
 
 
@@ -407,8 +402,8 @@ def stage_crossrank(work, threads):
         model = CrossEncoder(ckpt, hf_overrides=HF_OVERRIDES, template=TEMPLATE, dtype="float32",
                              threads=threads)
     rss_loaded = _peak_rss_gib()
-    _log(f"  loaded: {model!r}, activation {model.config.activation!r}, embed_scale "
-         f"{model.config.embed_scale!r}, peak RSS {rss_loaded} GiB")
+    log(f"  loaded: {model!r}, activation {model.config.activation!r}, embed_scale "
+        f"{model.config.embed_scale!r}, peak RSS {rss_loaded} GiB")
     groups = {}
     for i, p in enumerate(pairs):
         groups.setdefault(p["instruction"], []).append(i)
@@ -424,8 +419,8 @@ def stage_crossrank(work, threads):
             for k, i in enumerate(idx):
                 ids[i] = list(enc.input_ids[k])
                 truncated[i] = bool(enc.truncated[k])
-            _log(f"    {len(idx)} pairs ({'default prompt' if instruction is None else 'custom instruction'}),"
-                 f" {time.time() - started:.0f} s")
+            prompt = "default prompt" if instruction is None else "custom instruction"
+            log(f"    {len(idx)} pairs ({prompt}), {time.time() - started:.0f} s")
     # The model's default activation (sigmoid for one label) on the same raw logits: a second
     # score() call would run the 2.5 B forward again for the same numbers.
     scores = model.activate(raw.reshape(-1, 1), defaults="vllm")
@@ -452,7 +447,7 @@ def stage_crossrank(work, threads):
                       "core_mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(core.stat().st_mtime))},
     }
     _write_json(work / "crossrank.json", result)
-    _log(f"crossrank: done in {result['wall_s']:.0f} s, peak RSS {result['peak_rss_gib']} GiB")
+    log(f"crossrank: done in {result['wall_s']:.0f} s, peak RSS {result['peak_rss_gib']} GiB")
     return result
 
 
@@ -472,7 +467,7 @@ def _wait_for_memory(stage, minutes):
         if time.time() > deadline:
             raise SystemExit(f"{stage}: MemAvailable is {avail:.1f} GiB, the stage needs ~{need} GiB; "
                              f"gave up after {minutes} min")
-        _log(f"{stage}: MemAvailable {avail:.1f} GiB < ~{need} GiB needed; waiting")
+        log(f"{stage}: MemAvailable {avail:.1f} GiB < ~{need} GiB needed; waiting")
         time.sleep(30)
 
 
@@ -481,7 +476,7 @@ def run_stage(stage, args):
     python = os.environ.get("CROSSRANK_REFERENCE_PYTHON", sys.executable) if stage != "crossrank" else sys.executable
     cmd = [python, str(Path(__file__).resolve()), "--stage", stage, "--work", str(args.work),
            "--threads", str(args.threads)]
-    _log(f"== {stage} (MemAvailable {avail if avail is None else round(avail, 1)} GiB): {' '.join(cmd)}")
+    log(f"== {stage} (MemAvailable {avail if avail is None else round(avail, 1)} GiB): {' '.join(cmd)}")
     started = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env)
@@ -509,8 +504,8 @@ def compare(work, build, reference, cr, runs):
     d_logit, d_score = np.abs(z_ref - z_cr), np.abs(s_ref - s_cr)
     lengths = np.asarray([len(x) for x in reference["input_ids"]])
     worst = int(np.argmax(d_logit))
-    stats = mff.score_stats(s_ref.tolist(), z_ref.tolist(), lengths.tolist())
-    stats_cr = mff.score_stats(s_cr.tolist(), z_cr.tolist(), lengths.tolist())
+    stats = reference_stage.score_stats(s_ref.tolist(), z_ref.tolist(), lengths.tolist())
+    stats_cr = reference_stage.score_stats(s_cr.tolist(), z_cr.tolist(), lengths.tolist())
     ok = {
         "ids_identical": all(same),
         "logits_within_1e-4": bool(d_logit.max() <= PARITY_ATOL),
@@ -593,7 +588,7 @@ def main(argv=None):
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK,
                     help=f"checkpoint and results directory (default {DEFAULT_WORK})")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch and crossrank threads (default 1: see make_family_fixtures.THREADS)")
+                    help="torch and crossrank threads (default 1: see fixtures_family.THREADS)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the checkpoint even if it is current")
     ap.add_argument("--reuse-reference", action="store_true",
                     help="keep DIR/reference.json when it was computed on the current checkpoint")
@@ -615,14 +610,14 @@ def main(argv=None):
         runs["build"] = run_stage("build", args)
         build = _read_json(args.work / "checkpoint" / "build.json")
     else:
-        _log(f"== build: cached in {args.work / 'checkpoint'}")
+        log(f"== build: cached in {args.work / 'checkpoint'}")
     reference = _read_json(args.work / "reference.json")
     if not (args.reuse_reference and reference is not None
             and reference.get("weights_sha256") == build["weights_sha256"]):
         runs["reference"] = run_stage("reference", args)
         reference = _read_json(args.work / "reference.json")
     else:
-        _log("== reference: reused")
+        log("== reference: reused")
     runs["crossrank"] = run_stage("crossrank", args)
     cr = _read_json(args.work / "crossrank.json")
     results = compare(args.work, build, reference, cr, runs)

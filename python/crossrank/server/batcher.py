@@ -7,13 +7,15 @@ runs wait in the queue; before each pass the thread moves waiting requests, olde
 from the requests of the rotation fairly: an equal share of ``max_batch_tokens`` each (at least one
 pair), any room left in rotation order, and the rotation moves on by one request per pass. A request
 of 100,000 documents thus shares the engine with the requests that arrive after it, which finish in
-a few passes instead of waiting for it. Each pass is one call to :meth:`CrossEncoder.forward_ids
-<crossrank.CrossEncoder.forward_ids>` with the pairs' query keys as ``share_keys``: pairs of the
-pass whose prompts start with the same query run that token prefix once and only their own tails.
+a few passes instead of waiting for it. Each pass is planned once by
+:func:`crossrank.engine.plan_passes`, with the pairs' query keys as ``share_keys`` (pairs of the
+pass whose prompts start with the same query run that token prefix once and only their own tails),
+and run by the model's :class:`~crossrank.engine.Engine`; the same plan gives the metrics' token
+counts, and planning each request alone gives the packing estimate of its pairs.
 Scores do not depend on packing or prefix reuse (the engine's reductions have a fixed order), so a
 request gets exactly the scores it would get alone.
 
-``forward_ids`` caps its own engine calls at a fixed token budget (16384 tokens, the default
+The engine caps its own calls at a fixed token budget (16384 tokens, the default
 ``max_batch_tokens``); with a larger ``max_batch_tokens`` it runs one pass as several engine calls,
 which is still one pass here (one cancel token, one log line).
 
@@ -41,7 +43,8 @@ from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Sequenc
 import numpy as np
 
 from ..errors import Cancelled
-from ..model import CancelToken, CrossEncoder, shared_prefix_groups
+from ..engine import CancelToken, plan_passes
+from ..model import CrossEncoder
 from .metrics import Metrics
 
 __all__ = ["Batcher", "Job", "QueueFull", "EngineStopped"]
@@ -121,7 +124,8 @@ class Batcher:
     """Queues requests and runs them through the engine on one thread.
 
     Args:
-        model: The loaded model; each pass is one :meth:`CrossEncoder.forward_ids` call.
+        model: The loaded model; each pass is one :meth:`Engine.run <crossrank.engine.Engine.run>`
+            call of its :attr:`~crossrank.CrossEncoder.engine`.
         max_queue: Requests allowed to wait; one more raises :class:`QueueFull`.
         max_batch_tokens: Tokens per forward pass (shared prefixes not counted).
         metrics: Where passes are counted.
@@ -129,7 +133,7 @@ class Batcher:
 
     def __init__(self, model: CrossEncoder, *, max_queue: int = 256, max_batch_tokens: int = 16384,
                  metrics: Optional[Metrics] = None) -> None:
-        self._model = model
+        self._engine = model.engine
         self._num_labels = model.num_labels
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self._max_queue = max_queue
@@ -264,11 +268,14 @@ class Batcher:
         if not job.future.set_running_or_notify_cancel() or job.closed:
             self._release(job)
             return
-        pairs = [_Pair(job, i, ids, job.keys[i], len(ids)) for i, ids in enumerate(job.ids)]
-        # Packing estimate only: forward_ids finds the shared prefixes of each pass itself.
-        for members, length in shared_prefix_groups([p.ids for p in pairs], [p.key for p in pairs]):
-            for m in members:
-                pairs[m].tail -= length
+        # Packing estimate only: each pass is planned again with the pairs it holds.
+        try:
+            tails = plan_passes(job.ids, job.keys).tails
+        except ValueError as exc:  # an empty prompt: the request fails, the engine thread goes on
+            job._fail(exc)
+            self._release(job)
+            return
+        pairs = [_Pair(job, i, ids, job.keys[i], int(tails[i])) for i, ids in enumerate(job.ids)]
         active.append(_Cursor(job, collections.deque(pairs), sum(p.tail for p in pairs)))
 
     def _next_pass(self, active: "Deque[_Cursor]") -> List[_Pair]:
@@ -338,8 +345,8 @@ class Batcher:
         jobs = _unique_jobs(batch)
         t0 = time.perf_counter()
         try:
-            out = self._guarded(jobs, lambda token: self._model.forward_ids(
-                ids, batch_size=len(ids), show_progress_bar=False, cancel=token, share_keys=keys))
+            plan = plan_passes(ids, keys)
+            out = self._guarded(jobs, lambda token: self._engine.run(plan, batch_size=len(ids), cancel=token))
         except Exception as exc:
             logger.exception("forward pass of %d pairs failed", len(batch))
             for job in jobs:
@@ -349,9 +356,7 @@ class Batcher:
         if out is _CANCELLED:
             logger.info("forward pass cancelled: every request in it was abandoned")
             return
-        groups = shared_prefix_groups(ids, keys)  # the prefixes forward_ids shared
-        reused = sum(length * len(members) for members, length in groups)
-        computed = sum(len(a) for a in ids) - reused + sum(length for _, length in groups)
+        reused, computed = plan.reused_tokens, plan.computed_tokens
         if self._metrics is not None:
             self._metrics.observe_pass(len(batch), computed)
             self._metrics.add("prefix_tokens_reused", reused)

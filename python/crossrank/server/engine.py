@@ -14,9 +14,9 @@ Two prompt forms, as in the library (RECIPES.md, "Two tokenizations of the same 
 When a chat (score) template is in force, every request form is rendered with it, as vLLM does.
 
 The default paths call those public methods, so a server score is bitwise the in-process score.
-Only the per-request extras (a ``truncate_prompt_tokens`` below the model's maximum, cutting the
-document's start, TEI's longest-first cut of the query, cutting ids past the maximum) reach into
-the model's prompt encoder; this module is the one place that does.
+The per-request extras (a ``truncate_prompt_tokens`` below the model's maximum, cutting the
+document's start, TEI's longest-first cut of the query, cutting ids past the maximum) use the
+model's :attr:`~crossrank.CrossEncoder.prompting` (:mod:`crossrank.prompting`) and its encoder.
 
 A prompt never loses its whole document: when the query with the template leaves no room for it,
 the vLLM routes answer 400 ("... Please reduce the length of the input prompt", as vLLM does) and
@@ -30,8 +30,8 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 
-from ..chat_template import ChatPrompt, read_special_tokens
 from ..model import CrossEncoder
+from ..prompting import ChatPrompting
 from ..templates import Template
 from ..tokenization import Encoded, TooLongError
 
@@ -100,15 +100,16 @@ class ScoringEngine:
         fmt = model.prompt_format
         #: The prompt format queries and documents get (``None``: pairs are taken as given).
         self.prompt_format: Optional[str] = fmt if use_template and fmt != "pairs" else None
+        prompting = model.prompting
         # The family template, when that is the format: per-request length limits need it.
-        self._family: Optional[Template] = model.template if self.prompt_format is not None else None
+        self._family: Optional[Template] = prompting.family if self.prompt_format is not None else None
         # The chat (score) template, when that is the format: every request form is rendered with it.
-        chat = model.chat_template if self.prompt_format is not None else None
-        self._chat: Optional[ChatPrompt] = (ChatPrompt(chat, model._encoder, read_special_tokens(model.path))
-                                            if chat is not None else None)
+        self._chat: Optional[ChatPrompting] = (prompting if isinstance(prompting, ChatPrompting)
+                                               and self.prompt_format is not None else None)
+        self._pairs = prompting
         self.max_length: int = model.max_length
         self.num_labels: int = model.num_labels
-        self._encoder = model._encoder
+        self._encoder = prompting.encoder
         self._max_token_chars: Optional[int] = None
 
     @property
@@ -121,7 +122,7 @@ class ScoringEngine:
         """Whether a chat (score) template is in force: then every request form gets it."""
         return self._chat is not None
 
-    def _template(self, instruction: Optional[str], chat: Optional[ChatPrompt] = None) -> Optional[Template]:
+    def _template(self, instruction: Optional[str], chat: Optional[ChatPrompting] = None) -> Optional[Template]:
         """The template the prompt's pieces come from (the chat template's equivalent, when it has
         one), for the per-request cuts; ``None`` when the prompt cannot be cut."""
         if self._family is not None:
@@ -195,8 +196,7 @@ class ScoringEngine:
                     f"shorten it or send truncate_prompt_tokens (-1: the model's maximum). {REDUCE_PROMPT}",
                     "truncate_prompt_tokens") from None
             # vLLM's request form without the length check; the ids are cut to the limit by the caller.
-            return list(self._encoder.encode_requests(texts_1, texts_2, use_sep_token=self.model.config.use_sep_token,
-                                                      max_length=_UNLIMITED).input_ids)
+            return list(self._pairs.encode_pairs(texts_1, texts_2, None, _UNLIMITED).input_ids)
 
     def encode_queries(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str], *,
                        limit: Optional[int] = None, side: str = "right", truncate: bool = True,
@@ -219,7 +219,7 @@ class ScoringEngine:
         queries, documents = list(queries), list(documents)
         chat = self._chat
         if variables and chat is not None:
-            chat = ChatPrompt(chat.chat.with_variables(variables), self._encoder, chat.special_tokens)
+            chat = chat.with_variables(variables)
         library = side == "right" and budget == self.max_length and chat is self._chat
         template = None if library else self._template(instruction, chat)
         if not library and template is None and not (chat is not None and side == "right"):

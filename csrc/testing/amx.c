@@ -1,9 +1,7 @@
-/* py_amx.c — test hooks for the AMX tile kernels and the permission (not public API):
+/* amx.c — crossrank._testing: the test hook for the AMX tile kernels (crossrank._core.amx_usable()
+ * asks the permission they need):
  *
- *   _core.amx_usable() -> bool
- *       Asks for the AMX permission (once per process, as the first bf16 / int8 load does) and
- *       says whether the tile kernels may run; cpu_info()["amx"] then says why not.
- *   _core._amx_gemm(isa, kind, x, wp, guard="end") -> array [m, np CR_GEMM_NR]
+ *   amx_gemm(isa, kind, x, wp, guard="end") -> array [m, np CR_GEMM_NR]
  *       One call of gemm_bf16_amx (kind "bf16": x [m, 32 kb] uint16 bfloat16 bits, wp np padded
  *       panels stacked [np 16 kb, 2 CR_GEMM_NR] uint16; float32 result) or gemm_i8_amx (kind
  *       "int8": x [m, 64 kb] uint8, wp [np 16 kb, 4 CR_GEMM_NR] int8; int32 result) of one kernel
@@ -13,8 +11,8 @@
  *       zero rows to a multiple of 16, as the contract says), wp and out (rows of np panels and a 16-element gap) each get their own mapping placed against a PROT_NONE
  *       page: guard="end" puts the last byte of each buffer just before the guard page (a read or
  *       write past it faults), guard="start" the first byte just after it. RuntimeError when the
- *       table cannot run here (the CPU, OS or permission). */
-#include "pyglue.h"
+ *       table cannot run here (the CPU, OS or permission; this asks for the permission). */
+#include "testing.h"
 
 #include <numpy/arrayobject.h>
 #include <string.h>
@@ -26,14 +24,6 @@
 static int ensure_numpy(void) {
     if (PyArray_API != NULL) return 0;
     return _import_array();
-}
-
-PyObject *cr_py_amx_usable(PyObject *self, PyObject *unused) {
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = cr_amx_usable();
-    Py_END_ALLOW_THREADS
-    return PyBool_FromLong(ok);
 }
 
 /* A buffer of `bytes` inside its own mapping with a PROT_NONE page right after its end (at_end)
@@ -69,7 +59,7 @@ static void guarded_close(guarded *g) {
     g->map = NULL;
 }
 
-PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"isa", "kind", "x", "wp", "guard", NULL};
     const char *isa, *kind, *guard = "end";
     PyObject *x_obj, *w_obj;
@@ -77,23 +67,23 @@ PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|s", kwlist, &isa, &kind, &x_obj, &w_obj, &guard)) return NULL;
     int bf16 = strcmp(kind, "bf16") == 0;
     if (!bf16 && strcmp(kind, "int8") != 0) {
-        PyErr_Format(PyExc_ValueError, "_amx_gemm: kind must be 'bf16' or 'int8', got '%s'", kind);
+        PyErr_Format(PyExc_ValueError, "amx_gemm: kind must be 'bf16' or 'int8', got '%s'", kind);
         return NULL;
     }
     int at_end = strcmp(guard, "end") == 0;
     if (!at_end && strcmp(guard, "start") != 0) {
-        PyErr_Format(PyExc_ValueError, "_amx_gemm: guard must be 'end' or 'start', got '%s'", guard);
+        PyErr_Format(PyExc_ValueError, "amx_gemm: guard must be 'end' or 'start', got '%s'", guard);
         return NULL;
     }
     int level = -1;
     for (int i = 0; i < CR_ISA_COUNT; i++)
         if (strcmp(isa, cr_isa_level_name((cr_isa)i)) == 0) level = i;
     if (level < 0) {
-        PyErr_Format(PyExc_ValueError, "_amx_gemm: unknown ISA '%s'", isa);
+        PyErr_Format(PyExc_ValueError, "amx_gemm: unknown ISA '%s'", isa);
         return NULL;
     }
     if (!cr_isa_runnable((cr_isa)level) || (level == CR_ISA_AMX && !cr_amx_usable())) {
-        PyErr_Format(PyExc_RuntimeError, "_amx_gemm: ISA %s cannot run here (detected %s; AMX: %s)", isa,
+        PyErr_Format(PyExc_RuntimeError, "amx_gemm: ISA %s cannot run here (detected %s; AMX: %s)", isa,
                      cr_isa_level_name(cr_isa_detected()), cr_amx_state());
         return NULL;
     }
@@ -117,7 +107,7 @@ PyObject *cr_py_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     if (m < 1 || m > CR_AMX_ROWS || k < block || k % block || np < 1 || np > CR_AMX_PANELS ||
         PyArray_DIM(w, 0) != np * 16 * kb || PyArray_DIM(w, 1) != per_col * CR_GEMM_NR) {
         PyErr_Format(PyExc_ValueError,
-                     "_amx_gemm: needs x [m <= %d, %lld kb] and wp [np 16 kb, %lld] with 1 <= np <= %d panels; got "
+                     "amx_gemm: needs x [m <= %d, %lld kb] and wp [np 16 kb, %lld] with 1 <= np <= %d panels; got "
                      "x [%lld, %lld], wp [%lld, %lld]",
                      CR_AMX_ROWS, (long long)block, (long long)(per_col * CR_GEMM_NR), CR_AMX_PANELS, (long long)m,
                      (long long)k, (long long)PyArray_DIM(w, 0), (long long)PyArray_DIM(w, 1));

@@ -1,20 +1,20 @@
-/* py_bench.c — benchmark and test hooks (not public API):
+/* bench.c — crossrank._testing: benchmark and test hooks (not public API):
  *
- *   _core._linear(w, x, fmt="float32", threads=1) -> y
+ *   linear(w, x, fmt="float32", threads=1) -> y
  *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
- *   _core._bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall") -> float
+ *   bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall") -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
  *       with per-token input quantization; bfloat16 and int8 take the AMX layouts where the
  *       engine would) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs
  *       (clock="thread": the calling thread's CPU time, for threads=1 on a busy machine).
- *   _core._bench_peak(kind, threads=1, iters=50000000) -> float
+ *   bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
  *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s), or the
  *       AMX tile multiplier: "amx_bf16" (TDPBF16PS) or "amx_int8" (TDPBUSD, integer OP/s).
  *       RuntimeError when the CPU lacks the instructions. */
-#include "pyglue.h"
+#include "testing.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +89,7 @@ static int pack_weight(PyObject *w_obj, const char *fmt, cr_linear *W) {
     return 0;
 }
 
-PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", "clock", NULL};
     PyObject *w_obj;
     long long m;
@@ -102,11 +102,11 @@ PyObject *cr_py_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
      * compute time without the time other processes took the core */
     int thread_clock = strcmp(clock_name, "thread") == 0;
     if (!thread_clock && strcmp(clock_name, "wall") != 0) {
-        PyErr_SetString(PyExc_ValueError, "_bench_linear: clock is 'wall' or 'thread'");
+        PyErr_SetString(PyExc_ValueError, "bench_linear: clock is 'wall' or 'thread'");
         return NULL;
     }
     if (m < 1 || m > (1 << 20) || threads < 1 || threads > 256 || reps < 1) {
-        PyErr_SetString(PyExc_ValueError, "_bench_linear: m in [1, 2^20], threads in [1, 256], reps >= 1");
+        PyErr_SetString(PyExc_ValueError, "bench_linear: m in [1, 2^20], threads in [1, 256], reps >= 1");
         return NULL;
     }
     cr_linear W;
@@ -144,7 +144,7 @@ done:
     return result;
 }
 
-PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"w", "x", "fmt", "threads", NULL};
     PyObject *w_obj, *x_obj;
     const char *fmt = "float32";
@@ -152,7 +152,7 @@ PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw) {
     if (ensure_numpy() < 0) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|si", kwlist, &w_obj, &x_obj, &fmt, &threads)) return NULL;
     if (threads < 1 || threads > 256) {
-        PyErr_SetString(PyExc_ValueError, "_linear: threads in [1, 256]");
+        PyErr_SetString(PyExc_ValueError, "linear: threads in [1, 256]");
         return NULL;
     }
     PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(x_obj, NPY_FLOAT32, 2, 2,
@@ -164,7 +164,7 @@ PyObject *cr_py_linear(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     }
     if (PyArray_DIM(x, 1) != W.n_in) {
-        PyErr_Format(PyExc_ValueError, "_linear: x has %lld columns, the weight %lld", (long long)PyArray_DIM(x, 1),
+        PyErr_Format(PyExc_ValueError, "linear: x has %lld columns, the weight %lld", (long long)PyArray_DIM(x, 1),
                      (long long)W.n_in);
         cr_linear_free(&W);
         Py_DECREF(x);
@@ -210,14 +210,14 @@ static void peak_task(void *ctx, int64_t task, int worker) {
     j->sink[worker] += j->loop(j->iters);
 }
 
-PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"kind", "threads", "iters", NULL};
     const char *kind;
     int threads = 1;
     long long iters = 50000000; /* ~40 ms at 2 threads: long enough for every worker to join */
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iL", kwlist, &kind, &threads, &iters)) return NULL;
     if (threads < 1 || threads > 256 || iters < 1) {
-        PyErr_SetString(PyExc_ValueError, "_bench_peak: threads in [1, 256], iters >= 1");
+        PyErr_SetString(PyExc_ValueError, "bench_peak: threads in [1, 256], iters >= 1");
         return NULL;
     }
     peak_job j = {.loop = NULL, .iters = iters / PEAK_SLICES_PER_THREAD > 0 ? iters / PEAK_SLICES_PER_THREAD : 1};
@@ -231,7 +231,7 @@ PyObject *cr_py_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     else if (strcmp(kind, "amx_int8") == 0 && cr_amx_usable()) j.loop = cr_peak_amx_i8, flop_per_iter = 131072;
 #endif
     if (!j.loop) {
-        PyErr_Format(PyExc_RuntimeError, "_bench_peak: no %s probe for this CPU (kernels up to %s; AMX: %s)",
+        PyErr_Format(PyExc_RuntimeError, "bench_peak: no %s probe for this CPU (kernels up to %s; AMX: %s)",
                      kind, cr_isa_level_name(have), cr_amx_state());
         return NULL;
     }

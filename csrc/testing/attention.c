@@ -1,20 +1,18 @@
-/* py_attention.c — test and benchmark hooks for attention:
+/* attention.c — crossrank._testing: test and benchmark hooks for attention:
  *
- *   _core._attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
+ *   attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
  *                    prefix_lens=None, last_only=False, scale=None, threads=1, isa=None,
- *                    impl="tiled", bf16_scores=False) -> float32 array
+ *                    bf16_scores=False) -> float32 array
  *       q [T, NH, D], k and v [T, NKV, D] float32; positions [T] int32; seq_start [S+1] int64
  *       (0 .. T, increasing). With prefix_k/prefix_v [P, NKV, D] every sequence s continues the
  *       first prefix_lens[s] (default P) of those keys, as a prefix handle gives them. Returns
  *       [T, NH, D], or [S, NH, D] with last_only. scale defaults to D^-0.5. isa names a kernel
- *       table ("ref", "avx2", ...) this CPU runs; None uses the active one. impl="rowwise" runs
- *       the previous algorithm (one query row at a time, dot_f32 per key, expf, axpy_f32 per
- *       key, O(keys) scratch per worker), kept here as a baseline for benchmarks. bf16_scores
- *       (tiled only) computes QK^T from bfloat16-rounded q and k, as bf16 and int8 models do.
+ *       table ("ref", "avx2", ...) this CPU runs; None uses the active one. bf16_scores computes
+ *       QK^T from bfloat16-rounded q and k, as bf16 and int8 models do.
  *
- *   _core._exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
+ *   exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
  *       destination: a write outside the n outputs raises RuntimeError). */
-#include "pyglue.h"
+#include "testing.h"
 
 #include <numpy/arrayobject.h>
 #include <math.h>
@@ -54,111 +52,28 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *wh
     PyObject *arr = PyArray_FROMANY(obj, type, ndim, ndim, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "_attention: %s must be a %d-D %s array", what, ndim,
+        PyErr_Format(PyExc_ValueError, "attention: %s must be a %d-D %s array", what, ndim,
                      type == NPY_FLOAT32 ? "float32" : type == NPY_INT32 ? "int32" : "int64");
     }
     return (PyArrayObject *)arr;
 }
 
-/* ---- the previous algorithm, for comparison ---------------------------------------------------- */
+/* ---- attention --------------------------------------------------------------------------------- */
 
-typedef struct rowwise_job {
-    const cr_attn_args *a;
-    const cr_kernels *K;
-    int64_t rows;                  /* query rows per task */
-    int64_t *block_seq, *block_row0;
-} rowwise_job;
-
-static void rowwise_row(const cr_kernels *K, const cr_attn_args *a, const float *q, int32_t pos_q,
-                        const float *pk, const float *pv, int64_t n_pre, const float *k0, const float *v0,
-                        int64_t n_own, const int32_t *pos_own, int64_t ld_own, int64_t ld_pre, float *scores,
-                        float *out) {
-    int64_t D = a->head_dim;
-    int32_t w = a->window;
-    float mx = -INFINITY;
-    int64_t pre_first = 0;
-    if (w > 0 && (int64_t)pos_q - w + 1 > 0) pre_first = (int64_t)pos_q - w + 1;
-    for (int64_t j = pre_first; j < n_pre; j++) {
-        float s = K->dot_f32(q, pk + j * ld_pre, D) * a->scale;
-        scores[j] = s;
-        if (s > mx) mx = s;
-    }
-    int64_t own_first = 0;
-    if (w > 0)
-        while (own_first < n_own - 1 && (int64_t)pos_q - pos_own[own_first] >= w) own_first++;
-    float *own_scores = scores + n_pre;
-    for (int64_t j = own_first; j < n_own; j++) {
-        float s = K->dot_f32(q, k0 + j * ld_own, D) * a->scale;
-        own_scores[j] = s;
-        if (s > mx) mx = s;
-    }
-    float sum = 0.0f;
-    for (int64_t j = pre_first; j < n_pre; j++) sum += scores[j] = expf(scores[j] - mx);
-    for (int64_t j = own_first; j < n_own; j++) sum += own_scores[j] = expf(own_scores[j] - mx);
-    float inv = 1.0f / sum;
-    for (int64_t d = 0; d < D; d++) out[d] = 0.0f;
-    for (int64_t j = pre_first; j < n_pre; j++) K->axpy_f32(scores[j] * inv, pv + j * ld_pre, out, D);
-    for (int64_t j = own_first; j < n_own; j++) K->axpy_f32(own_scores[j] * inv, v0 + j * ld_own, out, D);
-}
-
-static void rowwise_task(void *ctx, int64_t task, int worker) {
-    const rowwise_job *job = ctx;
-    const cr_attn_args *a = job->a;
-    int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim, group = NH / NKV;
-    int64_t blk = task / NKV, g = task % NKV, s = job->block_seq[blk];
-    int64_t start = a->seq_start[s], len = a->seq_start[s + 1] - start, row0 = job->block_row0[blk];
-    int64_t row1 = a->last_only ? len : (row0 + job->rows < len ? row0 + job->rows : len);
-    const float *pk = NULL, *pv = NULL;
-    int64_t n_pre = 0, kv_dim = NKV * D;
-    if (a->prefix && a->prefix[s]) {
-        const cr_prefix *p = a->prefix[s];
-        n_pre = a->prefix_len ? a->prefix_len[s] : p->len;
-        pk = p->k + (a->layer * p->len) * kv_dim + g * D;
-        pv = p->v + (a->layer * p->len) * kv_dim + g * D;
-    }
-    const float *base = a->qkv + start * a->qkv_stride;
-    const float *k0 = base + NH * D + g * D, *v0 = base + (NH + NKV) * D + g * D;
-    float *scores = a->scratch + (int64_t)worker * a->scratch_stride;
-    for (int64_t i = row0; i < row1; i++)
-        for (int64_t hh = 0; hh < group; hh++) {
-            int64_t h = g * group + hh, out_row = a->last_only ? s : start + i;
-            rowwise_row(job->K, a, base + i * a->qkv_stride + h * D, a->pos[start + i], pk, pv, n_pre, k0, v0,
-                        i + 1, a->pos + start, a->qkv_stride, kv_dim, scores, a->out + out_row * a->out_stride + h * D);
-        }
-}
-
-static cr_status rowwise_attention(const cr_attn_args *a, const cr_kernels *K) {
-    rowwise_job job = {.a = a, .K = K, .rows = 32};
-    int64_t n_blocks;
-    cr_status st = cr_attention_blocks(a, job.rows, &job.block_seq, &job.block_row0, &n_blocks);
-    if (st) return st;
-    st = cr_pool_run(a->threads, n_blocks * a->n_kv_heads, rowwise_task, &job, a->abort);
-    free(job.block_seq);
-    free(job.block_row0);
-    return st;
-}
-
-/* ---- _attention -------------------------------------------------------------------------------- */
-
-PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
-                             "prefix_lens", "last_only", "scale", "threads", "isa", "impl", "bf16_scores", NULL};
+                             "prefix_lens", "last_only", "scale", "threads", "isa", "bf16_scores", NULL};
     PyObject *q_obj, *k_obj, *v_obj, *pos_obj, *ss_obj, *pk_obj = Py_None, *pv_obj = Py_None, *pl_obj = Py_None,
              *scale_obj = Py_None;
     int window = 0, last_only = 0, threads = 1, bf16_scores = 0;
-    const char *isa = NULL, *impl = "tiled";
+    const char *isa = NULL;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizsp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
                                      &ss_obj, &window, &pk_obj, &pv_obj, &pl_obj, &last_only, &scale_obj,
-                                     &threads, &isa, &impl, &bf16_scores))
+                                     &threads, &isa, &bf16_scores))
         return NULL;
-    int rowwise = strcmp(impl, "rowwise") == 0;
-    if (!rowwise && strcmp(impl, "tiled") != 0)
-        return PyErr_Format(PyExc_ValueError, "_attention: impl must be 'tiled' or 'rowwise', not %s", impl);
-    if (rowwise && bf16_scores)
-        return PyErr_Format(PyExc_ValueError, "_attention: bf16_scores applies to impl='tiled' only");
     if (threads < 1 || window < 0)
-        return PyErr_Format(PyExc_ValueError, "_attention: threads >= 1 and window >= 0 required");
+        return PyErr_Format(PyExc_ValueError, "attention: threads >= 1 and window >= 0 required");
     const cr_kernels *K = isa ? table_named(isa) : cr_kern;
     if (!K) return NULL;
 
@@ -176,24 +91,24 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
     int64_t S = PyArray_DIM(ss, 0) - 1;
     if (T < 1 || NH < 1 || D < 1 || NKV < 1 || NH % NKV || PyArray_DIM(k, 0) != T || PyArray_DIM(k, 2) != D ||
         !PyArray_SAMESHAPE(k, v) || PyArray_DIM(pos, 0) != T || S < 1) {
-        PyErr_SetString(PyExc_ValueError, "_attention: need q [T, NH, D], k and v [T, NKV, D] with NKV dividing NH, "
+        PyErr_SetString(PyExc_ValueError, "attention: need q [T, NH, D], k and v [T, NKV, D] with NKV dividing NH, "
                                           "positions [T], seq_start [S+1], T >= 1, S >= 1");
         goto done;
     }
     const int64_t *starts = PyArray_DATA(ss);
     const int32_t *positions = PyArray_DATA(pos);
     if (starts[0] != 0 || starts[S] != T) {
-        PyErr_SetString(PyExc_ValueError, "_attention: seq_start must run from 0 to T");
+        PyErr_SetString(PyExc_ValueError, "attention: seq_start must run from 0 to T");
         goto done;
     }
     for (int64_t s = 0; s < S; s++)
         if (starts[s + 1] <= starts[s]) {
-            PyErr_SetString(PyExc_ValueError, "_attention: seq_start must increase (no empty sequence)");
+            PyErr_SetString(PyExc_ValueError, "attention: seq_start must increase (no empty sequence)");
             goto done;
         }
     for (int64_t t = 0; t < T; t++)
         if (positions[t] < 0) {
-            PyErr_SetString(PyExc_ValueError, "_attention: negative position");
+            PyErr_SetString(PyExc_ValueError, "attention: negative position");
             goto done;
         }
     double scale = 1.0 / sqrt((double)D);
@@ -204,16 +119,15 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
 
     cr_prefix pf = {0};
     if ((pk_obj == Py_None) != (pv_obj == Py_None)) {
-        PyErr_SetString(PyExc_ValueError, "_attention: give both prefix_k and prefix_v, or neither");
+        PyErr_SetString(PyExc_ValueError, "attention: give both prefix_k and prefix_v, or neither");
         goto done;
     }
-    int64_t longest = 0;
     if (pk_obj != Py_None) {
         if (!(pk = as_array(pk_obj, NPY_FLOAT32, 3, "prefix_k")) || !(pv = as_array(pv_obj, NPY_FLOAT32, 3, "prefix_v")))
             goto done;
         int64_t P = PyArray_DIM(pk, 0);
         if (P < 1 || PyArray_DIM(pk, 1) != NKV || PyArray_DIM(pk, 2) != D || !PyArray_SAMESHAPE(pk, pv)) {
-            PyErr_SetString(PyExc_ValueError, "_attention: prefix_k and prefix_v must be [P, NKV, D], P >= 1");
+            PyErr_SetString(PyExc_ValueError, "attention: prefix_k and prefix_v must be [P, NKV, D], P >= 1");
             goto done;
         }
         plen = malloc((size_t)S * sizeof(int64_t));
@@ -225,19 +139,17 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         if (pl_obj != Py_None) {
             if (!(pl = as_array(pl_obj, NPY_INT64, 1, "prefix_lens"))) goto done;
             if (PyArray_DIM(pl, 0) != S) {
-                PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens needs one entry per sequence");
+                PyErr_SetString(PyExc_ValueError, "attention: prefix_lens needs one entry per sequence");
                 goto done;
             }
         }
         for (int64_t s = 0; s < S; s++) {
             plen[s] = pl ? ((const int64_t *)PyArray_DATA(pl))[s] : P;
             if (plen[s] < 0 || plen[s] > P) {
-                PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens must be within [0, P]");
+                PyErr_SetString(PyExc_ValueError, "attention: prefix_lens must be within [0, P]");
                 goto done;
             }
             pref[s] = &pf;
-            int64_t keys = plen[s] + starts[s + 1] - starts[s];
-            longest = keys > longest ? keys : longest;
         }
         pf.len = P;
         pf.kv_dim = NKV * D;
@@ -245,15 +157,13 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
         pf.k = PyArray_DATA(pk);
         pf.v = PyArray_DATA(pv);
     } else if (pl_obj != Py_None) {
-        PyErr_SetString(PyExc_ValueError, "_attention: prefix_lens needs prefix_k and prefix_v");
+        PyErr_SetString(PyExc_ValueError, "attention: prefix_lens needs prefix_k and prefix_v");
         goto done;
     }
-    for (int64_t s = 0; s < S; s++)
-        longest = starts[s + 1] - starts[s] > longest ? starts[s + 1] - starts[s] : longest;
 
     int64_t QKVD = (NH + 2 * NKV) * D, NHD = NH * D;
     qkv = malloc((size_t)(T * QKVD) * sizeof(float));
-    int64_t stride = rowwise ? (longest + 15) & ~(int64_t)15 : cr_attention_scratch_floats(NH, NKV, D);
+    int64_t stride = cr_attention_scratch_floats(NH, NKV, D);
     scratch = aligned_alloc(64, (size_t)(threads * stride) * sizeof(float));
     npy_intp dims[3] = {(npy_intp)(last_only ? S : T), (npy_intp)NH, (npy_intp)D};
     out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
@@ -279,11 +189,11 @@ PyObject *cr_py_attention(PyObject *self, PyObject *args, PyObject *kw) {
     cr_status st;
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
-    st = rowwise ? rowwise_attention(&aa, K) : cr_attention(&aa);
+    st = cr_attention(&aa);
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
     if (st) {
-        cr_py_raise(st);
+        cr_test_raise(st);
         goto done;
     }
     result = (PyObject *)out;
@@ -305,9 +215,9 @@ done:
     return result;
 }
 
-/* ---- _exp_f32 ---------------------------------------------------------------------------------- */
+/* ---- exp_f32 ----------------------------------------------------------------------------------- */
 
-PyObject *cr_py_exp_f32(PyObject *self, PyObject *args) {
+PyObject *cr_test_exp_f32(PyObject *self, PyObject *args) {
     const char *isa;
     PyObject *x_obj;
     if (ensure_numpy() < 0 || !PyArg_ParseTuple(args, "sO", &isa, &x_obj)) return NULL;
@@ -333,7 +243,7 @@ PyObject *cr_py_exp_f32(PyObject *self, PyObject *args) {
     for (int64_t i = 0; i < G; i++)
         intact &= memcmp(buf + i, &guard, 4) == 0 && memcmp(buf + G + n + i, &guard, 4) == 0;
     if (!intact) {
-        PyErr_Format(PyExc_RuntimeError, "_exp_f32: %s wrote outside its %lld outputs", isa, (long long)n);
+        PyErr_Format(PyExc_RuntimeError, "exp_f32: %s wrote outside its %lld outputs", isa, (long long)n);
     } else {
         npy_intp dims[1] = {(npy_intp)n};
         PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);

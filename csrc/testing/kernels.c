@@ -1,11 +1,11 @@
-/* py_kernels.c — test hooks for the vector kernels:
+/* kernels.c — crossrank._testing: test hooks for the vector kernels:
  *
- *   _core.isa_levels() -> list[str]
+ *   isa_levels() -> list[str]
  *       The kernel tables this CPU and OS can run, lowest first ("ref", "avx2", "avx512",
  *       "avx512vnni", "avx512bf16", "amx").
  *       Based on detection only: CROSSRANK_ISA (which caps the active table) does not change it.
  *
- *   _core._kernel(isa, name, *arrays, alpha=0.0, n=32)
+ *   kernel(isa, name, *arrays, alpha=0.0, n=32)
  *       Runs one kernel of one ISA table directly, bypassing the active table, so every table
  *       can be compared with the reference in one process:
  *         dot_f32(a, b) -> float         sumsq_f32(x) -> float
@@ -46,9 +46,9 @@
  *       offset modulo 64 bytes as the first input's data (so an unaligned input view also gets an
  *       unaligned destination); a write outside the destination elements raises RuntimeError.
  *
- *   The tile height is exposed as a pseudo-kernel, _kernel(isa, "gemm_mr"), rather than as a
+ *   The tile height is exposed as a pseudo-kernel, kernel(isa, "gemm_mr"), rather than as a
  *   separate function, so that it shares the ISA checks above. */
-#include "pyglue.h"
+#include "testing.h"
 
 #include <numpy/arrayobject.h>
 #include <math.h>
@@ -91,7 +91,7 @@ static const struct {
     {"avx512", CR_ISA_AVX512},
     {"avx512vnni", CR_ISA_AVX512VNNI},
     {"avx512bf16", CR_ISA_AVX512BF16},
-    {"amx", CR_ISA_AMX}, /* its vector entries (AVX512BF16's); the tile GEMMs have _amx_gemm */
+    {"amx", CR_ISA_AMX}, /* its vector entries (AVX512BF16's); the tile GEMMs have amx_gemm */
 };
 
 /* The level's table when it was compiled into this build, else NULL. */
@@ -107,7 +107,7 @@ static const cr_kernels *runnable_table(size_t i) {
     return cr_isa_runnable(isa_list[i].level) ? compiled_table(i) : NULL;
 }
 
-PyObject *cr_py_isa_levels(PyObject *self, PyObject *unused) {
+PyObject *cr_test_isa_levels(PyObject *self, PyObject *unused) {
     PyObject *list = PyList_New(0);
     if (!list) return NULL;
     for (size_t i = 0; i < COUNT(isa_list); i++) {
@@ -133,7 +133,7 @@ static PyArrayObject *as_vector(PyObject *obj, int type, int aligned, const char
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
             PyErr_NormalizeException(&et, &ev, &tb);
-            PyErr_Format(et, "_kernel: %s must be a 1-D %s array: %S", what,
+            PyErr_Format(et, "kernel: %s must be a 1-D %s array: %S", what,
                          type == NPY_FLOAT32 ? "float32" : type == NPY_INT32 ? "int32" : "uint16",
                          ev ? ev : Py_None);
             Py_XDECREF(et);
@@ -192,7 +192,7 @@ static PyArrayObject *as_matrix(PyObject *obj, const char *what) {
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
             PyErr_NormalizeException(&et, &ev, &tb);
-            PyErr_Format(et, "_kernel: %s must be a 2-D float32 array: %S", what, ev ? ev : Py_None);
+            PyErr_Format(et, "kernel: %s must be a 2-D float32 array: %S", what, ev ? ev : Py_None);
             Py_XDECREF(et);
             Py_XDECREF(ev);
             Py_XDECREF(tb);
@@ -212,7 +212,7 @@ static PyObject *run_gemm(const cr_kernels *table, const char *isa, PyArrayObjec
     int64_t m = (int64_t)PyArray_DIM(a, 0), k = (int64_t)PyArray_DIM(a, 1);
     if ((int64_t)PyArray_DIM(b, 0) != k || PyArray_DIM(b, 1) != CR_GEMM_NR) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: gemm_f32_tile needs wp of shape [k, %d] = [%lld, %d] for x of shape [%lld, %lld], "
+                     "kernel: gemm_f32_tile needs wp of shape [k, %d] = [%lld, %d] for x of shape [%lld, %lld], "
                      "got [%lld, %lld]", CR_GEMM_NR, (long long)k, CR_GEMM_NR, (long long)m, (long long)k,
                      (long long)PyArray_DIM(b, 0), (long long)PyArray_DIM(b, 1));
         return NULL;
@@ -243,7 +243,7 @@ static PyObject *run_gemm(const cr_kernels *table, const char *isa, PyArrayObjec
     PyObject *result = NULL;
     if (scratch_check_rows(&sc, m, n, ldy) < 0) {
         PyErr_Format(PyExc_RuntimeError,
-                     "_kernel: %s gemm_f32_tile wrote outside its %lld x %lld destination elements", isa,
+                     "kernel: %s gemm_f32_tile wrote outside its %lld x %lld destination elements", isa,
                      (long long)m, (long long)n);
     } else {
         npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
@@ -263,7 +263,7 @@ static PyArrayObject *as_u16_matrix(PyObject *obj, const char *what) {
     PyObject *arr = PyArray_FROMANY(obj, NPY_UINT16, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "_kernel: %s must be a 2-D uint16 (bfloat16 bits) array", what);
+        PyErr_Format(PyExc_TypeError, "kernel: %s must be a 2-D uint16 (bfloat16 bits) array", what);
     }
     return (PyArrayObject *)arr;
 }
@@ -276,7 +276,7 @@ static PyObject *run_gemm_bf16(const cr_kernels *table, const char *isa, PyArray
     int64_t m = (int64_t)PyArray_DIM(a, 0), k2 = (int64_t)PyArray_DIM(a, 1), kp = k2 / 2;
     if (k2 % 2 || (int64_t)PyArray_DIM(b, 0) != kp || PyArray_DIM(b, 1) != 2 * CR_GEMM_NR) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: gemm_bf16_tile needs x [m, 2 kp] and wp [kp, %d]; got x [%lld, %lld], wp [%lld, %lld]",
+                     "kernel: gemm_bf16_tile needs x [m, 2 kp] and wp [kp, %d]; got x [%lld, %lld], wp [%lld, %lld]",
                      2 * CR_GEMM_NR, (long long)m, (long long)k2, (long long)PyArray_DIM(b, 0),
                      (long long)PyArray_DIM(b, 1));
         return NULL;
@@ -304,7 +304,7 @@ static PyObject *run_gemm_bf16(const cr_kernels *table, const char *isa, PyArray
     PyObject *result = NULL;
     if (scratch_check_rows(&sc, m, n, ldy) < 0) {
         PyErr_Format(PyExc_RuntimeError,
-                     "_kernel: %s gemm_bf16_tile wrote outside its %lld x %lld destination elements", isa,
+                     "kernel: %s gemm_bf16_tile wrote outside its %lld x %lld destination elements", isa,
                      (long long)m, (long long)n);
     } else {
         npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
@@ -324,7 +324,7 @@ static PyArrayObject *as_typed_matrix(PyObject *obj, int type, const char *what,
     PyObject *arr = PyArray_FROMANY(obj, type, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
     if (!arr && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "_kernel: %s must be a 2-D %s array", what, type_name);
+        PyErr_Format(PyExc_TypeError, "kernel: %s must be a 2-D %s array", what, type_name);
     }
     return (PyArrayObject *)arr;
 }
@@ -336,7 +336,7 @@ static PyObject *run_gemm_i8(const cr_kernels *table, const char *isa, PyArrayOb
     int64_t m = (int64_t)PyArray_DIM(a, 0), k4 = (int64_t)PyArray_DIM(a, 1), kq = k4 / 4;
     if (k4 % 4 || (int64_t)PyArray_DIM(b, 0) != kq || PyArray_DIM(b, 1) != 4 * CR_GEMM_NR) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: gemm_i8_tile needs x [m, 4 kq] and wp [kq, %d]; got x [%lld, %lld], wp [%lld, %lld]",
+                     "kernel: gemm_i8_tile needs x [m, 4 kq] and wp [kq, %d]; got x [%lld, %lld], wp [%lld, %lld]",
                      4 * CR_GEMM_NR, (long long)m, (long long)k4, (long long)PyArray_DIM(b, 0),
                      (long long)PyArray_DIM(b, 1));
         return NULL;
@@ -365,7 +365,7 @@ static PyObject *run_gemm_i8(const cr_kernels *table, const char *isa, PyArrayOb
     PyObject *result = NULL;
     if (scratch_check_rows(&sc, m, n, ldy) < 0) {
         PyErr_Format(PyExc_RuntimeError,
-                     "_kernel: %s gemm_i8_tile wrote outside its %lld x %lld destination elements", isa,
+                     "kernel: %s gemm_i8_tile wrote outside its %lld x %lld destination elements", isa,
                      (long long)m, (long long)n);
     } else {
         npy_intp dims[2] = {(npy_intp)m, (npy_intp)n};
@@ -402,7 +402,7 @@ static PyObject *run_quantize(const cr_kernels *table, const char *isa, PyObject
     int intact = 1;
     for (int64_t i = 0; i < G; i++) intact &= buf[i] == 0xa5 && buf[G + n + i] == 0xa5;
     if (!intact) {
-        PyErr_Format(PyExc_RuntimeError, "_kernel: %s quantize_u8 wrote outside its %lld destination bytes",
+        PyErr_Format(PyExc_RuntimeError, "kernel: %s quantize_u8 wrote outside its %lld destination bytes",
                      isa, (long long)n);
     } else {
         npy_intp dims[1] = {(npy_intp)n};
@@ -437,7 +437,7 @@ static PyObject *run_to_bf16(const cr_kernels *table, const char *isa, PyObject 
     int intact = 1;
     for (int64_t i = 0; i < G; i++) intact &= buf[i] == 0xa5a5 && buf[G + n + i] == 0xa5a5;
     if (!intact) {
-        PyErr_Format(PyExc_RuntimeError, "_kernel: %s f32_to_bf16 wrote outside its %lld destination elements",
+        PyErr_Format(PyExc_RuntimeError, "kernel: %s f32_to_bf16 wrote outside its %lld destination elements",
                      isa, (long long)n);
     } else {
         npy_intp dims[1] = {(npy_intp)n};
@@ -465,14 +465,14 @@ static PyObject *run_i8_outliers(const cr_kernels *table, const char *isa, PyObj
     if (PyArray_DIM(wp, 1) != 4 * CR_GEMM_NR || PyArray_DIM(v, 0) != t || PyArray_DIM(ws, 0) != n ||
         n > CR_GEMM_NR || t > INT32_MAX) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: i8_outliers_f32 needs wp [kq, %d], k and v of one length, wscale and y of one "
+                     "kernel: i8_outliers_f32 needs wp [kq, %d], k and v of one length, wscale and y of one "
                      "length n <= %d", 4 * CR_GEMM_NR, CR_GEMM_NR);
         goto done;
     }
     const int32_t *kk = PyArray_DATA(k);
     for (int64_t i = 0; i < t; i++)
         if (kk[i] < 0 || kk[i] >= 4 * kq) {
-            PyErr_Format(PyExc_ValueError, "_kernel: i8_outliers_f32 input index %d is outside [0, %lld)", kk[i],
+            PyErr_Format(PyExc_ValueError, "kernel: i8_outliers_f32 input index %d is outside [0, %lld)", kk[i],
                          (long long)(4 * kq));
             goto done;
         }
@@ -488,7 +488,7 @@ static PyObject *run_i8_outliers(const cr_kernels *table, const char *isa, PyObj
     table->i8_outliers_f32(pw, kk, pv, (int)t, pws, sc.dst, n);
     Py_END_ALLOW_THREADS
     if (scratch_check(&sc, n) < 0) {
-        PyErr_Format(PyExc_RuntimeError, "_kernel: %s i8_outliers_f32 wrote outside its %lld destination elements",
+        PyErr_Format(PyExc_RuntimeError, "kernel: %s i8_outliers_f32 wrote outside its %lld destination elements",
                      isa, (long long)n);
     } else {
         npy_intp dims[1] = {(npy_intp)n};
@@ -521,7 +521,7 @@ static PyObject *run_outlier_scan(const cr_kernels *table, kernel_id id, PyObjec
         Py_END_ALLOW_THREADS
         result = Py_BuildValue("(dd)", (double)sum, (double)amax);
     } else if (cap < 0 || cap > (1 << 20)) {
-        PyErr_Format(PyExc_ValueError, "_kernel: find_above_f32 needs 0 <= n (the cap) <= 2**20, got %lld", cap);
+        PyErr_Format(PyExc_ValueError, "kernel: find_above_f32 needs 0 <= n (the cap) <= 2**20, got %lld", cap);
     } else {
         /* one guard slot past the cap: a write there is caught */
         int32_t *idx = malloc(((size_t)cap + 1) * sizeof(int32_t));
@@ -535,7 +535,7 @@ static PyObject *run_outlier_scan(const cr_kernels *table, kernel_id id, PyObjec
         total = table->find_above_f32(x, n, threshold, idx, (int64_t)cap);
         Py_END_ALLOW_THREADS
         if (idx[cap] != -7) {
-            PyErr_SetString(PyExc_RuntimeError, "_kernel: find_above_f32 wrote past its cap");
+            PyErr_SetString(PyExc_RuntimeError, "kernel: find_above_f32 wrote past its cap");
         } else {
             npy_intp dims[1] = {(npy_intp)(total < cap ? total : cap)};
             PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
@@ -550,16 +550,16 @@ static PyObject *run_outlier_scan(const cr_kernels *table, kernel_id id, PyObjec
     return result;
 }
 
-PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
+PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     if (ensure_numpy() < 0) return NULL;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
     if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "_kernel(isa, name, *arrays, alpha=0.0): isa and name are required");
+        PyErr_SetString(PyExc_TypeError, "kernel(isa, name, *arrays, alpha=0.0): isa and name are required");
         return NULL;
     }
     PyObject *isa_obj = PyTuple_GET_ITEM(args, 0), *name_obj = PyTuple_GET_ITEM(args, 1);
     if (!PyUnicode_Check(isa_obj) || !PyUnicode_Check(name_obj)) {
-        PyErr_SetString(PyExc_TypeError, "_kernel: isa and name must be str");
+        PyErr_SetString(PyExc_TypeError, "kernel: isa and name must be str");
         return NULL;
     }
     const char *isa = PyUnicode_AsUTF8(isa_obj), *name = PyUnicode_AsUTF8(name_obj);
@@ -578,14 +578,14 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
                 have_alpha = 1;
             } else if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "n") == 0) {
                 if (!PyLong_Check(value)) {
-                    PyErr_Format(PyExc_TypeError, "_kernel: n must be an int, got %R", value);
+                    PyErr_Format(PyExc_TypeError, "kernel: n must be an int, got %R", value);
                     return NULL;
                 }
                 n_cols = PyLong_AsLongLong(value);
                 if (n_cols == -1 && PyErr_Occurred()) return NULL;
                 have_n = 1;
             } else {
-                PyErr_Format(PyExc_TypeError, "_kernel: unexpected keyword argument %R", key);
+                PyErr_Format(PyExc_TypeError, "kernel: unexpected keyword argument %R", key);
                 return NULL;
             }
         }
@@ -596,7 +596,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         if (strcmp(name, kernel_list[i].name) == 0) k = i;
     if (k == COUNT(kernel_list)) {
         PyErr_Format(PyExc_ValueError,
-                     "_kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
+                     "kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
                      "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, "
                      "quantize_u8, silu_mul_f32, gelu_tanh_mul_f32, i8_outliers_f32, abs_sum_max_f32, find_above_f32)",
                      name_obj);
@@ -606,13 +606,13 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     for (size_t i = 0; i < COUNT(isa_list); i++)
         if (strcmp(isa, isa_list[i].name) == 0) t = i;
     if (t == COUNT(isa_list)) {
-        PyErr_Format(PyExc_ValueError, "_kernel: unknown ISA %R (kernel tables: ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16, amx)", isa_obj);
+        PyErr_Format(PyExc_ValueError, "kernel: unknown ISA %R (kernel tables: ref, avx2, avxvnni, avx512, avx512vnni, avx512bf16, amx)", isa_obj);
         return NULL;
     }
     const cr_kernels *table = runnable_table(t);
     if (!table) {
         PyErr_Format(PyExc_RuntimeError,
-                     "_kernel: ISA %s is not supported here (this CPU and OS run up to %s%s)", isa,
+                     "kernel: ISA %s is not supported here (this CPU and OS run up to %s%s)", isa,
                      cr_isa_level_name(cr_isa_detected()),
                      compiled_table(t) ? "" : "; its kernels are not compiled into this build");
         return NULL;
@@ -620,23 +620,23 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
 
     kernel_id id = kernel_list[k].id;
     if (nargs - 2 != kernel_list[k].n_arrays) {
-        PyErr_Format(PyExc_TypeError, "_kernel: %s takes %d array(s), got %zd", name,
+        PyErr_Format(PyExc_TypeError, "kernel: %s takes %d array(s), got %zd", name,
                      kernel_list[k].n_arrays, nargs - 2);
         return NULL;
     }
     if (have_alpha && id != K_AXPY && id != K_FIND_ABOVE) {
-        PyErr_Format(PyExc_TypeError, "_kernel: alpha applies to axpy_f32 and find_above_f32 only, not %s", name);
+        PyErr_Format(PyExc_TypeError, "kernel: alpha applies to axpy_f32 and find_above_f32 only, not %s", name);
         return NULL;
     }
     if (have_n && id != K_GEMM && id != K_GEMM_BF16 && id != K_GEMM_I8 && id != K_FIND_ABOVE) {
-        PyErr_Format(PyExc_TypeError, "_kernel: n applies to the gemm tiles and find_above_f32 only, not %s", name);
+        PyErr_Format(PyExc_TypeError, "kernel: n applies to the gemm tiles and find_above_f32 only, not %s", name);
         return NULL;
     }
     if (id == K_GEMM_MR) return PyLong_FromLong(table->gemm_mr);
     if (id == K_GEMM_BF16_MR) return PyLong_FromLong(table->gemm_bf16_mr);
     if (id == K_GEMM_BF16) {
         if (n_cols < 1 || n_cols > CR_GEMM_NR) {
-            PyErr_Format(PyExc_ValueError, "_kernel: gemm_bf16_tile stores n = 1..%d columns, got n=%lld",
+            PyErr_Format(PyExc_ValueError, "kernel: gemm_bf16_tile stores n = 1..%d columns, got n=%lld",
                          CR_GEMM_NR, n_cols);
             return NULL;
         }
@@ -655,7 +655,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         return run_outlier_scan(table, id, PyTuple_GET_ITEM(args, 2), (float)alpha, n_cols);
     if (id == K_GEMM_I8) {
         if (n_cols < 1 || n_cols > CR_GEMM_NR) {
-            PyErr_Format(PyExc_ValueError, "_kernel: gemm_i8_tile stores n = 1..%d columns, got n=%lld",
+            PyErr_Format(PyExc_ValueError, "kernel: gemm_i8_tile stores n = 1..%d columns, got n=%lld",
                          CR_GEMM_NR, n_cols);
             return NULL;
         }
@@ -668,7 +668,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     }
     if (id == K_GEMM) {
         if (n_cols < 1 || n_cols > CR_GEMM_NR) {
-            PyErr_Format(PyExc_ValueError, "_kernel: gemm_f32_tile stores n = 1..%d columns, got n=%lld",
+            PyErr_Format(PyExc_ValueError, "kernel: gemm_f32_tile stores n = 1..%d columns, got n=%lld",
                          CR_GEMM_NR, n_cols);
             return NULL;
         }
@@ -691,7 +691,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         b = as_vector(PyTuple_GET_ITEM(args, 3), NPY_FLOAT32, 1, "the second array");
         if (!b) goto done;
         if ((int64_t)PyArray_DIM(b, 0) != n) {
-            PyErr_Format(PyExc_ValueError, "_kernel: %s needs arrays of equal length, got %lld and %lld",
+            PyErr_Format(PyExc_ValueError, "kernel: %s needs arrays of equal length, got %lld and %lld",
                          name, (long long)n, (long long)PyArray_DIM(b, 0));
             goto done;
         }
@@ -746,7 +746,7 @@ PyObject *cr_py_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         }
         Py_END_ALLOW_THREADS
         if (scratch_check(&sc, n) < 0) {
-            PyErr_Format(PyExc_RuntimeError, "_kernel: %s %s wrote outside its %lld destination elements",
+            PyErr_Format(PyExc_RuntimeError, "kernel: %s %s wrote outside its %lld destination elements",
                          isa, name, (long long)n);
         } else {
             npy_intp dims[1] = {(npy_intp)n};
