@@ -55,6 +55,7 @@ typedef enum cr_activation {
 } cr_activation;
 
 #define CR_MAX_LAYERS 4096
+#define CR_MAX_LABELS 65536   /* outputs of a classification head */
 
 /* The typed model config. Python's normaliser fills it from config.json + hf_overrides; every
  * architecture difference is a field here, not a separate forward. */
@@ -117,6 +118,40 @@ cr_load_params cr_load_params_default(void);
  * _core.check_config) before it derives anything from the dimensions, and cr_model_load calls it
  * again. Does not read rope_inv_freq or layer_window. CR_E_ARG with cr_last_error() on failure. */
 cr_status cr_config_check(const cr_config *config);
+
+/* ---- The tensor table: every tensor a checkpoint of this config holds, in one order --------
+ * The loader's shape check and binder read it, and Python's checkpoint writers write it: one
+ * definition of the HF names and shapes per architecture (Qwen2/Qwen3/Gemma differ only by the
+ * config's flags: q/k norms, biases, tied embeddings). Order: embeddings, then per layer
+ * input_layernorm, post_attention_layernorm, q/k/v/o projections (each weight then its bias),
+ * q_norm, k_norm, gate/up/down projections, then model.norm, then the head: lm_head.weight
+ * [V, H] for a causal LM with untied embeddings (num_labels = 0), or score.weight [N, H] for a
+ * sequence classifier of N = num_labels labels. An optional score.bias is not listed. */
+typedef enum cr_tensor_kind {
+    CR_TENSOR_EMBEDDING = 0, /* model.embed_tokens.weight [V, H] */
+    CR_TENSOR_NORM,          /* an RMSNorm weight [H] or [D] */
+    CR_TENSOR_WEIGHT,        /* a projection weight [out, in] */
+    CR_TENSOR_BIAS,          /* a projection bias [out] */
+    CR_TENSOR_LM_HEAD,       /* lm_head.weight [V, H] */
+    CR_TENSOR_SCORE,         /* score.weight [num_labels, H] */
+} cr_tensor_kind;
+
+#define CR_TENSOR_NAME_CAP 64
+
+typedef struct cr_tensor_entry {
+    char name[CR_TENSOR_NAME_CAP];
+    int ndim;                 /* 1 or 2 */
+    int64_t shape[2];         /* shape[1] = 0 when ndim == 1 */
+    cr_tensor_kind kind;
+} cr_tensor_entry;
+
+/* The number of tensors in the table of `config` (pointer fields unused); num_labels is 0 for a
+ * causal LM, else in [1, CR_MAX_LABELS]. Returns -1 (and sets cr_last_error) when the config's
+ * dims are out of bounds. */
+int64_t cr_tensor_table_size(const cr_config *config, int64_t num_labels);
+/* Entry `index` of that table, in [0, cr_tensor_table_size()). */
+cr_status cr_tensor_table_entry(const cr_config *config, int64_t num_labels, int64_t index,
+                                cr_tensor_entry *out);
 
 typedef struct cr_model cr_model;
 

@@ -2,17 +2,8 @@
  * config implies, pack the projections into cr_linear (q|k|v and gate|up fused), build the
  * classification head from a stored score.weight or from rows of the LM head.
  *
- * Tensor names (HF *ForCausalLM / *ForSequenceClassification):
- *   model.embed_tokens.weight                      [V, H]   kept mapped, gathered per token
- *   model.layers.{i}.input_layernorm.weight        [H]
- *   model.layers.{i}.self_attn.{q,k,v}_proj.weight [NH*D | NKV*D, H]  (+ .bias when qkv_bias)
- *   model.layers.{i}.self_attn.o_proj.weight       [H, NH*D]          (+ .bias when o_bias)
- *   model.layers.{i}.self_attn.{q,k}_norm.weight   [D]                (qk_norm)
- *   model.layers.{i}.post_attention_layernorm.weight [H]
- *   model.layers.{i}.mlp.{gate,up}_proj.weight     [I, H], down_proj [H, I] (+ biases, mlp_bias)
- *   model.norm.weight                              [H]
- *   lm_head.weight                                 [V, H]   only its head rows are read
- *   score.weight                                   [N, H]   (+ optional score.bias [N]) */
+ * Names and shapes come from the tensor table (tensor_table.c): the shape check walks it and the
+ * binder asks it for each role, so neither spells a name or a shape itself. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +12,7 @@
 #include "error.h"
 #include "kernels/kernels.h"
 #include "model.h"
-
-#define NAME_CAP 256
+#include "tensor_table.h"
 
 cr_load_params cr_load_params_default(void) {
     cr_load_params p;
@@ -205,33 +195,21 @@ static int64_t checkpoint_weights(const cr_checkpoint *ck) {
 
 /* Every tensor the config implies, found with exactly the implied shape before anything sized by
  * the config is allocated: then every allocation is bounded by what the mapped files hold, and a
- * config with absurd dims fails naming the first tensor it does not fit. Names as in load_layer. */
+ * config with absurd dims fails naming the first tensor it does not fit. Walks the tensor table;
+ * the embeddings were found already and the LM head is load_head's (a score head needs none). */
 static cr_status check_tensor_shapes(const cr_config *c, const cr_checkpoint *ck) {
-    int64_t H = c->hidden_size, D = c->head_dim, I = c->intermediate_size;
-    int64_t QD = c->num_heads * D, KD = c->num_kv_heads * D;
-    const struct { const char *suffix; int64_t rows, cols; int present; } want[] = {
-        {"input_layernorm.weight", H, 0, 1},           {"post_attention_layernorm.weight", H, 0, 1},
-        {"self_attn.q_norm.weight", D, 0, c->qk_norm}, {"self_attn.k_norm.weight", D, 0, c->qk_norm},
-        {"self_attn.q_proj.weight", QD, H, 1},         {"self_attn.q_proj.bias", QD, 0, c->qkv_bias},
-        {"self_attn.k_proj.weight", KD, H, 1},         {"self_attn.k_proj.bias", KD, 0, c->qkv_bias},
-        {"self_attn.v_proj.weight", KD, H, 1},         {"self_attn.v_proj.bias", KD, 0, c->qkv_bias},
-        {"self_attn.o_proj.weight", H, QD, 1},         {"self_attn.o_proj.bias", H, 0, c->o_bias},
-        {"mlp.gate_proj.weight", I, H, 1},             {"mlp.gate_proj.bias", I, 0, c->mlp_bias},
-        {"mlp.up_proj.weight", I, H, 1},               {"mlp.up_proj.bias", I, 0, c->mlp_bias},
-        {"mlp.down_proj.weight", H, I, 1},             {"mlp.down_proj.bias", H, 0, c->mlp_bias},
-    };
-    char name[NAME_CAP];
-    cr_tensor_view t;
-    int found;
-    cr_status st;
-    for (int64_t i = 0; i < c->num_layers; i++)
-        for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
-            if (!want[k].present) continue;
-            int64_t shape[2] = {want[k].rows, want[k].cols};
-            snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)i, want[k].suffix);
-            if ((st = find_tensor(ck, name, want[k].cols ? 2 : 1, shape, 1, &t, &found))) return st;
-        }
-    return find_tensor(ck, "model.norm.weight", 1, &H, 1, &t, &found);
+    int64_t n = cr_tensor_table_size(c, 0);
+    if (n < 0) return CR_E_ARG;
+    for (int64_t i = 0; i < n; i++) {
+        cr_tensor_entry e;
+        cr_tensor_view t;
+        int found;
+        cr_status st = cr_tensor_table_entry(c, 0, i, &e);
+        if (st) return st;
+        if (e.kind == CR_TENSOR_EMBEDDING || e.kind == CR_TENSOR_LM_HEAD) continue;
+        if ((st = find_tensor(ck, e.name, e.ndim, e.shape, 1, &t, &found))) return st;
+    }
+    return CR_OK;
 }
 
 /* Loads tensor `name` of the given shape into dst (float32). */
@@ -253,30 +231,42 @@ static float *alloc_f32(loader *ld, int64_t n, const char *what) {
     return p;
 }
 
-static cr_status load_vector(loader *ld, const char *name, int64_t n, int add_one, float **out) {
+/* Loads the norm of `role` (of `layer`) into a new float32 vector, as 1 + w when add_one; leaves
+ * *out NULL when the config has no such tensor (q/k norms without qk_norm). */
+static cr_status load_vector(loader *ld, cr_tensor_role role, int64_t layer, int add_one, float **out) {
+    cr_tensor_entry e;
     int found;
-    *out = alloc_f32(ld, n, name);
+    if (!cr_tensor_role_entry(&ld->m->cfg, 0, role, layer, &e)) return CR_OK;
+    int64_t n = e.shape[0];
+    *out = alloc_f32(ld, n, e.name);
     if (!*out) return CR_E_NOMEM;
-    cr_status st = load_into(ld, name, 1, &n, 1, *out, &found);
+    cr_status st = load_into(ld, e.name, 1, &n, 1, *out, &found);
     if (st) return st;
     if (add_one)
         for (int64_t i = 0; i < n; i++) (*out)[i] = 1.0f + (*out)[i];
     return CR_OK;
 }
 
-/* Packs the tensors `names[k]` (each [rows[k], n_in]) one under another into a single cr_linear,
- * with their biases when `bias` is set. */
-static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *const *names,
-                             const int64_t *rows, int64_t n_in, int bias, cr_dtype compute) {
+/* Packs the weights of `roles` (each [rows, n_in], at most 3) of one layer one under another into
+ * a single cr_linear, with their biases when the config has them (a bias is its weight's role + 1). */
+static cr_status load_linear(loader *ld, cr_linear *W, int64_t layer, int n_parts, const cr_tensor_role *roles,
+                             cr_dtype compute) {
+    const cr_config *c = &ld->m->cfg;
+    cr_tensor_entry w[3], b;
     int64_t n_out = 0;
-    for (int k = 0; k < n_parts; k++) n_out += rows[k];
+    for (int k = 0; k < n_parts; k++) {
+        cr_tensor_role_entry(c, 0, roles[k], layer, &w[k]);
+        n_out += w[k].shape[0];
+    }
+    int64_t n_in = w[0].shape[1];
+    int bias = cr_tensor_role_entry(c, 0, (cr_tensor_role)(roles[0] + 1), layer, &b);
     W->fmt = CR_FMT_F32_BLAS;
     W->n_out = n_out;
     W->n_in = n_in;
     size_t count;
     if (!cr_mul_size((size_t)n_out, (size_t)n_in, &count))
-        return cr_fail(CR_E_NOMEM, "size of %s overflows", names[0]);
-    W->w = alloc_f32(ld, (int64_t)count, names[0]);
+        return cr_fail(CR_E_NOMEM, "size of %s overflows", w[0].name);
+    W->w = alloc_f32(ld, (int64_t)count, w[0].name);
     if (!W->w) return CR_E_NOMEM;
     if (bias) {
         W->bias = alloc_f32(ld, n_out, "bias");
@@ -284,18 +274,15 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
     }
     int64_t row0 = 0;
     for (int k = 0; k < n_parts; k++) {
-        char name[NAME_CAP + sizeof ".weight"];   /* names[k] is shorter than NAME_CAP */
         int found;
-        int64_t shape[2] = {rows[k], n_in};
-        snprintf(name, sizeof name, "%s.weight", names[k]);
-        cr_status st = load_into(ld, name, 2, shape, 1, W->w + row0 * n_in, &found);
+        cr_status st = load_into(ld, w[k].name, 2, w[k].shape, 1, W->w + row0 * n_in, &found);
         if (st) return st;
         if (bias) {
-            snprintf(name, sizeof name, "%s.bias", names[k]);
-            st = load_into(ld, name, 1, &rows[k], 1, W->bias + row0, &found);
+            cr_tensor_role_entry(c, 0, (cr_tensor_role)(roles[k] + 1), layer, &b);
+            st = load_into(ld, b.name, 1, b.shape, 1, W->bias + row0, &found);
             if (st) return st;
         }
-        row0 += rows[k];
+        row0 += w[k].shape[0];
     }
     int64_t before = cr_linear_bytes(W);
     cr_status st = cr_linear_pack(W, compute);
@@ -304,47 +291,20 @@ static cr_status load_linear(loader *ld, cr_linear *W, int n_parts, const char *
 }
 
 static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
-    const cr_config *c = &ld->m->cfg;
-    int64_t H = c->hidden_size, D = c->head_dim, I = c->intermediate_size;
-    char n0[NAME_CAP], n1[NAME_CAP], n2[NAME_CAP];
-    cr_status st;
+    static const cr_tensor_role qkv[] = {CR_ROLE_Q, CR_ROLE_K, CR_ROLE_V}, o[] = {CR_ROLE_O},
+                                gate_up[] = {CR_ROLE_GATE, CR_ROLE_UP}, down[] = {CR_ROLE_DOWN};
+    int add_one = ld->m->cfg.norm_add_one;
     cr_dtype dt = ld->m->compute_dtype;
-#define LNAME(buf, suffix) snprintf(buf, sizeof buf, "model.layers.%lld.%s", (long long)i, suffix)
-
-    LNAME(n0, "input_layernorm.weight");
-    if ((st = load_vector(ld, n0, H, c->norm_add_one, &layer->attn_norm))) return st;
-    LNAME(n0, "post_attention_layernorm.weight");
-    if ((st = load_vector(ld, n0, H, c->norm_add_one, &layer->mlp_norm))) return st;
-    if (c->qk_norm) {
-        LNAME(n0, "self_attn.q_norm.weight");
-        if ((st = load_vector(ld, n0, D, c->norm_add_one, &layer->q_norm))) return st;
-        LNAME(n0, "self_attn.k_norm.weight");
-        if ((st = load_vector(ld, n0, D, c->norm_add_one, &layer->k_norm))) return st;
-    }
-
-    LNAME(n0, "self_attn.q_proj");
-    LNAME(n1, "self_attn.k_proj");
-    LNAME(n2, "self_attn.v_proj");
-    const char *qkv_names[3] = {n0, n1, n2};
-    int64_t qkv_rows[3] = {c->num_heads * D, c->num_kv_heads * D, c->num_kv_heads * D};
-    if ((st = load_linear(ld, &layer->qkv, 3, qkv_names, qkv_rows, H, c->qkv_bias, dt))) return st;
-
-    LNAME(n0, "self_attn.o_proj");
-    const char *o_name[1] = {n0};
-    int64_t o_rows[1] = {H};
-    if ((st = load_linear(ld, &layer->o, 1, o_name, o_rows, c->num_heads * D, c->o_bias, dt))) return st;
-
-    LNAME(n0, "mlp.gate_proj");
-    LNAME(n1, "mlp.up_proj");
-    const char *gu_names[2] = {n0, n1};
-    int64_t gu_rows[2] = {I, I};
-    if ((st = load_linear(ld, &layer->gate_up, 2, gu_names, gu_rows, H, c->mlp_bias, dt))) return st;
-
-    LNAME(n0, "mlp.down_proj");
-    const char *d_name[1] = {n0};
-    int64_t d_rows[1] = {H};
-    if ((st = load_linear(ld, &layer->down, 1, d_name, d_rows, I, c->mlp_bias, dt))) return st;
-#undef LNAME
+    cr_status st;
+    if ((st = load_vector(ld, CR_ROLE_ATTN_NORM, i, add_one, &layer->attn_norm)) ||
+        (st = load_vector(ld, CR_ROLE_MLP_NORM, i, add_one, &layer->mlp_norm)) ||
+        (st = load_vector(ld, CR_ROLE_Q_NORM, i, add_one, &layer->q_norm)) ||
+        (st = load_vector(ld, CR_ROLE_K_NORM, i, add_one, &layer->k_norm)) ||
+        (st = load_linear(ld, &layer->qkv, i, 3, qkv, dt)) ||
+        (st = load_linear(ld, &layer->o, i, 1, o, dt)) ||
+        (st = load_linear(ld, &layer->gate_up, i, 2, gate_up, dt)) ||
+        (st = load_linear(ld, &layer->down, i, 1, down, dt)))
+        return st;
     return CR_OK;
 }
 
@@ -355,18 +315,20 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
     int found;
     if (spec->kind == CR_HEAD_SCORE_TENSOR) {
         cr_tensor_view t;
-        if (!cr_checkpoint_find(m->ck, "score.weight", &t))
+        cr_tensor_entry e;
+        cr_tensor_role_entry(&m->cfg, 1, CR_ROLE_HEAD, 0, &e);   /* the name; its rows are the file's */
+        if (!cr_checkpoint_find(m->ck, e.name, &t))
             return cr_fail(CR_E_FORMAT,
                            "the checkpoint has no score.weight: it is not a converted sequence classifier. "
                            "For a causal-LM reranker pass hf_overrides with classifier_from_token and method");
-        if (t.ndim != 2 || t.shape[1] != H || t.shape[0] < 1 || t.shape[0] > 65536)
+        if (t.ndim != 2 || t.shape[1] != H || t.shape[0] < 1 || t.shape[0] > CR_MAX_LABELS)
             return cr_fail(CR_E_SHAPE, "tensor score.weight in %s must be [num_labels, %lld]", t.file,
                            (long long)H);
         m->num_labels = t.shape[0];
-        int64_t shape[2] = {m->num_labels, H};
-        m->head_w = alloc_f32(ld, m->num_labels * H, "score.weight");
+        cr_tensor_role_entry(&m->cfg, m->num_labels, CR_ROLE_HEAD, 0, &e);
+        m->head_w = alloc_f32(ld, m->num_labels * H, e.name);
         if (!m->head_w) return CR_E_NOMEM;
-        if ((st = load_into(ld, "score.weight", 2, shape, 1, m->head_w, &found))) return st;
+        if ((st = load_into(ld, e.name, e.ndim, e.shape, 1, m->head_w, &found))) return st;
         m->head_b = alloc_f32(ld, m->num_labels, "score.bias");
         if (!m->head_b) return CR_E_NOMEM;
         if ((st = load_into(ld, "score.bias", 1, &m->num_labels, 0, m->head_b, &found))) return st;
@@ -376,7 +338,7 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
         }
         return CR_OK;
     }
-    if (spec->kind != CR_HEAD_LM_ROWS || spec->num_rows < 1 || spec->num_rows > 65536 || !spec->rows)
+    if (spec->kind != CR_HEAD_LM_ROWS || spec->num_rows < 1 || spec->num_rows > CR_MAX_LABELS || !spec->rows)
         return cr_fail(CR_E_ARG, "head: LM-row heads need 1 or more token ids");
     if (spec->two_way && spec->num_rows != 2)
         return cr_fail(CR_E_ARG, "head: from_2_way_softmax needs exactly 2 token ids, got %lld",
@@ -386,13 +348,14 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
             return cr_fail(CR_E_ARG, "head: token id %lld is outside the vocabulary [0, %lld)",
                            (long long)spec->rows[r], (long long)V);
     cr_tensor_view src;
-    const char *src_name = m->cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    int64_t shape[2] = {V, H};
-    if (!m->cfg.tie_word_embeddings && !cr_checkpoint_find(m->ck, "lm_head.weight", &src))
+    cr_tensor_entry e;   /* the LM head, or the embeddings when the table has none (tied) */
+    int tied = !cr_tensor_role_entry(&m->cfg, 0, CR_ROLE_HEAD, 0, &e);
+    if (tied) cr_tensor_role_entry(&m->cfg, 0, CR_ROLE_EMBED, 0, &e);
+    if (!tied && !cr_checkpoint_find(m->ck, e.name, &src))
         return cr_fail(CR_E_FORMAT,
-                       "the checkpoint has no lm_head.weight and tie_word_embeddings is false; "
-                       "if the head shares the embeddings set tie_word_embeddings: true");
-    if ((st = find_tensor(m->ck, src_name, 2, shape, 1, &src, &found))) return st;
+                       "the checkpoint has no %s and tie_word_embeddings is false; "
+                       "if the head shares the embeddings set tie_word_embeddings: true", e.name);
+    if ((st = find_tensor(m->ck, e.name, e.ndim, e.shape, 1, &src, &found))) return st;
     m->num_labels = spec->two_way ? 1 : spec->num_rows;
     m->head_w = alloc_f32(ld, m->num_labels * H, "head");
     if (!m->head_w) return CR_E_NOMEM;
@@ -454,10 +417,10 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
 
     if ((st = cr_checkpoint_open(model_dir, &m->ck))) goto fail;
 
-    int64_t embed_shape[2] = {c->vocab_size, c->hidden_size};
+    cr_tensor_entry embed;
     int found;
-    if ((st = find_tensor(m->ck, "model.embed_tokens.weight", 2, embed_shape, 1, &m->embed, &found)))
-        goto fail;
+    cr_tensor_role_entry(c, 0, CR_ROLE_EMBED, 0, &embed);
+    if ((st = find_tensor(m->ck, embed.name, embed.ndim, embed.shape, 1, &m->embed, &found))) goto fail;
     if ((st = check_tensor_shapes(c, m->ck))) goto fail;
     ld.check_finite = params->check_finite == CR_CHECK_FINITE_AUTO
                           ? checkpoint_weights(m->ck) <= CR_CHECK_FINITE_AUTO_MAX
@@ -471,7 +434,7 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
         if ((st = load_layer(&ld, i, &m->layers[i]))) goto fail;
         m->layers[i].window = params->config.layer_window ? params->config.layer_window[i] : 0;
     }
-    if ((st = load_vector(&ld, "model.norm.weight", c->hidden_size, c->norm_add_one, &m->final_norm)))
+    if ((st = load_vector(&ld, CR_ROLE_FINAL_NORM, 0, c->norm_add_one, &m->final_norm)))
         goto fail;
     if ((st = load_head(&ld, &params->head))) goto fail;
     /* Finite rows can still subtract to an infinity (from_2_way_softmax): check the built head. */

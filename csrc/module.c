@@ -547,6 +547,38 @@ static PyTypeObject PrefixType = {
     .tp_getset = prefix_getset,
 };
 
+/* ---- the tensor table ------------------------------------------------------------------------ */
+
+static PyObject *py_tensor_table(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"config", "num_labels", NULL};
+    static const char *const kind_names[] = {[CR_TENSOR_EMBEDDING] = "embedding", [CR_TENSOR_NORM] = "norm",
+                                             [CR_TENSOR_WEIGHT] = "weight", [CR_TENSOR_BIAS] = "bias",
+                                             [CR_TENSOR_LM_HEAD] = "lm_head", [CR_TENSOR_SCORE] = "score"};
+    PyObject *config;
+    long long num_labels = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|L:tensor_table", kwlist, &PyDict_Type, &config, &num_labels))
+        return NULL;
+    cr_config c = cr_load_params_default().config;
+    if (parse_config_scalars(config, &c)) return NULL;
+    int64_t n = cr_tensor_table_size(&c, num_labels);
+    if (n < 0) {
+        PyErr_SetString(cr_exc_config, cr_last_error());
+        return NULL;
+    }
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (int64_t i = 0; list && i < n; i++) {
+        cr_tensor_entry e;
+        cr_status st = cr_tensor_table_entry(&c, num_labels, i, &e);
+        PyObject *item = st ? cr_py_raise(st)
+                         : e.ndim == 2 ? Py_BuildValue("(s(LL)s)", e.name, (long long)e.shape[0],
+                                                       (long long)e.shape[1], kind_names[e.kind])
+                                       : Py_BuildValue("(s(L)s)", e.name, (long long)e.shape[0], kind_names[e.kind]);
+        if (!item) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
 /* ---- module ---------------------------------------------------------------------------------- */
 
 static PyObject *py_build_info(PyObject *self, PyObject *unused) {
@@ -575,6 +607,11 @@ static PyMethodDef module_methods[] = {
     {"release_free_memory", py_release_free_memory, METH_NOARGS,
      "release_free_memory() -> bool: return the C heap's free pages to the OS (glibc; False elsewhere "
      "or when nothing was released)."},
+    {"tensor_table", (PyCFunction)(void (*)(void))py_tensor_table, METH_VARARGS | METH_KEYWORDS,
+     "tensor_table(config, num_labels=0) -> list of (name, shape, kind): every tensor a checkpoint of "
+     "this engine config (the dict Model takes) holds, in the engine's order; kind is 'embedding', "
+     "'norm', 'weight', 'bias', 'lm_head' or 'score'. num_labels=0: a causal LM (lm_head unless tied); "
+     "N: a sequence classifier with score.weight [N, H]. ConfigError for dims out of bounds."},
     {"inspect_checkpoint", cr_py_inspect_checkpoint, METH_VARARGS,
      "inspect_checkpoint(model_dir) -> list of {'name', 'dtype', 'shape', 'file'}: validates the files."},
     {NULL}};

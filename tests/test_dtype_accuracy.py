@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _numpy_checkpoint import (QWEN3_TINY_CONFIG, copy_qwen3_tokenizer, qwen3_tensors, qwen3_tokenizer_dir,
-                               save_safetensors)
+from _numpy_checkpoint import QWEN3_TINY_CONFIG, copy_qwen3_tokenizer, qwen3_tensors, qwen3_tokenizer_dir, write_tensors
 from crossrank import CrossEncoder
 
 sys.path.insert(0, str(Path(__file__).parent / "reference"))
@@ -65,7 +64,7 @@ def outlier_model(tmp_path_factory):
             tensors[f"model.layers.{i}.{name}.weight"][RESIDUAL_OUTLIERS] /= NORM_DAMPING
     tensors["model.norm.weight"][RESIDUAL_OUTLIERS] /= NORM_DAMPING
     tensors["lm_head.weight"] *= HEAD_GAIN
-    save_safetensors(tensors, path / "model.safetensors")
+    write_tensors(path, tensors)
     (path / "config.json").write_text(__import__("json").dumps(dict(CONFIG, torch_dtype="float32")))
     copy_qwen3_tokenizer(path)
     return path

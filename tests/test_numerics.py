@@ -11,7 +11,7 @@ import pytest
 import crossrank
 from crossrank import CheckpointError, CrossEncoder, NumericalError
 from _hardening import OVERRIDES, core_model, small_checkpoint, token_ids
-from _numpy_checkpoint import f32_to_bf16_bits
+from crossrank.safetensors_writer import f32_to_bf16
 
 SEQS = [token_ids(20, 1), token_ids(9, 2)]
 
@@ -28,7 +28,7 @@ def poison(path, name, index, value):
         data[begin + 4 * index:begin + 4 * index + 4] = struct.pack("<f", value)
     elif entry["dtype"] == "BF16":
         data[begin + 2 * index:begin + 2 * index + 2] = struct.pack(
-            "<H", int(f32_to_bf16_bits(np.array([value], np.float32))[0]))
+            "<H", int(f32_to_bf16(np.array([value], np.float32))[0]))
     else:
         raise ValueError(entry["dtype"])
     f.write_bytes(bytes(data))

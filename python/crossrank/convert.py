@@ -18,13 +18,13 @@ method                 score.weight                          num_labels
 The source files are validated by the C reader (:func:`crossrank._core.inspect_checkpoint`)
 before anything is read: every header, dtype, shape and byte range is checked there, so the
 Python side can parse the headers and copy byte ranges from a memory map without re-checking
-them. Tensors are streamed from the source files to the output, never held whole in memory.
+them. Tensors are streamed from the source files to the output, never held whole in memory, by
+the package's one safetensors writer (:mod:`crossrank.safetensors_writer`).
 """
 from __future__ import annotations
 
 import copy
 import json
-import mmap
 import os
 import shutil
 import struct
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -40,13 +40,10 @@ from . import _core
 from .config import family_of_config, normalize, read_config_json, resolve_classifier_tokens
 from .errors import CheckpointError, ConfigError, UnsupportedModelError
 from .hub import resolve_model_path
+from .safetensors_writer import ITEMSIZE, MAX_SHARD_SIZE, MappedFiles, array_tensor, write_safetensors
 from .templates import TEMPLATES, Template, template_for_model
 
 __all__ = ["convert", "MAX_SHARD_SIZE", "TOKENIZER_FILES"]
-
-#: Above this many bytes of tensor data the output is sharded, as ``save_pretrained``'s
-#: default ``max_shard_size="5GB"`` (5 * 10**9 bytes).
-MAX_SHARD_SIZE = 5 * 10**9
 
 #: Tokenizer files copied next to the converted weights when the source has them.
 TOKENIZER_FILES: Tuple[str, ...] = (
@@ -73,27 +70,18 @@ _DROPPED_KEYS = (
     "crossrank_template",
 )
 
-_ITEMSIZE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
-_COPY_CHUNK = 64 << 20  # bytes per write when streaming a tensor
-
-
 class _Tensor:
-    """One tensor of the output: where its bytes come from and where they go."""
+    """One tensor of the source: its dtype, shape and where its bytes lie."""
 
-    __slots__ = ("name", "dtype", "shape", "nbytes", "src_file", "src_offset", "data")
+    __slots__ = ("name", "dtype", "shape", "nbytes", "src_file", "src_offset")
 
-    def __init__(self, name: str, dtype: str, shape: Sequence[int], nbytes: int,
-                 src_file: Optional[Path] = None, src_offset: int = 0, data: Optional[bytes] = None):
+    def __init__(self, name: str, dtype: str, shape: Sequence[int], nbytes: int, src_file: Path, src_offset: int):
         self.name = name
         self.dtype = dtype
         self.shape = [int(d) for d in shape]
         self.nbytes = int(nbytes)
         self.src_file = src_file
         self.src_offset = int(src_offset)
-        self.data = data
 
 
 # --------------------------------------------------------------------------------------
@@ -136,7 +124,7 @@ def _source_tensors(src: Path) -> Dict[str, _Tensor]:
 def _rows_f32(t: _Tensor, rows: Sequence[int]) -> np.ndarray:
     """Rows of a 2-D float tensor, widened to float32 (exactly: bf16/f16 -> f32 is lossless)."""
     width = t.shape[1]
-    itemsize = _ITEMSIZE[t.dtype]
+    itemsize = ITEMSIZE[t.dtype]
     out = np.empty((len(rows), width), dtype=np.float32)
     with open(t.src_file, "rb") as f:  # type: ignore[arg-type]
         for k, r in enumerate(rows):
@@ -179,95 +167,6 @@ def _pad_token_id(src: Path, config: Mapping[str, Any], vocab: Mapping[str, int]
 # --------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------
-
-
-def _header_bytes(tensors: Sequence[_Tensor]) -> bytes:
-    header: Dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for t in tensors:
-        header[t.name] = {"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return raw + b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
-
-
-def _shards(tensors: Sequence[_Tensor], max_shard_size: int) -> List[List[_Tensor]]:
-    """Greedy split in order, as ``save_pretrained``: a new shard when the next tensor would not
-    fit; a tensor larger than the limit gets a shard of its own."""
-    shards: List[List[_Tensor]] = [[]]
-    size = 0
-    for t in tensors:
-        if shards[-1] and size + t.nbytes > max_shard_size:
-            shards.append([])
-            size = 0
-        shards[-1].append(t)
-        size += t.nbytes
-    return shards
-
-
-def _write_file(path: Path, tensors: Sequence[_Tensor], maps: Dict[Path, Tuple[Any, mmap.mmap]],
-                bar: Any) -> None:
-    with open(path, "wb") as f:
-        header = _header_bytes(tensors)
-        f.write(struct.pack("<Q", len(header)))
-        f.write(header)
-        for t in tensors:
-            if t.data is not None:
-                f.write(t.data)
-                if bar is not None:
-                    bar.update(t.nbytes)
-                continue
-            if t.nbytes == 0:
-                continue
-            if t.src_file not in maps:
-                fh = open(t.src_file, "rb")  # type: ignore[arg-type]
-                maps[t.src_file] = (fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))  # type: ignore[index]
-            mm = maps[t.src_file][1]  # type: ignore[index]
-            with memoryview(mm) as view:
-                pos, end = t.src_offset, t.src_offset + t.nbytes
-                while pos < end:
-                    stop = min(end, pos + _COPY_CHUNK)
-                    f.write(view[pos:stop])
-                    _release(mm, pos, stop)
-                    if bar is not None:
-                        bar.update(stop - pos)
-                    pos = stop
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _release(mm: mmap.mmap, begin: int, end: int) -> None:
-    """Drops the copied pages from this process's resident set (they stay in the page cache), so
-    converting a 16 GB model does not show a 16 GB RSS. Read-only file mapping: nothing is lost."""
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    start = begin - begin % mmap.PAGESIZE
-    try:
-        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (OSError, ValueError):
-        pass
-
-
-def _write_weights(out: Path, tensors: Sequence[_Tensor], max_shard_size: int, bar: Any) -> List[str]:
-    shards = _shards(tensors, max_shard_size)
-    maps: Dict[Path, Tuple[Any, mmap.mmap]] = {}
-    try:
-        if len(shards) == 1:
-            _write_file(out / "model.safetensors", shards[0], maps, bar)
-            return ["model.safetensors"]
-        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-        weight_map: Dict[str, str] = {}
-        for name, shard in zip(names, shards):
-            _write_file(out / name, shard, maps, bar)
-            weight_map.update({t.name: name for t in shard})
-        index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        return names + ["model.safetensors.index.json"]
-    finally:
-        for fh, mm in maps.values():
-            mm.close()
-            fh.close()
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -448,11 +347,7 @@ def convert(
     score = np.ascontiguousarray(score, dtype="<f4")
     num_labels = int(score.shape[0])
 
-    body = [t for name, t in tensors.items() if name != "lm_head.weight"]
-    body.append(_Tensor("score.weight", "F32", score.shape, score.nbytes, data=score.tobytes()))
-    # Widest dtypes first, then by name (as the safetensors writer): every tensor stays aligned
-    # to its item size, with no gaps between tensors.
-    body.sort(key=lambda t: (-_ITEMSIZE.get(t.dtype, 1), t.name))
+    sources = [t for name, t in tensors.items() if name != "lm_head.weight"]
 
     cfg: Dict[str, Any] = copy.deepcopy(source_config)
     for key in _DROPPED_KEYS:
@@ -487,9 +382,16 @@ def convert(
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=sum(t.nbytes for t in body), unit="B", unit_scale=True, unit_divisor=1024,
-                       desc="Converting")
-        _write_weights(tmp, body, max_shard_size, bar)
+            bar = tqdm(total=sum(t.nbytes for t in sources) + score.nbytes, unit="B", unit_scale=True,
+                       unit_divisor=1024, desc="Converting")
+        with MappedFiles() as files:
+            body = [files.tensor(t.name, t.dtype, t.shape, t.src_file, t.src_offset) for t in sources]
+            body.append(array_tensor("score.weight", score))
+            # Widest dtypes first, then by name (as the safetensors writer): every tensor stays
+            # aligned to its item size, with no gaps between tensors.
+            body.sort(key=lambda t: (-ITEMSIZE[t.dtype], t.name))
+            write_safetensors(tmp, body, max_shard_size=max_shard_size,
+                              progress=bar.update if bar is not None else None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for fname in TOKENIZER_FILES:
             if (src / fname).is_file():

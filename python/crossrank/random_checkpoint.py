@@ -1,54 +1,42 @@
-"""Random-weight checkpoints of a real model shape, written with NumPy alone.
+"""Random-weight checkpoints of a real model shape, written with NumPy (no torch).
 
 Speed does not depend on weight values, so a random checkpoint of a published shape gives real
 timings (demos, benchmarks) where real weights cannot be downloaded. Scores from random weights
 mean nothing about relevance: say so wherever they are shown.
+
+The tensors are the engine's own table (:func:`crossrank._core.tensor_table`: the names and
+shapes the loader checks and binds), written by :mod:`crossrank.safetensors_writer`.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import struct
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from . import _core
 from .config import normalize
+from .safetensors_writer import TensorData, f32_to_bf16, write_safetensors
 
-__all__ = ["write_random_checkpoint", "tensor_shapes", "cache_dir"]
+__all__ = ["write_random_checkpoint", "tensor_table", "tensor_shapes", "cache_dir"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                     "merges.txt", "tokenizer.model")
 
 
+def tensor_table(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...], str]]:
+    """The engine's tensor table (:func:`crossrank._core.tensor_table`) of a causal-LM checkpoint
+    for ``config`` (a config.json dict): ``(name, shape, kind)`` in the engine's order, kind one of
+    ``"embedding"``, ``"norm"``, ``"weight"``, ``"bias"``, ``"lm_head"``."""
+    return _core.tensor_table(normalize(config).core_params())
+
+
 def tensor_shapes(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:
     """HF tensor names and shapes of a causal-LM checkpoint for ``config`` (a config.json dict)."""
-    spec = normalize(config)
-    H, D, I = spec.hidden_size, spec.head_dim, spec.intermediate_size
-    NH, NKV = spec.num_attention_heads, spec.num_key_value_heads
-    shapes: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (spec.vocab_size, H))]
-    for i in range(spec.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shapes += [(p + "input_layernorm.weight", (H,)), (p + "post_attention_layernorm.weight", (H,))]
-        for name, rows in (("q_proj", NH * D), ("k_proj", NKV * D), ("v_proj", NKV * D)):
-            shapes.append((p + f"self_attn.{name}.weight", (rows, H)))
-            if spec.qkv_bias:
-                shapes.append((p + f"self_attn.{name}.bias", (rows,)))
-        shapes.append((p + "self_attn.o_proj.weight", (H, NH * D)))
-        if spec.o_bias:
-            shapes.append((p + "self_attn.o_proj.bias", (H,)))
-        if spec.qk_norm:
-            shapes += [(p + "self_attn.q_norm.weight", (D,)), (p + "self_attn.k_norm.weight", (D,))]
-        for name, shape in (("gate_proj", (I, H)), ("up_proj", (I, H)), ("down_proj", (H, I))):
-            shapes.append((p + f"mlp.{name}.weight", shape))
-            if spec.mlp_bias:
-                shapes.append((p + f"mlp.{name}.bias", shape[:1]))
-    shapes.append(("model.norm.weight", (H,)))
-    if not spec.tie_word_embeddings:
-        shapes.append(("lm_head.weight", (spec.vocab_size, H)))
-    return shapes
+    return [(name, shape) for name, shape, _ in tensor_table(config)]
 
 
 # Values per block written at once: bounds the writer's memory (a few blocks of temporaries,
@@ -56,31 +44,20 @@ def tensor_shapes(config: Mapping[str, Any]) -> List[Tuple[str, Tuple[int, ...]]
 _BLOCK_VALUES = 1 << 20
 
 
-def _to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits (uint16), round to nearest even; one temporary beside the result."""
-    bits = np.array(x, dtype=np.float32).view(np.uint32)  # a copy, rounded in place
-    lsb = bits >> np.uint32(16)
-    lsb &= np.uint32(1)
-    lsb += np.uint32(0x7FFF)
-    bits += lsb
-    bits >>= np.uint32(16)
-    return bits.astype(np.uint16)
-
-
-def _values(rng: np.random.Generator, name: str, shape: Tuple[int, ...], gemma_norm: bool,
+def _values(rng: np.random.Generator, kind: str, shape: Tuple[int, ...], gemma_norm: bool,
             embed_std: float) -> Iterator[np.ndarray]:
     """The tensor's values in row blocks (float32), so a large table never sits whole in memory."""
-    if name.endswith("norm.weight"):
+    if kind == "norm":
         base = 0.0 if gemma_norm else 1.0
         yield (base + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
         return
-    if name.endswith(".bias"):
+    if kind == "bias":
         yield 0.02 * rng.standard_normal(shape, dtype=np.float32)
         return
     fan_in = shape[-1] if len(shape) > 1 else 1
     # Embeddings (and a tied head) at the config's initializer_range, as HF initialises them, keep
     # the answer logits in a range where scores are not all saturated.
-    std = embed_std if name in ("model.embed_tokens.weight", "lm_head.weight") else 1.0 / np.sqrt(fan_in)
+    std = embed_std if kind in ("embedding", "lm_head") else 1.0 / np.sqrt(fan_in)
     rows = shape[0]
     block = max(1, _BLOCK_VALUES // max(1, int(np.prod(shape[1:]))))
     for r0 in range(0, rows, block):
@@ -120,28 +97,18 @@ def write_random_checkpoint(
         raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {dtype!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shapes = tensor_shapes(config)
-    itemsize = 2 if dtype == "bfloat16" else 4
-    header: Dict[str, Any] = {"__metadata__": {"format": "pt", "note": "random weights"}}
-    offset = 0
-    for name, shape in shapes:
-        nbytes = int(np.prod(shape)) * itemsize
-        header[name] = {"dtype": "BF16" if dtype == "bfloat16" else "F32", "shape": list(shape),
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned, as the reference writer does
     gemma_norm = str(config.get("model_type", "")) == "gemma"
     embed_std = float(config.get("initializer_range") or 0.02)
-    rng = np.random.default_rng(seed)
-    tmp = out / "model.safetensors.tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for name, shape in shapes:
-            for block in _values(rng, name, shape, gemma_norm, embed_std):
-                f.write(memoryview(_to_bf16(block) if dtype == "bfloat16" else block.astype("<f4", copy=False)))
-    os.replace(tmp, out / "model.safetensors")
+    rng = np.random.default_rng(seed)  # one stream, drawn tensor by tensor in the table's order
+
+    def tensor(name: str, shape: Tuple[int, ...], kind: str) -> TensorData:
+        def produce(sink: Any) -> None:
+            for block in _values(rng, kind, shape, gemma_norm, embed_std):
+                sink(f32_to_bf16(block) if dtype == "bfloat16" else block.astype("<f4", copy=False))
+        return TensorData(name, "BF16" if dtype == "bfloat16" else "F32", shape, produce)
+
+    write_safetensors(out, [tensor(*entry) for entry in tensor_table(config)], max_shard_size=None,
+                      metadata={"format": "pt", "note": "random weights"})
     cfg = dict(config)
     cfg["torch_dtype"] = dtype
     (out / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
