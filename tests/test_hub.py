@@ -273,3 +273,25 @@ def test_download_without_config(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model_path(REPO, cache_folder=str(tmp_path / "cache"))
     assert "no config.json" in str(e.value)
+
+
+def test_a_fresh_interpreter_resolves_names(tmp_path):
+    """A process that imported nothing of huggingface_hub before (a new notebook kernel) gets the same
+    answer: the hub's submodules are imported by name, not reached as attributes of the package."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from crossrank.errors import ModelNotFoundError\n"
+            "from crossrank.hub import resolve_model_path\n"
+            "try:\n"
+            "    resolve_model_path('org/not-cached')\n"
+            "except ModelNotFoundError as e:\n"
+            "    print('not found:', e)\n"
+            "    sys.exit(0)\n"
+            "sys.exit('resolved a model that is not cached')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "PYTHONPATH": os.pathsep.join(p for p in [str(Path(hub.__file__).parents[1]),
+                                                     os.environ.get("PYTHONPATH", "")] if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "org/not-cached" in proc.stdout

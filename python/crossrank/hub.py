@@ -71,11 +71,15 @@ def hf_cache_dir(cache_folder: Optional[Union[str, os.PathLike]] = None) -> Path
     return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
 
 
-def _is_repo_id(hf: Any, name: str) -> bool:
+def _is_repo_id(name: str) -> bool:
     """An ``org/name`` id as the hub validates it."""
+    # Imported by name: ``huggingface_hub.utils`` is not an attribute of the package until
+    # something imports it (a fresh notebook kernel has not).
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     try:
-        hf.utils.validate_repo_id(name)
-    except hf.utils.HFValidationError:
+        validate_repo_id(name)
+    except HFValidationError:
         return False
     return True
 
@@ -187,7 +191,7 @@ def resolve_model_path(
             f"Face cache and downloads through it. Reinstall crossrank's dependencies "
             f"(`pip install huggingface_hub`), or pass the path of a local checkpoint directory."
         ) from None
-    if not _is_repo_id(hf, name):
+    if not _is_repo_id(name):
         raise neither
 
     rev = _check_revision(revision)
@@ -226,8 +230,8 @@ def resolve_model_path(
             raise ModelNotFoundError(
                 f"could not download {name!r} (revision {rev!r}) from the Hugging Face hub: "
                 f"{type(e).__name__}: {e}. Looked first at: " + "; ".join(looked) + ". "
-                f"Check the repository id and revision, your network, and for private or gated "
-                f"models your access and token (token=... or `huggingface-cli login`)."
+                "Check the repository id and revision, your network, and for private or gated "
+                "models your access and token (token=... or `huggingface-cli login`)."
             ) from e
         snapshot = Path(path)
         if not (snapshot / "config.json").is_file():
