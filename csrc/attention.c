@@ -20,7 +20,16 @@
  * and a tile (or the part of one) in which a row sees no key, visited because a neighbour row
  * needs it, leaves that row's state exactly unchanged (alpha = 1, p = 0, and fma(0, v, t) = t).
  * The last layer (last_only) scores its one row per head with dot_f32 instead of the panel GEMM;
- * every call with last_only runs that way, so it too is independent of the batch. */
+ * every call with last_only runs that way, so it too is independent of the batch.
+ *
+ * The tile path (a->tiles, AMX): first every (sequence, key tile, KV head) is staged once as tile
+ * operands (keys and values rounded to bfloat16) for all the query blocks that visit it; then
+ * steps 2 and 5 run through gemm_bf16_amx: the keys as A against the packed queries as B for the
+ * scores, P (rounded to bfloat16, in tile order) as A against the values (pairs of keys) as B.
+ * P V always covers the tile's 64 slots at their absolute places, the slots a row does not see
+ * holding p = 0, so a row's sums are the same whatever its neighbours need; O = fma(alpha, O, P V)
+ * per row. At ~300 tokens attention is under a tenth of the FLOPs, yet in float32 vectors near
+ * half of an AMX model's time. */
 #include "attention.h"
 
 #include <math.h>
@@ -59,14 +68,17 @@ typedef struct attn_scratch {
     float *q;           /* [ld / NR][D][NR] packed scaled queries (last_only: [cols][D] rows) */
     float *k, *v;       /* [KEY_TILE][D] the tile's keys and values, contiguous */
     float *s;           /* [KEY_TILE][ld] scores, then probabilities, key-major */
-    float *o;           /* [cols][D] unnormalised output */
+    float *o;           /* [ld][D] unnormalised output (rows past cols: tile-path padding) */
+    float *t;           /* tile path: [ld][D] this tile's P V, then the new O (o and t swap) */
+    uint16_t *pt;       /* tile path: [ld][KEY_TILE] bf16 probabilities in tile order */
     float *m, *l, *alpha; /* [ld] running max, running sum, this tile's rescale */
-    int64_t *pre_lo, *own_lo, *hi; /* [cols] visible keys: [pre_lo, n_pre) and [own_lo, hi] */
+    int32_t *pre_lo, *own_lo, *hi; /* [cols] visible keys: [pre_lo, n_pre) and [own_lo, hi] (int32,
+                                    * so the mask loop vectorizes; cr_attention bounds the keys) */
 } attn_scratch;
 
 static int64_t scratch_floats(const attn_shape *sh, int64_t D) {
     return round16(sh->ld * D) + 2 * round16(CR_ATTN_KEY_TILE * D) + round16(CR_ATTN_KEY_TILE * sh->ld) +
-           round16(sh->cols * D) +
+           2 * round16(sh->ld * D) + round16(sh->ld * CR_ATTN_KEY_TILE / 2) +
            3 * round16(sh->ld) + 3 * round16(2 * sh->cols);
 }
 
@@ -87,7 +99,11 @@ static attn_scratch carve(float *base, const attn_shape *sh, int64_t D) {
     w.s = base;
     base += round16(CR_ATTN_KEY_TILE * sh->ld);
     w.o = base;
-    base += round16(sh->cols * D);
+    base += round16(sh->ld * D);
+    w.t = base;
+    base += round16(sh->ld * D);
+    w.pt = (uint16_t *)(void *)base;
+    base += round16(sh->ld * CR_ATTN_KEY_TILE / 2);
     w.m = base;
     base += round16(sh->ld);
     w.l = base;
@@ -95,11 +111,11 @@ static attn_scratch carve(float *base, const attn_shape *sh, int64_t D) {
     w.alpha = base;
     base += round16(sh->ld);
     /* int64 arrays: offsets so far are multiples of 16 floats, so 8-byte alignment holds */
-    w.pre_lo = (int64_t *)(void *)base;
+    w.pre_lo = (int32_t *)(void *)base;
     base += round16(2 * sh->cols);
-    w.own_lo = (int64_t *)(void *)base;
+    w.own_lo = (int32_t *)(void *)base;
     base += round16(2 * sh->cols);
-    w.hi = (int64_t *)(void *)base;
+    w.hi = (int32_t *)(void *)base;
     return w;
 }
 
@@ -133,10 +149,98 @@ static int key_runs(const kv_src *src, int64_t kb, int64_t ke, kv_run run[2]) {
     return n;
 }
 
+/* Where sequence s's keys live for KV head g (prefix handle first, then the span in q|k|v). */
+static kv_src kv_source(const cr_attn_args *a, int64_t s, int64_t g) {
+    int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim;
+    kv_src src = {0};
+    if (a->prefix && a->prefix[s]) {
+        const cr_prefix *p = a->prefix[s];
+        int64_t kv_dim = NKV * D;
+        src.n_pre = a->prefix_len ? a->prefix_len[s] : p->len;
+        src.ld_pre = kv_dim;
+        src.pk = p->k + (a->layer * p->len) * kv_dim + g * D;
+        src.pv = p->v + (a->layer * p->len) * kv_dim + g * D;
+    }
+    const float *base = a->qkv + a->seq_start[s] * a->qkv_stride;
+    src.k0 = base + NH * D + g * D;
+    src.v0 = base + (NH + NKV) * D + g * D;
+    src.ld_own = a->qkv_stride;
+    return src;
+}
+
+/* Tile path, staged once per call: each (sequence, key tile, KV head) as the operands of every
+ * query block that visits it. Keys: the A operand of the scores, slot t (key 64 ti + t) in row t
+ * of gemm_bf16_amx's tile order; values: the B operand of P V, slot t of value column d at
+ * [(d / 32) 2048 + (t / 2) 64 + (d % 32) 2 + t % 2] (D / 32 panels of two blocks of 16 key pairs).
+ * Slots past the sequence's last key are zero, so a probability of 0 there meets a 0. */
+#define STAGE_TILE_ELEMS(D) (2 * CR_ATTN_KEY_TILE * (D)) /* bf16 elements: keys, then values */
+
+typedef struct stage_job {
+    const cr_attn_args *a;
+    const cr_kernels *K;
+    const int64_t *tile_seq, *tile_base; /* [tiles] the tile's sequence; [S] its first tile */
+    uint16_t *stage;
+} stage_job;
+
+static void stage_task(void *ctx, int64_t task, int worker) {
+    const stage_job *job = ctx;
+    const cr_attn_args *a = job->a;
+    const int64_t D = a->head_dim, NKV = a->n_kv_heads, B = CR_AMX_BF16_K, kbD = D / CR_AMX_BF16_K;
+    int64_t tile = task / NKV, g = task % NKV, s = job->tile_seq[tile];
+    int64_t t0 = (tile - job->tile_base[s]) * CR_ATTN_KEY_TILE;
+    kv_src src = kv_source(a, s, g);
+    int64_t n_keys = src.n_pre + a->seq_start[s + 1] - a->seq_start[s];
+    int64_t ke = t0 + CR_ATTN_KEY_TILE < n_keys ? t0 + CR_ATTN_KEY_TILE : n_keys;
+    uint16_t *kt = job->stage + (tile * NKV + g) * STAGE_TILE_ELEMS(D), *vp = kt + CR_ATTN_KEY_TILE * D;
+    uint32_t *vp32 = (uint32_t *)(void *)vp;
+    /* two converted rows, in this worker's attention scratch (not in use yet) */
+    uint16_t *lo = (uint16_t *)(void *)(a->scratch + (int64_t)worker * a->scratch_stride), *hi = lo + D;
+    if (ke < t0 + CR_ATTN_KEY_TILE) memset(kt, 0, (size_t)STAGE_TILE_ELEMS(D) * sizeof(uint16_t));
+    kv_run run[2];
+    int n_runs = key_runs(&src, t0, ke, run);
+    for (int r = 0; r < n_runs; r++)
+        for (int64_t j = run[r].b; j < run[r].e; j++) {
+            int64_t t = j - t0;
+            job->K->f32_to_bf16(run[r].k + (j - run[r].b) * run[r].ld, lo, D);
+            for (int64_t b = 0; b < kbD; b++)
+                memcpy(kt + ((t / 16) * kbD + b) * 16 * B + (t % 16) * B, lo + b * B, (size_t)B * sizeof(uint16_t));
+            /* values by pairs of slots: an even slot's row with the next key's (which may come
+             * from the other run, or not exist: zero) */
+            if (t % 2) continue;
+            job->K->f32_to_bf16(run[r].v + (j - run[r].b) * run[r].ld, lo, D);
+            if (j + 1 < ke) {
+                const kv_run *nr = j + 1 < run[r].e ? &run[r] : &run[r + 1];
+                job->K->f32_to_bf16(nr->v + (j + 1 - nr->b) * nr->ld, hi, D);
+            } else {
+                memset(hi, 0, (size_t)D * sizeof(uint16_t));
+            }
+            for (int64_t p = 0; p < D / 32; p++) {
+                uint32_t *cell = vp32 + p * 1024 + (t / 2) * 32;
+                for (int d = 0; d < 32; d++) cell[d] = (uint32_t)lo[p * 32 + d] | (uint32_t)hi[p * 32 + d] << 16;
+            }
+        }
+}
+
+/* Tile path, step 5: P (key-major fp32, key k0 + i of the tile in row i < nk) rounded into tile
+ * order, T = P V on tiles over the tile's 64 slots, then t = fma(alpha, o, T) row by row. */
+static void tile_pv(const cr_kernels *K, const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t cols,
+                    uint16_t *pt, const uint16_t *vp, int64_t D, const float *alpha, const float *o, float *t) {
+    const int64_t kbT = CR_ATTN_KEY_TILE / CR_AMX_BF16_K, panels = D / CR_GEMM_NR;
+    K->attn_p_tiles_bf16(s, lds, k0, nk, cols, pt);
+    for (int64_t c0 = 0; c0 < cols; c0 += CR_AMX_ROWS)
+        for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
+            K->gemm_bf16_amx(pt + c0 * CR_ATTN_KEY_TILE, cols - c0 < CR_AMX_ROWS ? cols - c0 : CR_AMX_ROWS,
+                             vp + p * kbT * 16 * 2 * CR_GEMM_NR, kbT,
+                             panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, t + c0 * D + p * CR_GEMM_NR, D);
+    for (int64_t c = 0; c < cols; c++) K->axpy_f32(alpha[c], o + c * D, t + c * D, D);
+}
+
 typedef struct attn_job {
     const cr_attn_args *a;
     const cr_kernels *K;
     attn_shape sh;
+    const uint16_t *stage;         /* tile path: the staged tiles (stage_task) */
+    const int64_t *tile_base;      /* tile path: [S] each sequence's first staged tile */
     int64_t *block_seq;            /* [n_blocks] */
     int64_t *block_row0;           /* [n_blocks] first query row (within the span) */
     int64_t n_blocks;
@@ -148,7 +252,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     const cr_kernels *K = job->K;
     const attn_shape *sh = &job->sh;
     const int64_t TK = CR_ATTN_KEY_TILE, NR = CR_GEMM_NR;
-    int64_t NH = a->n_heads, NKV = a->n_kv_heads, D = a->head_dim, group = sh->group, ld = sh->ld;
+    int64_t NKV = a->n_kv_heads, D = a->head_dim, group = sh->group, ld = sh->ld;
     /* KV head by KV head, so consecutive tasks stream the same K/V and find it in L3; within a
      * head, blocks last first, so the longest (the last rows of each sequence) start early and
      * short ones fill the end */
@@ -159,20 +263,8 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     int64_t r1 = a->last_only ? len : (r0 + sh->rows < len ? r0 + sh->rows : len);
     int64_t cols = (r1 - r0) * group;
     attn_scratch w = carve(a->scratch + (int64_t)worker * a->scratch_stride, sh, D);
-
-    kv_src src = {0};
-    if (a->prefix && a->prefix[s]) {
-        const cr_prefix *p = a->prefix[s];
-        int64_t kv_dim = NKV * D;
-        src.n_pre = a->prefix_len ? a->prefix_len[s] : p->len;
-        src.ld_pre = kv_dim;
-        src.pk = p->k + (a->layer * p->len) * kv_dim + g * D;
-        src.pv = p->v + (a->layer * p->len) * kv_dim + g * D;
-    }
+    kv_src src = kv_source(a, s, g);
     const float *base = a->qkv + start * a->qkv_stride;
-    src.k0 = base + NH * D + g * D;
-    src.v0 = base + (NH + NKV) * D + g * D;
-    src.ld_own = a->qkv_stride;
     int64_t n_pre = src.n_pre;
 
     /* Visible keys of each row, as the per-row definition has them: prefix keys j >= pos_q - w + 1
@@ -195,9 +287,9 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         gap |= pre_lo < n_pre && own_first > 0;
         for (int64_t hh = 0; hh < group; hh++) {
             int64_t c = (i - r0) * group + hh;
-            w.pre_lo[c] = pre_lo;
-            w.own_lo[c] = own_lo;
-            w.hi[c] = hi;
+            w.pre_lo[c] = (int32_t)pre_lo;
+            w.own_lo[c] = (int32_t)own_lo;
+            w.hi[c] = (int32_t)hi;
         }
         klo = lo < klo ? lo : klo;
         khi = hi > khi ? hi : khi;
@@ -209,7 +301,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
      * as weight panels of gemm_f32_tile ([D][NR] floats) or, for bf16 scores, of gemm_bf16_tile
      * ([D/2][NR][2] bfloat16, in the same bytes: half of them) */
     int64_t panels = (cols + NR - 1) / NR;
-    int bf16 = a->bf16_scores && !a->last_only;
+    int bf16 = a->bf16_scores && !a->last_only, tiles = bf16 && a->tiles;
     uint16_t *qb = (uint16_t *)(void *)w.q, *kb16 = (uint16_t *)(void *)w.k;
     for (int64_t c = 0; c < panels * NR; c++) {
         const float *q = c < cols ? base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D : NULL;
@@ -235,6 +327,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         w.l[c] = 0.0f;
     }
     memset(w.o, 0, (size_t)(cols * D) * sizeof(float));
+    float *o = w.o;                /* the tile path swaps it with w.t after every tile */
 
     int64_t mr = K->gemm_mr, bmr = K->gemm_bf16_mr, pv_mr = K->attn_pv_mr;
     for (int64_t t0 = klo - klo % TK; t0 <= khi; t0 += TK) {
@@ -242,18 +335,22 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         kv_run run[2];
         int n_runs = key_runs(&src, kb, ke, run);
 
-        /* 1. the tile's keys and values, copied contiguous: in place, rows sit at the q|k|v
-         *    stride, a power of two for most models, which maps a tile's rows to the same cache
-         *    sets. The last row's scores read K in place (one pass, no reuse). */
-        for (int r = 0; r < n_runs; r++)
-            for (int64_t j = run[r].b; j < run[r].e; j++) {
-                const float *kr = run[r].k + (j - run[r].b) * run[r].ld, *vr = run[r].v + (j - run[r].b) * run[r].ld;
-                if (bf16)
-                    K->f32_to_bf16(kr, kb16 + (j - kb) * D, D);
-                else if (!a->last_only)
-                    memcpy(w.k + (j - kb) * D, kr, (size_t)D * sizeof(float));
-                memcpy(w.v + (j - kb) * D, vr, (size_t)D * sizeof(float));
-            }
+        /* 1. the tile's keys and values, copied contiguous (the tile path has them staged): in
+         *    place, rows sit at the q|k|v stride, a power of two for most models, which maps a
+         *    tile's rows to the same cache sets. The last row's scores read K in place. */
+        const uint16_t *kt = tiles ? job->stage + ((job->tile_base[s] + t0 / TK) * NKV + g) * STAGE_TILE_ELEMS(D)
+                                   : NULL;
+        if (!tiles)
+            for (int r = 0; r < n_runs; r++)
+                for (int64_t j = run[r].b; j < run[r].e; j++) {
+                    const float *kr = run[r].k + (j - run[r].b) * run[r].ld;
+                    const float *vr = run[r].v + (j - run[r].b) * run[r].ld;
+                    if (bf16)
+                        K->f32_to_bf16(kr, kb16 + (j - kb) * D, D);
+                    else if (!a->last_only)
+                        memcpy(w.k + (j - kb) * D, kr, (size_t)D * sizeof(float));
+                    memcpy(w.v + (j - kb) * D, vr, (size_t)D * sizeof(float));
+                }
 
         /* 2. scores */
         int64_t nk = ke - kb;
@@ -262,6 +359,11 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 for (int64_t j = run[r].b; j < run[r].e; j++)
                     for (int64_t c = 0; c < cols; c++)
                         w.s[(j - kb) * ld + c] = K->dot_f32(run[r].k + (j - run[r].b) * run[r].ld, w.q + c * D, D);
+        } else if (tiles) {
+            /* staged keys: score row t is slot t; the rows before kb are computed and not read */
+            for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
+                K->gemm_bf16_amx(kt, ke - t0, qb + p * D * NR, D / CR_AMX_BF16_K,
+                                 panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, w.s + p * NR, ld);
         } else if (bf16) {
             for (int64_t p = 0; p < panels; p++)
                 for (int64_t j = 0; j < nk; j += bmr) {
@@ -278,24 +380,33 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 }
         }
 
-        /* 3. mask, where a row's visible keys begin or end inside the tile */
+        /* 3. mask, where a row's visible keys begin or end inside the tile (sk: key kb's scores) */
+        float *sk = w.s + (tiles ? (kb - t0) * ld : 0);
         if (gap || kb < max_lo || ke - 1 > min_hi)
             for (int64_t j = kb; j < ke; j++) {
-                float *srow = w.s + (j - kb) * ld;
-                for (int64_t c = 0; c < cols; c++) {
-                    int seen = j < n_pre ? j >= w.pre_lo[c] : j >= w.own_lo[c] && j <= w.hi[c];
-                    if (!seen) srow[c] = -INFINITY;
-                }
+                float *srow = sk + (j - kb) * ld;
+                int32_t jj = (int32_t)j;
+                if (j < n_pre)
+                    for (int64_t c = 0; c < cols; c++) srow[c] = jj >= w.pre_lo[c] ? srow[c] : -INFINITY;
+                else
+                    for (int64_t c = 0; c < cols; c++)
+                        srow[c] = (jj >= w.own_lo[c]) & (jj <= w.hi[c]) ? srow[c] : -INFINITY;
             }
 
         /* 4. online softmax; 5. O = alpha O + P V. The next tile's rows come from L3 or memory:
          *    ask for them a few at a time between the P V steps (a burst of prefetches would
          *    overflow the miss queue and be dropped). */
+        K->attn_softmax_f32(sk, ld, nk, cols, w.m, w.l, w.alpha);
+        if (tiles) {
+            float *t = o == w.o ? w.t : w.o;
+            tile_pv(K, sk, ld, kb - t0, nk, cols, w.pt, kt + TK * D, D, w.alpha, o, t);
+            o = t;
+            continue;
+        }
         int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1, next_row = nb;
         kv_run next[2];
         int n_next = ke <= khi ? key_runs(&src, nb, ne, next) : 0;
         int64_t chunks = (cols + pv_mr - 1) / pv_mr, per_chunk = (ne - nb + chunks - 1) / chunks;
-        K->attn_softmax_f32(w.s, ld, nk, cols, w.m, w.l, w.alpha);
         for (int64_t c = 0; c < cols; c += pv_mr) {
             for (int64_t stop = next_row + per_chunk; n_next && next_row < ne && next_row < stop; next_row++) {
                 const kv_run *nr = &next[n_next == 2 && next_row >= next[1].b];
@@ -306,7 +417,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                 }
             }
             K->attn_pv_f32(w.s + c, ld, cols - c < pv_mr ? cols - c : pv_mr, w.v, D, nk, w.alpha + c,
-                           w.o + c * D, D, D);
+                           o + c * D, D, D);
         }
     }
 
@@ -315,7 +426,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         int64_t row = a->last_only ? s : start + r0 + c / group;
         float *out = a->out + row * a->out_stride + (g * group + c % group) * D;
         float inv = 1.0f / w.l[c];
-        for (int64_t d = 0; d < D; d++) out[d] = w.o[c * D + d] * inv;
+        for (int64_t d = 0; d < D; d++) out[d] = o[c * D + d] * inv;
     }
 }
 
@@ -360,15 +471,52 @@ cr_status cr_attention(const cr_attn_args *a) {
                        (long long)a->n_heads, (long long)a->n_kv_heads, (double)a->scale);
     if (a->bf16_scores && a->head_dim % 2)
         return cr_fail(CR_E_ARG, "attention: bf16 scores need an even head_dim, got %lld", (long long)a->head_dim);
+    if (a->tiles && (!a->bf16_scores || a->head_dim % CR_AMX_BF16_K))
+        return cr_fail(CR_E_ARG, "attention: tiles need bf16 scores and a head_dim that is a multiple of %d, got %lld",
+                       CR_AMX_BF16_K, (long long)a->head_dim);
     attn_job job = {.a = a, .K = a->kern ? a->kern : cr_kern, .sh = shape_of(a->n_heads, a->n_kv_heads)};
     if (a->scratch_stride < cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim))
         return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",
                        (long long)a->scratch_stride,
                        (long long)cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim));
-    cr_status st = attention_blocks(a, job.sh.rows, &job.block_seq, &job.block_row0, &job.n_blocks);
-    if (st) return st;
-    st = cr_pool_run(a->threads, job.n_blocks * a->n_kv_heads, attn_task, &job, a->abort);
-    free(job.block_seq);
-    free(job.block_row0);
+    int64_t *tile_seq = NULL, *tile_base = NULL, n_tiles = 0;
+    uint16_t *stage = NULL;
+    cr_status st = CR_OK;
+    if (a->tiles && !a->last_only) {
+        /* every sequence's keys, staged once as tile operands for all its query blocks */
+        tile_base = cr_malloc_array((size_t)a->n_seqs, sizeof(int64_t), "attention tiles");
+        if (!tile_base) return CR_E_NOMEM;
+        for (int64_t s = 0; s < a->n_seqs; s++) {
+            int64_t n_keys = kv_source(a, s, 0).n_pre + a->seq_start[s + 1] - a->seq_start[s];
+            tile_base[s] = n_tiles;
+            n_tiles += (n_keys + CR_ATTN_KEY_TILE - 1) / CR_ATTN_KEY_TILE;
+        }
+        size_t count;
+        tile_seq = cr_malloc_array((size_t)n_tiles, sizeof(int64_t), "attention tiles");
+        if (tile_seq && cr_mul_size((size_t)(n_tiles * a->n_kv_heads), (size_t)STAGE_TILE_ELEMS(a->head_dim) * 2,
+                                    &count))
+            stage = cr_aligned_alloc(count, "attention key and value tiles");
+        if (!stage) {
+            free(tile_seq);
+            free(tile_base);
+            return CR_E_NOMEM;
+        }
+        for (int64_t s = 0, t = 0; s < a->n_seqs; s++)
+            for (; t < (s + 1 < a->n_seqs ? tile_base[s + 1] : n_tiles); t++) tile_seq[t] = s;
+        stage_job sj = {.a = a, .K = job.K, .tile_seq = tile_seq, .tile_base = tile_base, .stage = stage};
+        st = cr_pool_run(a->threads, n_tiles * a->n_kv_heads, stage_task, &sj, a->abort);
+        job.stage = stage;
+        job.tile_base = tile_base;
+    }
+    if (st == CR_OK) st = attention_blocks(a, job.sh.rows, &job.block_seq, &job.block_row0, &job.n_blocks);
+    if (st == CR_OK) {
+        st = cr_pool_run(a->threads, job.n_blocks * a->n_kv_heads, attn_task, &job, a->abort);
+        free(job.block_seq);
+        free(job.block_row0);
+    }
+    free(stage);
+    free(tile_seq);
+    free(tile_base);
     return st;
 }
+

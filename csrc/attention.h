@@ -19,10 +19,6 @@
 #include "crossrank.h"
 #include "kernels/kernels.h"
 
-/* Keys per tile. Part of the numerics (the online softmax rescales at tile boundaries), so one
- * constant for every ISA; 64 measured best against 32, 96 and 128. */
-#define CR_ATTN_KEY_TILE 64
-
 typedef struct cr_attn_args {
     const float *qkv;              /* [T, qkv_stride]: q at column 0, k at NH*D, v at (NH+NKV)*D */
     int64_t qkv_stride;
@@ -39,6 +35,11 @@ typedef struct cr_attn_args {
     int bf16_scores;               /* QK^T from q and k rounded to bfloat16 (float32 sums, the
                                     * gemm_bf16_tile chain), for bf16 / int8 models; the
                                     * softmax, P V and last_only rows stay float32. Even D only. */
+    int tiles;                     /* with bf16_scores, AMX: QK^T and P V through the table's
+                                    * gemm_bf16_amx (K and V, P rounded to bfloat16, float32 sums
+                                    * in TDPBF16PS's order); D a multiple of 32. The softmax and
+                                    * last_only rows stay float32; every table carries the scalar
+                                    * model, so the reference runs it too. */
     float *out;                    /* [T or S, out_stride]: head h at column h*D */
     int64_t out_stride;
     float *scratch;                /* [threads, scratch_stride], 64-byte aligned */

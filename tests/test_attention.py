@@ -10,6 +10,9 @@
   taking the first keys from a prefix handle change nothing, bit for bit.
 * bf16 scores (bf16 and int8 models): the model on bfloat16-rounded queries and keys, the same
   bits on every table, and the same row independence.
+* The tile path (bf16 and int8 models on AMX: QK^T and P V through gemm_bf16_amx): the model on
+  bfloat16 q, k, v within the rounding of the probabilities, AMX bitwise equal to the scalar model
+  of the tiles, and the same row independence (through the scalar model where AMX is absent).
 * exp_f32 of every table: within 2 ulp of the correctly rounded e^x where that is a normal
   float, one rounding in the subnormal range, exact at the special values, and the same bits as
   the reference.
@@ -232,6 +235,89 @@ def test_bf16_scores_need_an_even_head_dim():
     q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 63)
     with pytest.raises(ValueError, match="even head_dim"):
         hooks.attention(q, k, v, positions, starts, bf16_scores=True)
+
+
+# ---- the tile path (bf16 and int8 models on AMX) ----------------------------------------------------
+
+TILE_CASES = [case for case in CASES if case[3] % 32 == 0]
+
+
+def amx_usable():
+    return hooks.cpu_info()["detected"] == "amx" and hooks.amx_usable()
+
+
+@pytest.mark.parametrize("lengths,NH,NKV,D,window", TILE_CASES)
+def test_tiles_are_the_model_on_bf16_queries_keys_values_and_probabilities(lengths, NH, NKV, D, window):
+    """QK^T and P V on tiles: the model on bfloat16-rounded q, k and v, within the error of
+    rounding each tile's probabilities to bfloat16 (a masking or layout slip is off by O(1))."""
+    rng = np.random.default_rng(sum(lengths) + D + window + 2)
+    q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
+    scale = np.float32(D ** -0.5)
+    expected = attention_model(bf16_round(q * scale), bf16_round(k), bf16_round(v), positions, starts,
+                               window=window, scale=1.0)
+    got = hooks.attention(q, k, v, positions, starts, window=window, threads=2, bf16_scores=True, tiles=True)
+    err = np.abs(got - expected)
+    assert err.max() < 2e-2 and err.mean() < 1e-3, (err.max(), err.mean())
+    # and P V ran in bfloat16, not the float32 of the vector path
+    vector = hooks.attention(q, k, v, positions, starts, window=window, threads=2, bf16_scores=True)
+    if window != 1:
+        assert not np.array_equal(got, vector)
+
+
+@pytest.mark.skipif(not amx_usable(), reason="needs AMX tiles that Linux lets this process use")
+@pytest.mark.parametrize("lengths,NH,NKV,D,window", TILE_CASES)
+def test_tiles_on_amx_give_the_bits_of_the_scalar_model(lengths, NH, NKV, D, window):
+    rng = np.random.default_rng(sum(lengths) + D + window + 3)
+    q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
+    ref = hooks.attention(q, k, v, positions, starts, window=window, isa="ref", bf16_scores=True, tiles=True)
+    got = hooks.attention(q, k, v, positions, starts, window=window, isa="amx", threads=2, bf16_scores=True,
+                          tiles=True)
+    np.testing.assert_array_equal(got, ref)
+
+
+def tiles(*args, **kw):
+    return hooks.attention(*args, bf16_scores=True, tiles=True, **kw)
+
+
+def test_tiles_depend_only_on_a_rows_own_keys():
+    """Other sequences, the thread count and keys from a prefix handle (cut at prefix_len) change
+    no bit on the tile path either (on a CPU without AMX: the tiles' scalar model)."""
+    rng = np.random.default_rng(17)
+    q, k, v, positions, starts = make_batch(rng, [33, 150, 64, 9, 200], 8, 2, 64)
+    packed = tiles(q, k, v, positions, starts, window=70)
+    assert np.array_equal(packed, tiles(q, k, v, positions, starts, window=70, threads=3))
+    for s in range(5):
+        a, b = starts[s], starts[s + 1]
+        alone = tiles(q[a:b], k[a:b], v[a:b], positions[a:b], np.array([0, b - a], dtype=np.int64), window=70)
+        np.testing.assert_array_equal(packed[a:b], alone)
+    for n_pre in (1, 50, 64, 127):
+        a, n = 247, 200
+        whole = tiles(q[a:a + n], k[a:a + n], v[a:a + n], np.arange(n, dtype=np.int32),
+                      np.array([0, n], dtype=np.int64))
+        junk = rng.standard_normal((9, 2, 64)).astype(np.float32)
+        tail = slice(a + n_pre, a + n)
+        reused = tiles(q[tail], k[tail], v[tail], np.arange(n_pre, n, dtype=np.int32),
+                       np.array([0, n - n_pre], dtype=np.int64),
+                       prefix_k=np.concatenate([k[a:a + n_pre], junk]), prefix_v=np.concatenate([v[a:a + n_pre], junk]),
+                       prefix_lens=np.array([n_pre], dtype=np.int64))
+        np.testing.assert_array_equal(reused, whole[n_pre:])
+
+
+def test_tiles_leave_the_last_row_mode_in_float32():
+    rng = np.random.default_rng(18)
+    q, k, v, positions, starts = make_batch(rng, [90, 40], 4, 2, 64)
+    np.testing.assert_array_equal(tiles(q, k, v, positions, starts, last_only=True),
+                                  hooks.attention(q, k, v, positions, starts, last_only=True))
+
+
+def test_tiles_need_bf16_scores_and_a_head_dim_of_whole_blocks():
+    rng = np.random.default_rng(19)
+    q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 80)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        tiles(q, k, v, positions, starts)
+    q, k, v, positions, starts = make_batch(rng, [10], 2, 1, 64)
+    with pytest.raises(ValueError, match="bf16 scores"):
+        hooks.attention(q, k, v, positions, starts, tiles=True)
 
 
 # ---- a row depends only on its own keys ---------------------------------------------------------

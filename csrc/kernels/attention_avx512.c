@@ -119,3 +119,59 @@ void cr_attn_pv_f32_avx512_6x64(const float *p, int64_t ldp, int64_t m, const fl
     default: break;
     }
 }
+
+/* 16 x 16 floats transposed in registers: unpack pairs, then quads, then the 128-bit lanes. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[4 g + k], lane L: rows 4 g .. 4 g + 3 of column 4 L + k */
+    __m512 u[16];
+    for (int g = 0; g < 4; g++) {
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512 v = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), w = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88), w2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xDD);
+        r[k] = _mm512_shuffle_f32x4(v, v2, 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(v, v2, 0xDD);
+        r[4 + k] = _mm512_shuffle_f32x4(w, w2, 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(w, w2, 0xDD);
+    }
+}
+
+/* f32_to_bf16's rounding (nearest even, NaN quieted) of 16 lanes, packed to 16 bits. */
+static inline __m256i round_bf16(__m512 x) {
+    __m512i b = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i out = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    out = _mm512_mask_or_epi32(out, nan, _mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(out);
+}
+
+void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst) {
+    int64_t rows = (n + 15) / 16 * 16;
+    for (int64_t c0 = 0; c0 < rows; c0 += 16) {
+        __mmask16 mc = lanes(n - c0);
+        for (int64_t t0 = 0; t0 < CR_ATTN_KEY_TILE; t0 += 16) {
+            /* r[i]: slot t0 + i over the 16 columns (zero where the slot holds no key) */
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                int64_t key = t0 + i - k0;
+                r[i] = key >= 0 && key < nk ? _mm512_maskz_loadu_ps(mc, s + key * lds + c0) : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            uint16_t *d = dst + ((c0 / 16) * 2 + t0 / 32) * 512 + t0 % 32;
+            for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(void *)(d + i * 32), round_bf16(r[i]));
+        }
+    }
+}

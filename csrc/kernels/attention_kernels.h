@@ -1,6 +1,7 @@
 /* attention_kernels.h — the per-ISA functions behind the attention entries of the kernel table
- * (exp_f32, sigmoid_glu_f32, attn_softmax_f32, attn_pv_f32; contracts in kernels.h). They live in their own files
- * (attention_ref.c, attention_avx2.c, attention_avx512.c) and each ISA's table points at them.
+ * (exp_f32, sigmoid_glu_f32, attn_softmax_f32, attn_pv_f32, attn_p_tiles_bf16; contracts in
+ * kernels.h). They live in their own files (attention_ref.c, attention_avx2.c, attention_avx512.c)
+ * and each ISA's table points at them.
  *
  * The exponential is Cephes' expf (cephes/single/expf.c: range reduction by ln 2 split in two
  * constants, a degree-5 polynomial), written with one fused multiply-add per step and an exact
@@ -34,6 +35,7 @@ void cr_attn_softmax_f32_ref(float *s, int64_t lds, int64_t k, int64_t n, float 
 void cr_attn_pv_f32_ref(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                         const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_REF 4
+void cr_attn_p_tiles_bf16_ref(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
 
 void cr_exp_f32_avx2(const float *x, float *y, int64_t n);
 void cr_sigmoid_glu_f32_avx2(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
@@ -48,5 +50,6 @@ void cr_attn_softmax_f32_avx512(float *s, int64_t lds, int64_t k, int64_t n, flo
 void cr_attn_pv_f32_avx512_6x64(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                                 const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_AVX512 6
+void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
 
 #endif

@@ -73,3 +73,13 @@ void cr_attn_pv_f32_ref(const float *p, int64_t ldp, int64_t m, const float *v, 
             o[i * ldo + j] = t;
         }
 }
+
+void cr_attn_p_tiles_bf16_ref(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst) {
+    int64_t rows = (n + 15) / 16 * 16;
+    for (int64_t c = 0; c < rows; c++)
+        for (int64_t t = 0; t < CR_ATTN_KEY_TILE; t++) {
+            int seen = c < n && t >= k0 && t < k0 + nk;
+            dst[((c / 16) * 2 + t / 32) * 512 + (c % 16) * 32 + t % 32] =
+                seen ? cr_f32_to_bf16_one(s[(t - k0) * lds + c]) : 0;
+        }
+}

@@ -29,6 +29,10 @@ typedef enum cr_isa {
  * packed once runs under any dispatch level. */
 #define CR_GEMM_NR 32
 
+/* Keys per attention tile (attention.h). Part of the numerics (the online softmax rescales at
+ * tile boundaries), so one constant for every ISA; 64 measured best against 32, 96 and 128. */
+#define CR_ATTN_KEY_TILE 64
+
 /* Lanes of abs_sum_max_f32's fixed summation order. */
 #define CR_ABS_SUM_LANES 64
 
@@ -133,6 +137,14 @@ typedef struct cr_kernels {
     void (*attn_pv_f32)(const float *p, int64_t ldp, int64_t m, const float *v, int64_t ldv, int64_t k,
                         const float *alpha, float *o, int64_t ldo, int64_t n);
     int attn_pv_mr;
+    /* The probabilities of one key tile as the A operand of gemm_bf16_amx for P V (the tile path
+     * of attention.c): s is key-major, key k0 + i of the tile in row i < nk (row stride lds), as
+     * attn_softmax_f32 leaves it. For columns c < 16 ceil(n / 16) and tile slots t <
+     * CR_ATTN_KEY_TILE: dst[((c / 16) 2 + t / 32) 512 + (c % 16) 32 + t % 32] is f32_to_bf16 of
+     * s[t - k0][c] where k0 <= t < k0 + nk and c < n, else +0; two blocks of 32 slots per 16-row
+     * group, every A tile one contiguous KiB. 0 <= k0, k0 + nk <= CR_ATTN_KEY_TILE. Pure data
+     * movement and one rounding: every ISA gives the same bits. */
+    void (*attn_p_tiles_bf16)(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
 
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
      * blocks (kernels_amx.c; every table carries the scalar models of kernels_ref.c, which the AMX

@@ -339,6 +339,7 @@ static const cr_kernels avx2_table = {
     .attn_softmax_f32 = cr_attn_softmax_f32_avx2,
     .attn_pv_f32 = cr_attn_pv_f32_avx2_3x32,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX2,
+    .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_ref,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

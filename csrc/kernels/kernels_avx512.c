@@ -270,6 +270,7 @@ static const cr_kernels avx512_table = {
     .attn_softmax_f32 = cr_attn_softmax_f32_avx512,
     .attn_pv_f32 = cr_attn_pv_f32_avx512_6x64,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX512,
+    .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_avx512,
 };
 
 const cr_kernels *cr_kernels_avx512(void) { return &avx512_table; }

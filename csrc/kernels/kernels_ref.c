@@ -258,6 +258,7 @@ static const cr_kernels ref_table = {
     .attn_softmax_f32 = cr_attn_softmax_f32_ref,
     .attn_pv_f32 = cr_attn_pv_f32_ref,
     .attn_pv_mr = CR_ATTN_PV_MR_REF,
+    .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_ref,
     .gemm_bf16_amx = gemm_bf16_amx_ref,
     .gemm_i8_amx = gemm_i8_amx_ref,
 };

@@ -2,13 +2,15 @@
  *
  *   attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
  *                    prefix_lens=None, last_only=False, scale=None, threads=1, isa=None,
- *                    bf16_scores=False) -> float32 array
+ *                    bf16_scores=False, tiles=False) -> float32 array
  *       q [T, NH, D], k and v [T, NKV, D] float32; positions [T] int32; seq_start [S+1] int64
  *       (0 .. T, increasing). With prefix_k/prefix_v [P, NKV, D] every sequence s continues the
  *       first prefix_lens[s] (default P) of those keys, as a prefix handle gives them. Returns
  *       [T, NH, D], or [S, NH, D] with last_only. scale defaults to D^-0.5. isa names a kernel
  *       table ("ref", "avx2", ...) this CPU runs; None uses the active one. bf16_scores computes
- *       QK^T from bfloat16-rounded q and k, as bf16 and int8 models do.
+ *       QK^T from bfloat16-rounded q and k, as bf16 and int8 models do; tiles (with bf16_scores)
+ *       takes the tile path, QK^T and P V through the table's gemm_bf16_amx, as those models do
+ *       on AMX (on a table below amx: the scalar model of the tiles).
  *
  *   exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
  *       destination: a write outside the n outputs raises RuntimeError). */
@@ -62,20 +64,23 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *wh
 
 PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
-                             "prefix_lens", "last_only", "scale", "threads", "isa", "bf16_scores", NULL};
+                             "prefix_lens", "last_only", "scale", "threads", "isa", "bf16_scores", "tiles", NULL};
     PyObject *q_obj, *k_obj, *v_obj, *pos_obj, *ss_obj, *pk_obj = Py_None, *pv_obj = Py_None, *pl_obj = Py_None,
              *scale_obj = Py_None;
-    int window = 0, last_only = 0, threads = 1, bf16_scores = 0;
+    int window = 0, last_only = 0, threads = 1, bf16_scores = 0, tiles = 0;
     const char *isa = NULL;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizpp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
                                      &ss_obj, &window, &pk_obj, &pv_obj, &pl_obj, &last_only, &scale_obj,
-                                     &threads, &isa, &bf16_scores))
+                                     &threads, &isa, &bf16_scores, &tiles))
         return NULL;
     if (threads < 1 || window < 0)
         return PyErr_Format(PyExc_ValueError, "attention: threads >= 1 and window >= 0 required");
     const cr_kernels *K = isa ? table_named(isa) : cr_kern;
     if (!K) return NULL;
+    if (tiles && K->isa == CR_ISA_AMX && !cr_amx_usable())
+        return PyErr_Format(PyExc_ValueError, "attention: tiles on the amx table, which this process may not use (%s)",
+                            cr_amx_state());
 
     PyArrayObject *q = NULL, *k = NULL, *v = NULL, *pos = NULL, *ss = NULL, *pk = NULL, *pv = NULL, *pl = NULL;
     PyArrayObject *out = NULL;
@@ -184,7 +189,7 @@ PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
         .scale = (float)scale, .pos = positions, .n_seqs = S, .seq_start = starts,
         .prefix = pref, .prefix_len = plen, .layer = 0, .window = window, .last_only = last_only,
         .out = o, .out_stride = NHD, .scratch = scratch, .scratch_stride = stride, .threads = threads,
-        .kern = K, .bf16_scores = bf16_scores,
+        .kern = K, .bf16_scores = bf16_scores, .tiles = tiles,
     };
     cr_status st;
     Py_BEGIN_ALLOW_THREADS
