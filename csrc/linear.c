@@ -193,6 +193,7 @@ typedef struct panel_job {
     int64_t n_panels;
     void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
     int64_t amx_np;     /* AMX formats: panels per task (CR_AMX_PANELS, fewer when tasks are few) */
+    int64_t amx_range;  /* AMX formats: row blocks per task, which meet the task's panels in turn */
     void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
                          * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
@@ -270,18 +271,16 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
+/* Bytes of converted inputs one AMX task's row range may take (see cr_linear_apply). */
+#define CR_AMX_RANGE_BYTES (1 << 20)
+
 static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
 
-/* One AMX task: a block of CR_AMX_ROWS rows against CR_AMX_PANELS panels (one kernel call, which
- * reuses the rows' K chunk over the panels from L1), then each panel's epilogue. Tasks run panel
- * group after panel group: a group's weights (4 panels) stay in L2 while it meets every row block,
- * so the weights stream from memory once per call of cr_linear_apply. */
-static void amx_task(void *ctx, int64_t task, int worker) {
-    const panel_job *j = ctx;
+/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 (one kernel call), then
+ * each panel's epilogue. */
+static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker) {
     const cr_kernels *K = cr_kern;
     const cr_linear *W = j->W;
-    int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS;
-    int64_t r = task % blocks * CR_AMX_ROWS, p0 = task / blocks * j->amx_np;
     int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
     int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
     int64_t len = row_len(W->fmt, W->n_in);
@@ -309,6 +308,18 @@ static void amx_task(void *ctx, int64_t task, int worker) {
             for (int64_t i = 0; i < rows; i++) memcpy(y + i * j->ldy, sums + i * ldo, (size_t)cols * sizeof(float));
         add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
     }
+}
+
+/* One AMX task: a range of amx_range row blocks against a group of amx_np panels. Tasks run panel
+ * group after panel group, so a group's weights come from memory once per call and are shared in
+ * L3 by the threads on it; within a task they stay in L2 while they meet the range's rows. With
+ * one row block per task, 16 threads each pulled a fresh group of weights from L3 for every
+ * 64 rows, and the tile units waited on L3. */
+static void amx_task(void *ctx, int64_t task, int worker) {
+    const panel_job *j = ctx;
+    int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ranges = (blocks + j->amx_range - 1) / j->amx_range;
+    int64_t b0 = task % ranges * j->amx_range, p0 = task / ranges * j->amx_np;
+    for (int64_t b = b0; b < b0 + j->amx_range && b < blocks; b++) amx_block(j, b * CR_AMX_ROWS, p0, worker);
 }
 
 /* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
@@ -441,12 +452,24 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     int64_t n_tasks = blocks * j.n_panels;
     cr_task_fn task_fn = panel_task;
     if (is_amx(W->fmt)) {
-        /* many cores: fewer panels per task while that leaves under 4 tasks per thread (a task's
-         * panels change no result bit: every output column is its own chain) */
+        /* Row ranges whose inputs fit in about half of a 2 MiB L2 beside the group's weights; then,
+         * while that leaves under 4 tasks per thread, shorter ranges and fewer panels per task
+         * (neither changes a result bit: every output element is its own chain over all of K). */
+        int64_t block_bytes = CR_AMX_ROWS * len * (W->fmt == CR_FMT_BF16_AMX ? 2 : 1);
+        j.amx_range = block_bytes < CR_AMX_RANGE_BYTES ? CR_AMX_RANGE_BYTES / block_bytes : 1;
+        j.amx_range = j.amx_range < blocks ? j.amx_range : blocks;
         j.amx_np = CR_AMX_PANELS;
-        while (j.amx_np > 1 && blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np) < 4 * (int64_t)ex->threads)
-            j.amx_np /= 2;
-        n_tasks = blocks * ((j.n_panels + j.amx_np - 1) / j.amx_np);
+        for (;;) {
+            int64_t tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
+            if (tasks >= 4 * (int64_t)ex->threads) break;
+            if (j.amx_range > 1)
+                j.amx_range = (j.amx_range + 1) / 2;
+            else if (j.amx_np > 1)
+                j.amx_np /= 2;
+            else
+                break;
+        }
+        n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
         task_fn = amx_task;
         j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
                                      "AMX accumulators");
