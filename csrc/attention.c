@@ -474,6 +474,9 @@ cr_status cr_attention(const cr_attn_args *a) {
     if (a->tiles && (!a->bf16_scores || a->head_dim % CR_AMX_BF16_K))
         return cr_fail(CR_E_ARG, "attention: tiles need bf16 scores and a head_dim that is a multiple of %d, got %lld",
                        CR_AMX_BF16_K, (long long)a->head_dim);
+    for (int64_t s = 0; s < a->n_seqs; s++) /* key indices are int32 in the mask */
+        if (kv_source(a, s, 0).n_pre + a->seq_start[s + 1] - a->seq_start[s] > INT32_MAX)
+            return cr_fail(CR_E_ARG, "attention: sequence %lld has more than 2^31 - 1 keys", (long long)s);
     attn_job job = {.a = a, .K = a->kern ? a->kern : cr_kern, .sh = shape_of(a->n_heads, a->n_kv_heads)};
     if (a->scratch_stride < cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim))
         return cr_fail(CR_E_ARG, "attention: scratch of %lld floats per worker, %lld needed",
