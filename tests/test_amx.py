@@ -181,9 +181,14 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     x = rng.standard_normal((150, 150)).astype(np.float32)
     x[7, 3] = 80.0  # an outlier input (int8 takes it out of the quantized row)
     full = hooks.linear(w, x, fmt=fmt, threads=2)
+    # each thread count splits the work differently (1 thread: ranges of 2 row blocks; 2: single
+    # blocks, 2 panels per task; 16: single panels): the same bits
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=1).tobytes()
-    # 16 threads: fewer panels per task (more tasks), the same bits
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=16).tobytes()
+    tall = rng.standard_normal((700, 150)).astype(np.float32)  # 11 row blocks, ranges of up to 11
+    one = hooks.linear(w, tall, fmt=fmt, threads=1)
+    assert one.tobytes() == hooks.linear(w, tall, fmt=fmt, threads=3).tobytes()
+    assert one[300:431].tobytes() == hooks.linear(w, tall[300:431], fmt=fmt, threads=2).tobytes()
     for lo, hi in [(0, 1), (5, 6), (7, 8), (3, 40), (33, 150), (64, 129)]:
         part = hooks.linear(w, x[lo:hi], fmt=fmt, threads=2)
         assert part.tobytes() == full[lo:hi].tobytes(), (lo, hi)
