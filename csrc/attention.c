@@ -79,7 +79,7 @@ typedef struct attn_scratch {
 static int64_t scratch_floats(const attn_shape *sh, int64_t D) {
     return round16(sh->ld * D) + 2 * round16(CR_ATTN_KEY_TILE * D) + round16(CR_ATTN_KEY_TILE * sh->ld) +
            2 * round16(sh->ld * D) + round16(sh->ld * CR_ATTN_KEY_TILE / 2) +
-           3 * round16(sh->ld) + 3 * round16(2 * sh->cols);
+           3 * round16(sh->ld) + 3 * round16(sh->cols);
 }
 
 int64_t cr_attention_scratch_floats(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) {
@@ -110,11 +110,11 @@ static attn_scratch carve(float *base, const attn_shape *sh, int64_t D) {
     base += round16(sh->ld);
     w.alpha = base;
     base += round16(sh->ld);
-    /* int64 arrays: offsets so far are multiples of 16 floats, so 8-byte alignment holds */
+    /* int32 arrays, one float's room per entry */
     w.pre_lo = (int32_t *)(void *)base;
-    base += round16(2 * sh->cols);
+    base += round16(sh->cols);
     w.own_lo = (int32_t *)(void *)base;
-    base += round16(2 * sh->cols);
+    base += round16(sh->cols);
     w.hi = (int32_t *)(void *)base;
     return w;
 }
@@ -147,6 +147,12 @@ static int key_runs(const kv_src *src, int64_t kb, int64_t ke, kv_run run[2]) {
                             src->v0 + (b - src->n_pre) * src->ld_own};
     }
     return n;
+}
+
+/* How many keys sequence s has: its prefix handle's, then its own. */
+static int64_t seq_keys(const cr_attn_args *a, int64_t s) {
+    int64_t n_pre = a->prefix && a->prefix[s] ? (a->prefix_len ? a->prefix_len[s] : a->prefix[s]->len) : 0;
+    return n_pre + a->seq_start[s + 1] - a->seq_start[s];
 }
 
 /* Where sequence s's keys live for KV head g (prefix handle first, then the span in q|k|v). */
@@ -189,8 +195,7 @@ static void stage_task(void *ctx, int64_t task, int worker) {
     int64_t tile = task / NKV, g = task % NKV, s = job->tile_seq[tile];
     int64_t t0 = (tile - job->tile_base[s]) * CR_ATTN_KEY_TILE;
     kv_src src = kv_source(a, s, g);
-    int64_t n_keys = src.n_pre + a->seq_start[s + 1] - a->seq_start[s];
-    int64_t ke = t0 + CR_ATTN_KEY_TILE < n_keys ? t0 + CR_ATTN_KEY_TILE : n_keys;
+    int64_t n_keys = seq_keys(a, s), ke = t0 + CR_ATTN_KEY_TILE < n_keys ? t0 + CR_ATTN_KEY_TILE : n_keys;
     uint16_t *kt = job->stage + (tile * NKV + g) * STAGE_TILE_ELEMS(D), *vp = kt + CR_ATTN_KEY_TILE * D;
     uint32_t *vp32 = (uint32_t *)(void *)vp;
     /* two converted rows, in this worker's attention scratch (not in use yet) */
@@ -475,7 +480,7 @@ cr_status cr_attention(const cr_attn_args *a) {
         return cr_fail(CR_E_ARG, "attention: tiles need bf16 scores and a head_dim that is a multiple of %d, got %lld",
                        CR_AMX_BF16_K, (long long)a->head_dim);
     for (int64_t s = 0; s < a->n_seqs; s++) /* key indices are int32 in the mask */
-        if (kv_source(a, s, 0).n_pre + a->seq_start[s + 1] - a->seq_start[s] > INT32_MAX)
+        if (seq_keys(a, s) > INT32_MAX)
             return cr_fail(CR_E_ARG, "attention: sequence %lld has more than 2^31 - 1 keys", (long long)s);
     attn_job job = {.a = a, .K = a->kern ? a->kern : cr_kern, .sh = shape_of(a->n_heads, a->n_kv_heads)};
     if (a->scratch_stride < cr_attention_scratch_floats(a->n_heads, a->n_kv_heads, a->head_dim))
@@ -490,9 +495,8 @@ cr_status cr_attention(const cr_attn_args *a) {
         tile_base = cr_malloc_array((size_t)a->n_seqs, sizeof(int64_t), "attention tiles");
         if (!tile_base) return CR_E_NOMEM;
         for (int64_t s = 0; s < a->n_seqs; s++) {
-            int64_t n_keys = kv_source(a, s, 0).n_pre + a->seq_start[s + 1] - a->seq_start[s];
             tile_base[s] = n_tiles;
-            n_tiles += (n_keys + CR_ATTN_KEY_TILE - 1) / CR_ATTN_KEY_TILE;
+            n_tiles += (seq_keys(a, s) + CR_ATTN_KEY_TILE - 1) / CR_ATTN_KEY_TILE;
         }
         size_t count;
         tile_seq = cr_malloc_array((size_t)n_tiles, sizeof(int64_t), "attention tiles");

@@ -216,8 +216,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         .bf16_scores = p->m->compute_dtype != CR_DT_F32 && p->D % 2 == 0,
         /* bf16 layers on tiles (linear.c packs for them on the same condition): attention too. Not
          * int8, whose contract is the same bits on AMX as on VNNI (the vector attention's). */
-        .tiles = p->m->compute_dtype == CR_DT_BF16 && p->D % CR_AMX_BF16_K == 0 && cr_kern->isa == CR_ISA_AMX &&
-                 cr_amx_usable(),
+        .tiles = p->m->compute_dtype == CR_DT_BF16 && p->D % CR_AMX_BF16_K == 0 && cr_amx_usable(),
         .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
         .threads = p->ex.threads, .abort = p->ex.abort,
     };

@@ -460,8 +460,8 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         j.amx_range = j.amx_range < blocks ? j.amx_range : blocks;
         j.amx_np = CR_AMX_PANELS;
         for (;;) {
-            int64_t tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
-            if (tasks >= 4 * (int64_t)ex->threads) break;
+            n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
+            if (n_tasks >= 4 * (int64_t)ex->threads) break;
             if (j.amx_range > 1)
                 j.amx_range = (j.amx_range + 1) / 2;
             else if (j.amx_np > 1)
@@ -469,7 +469,6 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
             else
                 break;
         }
-        n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
         task_fn = amx_task;
         j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
                                      "AMX accumulators");

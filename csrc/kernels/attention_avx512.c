@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "attention_kernels.h"
+#include "avx512_inline.h"
 #include "kernels.h"
 
 static inline __mmask16 lanes(int64_t left) {
@@ -147,17 +148,6 @@ static inline void transpose16(__m512 r[16]) {
     }
 }
 
-/* f32_to_bf16's rounding (nearest even, NaN quieted) of 16 lanes, packed to 16 bits. */
-static inline __m256i round_bf16(__m512 x) {
-    __m512i b = _mm512_castps_si512(x);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i out = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    out = _mm512_mask_or_epi32(out, nan, _mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
-    return _mm512_cvtepi32_epi16(out);
-}
-
 void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst) {
     int64_t rows = (n + 15) / 16 * 16;
     for (int64_t c0 = 0; c0 < rows; c0 += 16) {
@@ -171,7 +161,7 @@ void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_
             }
             transpose16(r);
             uint16_t *d = dst + ((c0 / 16) * 2 + t0 / 32) * 512 + t0 % 32;
-            for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(void *)(d + i * 32), round_bf16(r[i]));
+            for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(void *)(d + i * 32), cr_bf16_round16_avx512(r[i]));
         }
     }
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "attention_kernels.h"
+#include "avx512_inline.h"
 #include "kernels.h"
 
 static inline __mmask16 tail_mask(int64_t left) {
@@ -140,17 +141,9 @@ static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, con
 }
 
 static void f32_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
-    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff),
-                  abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000),
-                  quiet = _mm512_set1_epi32(0x40);
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
-        __m512i b = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + i));
-        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), one);
-        __m512i out = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, bias), lsb), 16);
-        __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(b, abs_mask), inf);
-        out = _mm512_mask_or_epi32(out, nan, _mm512_srli_epi32(b, 16), quiet);
-        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtepi32_epi16(out));
+        _mm256_mask_storeu_epi16(dst + i, m, cr_bf16_round16_avx512(_mm512_maskz_loadu_ps(m, src + i)));
     }
 }
 
