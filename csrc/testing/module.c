@@ -32,6 +32,8 @@ static PyMethodDef methods[] = {
     {"bench_peak", KW(cr_test_bench_peak), "bench_peak(kind, threads=1, iters=...): GFLOP/s of a register-only loop."},
     {"amx_gemm", KW(cr_test_amx_gemm), "amx_gemm(isa, kind, x, wp, guard='end'): one AMX GEMM call of one table, "
                                        "operands against PROT_NONE guard pages."},
+    {"pool_stress", KW(cr_test_pool_stress), "pool_stress(threads, jobs=2000, ...): post many jobs to the worker "
+                                             "pool and check that every task ran exactly once."},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "crossrank._testing",

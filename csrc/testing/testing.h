@@ -30,6 +30,8 @@ PyObject *cr_test_exp_f32(PyObject *self, PyObject *args);
 PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw);
 PyObject *cr_test_bench_peak(PyObject *self, PyObject *args, PyObject *kw);
+/* pool.c: pool_stress(threads, ...). */
+PyObject *cr_test_pool_stress(PyObject *self, PyObject *args, PyObject *kw);
 /* amx.c: amx_gemm(isa, kind, x, wp, guard=). */
 PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw);
 
