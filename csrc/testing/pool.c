@@ -78,6 +78,7 @@ PyObject *cr_test_pool_stress(PyObject *self, PyObject *args, PyObject *kw) {
             if (st != CR_E_ABORTED) bad = "an aborted job did not report CR_E_ABORTED";
             for (int64_t i = 0; i < n && !bad; i++)
                 if (atomic_load(&count[i]) > 1) bad = "a task ran twice";
+            if (bad) bad_job = j;
             continue;
         }
         if (st != CR_OK) bad = "a job failed";
