@@ -192,8 +192,9 @@ typedef struct panel_job {
     int64_t ldy;
     int64_t n_panels;
     void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
-    int64_t amx_np;     /* AMX formats: panels per task (CR_AMX_PANELS, fewer when tasks are few) */
+    int64_t amx_np;     /* AMX formats: panels per group (CR_AMX_PANELS, fewer for long K or few tasks) */
     int64_t amx_range;  /* AMX formats: row blocks per task, which meet the task's panels in turn */
+    int64_t amx_span;   /* AMX formats: panel groups per task */
     void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
                          * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
@@ -211,22 +212,22 @@ static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
     return K->gemm_mr;
 }
 
-/* The rest of an int8 tile y[r .. r+rows, c0 .. c0+cols) of one panel: the epilogue of
- * gemm_i8_tile_f32 in C (the same operations, so the same bits) from the exact sums acc (row
- * stride ldacc; NULL when y holds the dequantized sums already), then the rows' outlier inputs in
- * float32 against the (dequantized) int8 weights. */
+/* The rest of an int8 tile of rows r .. r+rows, columns c0 .. c0+cols of one panel, into y (row
+ * stride ldy, at row r and column c0): the epilogue of gemm_i8_tile_f32 in C (the same operations,
+ * so the same bits) from the exact sums acc (row stride ldacc; NULL when y holds the dequantized
+ * sums already; acc may be y itself only where K->i8_dequant_f32 exists), then the rows' outlier
+ * inputs in float32 against the (dequantized) int8 weights. */
 static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
-                      int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc) {
+                      int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy) {
     /* Local restrict pointers: through W-> the compiler must assume each store to y may change
      * them, reloads them every column and leaves the loop scalar. */
     const int32_t *restrict colsum = j->W->colsum + c0;
     const float *restrict wscale = j->W->wscale + c0;
-    float *y = j->y + r * j->ldy + c0;
     if (acc && K->i8_dequant_f32) {
-        K->i8_dequant_f32(acc, ldacc, rows, cols, j->xscale + r, colsum, wscale, y, j->ldy);
+        K->i8_dequant_f32(acc, ldacc, rows, cols, j->xscale + r, colsum, wscale, y, ldy);
     } else if (acc) {
         for (int64_t i = 0; i < rows; i++) {
-            float sx = j->xscale[r + i], *restrict yr = y + i * j->ldy;
+            float sx = j->xscale[r + i], *restrict yr = y + i * ldy;
             const int32_t *restrict acc_row = acc + i * ldacc;
             for (int64_t c = 0; c < cols; c++) {
                 /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
@@ -239,7 +240,7 @@ static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_
         if (j->n_outliers[r + i])
             K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
                                j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
-                               y + i * j->ldy, cols);
+                               y + i * ldy, cols);
 }
 
 /* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format (not the AMX ones). */
@@ -261,65 +262,86 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         if (K->gemm_i8_tile_f32) {
             K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
                                 colsum, wscale);
-            i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0);
+            i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, j->ldy);
         } else {
             int32_t acc[16 * CR_GEMM_NR];
             K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
-            i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR);
+            i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, j->ldy);
         }
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
-/* Bytes of converted inputs one AMX task's row range may take (see cr_linear_apply). */
-#define CR_AMX_RANGE_BYTES (1 << 20)
+/* Bytes of L2 one AMX task plans for: its row range's converted inputs and two panel groups of
+ * weights (the one it computes, the next one on its way in), sized for the 2 MiB L2 of the cores
+ * that have AMX (Sapphire, Emerald and Granite Rapids) with room for the worker's result block. */
+#define CR_AMX_L2_BYTES (3 << 19)
 
 static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
 
-/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 (one kernel call), then
- * each panel's epilogue. */
-static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker) {
+/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 (one kernel call) into
+ * the worker's own block, each panel's epilogue there (int8: dequantization and outliers in place;
+ * bias), then the finished rows to y. y is written once and read by the next step of the forward:
+ * the rows go out with stores that skip this core's caches, so the weights and inputs still to be
+ * used stay in L2 and no line of y is first read from memory. `next` / `next_bytes`: weights the
+ * worker reads after this block, asked into L2 during it. */
+static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker, const void *next, int64_t next_bytes) {
     const cr_kernels *K = cr_kern;
     const cr_linear *W = j->W;
     int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
     int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
     int64_t len = row_len(W->fmt, W->n_in);
     float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
-    int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
-    /* Straight into y where the tiles' rows and columns are all y's: bf16 sums as they are, int8
-     * sums as int32 that the AVX-512 epilogue then turns into float32 in place (its loads and
-     * stores are of the same 64 bytes, through intrinsics that may alias anything). */
-    int direct = rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out &&
-                 (W->fmt == CR_FMT_BF16_AMX || K->i8_dequant_f32);
-    if (direct) out = j->y + r * j->ldy + p0 * CR_GEMM_NR, ldo = j->ldy;
+    const int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
     if (W->fmt == CR_FMT_BF16_AMX)
-        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, len / CR_AMX_BF16_K, np, out, ldo);
+        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, len / CR_AMX_BF16_K, np, out, ldo,
+                         next, next_bytes);
     else
         K->gemm_i8_amx(j->xq + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, len / CR_AMX_I8_K, np, (int32_t *)out,
-                       ldo);
+                       ldo, next, next_bytes);
+    int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
     for (int64_t q = 0; q < np; q++) {
         int64_t c0 = (p0 + q) * CR_GEMM_NR;
         int64_t cols = W->n_out - c0 < CR_GEMM_NR ? W->n_out - c0 : CR_GEMM_NR;
-        const float *sums = out + q * CR_GEMM_NR;
-        float *y = j->y + r * j->ldy + c0;
+        float *sums = out + q * CR_GEMM_NR;
+        /* int8: the AVX-512 epilogue turns the int32 sums into float32 in place (its loads and
+         * stores are of the same 64 bytes, through intrinsics that may alias anything) */
         if (W->fmt == CR_FMT_I8_AMX)
-            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)sums, ldo);
-        else if (!direct)
-            for (int64_t i = 0; i < rows; i++) memcpy(y + i * j->ldy, sums + i * ldo, (size_t)cols * sizeof(float));
-        add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
+            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)(void *)sums,
+                      ldo, sums, ldo);
+        add_bias(W->bias ? W->bias + c0 : NULL, sums, ldo, rows, cols);
     }
+    K->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
 }
 
-/* One AMX task: a range of amx_range row blocks against a group of amx_np panels. Tasks run panel
- * group after panel group, so a group's weights come from memory once per call and are shared in
- * L3 by the threads on it; within a task they stay in L2 while they meet the range's rows. With
- * one row block per task, 16 threads each pulled a fresh group of weights from L3 for every
- * 64 rows, and the tile units waited on L3. */
+/* One AMX task: a range of amx_range row blocks against a span of amx_span panel groups (of
+ * amx_np panels each), group after group. The range's inputs stay in L2 for the whole span (the
+ * range and two groups are sized to CR_AMX_L2_BYTES), so each group's weights are the only operand
+ * that comes from L3 or memory, once per range, asked into L2 while the group before it computes.
+ * Consecutive tasks are the ranges of one span, so the threads running at one time read the same
+ * weights, which L3 holds for all of them. (Before, a task was one range against one group, and
+ * every range's inputs came from L3 again for each group of 128 columns: at K = 1024, 512-row
+ * ranges, four times the bytes per FLOP.) */
 static void amx_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
+    const cr_linear *W = j->W;
     int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ranges = (blocks + j->amx_range - 1) / j->amx_range;
-    int64_t b0 = task % ranges * j->amx_range, p0 = task / ranges * j->amx_np;
-    for (int64_t b = b0; b < b0 + j->amx_range && b < blocks; b++) amx_block(j, b * CR_AMX_ROWS, p0, worker);
+    int64_t groups = (j->n_panels + j->amx_np - 1) / j->amx_np;
+    int64_t b0 = task % ranges * j->amx_range, b1 = b0 + j->amx_range < blocks ? b0 + j->amx_range : blocks;
+    int64_t g0 = task / ranges * j->amx_span, g1 = g0 + j->amx_span < groups ? g0 + j->amx_span : groups;
+    int64_t panel_bytes = row_len(W->fmt, W->n_in) * CR_GEMM_NR * (W->fmt == CR_FMT_BF16_AMX ? 2 : 1);
+    const char *weights = W->fmt == CR_FMT_BF16_AMX ? (const char *)W->wb : (const char *)W->wq;
+    for (int64_t g = g0; g < g1; g++) {
+        /* the next group's weights, a slice per block */
+        int64_t next_p = (g + 1) * j->amx_np, next_np = j->n_panels - next_p < j->amx_np ? j->n_panels - next_p : j->amx_np;
+        int64_t slice = g + 1 < g1 ? (next_np * panel_bytes + (b1 - b0) - 1) / (b1 - b0) : 0;
+        for (int64_t b = b0; b < b1; b++) {
+            int64_t from = (b - b0) * slice, total = g + 1 < g1 ? next_np * panel_bytes : 0;
+            int64_t bytes = total - from < slice ? total - from : slice;
+            amx_block(j, b * CR_AMX_ROWS, g * j->amx_np, worker,
+                      bytes > 0 ? weights + next_p * panel_bytes + from : NULL, bytes > 0 ? bytes : 0);
+        }
+    }
 }
 
 /* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
@@ -442,27 +464,36 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     int64_t blocks = (m + block_rows(W->fmt) - 1) / block_rows(W->fmt);
     if (W->fmt == CR_FMT_F32_PANELS)
         return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
-    /* AMX formats exist only once the permission was granted; never run tiles without it */
-    if (is_amx(W->fmt) && !cr_amx_usable())
+    /* AMX formats exist only once the permission was granted, and then the AMX table (with its
+     * epilogue entries) is the active one; never run tiles without both */
+    if (is_amx(W->fmt) && (!cr_amx_usable() || !cr_kern->i8_dequant_f32 || !cr_kern->store_rows_stream))
         return cr_fail(CR_E_UNSUPPORTED, "this layer was packed for AMX tiles, which this process may not use");
     int64_t len = row_len(W->fmt, W->n_in);
     /* AMX: the converted rows are padded with zero rows to a multiple of 16 (tile loads read whole
-     * 16-row groups), tasks are (row block, group of panels), each worker has its own out block */
+     * 16-row groups), tasks are (row range, span of panel groups), each worker has its own out block */
     int64_t m_rows = is_amx(W->fmt) ? (m + 15) / 16 * 16 : m;
     int64_t n_tasks = blocks * j.n_panels;
     cr_task_fn task_fn = panel_task;
     if (is_amx(W->fmt)) {
-        /* Row ranges whose inputs fit in about half of a 2 MiB L2 beside the group's weights; then,
-         * while that leaves under 4 tasks per thread, shorter ranges and fewer panels per task
-         * (neither changes a result bit: every output element is its own chain over all of K). */
-        int64_t block_bytes = CR_AMX_ROWS * len * (W->fmt == CR_FMT_BF16_AMX ? 2 : 1);
-        j.amx_range = block_bytes < CR_AMX_RANGE_BYTES ? CR_AMX_RANGE_BYTES / block_bytes : 1;
-        j.amx_range = j.amx_range < blocks ? j.amx_range : blocks;
+        /* Groups of panels whose two take at most half of CR_AMX_L2_BYTES, row ranges whose inputs
+         * fill the rest, each range against all the groups; then, while that leaves under 4 tasks
+         * per thread, shorter spans of groups, shorter ranges and fewer panels per group, in that
+         * order (none changes a result bit: every output element is its own chain over all of K). */
+        int64_t elem = W->fmt == CR_FMT_BF16_AMX ? 2 : 1;
+        int64_t block_bytes = CR_AMX_ROWS * len * elem;
         j.amx_np = CR_AMX_PANELS;
+        while (j.amx_np > 1 && 2 * j.amx_np * CR_GEMM_NR * len * elem > CR_AMX_L2_BYTES / 2) j.amx_np /= 2;
+        int64_t room = CR_AMX_L2_BYTES - 2 * j.amx_np * CR_GEMM_NR * len * elem;
+        j.amx_range = room > block_bytes ? room / block_bytes : 1;
+        j.amx_range = j.amx_range < blocks ? j.amx_range : blocks;
+        j.amx_span = (j.n_panels + j.amx_np - 1) / j.amx_np;
         for (;;) {
-            n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((j.n_panels + j.amx_np - 1) / j.amx_np);
+            int64_t groups = (j.n_panels + j.amx_np - 1) / j.amx_np;
+            n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((groups + j.amx_span - 1) / j.amx_span);
             if (n_tasks >= 4 * (int64_t)ex->threads) break;
-            if (j.amx_range > 1)
+            if (j.amx_span > 1)
+                j.amx_span = (j.amx_span + 1) / 2;
+            else if (j.amx_range > 1)
                 j.amx_range = (j.amx_range + 1) / 2;
             else if (j.amx_np > 1)
                 j.amx_np /= 2;

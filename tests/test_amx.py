@@ -161,7 +161,8 @@ def amx_bf16_model(x, w):
     return acc
 
 
-LAYER_SHAPES = [(1, 1), (33, 31), (72, 100), (100, 72), (64, 96), (40, 130)]
+# (40, 3100): a K so long that a task's groups hold one panel each and its row ranges one block
+LAYER_SHAPES = [(1, 1), (33, 31), (72, 100), (100, 72), (64, 96), (40, 130), (40, 3100)]
 
 
 @pytest.mark.parametrize("n_out,n_in", LAYER_SHAPES)
@@ -181,8 +182,9 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     x = rng.standard_normal((150, 150)).astype(np.float32)
     x[7, 3] = 80.0  # an outlier input (int8 takes it out of the quantized row)
     full = hooks.linear(w, x, fmt=fmt, threads=2)
-    # each thread count splits the work differently (1 thread: ranges of 2 row blocks; 2: single
-    # blocks, 2 panels per task; 16: single panels): the same bits
+    # each thread count splits the work differently (1 thread: 2 ranges of 2 row blocks, each
+    # against 1 of 2 groups of 4 panels; 2 threads: single row blocks, groups of 2 panels; 16:
+    # groups of one panel): the same bits
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=1).tobytes()
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=16).tobytes()
     tall = rng.standard_normal((700, 150)).astype(np.float32)  # 11 row blocks, ranges of up to 11
@@ -194,6 +196,23 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
         assert part.tobytes() == full[lo:hi].tobytes(), (lo, hi)
     perm = rng.permutation(150)
     assert hooks.linear(w, x[perm], fmt=fmt, threads=2).tobytes() == full[perm].tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
+def test_tile_layers_add_the_bias_after_the_sums(fmt):
+    # the bias is added in the worker's block before its rows go out: the float32 sum + bias of
+    # the same layer without one, for full and ragged row blocks, at 1 and 3 threads
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((97, 150)) * 0.1).astype(np.float32)
+    bias = rng.standard_normal(97).astype(np.float32)
+    for rows in (1, 64, 150):
+        x = rng.standard_normal((rows, 150)).astype(np.float32)
+        for threads in (1, 3):
+            plain = hooks.linear(w, x, fmt=fmt, threads=threads)
+            got = hooks.linear(w, x, fmt=fmt, threads=threads, bias=bias)
+            assert got.tobytes() == (plain + bias).tobytes(), (rows, threads)
+    with pytest.raises(ValueError, match="bias has 3 values"):
+        hooks.linear(w, x, fmt=fmt, bias=np.zeros(3, np.float32))
 
 
 LINEAR_SCRIPT = r"""

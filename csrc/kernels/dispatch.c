@@ -146,6 +146,7 @@ static void build_levels(void) {
     t.gemm_bf16_amx = amx->gemm_bf16_amx;
     t.gemm_i8_amx = amx->gemm_i8_amx;
     t.i8_dequant_f32 = amx->i8_dequant_f32;
+    t.store_rows_stream = amx->store_rows_stream;
     level_tables[CR_ISA_AMX] = t;
     /* below AMX the AMX entries are the scalar models (tests; no format uses them there) */
     const cr_kernels *ref = cr_kernels_ref();

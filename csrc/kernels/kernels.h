@@ -168,11 +168,13 @@ typedef struct cr_kernels {
      * range are flushed to zero (DAZ/FTZ); sums that overflow are not modelled. This is not
      * vdpbf16ps's order, so AMX bf16 is its own level (within the bfloat16 accuracy bar of the
      * others). A row's result does not depend on m, n or the rows beside it.
-     * int8 (a block is 64 elements): exact int32 sums, the bits of gemm_i8_tile. */
+     * int8 (a block is 64 elements): exact int32 sums, the bits of gemm_i8_tile.
+     * next / next_bytes (NULL / 0 for none): a hint, bytes the caller reads after this call (its
+     * next weights); the kernel asks for them into L2 while it works. Never read, results unchanged. */
     void (*gemm_bf16_amx)(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                          int64_t ldo);
+                          int64_t ldo, const void *next, int64_t next_bytes);
     void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                        int64_t ldo);
+                        int64_t ldo, const void *next, int64_t next_bytes);
     /* Optional (NULL: linear.c runs the same formula in C): the int8 epilogue of
      * gemm_i8_tile_f32 on sums already computed, y[i, j] = (float)(acc[i, j] - 128 colsum[j]) *
      * (xscale[i] * wscale[j]) for i < rows, j < cols (acc row stride ldacc, y row stride ldy): the
@@ -180,6 +182,11 @@ typedef struct cr_kernels {
      * 16 sums are loaded before their 16 results are stored over them. */
     void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
                            const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
+    /* Optional (NULL: memcpy row by row): dst[i ldd + c] = src[i ldd + c] for i < rows, c < cols,
+     * with stores that bypass the caches where they can (the AMX table), for results that are
+     * written once and read back only much later. Same values; ordered before the caller's next
+     * atomic or lock (a fence at the end). */
+    void (*store_rows_stream)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols);
 } cr_kernels;
 
 /* Rows and packed panels of one AMX GEMM call. */

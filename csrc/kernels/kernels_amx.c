@@ -46,10 +46,16 @@ static void configure(void) {
  * contiguous KiB), wp panels of kb blocks of 16 rows of 128 bytes (two B tiles side by side),
  * outputs of 4 bytes. Byte pointers; `bf16` picks the instruction (a constant after inlining). */
 static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_t m, const char *wp, int64_t kb,
-                                                          int64_t np, char *out, int64_t ldo, const int bf16) {
+                                                          int64_t np, char *out, int64_t ldo, const char *next,
+                                                          int64_t next_bytes, const int bf16) {
     configure();
     const int64_t so = ldo * 4, panel = kb * 2048;
     const int groups = (int)((m + 15) / 16);
+    /* the caller's next operands, asked into L2 a few lines per K block over the whole call (a
+     * burst of prefetches would fill the miss queue and stall the tile loads behind it) */
+    const int64_t steps = np * ((groups + 1) / 2) * kb;
+    const int64_t per_step = next ? (next_bytes / 64 + steps - 1) / steps : 0;
+    int64_t asked = 0;
     for (int64_t p = 0; p < np; p++) {
         const char *w = wp + p * panel;
         for (int g = 0; g < groups; g += 2) {
@@ -68,6 +74,7 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
                 _tile_loadd(5, x1, 64);
                 for (int64_t b = 0; b < kb; b++) {
                     const int more = b + 1 < kb;
+                    for (int64_t q = 0; q < per_step && asked < next_bytes; q++, asked += 64) _mm_prefetch(next + asked, _MM_HINT_T1);
                     if (bf16) {
                         _tile_dpbf16ps(0, 4, 6);
                         _tile_dpbf16ps(1, 4, 7);
@@ -102,6 +109,7 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
                 _tile_loadd(7, w + 64, 128);
                 for (int64_t b = 0; b < kb; b++) {
                     const int more = b + 1 < kb;
+                    for (int64_t q = 0; q < per_step && asked < next_bytes; q++, asked += 64) _mm_prefetch(next + asked, _MM_HINT_T1);
                     if (bf16)
                         _tile_dpbf16ps(0, 4, 6);
                     else
@@ -125,13 +133,13 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
 }
 
 static void gemm_bf16_amx(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                          int64_t ldo) {
-    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, 1);
+                          int64_t ldo, const void *next, int64_t next_bytes) {
+    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, next, next_bytes, 1);
 }
 
 static void gemm_i8_amx(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                        int64_t ldo) {
-    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, 0);
+                        int64_t ldo, const void *next, int64_t next_bytes) {
+    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, next, next_bytes, 0);
 }
 
 static inline __mmask16 tail_mask(int64_t left) {
@@ -152,11 +160,31 @@ static void i8_dequant_f32_avx512(const int32_t *acc, int64_t ldacc, int64_t row
     }
 }
 
+/* Rows of a finished float32 block to their place in y, with non-temporal stores where a row's
+ * 64-byte lines are whole: y is written once per call and read by the next step, long after this
+ * core's caches would have held it, and plain stores first read every line from memory. The fence
+ * orders these stores before whatever tells another thread the block is done. */
+static void store_rows_stream(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows; i++) {
+        float *d = dst + i * ldd;
+        const float *s = src + i * lds;
+        int64_t c = 0;
+        if (((uintptr_t)d & 63) == 0)
+            for (; c + 16 <= cols; c += 16) _mm512_stream_ps(d + c, _mm512_loadu_ps(s + c));
+        for (; c < cols; c += 16) {
+            __mmask16 k = tail_mask(cols - c);
+            _mm512_mask_storeu_ps(d + c, k, _mm512_maskz_loadu_ps(k, s + c));
+        }
+    }
+    _mm_sfence();
+}
+
 static const cr_kernels amx_table = {
     .isa = CR_ISA_AMX,
     .gemm_bf16_amx = gemm_bf16_amx,
     .gemm_i8_amx = gemm_i8_amx,
     .i8_dequant_f32 = i8_dequant_f32_avx512,
+    .store_rows_stream = store_rows_stream,
 };
 
 const cr_kernels *cr_kernels_amx(void) { return &amx_table; }

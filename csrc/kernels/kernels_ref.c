@@ -123,7 +123,8 @@ static float tdpbf16ps_block(const uint16_t *xb, const uint16_t *wb, int64_t j, 
 #define AMX_X_BLOCK(x, i, b, kb, B) ((x) + ((((i) / 16) * (kb) + (b)) * 16 + (i) % 16) * (B))
 
 static void gemm_bf16_amx_ref(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                              int64_t ldo) {
+                              int64_t ldo, const void *next, int64_t next_bytes) {
+    (void)next, (void)next_bytes; /* a prefetch hint */
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < np; p++)
             for (int64_t j = 0; j < CR_GEMM_NR; j++) {
@@ -162,7 +163,8 @@ static void gemm_i8_tile_ref(const uint8_t *x, int64_t ldx, int64_t m, const int
 
 /* AMX int8: exact sums, the bits of gemm_i8_tile over the 16 kb groups of the padded panels. */
 static void gemm_i8_amx_ref(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                            int64_t ldo) {
+                            int64_t ldo, const void *next, int64_t next_bytes) {
+    (void)next, (void)next_bytes; /* a prefetch hint */
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < np; p++) {
             int32_t acc[CR_GEMM_NR] = {0};

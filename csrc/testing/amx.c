@@ -132,9 +132,9 @@ PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     char *out = go.data;
     Py_BEGIN_ALLOW_THREADS
     if (bf16)
-        table->gemm_bf16_amx((const uint16_t *)gx.data, m, (const uint16_t *)gw.data, kb, np, (float *)out, ldo);
+        table->gemm_bf16_amx((const uint16_t *)gx.data, m, (const uint16_t *)gw.data, kb, np, (float *)out, ldo, NULL, 0);
     else
-        table->gemm_i8_amx((const uint8_t *)gx.data, m, (const int8_t *)gw.data, kb, np, (int32_t *)out, ldo);
+        table->gemm_i8_amx((const uint8_t *)gx.data, m, (const int8_t *)gw.data, kb, np, (int32_t *)out, ldo, NULL, 0);
     Py_END_ALLOW_THREADS
     npy_intp dims[2] = {(npy_intp)m, (npy_intp)(np * CR_GEMM_NR)};
     PyArrayObject *res = (PyArrayObject *)PyArray_SimpleNew(2, dims, bf16 ? NPY_FLOAT32 : NPY_INT32);

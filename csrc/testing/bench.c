@@ -145,12 +145,13 @@ done:
 }
 
 PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"w", "x", "fmt", "threads", NULL};
-    PyObject *w_obj, *x_obj;
+    static char *kwlist[] = {"w", "x", "fmt", "threads", "bias", NULL};
+    PyObject *w_obj, *x_obj, *bias_obj = Py_None;
     const char *fmt = "float32";
     int threads = 1;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|si", kwlist, &w_obj, &x_obj, &fmt, &threads)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|siO", kwlist, &w_obj, &x_obj, &fmt, &threads, &bias_obj))
+        return NULL;
     if (threads < 1 || threads > 256) {
         PyErr_SetString(PyExc_ValueError, "linear: threads in [1, 256]");
         return NULL;
@@ -169,6 +170,23 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
         cr_linear_free(&W);
         Py_DECREF(x);
         return NULL;
+    }
+    if (bias_obj != Py_None) {
+        PyArrayObject *b = (PyArrayObject *)PyArray_FROMANY(bias_obj, NPY_FLOAT32, 1, 1,
+                                                            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+        if (b && PyArray_DIM(b, 0) != W.n_out)
+            PyErr_Format(PyExc_ValueError, "linear: bias has %lld values, the layer %lld outputs",
+                         (long long)PyArray_DIM(b, 0), (long long)W.n_out);
+        else if (b && !(W.bias = cr_malloc_array((size_t)W.n_out, sizeof(float), "bias")))
+            PyErr_NoMemory();
+        else if (b)
+            memcpy(W.bias, PyArray_DATA(b), (size_t)W.n_out * sizeof(float));
+        Py_XDECREF(b);
+        if (!W.bias) {
+            cr_linear_free(&W);
+            Py_DECREF(x);
+            return NULL;
+        }
     }
     npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)W.n_out};
     PyArrayObject *y = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT32, 0);
