@@ -12,10 +12,13 @@
  * library in the same thread may have left its own) and released on exit.
  *
  * Measured on one Emerald Rapids core (thread CPU time, so the other processes on the machine do
- * not count): ~70% of the tile peak when the operands sit in L2, 40-50% at the Qwen3-0.6B layer
- * shapes, where every panel group's weights first come from L3. Chunking K through the
- * accumulators (so A and B chunks stay in L1) and software prefetch measured slower; the gain came
- * from the tile-order A and from reloading each tile as soon as its last reader issued. */
+ * not count): ~70% of the tile peak when the operands sit in L2, 37-48% at the Qwen3-0.6B layer
+ * shapes through linear.c (inputs and weights from L3, results streamed out). Each K step loads
+ * 4 KiB of tiles for 64 cycles of multiplies, so with both operands in L2 the loads bound it.
+ * Chunking K through the accumulators (so A and B chunks stay in L1) and prefetching the next
+ * step's tiles into L1 measured slower; the gain came from the tile-order A, from reloading each
+ * tile as soon as its last reader issued, and (in linear.c) from keeping the inputs in L2 and
+ * streaming the results out. The optional `next` region is asked into L2 a few lines per step. */
 #include <immintrin.h>
 #include <string.h>
 
