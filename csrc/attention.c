@@ -235,9 +235,9 @@ static void tile_pv(const cr_kernels *K, const float *s, int64_t lds, int64_t k0
     for (int64_t c0 = 0; c0 < cols; c0 += CR_AMX_ROWS)
         for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
             K->gemm_bf16_amx(pt + c0 * CR_ATTN_KEY_TILE, cols - c0 < CR_AMX_ROWS ? cols - c0 : CR_AMX_ROWS,
-                             vp + p * kbT * 16 * 2 * CR_GEMM_NR, kbT,
+                             vp + p * kbT * 16 * 2 * CR_GEMM_NR, kbT, kbT,
                              panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, t + c0 * D + p * CR_GEMM_NR, D,
-                             NULL, 0);
+                             0, NULL, 0);
     for (int64_t c = 0; c < cols; c++) K->axpy_f32(alpha[c], o + c * D, t + c * D, D);
 }
 
@@ -368,8 +368,8 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         } else if (tiles) {
             /* staged keys: score row t is slot t; the rows before kb are computed and not read */
             for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
-                K->gemm_bf16_amx(kt, ke - t0, qb + p * D * NR, D / CR_AMX_BF16_K,
-                                 panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, w.s + p * NR, ld, NULL, 0);
+                K->gemm_bf16_amx(kt, ke - t0, qb + p * D * NR, D / CR_AMX_BF16_K, D / CR_AMX_BF16_K,
+                                 panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, w.s + p * NR, ld, 0, NULL, 0);
         } else if (bf16) {
             for (int64_t p = 0; p < panels; p++)
                 for (int64_t j = 0; j < nk; j += bmr) {

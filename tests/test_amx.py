@@ -126,6 +126,30 @@ def test_int8_tiles_give_the_exact_sums_for_every_ragged_shape(kb, np_, guard):
         np.testing.assert_array_equal(got, hooks.amx_gemm("ref", "int8", x, w, guard=guard))
 
 
+@pytest.mark.parametrize("kind", ["bf16", "int8"])
+@pytest.mark.parametrize("guard", ["end", "start"])
+def test_k_summed_over_several_calls_gives_the_bits_of_one(kind, guard):
+    # linear.c sums a long K in pieces, each call starting from the sums the last one stored: the
+    # same chain per element, so the same bits as one call, in the kernel and in the scalar model,
+    # and no piece reads past its blocks (the guard pages)
+    rng = np.random.default_rng(21 if kind == "bf16" else 22)
+    kb, np_ = 7, 3
+    if kind == "bf16":
+        w = random_bf16(rng, (np_ * 16 * kb, 64))
+    else:
+        w = rng.integers(-127, 128, (np_ * 16 * kb, 128), dtype=np.int8)
+    for m in (1, 16, 17, 40, 64):
+        if kind == "bf16":
+            x = random_bf16(rng, (m, 32 * kb))
+        else:
+            x = rng.integers(0, 256, (m, 64 * kb), dtype=np.uint8)
+        whole = hooks.amx_gemm("amx", kind, x, w, guard=guard)
+        for split in (1, 2, 3, 6):
+            for isa in ("amx", "ref"):
+                part = hooks.amx_gemm(isa, kind, x, w, guard=guard, split=split)
+                assert part.tobytes() == whole.tobytes(), (m, split, isa)
+
+
 def test_the_hook_refuses_bad_shapes():
     x = np.zeros((65, 32), np.uint16)
     with pytest.raises(ValueError, match="needs x"):
@@ -161,8 +185,10 @@ def amx_bf16_model(x, w):
     return acc
 
 
-# (40, 3100): a K so long that a task's groups hold one panel each and its row ranges one block
-LAYER_SHAPES = [(1, 1), (33, 31), (72, 100), (100, 72), (64, 96), (40, 130), (40, 3100)]
+# (40, 3100): a K that leaves room for ranges of 2 row blocks beside groups of 1 panel; (40, 4200):
+# one that tasks sum in pieces of 32 blocks (the 64-row block in y; the rows after it, not a whole
+# 16-row group, all of K at once)
+LAYER_SHAPES = [(1, 1), (33, 31), (72, 100), (100, 72), (64, 96), (40, 130), (40, 3100), (40, 4200)]
 
 
 @pytest.mark.parametrize("n_out,n_in", LAYER_SHAPES)
@@ -175,11 +201,12 @@ def test_bf16_layers_on_tiles_match_the_numpy_model_bitwise(n_out, n_in):
     assert got.tobytes() == want.tobytes(), np.abs(got - want).max()
 
 
+@pytest.mark.parametrize("n_in", [150, 8300])  # 8300: K summed in pieces
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
-def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
+def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt, n_in):
     rng = np.random.default_rng(3)
-    w = (rng.standard_normal((200, 150)) * 0.1).astype(np.float32)
-    x = rng.standard_normal((150, 150)).astype(np.float32)
+    w = (rng.standard_normal((200, n_in)) * 0.1).astype(np.float32)
+    x = rng.standard_normal((150, n_in)).astype(np.float32)
     x[7, 3] = 80.0  # an outlier input (int8 takes it out of the quantized row)
     full = hooks.linear(w, x, fmt=fmt, threads=2)
     # each thread count splits the work differently (1 thread: 2 ranges of 2 row blocks, each
@@ -187,7 +214,7 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     # groups of one panel): the same bits
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=1).tobytes()
     assert full.tobytes() == hooks.linear(w, x, fmt=fmt, threads=16).tobytes()
-    tall = rng.standard_normal((700, 150)).astype(np.float32)  # 11 row blocks, ranges of up to 11
+    tall = rng.standard_normal((700, n_in)).astype(np.float32)  # 11 row blocks
     one = hooks.linear(w, tall, fmt=fmt, threads=1)
     assert one.tobytes() == hooks.linear(w, tall, fmt=fmt, threads=3).tobytes()
     assert one[300:431].tobytes() == hooks.linear(w, tall[300:431], fmt=fmt, threads=2).tobytes()
@@ -198,15 +225,17 @@ def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt):
     assert hooks.linear(w, x[perm], fmt=fmt, threads=2).tobytes() == full[perm].tobytes()
 
 
+@pytest.mark.parametrize("n_in", [150, 8300])  # 8300: K summed in pieces
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
-def test_tile_layers_add_the_bias_after_the_sums(fmt):
-    # the bias is added in the worker's block before its rows go out: the float32 sum + bias of
-    # the same layer without one, for full and ragged row blocks, at 1 and 3 threads
+def test_tile_layers_add_the_bias_after_the_sums(fmt, n_in):
+    # the bias is added after the last of K (in the worker's block, or in y when K comes in
+    # pieces): the float32 sum + bias of the same layer without one, for full and ragged row
+    # blocks and a ragged last panel, at 1 and 3 threads
     rng = np.random.default_rng(5)
-    w = (rng.standard_normal((97, 150)) * 0.1).astype(np.float32)
+    w = (rng.standard_normal((97, n_in)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(97).astype(np.float32)
     for rows in (1, 64, 150):
-        x = rng.standard_normal((rows, 150)).astype(np.float32)
+        x = rng.standard_normal((rows, n_in)).astype(np.float32)
         for threads in (1, 3):
             plain = hooks.linear(w, x, fmt=fmt, threads=threads)
             got = hooks.linear(w, x, fmt=fmt, threads=threads, bias=bias)
@@ -243,7 +272,8 @@ def linear_under(env_extra, seed, n_out, n_in, fmt):
     return isa, amx, np.frombuffer(bytes.fromhex(hexbytes), np.float32)
 
 
-@pytest.mark.parametrize("n_out,n_in", [(33, 31), (72, 100), (96, 200), (40, 130)])
+# (64, 8300): a K the AMX tasks sum in pieces
+@pytest.mark.parametrize("n_out,n_in", [(33, 31), (72, 100), (96, 200), (40, 130), (64, 8300)])
 def test_int8_on_tiles_is_bitwise_the_vnni_level(n_out, n_in):
     isa, amx, tiles = linear_under({}, 1, n_out, n_in, "int8")
     assert (isa, amx) == ("amx", "usable")

@@ -149,14 +149,14 @@ typedef struct cr_kernels {
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
      * blocks (kernels_amx.c; every table carries the scalar models of kernels_ref.c, which the AMX
      * table replaces). x: rows in tile order, so that every A tile is one contiguous KiB: row
-     * 16 g + r, block b at x + (g kb + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
+     * 16 g + r, block b at x + (g kb_stride + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
      * for 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever
-     * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb blocks
+     * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride blocks
      * of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
      * [CR_GEMM_NR][4] int8 groups (the gemm_i8_tile layout, kq = 16 kb), panel after panel. out:
      * rows of stride ldo elements; out[i ldo + p CR_GEMM_NR + j] is column j of panel p for row i,
      * written for every row i < 16 ceil(m / 16) (rows past m: junk). Tiles read and write whole
-     * 64-byte rows: x and wp are read exactly up to their last block and never past.
+     * 64-byte rows: x and wp are read in blocks b < kb of each group and panel, never past.
      *
      * bfloat16 (a block is 32 elements of K): the order of TDPBF16PS as measured on Intel Emerald
      * Rapids (the hardware matches it bitwise; the SDM's pseudo-code reads as one chain of even,
@@ -169,12 +169,18 @@ typedef struct cr_kernels {
      * vdpbf16ps's order, so AMX bf16 is its own level (within the bfloat16 accuracy bar of the
      * others). A row's result does not depend on m, n or the rows beside it.
      * int8 (a block is 64 elements): exact int32 sums, the bits of gemm_i8_tile.
+     * K in pieces: a call sums kb blocks starting where x and wp point, with kb_stride the blocks of
+     * a whole row (the stride between x's 16-row groups, kb_stride blocks of 16 B elements, and
+     * between wp's panels); kb_stride = kb for all of K. With `accumulate`, the sums start from the
+     * values in out (which the call for the blocks before left there) instead of +0, so K summed
+     * over several calls, in block order, gives the bits of one call.
      * next / next_bytes (NULL / 0 for none): a hint, bytes the caller reads after this call (its
      * next weights); the kernel asks for them into L2 while it works. Never read, results unchanged. */
-    void (*gemm_bf16_amx)(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                          int64_t ldo, const void *next, int64_t next_bytes);
-    void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                        int64_t ldo, const void *next, int64_t next_bytes);
+    void (*gemm_bf16_amx)(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t kb_stride,
+                          int64_t np, float *out, int64_t ldo, int accumulate, const void *next,
+                          int64_t next_bytes);
+    void (*gemm_i8_amx)(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t kb_stride, int64_t np,
+                        int32_t *out, int64_t ldo, int accumulate, const void *next, int64_t next_bytes);
     /* Optional (NULL: linear.c runs the same formula in C): the int8 epilogue of
      * gemm_i8_tile_f32 on sums already computed, y[i, j] = (float)(acc[i, j] - 128 colsum[j]) *
      * (xscale[i] * wscale[j]) for i < rows, j < cols (acc row stride ldacc, y row stride ldy): the

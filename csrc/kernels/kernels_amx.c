@@ -45,14 +45,17 @@ static void configure(void) {
 }
 
 /* One call (kernels.h): out[i ldo + p CR_GEMM_NR + j] for panels p < np, rows i < 16 ceil(m / 16),
- * j < CR_GEMM_NR, over all K with the accumulators in tiles. x in tile order (each A tile one
- * contiguous KiB), wp panels of kb blocks of 16 rows of 128 bytes (two B tiles side by side),
- * outputs of 4 bytes. Byte pointers; `bf16` picks the instruction (a constant after inlining). */
+ * j < CR_GEMM_NR, over kb blocks of K with the accumulators in tiles (from out's values when
+ * `accumulate`, else from zero). x in tile order (each A tile one contiguous KiB, 16-row groups
+ * kb_stride KiB apart), wp panels kb_stride blocks apart of 16 rows of 128 bytes (two B tiles side
+ * by side), outputs of 4 bytes. Byte pointers; `bf16` picks the instruction (a constant after
+ * inlining). */
 static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_t m, const char *wp, int64_t kb,
-                                                          int64_t np, char *out, int64_t ldo, const char *next,
-                                                          int64_t next_bytes, const int bf16) {
+                                                          int64_t kb_stride, int64_t np, char *out, int64_t ldo,
+                                                          int accumulate, const char *next, int64_t next_bytes,
+                                                          const int bf16) {
     configure();
-    const int64_t so = ldo * 4, panel = kb * 2048;
+    const int64_t so = ldo * 4, panel = kb_stride * 2048;
     const int groups = (int)((m + 15) / 16);
     /* the caller's next operands, asked into L2 a few lines per K block over the whole call (a
      * burst of prefetches would fill the miss queue and stall the tile loads behind it) */
@@ -63,12 +66,19 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
         const char *w = wp + p * panel;
         for (int g = 0; g < groups; g += 2) {
             char *o = out + g * 16 * so + p * CR_GEMM_NR * 4;
-            const char *x0 = x + g * kb * 1024, *x1 = x0 + kb * 1024;
+            const char *x0 = x + g * kb_stride * 1024, *x1 = x0 + kb_stride * 1024;
             if (g + 1 < groups) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
+                if (accumulate) {
+                    _tile_loadd(0, o, so);
+                    _tile_loadd(1, o + 64, so);
+                    _tile_loadd(2, o + 16 * so, so);
+                    _tile_loadd(3, o + 16 * so + 64, so);
+                } else {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                }
                 /* software-pipelined: each tile is reloaded for block b + 1 as soon as the last
                  * instruction of block b reading it has issued, so loads overlap the multiplies */
                 _tile_loadd(4, x0, 64);
@@ -105,8 +115,13 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
                 _tile_stored(2, o + 16 * so, so);
                 _tile_stored(3, o + 16 * so + 64, so);
             } else {
-                _tile_zero(0);
-                _tile_zero(1);
+                if (accumulate) {
+                    _tile_loadd(0, o, so);
+                    _tile_loadd(1, o + 64, so);
+                } else {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                }
                 _tile_loadd(4, x0, 64);
                 _tile_loadd(6, w, 128);
                 _tile_loadd(7, w + 64, 128);
@@ -135,14 +150,16 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
     _tile_release();
 }
 
-static void gemm_bf16_amx(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                          int64_t ldo, const void *next, int64_t next_bytes) {
-    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, next, next_bytes, 1);
+static void gemm_bf16_amx(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t kb_stride, int64_t np,
+                          float *out, int64_t ldo, int accumulate, const void *next, int64_t next_bytes) {
+    amx_gemm((const char *)x, m, (const char *)wp, kb, kb_stride, np, (char *)out, ldo, accumulate, next, next_bytes,
+             1);
 }
 
-static void gemm_i8_amx(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                        int64_t ldo, const void *next, int64_t next_bytes) {
-    amx_gemm((const char *)x, m, (const char *)wp, kb, np, (char *)out, ldo, next, next_bytes, 0);
+static void gemm_i8_amx(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t kb_stride, int64_t np,
+                        int32_t *out, int64_t ldo, int accumulate, const void *next, int64_t next_bytes) {
+    amx_gemm((const char *)x, m, (const char *)wp, kb, kb_stride, np, (char *)out, ldo, accumulate, next, next_bytes,
+             0);
 }
 
 static inline __mmask16 tail_mask(int64_t left) {

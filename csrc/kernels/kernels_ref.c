@@ -122,16 +122,17 @@ static float tdpbf16ps_block(const uint16_t *xb, const uint16_t *wb, int64_t j, 
 /* x in the AMX tile order: row i's block b. */
 #define AMX_X_BLOCK(x, i, b, kb, B) ((x) + ((((i) / 16) * (kb) + (b)) * 16 + (i) % 16) * (B))
 
-static void gemm_bf16_amx_ref(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t np, float *out,
-                              int64_t ldo, const void *next, int64_t next_bytes) {
+static void gemm_bf16_amx_ref(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t kb_stride,
+                              int64_t np, float *out, int64_t ldo, int accumulate, const void *next,
+                              int64_t next_bytes) {
     (void)next, (void)next_bytes; /* a prefetch hint */
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < np; p++)
             for (int64_t j = 0; j < CR_GEMM_NR; j++) {
-                float acc = 0.0f;
+                float acc = accumulate ? out[i * ldo + p * CR_GEMM_NR + j] : 0.0f;
                 for (int64_t b = 0; b < kb; b++)
-                    acc = tdpbf16ps_block(AMX_X_BLOCK(x, i, b, kb, CR_AMX_BF16_K),
-                                          wp + (p * kb + b) * 16 * 2 * CR_GEMM_NR, j, acc);
+                    acc = tdpbf16ps_block(AMX_X_BLOCK(x, i, b, kb_stride, CR_AMX_BF16_K),
+                                          wp + (p * kb_stride + b) * 16 * 2 * CR_GEMM_NR, j, acc);
                 out[i * ldo + p * CR_GEMM_NR + j] = acc;
             }
 }
@@ -162,15 +163,17 @@ static void gemm_i8_tile_ref(const uint8_t *x, int64_t ldx, int64_t m, const int
 }
 
 /* AMX int8: exact sums, the bits of gemm_i8_tile over the 16 kb groups of the padded panels. */
-static void gemm_i8_amx_ref(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t np, int32_t *out,
-                            int64_t ldo, const void *next, int64_t next_bytes) {
+static void gemm_i8_amx_ref(const uint8_t *x, int64_t m, const int8_t *wp, int64_t kb, int64_t kb_stride,
+                            int64_t np, int32_t *out, int64_t ldo, int accumulate, const void *next,
+                            int64_t next_bytes) {
     (void)next, (void)next_bytes; /* a prefetch hint */
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < np; p++) {
             int32_t acc[CR_GEMM_NR] = {0};
+            if (accumulate) memcpy(acc, out + i * ldo + p * CR_GEMM_NR, sizeof acc);
             for (int64_t b = 0; b < kb; b++) {
-                const uint8_t *xb = AMX_X_BLOCK(x, i, b, kb, CR_AMX_I8_K);
-                const int8_t *wb = wp + (p * kb + b) * 16 * 4 * CR_GEMM_NR;
+                const uint8_t *xb = AMX_X_BLOCK(x, i, b, kb_stride, CR_AMX_I8_K);
+                const int8_t *wb = wp + (p * kb_stride + b) * 16 * 4 * CR_GEMM_NR;
                 for (int t = 0; t < 16; t++)
                     for (int j = 0; j < CR_GEMM_NR; j++)
                         for (int e = 0; e < 4; e++)

@@ -1,12 +1,13 @@
 /* amx.c — crossrank._testing: the test hook for the AMX tile kernels (crossrank._core.amx_usable()
  * asks the permission they need):
  *
- *   amx_gemm(isa, kind, x, wp, guard="end") -> array [m, np CR_GEMM_NR]
+ *   amx_gemm(isa, kind, x, wp, guard="end", split=0) -> array [m, np CR_GEMM_NR]
  *       One call of gemm_bf16_amx (kind "bf16": x [m, 32 kb] uint16 bfloat16 bits, wp np padded
  *       panels stacked [np 16 kb, 2 CR_GEMM_NR] uint16; float32 result) or gemm_i8_amx (kind
  *       "int8": x [m, 64 kb] uint8, wp [np 16 kb, 4 CR_GEMM_NR] int8; int32 result) of one kernel
  *       table ("ref" is the scalar model, "amx" the tiles), m = 1..CR_AMX_ROWS, np =
- *       1..CR_AMX_PANELS; column p CR_GEMM_NR + j is column j of panel p. Tiles read whole 64-byte
+ *       1..CR_AMX_PANELS; column p CR_GEMM_NR + j is column j of panel p; split > 0 sums K in calls
+ *       of that many blocks, each after the first accumulating onto out. Tiles read whole 64-byte
  *       rows and no sanitizer sees them, so x (copied into the kernels' tile order and padded with
  *       zero rows to a multiple of 16, as the contract says), wp and out (rows of np panels and a 16-element gap) each get their own mapping placed against a PROT_NONE
  *       page: guard="end" puts the last byte of each buffer just before the guard page (a read or
@@ -60,11 +61,12 @@ static void guarded_close(guarded *g) {
 }
 
 PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"isa", "kind", "x", "wp", "guard", NULL};
+    static char *kwlist[] = {"isa", "kind", "x", "wp", "guard", "split", NULL};
+    int split = 0;
     const char *isa, *kind, *guard = "end";
     PyObject *x_obj, *w_obj;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|s", kwlist, &isa, &kind, &x_obj, &w_obj, &guard)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|si", kwlist, &isa, &kind, &x_obj, &w_obj, &guard, &split)) return NULL;
     int bf16 = strcmp(kind, "bf16") == 0;
     if (!bf16 && strcmp(kind, "int8") != 0) {
         PyErr_Format(PyExc_ValueError, "amx_gemm: kind must be 'bf16' or 'int8', got '%s'", kind);
@@ -131,10 +133,18 @@ PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     /* out: the rows the contract names, against the guard at its end (or start) */
     char *out = go.data;
     Py_BEGIN_ALLOW_THREADS
-    if (bf16)
-        table->gemm_bf16_amx((const uint16_t *)gx.data, m, (const uint16_t *)gw.data, kb, np, (float *)out, ldo, NULL, 0);
-    else
-        table->gemm_i8_amx((const uint8_t *)gx.data, m, (const int8_t *)gw.data, kb, np, (int32_t *)out, ldo, NULL, 0);
+    /* K in calls of `split` blocks (all of it when 0), each after the first accumulating */
+    int64_t step = split > 0 && split < kb ? split : kb;
+    for (int64_t k0 = 0; k0 < kb; k0 += step) {
+        int64_t n = kb - k0 < step ? kb - k0 : step;
+        const char *xk = gx.data + k0 * 16 * block * elem, *wk = gw.data + k0 * 16 * per_col * CR_GEMM_NR * elem;
+        if (bf16)
+            table->gemm_bf16_amx((const uint16_t *)xk, m, (const uint16_t *)wk, n, kb, np, (float *)out, ldo, k0 > 0,
+                                 NULL, 0);
+        else
+            table->gemm_i8_amx((const uint8_t *)xk, m, (const int8_t *)wk, n, kb, np, (int32_t *)out, ldo, k0 > 0,
+                               NULL, 0);
+    }
     Py_END_ALLOW_THREADS
     npy_intp dims[2] = {(npy_intp)m, (npy_intp)(np * CR_GEMM_NR)};
     PyArrayObject *res = (PyArrayObject *)PyArray_SimpleNew(2, dims, bf16 ? NPY_FLOAT32 : NPY_INT32);

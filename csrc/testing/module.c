@@ -30,7 +30,7 @@ static PyMethodDef methods[] = {
     {"linear", KW(cr_test_linear), "linear(w, x, fmt='float32', threads=1, bias=None): x @ w^T (+ bias) through one packed linear layer."},
     {"bench_linear", KW(cr_test_bench_linear), "bench_linear(w, m, ...): best seconds of one packed linear layer."},
     {"bench_peak", KW(cr_test_bench_peak), "bench_peak(kind, threads=1, iters=...): GFLOP/s of a register-only loop."},
-    {"amx_gemm", KW(cr_test_amx_gemm), "amx_gemm(isa, kind, x, wp, guard='end'): one AMX GEMM call of one table, "
+    {"amx_gemm", KW(cr_test_amx_gemm), "amx_gemm(isa, kind, x, wp, guard='end', split=0): one AMX GEMM (split: in calls of that many K blocks) of one table, "
                                        "operands against PROT_NONE guard pages."},
     {"pool_stress", KW(cr_test_pool_stress), "pool_stress(threads, jobs=2000, ...): post many jobs to the worker "
                                              "pool and check that every task ran exactly once."},
