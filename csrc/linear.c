@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "error.h"
 #include "kernels/kernels.h"
+#include "linear_job.h"
 #include "threads.h"
 
 /* OpenBLAS rows per call: the abort flag is seen between calls. */
@@ -21,14 +22,6 @@
 /* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
 #define CR_PANEL_ROW_BLOCK 48
 
-/* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
- * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
- * round to a handful of levels. Such entries, above CR_I8_OUTLIER_RATIO times the row's mean
- * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, the largest) and
- * applied in float32 against the dequantized int8 weights. A Gaussian row never has one
- * (12 mean|x| is 9.6 sigma), so ordinary rows cost one extra read. */
-#define CR_I8_OUTLIER_RATIO 12.0f
-#define CR_I8_MAX_OUTLIERS 16
 
 static int use_openblas(void) {
     const char *v = getenv("CROSSRANK_GEMM");
@@ -44,19 +37,6 @@ static cr_status blas_missing(void) {
                    "(or CROSSRANK_BLAS=system pip install . in a clone)");
 }
 
-static int is_amx(cr_format fmt) { return fmt == CR_FMT_BF16_AMX || fmt == CR_FMT_I8_AMX; }
-
-/* Elements of one converted input row, which is also the K extent (in elements, padding
- * included) of one packed panel: a panel holds row_len(fmt) x CR_GEMM_NR weights. */
-static int64_t row_len(cr_format fmt, int64_t n_in) {
-    switch (fmt) {
-    case CR_FMT_BF16_PANELS: return (n_in + 1) / 2 * 2;
-    case CR_FMT_BF16_AMX: return (n_in + CR_AMX_BF16_K - 1) / CR_AMX_BF16_K * CR_AMX_BF16_K;
-    case CR_FMT_I8_PANELS: return (n_in + 3) / 4 * 4;
-    case CR_FMT_I8_AMX: return (n_in + CR_AMX_I8_K - 1) / CR_AMX_I8_K * CR_AMX_I8_K;
-    default: return n_in;
-    }
-}
 
 /* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
  * zero past n_out and past n_in (and up to whole AMX blocks for fmt CR_FMT_BF16_AMX). */
@@ -177,34 +157,7 @@ int64_t cr_linear_bytes(const cr_linear *W) {
     return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
 }
 
-typedef struct panel_job {
-    const cr_linear *W;
-    const float *x;
-    uint16_t *xb;       /* bf16 formats: x rounded to bf16, rows of row_len (zero-padded) */
-    uint8_t *xq;        /* int8 formats: x quantized + 128, rows of row_len */
-    float *xscale;      /* int8 panels: per-row scale of xq */
-    int32_t *n_outliers;/* int8 panels: per row, how many inputs were taken out of xq ... */
-    int32_t *outlier_k; /* ... their input indices, CR_I8_MAX_OUTLIERS per row ... */
-    float *outlier_x;   /* ... and their float32 values */
-    float *scratch;     /* int8 panels: one row of n_in floats per worker */
-    int64_t ldx, m;
-    float *y;
-    int64_t ldy;
-    int64_t n_panels;
-    void *amx_out;      /* AMX formats: one [CR_AMX_PANELS][CR_AMX_ROWS][CR_GEMM_NR] block per worker */
-    int64_t amx_np;     /* AMX formats: panels per group (CR_AMX_PANELS, fewer for long K or few tasks) */
-    int64_t amx_range;  /* AMX formats: row blocks per task, which meet the task's panels in turn */
-    int64_t amx_span;   /* AMX formats: panel groups per task */
-    int64_t amx_kc;     /* AMX formats: blocks of K summed at a time (all of them unless K is long) */
-    void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
-                         * in the tile order of kernels.h, zero rows up to a multiple of 16 */
-} panel_job;
 
-static void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int64_t cols) {
-    if (!bias) return;
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t c = 0; c < cols; c++) y[i * ldy + c] += bias[c];
-}
 
 /* Rows of one tile height of the active format. */
 static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
@@ -213,13 +166,8 @@ static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
     return K->gemm_mr;
 }
 
-/* The rest of an int8 tile of rows r .. r+rows, columns c0 .. c0+cols of one panel, into y (row
- * stride ldy, at row r and column c0): the epilogue of gemm_i8_tile_f32 in C (the same operations,
- * so the same bits) from the exact sums acc (row stride ldacc; NULL when y holds the dequantized
- * sums already; acc may be y itself only where K->i8_dequant_f32 exists), then the rows' outlier
- * inputs in float32 against the (dequantized) int8 weights. */
-static void i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
-                      int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy) {
+void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
+                         int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy) {
     /* Local restrict pointers: through W-> the compiler must assume each store to y may change
      * them, reloads them every column and leaves the loop scalar. */
     const int32_t *restrict colsum = j->W->colsum + c0;
@@ -263,148 +211,18 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         if (K->gemm_i8_tile_f32) {
             K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
                                 colsum, wscale);
-            i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, j->ldy);
+            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, j->ldy);
         } else {
             int32_t acc[16 * CR_GEMM_NR];
             K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
-            i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, j->ldy);
+            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, j->ldy);
         }
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
 
-/* Bytes of L2 one AMX task plans for: its row range's converted inputs and two panel groups of
- * weights (the one it computes, the next one on its way in), sized for the 2 MiB L2 of the cores
- * that have AMX (Sapphire, Emerald and Granite Rapids) with room for the worker's result block. */
-#define CR_AMX_L2_BYTES (3 << 19)
-
-/* K elements of one AMX block (one 64-byte tile row of a row of inputs, 16 of them per block of a
- * weight column pair / quad: 64 bytes per row or column either way). */
-#define CR_AMX_BLOCK_ELEMS(fmt) ((fmt) == CR_FMT_BF16_AMX ? CR_AMX_BF16_K : CR_AMX_I8_K)
-#define CR_AMX_BLOCK_BYTES 64
-
-/* Blocks of K one AMX task sums at a time when whole rows leave room in L2 for a single row block
- * beside two groups of one panel (K from ~6,000 bf16: the down projections of the 4B and 8B
- * shapes), which then read their inputs from L3 again for every 32 columns. In pieces of 32 blocks
- * (2 KiB per row), ranges and groups keep their K = 1024 sizes; the price is the sums, stored to y
- * and loaded again once per piece, which measured slower than whole rows where those still fit
- * ranges of two blocks (K = 2048 and 3072 at 0.6B, 4096 at 8B). */
-#define CR_AMX_K_BLOCKS 32
 
 static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
-
-/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 (one kernel call) into
- * the worker's own block, each panel's epilogue there (int8: dequantization and outliers in place;
- * bias), then the finished rows to y. y is written once and read by the next step of the forward:
- * the rows go out with stores that skip this core's caches, so the weights and inputs still to be
- * used stay in L2 and no line of y is first read from memory. `next` / `next_bytes`: weights the
- * worker reads after this block, asked into L2 during it. */
-static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker, const void *next, int64_t next_bytes) {
-    const cr_kernels *K = cr_kern;
-    const cr_linear *W = j->W;
-    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
-    int64_t len = row_len(W->fmt, W->n_in);
-    float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
-    const int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
-    int64_t kb = len / CR_AMX_BLOCK_ELEMS(W->fmt);
-    if (W->fmt == CR_FMT_BF16_AMX)
-        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, kb, kb, np, out, ldo, 0, next,
-                         next_bytes);
-    else
-        K->gemm_i8_amx(j->xq + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, kb, kb, np, (int32_t *)out, ldo, 0, next,
-                       next_bytes);
-    int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
-    for (int64_t q = 0; q < np; q++) {
-        int64_t c0 = (p0 + q) * CR_GEMM_NR;
-        int64_t cols = W->n_out - c0 < CR_GEMM_NR ? W->n_out - c0 : CR_GEMM_NR;
-        float *sums = out + q * CR_GEMM_NR;
-        /* int8: the AVX-512 epilogue turns the int32 sums into float32 in place (its loads and
-         * stores are of the same 64 bytes, through intrinsics that may alias anything) */
-        if (W->fmt == CR_FMT_I8_AMX)
-            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)(void *)sums,
-                      ldo, sums, ldo);
-        add_bias(W->bias ? W->bias + c0 : NULL, sums, ldo, rows, cols);
-    }
-    K->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
-}
-
-/* Blocks k0 .. k0 + nk of K (of kb) of the CR_AMX_ROWS-row block from row r against the panel group
- * from p0, for a block whose rows are whole 16-row groups and whose panels are all within y: the
- * sums accumulate in y itself (int8: as int32 until the last piece), and after the last piece each
- * panel's epilogue runs there in place. */
-static void amx_piece(const panel_job *j, int64_t r, int64_t p0, int64_t k0, int64_t nk, int64_t kb) {
-    const cr_kernels *K = cr_kern;
-    const cr_linear *W = j->W;
-    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
-    int64_t len = row_len(W->fmt, W->n_in);
-    float *y = j->y + r * j->ldy + p0 * CR_GEMM_NR;
-    /* a block of inputs is 16 rows of 64 bytes in tile order, a block of a panel 16 x 128 bytes */
-    size_t x_off = (size_t)(k0 * 16 * CR_AMX_BLOCK_BYTES), w_off = (size_t)(k0 * 32 * CR_AMX_BLOCK_BYTES);
-    if (W->fmt == CR_FMT_BF16_AMX)
-        K->gemm_bf16_amx((const uint16_t *)(void *)((const char *)(j->xb + r * len) + x_off), rows,
-                         (const uint16_t *)(void *)((const char *)(W->wb + p0 * len * CR_GEMM_NR) + w_off), nk, kb, np,
-                         y, j->ldy, k0 > 0, NULL, 0);
-    else
-        K->gemm_i8_amx(j->xq + r * len + x_off, rows, W->wq + p0 * len * CR_GEMM_NR + w_off, nk, kb, np,
-                       (int32_t *)(void *)y, j->ldy, k0 > 0, NULL, 0);
-    if (k0 + nk < kb) return;
-    for (int64_t q = 0; q < np; q++) {
-        int64_t c0 = (p0 + q) * CR_GEMM_NR;
-        float *yq = y + q * CR_GEMM_NR;
-        if (W->fmt == CR_FMT_I8_AMX)
-            i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, CR_GEMM_NR,
-                      (const int32_t *)(void *)yq, j->ldy, yq, j->ldy);
-        add_bias(W->bias ? W->bias + c0 : NULL, yq, j->ldy, rows, CR_GEMM_NR);
-    }
-}
-
-/* One AMX task: a range of amx_range row blocks against a span of amx_span panel groups (of
- * amx_np panels each), group after group. The range's inputs stay in L2 for the whole span (the
- * range and two groups are sized to CR_AMX_L2_BYTES), so each group's weights are the only operand
- * that comes from L3 or memory, once per range, asked into L2 while the group before it computes.
- * Consecutive tasks are the ranges of one span, so the threads running at one time read the same
- * weights, which L3 holds for all of them. (Before, a task was one range against one group, and
- * every range's inputs came from L3 again for each group of 128 columns: at K = 1024, 512-row
- * ranges, four times the bytes per FLOP.) */
-static void amx_task(void *ctx, int64_t task, int worker) {
-    const panel_job *j = ctx;
-    const cr_linear *W = j->W;
-    int64_t blocks = (j->m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ranges = (blocks + j->amx_range - 1) / j->amx_range;
-    int64_t groups = (j->n_panels + j->amx_np - 1) / j->amx_np;
-    int64_t b0 = task % ranges * j->amx_range, b1 = b0 + j->amx_range < blocks ? b0 + j->amx_range : blocks;
-    int64_t g0 = task / ranges * j->amx_span, g1 = g0 + j->amx_span < groups ? g0 + j->amx_span : groups;
-    int64_t len = row_len(W->fmt, W->n_in), kb = len / CR_AMX_BLOCK_ELEMS(W->fmt), kc = j->amx_kc;
-    int64_t panel_bytes = kb * 32 * CR_AMX_BLOCK_BYTES;
-    const char *weights = W->fmt == CR_FMT_BF16_AMX ? (const char *)W->wb : (const char *)W->wq;
-    if (kc < kb) {
-        /* K in pieces, each over the whole range and span; blocks that are not whole 16-row groups
-         * or reach past y's columns (at most the last of each) take all of K at once, in the first */
-        for (int64_t k0 = 0; k0 < kb; k0 += kc)
-            for (int64_t g = g0; g < g1; g++)
-                for (int64_t b = b0; b < b1; b++) {
-                    int64_t r = b * CR_AMX_ROWS, p0 = g * j->amx_np;
-                    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-                    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
-                    if (rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out)
-                        amx_piece(j, r, p0, k0, kb - k0 < kc ? kb - k0 : kc, kb);
-                    else if (k0 == 0)
-                        amx_block(j, r, p0, worker, NULL, 0);
-                }
-        return;
-    }
-    for (int64_t g = g0; g < g1; g++) {
-        /* the next group's weights, a slice per block */
-        int64_t next_p = (g + 1) * j->amx_np, next_np = j->n_panels - next_p < j->amx_np ? j->n_panels - next_p : j->amx_np;
-        int64_t total = g + 1 < g1 ? next_np * panel_bytes : 0, slice = (total + (b1 - b0) - 1) / (b1 - b0);
-        for (int64_t b = b0; b < b1; b++) {
-            int64_t from = (b - b0) * slice, bytes = total - from < slice ? total - from : slice;
-            amx_block(j, b * CR_AMX_ROWS, g * j->amx_np, worker, bytes > 0 ? weights + next_p * panel_bytes + from : NULL,
-                      bytes > 0 ? bytes : 0);
-        }
-    }
-}
 
 /* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
 static void panel_task(void *ctx, int64_t task, int worker) {
@@ -537,39 +355,8 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     int64_t n_tasks = blocks * j.n_panels;
     cr_task_fn task_fn = panel_task;
     if (is_amx(W->fmt)) {
-        /* Groups of panels whose two take at most half of CR_AMX_L2_BYTES, row ranges whose inputs
-         * fill the rest, each range against all the groups; then, while that leaves under 4 tasks
-         * per thread, shorter spans of groups, shorter ranges and fewer panels per group, in that
-         * order. None changes a result bit: every output element is one chain over all of K in
-         * block order, in one call or in pieces, and all of it in one task. */
-        int64_t kb = len / CR_AMX_BLOCK_ELEMS(W->fmt);
-        j.amx_kc = kb;
-        for (;;) {
-            int64_t row_bytes = j.amx_kc * CR_AMX_BLOCK_BYTES, block_bytes = CR_AMX_ROWS * row_bytes;
-            j.amx_np = CR_AMX_PANELS;
-            while (j.amx_np > 1 && 2 * j.amx_np * CR_GEMM_NR * row_bytes > CR_AMX_L2_BYTES / 2) j.amx_np /= 2;
-            int64_t room = CR_AMX_L2_BYTES - 2 * j.amx_np * CR_GEMM_NR * row_bytes;
-            j.amx_range = room > block_bytes ? room / block_bytes : 1;
-            /* whole rows, unless they leave room for a single row block (K in pieces then) */
-            if (j.amx_range >= 2 || j.amx_kc <= CR_AMX_K_BLOCKS) break;
-            j.amx_kc = CR_AMX_K_BLOCKS;
-        }
-        j.amx_range = j.amx_range < blocks ? j.amx_range : blocks;
-        j.amx_span = (j.n_panels + j.amx_np - 1) / j.amx_np;
-        for (;;) {
-            int64_t groups = (j.n_panels + j.amx_np - 1) / j.amx_np;
-            n_tasks = (blocks + j.amx_range - 1) / j.amx_range * ((groups + j.amx_span - 1) / j.amx_span);
-            if (n_tasks >= 4 * (int64_t)ex->threads) break;
-            if (j.amx_span > 1)
-                j.amx_span = (j.amx_span + 1) / 2;
-            else if (j.amx_range > 1)
-                j.amx_range = (j.amx_range + 1) / 2;
-            else if (j.amx_np > 1)
-                j.amx_np /= 2;
-            else
-                break;
-        }
-        task_fn = amx_task;
+        n_tasks = cr_amx_plan(&j, blocks, ex->threads);
+        task_fn = cr_amx_task;
         j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
                                      "AMX accumulators");
         j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
