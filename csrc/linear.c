@@ -388,6 +388,7 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
             if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
         }
         free(j.amx_out);
+        free(j.row_tmp);
         free(j.xq);
         free(j.xscale);
         free(j.n_outliers);

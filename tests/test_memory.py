@@ -1,5 +1,5 @@
 """Memory: no definite leak in a load-score-free cycle under valgrind, live memory stays flat over
-1,000 predict calls and over 50 load/free cycles, and a load hands its transient memory back to the
+1,000 predict calls (default dtype and int8) and over 50 load/free cycles, and a load hands its transient memory back to the
 OS (each measured in a fresh process). No torch.
 """
 import json
@@ -52,8 +52,10 @@ def measure():
 path, mode = sys.argv[1], sys.argv[2]
 pairs = [("what is a cat?", "A cat is a small domesticated carnivorous mammal."),
          ("what is a cat?", "Bananas are yellow."), ("q", "d " * 200)]
-if mode == "predict":
-    model = CrossEncoder(path, hf_overrides=OVERRIDES, threads=2)
+if mode.startswith("predict"):
+    # "predict-int8": the int8 layers (on AMX tiles where the CPU has them) have buffers of their own
+    dtype = "int8" if mode == "predict-int8" else "auto"
+    model = CrossEncoder(path, hf_overrides=OVERRIDES, threads=2, dtype=dtype)
     step = lambda: model.predict(pairs)
     warmup, n = 100, 1000
 else:
@@ -74,14 +76,15 @@ print(json.dumps({"n": n, "before": before, "after": measure()}))
 # Per step, what a leak must exceed to fail. The C heap is counted exactly (glibc's in-use bytes),
 # so fragmentation and the arenas' thread-timing-dependent free memory cannot trip it; the
 # tokenizers library itself keeps ~7 KB per Tokenizer that has encoded, hence the load budget.
-HEAP_BUDGET = {"predict": 1 << 10, "load": 32 << 10}
-BLOCK_BUDGET = {"predict": 2, "load": 50}     # Python objects
+HEAP_BUDGET = {"predict": 1 << 10, "predict-int8": 1 << 10, "load": 32 << 10}
+BLOCK_BUDGET = {"predict": 2, "predict-int8": 2, "load": 50}     # Python objects
 RSS_GROWTH_LIMIT = 0.25                        # coarse guard for anything else (mappings, arenas)
 
 
-@pytest.mark.parametrize("mode", ["predict", "load"])
+@pytest.mark.parametrize("mode", ["predict", "predict-int8", "load"])
 def test_live_memory_stays_flat_over_repeated_calls(path, mode):
-    # "predict": 1,000 predict calls on one model; "load": 50 CrossEncoder load/score/free cycles.
+    # "predict": 1,000 predict calls on one model (its default dtype; "predict-int8": int8);
+    # "load": 50 CrossEncoder load/score/free cycles.
     proc = run_python(LIVE_SCRIPT, path, mode, timeout=600, env={"CROSSRANK_GEMM": ""})
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
