@@ -53,8 +53,8 @@ static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker, con
         /* int8: the AVX-512 epilogue turns the int32 sums into float32 in place (its loads and
          * stores are of the same 64 bytes, through intrinsics that may alias anything) */
         if (W->fmt == CR_FMT_I8_AMX)
-            cr_linear_i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols, (const int32_t *)(void *)sums,
-                      ldo, sums, ldo);
+            cr_linear_i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, cols,
+                                (const int32_t *)(void *)sums, ldo, sums, ldo);
         add_bias(W->bias ? W->bias + c0 : NULL, sums, ldo, rows, cols);
     }
     K->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
@@ -86,7 +86,7 @@ static void amx_piece(const panel_job *j, int64_t r, int64_t p0, int64_t k0, int
         float *yq = y + q * CR_GEMM_NR;
         if (W->fmt == CR_FMT_I8_AMX)
             cr_linear_i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, CR_GEMM_NR,
-                      (const int32_t *)(void *)yq, j->ldy, yq, j->ldy);
+                                (const int32_t *)(void *)yq, j->ldy, yq, j->ldy);
         add_bias(W->bias ? W->bias + c0 : NULL, yq, j->ldy, rows, CR_GEMM_NR);
     }
 }
@@ -96,9 +96,9 @@ static void amx_piece(const panel_job *j, int64_t r, int64_t p0, int64_t k0, int
  * range and two groups are sized to CR_AMX_L2_BYTES), so each group's weights are the only operand
  * that comes from L3 or memory, once per range, asked into L2 while the group before it computes.
  * Consecutive tasks are the ranges of one span, so the threads running at one time read the same
- * weights, which L3 holds for all of them. (Before, a task was one range against one group, and
- * every range's inputs came from L3 again for each group of 128 columns: at K = 1024, 512-row
- * ranges, four times the bytes per FLOP.) */
+ * weights, which L3 holds for all of them. A range is the larger operand (512 rows against 128
+ * columns at K = 1024), so it is the one kept: streaming the inputs against resident weights
+ * would read four times the bytes per FLOP. */
 void cr_amx_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_linear *W = j->W;
@@ -127,12 +127,13 @@ void cr_amx_task(void *ctx, int64_t task, int worker) {
     }
     for (int64_t g = g0; g < g1; g++) {
         /* the next group's weights, a slice per block */
-        int64_t next_p = (g + 1) * j->amx_np, next_np = j->n_panels - next_p < j->amx_np ? j->n_panels - next_p : j->amx_np;
+        int64_t next_p = (g + 1) * j->amx_np;
+        int64_t next_np = j->n_panels - next_p < j->amx_np ? j->n_panels - next_p : j->amx_np;
         int64_t total = g + 1 < g1 ? next_np * panel_bytes : 0, slice = (total + (b1 - b0) - 1) / (b1 - b0);
         for (int64_t b = b0; b < b1; b++) {
             int64_t from = (b - b0) * slice, bytes = total - from < slice ? total - from : slice;
-            amx_block(j, b * CR_AMX_ROWS, g * j->amx_np, worker, bytes > 0 ? weights + next_p * panel_bytes + from : NULL,
-                      bytes > 0 ? bytes : 0);
+            const char *next = bytes > 0 ? weights + next_p * panel_bytes + from : NULL;
+            amx_block(j, b * CR_AMX_ROWS, g * j->amx_np, worker, next, bytes > 0 ? bytes : 0);
         }
     }
 }

@@ -44,6 +44,14 @@ static void configure(void) {
     _tile_loadconfig(&cfg);
 }
 
+/* Up to `lines` more 64-byte lines of next[0, bytes) into L2, from byte `asked`; returns how far
+ * the asking has got. */
+static inline __attribute__((always_inline)) int64_t ask_l2(const char *next, int64_t bytes, int64_t asked,
+                                                            int64_t lines) {
+    for (int64_t q = 0; q < lines && asked < bytes; q++, asked += 64) _mm_prefetch(next + asked, _MM_HINT_T1);
+    return asked;
+}
+
 /* One call (kernels.h): out[i ldo + p CR_GEMM_NR + j] for panels p < np, rows i < 16 ceil(m / 16),
  * j < CR_GEMM_NR, over kb blocks of K with the accumulators in tiles (from out's values when
  * `accumulate`, else from zero). x in tile order (each A tile one contiguous KiB, 16-row groups
@@ -87,7 +95,7 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
                 _tile_loadd(5, x1, 64);
                 for (int64_t b = 0; b < kb; b++) {
                     const int more = b + 1 < kb;
-                    for (int64_t q = 0; q < per_step && asked < next_bytes; q++, asked += 64) _mm_prefetch(next + asked, _MM_HINT_T1);
+                    asked = ask_l2(next, next_bytes, asked, per_step);
                     if (bf16) {
                         _tile_dpbf16ps(0, 4, 6);
                         _tile_dpbf16ps(1, 4, 7);
@@ -127,7 +135,7 @@ static inline __attribute__((always_inline)) void amx_gemm(const char *x, int64_
                 _tile_loadd(7, w + 64, 128);
                 for (int64_t b = 0; b < kb; b++) {
                     const int more = b + 1 < kb;
-                    for (int64_t q = 0; q < per_step && asked < next_bytes; q++, asked += 64) _mm_prefetch(next + asked, _MM_HINT_T1);
+                    asked = ask_l2(next, next_bytes, asked, per_step);
                     if (bf16)
                         _tile_dpbf16ps(0, 4, 6);
                     else

@@ -9,7 +9,8 @@
  *       1..CR_AMX_PANELS; column p CR_GEMM_NR + j is column j of panel p; split > 0 sums K in calls
  *       of that many blocks, each after the first accumulating onto out. Tiles read whole 64-byte
  *       rows and no sanitizer sees them, so x (copied into the kernels' tile order and padded with
- *       zero rows to a multiple of 16, as the contract says), wp and out (rows of np panels and a 16-element gap) each get their own mapping placed against a PROT_NONE
+ *       zero rows to a multiple of 16, as the contract says), wp and out (rows of np panels and a
+ *       16-element gap) each get their own mapping placed against a PROT_NONE
  *       page: guard="end" puts the last byte of each buffer just before the guard page (a read or
  *       write past it faults), guard="start" the first byte just after it. RuntimeError when the
  *       table cannot run here (the CPU, OS or permission; this asks for the permission). */
@@ -66,7 +67,8 @@ PyObject *cr_test_amx_gemm(PyObject *self, PyObject *args, PyObject *kw) {
     const char *isa, *kind, *guard = "end";
     PyObject *x_obj, *w_obj;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|si", kwlist, &isa, &kind, &x_obj, &w_obj, &guard, &split)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|si", kwlist, &isa, &kind, &x_obj, &w_obj, &guard, &split))
+        return NULL;
     int bf16 = strcmp(kind, "bf16") == 0;
     if (!bf16 && strcmp(kind, "int8") != 0) {
         PyErr_Format(PyExc_ValueError, "amx_gemm: kind must be 'bf16' or 'int8', got '%s'", kind);
