@@ -1,6 +1,6 @@
 """Memory: no definite leak in a load-score-free cycle under valgrind, live memory stays flat over
-1,000 predict calls (default dtype and int8) and over 50 load/free cycles, and a load hands its transient memory back to the
-OS (each measured in a fresh process). No torch.
+1,000 predict calls (default dtype and int8) and over 50 load/free cycles, and a load hands its
+transient memory back to the OS (each measured in a fresh process). No torch.
 """
 import json
 import os

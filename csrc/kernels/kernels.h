@@ -188,10 +188,10 @@ typedef struct cr_kernels {
      * 16 sums are loaded before their 16 results are stored over them. */
     void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
                            const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
-    /* Optional (NULL: memcpy row by row): dst[i ldd + c] = src[i ldd + c] for i < rows, c < cols,
-     * with stores that bypass the caches where they can (the AMX table), for results that are
-     * written once and read back only much later. Same values; ordered before the caller's next
-     * atomic or lock (a fence at the end). */
+    /* The AMX table only (linear_amx.c, which runs only on that table): dst[i ldd + c] =
+     * src[i lds + c] for i < rows, c < cols, with stores that bypass the caches where a row's
+     * 64-byte lines are whole, for results that are written once and read back only much later.
+     * Same values; ordered before the caller's next atomic or lock (a fence at the end). */
     void (*store_rows_stream)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols);
 } cr_kernels;
 
