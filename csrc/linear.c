@@ -22,7 +22,6 @@
 /* Rows of x per task: with one panel ([n_in][32] floats) it stays in L2 for the seed shapes. */
 #define CR_PANEL_ROW_BLOCK 48
 
-
 static int use_openblas(void) {
     const char *v = getenv("CROSSRANK_GEMM");
     return v && strcmp(v, "openblas") == 0;
@@ -36,7 +35,6 @@ static cr_status blas_missing(void) {
                    "CROSSRANK_BLAS=system pip install --no-binary crossrank --force-reinstall crossrank "
                    "(or CROSSRANK_BLAS=system pip install . in a clone)");
 }
-
 
 /* bf16 pair panels: panel p, pair q, column j holds (w[c, 2q], w[c, 2q+1]) for c = p NR + j,
  * zero past n_out and past n_in (and up to whole AMX blocks for fmt CR_FMT_BF16_AMX). */
@@ -157,8 +155,6 @@ int64_t cr_linear_bytes(const cr_linear *W) {
     return (rows * W->n_in + (W->bias ? W->n_out : 0)) * (int64_t)sizeof(float);
 }
 
-
-
 /* Rows of one tile height of the active format. */
 static int64_t tile_rows(cr_format fmt, const cr_kernels *K) {
     if (fmt == CR_FMT_BF16_PANELS) return K->gemm_bf16_mr;
@@ -220,7 +216,6 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
     }
     add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
 }
-
 
 static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
 

@@ -30,11 +30,10 @@
  * the rows go out with stores that skip this core's caches, so the weights and inputs still to be
  * used stay in L2 and no line of y is first read from memory. `next` / `next_bytes`: weights the
  * worker reads after this block, asked into L2 during it. */
-static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker, const void *next, int64_t next_bytes) {
+static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, int64_t np, int worker,
+                      const void *next, int64_t next_bytes) {
     const cr_kernels *K = cr_kern;
     const cr_linear *W = j->W;
-    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
     int64_t len = row_len(W->fmt, W->n_in);
     float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
     const int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
@@ -64,11 +63,10 @@ static void amx_block(const panel_job *j, int64_t r, int64_t p0, int worker, con
  * from p0, for a block whose rows are whole 16-row groups and whose panels are all within y: the
  * sums accumulate in y itself (int8: as int32 until the last piece), and after the last piece each
  * panel's epilogue runs there in place. */
-static void amx_piece(const panel_job *j, int64_t r, int64_t p0, int64_t k0, int64_t nk, int64_t kb) {
+static void amx_piece(const panel_job *j, int64_t r, int64_t rows, int64_t p0, int64_t np, int64_t k0, int64_t nk,
+                      int64_t kb) {
     const cr_kernels *K = cr_kern;
     const cr_linear *W = j->W;
-    int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
-    int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
     int64_t len = row_len(W->fmt, W->n_in);
     float *y = j->y + r * j->ldy + p0 * CR_GEMM_NR;
     /* a block of inputs is 16 rows of 64 bytes in tile order, a block of a panel 16 x 128 bytes */
@@ -119,9 +117,9 @@ void cr_amx_task(void *ctx, int64_t task, int worker) {
                     int64_t rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
                     int64_t np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
                     if (rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out)
-                        amx_piece(j, r, p0, k0, kb - k0 < kc ? kb - k0 : kc, kb);
+                        amx_piece(j, r, rows, p0, np, k0, kb - k0 < kc ? kb - k0 : kc, kb);
                     else if (k0 == 0)
-                        amx_block(j, r, p0, worker, NULL, 0);
+                        amx_block(j, r, rows, p0, np, worker, NULL, 0);
                 }
         return;
     }
@@ -130,10 +128,12 @@ void cr_amx_task(void *ctx, int64_t task, int worker) {
         int64_t next_p = (g + 1) * j->amx_np;
         int64_t next_np = j->n_panels - next_p < j->amx_np ? j->n_panels - next_p : j->amx_np;
         int64_t total = g + 1 < g1 ? next_np * panel_bytes : 0, slice = (total + (b1 - b0) - 1) / (b1 - b0);
+        int64_t p0 = g * j->amx_np, np = j->n_panels - p0 < j->amx_np ? j->n_panels - p0 : j->amx_np;
         for (int64_t b = b0; b < b1; b++) {
+            int64_t r = b * CR_AMX_ROWS, rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
             int64_t from = (b - b0) * slice, bytes = total - from < slice ? total - from : slice;
             const char *next = bytes > 0 ? weights + next_p * panel_bytes + from : NULL;
-            amx_block(j, b * CR_AMX_ROWS, g * j->amx_np, worker, next, bytes > 0 ? bytes : 0);
+            amx_block(j, r, rows, p0, np, worker, next, bytes > 0 ? bytes : 0);
         }
     }
 }
