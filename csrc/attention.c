@@ -22,9 +22,10 @@
  * The last layer (last_only) scores its one row per head with dot_f32 instead of the panel GEMM;
  * every call with last_only runs that way, so it too is independent of the batch.
  *
- * The tile path (a->tiles, AMX): first every (sequence, key tile, KV head) is staged once as tile
- * operands (keys and values rounded to bfloat16) for all the query blocks that visit it; then
- * steps 2 and 5 run through gemm_bf16_amx: the keys as A against the packed queries as B for the
+ * The tile path (a->tiles: bf16 models on AMX, int8 models on every level): first every
+ * (sequence, key tile, KV head) is staged once as tile operands (keys and values rounded to
+ * bfloat16) for all the query blocks that visit it; then steps 2 and 5 run through
+ * gemm_bf16_amx (below AMX its float32 model): the keys as A against the packed queries as B for the
  * scores, P (rounded to bfloat16, in tile order) as A against the values (pairs of keys) as B.
  * P V always covers the tile's 64 slots at their absolute places, the slots a row does not see
  * holding p = 0, so a row's sums are the same whatever its neighbours need; O = fma(alpha, O, P V)

@@ -35,11 +35,12 @@ typedef struct cr_attn_args {
     int bf16_scores;               /* QK^T from q and k rounded to bfloat16 (float32 sums, the
                                     * gemm_bf16_tile chain), for bf16 / int8 models; the
                                     * softmax, P V and last_only rows stay float32. Even D only. */
-    int tiles;                     /* with bf16_scores, AMX: QK^T and P V through the table's
+    int tiles;                     /* with bf16_scores: QK^T and P V through the table's
                                     * gemm_bf16_amx (K and V, P rounded to bfloat16, float32 sums
-                                    * in TDPBF16PS's order); D a multiple of 32. The softmax and
-                                    * last_only rows stay float32; every table carries the scalar
-                                    * model, so the reference runs it too. */
+                                    * in TDPBF16PS's order: AMX tiles, below AMX their float32
+                                    * model, the reference table the scalar one; the same bits);
+                                    * D a multiple of 32. The softmax and last_only rows stay
+                                    * float32. bf16 models on AMX, int8 models everywhere. */
     float *out;                    /* [T or S, out_stride]: head h at column h*D */
     int64_t out_stride;
     float *scratch;                /* [threads, scratch_stride], 64-byte aligned */

@@ -214,9 +214,12 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         .seq_start = b->seq_start, .prefix = b->prefix, .prefix_len = b->prefix_len,
         .layer = li, .window = layer->window, .last_only = last, .out = p->attn,
         .bf16_scores = p->m->compute_dtype != CR_DT_F32 && p->D % 2 == 0,
-        /* bf16 layers on tiles (linear.c packs for them on the same condition): attention too. Not
-         * int8, whose contract is the same bits on AMX as on VNNI (the vector attention's). */
-        .tiles = p->m->compute_dtype == CR_DT_BF16 && p->D % CR_AMX_BF16_K == 0 && cr_amx_usable(),
+        /* bf16 layers on tiles (linear.c packs for them on the same condition): attention too.
+         * int8 models run it in the tiles' order on every level (AMX tiles, or their float32
+         * model elsewhere), so that their scores stay the same bits on AMX as on VNNI. */
+        .tiles = p->D % CR_AMX_BF16_K == 0 &&
+                 (p->m->compute_dtype == CR_DT_I8 || (p->m->compute_dtype == CR_DT_BF16 && cr_amx_usable())),
+        .kern = cr_kernels_runnable(),
         .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
         .threads = p->ex.threads, .abort = p->ex.abort,
     };

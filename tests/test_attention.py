@@ -10,9 +10,10 @@
   taking the first keys from a prefix handle change nothing, bit for bit.
 * bf16 scores (bf16 and int8 models): the model on bfloat16-rounded queries and keys, the same
   bits on every table, and the same row independence.
-* The tile path (bf16 and int8 models on AMX: QK^T and P V through gemm_bf16_amx): the model on
-  bfloat16 q, k, v within the rounding of the probabilities, AMX bitwise equal to the scalar model
-  of the tiles, and the same row independence (through the scalar model where AMX is absent).
+* The tile path (bf16 models on AMX, int8 models everywhere: QK^T and P V through gemm_bf16_amx):
+  the model on bfloat16 q, k, v within the rounding of the probabilities, AMX and the vector
+  tables' float32 model of the tiles bitwise equal to the scalar model, and the same row
+  independence.
 * exp_f32 of every table: within 2 ulp of the correctly rounded e^x where that is a normal
   float, one rounding in the subnormal range, exact at the special values, and the same bits as
   the reference.
@@ -237,7 +238,7 @@ def test_bf16_scores_need_an_even_head_dim():
         hooks.attention(q, k, v, positions, starts, bf16_scores=True)
 
 
-# ---- the tile path (bf16 and int8 models on AMX) ----------------------------------------------------
+# ---- the tile path (bf16 models on AMX, int8 models everywhere) ----------------------------------
 
 TILE_CASES = [case for case in CASES if case[3] % 32 == 0]
 
@@ -273,6 +274,19 @@ def test_tiles_on_amx_give_the_bits_of_the_scalar_model(lengths, NH, NKV, D, win
     got = hooks.attention(q, k, v, positions, starts, window=window, isa="amx", threads=2, bf16_scores=True,
                           tiles=True)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("isa", [isa for isa in LEVELS if isa not in ("ref", "amx")])
+def test_tiles_below_amx_give_the_bits_of_the_scalar_model(isa):
+    """int8 models run the tile path on every level: the vector tables' float32 model of the
+    tiles gives every case the scalar model's bits (and so AMX's)."""
+    for lengths, NH, NKV, D, window in TILE_CASES:
+        rng = np.random.default_rng(sum(lengths) + D + window + 4)
+        q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)
+        ref = hooks.attention(q, k, v, positions, starts, window=window, isa="ref", bf16_scores=True, tiles=True)
+        got = hooks.attention(q, k, v, positions, starts, window=window, isa=isa, threads=2, bf16_scores=True,
+                              tiles=True)
+        np.testing.assert_array_equal(got, ref, err_msg=str((lengths, NH, NKV, D, window)))
 
 
 def tiles(*args, **kw):

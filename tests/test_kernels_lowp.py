@@ -5,7 +5,8 @@ acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p], each a fused multiply-add — the or
 AVX512_BF16's vdpbf16ps. The widening kernels (AVX2, AVX-512F) implement that chain exactly and
 vdpbf16ps agrees with it up to denormal flushing, so with normal inputs every table must give the
 reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN. gemm_i8_tile is exact
-integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product. The
+integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product.
+gemm_bf16_amx below AMX (the float32 model of TDPBF16PS's order) gives the scalar model's bits. The
 int8 layers' outlier kernels (abs_sum_max_f32, find_above_f32, i8_outliers_f32) give the
 reference's bits and match their NumPy definitions.
 """
@@ -147,6 +148,62 @@ def test_bf16_hook_checks_shapes_and_types():
         kernel("ref", "gemm_bf16_tile", x, wp, n=33)
     with pytest.raises(TypeError):
         kernel("ref", "gemm_bf16_mr", x)
+
+
+# ---- the tiles' order below AMX -------------------------------------------------------------------
+# gemm_bf16_amx of the vector tables: float32 FMAs in TDPBF16PS's order (int8 models' attention runs
+# it on every level), bitwise the scalar model of kernels_ref.c (which AMX itself matches,
+# tests/test_amx.py), its operands against a PROT_NONE page at either end.
+
+BELOW_AMX = [isa for isa in LEVELS if isa not in ("ref", "amx")]
+
+
+def wide_bf16(rng, shape, low=-8, high=8):
+    """bf16 values over a wide exponent range, so a wrong order of the sums shows."""
+    return bf16_bits(rng.standard_normal(shape) * 2.0 ** rng.integers(low, high + 1, shape))
+
+
+def tile_model(isa, x, wp, **kw):
+    return hooks.amx_gemm(isa, "bf16", x, wp, **kw)
+
+
+@pytest.mark.parametrize("isa", BELOW_AMX)
+@pytest.mark.parametrize("kb,np_", [(1, 1), (2, 4), (4, 3), (5, 2)])
+def test_tile_model_below_amx_gives_the_scalar_models_bits(isa, kb, np_):
+    rng = np.random.default_rng(kb * 10 + np_)
+    wp = wide_bf16(rng, (np_ * 16 * kb, 2 * NR))
+    for m in range(1, 65):
+        x = wide_bf16(rng, (m, 32 * kb))
+        for guard in ("end", "start"):
+            got = tile_model(isa, x, wp, guard=guard)
+            assert got.shape == (m, NR * np_)
+            assert got.tobytes() == tile_model("ref", x, wp, guard=guard).tobytes(), (m, guard)
+
+
+@pytest.mark.parametrize("isa", BELOW_AMX)
+def test_tile_model_below_amx_is_not_the_vdpbf16ps_chain(isa):
+    # the same products in gemm_bf16_tile's one chain give other bits: the order is really the tiles'
+    rng = np.random.default_rng(3)
+    x, wp = wide_bf16(rng, (16, 64)), wide_bf16(rng, (32, 2 * NR))
+    assert not np.array_equal(tile_model(isa, x, wp), kernel("ref", "gemm_bf16_tile", x, wp))
+
+
+@pytest.mark.parametrize("isa", BELOW_AMX)
+def test_tile_model_below_amx_flushes_like_the_tiles_and_sums_k_in_pieces(isa):
+    rng = np.random.default_rng(8)
+    # denormal inputs, products and partial sums (the tiles' DAZ and FTZ)
+    x = wide_bf16(rng, (32, 64), -134, -100)
+    wp = wide_bf16(rng, (32, 2 * NR), -12, 0)
+    got = tile_model(isa, x, wp)
+    assert got.tobytes() == tile_model("ref", x, wp).tobytes()
+    assert np.any(np.abs(bf16_float(x)) < 2.0 ** -126) and np.any((got != 0) & (np.abs(got) < 2.0 ** -100))
+    # K over several calls, each accumulating onto the last: the bits of one call
+    kb = 7
+    wp = wide_bf16(rng, (3 * 16 * kb, 2 * NR))
+    x = wide_bf16(rng, (20, 32 * kb))
+    whole = tile_model("ref", x, wp)
+    for split in (1, 3):
+        assert tile_model(isa, x, wp, split=split).tobytes() == whole.tobytes()
 
 
 # ---- int8 ----------------------------------------------------------------------------------------

@@ -148,12 +148,10 @@ static void build_levels(void) {
     t.i8_dequant_f32 = amx->i8_dequant_f32;
     t.store_rows_stream = amx->store_rows_stream;
     level_tables[CR_ISA_AMX] = t;
-    /* below AMX the AMX entries are the scalar models (tests; no format uses them there) */
+    /* below AMX: the bf16 entry is the vector tables' float32-FMA model of the tiles (int8 models'
+     * attention), the int8 one the scalar model (tests; no format uses it there) */
     const cr_kernels *ref = cr_kernels_ref();
-    for (int i = CR_ISA_AVX2; i < CR_ISA_AMX; i++) {
-        level_tables[i].gemm_bf16_amx = ref->gemm_bf16_amx;
-        level_tables[i].gemm_i8_amx = ref->gemm_i8_amx;
-    }
+    for (int i = CR_ISA_AVX2; i < CR_ISA_AMX; i++) level_tables[i].gemm_i8_amx = ref->gemm_i8_amx;
 #else
     for (int i = 1; i < CR_ISA_COUNT; i++) level_tables[i] = level_tables[CR_ISA_REF];
 #endif
@@ -251,6 +249,12 @@ int cr_amx_usable(void) {
     cr_kernels_init();
     pthread_once(&amx_once, amx_request);
     return atomic_load(&amx_state) == 1;
+}
+
+const cr_kernels *cr_kernels_runnable(void) {
+    cr_kernels_init();
+    if (cr_kern->isa == CR_ISA_AMX && !cr_amx_usable()) return cr_kernels_level(CR_ISA_AVX512BF16);
+    return cr_kern;
 }
 
 const char *cr_amx_state(void) {

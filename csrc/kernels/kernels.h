@@ -147,8 +147,9 @@ typedef struct cr_kernels {
     void (*attn_p_tiles_bf16)(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
 
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
-     * blocks (kernels_amx.c; every table carries the scalar models of kernels_ref.c, which the AMX
-     * table replaces). x: rows in tile order, so that every A tile is one contiguous KiB: row
+     * blocks (kernels_amx.c). Below AMX the bf16 entry is a float32-FMA model of the tiles' order
+     * with the same bits (the AVX2 and AVX-512 tables; it serves int8 models' attention) and the
+     * int8 one the scalar model of kernels_ref.c. x: rows in tile order, so that every A tile is one contiguous KiB: row
      * 16 g + r, block b at x + (g kb_stride + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
      * for 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever
      * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride blocks
@@ -203,6 +204,12 @@ typedef struct cr_kernels {
 #define CR_AMX_BF16_K 32
 #define CR_AMX_I8_K 64
 
+/* MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6): the float32 models of the AMX
+ * bf16 tiles set them for a call to flush inputs and results below the normal range as the tiles
+ * do. (A result that rounds up to the smallest normal from below it is flushed by FTZ and kept by
+ * the scalar model's gradual underflow: a window of 2^-150 at 1.2e-38, never met by scores.) */
+#define CR_MXCSR_FTZ_DAZ 0x8040u
+
 /* One float32 -> bfloat16, round to nearest even (the scalar definition; used for packing). */
 uint16_t cr_f32_to_bf16_one(float f);
 /* The scale quantize_u8 uses for a row whose max |x| is amax (NaN when amax is not finite). */
@@ -227,6 +234,9 @@ const cr_kernels *cr_kernels_amx(void);
 
 /* The complete table of one level (compiled in; the caller checks the CPU runs it). */
 const cr_kernels *cr_kernels_level(cr_isa level);
+/* The table whose every entry may run now: the active one, or, where the OS refused the tiles,
+ * the AVX512BF16 level's (the AMX table's vector entries, with the tiles' float32 model). */
+const cr_kernels *cr_kernels_runnable(void);
 
 /* Peak probes for benchmarks (register-only loops; callers check the ISA first): independent
  * chains of AVX-512 FMA (384 FLOP per iteration) or vdpbf16ps (768 FLOP per iteration). */

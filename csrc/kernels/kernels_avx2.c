@@ -151,6 +151,52 @@ static void gemm_bf16_tile_avx2(const uint16_t *x, int64_t ldx, int64_t m, const
     for (int64_t i = 0; i < m; i++) bf16_rows_avx2(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
 }
 
+/* The scalar model of TDPBF16PS in float32 FMAs: gemm_bf16_amx_avx512's scheme (kernels_avx512.c)
+ * on 8 columns of a panel at a time, with 4 rows' even and odd chains in the 16 registers. */
+#define AMX_MODEL_ROWS 4
+
+static void gemm_bf16_amx_avx2(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t kb_stride,
+                               int64_t np, float *out, int64_t ldo, int accumulate, const void *next,
+                               int64_t next_bytes) {
+    (void)next, (void)next_bytes; /* a prefetch hint */
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | CR_MXCSR_FTZ_DAZ);
+    const __m256i odd_half = _mm256_set1_epi32((int)0xffff0000u);
+    float xf[16 * CR_AMX_BF16_K] __attribute__((aligned(32)));
+    for (int64_t g = 0; g < (m + 15) / 16; g++)
+        for (int64_t b = 0; b < kb; b++) {
+            const uint16_t *xb = x + (g * kb_stride + b) * 16 * CR_AMX_BF16_K;
+            for (int i = 0; i < 16 * CR_AMX_BF16_K; i += 8) {
+                __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(xb + i)));
+                _mm256_store_ps(xf + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+            }
+            for (int64_t p = 0; p < np; p++)
+                for (int c = 0; c < CR_GEMM_NR; c += 8) {
+                    const uint16_t *wb = wp + (p * kb_stride + b) * 16 * 2 * CR_GEMM_NR + 2 * c;
+                    for (int r0 = 0; r0 < 16; r0 += AMX_MODEL_ROWS) {
+                        __m256 even[AMX_MODEL_ROWS], odd[AMX_MODEL_ROWS];
+                        for (int r = 0; r < AMX_MODEL_ROWS; r++) even[r] = odd[r] = _mm256_setzero_ps();
+                        for (int t = 0; t < 16; t++) {
+                            __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)(wb + t * 2 * CR_GEMM_NR));
+                            __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                            __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(w, odd_half));
+                            const float *xt = xf + r0 * CR_AMX_BF16_K + 2 * t;
+                            for (int r = 0; r < AMX_MODEL_ROWS; r++) {
+                                even[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xt + r * CR_AMX_BF16_K), we, even[r]);
+                                odd[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(xt + r * CR_AMX_BF16_K + 1), wo, odd[r]);
+                            }
+                        }
+                        for (int r = 0; r < AMX_MODEL_ROWS; r++) {
+                            float *o = out + (g * 16 + r0 + r) * ldo + p * CR_GEMM_NR + c;
+                            __m256 acc = b > 0 || accumulate ? _mm256_loadu_ps(o) : _mm256_setzero_ps();
+                            _mm256_storeu_ps(o, _mm256_add_ps(acc, _mm256_add_ps(even[r], odd[r])));
+                        }
+                    }
+                }
+        }
+    _mm_setcsr(csr);
+}
+
 static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
     const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
                   abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
@@ -340,6 +386,7 @@ static const cr_kernels avx2_table = {
     .attn_pv_f32 = cr_attn_pv_f32_avx2_3x32,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX2,
     .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_ref,
+    .gemm_bf16_amx = gemm_bf16_amx_avx2,
 };
 
 const cr_kernels *cr_kernels_avx2(void) { return &avx2_table; }

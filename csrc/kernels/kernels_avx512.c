@@ -140,6 +140,56 @@ static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, con
     for (int64_t i = 0; i < m; i++) bf16_rows_avx512(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
 }
 
+/* The scalar model of TDPBF16PS (kernels.h) in float32 FMAs, for the levels without tiles (int8
+ * models run attention in the tiles' order everywhere). Per 16-row group and block: the group's
+ * bf16 inputs widened once to float32 (so each FMA broadcasts its input from memory), then per
+ * 16 columns of a panel 8 rows' even and odd chains in registers, and the block's sum added to
+ * the accumulator in out. FTZ and DAZ for the call give the model's flushes. Every row of a
+ * group is computed and written, as the contract allows, so there is no row tail. */
+#define AMX_MODEL_ROWS 8
+
+static void gemm_bf16_amx_avx512(const uint16_t *x, int64_t m, const uint16_t *wp, int64_t kb, int64_t kb_stride,
+                                 int64_t np, float *out, int64_t ldo, int accumulate, const void *next,
+                                 int64_t next_bytes) {
+    (void)next, (void)next_bytes; /* a prefetch hint */
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | CR_MXCSR_FTZ_DAZ);
+    const __m512i odd_half = _mm512_set1_epi32((int)0xffff0000u);
+    float xf[16 * CR_AMX_BF16_K] __attribute__((aligned(64)));
+    for (int64_t g = 0; g < (m + 15) / 16; g++)
+        for (int64_t b = 0; b < kb; b++) {
+            const uint16_t *xb = x + (g * kb_stride + b) * 16 * CR_AMX_BF16_K;
+            for (int i = 0; i < 16 * CR_AMX_BF16_K; i += 16) {
+                __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(xb + i)));
+                _mm512_store_ps(xf + i, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+            }
+            for (int64_t p = 0; p < np; p++)
+                for (int c = 0; c < CR_GEMM_NR; c += 16) {
+                    const uint16_t *wb = wp + (p * kb_stride + b) * 16 * 2 * CR_GEMM_NR + 2 * c;
+                    for (int r0 = 0; r0 < 16; r0 += AMX_MODEL_ROWS) {
+                        __m512 even[AMX_MODEL_ROWS], odd[AMX_MODEL_ROWS];
+                        for (int r = 0; r < AMX_MODEL_ROWS; r++) even[r] = odd[r] = _mm512_setzero_ps();
+                        for (int t = 0; t < 16; t++) {
+                            __m512i w = _mm512_loadu_si512((const void *)(wb + t * 2 * CR_GEMM_NR));
+                            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+                            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(w, odd_half));
+                            const float *xt = xf + r0 * CR_AMX_BF16_K + 2 * t;
+                            for (int r = 0; r < AMX_MODEL_ROWS; r++) {
+                                even[r] = _mm512_fmadd_ps(_mm512_set1_ps(xt[r * CR_AMX_BF16_K]), we, even[r]);
+                                odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(xt[r * CR_AMX_BF16_K + 1]), wo, odd[r]);
+                            }
+                        }
+                        for (int r = 0; r < AMX_MODEL_ROWS; r++) {
+                            float *o = out + (g * 16 + r0 + r) * ldo + p * CR_GEMM_NR + c;
+                            __m512 acc = b > 0 || accumulate ? _mm512_loadu_ps(o) : _mm512_setzero_ps();
+                            _mm512_storeu_ps(o, _mm512_add_ps(acc, _mm512_add_ps(even[r], odd[r])));
+                        }
+                    }
+                }
+        }
+    _mm_setcsr(csr);
+}
+
 static void f32_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
@@ -264,6 +314,7 @@ static const cr_kernels avx512_table = {
     .attn_pv_f32 = cr_attn_pv_f32_avx512_6x64,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX512,
     .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_avx512,
+    .gemm_bf16_amx = gemm_bf16_amx_avx512,
 };
 
 const cr_kernels *cr_kernels_avx512(void) { return &avx512_table; }
