@@ -16,6 +16,10 @@ through the engine's own entry point (cr_linear_apply, best of --reps):
   openblas   OpenBLAS sgemm, as the engine calls it
   bfloat16   crossrank's bf16 layer: AMX tiles (tdpbf16ps) where the CPU and OS allow, else the
              vdpbf16ps panels; includes rounding the inputs to bf16
+  bfloat16-rows
+             the bf16 layer on AMX on inputs already rounded into its tile order, as the forward's
+             norms and GLU write them for q|k|v, gate|up and down (like oneDNN's, whose inputs are
+             bf16 tensors); n/a without usable tiles
   int8       crossrank's int8 layer: AMX tiles (tdpbusd) or vpdpbusd; includes the per-token
              input quantization and the outlier scan
   onednn     torch.nn.functional.linear on bf16 tensors (oneDNN re-packs the weight every call)
@@ -26,7 +30,8 @@ through the engine's own entry point (cr_linear_apply, best of --reps):
 The peaks come from register-only loops run on the same pool in the same run: AVX-512 FMA for
 float32, vdpbf16ps, vpdpbusd, and the AMX tile multiplier (tdpbf16ps / tdpbusd on four
 accumulator tiles). bfloat16 cells show the % of the bf16 tile peak on AMX (else of vdpbf16ps),
-int8 cells of the int8 one; the summary gives crossrank bf16 / oneDNN prepacked and int8 / bf16.
+int8 cells of the int8 one; the summary gives crossrank bf16 (and bf16-rows) / oneDNN prepacked and
+int8 / bf16.
 oneDNN's ISA is read from ONEDNN_VERBOSE in a subprocess (an `amx` in it means it runs on tiles).
 Results are printed and written as JSON under benchmarks/results/. Needs numpy; torch is optional
 (the oneDNN columns are skipped without it).
@@ -50,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "assets" / "model-configs" / "Qwen3-Reranker-0.6B.json"
 RESULTS_DIR = REPO / "benchmarks" / "results"
-FORMATS = ("float32", "openblas", "bfloat16", "int8", "onednn", "onednn-prepacked")
+FORMATS = ("float32", "openblas", "bfloat16", "bfloat16-rows", "int8", "onednn", "onednn-prepacked")
 TORCH_FORMATS = ("onednn", "onednn-prepacked")
 
 
@@ -158,6 +163,7 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
                "int8": peaks["amx_int8"] if amx else peaks["vnni"],
                "onednn": peaks["amx_bf16"] if amx else peaks["dpbf16"]}
     peak_of["onednn-prepacked"] = peak_of["onednn"]
+    peak_of["bfloat16-rows"] = peak_of["bfloat16"]
     fmt_peak = lambda v: f"{v:.0f}" if v else "n/a"  # noqa: E731
     print(f"\n== {threads} thread(s), kernels {core.cpu_info()['isa']} (AMX: {core.cpu_info()['amx']}); peaks GFLOP/s: "
           f"float32 FMA {fmt_peak(peaks['fma_f32'])}, vdpbf16ps {fmt_peak(peaks['dpbf16'])}, "
@@ -174,6 +180,9 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
             for fmt in formats:
                 if fmt in TORCH_FORMATS:
                     seconds = onednn.try_seconds(w, m, fmt, threads, args.reps, args.clock) if onednn else None
+                elif fmt == "bfloat16-rows":
+                    seconds = core.bench_linear(w, m, fmt="bfloat16", threads=threads, reps=args.reps,
+                                                clock=args.clock, rows=True) if amx else None
                 else:
                     seconds = core.bench_linear(w, m, fmt=fmt, threads=threads, reps=args.reps, clock=args.clock)
                 if seconds is None:
@@ -202,18 +211,29 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
                 if c + (num,) in by and c + (den,) in by]
         return float(np.exp(np.mean(np.log(vals)))) if vals else None
 
-    pcts = [by[c + ("bfloat16",)]["pct_peak"] for c in cells if c + ("bfloat16",) in by
-            and by[c + ("bfloat16",)]["pct_peak"] is not None]
+    def pcts(fmt_name: str) -> List[float]:
+        return [by[c + (fmt_name,)]["pct_peak"] for c in cells if c + (fmt_name,) in by
+                and by[c + (fmt_name,)]["pct_peak"] is not None]
+
+    bf16, rows16 = pcts("bfloat16"), pcts("bfloat16-rows")
     ratios = {"bf16_vs_onednn_prepacked": gmean("bfloat16", "onednn-prepacked"),
               "bf16_vs_onednn_linear": gmean("bfloat16", "onednn"),
               "int8_vs_bf16": gmean("int8", "bfloat16"),
-              "bf16_pct_of_peak_mean": float(np.mean(pcts)) if pcts else None,
-              "bf16_pct_of_peak_min": float(np.min(pcts)) if pcts else None}
+              "bf16_pct_of_peak_mean": float(np.mean(bf16)) if bf16 else None,
+              "bf16_pct_of_peak_min": float(np.min(bf16)) if bf16 else None,
+              "bf16_rows_vs_onednn_prepacked": gmean("bfloat16-rows", "onednn-prepacked"),
+              "bf16_rows_pct_of_peak_mean": float(np.mean(rows16)) if rows16 else None,
+              "bf16_rows_pct_of_peak_min": float(np.min(rows16)) if rows16 else None}
     fmt = lambda v, s="x": "n/a" if v is None else f"{v:.2f}{s}"  # noqa: E731
     lines = [f"crossrank bf16 / oneDNN prepacked: {fmt(ratios['bf16_vs_onednn_prepacked'])} (geometric mean), "
              f"/ oneDNN F.linear: {fmt(ratios['bf16_vs_onednn_linear'])}; int8 / bf16: {fmt(ratios['int8_vs_bf16'])}; "
              f"bf16 at {fmt(ratios['bf16_pct_of_peak_mean'], '%')} of its peak on average "
              f"(min {fmt(ratios['bf16_pct_of_peak_min'], '%')})"]
+    if rows16:
+        lines.append(f"on bf16 rows (bf16 inputs, as oneDNN's): / oneDNN prepacked "
+                     f"{fmt(ratios['bf16_rows_vs_onednn_prepacked'])}, at "
+                     f"{fmt(ratios['bf16_rows_pct_of_peak_mean'], '%')} of the peak on average "
+                     f"(min {fmt(ratios['bf16_rows_pct_of_peak_min'], '%')})")
     return {"ratios": ratios, "lines": lines}
 
 

@@ -42,8 +42,13 @@ typedef struct pass {
     float *cosb;      /* [T, D/2] */
     float *sinb;      /* [T, D/2] */
     float *gu;        /* [BM, 2I] */
-    float *hid;       /* [BM, I] */
+    float *hid;       /* [BM, I] (NULL with bf16 rows) */
     float *xs;        /* [S, H] last-token residual rows */
+    /* bf16 layers on AMX tiles take their inputs as bfloat16 rows in tile order, which the norms
+     * and the GLU write directly (cr_linear_put_bf16): no float32 copy of those inputs is stored
+     * and read back. NULL for every other format. */
+    uint16_t *xh;     /* [16 ceil(B / 16), row elems of H] q|k|v and gate|up inputs */
+    uint16_t *xi;     /* [16 ceil(BM / 16), row elems of I] down inputs */
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
     cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
@@ -66,11 +71,32 @@ static cr_status parallel_rows(pass *p, int64_t n, row_fn fn, const void *arg) {
                        p->ex.abort);
 }
 
+/* 1 / sqrt(mean(x^2) + eps) */
+static float rms_scale(const float *x, int64_t n, float eps) {
+    float ms = cr_kern->sumsq_f32(x, n) / (float)n;
+    return 1.0f / sqrtf(ms + eps);
+}
+
 /* y = w * (x / sqrt(mean(x^2) + eps)), in float32 as HF computes it. */
 static void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
-    float ms = cr_kern->sumsq_f32(x, n) / (float)n;
-    float r = 1.0f / sqrtf(ms + eps);
+    float r = rms_scale(x, n, eps);
     for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+/* Elements per part of a row written as a layer's bf16 input: a multiple of CR_AMX_BF16_K, on the
+ * stack of the worker, so the float32 values never leave L1. */
+#define CR_PUT_PART 256
+
+/* rms_norm of row x (n = H elements) written as row r of W's bf16 input rows dst: the same values,
+ * rounded as cr_linear_apply would round them. */
+static void rms_norm_put(const float *x, const float *w, int64_t n, float eps, const cr_linear *W, uint16_t *dst,
+                         int64_t r) {
+    float r_scale = rms_scale(x, n, eps), part[CR_PUT_PART];
+    for (int64_t k0 = 0; k0 < n; k0 += CR_PUT_PART) {
+        int64_t len = n - k0 < CR_PUT_PART ? n - k0 : CR_PUT_PART;
+        for (int64_t i = 0; i < len; i++) part[i] = w[k0 + i] * (x[k0 + i] * r_scale);
+        cr_linear_put_bf16(W, dst, r, k0, part, len);
+    }
 }
 
 typedef struct norm_arg { const float *src; float *dst; const float *w; } norm_arg;
@@ -78,6 +104,13 @@ typedef struct norm_arg { const float *src; float *dst; const float *w; } norm_a
 static void norm_row(pass *p, const void *arg, int64_t r) {
     const norm_arg *a = arg;
     rms_norm(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->dst + r * p->H);
+}
+
+typedef struct norm_put_arg { const float *src; const float *w; const cr_linear *W; uint16_t *dst; } norm_put_arg;
+
+static void norm_put_row(pass *p, const void *arg, int64_t r) {
+    const norm_put_arg *a = arg;
+    rms_norm_put(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, a->dst, r);
 }
 
 static void embed_row(pass *p, const void *arg, int64_t r) {
@@ -121,19 +154,33 @@ static void qk_row(pass *p, const void *arg, int64_t r) {
     }
 }
 
-/* act(gate) * up for one row. SiLU and tanh GELU are both g sigmoid(c(g)), one vector kernel;
- * the exact (erf) GELU stays scalar. */
-static void glu_row(pass *p, const void *arg, int64_t r) {
-    const float *gu = p->gu + r * 2 * p->IM;
-    float *h = p->hid + r * p->IM;
-    cr_activation act = p->m->cfg.act;
+/* h = act(gate) * up over n elements. SiLU and tanh GELU are both g sigmoid(c(g)), one vector
+ * kernel; the exact (erf) GELU stays scalar. */
+static void glu(cr_activation act, const float *gate, const float *up, float *h, int64_t n) {
     if (act != CR_ACT_GELU) {
-        cr_kern->sigmoid_glu_f32(gu, gu + p->IM, h, p->IM, act == CR_ACT_GELU_TANH);
+        cr_kern->sigmoid_glu_f32(gate, up, h, n, act == CR_ACT_GELU_TANH);
         return;
     }
-    for (int64_t j = 0; j < p->IM; j++) {
-        float g = gu[j];
-        h[j] = 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * gu[p->IM + j];
+    for (int64_t j = 0; j < n; j++) {
+        float g = gate[j];
+        h[j] = 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * up[j];
+    }
+}
+
+static void glu_row(pass *p, const void *arg, int64_t r) {
+    const float *gu = p->gu + r * 2 * p->IM;
+    glu(p->m->cfg.act, gu, gu + p->IM, p->hid + r * p->IM, p->IM);
+}
+
+/* glu_row written as row r of the down projection's bf16 input rows (p->xi). */
+static void glu_put_row(pass *p, const void *arg, int64_t r) {
+    const cr_linear *down = arg;
+    const float *gu = p->gu + r * 2 * p->IM;
+    float part[CR_PUT_PART];
+    for (int64_t k0 = 0; k0 < p->IM; k0 += CR_PUT_PART) {
+        int64_t len = p->IM - k0 < CR_PUT_PART ? p->IM - k0 : CR_PUT_PART;
+        glu(p->m->cfg.act, gu + k0, gu + p->IM + k0, part, len);
+        cr_linear_put_bf16(down, p->xi, r, k0, part, len);
     }
 }
 
@@ -159,6 +206,17 @@ static void add_norm_row(pass *p, const void *arg, int64_t r) {
     rms_norm(x, a->w, p->H, p->m->cfg.rms_norm_eps, y);
 }
 
+typedef struct add_norm_put_arg { float *x; const float *y; const float *w; const cr_linear *W; } add_norm_put_arg;
+
+/* add_norm_row with the normed row written as the gate|up projection's bf16 input (p->xh). */
+static void add_norm_put_row(pass *p, const void *arg, int64_t r) {
+    const add_norm_put_arg *a = arg;
+    float *x = a->x + r * p->H;
+    const float *y = a->y + r * p->H;
+    for (int64_t j = 0; j < p->H; j++) x[j] += y[j];
+    rms_norm_put(x, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, p->xh, r);
+}
+
 /* Rows [0, rows) of x (a row block of the residual stream, or of the last-token rows) after
  * attention: x += o(attn), then x += down(act(gate(norm x)) * up(norm x)) in MLP sub-blocks.
  * `attn` holds the block's attention output rows; the block's projection outputs land in p->xn. */
@@ -166,14 +224,30 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, const float *attn, fl
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
     if ((st = cr_linear_apply(&layer->o, attn, NHD, rows, p->xn, H, &p->ex))) return st;
-    add_norm_arg an = {x, p->xn, layer->mlp_norm};
-    if ((st = parallel_rows(p, rows, add_norm_row, &an))) return st;
+    if (p->xh) {
+        add_norm_put_arg an = {x, p->xn, layer->mlp_norm, &layer->gate_up};
+        st = parallel_rows(p, rows, add_norm_put_row, &an);
+    } else {
+        add_norm_arg an = {x, p->xn, layer->mlp_norm};
+        st = parallel_rows(p, rows, add_norm_row, &an);
+    }
+    if (st) return st;
     for (int64_t s0 = 0; s0 < rows; s0 += p->BM) {
         int64_t n = rows - s0 < p->BM ? rows - s0 : p->BM;
+        /* the sub-block's normed input is no longer needed after gate|up: its rows of p->xn take
+         * the down projection's output */
         float *xn = p->xn + s0 * H;
+        if (p->xh) {
+            /* bf16 rows in tile order: s0 is a multiple of 16, so its rows start at s0 row lengths */
+            if ((st = cr_linear_apply_bf16_rows(&layer->gate_up, p->xh + s0 * cr_linear_row_elems(&layer->gate_up), n,
+                                                p->gu, 2 * p->IM, &p->ex)))
+                return st;
+            if ((st = parallel_rows(p, n, glu_put_row, &layer->down))) return st;
+            if ((st = cr_linear_apply_bf16_rows(&layer->down, p->xi, n, xn, H, &p->ex))) return st;
+            continue;
+        }
         if ((st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex))) return st;
         if ((st = parallel_rows(p, n, glu_row, NULL))) return st;
-        /* the sub-block's normed input is no longer needed: reuse it for the down projection */
         if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex))) return st;
     }
     add_arg ad = {x, p->xn};
@@ -189,10 +263,16 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     /* attention input, one row block at a time: norm, fused q|k|v projection, q/k norms, RoPE */
     for (int64_t r0 = 0; r0 < T; r0 += p->B) {
         int64_t rows = T - r0 < p->B ? T - r0 : p->B;
-        norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
-        if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
-        if ((st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex)))
-            return st;
+        if (p->xh) {
+            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, &layer->qkv, p->xh};
+            if ((st = parallel_rows(p, rows, norm_put_row, &na))) return st;
+            st = cr_linear_apply_bf16_rows(&layer->qkv, p->xh, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
+        } else {
+            norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
+            if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
+            st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
+        }
+        if (st) return st;
         qk_arg qa = {layer, r0};
         if ((st = parallel_rows(p, rows, qk_row, &qa))) return st;
     }
@@ -246,7 +326,21 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
 
 static void free_pass(pass *p) {
     free(p->x); free(p->xn); free(p->qkv); free(p->attn); free(p->cosb); free(p->sinb);
-    free(p->gu); free(p->hid); free(p->xs); free(p->scratch);
+    free(p->gu); free(p->hid); free(p->xs); free(p->scratch); free(p->xh); free(p->xi);
+}
+
+/* Zeroed bf16 input rows of W for up to `rows` rows (whole 16-row groups: the rows past a call's
+ * last one are read by the tiles, so they hold zeros rather than garbage). */
+static uint16_t *alloc_bf16_rows(const cr_linear *W, int64_t rows, const char *what) {
+    size_t n;
+    if (!cr_mul_size((size_t)((rows + 15) / 16 * 16), (size_t)cr_linear_row_elems(W), &n) ||
+        !cr_mul_size(n, sizeof(uint16_t), &n)) {
+        cr_fail(CR_E_NOMEM, "workspace %s overflows", what);
+        return NULL;
+    }
+    uint16_t *buf = cr_aligned_alloc(n, what);
+    if (buf) memset(buf, 0, n);
+    return buf;
 }
 
 static float *alloc_rows(int64_t rows, int64_t cols, const char *what) {
@@ -297,10 +391,17 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
     p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
     p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
-    p.hid = alloc_rows(p.BM, p.IM, "mlp hidden");
+    /* every layer has the same format; with bf16 rows the GLU output is never stored as float32 */
+    int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv);
+    p.hid = bf16_rows ? NULL : alloc_rows(p.BM, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
     p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
-    if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.gu || !p.hid || !p.xs || !p.scratch) {
+    if (bf16_rows) {
+        p.xh = alloc_bf16_rows(&m->layers[0].qkv, p.B, "bf16 q|k|v and gate|up inputs");
+        p.xi = alloc_bf16_rows(&m->layers[0].down, p.BM, "bf16 down inputs");
+    }
+    if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu ||
+        (bf16_rows ? !p.xh || !p.xi : !p.hid)) {
         free_pass(&p);
         return CR_E_NOMEM;
     }

@@ -330,8 +330,10 @@ static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int
     return CR_OK;
 }
 
-cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
-                          float *y, int64_t ldy, const cr_exec *ex) {
+/* cr_linear_apply on float32 rows x, or for CR_FMT_BF16_AMX on rows already in the tile order
+ * (xb_given: cr_linear_apply_bf16_rows). */
+static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const uint16_t *xb_given, int64_t m,
+                       float *y, int64_t ldy, const cr_exec *ex) {
     if (m <= 0) return CR_OK;
     if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
     panel_job j = {.W = W, .x = x, .ldx = ldx, .m = m, .y = y, .ldy = ldy,
@@ -393,27 +395,64 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
         return st;
     }
 
-    /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks). */
+    /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks), unless
+     * the caller wrote them so (cr_linear_apply_bf16_rows) */
     size_t count;
-    uint16_t *xb = NULL;
-    if (!cr_mul_size((size_t)m_rows, (size_t)len * sizeof(uint16_t), &count))
-        cr_fail(CR_E_NOMEM, "bf16 input size overflows");
-    else
-        xb = cr_aligned_alloc(count, "bf16 inputs");
+    uint16_t *xb = (uint16_t *)xb_given;
     if (!xb) {
-        free(j.amx_out);
-        free(j.row_tmp);
-        return CR_E_NOMEM;
+        if (!cr_mul_size((size_t)m_rows, (size_t)len * sizeof(uint16_t), &count))
+            cr_fail(CR_E_NOMEM, "bf16 input size overflows");
+        else
+            xb = cr_aligned_alloc(count, "bf16 inputs");
+        if (!xb) {
+            free(j.amx_out);
+            free(j.row_tmp);
+            return CR_E_NOMEM;
+        }
     }
     j.xb = xb;
-    memset(xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
-    cr_status st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j,
-                               ex->abort);
+    cr_status st = CR_OK;
+    if (!xb_given) {
+        memset(xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
+        st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
+    }
     if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
-    free(xb);
+    if (!xb_given) free(xb);
     free(j.amx_out);
     free(j.row_tmp);
     return st;
+}
+
+cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
+                          float *y, int64_t ldy, const cr_exec *ex) {
+    return apply(W, x, ldx, NULL, m, y, ldy, ex);
+}
+
+int cr_linear_takes_bf16_rows(const cr_linear *W) { return W->fmt == CR_FMT_BF16_AMX; }
+
+int64_t cr_linear_row_elems(const cr_linear *W) { return row_len(W->fmt, W->n_in); }
+
+void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n) {
+    int64_t len = row_len(W->fmt, W->n_in), kb = len / CR_AMX_BF16_K;
+    uint16_t *group = dst + (r / 16) * 16 * len + (r % 16) * CR_AMX_BF16_K;
+    for (int64_t k = k0; k < k0 + n; k += CR_AMX_BF16_K) {
+        uint16_t *block = group + k / CR_AMX_BF16_K * 16 * CR_AMX_BF16_K;
+        int64_t part = k0 + n - k < CR_AMX_BF16_K ? k0 + n - k : CR_AMX_BF16_K;
+        cr_kern->f32_to_bf16(src + (k - k0), block, part);
+        /* the row's last elements: its block and any after it (K padding) zero-filled */
+        if (k0 + n == W->n_in && k + part == W->n_in) {
+            memset(block + part, 0, (size_t)(CR_AMX_BF16_K - part) * sizeof(uint16_t));
+            for (int64_t b = k / CR_AMX_BF16_K + 1; b < kb; b++)
+                memset(group + b * 16 * CR_AMX_BF16_K, 0, CR_AMX_BF16_K * sizeof(uint16_t));
+        }
+    }
+}
+
+cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int64_t m, float *y, int64_t ldy,
+                                    const cr_exec *ex) {
+    if (!cr_linear_takes_bf16_rows(W))
+        return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows in tile order");
+    return apply(W, NULL, 0, xb, m, y, ldy, ex);
 }
 
 void cr_linear_free(cr_linear *W) {

@@ -5,7 +5,8 @@
   against a PROT_NONE page (both ends), since tile loads read whole 64-byte rows and no sanitizer
   or valgrind can see them. bf16 must equal the scalar model of the TDPBF16PS order
   (kernels_ref.c) bit for bit; int8 the exact integer sums.
-* Through cr_linear_apply: bf16 against a NumPy model of the same order for ragged layer shapes;
+* Through cr_linear_apply: bf16 against a NumPy model of the same order for ragged layer shapes,
+  and the same bits from inputs written as bf16 rows by their producer (cr_linear_put_bf16);
   int8 on AMX bitwise equal to the VNNI level (the same exact sums and epilogue, outliers
   included); results independent of the rows beside and of the thread count.
 * The permission: asked at the first AMX use, not at import; CROSSRANK_AMX_DENY=1 simulates the
@@ -199,6 +200,32 @@ def test_bf16_layers_on_tiles_match_the_numpy_model_bitwise(n_out, n_in):
     got = hooks.linear(w, x, fmt="bfloat16", threads=2)
     want = amx_bf16_model(x, w)
     assert got.tobytes() == want.tobytes(), np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("n_out,n_in", [(33, 31), (72, 100), (40, 130), (40, 4200)])
+def test_bf16_rows_written_by_their_producer_give_the_bits_of_float32_inputs(n_out, n_in):
+    # the forward's norms and GLU write a bf16 layer's inputs straight into the tile order, in
+    # parts of a row (cr_linear_put_bf16): the bits of the layer rounding float32 inputs itself,
+    # for ragged K (the part that ends a row zero-fills the block padding, which the hook's NaN
+    # fill would otherwise turn into NaN outputs) and ragged row counts (the rows past the last
+    # are NaN too: read, never used)
+    rng = np.random.default_rng(n_out + n_in)
+    w = (rng.standard_normal((n_out, n_in)) * 0.1).astype(np.float32)
+    for m in (1, 15, 17, 70):
+        x = rng.standard_normal((m, n_in)).astype(np.float32)
+        want = hooks.linear(w, x, fmt="bfloat16", threads=2)
+        for part in (32, 96, 256):
+            got = hooks.linear(w, x, fmt="bfloat16", threads=2, rows=part)
+            assert got.tobytes() == want.tobytes(), (m, part)
+
+
+def test_only_bf16_tile_layers_take_bf16_rows():
+    w, x = np.ones((4, 64), np.float32), np.ones((2, 64), np.float32)
+    for fmt in ("float32", "int8"):
+        with pytest.raises(ValueError, match="does not take bf16 rows"):
+            hooks.linear(w, x, fmt=fmt, rows=32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        hooks.linear(w, x, fmt="bfloat16", rows=48)
 
 
 @pytest.mark.parametrize("n_in", [150, 8300])  # 8300: K summed in pieces

@@ -1,14 +1,19 @@
 /* bench.c — crossrank._testing: benchmark and test hooks (not public API):
  *
- *   linear(w, x, fmt="float32", threads=1) -> y
+ *   linear(w, x, fmt="float32", threads=1, bias=None, rows=0) -> y
  *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
- *   bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall") -> float
+ *       rows > 0 (a layer that takes bf16 rows: bfloat16 on AMX): x written as bf16 rows in
+ *       tile order in parts of `rows` elements (cr_linear_put_bf16, the rows past x's last one
+ *       holding NaN patterns), then cr_linear_apply_bf16_rows.
+ *   bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall", rows=False) -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
  *       with per-token input quantization; bfloat16 and int8 take the AMX layouts where the
  *       engine would) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs
- *       (clock="thread": the calling thread's CPU time, for threads=1 on a busy machine).
+ *       (clock="thread": the calling thread's CPU time, for threads=1 on a busy machine;
+ *       rows=True: the inputs written once as the layer's bf16 rows, untimed, and
+ *       cr_linear_apply_bf16_rows timed, as the forward runs such a layer).
  *   bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
  *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s), or the
@@ -90,13 +95,14 @@ static int pack_weight(PyObject *w_obj, const char *fmt, cr_linear *W) {
 }
 
 PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", "clock", NULL};
+    static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", "clock", "rows", NULL};
     PyObject *w_obj;
     long long m;
     const char *fmt = "float32", *clock_name = "wall";
-    int threads = 1, reps = 3;
+    int threads = 1, reps = 3, rows = 0;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|siis", kwlist, &w_obj, &m, &fmt, &threads, &reps, &clock_name))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL|siisp", kwlist, &w_obj, &m, &fmt, &threads, &reps, &clock_name,
+                                     &rows))
         return NULL;
     /* "thread": CPU time of the calling thread (worker 0), which with threads=1 is the layer's
      * compute time without the time other processes took the core */
@@ -112,16 +118,30 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     cr_linear W;
     if (pack_weight(w_obj, fmt, &W) < 0) return NULL;
     PyObject *result = NULL;
+    uint16_t *xb = NULL;
     float *x = cr_aligned_alloc((size_t)m * (size_t)W.n_in * sizeof(float), "bench input");
     float *y = cr_aligned_alloc((size_t)m * (size_t)W.n_out * sizeof(float), "bench output");
     if (!x || !y) {
         PyErr_NoMemory();
         goto done;
     }
+    if (rows && !cr_linear_takes_bf16_rows(&W)) {
+        PyErr_Format(PyExc_ValueError, "bench_linear: fmt '%s' does not take bf16 rows here", fmt);
+        goto done;
+    }
     uint32_t state = 12345;
     for (size_t i = 0; i < (size_t)m * (size_t)W.n_in; i++) {
         state = state * 1664525u + 1013904223u;
         x[i] = (float)(state >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    }
+    if (rows) {
+        size_t n = (size_t)((m + 15) / 16 * 16) * (size_t)cr_linear_row_elems(&W);
+        if (!(xb = cr_aligned_alloc(n * sizeof(uint16_t), "bench bf16 rows"))) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memset(xb, 0, n * sizeof(uint16_t));
+        for (int64_t r = 0; r < m; r++) cr_linear_put_bf16(&W, xb, r, 0, x + r * W.n_in, W.n_in);
     }
     cr_exec ex = {.threads = threads, .abort = NULL};
     double best = 1e30;
@@ -130,7 +150,7 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
         double t0 = thread_clock ? thread_seconds() : now_seconds();
-        st = cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
+        st = rows ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex) : cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
         double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
         if (t < best) best = t;
     }
@@ -141,19 +161,24 @@ done:
     cr_linear_free(&W);
     free(x);
     free(y);
+    free(xb);
     return result;
 }
 
 PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"w", "x", "fmt", "threads", "bias", NULL};
+    static char *kwlist[] = {"w", "x", "fmt", "threads", "bias", "rows", NULL};
     PyObject *w_obj, *x_obj, *bias_obj = Py_None;
     const char *fmt = "float32";
-    int threads = 1;
+    int threads = 1, part = 0;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|siO", kwlist, &w_obj, &x_obj, &fmt, &threads, &bias_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|siOi", kwlist, &w_obj, &x_obj, &fmt, &threads, &bias_obj, &part))
         return NULL;
     if (threads < 1 || threads > 256) {
         PyErr_SetString(PyExc_ValueError, "linear: threads in [1, 256]");
+        return NULL;
+    }
+    if (part < 0 || part % CR_AMX_BF16_K) {
+        PyErr_Format(PyExc_ValueError, "linear: rows is 0 or a positive multiple of %d", CR_AMX_BF16_K);
         return NULL;
     }
     PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(x_obj, NPY_FLOAT32, 2, 2,
@@ -189,16 +214,38 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
         }
     }
     npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)W.n_out};
+    uint16_t *xb = NULL;
+    if (part) {
+        if (!cr_linear_takes_bf16_rows(&W)) {
+            PyErr_Format(PyExc_ValueError, "linear: fmt '%s' does not take bf16 rows here", fmt);
+            cr_linear_free(&W);
+            Py_DECREF(x);
+            return NULL;
+        }
+        size_t n = (size_t)((dims[0] + 15) / 16 * 16) * (size_t)cr_linear_row_elems(&W);
+        if (!(xb = cr_aligned_alloc(n * sizeof(uint16_t), "bf16 rows"))) {
+            cr_linear_free(&W);
+            Py_DECREF(x);
+            return PyErr_NoMemory();
+        }
+        for (size_t i = 0; i < n; i++) xb[i] = 0x7fc1; /* NaN: every element is written or never read */
+        const float *xs = PyArray_DATA(x);
+        for (int64_t r = 0; r < dims[0]; r++)
+            for (int64_t k0 = 0; k0 < W.n_in; k0 += part)
+                cr_linear_put_bf16(&W, xb, r, k0, xs + r * W.n_in + k0, W.n_in - k0 < part ? W.n_in - k0 : part);
+    }
     PyArrayObject *y = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT32, 0);
     cr_status st = CR_OK;
     if (y) {
         cr_exec ex = {.threads = threads, .abort = NULL};
         Py_BEGIN_ALLOW_THREADS
         cr_engine_lock();
-        st = cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
+        st = xb ? cr_linear_apply_bf16_rows(&W, xb, dims[0], PyArray_DATA(y), W.n_out, &ex)
+                : cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
         cr_engine_unlock();
         Py_END_ALLOW_THREADS
     }
+    free(xb);
     cr_linear_free(&W);
     Py_DECREF(x);
     if (!y) return NULL;
