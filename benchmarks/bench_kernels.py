@@ -18,8 +18,8 @@ through the engine's own entry point (cr_linear_apply, best of --reps):
              vdpbf16ps panels; includes rounding the inputs to bf16
   bfloat16-rows
              the bf16 layer on AMX on inputs already rounded into its tile order, as the forward's
-             norms and GLU write them for q|k|v, gate|up and down (like oneDNN's, whose inputs are
-             bf16 tensors); n/a without usable tiles
+             norms, attention and GLU write them for every projection (like oneDNN's, whose inputs
+             are bf16 tensors); n/a without usable tiles
   int8       crossrank's int8 layer: AMX tiles (tdpbusd) or vpdpbusd; includes the per-token
              input quantization and the outlier scan
   onednn     torch.nn.functional.linear on bf16 tensors (oneDNN re-packs the weight every call)

@@ -46,6 +46,9 @@
  * task's scratch (~230 KB) in L2 and measured best against 32, 64 and 256. */
 #define CR_ATTN_QUERY_COLS 128
 
+/* Query columns ahead of the one being packed whose rows are asked into the cache. */
+#define CR_ATTN_Q_AHEAD 4
+
 typedef struct attn_shape {
     int64_t group;      /* query heads per KV head */
     int64_t rows;       /* query rows per block */
@@ -207,6 +210,11 @@ static void stage_task(void *ctx, int64_t task, int worker) {
     for (int r = 0; r < n_runs; r++)
         for (int64_t j = run[r].b; j < run[r].e; j++) {
             int64_t t = j - t0;
+            if (j + 2 < run[r].e) /* rows a q|k|v row apart, written long before: ask for a later one */
+                for (int64_t d = 0; d < D; d += 16) {
+                    __builtin_prefetch(run[r].k + (j + 2 - run[r].b) * run[r].ld + d, 0, 3);
+                    __builtin_prefetch(run[r].v + (j + 2 - run[r].b) * run[r].ld + d, 0, 3);
+                }
             job->K->f32_to_bf16(run[r].k + (j - run[r].b) * run[r].ld, lo, D);
             for (int64_t b = 0; b < kbD; b++)
                 memcpy(kt + ((t / 16) * kbD + b) * 16 * B + (t % 16) * B, lo + b * B, (size_t)B * sizeof(uint16_t));
@@ -312,6 +320,12 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     uint16_t *qb = (uint16_t *)(void *)w.q, *kb16 = (uint16_t *)(void *)w.k;
     for (int64_t c = 0; c < panels * NR; c++) {
         const float *q = c < cols ? base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D : NULL;
+        /* the query rows sit a q|k|v row apart, written long before: ask for a later one now */
+        if (c + CR_ATTN_Q_AHEAD < cols) {
+            int64_t cn = c + CR_ATTN_Q_AHEAD;
+            const float *qn = base + (r0 + cn / group) * a->qkv_stride + (g * group + cn % group) * D;
+            for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(qn + d, 0, 3);
+        }
         if (a->last_only) {
             if (q)
                 for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
@@ -430,9 +444,14 @@ static void attn_task(void *ctx, int64_t task, int worker) {
 
     /* normalise: every row sees at least itself, so l >= 1 */
     for (int64_t c = 0; c < cols; c++) {
-        int64_t row = a->last_only ? s : start + r0 + c / group;
-        float *out = a->out + row * a->out_stride + (g * group + c % group) * D;
+        int64_t row = a->last_only ? s : start + r0 + c / group, col = (g * group + c % group) * D;
         float inv = 1.0f / w.l[c];
+        if (a->put) { /* in place: o's column is not read again */
+            for (int64_t d = 0; d < D; d++) o[c * D + d] *= inv;
+            a->put(a->put_ctx, row, col, o + c * D, D);
+            continue;
+        }
+        float *out = a->out + row * a->out_stride + col;
         for (int64_t d = 0; d < D; d++) out[d] = o[c * D + d] * inv;
     }
 }

@@ -43,6 +43,10 @@ typedef struct cr_attn_args {
                                     * float32. bf16 models on AMX, int8 models everywhere. */
     float *out;                    /* [T or S, out_stride]: head h at column h*D */
     int64_t out_stride;
+    /* Instead of out (NULL: out): each row's head h, D values, handed to put(put_ctx, row,
+     * h*D, values, D) from the worker that computed it (the values as out would hold them). */
+    void (*put)(void *ctx, int64_t row, int64_t col, const float *v, int64_t n);
+    void *put_ctx;
     float *scratch;                /* [threads, scratch_stride], 64-byte aligned */
     int64_t scratch_stride;        /* >= cr_attention_scratch_floats(), a multiple of 16 */
     int threads;

@@ -44,11 +44,14 @@ typedef struct pass {
     float *gu;        /* [BM, 2I] */
     float *hid;       /* [BM, I] (NULL with bf16 rows) */
     float *xs;        /* [S, H] last-token residual rows */
-    /* bf16 layers on AMX tiles take their inputs as bfloat16 rows in tile order, which the norms
-     * and the GLU write directly (cr_linear_put_bf16): no float32 copy of those inputs is stored
-     * and read back. NULL for every other format. */
+    /* bf16 layers on AMX tiles take their inputs as bfloat16 rows in tile order, which the norms,
+     * attention and the GLU write directly (cr_linear_put_bf16): no float32 copy of those inputs
+     * is stored and read back. NULL for every other format. */
     uint16_t *xh;     /* [16 ceil(B / 16), row elems of H] q|k|v and gate|up inputs */
     uint16_t *xi;     /* [16 ceil(BM / 16), row elems of I] down inputs */
+    uint16_t *xo;     /* [16 ceil(T / 16), row elems of NH*D] o inputs, which attention writes (then
+                       * attn is NULL); where heads or row blocks do not fall on whole blocks and
+                       * 16-row groups, NULL and attention writes attn */
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
     cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
@@ -217,13 +220,26 @@ static void add_norm_put_row(pass *p, const void *arg, int64_t r) {
     rms_norm_put(x, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, p->xh, r);
 }
 
+typedef struct o_rows { const cr_linear *o; uint16_t *dst; } o_rows;
+
+/* Attention's put: a head of an output row into the o projection's bf16 input rows. */
+static void put_o_input(void *ctx, int64_t row, int64_t col, const float *v, int64_t n) {
+    const o_rows *r = ctx;
+    cr_linear_put_bf16(r->o, r->dst, row, col, v, n);
+}
+
 /* Rows [0, rows) of x (a row block of the residual stream, or of the last-token rows) after
  * attention: x += o(attn), then x += down(act(gate(norm x)) * up(norm x)) in MLP sub-blocks.
- * `attn` holds the block's attention output rows; the block's projection outputs land in p->xn. */
-static cr_status o_and_mlp(pass *p, const cr_layer *layer, const float *attn, float *x, int64_t rows) {
+ * The block's attention output is rows [a0, a0 + rows) of p->attn (or p->xo); its projection
+ * outputs land in p->xn. */
+static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x, int64_t rows) {
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
-    if ((st = cr_linear_apply(&layer->o, attn, NHD, rows, p->xn, H, &p->ex))) return st;
+    /* bf16 rows in tile order: a0 is a multiple of 16 (pass setup), so its rows start at a0 row lengths */
+    st = p->xo ? cr_linear_apply_bf16_rows(&layer->o, p->xo + a0 * cr_linear_row_elems(&layer->o), rows, p->xn, H,
+                                           &p->ex)
+               : cr_linear_apply(&layer->o, p->attn + a0 * NHD, NHD, rows, p->xn, H, &p->ex);
+    if (st) return st;
     if (p->xh) {
         add_norm_put_arg an = {x, p->xn, layer->mlp_norm, &layer->gate_up};
         st = parallel_rows(p, rows, add_norm_put_row, &an);
@@ -288,11 +304,13 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         if (last) return CR_OK; /* a prefix needs K/V only; nothing reaches a head */
     }
 
+    o_rows o_in = {&layer->o, p->xo};
     cr_attn_args aa = {
         .qkv = p->qkv, .qkv_stride = p->QKVD, .n_heads = p->NH, .n_kv_heads = p->NKV,
         .head_dim = p->D, .scale = p->m->cfg.attn_scale, .pos = b->pos, .n_seqs = S,
         .seq_start = b->seq_start, .prefix = b->prefix, .prefix_len = b->prefix_len,
         .layer = li, .window = layer->window, .last_only = last, .out = p->attn,
+        .put = p->xo ? put_o_input : NULL, .put_ctx = &o_in,
         .bf16_scores = p->m->compute_dtype != CR_DT_F32 && p->D % 2 == 0,
         /* bf16 layers on tiles (linear.c packs for them on the same condition): attention too.
          * int8 models run it in the tiles' order on every level (AMX tiles, or their float32
@@ -317,7 +335,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     }
     for (int64_t r0 = 0; r0 < n; r0 += p->B) {
         int64_t rows = n - r0 < p->B ? n - r0 : p->B;
-        if ((st = o_and_mlp(p, layer, p->attn + r0 * NHD, res + r0 * H, rows))) return st;
+        if ((st = o_and_mlp(p, layer, r0, res + r0 * H, rows))) return st;
     }
     return CR_OK;
 }
@@ -326,7 +344,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
 
 static void free_pass(pass *p) {
     free(p->x); free(p->xn); free(p->qkv); free(p->attn); free(p->cosb); free(p->sinb);
-    free(p->gu); free(p->hid); free(p->xs); free(p->scratch); free(p->xh); free(p->xi);
+    free(p->gu); free(p->hid); free(p->xs); free(p->scratch); free(p->xh); free(p->xi); free(p->xo);
 }
 
 /* Zeroed bf16 input rows of W for up to `rows` rows (whole 16-row groups: the rows past a call's
@@ -387,12 +405,14 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.x = alloc_rows(p.T, p.H, "hidden states");
     p.xn = alloc_rows(p.B, p.H, "normed hidden states");
     p.qkv = alloc_rows(p.T, p.QKVD, "q|k|v");
-    p.attn = alloc_rows(p.T, p.NH * p.D, "attention output");
+    /* every layer has the same format; with bf16 rows the GLU output is never stored as float32,
+     * nor attention's where every head and row block starts a whole block and 16-row group */
+    int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv);
+    int o_rows = bf16_rows && p.D % CR_AMX_BF16_K == 0 && (p.B % 16 == 0 || p.B == p.T);
+    p.attn = o_rows ? NULL : alloc_rows(p.T, p.NH * p.D, "attention output");
     p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
     p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
     p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
-    /* every layer has the same format; with bf16 rows the GLU output is never stored as float32 */
-    int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv);
     p.hid = bf16_rows ? NULL : alloc_rows(p.BM, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
     p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
@@ -400,8 +420,9 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         p.xh = alloc_bf16_rows(&m->layers[0].qkv, p.B, "bf16 q|k|v and gate|up inputs");
         p.xi = alloc_bf16_rows(&m->layers[0].down, p.BM, "bf16 down inputs");
     }
-    if (!p.x || !p.xn || !p.qkv || !p.attn || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu ||
-        (bf16_rows ? !p.xh || !p.xi : !p.hid)) {
+    if (o_rows) p.xo = alloc_bf16_rows(&m->layers[0].o, p.T, "bf16 o inputs");
+    if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu ||
+        (bf16_rows ? !p.xh || !p.xi : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
         free_pass(&p);
         return CR_E_NOMEM;
     }

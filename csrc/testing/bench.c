@@ -150,7 +150,8 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
         double t0 = thread_clock ? thread_seconds() : now_seconds();
-        st = rows ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex) : cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
+        st = rows ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex)
+                  : cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
         double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
         if (t < best) best = t;
     }
