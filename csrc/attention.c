@@ -318,14 +318,12 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     int64_t panels = (cols + NR - 1) / NR;
     int bf16 = a->bf16_scores && !a->last_only, tiles = bf16 && a->tiles;
     uint16_t *qb = (uint16_t *)(void *)w.q, *kb16 = (uint16_t *)(void *)w.k;
+#define QUERY_OF(c) (base + (r0 + (c) / group) * a->qkv_stride + (g * group + (c) % group) * D)
     for (int64_t c = 0; c < panels * NR; c++) {
-        const float *q = c < cols ? base + (r0 + c / group) * a->qkv_stride + (g * group + c % group) * D : NULL;
+        const float *q = c < cols ? QUERY_OF(c) : NULL;
         /* the query rows sit a q|k|v row apart, written long before: ask for a later one now */
-        if (c + CR_ATTN_Q_AHEAD < cols) {
-            int64_t cn = c + CR_ATTN_Q_AHEAD;
-            const float *qn = base + (r0 + cn / group) * a->qkv_stride + (g * group + cn % group) * D;
-            for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(qn + d, 0, 3);
-        }
+        if (c + CR_ATTN_Q_AHEAD < cols)
+            for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(QUERY_OF(c + CR_ATTN_Q_AHEAD) + d, 0, 3);
         if (a->last_only) {
             if (q)
                 for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
@@ -343,6 +341,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
             for (int64_t d = 0; d < D; d++) panel[d * NR] = q ? q[d] * a->scale : 0.0f;
         }
     }
+#undef QUERY_OF
     for (int64_t c = 0; c < cols; c++) {
         w.m[c] = -INFINITY;
         w.l[c] = 0.0f;

@@ -109,11 +109,12 @@ static void norm_row(pass *p, const void *arg, int64_t r) {
     rms_norm(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->dst + r * p->H);
 }
 
-typedef struct norm_put_arg { const float *src; const float *w; const cr_linear *W; uint16_t *dst; } norm_put_arg;
+typedef struct norm_put_arg { const float *src; const float *w; const cr_linear *W; } norm_put_arg;
 
+/* norm_row written as row r of the q|k|v projection's bf16 input rows (p->xh). */
 static void norm_put_row(pass *p, const void *arg, int64_t r) {
     const norm_put_arg *a = arg;
-    rms_norm_put(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, a->dst, r);
+    rms_norm_put(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, p->xh, r);
 }
 
 static void embed_row(pass *p, const void *arg, int64_t r) {
@@ -280,7 +281,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     for (int64_t r0 = 0; r0 < T; r0 += p->B) {
         int64_t rows = T - r0 < p->B ? T - r0 : p->B;
         if (p->xh) {
-            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, &layer->qkv, p->xh};
+            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, &layer->qkv};
             if ((st = parallel_rows(p, rows, norm_put_row, &na))) return st;
             st = cr_linear_apply_bf16_rows(&layer->qkv, p->xh, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
         } else {

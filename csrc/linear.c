@@ -356,8 +356,10 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
         task_fn = cr_amx_task;
         j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
                                      "AMX accumulators");
-        j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
-        if (!j.amx_out || !j.row_tmp) {
+        /* the conversion's one row per worker; rows the caller wrote in tile order need none */
+        if (!xb_given)
+            j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
+        if (!j.amx_out || (!xb_given && !j.row_tmp)) {
             free(j.amx_out);
             free(j.row_tmp);
             return CR_E_NOMEM;
@@ -433,18 +435,14 @@ int cr_linear_takes_bf16_rows(const cr_linear *W) { return W->fmt == CR_FMT_BF16
 int64_t cr_linear_row_elems(const cr_linear *W) { return row_len(W->fmt, W->n_in); }
 
 void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n) {
-    int64_t len = row_len(W->fmt, W->n_in), kb = len / CR_AMX_BF16_K;
+    int64_t len = row_len(W->fmt, W->n_in);
     uint16_t *group = dst + (r / 16) * 16 * len + (r % 16) * CR_AMX_BF16_K;
     for (int64_t k = k0; k < k0 + n; k += CR_AMX_BF16_K) {
         uint16_t *block = group + k / CR_AMX_BF16_K * 16 * CR_AMX_BF16_K;
         int64_t part = k0 + n - k < CR_AMX_BF16_K ? k0 + n - k : CR_AMX_BF16_K;
         cr_kern->f32_to_bf16(src + (k - k0), block, part);
-        /* the row's last elements: its block and any after it (K padding) zero-filled */
-        if (k0 + n == W->n_in && k + part == W->n_in) {
-            memset(block + part, 0, (size_t)(CR_AMX_BF16_K - part) * sizeof(uint16_t));
-            for (int64_t b = k / CR_AMX_BF16_K + 1; b < kb; b++)
-                memset(group + b * 16 * CR_AMX_BF16_K, 0, CR_AMX_BF16_K * sizeof(uint16_t));
-        }
+        /* the row's last block: its K padding zero-filled */
+        if (part < CR_AMX_BF16_K) memset(block + part, 0, (size_t)(CR_AMX_BF16_K - part) * sizeof(uint16_t));
     }
 }
 

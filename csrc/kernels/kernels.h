@@ -149,10 +149,10 @@ typedef struct cr_kernels {
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
      * blocks (kernels_amx.c). Below AMX the bf16 entry is a float32-FMA model of the tiles' order
      * with the same bits (the AVX2 and AVX-512 tables; it serves int8 models' attention) and the
-     * int8 one the scalar model of kernels_ref.c. x: rows in tile order, so that every A tile is one contiguous KiB: row
-     * 16 g + r, block b at x + (g kb_stride + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements),
-     * for 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever
-     * rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride blocks
+     * int8 one the scalar model of kernels_ref.c. x: rows in tile order, so that every A tile is
+     * one contiguous KiB: row 16 g + r, block b at x + (g kb_stride + b) 16 B + r B (B =
+     * CR_AMX_BF16_K or CR_AMX_I8_K elements), for 16 ceil(m / 16) rows (the caller pads the last
+     * group; a row's result is the same whatever rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride blocks
      * of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
      * [CR_GEMM_NR][4] int8 groups (the gemm_i8_tile layout, kq = 16 kb), panel after panel. out:
      * rows of stride ldo elements; out[i ldo + p CR_GEMM_NR + j] is column j of panel p for row i,
