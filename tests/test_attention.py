@@ -12,7 +12,7 @@
   bits on every table, and the same row independence.
 * The tile path (bf16 models on AMX, int8 models everywhere: QK^T and P V through gemm_bf16_amx):
   the model on bfloat16 q, k, v within the rounding of the probabilities, AMX and the vector
-  tables' float32 model of the tiles bitwise equal to the scalar model, and the same row
+  tables' models of the tiles (vdpbf16ps, float32 FMAs) bitwise equal to the scalar model, and the same row
   independence.
 * exp_f32 of every table: within 2 ulp of the correctly rounded e^x where that is a normal
   float, one rounding in the subnormal range, exact at the special values, and the same bits as
@@ -278,8 +278,9 @@ def test_tiles_on_amx_give_the_bits_of_the_scalar_model(lengths, NH, NKV, D, win
 
 @pytest.mark.parametrize("isa", [isa for isa in LEVELS if isa not in ("ref", "amx")])
 def test_tiles_below_amx_give_the_bits_of_the_scalar_model(isa):
-    """int8 models run the tile path on every level: the vector tables' float32 model of the
-    tiles gives every case the scalar model's bits (and so AMX's)."""
+    """int8 models run the tile path on every level: the vector tables' models of the tiles
+    (vdpbf16ps on avx512bf16, float32 FMAs below) give every case the scalar model's bits (and so
+    AMX's)."""
     for lengths, NH, NKV, D, window in TILE_CASES:
         rng = np.random.default_rng(sum(lengths) + D + window + 4)
         q, k, v, positions, starts = make_batch(rng, lengths, NH, NKV, D)

@@ -6,7 +6,8 @@ AVX512_BF16's vdpbf16ps. The widening kernels (AVX2, AVX-512F) implement that ch
 vdpbf16ps agrees with it up to denormal flushing, so with normal inputs every table must give the
 reference's bits. f32_to_bf16 rounds to nearest even and keeps NaNs NaN. gemm_i8_tile is exact
 integer arithmetic (u8 x s8 into int32): every table must equal NumPy's int64 product.
-gemm_bf16_amx below AMX (the float32 model of TDPBF16PS's order) gives the scalar model's bits. The
+gemm_bf16_amx below AMX (TDPBF16PS's order in vdpbf16ps on AVX512_BF16, in float32 FMAs below it)
+gives the scalar model's bits, denormals included. The
 int8 layers' outlier kernels (abs_sum_max_f32, find_above_f32, i8_outliers_f32) give the
 reference's bits and match their NumPy definitions.
 """
@@ -151,8 +152,8 @@ def test_bf16_hook_checks_shapes_and_types():
 
 
 # ---- the tiles' order below AMX -------------------------------------------------------------------
-# gemm_bf16_amx of the vector tables: float32 FMAs in TDPBF16PS's order (int8 models' attention runs
-# it on every level), bitwise the scalar model of kernels_ref.c (which AMX itself matches,
+# gemm_bf16_amx of the vector tables: TDPBF16PS's order in vdpbf16ps (avx512bf16) or float32 FMAs
+# (int8 models' attention runs it on every level), bitwise the scalar model of kernels_ref.c (which AMX itself matches,
 # tests/test_amx.py), its operands against a PROT_NONE page at either end.
 
 BELOW_AMX = [isa for isa in LEVELS if isa not in ("ref", "amx")]

@@ -140,6 +140,7 @@ static void build_levels(void) {
     t.gemm_bf16_tile = bf->gemm_bf16_tile;
     t.gemm_bf16_mr = bf->gemm_bf16_mr;
     t.f32_to_bf16 = bf->f32_to_bf16;
+    t.gemm_bf16_amx = bf->gemm_bf16_amx;
     level_tables[CR_ISA_AVX512BF16] = t;
     const cr_kernels *amx = cr_kernels_amx();
     t.isa = CR_ISA_AMX;
@@ -148,7 +149,7 @@ static void build_levels(void) {
     t.i8_dequant_f32 = amx->i8_dequant_f32;
     t.store_rows_stream = amx->store_rows_stream;
     level_tables[CR_ISA_AMX] = t;
-    /* below AMX: the bf16 entry is the vector tables' float32-FMA model of the tiles (int8 models'
+    /* below AMX: the bf16 entry is the vector tables' model of the tiles (int8 models'
      * attention), the int8 one the scalar model (tests; no format uses it there) */
     const cr_kernels *ref = cr_kernels_ref();
     for (int i = CR_ISA_AVX2; i < CR_ISA_AMX; i++) level_tables[i].gemm_i8_amx = ref->gemm_i8_amx;

@@ -147,13 +147,14 @@ typedef struct cr_kernels {
     void (*attn_p_tiles_bf16)(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
 
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
-     * blocks (kernels_amx.c). Below AMX the bf16 entry is a float32-FMA model of the tiles' order
-     * with the same bits (the AVX2 and AVX-512 tables; it serves int8 models' attention) and the
-     * int8 one the scalar model of kernels_ref.c. x: rows in tile order, so that every A tile is
-     * one contiguous KiB: row 16 g + r, block b at x + (g kb_stride + b) 16 B + r B (B =
-     * CR_AMX_BF16_K or CR_AMX_I8_K elements), for 16 ceil(m / 16) rows (the caller pads the last
-     * group; a row's result is the same whatever rows are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride blocks
-     * of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
+     * blocks (kernels_amx.c). Below AMX the bf16 entry is a model of the tiles' order with the
+     * same bits (vdpbf16ps on AVX512_BF16, float32 FMAs in the AVX2 and AVX-512 tables; it serves
+     * int8 models' attention) and the int8 one the scalar model of kernels_ref.c. x: rows in tile
+     * order, so that every A tile is one contiguous KiB: row 16 g + r, block b at
+     * x + (g kb_stride + b) 16 B + r B (B = CR_AMX_BF16_K or CR_AMX_I8_K elements), for
+     * 16 ceil(m / 16) rows (the caller pads the last group; a row's result is the same whatever rows
+     * are beside it). The call computes rows i < m <= CR_AMX_ROWS. wp: np panels of kb_stride
+     * blocks of 16 rows of [CR_GEMM_NR][2] bf16 pairs (the gemm_bf16_tile layout, kp = 16 kb) or
      * [CR_GEMM_NR][4] int8 groups (the gemm_i8_tile layout, kq = 16 kb), panel after panel. out:
      * rows of stride ldo elements; out[i ldo + p CR_GEMM_NR + j] is column j of panel p for row i,
      * written for every row i < 16 ceil(m / 16) (rows past m: junk). Tiles read and write whole
@@ -235,7 +236,7 @@ const cr_kernels *cr_kernels_amx(void);
 /* The complete table of one level (compiled in; the caller checks the CPU runs it). */
 const cr_kernels *cr_kernels_level(cr_isa level);
 /* The table whose every entry may run now: the active one, or, where the OS refused the tiles,
- * the AVX512BF16 level's (the AMX table's vector entries, with the tiles' float32 model). */
+ * the AVX512BF16 level's (the AMX table's vector entries, with that level's model of the tiles). */
 const cr_kernels *cr_kernels_runnable(void);
 
 /* Peak probes for benchmarks (register-only loops; callers check the ISA first): independent

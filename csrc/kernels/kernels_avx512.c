@@ -140,8 +140,8 @@ static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, con
     for (int64_t i = 0; i < m; i++) bf16_rows_avx512(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
 }
 
-/* The scalar model of TDPBF16PS (kernels.h) in float32 FMAs, for the levels without tiles (int8
- * models run attention in the tiles' order everywhere). Per 16-row group and block: the group's
+/* The scalar model of TDPBF16PS (kernels.h) in float32 FMAs, for the levels without tiles or
+ * vdpbf16ps (int8 models run attention in the tiles' order everywhere). Per 16-row group and block: the group's
  * bf16 inputs widened once to float32 (so each FMA broadcasts its input from memory), then per
  * 16 columns of a panel 8 rows' even and odd chains in registers, and the block's sum added to
  * the accumulator in out. FTZ and DAZ for the call give the model's flushes. Every row of a
