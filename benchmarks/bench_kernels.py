@@ -22,6 +22,8 @@ through the engine's own entry point (cr_linear_apply, best of --reps):
              are bf16 tensors); n/a without usable tiles
   int8       crossrank's int8 layer: AMX tiles (tdpbusd) or vpdpbusd; includes the per-token
              input quantization and the outlier scan
+  int8-rows  the int8 layer on inputs already quantized (into the tile order on AMX), as the
+             forward's norms and GLU write them for q|k|v, gate|up and down
   onednn     torch.nn.functional.linear on bf16 tensors (oneDNN re-packs the weight every call)
   onednn-prepacked
              oneDNN with the weight packed once: torch.ops.mkldnn._linear_pointwise on a weight
@@ -55,7 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "assets" / "model-configs" / "Qwen3-Reranker-0.6B.json"
 RESULTS_DIR = REPO / "benchmarks" / "results"
-FORMATS = ("float32", "openblas", "bfloat16", "bfloat16-rows", "int8", "onednn", "onednn-prepacked")
+FORMATS = ("float32", "openblas", "bfloat16", "bfloat16-rows", "int8", "int8-rows", "onednn", "onednn-prepacked")
 TORCH_FORMATS = ("onednn", "onednn-prepacked")
 
 
@@ -164,6 +166,7 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
                "onednn": peaks["amx_bf16"] if amx else peaks["dpbf16"]}
     peak_of["onednn-prepacked"] = peak_of["onednn"]
     peak_of["bfloat16-rows"] = peak_of["bfloat16"]
+    peak_of["int8-rows"] = peak_of["int8"]
     fmt_peak = lambda v: f"{v:.0f}" if v else "n/a"  # noqa: E731
     print(f"\n== {threads} thread(s), kernels {core.cpu_info()['isa']} (AMX: {core.cpu_info()['amx']}); peaks GFLOP/s: "
           f"float32 FMA {fmt_peak(peaks['fma_f32'])}, vdpbf16ps {fmt_peak(peaks['dpbf16'])}, "
@@ -183,6 +186,9 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
                 elif fmt == "bfloat16-rows":
                     seconds = core.bench_linear(w, m, fmt="bfloat16", threads=threads, reps=args.reps,
                                                 clock=args.clock, rows=True) if amx else None
+                elif fmt == "int8-rows":
+                    seconds = core.bench_linear(w, m, fmt="int8", threads=threads, reps=args.reps,
+                                                clock=args.clock, rows=True)
                 else:
                     seconds = core.bench_linear(w, m, fmt=fmt, threads=threads, reps=args.reps, clock=args.clock)
                 if seconds is None:
@@ -223,7 +229,9 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
               "bf16_pct_of_peak_min": float(np.min(bf16)) if bf16 else None,
               "bf16_rows_vs_onednn_prepacked": gmean("bfloat16-rows", "onednn-prepacked"),
               "bf16_rows_pct_of_peak_mean": float(np.mean(rows16)) if rows16 else None,
-              "bf16_rows_pct_of_peak_min": float(np.min(rows16)) if rows16 else None}
+              "bf16_rows_pct_of_peak_min": float(np.min(rows16)) if rows16 else None,
+              "int8_rows_vs_bf16_rows": gmean("int8-rows", "bfloat16-rows"),
+              "int8_rows_vs_int8": gmean("int8-rows", "int8")}
     fmt = lambda v, s="x": "n/a" if v is None else f"{v:.2f}{s}"  # noqa: E731
     lines = [f"crossrank bf16 / oneDNN prepacked: {fmt(ratios['bf16_vs_onednn_prepacked'])} (geometric mean), "
              f"/ oneDNN F.linear: {fmt(ratios['bf16_vs_onednn_linear'])}; int8 / bf16: {fmt(ratios['int8_vs_bf16'])}; "
@@ -234,6 +242,9 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
                      f"{fmt(ratios['bf16_rows_vs_onednn_prepacked'])}, at "
                      f"{fmt(ratios['bf16_rows_pct_of_peak_mean'], '%')} of the peak on average "
                      f"(min {fmt(ratios['bf16_rows_pct_of_peak_min'], '%')})")
+    if ratios["int8_rows_vs_int8"] is not None:
+        lines.append(f"int8 on quantized rows (as the forward runs q|k|v, gate|up, down): / int8 quantizing its inputs "
+                     f"{fmt(ratios['int8_rows_vs_int8'])}, / bf16 rows {fmt(ratios['int8_rows_vs_bf16_rows'])}")
     return {"ratios": ratios, "lines": lines}
 
 

@@ -31,6 +31,7 @@ typedef struct pass {
     const cr_model *m;
     const cr_batch *b;
     cr_exec ex;
+    cr_linear_scratch lin; /* ex.scratch: the projections' buffers, reused from call to call */
     int64_t T, S;
     int64_t H, D, NH, NKV, IM, QKVD; /* IM: intermediate size */
     float *x;         /* [T, H] residual stream */
@@ -52,6 +53,14 @@ typedef struct pass {
     uint16_t *xo;     /* [16 ceil(T / 16), row elems of NH*D] o inputs, which attention writes (then
                        * attn is NULL); where heads or row blocks do not fall on whole blocks and
                        * 16-row groups, NULL and attention writes attn */
+    /* int8 layers likewise take their inputs quantized by the norms and the GLU
+     * (cr_linear_put_i8), each row whole from the worker's row buffer, which never leaves its
+     * core's caches. Zeroed (q NULL) for every other format. */
+    cr_i8_rows qh;    /* [B] q|k|v and gate|up inputs */
+    cr_i8_rows qi;    /* [BM] down inputs */
+    float *rowbuf;    /* [threads, rowbuf_stride]: row_floats of a row, then a quantized row's bytes */
+    int64_t rowbuf_stride, row_floats;
+    int own_rows;     /* the q|k|v, gate|up and down layers take bf16 (xh, xi) or int8 (qh, qi) rows */
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
     cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
@@ -59,13 +68,13 @@ typedef struct pass {
 
 /* ---- row-parallel helpers ------------------------------------------------------------------ */
 
-typedef void (*row_fn)(pass *p, const void *arg, int64_t row);
+typedef void (*row_fn)(pass *p, const void *arg, int64_t row, int worker);
 typedef struct rows_job { pass *p; row_fn fn; const void *arg; int64_t n; } rows_job;
 
 static void rows_task(void *ctx, int64_t task, int worker) {
     const rows_job *j = ctx;
     int64_t r1 = (task + 1) * CR_ROWS_PER_TASK < j->n ? (task + 1) * CR_ROWS_PER_TASK : j->n;
-    for (int64_t r = task * CR_ROWS_PER_TASK; r < r1; r++) j->fn(j->p, j->arg, r);
+    for (int64_t r = task * CR_ROWS_PER_TASK; r < r1; r++) j->fn(j->p, j->arg, r, worker);
 }
 
 static cr_status parallel_rows(pass *p, int64_t n, row_fn fn, const void *arg) {
@@ -86,42 +95,68 @@ static void rms_norm(const float *x, const float *w, int64_t n, float eps, float
     for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
 }
 
-/* Elements per part of a row written as a layer's bf16 input: a multiple of CR_AMX_BF16_K, on the
- * stack of the worker, so the float32 values never leave L1. */
+/* Elements per part of a row a producer writes as a layer's own input: a multiple of
+ * CR_AMX_BF16_K, on the stack of the worker, so the float32 values never leave L1. */
 #define CR_PUT_PART 256
 
-/* rms_norm of row x (n = H elements) written as row r of W's bf16 input rows dst: the same values,
- * rounded as cr_linear_apply would round them. */
-static void rms_norm_put(const float *x, const float *w, int64_t n, float eps, const cr_linear *W, uint16_t *dst,
-                         int64_t r) {
-    float r_scale = rms_scale(x, n, eps), part[CR_PUT_PART];
+/* The next projection's own input rows, which a producer writes: bf16 rows in tile order (xb), or
+ * else int8 rows (xq). */
+typedef struct sink { const cr_linear *W; uint16_t *xb; const cr_i8_rows *xq; } sink;
+
+/* Elements [k0, k0 + n) of row r of the sink's layer, handed over in increasing k0: bf16 rounds
+ * them into the tile order at once; int8 gathers them in the worker's row buffer and quantizes the
+ * row when its last part arrives. Either way the bits of the layer converting float32 inputs. */
+static void sink_part(pass *p, const sink *s, int worker, int64_t r, int64_t k0, const float *part, int64_t n) {
+    if (s->xb) {
+        cr_linear_put_bf16(s->W, s->xb, r, k0, part, n);
+        return;
+    }
+    float *row = p->rowbuf + (int64_t)worker * p->rowbuf_stride;
+    memcpy(row + k0, part, (size_t)n * sizeof(float));
+    if (k0 + n == s->W->n_in) cr_linear_put_i8(s->W, s->xq, r, row, (uint8_t *)(row + p->row_floats));
+}
+
+/* rms_norm of row x (n = H elements) written as row r of the sink: the same values. */
+static void rms_norm_put(pass *p, int worker, const float *x, const float *w, int64_t n, const sink *s, int64_t r) {
+    float r_scale = rms_scale(x, n, p->m->cfg.rms_norm_eps), part[CR_PUT_PART];
     for (int64_t k0 = 0; k0 < n; k0 += CR_PUT_PART) {
         int64_t len = n - k0 < CR_PUT_PART ? n - k0 : CR_PUT_PART;
         for (int64_t i = 0; i < len; i++) part[i] = w[k0 + i] * (x[k0 + i] * r_scale);
-        cr_linear_put_bf16(W, dst, r, k0, part, len);
+        sink_part(p, s, worker, r, k0, part, len);
     }
+}
+
+/* The q|k|v and gate|up layers' sink (their inputs are both H wide) and the down layer's. */
+static sink h_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xh, &p->qh}; }
+static sink i_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xi, &p->qi}; }
+
+/* W on rows [row0, row0 + n) of its own input rows (row0 a multiple of 16). */
+static cr_status apply_own_rows(pass *p, const sink *s, int64_t row0, int64_t n, float *y, int64_t ldy) {
+    if (s->xb) return cr_linear_apply_bf16_rows(s->W, s->xb + row0 * cr_linear_row_elems(s->W), n, y, ldy, &p->ex);
+    cr_i8_rows at = cr_linear_i8_rows_at(s->W, s->xq, row0);
+    return cr_linear_apply_i8_rows(s->W, &at, n, y, ldy, &p->ex);
 }
 
 typedef struct norm_arg { const float *src; float *dst; const float *w; } norm_arg;
 
-static void norm_row(pass *p, const void *arg, int64_t r) {
+static void norm_row(pass *p, const void *arg, int64_t r, int worker) {
     const norm_arg *a = arg;
     rms_norm(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->dst + r * p->H);
 }
 
-typedef struct norm_put_arg { const float *src; const float *w; const cr_linear *W; } norm_put_arg;
+typedef struct norm_put_arg { const float *src; const float *w; sink s; } norm_put_arg;
 
-/* norm_row written as row r of the q|k|v projection's bf16 input rows (p->xh). */
-static void norm_put_row(pass *p, const void *arg, int64_t r) {
+/* norm_row written as row r of the q|k|v projection's own input rows. */
+static void norm_put_row(pass *p, const void *arg, int64_t r, int worker) {
     const norm_put_arg *a = arg;
-    rms_norm_put(a->src + r * p->H, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, p->xh, r);
+    rms_norm_put(p, worker, a->src + r * p->H, a->w, p->H, &a->s, r);
 }
 
-static void embed_row(pass *p, const void *arg, int64_t r) {
+static void embed_row(pass *p, const void *arg, int64_t r, int worker) {
     cr_embed_row(p->m, p->b->tokens[r], p->x + r * p->H);
 }
 
-static void rope_table_row(pass *p, const void *arg, int64_t r) {
+static void rope_table_row(pass *p, const void *arg, int64_t r, int worker) {
     int64_t half = p->D / 2;
     float pos = (float)p->b->pos[r], f = p->m->cfg.rope_attn_factor;
     for (int64_t i = 0; i < half; i++) {
@@ -143,7 +178,7 @@ static void rope_apply(float *v, const float *c, const float *s, int64_t half) {
 typedef struct qk_arg { const cr_layer *layer; int64_t r0; } qk_arg;
 
 /* Per-head q/k norms (Qwen3), then RoPE on the q and k heads of token r0 + r. */
-static void qk_row(pass *p, const void *arg, int64_t r) {
+static void qk_row(pass *p, const void *arg, int64_t r, int worker) {
     const qk_arg *a = arg;
     const cr_layer *layer = a->layer;
     int64_t D = p->D, half = D / 2;
@@ -171,26 +206,26 @@ static void glu(cr_activation act, const float *gate, const float *up, float *h,
     }
 }
 
-static void glu_row(pass *p, const void *arg, int64_t r) {
+static void glu_row(pass *p, const void *arg, int64_t r, int worker) {
     const float *gu = p->gu + r * 2 * p->IM;
     glu(p->m->cfg.act, gu, gu + p->IM, p->hid + r * p->IM, p->IM);
 }
 
-/* glu_row written as row r of the down projection's bf16 input rows (p->xi). */
-static void glu_put_row(pass *p, const void *arg, int64_t r) {
-    const cr_linear *down = arg;
+/* glu_row written as row r of the down projection's own input rows. */
+static void glu_put_row(pass *p, const void *arg, int64_t r, int worker) {
+    const sink *s = arg;
     const float *gu = p->gu + r * 2 * p->IM;
     float part[CR_PUT_PART];
     for (int64_t k0 = 0; k0 < p->IM; k0 += CR_PUT_PART) {
         int64_t len = p->IM - k0 < CR_PUT_PART ? p->IM - k0 : CR_PUT_PART;
         glu(p->m->cfg.act, gu + k0, gu + p->IM + k0, part, len);
-        cr_linear_put_bf16(down, p->xi, r, k0, part, len);
+        sink_part(p, s, worker, r, k0, part, len);
     }
 }
 
 typedef struct add_arg { float *dst; const float *src; } add_arg;
 
-static void add_row(pass *p, const void *arg, int64_t r) {
+static void add_row(pass *p, const void *arg, int64_t r, int worker) {
     const add_arg *a = arg;
     float *d = a->dst + r * p->H;
     const float *s = a->src + r * p->H;
@@ -203,22 +238,22 @@ typedef struct add_norm_arg { float *x; float *y; const float *w; } add_norm_arg
 
 /* x += y, then y = norm(x), on one row: the residual add after o_proj fused with the MLP's norm
  * (the same operations in the same order as two passes, one dispatch fewer). */
-static void add_norm_row(pass *p, const void *arg, int64_t r) {
+static void add_norm_row(pass *p, const void *arg, int64_t r, int worker) {
     const add_norm_arg *a = arg;
     float *x = a->x + r * p->H, *y = a->y + r * p->H;
     for (int64_t j = 0; j < p->H; j++) x[j] += y[j];
     rms_norm(x, a->w, p->H, p->m->cfg.rms_norm_eps, y);
 }
 
-typedef struct add_norm_put_arg { float *x; const float *y; const float *w; const cr_linear *W; } add_norm_put_arg;
+typedef struct add_norm_put_arg { float *x; const float *y; const float *w; sink s; } add_norm_put_arg;
 
-/* add_norm_row with the normed row written as the gate|up projection's bf16 input (p->xh). */
-static void add_norm_put_row(pass *p, const void *arg, int64_t r) {
+/* add_norm_row with the normed row written as the gate|up projection's own input. */
+static void add_norm_put_row(pass *p, const void *arg, int64_t r, int worker) {
     const add_norm_put_arg *a = arg;
     float *x = a->x + r * p->H;
     const float *y = a->y + r * p->H;
     for (int64_t j = 0; j < p->H; j++) x[j] += y[j];
-    rms_norm_put(x, a->w, p->H, p->m->cfg.rms_norm_eps, a->W, p->xh, r);
+    rms_norm_put(p, worker, x, a->w, p->H, &a->s, r);
 }
 
 typedef struct o_rows { const cr_linear *o; uint16_t *dst; } o_rows;
@@ -241,8 +276,9 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
                                            &p->ex)
                : cr_linear_apply(&layer->o, p->attn + a0 * NHD, NHD, rows, p->xn, H, &p->ex);
     if (st) return st;
-    if (p->xh) {
-        add_norm_put_arg an = {x, p->xn, layer->mlp_norm, &layer->gate_up};
+    sink gate_up = h_sink(p, &layer->gate_up), down = i_sink(p, &layer->down);
+    if (p->own_rows) {
+        add_norm_put_arg an = {x, p->xn, layer->mlp_norm, gate_up};
         st = parallel_rows(p, rows, add_norm_put_row, &an);
     } else {
         add_norm_arg an = {x, p->xn, layer->mlp_norm};
@@ -254,13 +290,11 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
         /* the sub-block's normed input is no longer needed after gate|up: its rows of p->xn take
          * the down projection's output */
         float *xn = p->xn + s0 * H;
-        if (p->xh) {
-            /* bf16 rows in tile order: s0 is a multiple of 16, so its rows start at s0 row lengths */
-            if ((st = cr_linear_apply_bf16_rows(&layer->gate_up, p->xh + s0 * cr_linear_row_elems(&layer->gate_up), n,
-                                                p->gu, 2 * p->IM, &p->ex)))
-                return st;
-            if ((st = parallel_rows(p, n, glu_put_row, &layer->down))) return st;
-            if ((st = cr_linear_apply_bf16_rows(&layer->down, p->xi, n, xn, H, &p->ex))) return st;
+        if (p->own_rows) {
+            /* s0 is a multiple of 16: its rows start a 16-row group of the tile order */
+            if ((st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM))) return st;
+            if ((st = parallel_rows(p, n, glu_put_row, &down))) return st;
+            if ((st = apply_own_rows(p, &down, 0, n, xn, H))) return st;
             continue;
         }
         if ((st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex))) return st;
@@ -280,10 +314,10 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     /* attention input, one row block at a time: norm, fused q|k|v projection, q/k norms, RoPE */
     for (int64_t r0 = 0; r0 < T; r0 += p->B) {
         int64_t rows = T - r0 < p->B ? T - r0 : p->B;
-        if (p->xh) {
-            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, &layer->qkv};
+        if (p->own_rows) {
+            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, h_sink(p, &layer->qkv)};
             if ((st = parallel_rows(p, rows, norm_put_row, &na))) return st;
-            st = cr_linear_apply_bf16_rows(&layer->qkv, p->xh, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
+            st = apply_own_rows(p, &na.s, 0, rows, p->qkv + r0 * p->QKVD, p->QKVD);
         } else {
             norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
             if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
@@ -314,8 +348,8 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         .put = p->xo ? put_o_input : NULL, .put_ctx = &o_in,
         .bf16_scores = p->m->compute_dtype != CR_DT_F32 && p->D % 2 == 0,
         /* bf16 layers on tiles (linear.c packs for them on the same condition): attention too.
-         * int8 models run it in the tiles' order on every level (AMX tiles, or their float32
-         * model elsewhere), so that their scores stay the same bits on AMX as on VNNI. */
+         * int8 models run it in the tiles' order on every level (AMX tiles, or a model of them
+         * elsewhere), so that their scores stay the same bits on AMX as on VNNI. */
         .tiles = p->D % CR_AMX_BF16_K == 0 &&
                  (p->m->compute_dtype == CR_DT_I8 || (p->m->compute_dtype == CR_DT_BF16 && cr_amx_usable())),
         .kern = cr_kernels_runnable(),
@@ -346,6 +380,8 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
 static void free_pass(pass *p) {
     free(p->x); free(p->xn); free(p->qkv); free(p->attn); free(p->cosb); free(p->sinb);
     free(p->gu); free(p->hid); free(p->xs); free(p->scratch); free(p->xh); free(p->xi); free(p->xo);
+    cr_linear_i8_rows_free(&p->qh); cr_linear_i8_rows_free(&p->qi); free(p->rowbuf);
+    cr_linear_scratch_free(&p->lin);
 }
 
 /* Zeroed bf16 input rows of W for up to `rows` rows (whole 16-row groups: the rows past a call's
@@ -389,6 +425,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     pass p = {.m = m, .b = b, .capture = capture};
     p.ex.threads = m->threads;
     p.ex.abort = run ? run->abort : NULL;
+    p.ex.scratch = &p.lin;
     p.T = b->n_tokens;
     p.S = b->n_seqs;
     p.H = c->hidden_size;
@@ -408,13 +445,14 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.qkv = alloc_rows(p.T, p.QKVD, "q|k|v");
     /* every layer has the same format; with bf16 rows the GLU output is never stored as float32,
      * nor attention's where every head and row block starts a whole block and 16-row group */
-    int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv);
+    int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv), i8_rows = cr_linear_takes_i8_rows(&m->layers[0].qkv);
+    p.own_rows = bf16_rows || i8_rows;
     int o_rows = bf16_rows && p.D % CR_AMX_BF16_K == 0 && (p.B % 16 == 0 || p.B == p.T);
     p.attn = o_rows ? NULL : alloc_rows(p.T, p.NH * p.D, "attention output");
     p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
     p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
     p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
-    p.hid = bf16_rows ? NULL : alloc_rows(p.BM, p.IM, "mlp hidden");
+    p.hid = p.own_rows ? NULL : alloc_rows(p.BM, p.IM, "mlp hidden");
     p.xs = alloc_rows(p.S, p.H, "last-token states");
     p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
     if (bf16_rows) {
@@ -422,8 +460,21 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         p.xi = alloc_bf16_rows(&m->layers[0].down, p.BM, "bf16 down inputs");
     }
     if (o_rows) p.xo = alloc_bf16_rows(&m->layers[0].o, p.T, "bf16 o inputs");
-    if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu ||
-        (bf16_rows ? !p.xh || !p.xi : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
+    int i8_ok = 1;
+    if (i8_rows) {
+        /* a row of floats (the widest input, I or H) and its quantized bytes, per worker */
+        const cr_linear *down = &m->layers[0].down;
+        int64_t widest = p.IM > p.H ? p.IM : p.H;
+        int64_t bytes = cr_linear_row_elems(down) > cr_linear_row_elems(&m->layers[0].qkv)
+                            ? cr_linear_row_elems(down) : cr_linear_row_elems(&m->layers[0].qkv);
+        p.row_floats = (widest + 15) / 16 * 16;
+        p.rowbuf_stride = p.row_floats + (bytes + 63) / 64 * 16;
+        p.rowbuf = alloc_rows(p.ex.threads, p.rowbuf_stride, "int8 row buffers");
+        i8_ok = p.rowbuf && cr_linear_i8_rows_alloc(&m->layers[0].qkv, p.B, &p.qh) == CR_OK &&
+                cr_linear_i8_rows_alloc(down, p.BM, &p.qi) == CR_OK;
+    }
+    if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu || !i8_ok ||
+        (bf16_rows ? !p.xh || !p.xi : i8_rows ? 0 : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
         free_pass(&p);
         return CR_E_NOMEM;
     }

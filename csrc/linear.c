@@ -280,38 +280,54 @@ static void to_tile_order(const void *row, int64_t r, int64_t len, int64_t block
                (const char *)row + (size_t)(b * block) * elem, (size_t)block * elem);
 }
 
+/* The job's int8 inputs as a cr_i8_rows. */
+static cr_i8_rows job_rows(const panel_job *j) {
+    return (cr_i8_rows){.q = j->xq, .scale = j->xscale, .n_outliers = j->n_outliers, .outlier_k = j->outlier_k,
+                        .outlier_x = j->outlier_x};
+}
+
+/* Row r of an int8 layer's inputs from its n_in float32 values x: per-row (per-token) symmetric
+ * quantization of what is left after the outliers are taken out (into the row's slots of d). A
+ * row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a plausible number.
+ * Padding bytes are the zero point. Where the row has outliers, the values without them are
+ * written to `rest` (n_in floats, which may be x itself) and quantized from there; tmp holds the
+ * quantized row on its way into AMX's tile order. */
+static void quantize_row(const cr_linear *W, const float *x, float *rest, const cr_i8_rows *d, int64_t r,
+                         uint8_t *tmp) {
+    int64_t len = row_len(W->fmt, W->n_in);
+    int32_t *ok = d->outlier_k + r * CR_I8_MAX_OUTLIERS;
+    float *ov = d->outlier_x + r * CR_I8_MAX_OUTLIERS;
+    int32_t n_out = take_outliers(x, W->n_in, ok, ov);
+    d->n_outliers[r] = n_out;
+    if (n_out) {
+        if (rest != x) memcpy(rest, x, (size_t)W->n_in * sizeof(float));
+        for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
+        x = rest;
+    }
+    uint8_t *q = is_amx(W->fmt) ? tmp : d->q + r * len;
+    d->scale[r] = cr_kern->quantize_u8(x, W->n_in, q);
+    memset(q + W->n_in, 128, (size_t)(len - W->n_in));
+    if (is_amx(W->fmt)) to_tile_order(q, r, len, CR_AMX_I8_K, 1, d->q);
+}
+
 /* One conversion task: rows [task CR_CONVERT_ROWS, ...) of x into the job's bf16 or int8 rows. */
 static void convert_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_linear *W = j->W;
     int64_t r0 = task * CR_CONVERT_ROWS, r1 = r0 + CR_CONVERT_ROWS < j->m ? r0 + CR_CONVERT_ROWS : j->m;
+    int64_t len = row_len(W->fmt, W->n_in);
+    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
+        cr_i8_rows d = job_rows(j);
+        for (int64_t r = r0; r < r1; r++)
+            quantize_row(W, j->x + r * j->ldx, j->scratch + (int64_t)worker * W->n_in, &d, r,
+                         is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : NULL);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
-        int64_t len = row_len(W->fmt, W->n_in);
-        if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
-            /* Per-row (per-token) symmetric quantization of what is left after the outliers are
-             * taken out; a row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a
-             * plausible number. Padding bytes are the zero point. */
-            const float *row = j->x + r * j->ldx;
-            int32_t *ok = j->outlier_k + r * CR_I8_MAX_OUTLIERS;
-            float *ov = j->outlier_x + r * CR_I8_MAX_OUTLIERS;
-            int32_t n_out = take_outliers(row, W->n_in, ok, ov);
-            j->n_outliers[r] = n_out;
-            if (n_out) {
-                float *rest = j->scratch + (int64_t)worker * W->n_in;
-                memcpy(rest, row, (size_t)W->n_in * sizeof(float));
-                for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
-                row = rest;
-            }
-            uint8_t *q = is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : j->xq + r * len;
-            j->xscale[r] = cr_kern->quantize_u8(row, W->n_in, q);
-            memset(q + W->n_in, 128, (size_t)(len - W->n_in));
-            if (is_amx(W->fmt)) to_tile_order(q, r, len, CR_AMX_I8_K, 1, j->xq);
-        } else {
-            uint16_t *row = is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : j->xb + r * len;
-            cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
-            memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
-            if (is_amx(W->fmt)) to_tile_order(row, r, len, CR_AMX_BF16_K, 2, j->xb);
-        }
+        uint16_t *row = is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : j->xb + r * len;
+        cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
+        memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
+        if (is_amx(W->fmt)) to_tile_order(row, r, len, CR_AMX_BF16_K, 2, j->xb);
     }
 }
 
@@ -330,10 +346,42 @@ static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int
     return CR_OK;
 }
 
-/* cr_linear_apply on float32 rows x, or for CR_FMT_BF16_AMX on rows already in the tile order
- * (xb_given: cr_linear_apply_bf16_rows). */
-static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const uint16_t *xb_given, int64_t m,
-                       float *y, int64_t ldy, const cr_exec *ex) {
+/* Slots of a cr_linear_scratch, one per buffer of a call. */
+enum { WS_AMX_OUT, WS_ROW_TMP, WS_INPUTS, WS_XSCALE, WS_N_OUTLIERS, WS_OUTLIER_K, WS_OUTLIER_X, WS_ROW_SCRATCH };
+
+/* count x size bytes of the call's workspace, 64-byte aligned: the exec's scratch slot, grown to
+ * fit (its old contents not kept), or without a scratch a fresh allocation that ws_done frees. */
+static void *ws_get(const cr_exec *ex, int slot, size_t count, size_t size, const char *what) {
+    size_t bytes;
+    if (!cr_mul_size(count, size, &bytes)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows", what);
+        return NULL;
+    }
+    cr_linear_scratch *s = ex->scratch;
+    if (!s) return cr_aligned_alloc(bytes, what);
+    if (s->bytes[slot] < bytes) {
+        free(s->buf[slot]);
+        s->bytes[slot] = 0;
+        if (!(s->buf[slot] = cr_aligned_alloc(bytes, what))) return NULL;
+        s->bytes[slot] = bytes;
+    }
+    return s->buf[slot];
+}
+
+static void ws_done(const cr_exec *ex, void *buf) {
+    if (!ex->scratch) free(buf);
+}
+
+void cr_linear_scratch_free(cr_linear_scratch *s) {
+    for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) free(s->buf[i]);
+    memset(s, 0, sizeof *s);
+}
+
+/* cr_linear_apply on float32 rows x, or on inputs their producer wrote in the layer's form: for
+ * CR_FMT_BF16_AMX bf16 rows in the tile order (xb_given: cr_linear_apply_bf16_rows), for the int8
+ * formats quantized rows (q8_given: cr_linear_apply_i8_rows). */
+static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const uint16_t *xb_given,
+                       const cr_i8_rows *q8_given, int64_t m, float *y, int64_t ldy, const cr_exec *ex) {
     if (m <= 0) return CR_OK;
     if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
     panel_job j = {.W = W, .x = x, .ldx = ldx, .m = m, .y = y, .ldy = ldy,
@@ -349,85 +397,65 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
     /* AMX: the converted rows are padded with zero rows to a multiple of 16 (tile loads read whole
      * 16-row groups), tasks are (row range, span of panel groups), each worker has its own out block */
     int64_t m_rows = is_amx(W->fmt) ? (m + 15) / 16 * 16 : m;
+    int i8 = W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX, given = xb_given || q8_given, ok = 1;
     int64_t n_tasks = blocks * j.n_panels;
     cr_task_fn task_fn = panel_task;
     if (is_amx(W->fmt)) {
         n_tasks = cr_amx_plan(&j, blocks, ex->threads);
         task_fn = cr_amx_task;
-        j.amx_out = cr_aligned_alloc((size_t)ex->threads * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float),
-                                     "AMX accumulators");
-        /* the conversion's one row per worker; rows the caller wrote in tile order need none */
-        if (!xb_given)
-            j.row_tmp = cr_malloc_array((size_t)ex->threads, (size_t)len * sizeof(uint16_t), "AMX row scratch");
-        if (!j.amx_out || (!xb_given && !j.row_tmp)) {
-            free(j.amx_out);
-            free(j.row_tmp);
-            return CR_E_NOMEM;
-        }
+        j.amx_out = ws_get(ex, WS_AMX_OUT, (size_t)ex->threads,
+                           CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float), "AMX accumulators");
+        /* the conversion's one row per worker; rows their producer wrote need none */
+        if (!given) j.row_tmp = ws_get(ex, WS_ROW_TMP, (size_t)ex->threads, (size_t)len * sizeof(uint16_t),
+                                       "AMX row scratch");
+        ok = j.amx_out && (given || j.row_tmp);
     }
-
-    if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
-        size_t count;
-        if (!cr_mul_size((size_t)m_rows, (size_t)len, &count)) {
-            free(j.amx_out);
-            free(j.row_tmp);
-            return cr_fail(CR_E_NOMEM, "int8 input size overflows");
-        }
-        j.xq = cr_aligned_alloc(count, "int8 inputs");
-        j.xscale = cr_malloc_array((size_t)m, sizeof(float), "int8 input scales");
-        j.n_outliers = cr_malloc_array((size_t)m, sizeof(int32_t), "int8 outlier counts");
-        j.outlier_k = cr_malloc_array((size_t)m * CR_I8_MAX_OUTLIERS, sizeof(int32_t), "int8 outlier indices");
-        j.outlier_x = cr_malloc_array((size_t)m * CR_I8_MAX_OUTLIERS, sizeof(float), "int8 outlier values");
-        j.scratch = cr_malloc_array((size_t)ex->threads, (size_t)W->n_in * sizeof(float), "int8 row scratch");
-        cr_status st = CR_E_NOMEM;
-        if (j.xq && j.xscale && j.n_outliers && j.outlier_k && j.outlier_x && j.scratch) {
-            /* the part-filled last 16-row group (tile order keeps it contiguous): zero rows */
-            memset(j.xq + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
-            st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
-            if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
-        }
-        free(j.amx_out);
-        free(j.row_tmp);
-        free(j.xq);
-        free(j.xscale);
-        free(j.n_outliers);
-        free(j.outlier_k);
-        free(j.outlier_x);
-        free(j.scratch);
-        return st;
+    if (i8 && q8_given) {
+        j.xq = q8_given->q;
+        j.xscale = q8_given->scale;
+        j.n_outliers = q8_given->n_outliers;
+        j.outlier_k = q8_given->outlier_k;
+        j.outlier_x = q8_given->outlier_x;
+    } else if (i8 && ok) {
+        ok = (j.xq = ws_get(ex, WS_INPUTS, (size_t)m_rows, (size_t)len, "int8 inputs")) &&
+             (j.xscale = ws_get(ex, WS_XSCALE, (size_t)m, sizeof(float), "int8 input scales")) &&
+             (j.n_outliers = ws_get(ex, WS_N_OUTLIERS, (size_t)m, sizeof(int32_t), "int8 outlier counts")) &&
+             (j.outlier_k = ws_get(ex, WS_OUTLIER_K, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(int32_t),
+                                   "int8 outlier indices")) &&
+             (j.outlier_x = ws_get(ex, WS_OUTLIER_X, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(float),
+                                   "int8 outlier values")) &&
+             (j.scratch = ws_get(ex, WS_ROW_SCRATCH, (size_t)ex->threads, (size_t)W->n_in * sizeof(float),
+                                 "int8 row scratch"));
+        /* the part-filled last 16-row group (tile order keeps it contiguous): zero rows */
+        if (ok) memset(j.xq + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
+    } else if (xb_given) {
+        j.xb = (uint16_t *)xb_given;
+    } else if (ok) {
+        /* bf16: the inputs rounded once per call, rows padded to whole pairs (AMX: whole blocks) */
+        ok = (j.xb = ws_get(ex, WS_INPUTS, (size_t)m_rows, (size_t)len * sizeof(uint16_t), "bf16 inputs")) != NULL;
+        if (ok) memset(j.xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
     }
-
-    /* bf16: round the inputs once per call, rows padded to whole pairs (AMX: whole blocks), unless
-     * the caller wrote them so (cr_linear_apply_bf16_rows) */
-    size_t count;
-    uint16_t *xb = (uint16_t *)xb_given;
-    if (!xb) {
-        if (!cr_mul_size((size_t)m_rows, (size_t)len * sizeof(uint16_t), &count))
-            cr_fail(CR_E_NOMEM, "bf16 input size overflows");
-        else
-            xb = cr_aligned_alloc(count, "bf16 inputs");
-        if (!xb) {
-            free(j.amx_out);
-            free(j.row_tmp);
-            return CR_E_NOMEM;
-        }
-    }
-    j.xb = xb;
-    cr_status st = CR_OK;
-    if (!xb_given) {
-        memset(xb + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len) * sizeof(uint16_t));
+    cr_status st = ok ? CR_OK : CR_E_NOMEM;
+    if (st == CR_OK && !given)
         st = cr_pool_run(ex->threads, (m + CR_CONVERT_ROWS - 1) / CR_CONVERT_ROWS, convert_task, &j, ex->abort);
-    }
     if (st == CR_OK) st = cr_pool_run(ex->threads, n_tasks, task_fn, &j, ex->abort);
-    if (!xb_given) free(xb);
-    free(j.amx_out);
-    free(j.row_tmp);
+    ws_done(ex, j.amx_out);
+    ws_done(ex, j.row_tmp);
+    if (!given) {
+        ws_done(ex, j.xb);
+        ws_done(ex, j.xq);
+        ws_done(ex, j.xscale);
+        ws_done(ex, j.n_outliers);
+        ws_done(ex, j.outlier_k);
+        ws_done(ex, j.outlier_x);
+        ws_done(ex, j.scratch);
+    }
     return st;
 }
 
 cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
                           float *y, int64_t ldy, const cr_exec *ex) {
-    return apply(W, x, ldx, NULL, m, y, ldy, ex);
+    return apply(W, x, ldx, NULL, NULL, m, y, ldy, ex);
 }
 
 int cr_linear_takes_bf16_rows(const cr_linear *W) { return W->fmt == CR_FMT_BF16_AMX; }
@@ -450,7 +478,54 @@ cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int6
                                     const cr_exec *ex) {
     if (!cr_linear_takes_bf16_rows(W))
         return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows in tile order");
-    return apply(W, NULL, 0, xb, m, y, ldy, ex);
+    return apply(W, NULL, 0, xb, NULL, m, y, ldy, ex);
+}
+
+int cr_linear_takes_i8_rows(const cr_linear *W) { return W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX; }
+
+cr_status cr_linear_i8_rows_alloc(const cr_linear *W, int64_t rows, cr_i8_rows *out) {
+    memset(out, 0, sizeof *out);
+    if (!cr_linear_takes_i8_rows(W) || rows < 0) return cr_fail(CR_E_ARG, "int8 rows of a layer that is not int8");
+    size_t count, padded = rows > 0 ? (size_t)((rows + 15) / 16 * 16) : 16;
+    if (!cr_mul_size(padded, (size_t)row_len(W->fmt, W->n_in), &count))
+        return cr_fail(CR_E_NOMEM, "int8 input rows overflow");
+    out->q = cr_aligned_alloc(count, "int8 input rows");
+    out->scale = cr_malloc_array(padded, sizeof(float), "int8 input scales");
+    out->n_outliers = cr_malloc_array(padded, sizeof(int32_t), "int8 outlier counts");
+    out->outlier_k = cr_malloc_array(padded * CR_I8_MAX_OUTLIERS, sizeof(int32_t), "int8 outlier indices");
+    out->outlier_x = cr_malloc_array(padded * CR_I8_MAX_OUTLIERS, sizeof(float), "int8 outlier values");
+    if (!out->q || !out->scale || !out->n_outliers || !out->outlier_k || !out->outlier_x) {
+        cr_linear_i8_rows_free(out);
+        return CR_E_NOMEM;
+    }
+    memset(out->q, 0, count);
+    return CR_OK;
+}
+
+void cr_linear_i8_rows_free(cr_i8_rows *rows) {
+    free(rows->q);
+    free(rows->scale);
+    free(rows->n_outliers);
+    free(rows->outlier_k);
+    free(rows->outlier_x);
+    memset(rows, 0, sizeof *rows);
+}
+
+cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int64_t row0) {
+    return (cr_i8_rows){.q = rows->q + row0 * row_len(W->fmt, W->n_in), .scale = rows->scale + row0,
+                        .n_outliers = rows->n_outliers + row0,
+                        .outlier_k = rows->outlier_k + row0 * CR_I8_MAX_OUTLIERS,
+                        .outlier_x = rows->outlier_x + row0 * CR_I8_MAX_OUTLIERS};
+}
+
+void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp) {
+    quantize_row(W, src, src, dst, r, tmp);
+}
+
+cr_status cr_linear_apply_i8_rows(const cr_linear *W, const cr_i8_rows *x, int64_t m, float *y, int64_t ldy,
+                                  const cr_exec *ex) {
+    if (!cr_linear_takes_i8_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take int8 rows");
+    return apply(W, NULL, 0, NULL, x, m, y, ldy, ex);
 }
 
 void cr_linear_free(cr_linear *W) {

@@ -32,10 +32,23 @@ typedef struct cr_linear {
     float *bias;      /* [n_out] or NULL, owned */
 } cr_linear;
 
-/* How a call may use the machine: threads for BLAS and the pool, and the abort flag. */
+/* Buffers cr_linear_apply reuses from call to call, each grown when a call needs more (the
+ * inputs' conversion, their scales and outliers, the AMX result blocks): a forward makes hundreds
+ * of calls, and fresh allocations of that size are fresh pages, mapped and zeroed by the OS every
+ * time. Zero-initialize; the owner frees it (cr_linear_scratch_free); one call at a time. */
+#define CR_LINEAR_SCRATCH_SLOTS 8
+typedef struct cr_linear_scratch {
+    void *buf[CR_LINEAR_SCRATCH_SLOTS];
+    size_t bytes[CR_LINEAR_SCRATCH_SLOTS];
+} cr_linear_scratch;
+void cr_linear_scratch_free(cr_linear_scratch *s);
+
+/* How a call may use the machine: threads for BLAS and the pool, the abort flag, and the scratch
+ * to reuse (NULL: the call allocates and frees its own). */
 typedef struct cr_exec {
     int threads;
     const atomic_int *abort;
+    cr_linear_scratch *scratch;
 } cr_exec;
 
 /* y[m, n_out] (row stride ldy) = x[m, n_in] (row stride ldx) @ W^T + bias, with the engine lock
@@ -61,6 +74,29 @@ int64_t cr_linear_row_elems(const cr_linear *W);
 void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n);
 cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int64_t m, float *y, int64_t ldy,
                                     const cr_exec *ex);
+/* The same for int8 layers (cr_linear_takes_i8_rows: CR_FMT_I8_PANELS / _AMX): a row is quantized
+ * as a whole (its per-token scale and outlier inputs need all of it), so the producer hands over
+ * finished float32 rows. cr_i8_rows holds `rows` rows of the layer's quantized inputs (bytes in
+ * its own order: tile order on AMX, 16 ceil(rows / 16) rows zeroed at allocation), their scales
+ * and outliers. cr_linear_put_i8 quantizes row r from src (n_in values, which it may overwrite:
+ * the outliers are zeroed there) exactly as cr_linear_apply would, with tmp the caller's scratch of
+ * cr_linear_row_elems(W) bytes (for the tile order; each thread its own); cr_linear_i8_rows_at views
+ * the rows from row0 on (a multiple of 16); cr_linear_apply_i8_rows is cr_linear_apply on rows
+ * [0, m) of them, the same bits. */
+typedef struct cr_i8_rows {
+    uint8_t *q;
+    float *scale;
+    int32_t *n_outliers, *outlier_k;
+    float *outlier_x;
+} cr_i8_rows;
+int cr_linear_takes_i8_rows(const cr_linear *W);
+cr_status cr_linear_i8_rows_alloc(const cr_linear *W, int64_t rows, cr_i8_rows *out);
+void cr_linear_i8_rows_free(cr_i8_rows *rows);
+cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int64_t row0);
+void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp);
+cr_status cr_linear_apply_i8_rows(const cr_linear *W, const cr_i8_rows *x, int64_t m, float *y, int64_t ldy,
+                                  const cr_exec *ex);
+
 /* Converts a CR_FMT_F32_BLAS weight (row-major, as loaded) into the format used for compute:
  * for CR_DT_F32, float32 panels for crossrank's kernels unless CROSSRANK_GEMM=openblas asks for
  * OpenBLAS; for CR_DT_BF16, bfloat16 pair panels (weights rounded to nearest even: exact for a

@@ -466,6 +466,30 @@ def test_int8_layer_row_with_nan_gives_nan_only_in_that_row():
     assert np.isfinite(np.delete(got, 2, axis=0)).all()
 
 
+@pytest.mark.parametrize("n_in", [100, 1024, 3000])
+def test_int8_rows_quantized_by_their_producer_give_the_bits_of_float32_inputs(n_in):
+    # The forward's norms and GLU quantize an int8 layer's inputs themselves, a whole row at a time
+    # (cr_linear_put_i8; into the tile order on AMX): the bits of the layer quantizing float32 inputs,
+    # outlier and NaN rows included, whatever junk the unwritten bytes and the rows past the last hold.
+    rng = np.random.default_rng(n_in)
+    w = rng.standard_normal((70, n_in)).astype(np.float32)
+    for m in (1, 15, 17, 70):
+        x = gated_mlp_rows(rng, m, n_in)
+        x[0, 3] = 500.0
+        if m > 2:
+            x[2, 5] = np.nan
+        want = hooks.linear(w, x, fmt="int8", threads=2)
+        got = hooks.linear(w, x, fmt="int8", threads=2, rows=32)
+        assert got.tobytes() == want.tobytes(), m
+        assert np.isnan(got[2]).all() if m > 2 else np.isfinite(got).all()
+
+
+def test_only_int8_and_bf16_tile_layers_take_their_own_input_rows():
+    w, x = np.ones((4, 64), np.float32), np.ones((2, 64), np.float32)
+    with pytest.raises(ValueError, match="does not take its own input rows"):
+        hooks.linear(w, x, fmt="float32", rows=32)
+
+
 def test_linear_hook_checks_its_inputs():
     w = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="columns"):

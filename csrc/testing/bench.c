@@ -2,9 +2,11 @@
  *
  *   linear(w, x, fmt="float32", threads=1, bias=None, rows=0) -> y
  *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
- *       rows > 0 (a layer that takes bf16 rows: bfloat16 on AMX): x written as bf16 rows in
- *       tile order in parts of `rows` elements (cr_linear_put_bf16, the rows past x's last one
- *       holding NaN patterns), then cr_linear_apply_bf16_rows.
+ *       rows > 0 (a layer that takes its own input rows): for bf16 on AMX, x written as bf16
+ *       rows in tile order in parts of `rows` elements (cr_linear_put_bf16, the rows past x's
+ *       last one holding NaN patterns), then cr_linear_apply_bf16_rows; for int8, x quantized
+ *       row by row (cr_linear_put_i8, over bytes and scales filled with junk first), then
+ *       cr_linear_apply_i8_rows.
  *   bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall", rows=False) -> float
  *       Packs w ([n_out, n_in] float32) as the engine does for `fmt` ("float32": crossrank's
  *       panels, "openblas": OpenBLAS sgemm, "bfloat16": bf16 pair panels, "int8": int8 panels
@@ -12,8 +14,8 @@
  *       engine would) and returns the best
  *       wall time in seconds of cr_linear_apply on m rows of fixed pseudo-random inputs
  *       (clock="thread": the calling thread's CPU time, for threads=1 on a busy machine;
- *       rows=True: the inputs written once as the layer's bf16 rows, untimed, and
- *       cr_linear_apply_bf16_rows timed, as the forward runs such a layer).
+ *       rows=True: the inputs written once as the layer's own bf16 or int8 rows, untimed, and
+ *       cr_linear_apply_bf16_rows / _i8_rows timed, as the forward runs such a layer).
  *   bench_peak(kind, threads=1, iters=50000000) -> float
  *       GFLOP/s of a register-only loop on `threads` pool workers: "fma_f32" (AVX-512 FMA) or
  *       "dpbf16" (AVX512_BF16 vdpbf16ps) or "vnni" (AVX512_VNNI vpdpbusd, integer OP/s), or the
@@ -21,6 +23,7 @@
  *       RuntimeError when the CPU lacks the instructions. */
 #include "testing.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -94,6 +97,34 @@ static int pack_weight(PyObject *w_obj, const char *fmt, cr_linear *W) {
     return 0;
 }
 
+/* x's m rows quantized into freshly allocated int8 rows of W (over junk: every byte and scale the
+ * layer reads for rows < m is written); 0 or -1 with a Python exception set. */
+static int put_i8_rows(const cr_linear *W, const float *x, int64_t m, cr_i8_rows *rows) {
+    if (cr_linear_i8_rows_alloc(W, m, rows) != CR_OK) {
+        raise_core();
+        return -1;
+    }
+    int64_t len = cr_linear_row_elems(W);
+    float *row = cr_malloc_array((size_t)W->n_in, sizeof(float), "int8 row");
+    uint8_t *tmp = cr_malloc_array((size_t)len, 1, "int8 row bytes");
+    if (!row || !tmp) {
+        free(row);
+        free(tmp);
+        cr_linear_i8_rows_free(rows);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(rows->q, 0xa5, (size_t)((m + 15) / 16 * 16) * (size_t)len);
+    for (int64_t r = 0; r < m; r++) rows->scale[r] = NAN;
+    for (int64_t r = 0; r < m; r++) {
+        memcpy(row, x + r * W->n_in, (size_t)W->n_in * sizeof(float));
+        cr_linear_put_i8(W, rows, r, row, tmp);
+    }
+    free(row);
+    free(tmp);
+    return 0;
+}
+
 PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"w", "m", "fmt", "threads", "reps", "clock", "rows", NULL};
     PyObject *w_obj;
@@ -119,14 +150,15 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     if (pack_weight(w_obj, fmt, &W) < 0) return NULL;
     PyObject *result = NULL;
     uint16_t *xb = NULL;
+    cr_i8_rows xq = {0};
     float *x = cr_aligned_alloc((size_t)m * (size_t)W.n_in * sizeof(float), "bench input");
     float *y = cr_aligned_alloc((size_t)m * (size_t)W.n_out * sizeof(float), "bench output");
     if (!x || !y) {
         PyErr_NoMemory();
         goto done;
     }
-    if (rows && !cr_linear_takes_bf16_rows(&W)) {
-        PyErr_Format(PyExc_ValueError, "bench_linear: fmt '%s' does not take bf16 rows here", fmt);
+    if (rows && !cr_linear_takes_bf16_rows(&W) && !cr_linear_takes_i8_rows(&W)) {
+        PyErr_Format(PyExc_ValueError, "bench_linear: fmt '%s' does not take its own input rows here", fmt);
         goto done;
     }
     uint32_t state = 12345;
@@ -134,7 +166,9 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
         state = state * 1664525u + 1013904223u;
         x[i] = (float)(state >> 8) * (1.0f / 16777216.0f) - 0.5f;
     }
-    if (rows) {
+    if (rows && cr_linear_takes_i8_rows(&W)) {
+        if (put_i8_rows(&W, x, m, &xq) < 0) goto done;
+    } else if (rows) {
         size_t n = (size_t)((m + 15) / 16 * 16) * (size_t)cr_linear_row_elems(&W);
         if (!(xb = cr_aligned_alloc(n * sizeof(uint16_t), "bench bf16 rows"))) {
             PyErr_NoMemory();
@@ -143,26 +177,31 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
         memset(xb, 0, n * sizeof(uint16_t));
         for (int64_t r = 0; r < m; r++) cr_linear_put_bf16(&W, xb, r, 0, x + r * W.n_in, W.n_in);
     }
-    cr_exec ex = {.threads = threads, .abort = NULL};
+    /* the forward's calls reuse their buffers (cr_linear_scratch): so do the repetitions */
+    cr_linear_scratch ws = {0};
+    cr_exec ex = {.threads = threads, .abort = NULL, .scratch = &ws};
     double best = 1e30;
     cr_status st = CR_OK;
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
         double t0 = thread_clock ? thread_seconds() : now_seconds();
-        st = rows ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex)
+        st = xq.q ? cr_linear_apply_i8_rows(&W, &xq, m, y, W.n_out, &ex)
+             : xb ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex)
                   : cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
         double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
         if (t < best) best = t;
     }
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
+    cr_linear_scratch_free(&ws);
     result = st == CR_OK ? PyFloat_FromDouble(best) : raise_core();
 done:
     cr_linear_free(&W);
     free(x);
     free(y);
     free(xb);
+    cr_linear_i8_rows_free(&xq);
     return result;
 }
 
@@ -216,9 +255,16 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
     }
     npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)W.n_out};
     uint16_t *xb = NULL;
-    if (part) {
+    cr_i8_rows xq = {0};
+    if (part && cr_linear_takes_i8_rows(&W)) {
+        if (put_i8_rows(&W, PyArray_DATA(x), dims[0], &xq) < 0) {
+            cr_linear_free(&W);
+            Py_DECREF(x);
+            return NULL;
+        }
+    } else if (part) {
         if (!cr_linear_takes_bf16_rows(&W)) {
-            PyErr_Format(PyExc_ValueError, "linear: fmt '%s' does not take bf16 rows here", fmt);
+            PyErr_Format(PyExc_ValueError, "linear: fmt '%s' does not take its own input rows here", fmt);
             cr_linear_free(&W);
             Py_DECREF(x);
             return NULL;
@@ -241,12 +287,14 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
         cr_exec ex = {.threads = threads, .abort = NULL};
         Py_BEGIN_ALLOW_THREADS
         cr_engine_lock();
-        st = xb ? cr_linear_apply_bf16_rows(&W, xb, dims[0], PyArray_DATA(y), W.n_out, &ex)
-                : cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
+        st = xq.q ? cr_linear_apply_i8_rows(&W, &xq, dims[0], PyArray_DATA(y), W.n_out, &ex)
+             : xb ? cr_linear_apply_bf16_rows(&W, xb, dims[0], PyArray_DATA(y), W.n_out, &ex)
+                  : cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
         cr_engine_unlock();
         Py_END_ALLOW_THREADS
     }
     free(xb);
+    cr_linear_i8_rows_free(&xq);
     cr_linear_free(&W);
     Py_DECREF(x);
     if (!y) return NULL;
