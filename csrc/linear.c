@@ -169,10 +169,10 @@ void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int
     const int32_t *restrict colsum = j->W->colsum + c0;
     const float *restrict wscale = j->W->wscale + c0;
     if (acc && K->i8_dequant_f32) {
-        K->i8_dequant_f32(acc, ldacc, rows, cols, j->xscale + r, colsum, wscale, y, ldy);
+        K->i8_dequant_f32(acc, ldacc, rows, cols, j->q8.scale + r, colsum, wscale, y, ldy);
     } else if (acc) {
         for (int64_t i = 0; i < rows; i++) {
-            float sx = j->xscale[r + i], *restrict yr = y + i * ldy;
+            float sx = j->q8.scale[r + i], *restrict yr = y + i * ldy;
             const int32_t *restrict acc_row = acc + i * ldacc;
             for (int64_t c = 0; c < cols; c++) {
                 /* sum x_q w_q = acc - 128 colsum: the unsigned inputs carry an offset of 128 */
@@ -182,9 +182,9 @@ void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int
         }
     }
     for (int64_t i = 0; i < rows; i++)
-        if (j->n_outliers[r + i])
-            K->i8_outliers_f32(panel, j->outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
-                               j->outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->n_outliers[r + i], wscale,
+        if (j->q8.n_outliers[r + i])
+            K->i8_outliers_f32(panel, j->q8.outlier_k + (r + i) * CR_I8_MAX_OUTLIERS,
+                               j->q8.outlier_x + (r + i) * CR_I8_MAX_OUTLIERS, j->q8.n_outliers[r + i], wscale,
                                y + i * ldy, cols);
 }
 
@@ -205,12 +205,12 @@ static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t row
         const int32_t *colsum = W->colsum + c0;
         const float *wscale = W->wscale + c0;
         if (K->gemm_i8_tile_f32) {
-            K->gemm_i8_tile_f32(j->xq + r * len, len, rows, panel, kq, y, j->ldy, cols, j->xscale + r,
+            K->gemm_i8_tile_f32(j->q8.q + r * len, len, rows, panel, kq, y, j->ldy, cols, j->q8.scale + r,
                                 colsum, wscale);
             cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, j->ldy);
         } else {
             int32_t acc[16 * CR_GEMM_NR];
-            K->gemm_i8_tile(j->xq + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
+            K->gemm_i8_tile(j->q8.q + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
             cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, j->ldy);
         }
     }
@@ -280,12 +280,6 @@ static void to_tile_order(const void *row, int64_t r, int64_t len, int64_t block
                (const char *)row + (size_t)(b * block) * elem, (size_t)block * elem);
 }
 
-/* The job's int8 inputs as a cr_i8_rows. */
-static cr_i8_rows job_rows(const panel_job *j) {
-    return (cr_i8_rows){.q = j->xq, .scale = j->xscale, .n_outliers = j->n_outliers, .outlier_k = j->outlier_k,
-                        .outlier_x = j->outlier_x};
-}
-
 /* Row r of an int8 layer's inputs from its n_in float32 values x: per-row (per-token) symmetric
  * quantization of what is left after the outliers are taken out (into the row's slots of d). A
  * row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a plausible number.
@@ -317,9 +311,8 @@ static void convert_task(void *ctx, int64_t task, int worker) {
     int64_t r0 = task * CR_CONVERT_ROWS, r1 = r0 + CR_CONVERT_ROWS < j->m ? r0 + CR_CONVERT_ROWS : j->m;
     int64_t len = row_len(W->fmt, W->n_in);
     if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
-        cr_i8_rows d = job_rows(j);
         for (int64_t r = r0; r < r1; r++)
-            quantize_row(W, j->x + r * j->ldx, j->scratch + (int64_t)worker * W->n_in, &d, r,
+            quantize_row(W, j->x + r * j->ldx, j->scratch + (int64_t)worker * W->n_in, &j->q8, r,
                          is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : NULL);
         return;
     }
@@ -411,23 +404,19 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
         ok = j.amx_out && (given || j.row_tmp);
     }
     if (i8 && q8_given) {
-        j.xq = q8_given->q;
-        j.xscale = q8_given->scale;
-        j.n_outliers = q8_given->n_outliers;
-        j.outlier_k = q8_given->outlier_k;
-        j.outlier_x = q8_given->outlier_x;
+        j.q8 = *q8_given;
     } else if (i8 && ok) {
-        ok = (j.xq = ws_get(ex, WS_INPUTS, (size_t)m_rows, (size_t)len, "int8 inputs")) &&
-             (j.xscale = ws_get(ex, WS_XSCALE, (size_t)m, sizeof(float), "int8 input scales")) &&
-             (j.n_outliers = ws_get(ex, WS_N_OUTLIERS, (size_t)m, sizeof(int32_t), "int8 outlier counts")) &&
-             (j.outlier_k = ws_get(ex, WS_OUTLIER_K, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(int32_t),
+        ok = (j.q8.q = ws_get(ex, WS_INPUTS, (size_t)m_rows, (size_t)len, "int8 inputs")) &&
+             (j.q8.scale = ws_get(ex, WS_XSCALE, (size_t)m, sizeof(float), "int8 input scales")) &&
+             (j.q8.n_outliers = ws_get(ex, WS_N_OUTLIERS, (size_t)m, sizeof(int32_t), "int8 outlier counts")) &&
+             (j.q8.outlier_k = ws_get(ex, WS_OUTLIER_K, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(int32_t),
                                    "int8 outlier indices")) &&
-             (j.outlier_x = ws_get(ex, WS_OUTLIER_X, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(float),
+             (j.q8.outlier_x = ws_get(ex, WS_OUTLIER_X, (size_t)m * CR_I8_MAX_OUTLIERS, sizeof(float),
                                    "int8 outlier values")) &&
              (j.scratch = ws_get(ex, WS_ROW_SCRATCH, (size_t)ex->threads, (size_t)W->n_in * sizeof(float),
                                  "int8 row scratch"));
         /* the part-filled last 16-row group (tile order keeps it contiguous): zero rows */
-        if (ok) memset(j.xq + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
+        if (ok) memset(j.q8.q + m / 16 * 16 * len, 0, (size_t)((m_rows - m / 16 * 16) * len));
     } else if (xb_given) {
         j.xb = (uint16_t *)xb_given;
     } else if (ok) {
@@ -443,11 +432,11 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
     ws_done(ex, j.row_tmp);
     if (!given) {
         ws_done(ex, j.xb);
-        ws_done(ex, j.xq);
-        ws_done(ex, j.xscale);
-        ws_done(ex, j.n_outliers);
-        ws_done(ex, j.outlier_k);
-        ws_done(ex, j.outlier_x);
+        ws_done(ex, j.q8.q);
+        ws_done(ex, j.q8.scale);
+        ws_done(ex, j.q8.n_outliers);
+        ws_done(ex, j.q8.outlier_k);
+        ws_done(ex, j.q8.outlier_x);
         ws_done(ex, j.scratch);
     }
     return st;

@@ -42,7 +42,7 @@ static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, i
         K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, kb, kb, np, out, ldo, 0, next,
                          next_bytes);
     else
-        K->gemm_i8_amx(j->xq + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, kb, kb, np, (int32_t *)out, ldo, 0, next,
+        K->gemm_i8_amx(j->q8.q + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, kb, kb, np, (int32_t *)out, ldo, 0, next,
                        next_bytes);
     int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
     for (int64_t q = 0; q < np; q++) {
@@ -76,7 +76,7 @@ static void amx_piece(const panel_job *j, int64_t r, int64_t rows, int64_t p0, i
                          (const uint16_t *)(void *)((const char *)(W->wb + p0 * len * CR_GEMM_NR) + w_off), nk, kb, np,
                          y, j->ldy, k0 > 0, NULL, 0);
     else
-        K->gemm_i8_amx(j->xq + r * len + x_off, rows, W->wq + p0 * len * CR_GEMM_NR + w_off, nk, kb, np,
+        K->gemm_i8_amx(j->q8.q + r * len + x_off, rows, W->wq + p0 * len * CR_GEMM_NR + w_off, nk, kb, np,
                        (int32_t *)(void *)y, j->ldy, k0 > 0, NULL, 0);
     if (k0 + nk < kb) return;
     for (int64_t q = 0; q < np; q++) {

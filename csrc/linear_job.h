@@ -35,11 +35,8 @@ typedef struct panel_job {
     const cr_linear *W;
     const float *x;
     uint16_t *xb;       /* bf16 formats: x rounded to bf16, rows of row_len (zero-padded) */
-    uint8_t *xq;        /* int8 formats: x quantized + 128, rows of row_len */
-    float *xscale;      /* int8 panels: per-row scale of xq */
-    int32_t *n_outliers;/* int8 panels: per row, how many inputs were taken out of xq ... */
-    int32_t *outlier_k; /* ... their input indices, CR_I8_MAX_OUTLIERS per row ... */
-    float *outlier_x;   /* ... and their float32 values */
+    cr_i8_rows q8;      /* int8 formats: x quantized + 128 (rows of row_len), per-row scales, and
+                         * the inputs taken out of each row (CR_I8_MAX_OUTLIERS slots per row) */
     float *scratch;     /* int8 panels: one row of n_in floats per worker */
     int64_t ldx, m;
     float *y;
@@ -50,7 +47,7 @@ typedef struct panel_job {
     int64_t amx_range;  /* AMX formats: row blocks per task, which meet the task's panels in turn */
     int64_t amx_span;   /* AMX formats: panel groups per task */
     int64_t amx_kc;     /* AMX formats: blocks of K summed at a time (all of them unless K is long) */
-    void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / xq are
+    void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / q8.q are
                          * in the tile order of kernels.h, zero rows up to a multiple of 16 */
 } panel_job;
 
