@@ -66,40 +66,45 @@ static void f16_to_f32_avx512(const void *src, float *dst, int64_t n) {
 
 /* 6 rows x 32 columns: 12 accumulators, two panel loads and six broadcasts per k. */
 #define MR512 6
+_Static_assert(MR512 == 6, "gemm_f32_tile_avx512 has one case per row count up to MR512");
 
-static void gemm_f32_tile_avx512(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
-                                 float *y, int64_t ldy, int64_t n) {
+static inline __attribute__((always_inline)) void f32_rows_avx512(const int M, const float *x, int64_t ldx,
+                                                                 const float *wp, int64_t k, float *y,
+                                                                 int64_t ldy, int64_t n) {
     __m512 acc[MR512][2];
-    for (int i = 0; i < MR512; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    if (m == MR512) {
-        for (int64_t kk = 0; kk < k; kk++) {
-            __m512 w0 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR), w1 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR + 16);
-            for (int i = 0; i < MR512; i++) {
-                __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
-                acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
-                acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
-            }
-        }
-    } else {
-        for (int64_t kk = 0; kk < k; kk++) {
-            __m512 w0 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR), w1 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR + 16);
-            for (int64_t i = 0; i < m; i++) {
-                __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
-                acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
-                acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
-            }
+    for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m512 w0 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR), w1 = _mm512_loadu_ps(wp + kk * CR_GEMM_NR + 16);
+        for (int i = 0; i < M; i++) {
+            __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
+            acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
         }
     }
-    __mmask16 m0 = tail_mask(n), m1 = tail_mask(n > 16 ? n - 16 : 0);
-    if (n <= 16) m1 = 0;
-    for (int64_t i = 0; i < m; i++) {
+    __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
+    for (int i = 0; i < M; i++) {
         _mm512_mask_storeu_ps(y + i * ldy, m0, acc[i][0]);
         _mm512_mask_storeu_ps(y + i * ldy + 16, m1, acc[i][1]);
     }
 }
 
+static void gemm_f32_tile_avx512(const float *x, int64_t ldx, int64_t m, const float *wp, int64_t k,
+                                 float *y, int64_t ldy, int64_t n) {
+    /* one instance per row count: with m known at compile time the accumulators stay in
+     * registers (a loop over a run-time m kept them on the stack) */
+    switch (m) {
+#define F32_ROWS_CASE(M)                               \
+    case M:                                            \
+        f32_rows_avx512(M, x, ldx, wp, k, y, ldy, n);  \
+        return;
+        F32_ROWS_CASE(1) F32_ROWS_CASE(2) F32_ROWS_CASE(3) F32_ROWS_CASE(4) F32_ROWS_CASE(5) F32_ROWS_CASE(6)
+#undef F32_ROWS_CASE
+    }
+}
+
 /* bfloat16 widened in registers (AVX-512F without AVX512_BF16): 8 rows x 32 columns. */
 #define MRB512 8
+_Static_assert(MRB512 == 8, "gemm_bf16_tile_avx512 has one case per row count up to MRB512");
 
 static inline __attribute__((always_inline)) void bf16_rows_avx512(const int M, const uint16_t *x, int64_t ldx,
                                                                   const uint16_t *wp, int64_t kp, float *y,
@@ -133,11 +138,16 @@ static inline __attribute__((always_inline)) void bf16_rows_avx512(const int M, 
 
 static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
                                   float *y, int64_t ldy, int64_t n) {
-    if (m == MRB512) {
-        bf16_rows_avx512(MRB512, x, ldx, wp, kp, y, ldy, n);
+    /* one instance per row count, as the vdpbf16ps kernel: a one-row tail is latency-bound */
+    switch (m) {
+#define BF16_ROWS_CASE(M)                                 \
+    case M:                                               \
+        bf16_rows_avx512(M, x, ldx, wp, kp, y, ldy, n);   \
         return;
+        BF16_ROWS_CASE(1) BF16_ROWS_CASE(2) BF16_ROWS_CASE(3) BF16_ROWS_CASE(4)
+        BF16_ROWS_CASE(5) BF16_ROWS_CASE(6) BF16_ROWS_CASE(7) BF16_ROWS_CASE(8)
+#undef BF16_ROWS_CASE
     }
-    for (int64_t i = 0; i < m; i++) bf16_rows_avx512(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
 }
 
 /* The scalar model of TDPBF16PS (kernels.h) in float32 FMAs, for the levels without tiles or

@@ -13,6 +13,7 @@ static inline __mmask16 tail_mask(int64_t left) {
 
 /* 12 rows x 32 columns: 24 accumulators, two panel loads and one broadcast per row and pair. */
 #define MRBF 12
+_Static_assert(MRBF == 12, "gemm_bf16_tile_dp has one case per row count up to MRBF");
 
 static inline __attribute__((always_inline)) void bf16_rows_dp(const int M, const uint16_t *x, int64_t ldx,
                                                               const uint16_t *wp, int64_t kp, float *y,
@@ -39,11 +40,18 @@ static inline __attribute__((always_inline)) void bf16_rows_dp(const int M, cons
 
 static void gemm_bf16_tile_dp(const uint16_t *x, int64_t ldx, int64_t m, const uint16_t *wp, int64_t kp,
                               float *y, int64_t ldy, int64_t n) {
-    if (m == MRBF) {
-        bf16_rows_dp(MRBF, x, ldx, wp, kp, y, ldy, n);
+    /* one instance per row count: a row tail run one row at a time is a single chain pair, bound
+     * by vdpbf16ps's latency at a sixth of the tile's rate */
+    switch (m) {
+#define BF16_ROWS_CASE(M)                             \
+    case M:                                           \
+        bf16_rows_dp(M, x, ldx, wp, kp, y, ldy, n);   \
         return;
+        BF16_ROWS_CASE(1) BF16_ROWS_CASE(2) BF16_ROWS_CASE(3) BF16_ROWS_CASE(4)
+        BF16_ROWS_CASE(5) BF16_ROWS_CASE(6) BF16_ROWS_CASE(7) BF16_ROWS_CASE(8)
+        BF16_ROWS_CASE(9) BF16_ROWS_CASE(10) BF16_ROWS_CASE(11) BF16_ROWS_CASE(12)
+#undef BF16_ROWS_CASE
     }
-    for (int64_t i = 0; i < m; i++) bf16_rows_dp(1, x + i * ldx, ldx, wp, kp, y + i * ldy, ldy, n);
 }
 
 static void f32_to_bf16_cvtne(const float *src, uint16_t *dst, int64_t n) {

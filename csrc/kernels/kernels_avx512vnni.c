@@ -13,19 +13,47 @@ static inline __mmask16 tail_mask(int64_t left) {
 /* 12 rows x 32 columns: 24 accumulators, two panel loads and one broadcast per row and group. */
 #define MRI8 12
 
-/* Rows below 12 (the ragged bottom of a row block): intrinsics, one row at a time. */
-static void i8_row_vnni(const uint8_t *x, const int8_t *wp, int64_t kq, int32_t *y, int64_t n) {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+/* Rows below 12 (the ragged bottom of a row block): intrinsics, one instance per row count (a
+ * tail run one row at a time is one chain pair, bound by vpdpbusd's latency). At most 6 rows
+ * at once: 12 accumulators leave GCC room to keep each tied to its instruction. */
+#define MRI8_TAIL 6
+static inline __attribute__((always_inline)) void i8_rows_vnni(const int M, const uint8_t *x, int64_t ldx,
+                                                              const int8_t *wp, int64_t kq, int32_t *y,
+                                                              int64_t ldy, int64_t n) {
+    __m512i acc[MRI8_TAIL][2];
+    for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
     for (int64_t g = 0; g < kq; g++) {
         const int8_t *w = wp + g * 4 * CR_GEMM_NR;
-        int32_t quad;
-        memcpy(&quad, x + 4 * g, 4);
-        __m512i xv = _mm512_set1_epi32(quad);
-        acc0 = _mm512_dpbusd_epi32(acc0, xv, _mm512_loadu_si512(w));
-        acc1 = _mm512_dpbusd_epi32(acc1, xv, _mm512_loadu_si512(w + 64));
+        __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        for (int i = 0; i < M; i++) {
+            int32_t quad;
+            memcpy(&quad, x + i * ldx + 4 * g, 4);
+            __m512i xv = _mm512_set1_epi32(quad);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], xv, w0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], xv, w1);
+        }
     }
-    _mm512_mask_storeu_epi32(y, tail_mask(n), acc0);
-    _mm512_mask_storeu_epi32(y + 16, n > 16 ? tail_mask(n - 16) : 0, acc1);
+    for (int i = 0; i < M; i++) {
+        _mm512_mask_storeu_epi32(y + i * ldy, tail_mask(n), acc[i][0]);
+        _mm512_mask_storeu_epi32(y + i * ldy + 16, n > 16 ? tail_mask(n - 16) : 0, acc[i][1]);
+    }
+}
+
+/* m < MRI8 rows: at most MRI8_TAIL at a time, each in the instance for its count */
+static void i8_tail_vnni(const uint8_t *x, int64_t ldx, int64_t m, const int8_t *wp, int64_t kq, int32_t *y,
+                         int64_t ldy, int64_t n) {
+    for (int64_t r = 0; r < m; r += MRI8_TAIL) {
+        const uint8_t *xr = x + r * ldx;
+        int32_t *yr = y + r * ldy;
+        switch (m - r < MRI8_TAIL ? m - r : MRI8_TAIL) {
+#define I8_ROWS_CASE(M)                                  \
+    case M:                                              \
+        i8_rows_vnni(M, xr, ldx, wp, kq, yr, ldy, n);    \
+        break;
+            I8_ROWS_CASE(1) I8_ROWS_CASE(2) I8_ROWS_CASE(3) I8_ROWS_CASE(4) I8_ROWS_CASE(5) I8_ROWS_CASE(6)
+#undef I8_ROWS_CASE
+        }
+    }
 }
 
 /* The full 12 x 32 tile as one asm loop with the accumulators pinned in zmm8..zmm31. Written
@@ -107,7 +135,7 @@ static void gemm_i8_tile_vnni(const uint8_t *x, int64_t ldx, int64_t m, const in
         }
         return;
     }
-    for (int64_t i = 0; i < m; i++) i8_row_vnni(x + i * ldx, wp, kq, y + i * ldy, n);
+    i8_tail_vnni(x, ldx, m, wp, kq, y, ldy, n);
 }
 
 /* gemm_i8_tile and the dequantization in one: rows of out (int32 sums) to rows of y. */
@@ -118,7 +146,7 @@ static void gemm_i8_tile_f32_vnni(const uint8_t *x, int64_t ldx, int64_t m, cons
     if (m == MRI8) {
         i8_tile12_vnni(x, ldx, wp, kq, out);
     } else {
-        for (int64_t i = 0; i < m; i++) i8_row_vnni(x + i * ldx, wp, kq, out + i * CR_GEMM_NR, CR_GEMM_NR);
+        i8_tail_vnni(x, ldx, m, wp, kq, out, CR_GEMM_NR, CR_GEMM_NR);
     }
     __mmask16 m0 = tail_mask(n), m1 = n > 16 ? tail_mask(n - 16) : 0;
     /* 128 colsum: the unsigned inputs carry an offset of 128 */
