@@ -4,6 +4,7 @@
  * only: nothing else reaches the head. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include "error.h"
 #include "kernels/kernels.h"
 #include "model.h"
+#include "profile.h"
 #include "threads.h"
 
 /* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside
@@ -64,7 +66,20 @@ typedef struct pass {
     float *scratch;   /* [threads, scratch_stride] attention tiles (O(tile), not O(keys)) */
     int64_t scratch_stride;
     cr_prefix *capture; /* when building a prefix: receives K/V of every layer */
+    double *phase_s;  /* CROSSRANK_PROFILE: seconds per phase of this pass, else NULL */
 } pass;
+
+/* CROSSRANK_PROFILE's phases: the projections and attention, timed on the calling thread (each
+ * waits for its pool job), so at any thread count the rest of the pass is the norms, RoPE, the
+ * GLU and the residual adds. */
+enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_COUNT };
+static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up", "down"};
+
+static double phase_start(const pass *p) { return p->phase_s ? cr_seconds_now() : 0.0; }
+
+static void phase_end(pass *p, int phase, double t0) {
+    if (p->phase_s) p->phase_s[phase] += cr_seconds_now() - t0;
+}
 
 /* ---- row-parallel helpers ------------------------------------------------------------------ */
 
@@ -272,9 +287,11 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
     /* bf16 rows in tile order: a0 is a multiple of 16 (pass setup), so its rows start at a0 row lengths */
+    double t0 = phase_start(p);
     st = p->xo ? cr_linear_apply_bf16_rows(&layer->o, p->xo + a0 * cr_linear_row_elems(&layer->o), rows, p->xn, H,
                                            &p->ex)
                : cr_linear_apply(&layer->o, p->attn + a0 * NHD, NHD, rows, p->xn, H, &p->ex);
+    phase_end(p, PH_O, t0);
     if (st) return st;
     sink gate_up = h_sink(p, &layer->gate_up), down = i_sink(p, &layer->down);
     if (p->own_rows) {
@@ -292,14 +309,24 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
         float *xn = p->xn + s0 * H;
         if (p->own_rows) {
             /* s0 is a multiple of 16: its rows start a 16-row group of the tile order */
-            if ((st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM))) return st;
-            if ((st = parallel_rows(p, n, glu_put_row, &down))) return st;
-            if ((st = apply_own_rows(p, &down, 0, n, xn, H))) return st;
+            t0 = phase_start(p);
+            st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM);
+            phase_end(p, PH_GATE_UP, t0);
+            if (st || (st = parallel_rows(p, n, glu_put_row, &down))) return st;
+            t0 = phase_start(p);
+            st = apply_own_rows(p, &down, 0, n, xn, H);
+            phase_end(p, PH_DOWN, t0);
+            if (st) return st;
             continue;
         }
-        if ((st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex))) return st;
-        if ((st = parallel_rows(p, n, glu_row, NULL))) return st;
-        if ((st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex))) return st;
+        t0 = phase_start(p);
+        st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex);
+        phase_end(p, PH_GATE_UP, t0);
+        if (st || (st = parallel_rows(p, n, glu_row, NULL))) return st;
+        t0 = phase_start(p);
+        st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex);
+        phase_end(p, PH_DOWN, t0);
+        if (st) return st;
     }
     add_arg ad = {x, p->xn};
     return parallel_rows(p, rows, add_row, &ad);
@@ -317,11 +344,15 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         if (p->own_rows) {
             norm_put_arg na = {p->x + r0 * H, layer->attn_norm, h_sink(p, &layer->qkv)};
             if ((st = parallel_rows(p, rows, norm_put_row, &na))) return st;
+            double t0 = phase_start(p);
             st = apply_own_rows(p, &na.s, 0, rows, p->qkv + r0 * p->QKVD, p->QKVD);
+            phase_end(p, PH_QKV, t0);
         } else {
             norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
             if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
+            double t0 = phase_start(p);
             st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
+            phase_end(p, PH_QKV, t0);
         }
         if (st) return st;
         qk_arg qa = {layer, r0};
@@ -356,7 +387,10 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
         .threads = p->ex.threads, .abort = p->ex.abort,
     };
-    if ((st = cr_attention(&aa))) return st;
+    double t0 = phase_start(p);
+    st = cr_attention(&aa);
+    phase_end(p, PH_ATTENTION, t0);
+    if (st) return st;
 
     /* o_proj and the MLP: every row of the residual stream, or in the last layer only each
      * sequence's last token (nothing else reaches the head) */
@@ -422,7 +456,8 @@ static int64_t row_block(void) {
 static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_params *run,
                           cr_prefix *capture) {
     const cr_config *c = &m->cfg;
-    pass p = {.m = m, .b = b, .capture = capture};
+    double phase_s[PH_COUNT] = {0};
+    pass p = {.m = m, .b = b, .capture = capture, .phase_s = cr_profile_wanted() ? phase_s : NULL};
     p.ex.threads = m->threads;
     p.ex.abort = run ? run->abort : NULL;
     p.ex.scratch = &p.lin;
@@ -480,6 +515,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     }
 
     cr_engine_lock();
+    double started = phase_start(&p);
     if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
     cr_embed_rows_done(m);   /* the rows are copied: the loader drops the table's file pages */
     if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
@@ -500,6 +536,12 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         }
     }
 done:
+    if (p.phase_s && st == CR_OK) {
+        char head[128];
+        snprintf(head, sizeof head, "%lld tokens, %lld sequences, %d threads", (long long)p.T, (long long)p.S,
+                 p.ex.threads);
+        cr_profile_report(head, cr_seconds_now() - started, p.phase_s, phase_names, PH_COUNT);
+    }
     cr_engine_unlock();
     free_pass(&p);
     return st;
