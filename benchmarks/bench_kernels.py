@@ -17,9 +17,9 @@ through the engine's own entry point (cr_linear_apply, best of --reps):
   bfloat16   crossrank's bf16 layer: AMX tiles (tdpbf16ps) where the CPU and OS allow, else the
              vdpbf16ps panels; includes rounding the inputs to bf16
   bfloat16-rows
-             the bf16 layer on AMX on inputs already rounded into its tile order, as the forward's
-             norms, attention and GLU write them for every projection (like oneDNN's, whose inputs
-             are bf16 tensors); n/a without usable tiles
+             the bf16 layer on inputs already rounded (on AMX into its tile order), as the
+             forward's norms, attention and GLU write them for every projection (like oneDNN's,
+             whose inputs are bf16 tensors)
   int8       crossrank's int8 layer: AMX tiles (tdpbusd) or vpdpbusd; includes the per-token
              input quantization and the outlier scan
   int8-rows  the int8 layer on inputs already quantized (into the tile order on AMX), as the
@@ -185,7 +185,7 @@ def run_threads(core: Any, threads: int, args: argparse.Namespace, formats: List
                     seconds = onednn.try_seconds(w, m, fmt, threads, args.reps, args.clock) if onednn else None
                 elif fmt == "bfloat16-rows":
                     seconds = core.bench_linear(w, m, fmt="bfloat16", threads=threads, reps=args.reps,
-                                                clock=args.clock, rows=True) if amx else None
+                                                clock=args.clock, rows=True)
                 elif fmt == "int8-rows":
                     seconds = core.bench_linear(w, m, fmt="int8", threads=threads, reps=args.reps,
                                                 clock=args.clock, rows=True)

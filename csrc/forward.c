@@ -47,9 +47,9 @@ typedef struct pass {
     float *gu;        /* [BM, 2I] */
     float *hid;       /* [BM, I] (NULL with bf16 rows) */
     float *xs;        /* [S, H] last-token residual rows */
-    /* bf16 layers on AMX tiles take their inputs as bfloat16 rows in tile order, which the norms,
-     * attention and the GLU write directly (cr_linear_put_bf16): no float32 copy of those inputs
-     * is stored and read back. NULL for every other format. */
+    /* bf16 layers take their inputs as bfloat16 rows in their own order (AMX: the tile order),
+     * which the norms, attention and the GLU write directly (cr_linear_put_bf16): no float32 copy
+     * of those inputs is stored, read back and converted. NULL for every other format. */
     uint16_t *xh;     /* [16 ceil(B / 16), row elems of H] q|k|v and gate|up inputs */
     uint16_t *xi;     /* [16 ceil(BM / 16), row elems of I] down inputs */
     uint16_t *xo;     /* [16 ceil(T / 16), row elems of NH*D] o inputs, which attention writes (then
@@ -114,7 +114,7 @@ static void rms_norm(const float *x, const float *w, int64_t n, float eps, float
  * CR_AMX_BF16_K, on the stack of the worker, so the float32 values never leave L1. */
 #define CR_PUT_PART 256
 
-/* The next projection's own input rows, which a producer writes: bf16 rows in tile order (xb), or
+/* The next projection's own input rows, which a producer writes: bf16 rows in its order (xb), or
  * else int8 rows (xq). */
 typedef struct sink { const cr_linear *W; uint16_t *xb; const cr_i8_rows *xq; } sink;
 
@@ -286,7 +286,7 @@ static void put_o_input(void *ctx, int64_t row, int64_t col, const float *v, int
 static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x, int64_t rows) {
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
-    /* bf16 rows in tile order: a0 is a multiple of 16 (pass setup), so its rows start at a0 row lengths */
+    /* bf16 rows (AMX: in tile order, a0 a multiple of 16 by the pass setup): row a0 starts at a0 row lengths */
     double t0 = phase_start(p);
     st = p->xo ? cr_linear_apply_bf16_rows(&layer->o, p->xo + a0 * cr_linear_row_elems(&layer->o), rows, p->xn, H,
                                            &p->ex)
@@ -308,7 +308,7 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
          * the down projection's output */
         float *xn = p->xn + s0 * H;
         if (p->own_rows) {
-            /* s0 is a multiple of 16: its rows start a 16-row group of the tile order */
+            /* s0 is a multiple of 16: on AMX its rows start a 16-row group of the tile order */
             t0 = phase_start(p);
             st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM);
             phase_end(p, PH_GATE_UP, t0);

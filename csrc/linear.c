@@ -447,12 +447,20 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
     return apply(W, x, ldx, NULL, NULL, m, y, ldy, ex);
 }
 
-int cr_linear_takes_bf16_rows(const cr_linear *W) { return W->fmt == CR_FMT_BF16_AMX; }
+int cr_linear_takes_bf16_rows(const cr_linear *W) {
+    return W->fmt == CR_FMT_BF16_AMX || W->fmt == CR_FMT_BF16_PANELS;
+}
 
 int64_t cr_linear_row_elems(const cr_linear *W) { return row_len(W->fmt, W->n_in); }
 
 void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n) {
     int64_t len = row_len(W->fmt, W->n_in);
+    if (W->fmt == CR_FMT_BF16_PANELS) { /* plain rows, padded to whole pairs */
+        uint16_t *row = dst + r * len;
+        cr_kern->f32_to_bf16(src, row + k0, n);
+        if (k0 + n == W->n_in && len > W->n_in) memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
+        return;
+    }
     uint16_t *group = dst + (r / 16) * 16 * len + (r % 16) * CR_AMX_BF16_K;
     for (int64_t k = k0; k < k0 + n; k += CR_AMX_BF16_K) {
         uint16_t *block = group + k / CR_AMX_BF16_K * 16 * CR_AMX_BF16_K;
@@ -465,8 +473,7 @@ void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0
 
 cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int64_t m, float *y, int64_t ldy,
                                     const cr_exec *ex) {
-    if (!cr_linear_takes_bf16_rows(W))
-        return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows in tile order");
+    if (!cr_linear_takes_bf16_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows");
     return apply(W, NULL, 0, xb, NULL, m, y, ldy, ex);
 }
 

@@ -62,13 +62,15 @@ typedef struct cr_exec {
 cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
                           float *y, int64_t ldy, const cr_exec *ex);
 
-/* Inputs its producer writes in the layer's own form, which saves a float32 pass over them: for
- * CR_FMT_BF16_AMX (cr_linear_takes_bf16_rows), rows rounded to bfloat16 in the tile order of
- * kernels.h, cr_linear_row_elems(W) elements each (n_in padded to whole blocks), a buffer of m
- * rows holding 16 ceil(m / 16) of them (rows past m are read, any value, and give no output).
- * cr_linear_put_bf16 rounds elements [k0, k0 + n) of row r from src into dst: k0 a multiple of
- * CR_AMX_BF16_K, and n too unless the part ends the row (which then zero-fills the padding).
- * cr_linear_apply_bf16_rows is then cr_linear_apply on those rows, the same bits. */
+/* Inputs its producer writes in the layer's own form, which saves a float32 pass over them and the
+ * layer's own conversion: for the bf16 formats (cr_linear_takes_bf16_rows), rows rounded to
+ * bfloat16, cr_linear_row_elems(W) elements each (n_in padded to whole pairs, on AMX to whole
+ * blocks), a buffer of m rows holding 16 ceil(m / 16) of them; on AMX in the tile order of
+ * kernels.h (rows past m are read, any value, and give no output), else row after row.
+ * cr_linear_put_bf16 rounds elements [k0, k0 + n) of row r from src into dst: on AMX k0 a
+ * multiple of CR_AMX_BF16_K, and n too unless the part ends the row; the part that ends the row
+ * zero-fills its padding. cr_linear_apply_bf16_rows is then cr_linear_apply on those rows, the
+ * same bits. */
 int cr_linear_takes_bf16_rows(const cr_linear *W);
 int64_t cr_linear_row_elems(const cr_linear *W);
 void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n);

@@ -202,31 +202,6 @@ def test_bf16_layers_on_tiles_match_the_numpy_model_bitwise(n_out, n_in):
     assert got.tobytes() == want.tobytes(), np.abs(got - want).max()
 
 
-@pytest.mark.parametrize("n_out,n_in", [(33, 31), (72, 100), (40, 130), (40, 4200)])
-def test_bf16_rows_written_by_their_producer_give_the_bits_of_float32_inputs(n_out, n_in):
-    # the forward's norms and GLU write a bf16 layer's inputs straight into the tile order, in
-    # parts of a row (cr_linear_put_bf16): the bits of the layer rounding float32 inputs itself,
-    # for ragged K (the part that ends a row zero-fills the block padding, which the hook's NaN
-    # fill would otherwise turn into NaN outputs) and ragged row counts (the rows past the last
-    # are NaN too: read, never used)
-    rng = np.random.default_rng(n_out + n_in)
-    w = (rng.standard_normal((n_out, n_in)) * 0.1).astype(np.float32)
-    for m in (1, 15, 17, 70):
-        x = rng.standard_normal((m, n_in)).astype(np.float32)
-        want = hooks.linear(w, x, fmt="bfloat16", threads=2)
-        for part in (32, 96, 256):
-            got = hooks.linear(w, x, fmt="bfloat16", threads=2, rows=part)
-            assert got.tobytes() == want.tobytes(), (m, part)
-
-
-def test_only_tile_and_int8_layers_take_their_own_input_rows():
-    w, x = np.ones((4, 64), np.float32), np.ones((2, 64), np.float32)
-    with pytest.raises(ValueError, match="does not take its own input rows"):
-        hooks.linear(w, x, fmt="float32", rows=32)
-    with pytest.raises(ValueError, match="multiple of 32"):
-        hooks.linear(w, x, fmt="bfloat16", rows=48)
-
-
 @pytest.mark.parametrize("n_in", [150, 8300])  # 8300: K summed in pieces
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
 def test_tile_layers_do_not_depend_on_the_rows_beside_or_threads(fmt, n_in):

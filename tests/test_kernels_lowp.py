@@ -484,10 +484,29 @@ def test_int8_rows_quantized_by_their_producer_give_the_bits_of_float32_inputs(n
         assert np.isnan(got[2]).all() if m > 2 else np.isfinite(got).all()
 
 
-def test_only_int8_and_bf16_tile_layers_take_their_own_input_rows():
+@pytest.mark.parametrize("n_out,n_in", [(33, 31), (72, 100), (40, 130), (40, 4200)])
+def test_bf16_rows_written_by_their_producer_give_the_bits_of_float32_inputs(n_out, n_in):
+    # the forward's norms, attention and GLU write a bf16 layer's inputs straight into its own
+    # rows (cr_linear_put_bf16; on AMX in the tile order), in parts of a row: the bits of the layer
+    # rounding float32 inputs itself, for ragged K (the part that ends a row zero-fills the
+    # padding, which the hook's NaN fill would otherwise turn into NaN outputs) and ragged row
+    # counts (the rows past the last are NaN too: on AMX read, never used)
+    rng = np.random.default_rng(n_out + n_in)
+    w = (rng.standard_normal((n_out, n_in)) * 0.1).astype(np.float32)
+    for m in (1, 15, 17, 70):
+        x = rng.standard_normal((m, n_in)).astype(np.float32)
+        want = hooks.linear(w, x, fmt="bfloat16", threads=2)
+        for part in (32, 96, 256):
+            got = hooks.linear(w, x, fmt="bfloat16", threads=2, rows=part)
+            assert got.tobytes() == want.tobytes(), (m, part)
+
+
+def test_only_int8_and_bf16_layers_take_their_own_input_rows():
     w, x = np.ones((4, 64), np.float32), np.ones((2, 64), np.float32)
     with pytest.raises(ValueError, match="does not take its own input rows"):
         hooks.linear(w, x, fmt="float32", rows=32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        hooks.linear(w, x, fmt="bfloat16", rows=48)
 
 
 def test_linear_hook_checks_its_inputs():
