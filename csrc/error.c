@@ -73,12 +73,27 @@ char *cr_strndup(const char *s, size_t len, const char *what) {
     return copy;
 }
 
-/* Buffers from CR_HUGE_BYTES up (packed weights, a pass's activations, the layers' scratch) are
- * 2 MiB aligned and asked to be backed by transparent huge pages where the kernel has them
- * ("madvise" mode, the default of most distributions, backs only regions that ask): a pass's
- * buffers are mapped anew at every call, and in 4 KiB pages that is a page fault per page (~60,000
- * per 16-document call at the 0.6B shape) and, on the weights, a TLB miss every 4 KiB.
- * CROSSRANK_HUGEPAGES=0 keeps plain pages. */
+void *cr_aligned_alloc(size_t n, const char *what) {
+    void *p = NULL;
+    size_t rounded;
+    if (!cr_add_size(n, 63, &rounded)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows (%zu bytes)", what, n);
+        return NULL;
+    }
+    rounded &= ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+        return NULL;
+    }
+    return p;
+}
+
+/* From CR_HUGE_BYTES up, a model's packed weights are 2 MiB aligned and asked to be backed by
+ * transparent huge pages where the kernel has them ("madvise" mode, most distributions' default,
+ * backs only regions that ask): the GEMMs stream all of them at every pass, and in 4 KiB pages
+ * that is a TLB miss every 4 KiB. Only buffers that live as long as the model: a pass's own
+ * buffers, mapped anew at every call, measured slower on huge pages at 16 threads (each fault
+ * zeroes, and may compact, 2 MiB). CROSSRANK_HUGEPAGES=0 keeps plain pages. */
 #define CR_HUGE_BYTES ((size_t)2 << 20)
 
 static int huge_pages_wanted(void) {
@@ -92,28 +107,27 @@ static int huge_pages_wanted(void) {
     return w;
 }
 
-void *cr_aligned_alloc(size_t n, const char *what) {
-    void *p = NULL;
-    size_t rounded;
-    if (!cr_add_size(n, 63, &rounded)) {
-        cr_fail(CR_E_NOMEM, "size of %s overflows (%zu bytes)", what, n);
-        return NULL;
-    }
-    rounded &= ~(size_t)63;
-    size_t align = 64;
+void *cr_weight_alloc(size_t n, const char *what) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (rounded >= CR_HUGE_BYTES && huge_pages_wanted()) align = CR_HUGE_BYTES;
-#endif
-    if (posix_memalign(&p, align, rounded ? rounded : 64) != 0) {
-        cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
-        return NULL;
+    if (n >= CR_HUGE_BYTES && huge_pages_wanted()) {
+        void *p = NULL;
+        size_t rounded;
+        if (!cr_add_size(n, 63, &rounded)) {
+            cr_fail(CR_E_NOMEM, "size of %s overflows (%zu bytes)", what, n);
+            return NULL;
+        }
+        rounded &= ~(size_t)63;
+        if (posix_memalign(&p, CR_HUGE_BYTES, rounded) != 0) {
+            cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+            return NULL;
+        }
+        /* whole huge pages only: the tail past the last stays in small pages; a kernel without
+         * them refuses the advice, and the weights keep small pages */
+        (void)madvise(p, rounded & ~(CR_HUGE_BYTES - 1), MADV_HUGEPAGE);
+        return p;
     }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    /* whole huge pages only: the tail past the last one stays in small pages; a kernel without
-     * them refuses, and then the buffer simply keeps small pages */
-    if (align == CR_HUGE_BYTES) (void)madvise(p, rounded & ~(CR_HUGE_BYTES - 1), MADV_HUGEPAGE);
 #endif
-    return p;
+    return cr_aligned_alloc(n, what);
 }
 
 int cr_release_free_memory(void) {

@@ -25,7 +25,8 @@ static inline int cr_add_size(size_t a, size_t b, size_t *out) {
 void *cr_malloc(size_t n, const char *what);
 void *cr_calloc(size_t count, size_t size, const char *what);
 void *cr_malloc_array(size_t count, size_t size, const char *what);   /* overflow-checked */
-void *cr_aligned_alloc(size_t n, const char *what); /* 64-byte aligned; 2 MiB and huge pages from 2 MiB */
+void *cr_aligned_alloc(size_t n, const char *what);                   /* 64-byte aligned */
+void *cr_weight_alloc(size_t n, const char *what); /* the same, huge pages from 2 MiB (model-lifetime buffers) */
 char *cr_strndup(const char *s, size_t len, const char *what);        /* s[0..len) + NUL */
 
 #endif

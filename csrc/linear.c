@@ -44,7 +44,7 @@ static cr_status pack_bf16(cr_linear *W, cr_format fmt) {
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kp * 2, &count) ||
         !cr_mul_size(count, sizeof(uint16_t), &count))
         return cr_fail(CR_E_NOMEM, "packed weight size overflows");
-    uint16_t *packed = cr_aligned_alloc(count, "packed bf16 weight");
+    uint16_t *packed = cr_weight_alloc(count, "packed bf16 weight");
     if (!packed) return CR_E_NOMEM;
     for (int64_t p = 0; p < panels; p++) {
         uint16_t *panel = packed + p * kp * 2 * CR_GEMM_NR;
@@ -71,7 +71,7 @@ static cr_status pack_i8(cr_linear *W, cr_format fmt) {
     size_t count;
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)kq * 4, &count))
         return cr_fail(CR_E_NOMEM, "packed weight size overflows");
-    int8_t *packed = cr_aligned_alloc(count, "packed int8 weight");
+    int8_t *packed = cr_weight_alloc(count, "packed int8 weight");
     float *scale = cr_malloc_array((size_t)W->n_out, sizeof(float), "int8 weight scales");
     int32_t *colsum = cr_malloc_array((size_t)W->n_out, sizeof(int32_t), "int8 column sums");
     if (!packed || !scale || !colsum) {
@@ -127,7 +127,7 @@ cr_status cr_linear_pack(cr_linear *W, cr_dtype compute) {
     if (!cr_mul_size((size_t)panels * CR_GEMM_NR, (size_t)W->n_in, &count) ||
         !cr_mul_size(count, sizeof(float), &count))
         return cr_fail(CR_E_NOMEM, "packed weight size overflows");
-    float *packed = cr_aligned_alloc(count, "packed weight");
+    float *packed = cr_weight_alloc(count, "packed weight");
     if (!packed) return CR_E_NOMEM;
     for (int64_t p = 0; p < panels; p++) {
         float *panel = packed + p * W->n_in * CR_GEMM_NR;
