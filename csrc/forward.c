@@ -69,16 +69,18 @@ typedef struct pass {
     double *phase_s;  /* CROSSRANK_PROFILE: seconds per phase of this pass, else NULL */
 } pass;
 
-/* CROSSRANK_PROFILE's phases: the projections and attention, timed on the calling thread (each
- * waits for its pool job), so at any thread count the rest of the pass is the norms, RoPE, the
- * GLU and the residual adds. */
-enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_COUNT };
-static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up", "down"};
+/* CROSSRANK_PROFILE's phases, each timed on the calling thread around its pool jobs (so at any
+ * thread count they add up to the pass): the projections, attention, and the row-wise steps
+ * between them (the norms include the residual add before the MLP's, and writing the next
+ * projection's own input rows); the rest is the embedding, the RoPE table and the head. */
+enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_NORM, PH_QK_ROPE, PH_GLU, PH_ADD, PH_COUNT, PH_NONE = -1 };
+static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up", "down",
+                                                  "norms", "q/k-norms+RoPE", "GLU", "adds"};
 
 static double phase_start(const pass *p) { return p->phase_s ? cr_seconds_now() : 0.0; }
 
 static void phase_end(pass *p, int phase, double t0) {
-    if (p->phase_s) p->phase_s[phase] += cr_seconds_now() - t0;
+    if (p->phase_s && phase != PH_NONE) p->phase_s[phase] += cr_seconds_now() - t0;
 }
 
 /* ---- row-parallel helpers ------------------------------------------------------------------ */
@@ -92,10 +94,14 @@ static void rows_task(void *ctx, int64_t task, int worker) {
     for (int64_t r = task * CR_ROWS_PER_TASK; r < r1; r++) j->fn(j->p, j->arg, r, worker);
 }
 
-static cr_status parallel_rows(pass *p, int64_t n, row_fn fn, const void *arg) {
+/* fn on rows [0, n) on the pool, timed as `phase` (PH_NONE: the rest) */
+static cr_status parallel_rows(pass *p, int phase, int64_t n, row_fn fn, const void *arg) {
     rows_job j = {p, fn, arg, n};
-    return cr_pool_run(p->ex.threads, (n + CR_ROWS_PER_TASK - 1) / CR_ROWS_PER_TASK, rows_task, &j,
-                       p->ex.abort);
+    double t0 = phase_start(p);
+    cr_status st = cr_pool_run(p->ex.threads, (n + CR_ROWS_PER_TASK - 1) / CR_ROWS_PER_TASK, rows_task, &j,
+                               p->ex.abort);
+    phase_end(p, phase, t0);
+    return st;
 }
 
 /* 1 / sqrt(mean(x^2) + eps) */
@@ -296,10 +302,10 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
     sink gate_up = h_sink(p, &layer->gate_up), down = i_sink(p, &layer->down);
     if (p->own_rows) {
         add_norm_put_arg an = {x, p->xn, layer->mlp_norm, gate_up};
-        st = parallel_rows(p, rows, add_norm_put_row, &an);
+        st = parallel_rows(p, PH_NORM, rows, add_norm_put_row, &an);
     } else {
         add_norm_arg an = {x, p->xn, layer->mlp_norm};
-        st = parallel_rows(p, rows, add_norm_row, &an);
+        st = parallel_rows(p, PH_NORM, rows, add_norm_row, &an);
     }
     if (st) return st;
     for (int64_t s0 = 0; s0 < rows; s0 += p->BM) {
@@ -312,7 +318,7 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
             t0 = phase_start(p);
             st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM);
             phase_end(p, PH_GATE_UP, t0);
-            if (st || (st = parallel_rows(p, n, glu_put_row, &down))) return st;
+            if (st || (st = parallel_rows(p, PH_GLU, n, glu_put_row, &down))) return st;
             t0 = phase_start(p);
             st = apply_own_rows(p, &down, 0, n, xn, H);
             phase_end(p, PH_DOWN, t0);
@@ -322,14 +328,14 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
         t0 = phase_start(p);
         st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex);
         phase_end(p, PH_GATE_UP, t0);
-        if (st || (st = parallel_rows(p, n, glu_row, NULL))) return st;
+        if (st || (st = parallel_rows(p, PH_GLU, n, glu_row, NULL))) return st;
         t0 = phase_start(p);
         st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex);
         phase_end(p, PH_DOWN, t0);
         if (st) return st;
     }
     add_arg ad = {x, p->xn};
-    return parallel_rows(p, rows, add_row, &ad);
+    return parallel_rows(p, PH_ADD, rows, add_row, &ad);
 }
 
 static cr_status layer_forward(pass *p, int64_t li, int last) {
@@ -343,20 +349,20 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
         int64_t rows = T - r0 < p->B ? T - r0 : p->B;
         if (p->own_rows) {
             norm_put_arg na = {p->x + r0 * H, layer->attn_norm, h_sink(p, &layer->qkv)};
-            if ((st = parallel_rows(p, rows, norm_put_row, &na))) return st;
+            if ((st = parallel_rows(p, PH_NORM, rows, norm_put_row, &na))) return st;
             double t0 = phase_start(p);
             st = apply_own_rows(p, &na.s, 0, rows, p->qkv + r0 * p->QKVD, p->QKVD);
             phase_end(p, PH_QKV, t0);
         } else {
             norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
-            if ((st = parallel_rows(p, rows, norm_row, &na))) return st;
+            if ((st = parallel_rows(p, PH_NORM, rows, norm_row, &na))) return st;
             double t0 = phase_start(p);
             st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
             phase_end(p, PH_QKV, t0);
         }
         if (st) return st;
         qk_arg qa = {layer, r0};
-        if ((st = parallel_rows(p, rows, qk_row, &qa))) return st;
+        if ((st = parallel_rows(p, PH_QK_ROPE, rows, qk_row, &qa))) return st;
     }
 
     if (p->capture) {
@@ -516,9 +522,9 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
 
     cr_engine_lock();
     double started = phase_start(&p);
-    if ((st = parallel_rows(&p, p.T, embed_row, NULL))) goto done;
+    if ((st = parallel_rows(&p, PH_NONE, p.T, embed_row, NULL))) goto done;
     cr_embed_rows_done(m);   /* the rows are copied: the loader drops the table's file pages */
-    if ((st = parallel_rows(&p, p.T, rope_table_row, NULL))) goto done;
+    if ((st = parallel_rows(&p, PH_NONE, p.T, rope_table_row, NULL))) goto done;
     for (int64_t li = 0; li < c->num_layers; li++) {
         if ((st = layer_forward(&p, li, li == c->num_layers - 1))) goto done;
         if (run && run->progress) run->progress(run->progress_user, li + 1, c->num_layers);
@@ -528,7 +534,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         for (int64_t s0 = 0; s0 < p.S; s0 += p.B) {
             int64_t rows = p.S - s0 < p.B ? p.S - s0 : p.B;
             norm_arg na = {p.xs + s0 * p.H, p.xn, m->final_norm};
-            if ((st = parallel_rows(&p, rows, norm_row, &na))) goto done;
+            if ((st = parallel_rows(&p, PH_NONE, rows, norm_row, &na))) goto done;
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < m->num_labels; j++)
                     b->out[(s0 + r) * m->num_labels + j] =

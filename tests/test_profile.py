@@ -1,5 +1,5 @@
 """CROSSRANK_PROFILE: with it set, each forward pass writes one line on stderr saying how long it
-took and where the time went (the four projections, attention, the rest), shares summing to 100%;
+took and where the time went (the four projections, attention, the row-wise steps, the rest), shares summing to 100%;
 without it, nothing. Fresh interpreters, a tiny random-weight Qwen3 checkpoint written with NumPy."""
 
 import os
@@ -12,7 +12,7 @@ import pytest
 from _numpy_checkpoint import copy_qwen3_tokenizer, write_qwen3_checkpoint
 
 LINE = re.compile(r"^crossrank pass: (\d+) tokens, (\d+) sequences, (\d+) threads, ([0-9.]+) ms: (.*)$")
-PHASES = ["q|k|v", "attention", "o", "gate|up", "down", "rest"]
+PHASES = ["q|k|v", "attention", "o", "gate|up", "down", "norms", "q/k-norms+RoPE", "GLU", "adds", "rest"]
 
 SCORE = """
 import sys
