@@ -73,7 +73,8 @@ char *cr_strndup(const char *s, size_t len, const char *what) {
     return copy;
 }
 
-void *cr_aligned_alloc(size_t n, const char *what) {
+/* n bytes rounded up to whole 64-byte lines, `align`-aligned */
+static void *aligned_lines(size_t n, size_t align, const char *what) {
     void *p = NULL;
     size_t rounded;
     if (!cr_add_size(n, 63, &rounded)) {
@@ -81,12 +82,14 @@ void *cr_aligned_alloc(size_t n, const char *what) {
         return NULL;
     }
     rounded &= ~(size_t)63;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+    if (posix_memalign(&p, align, rounded ? rounded : 64) != 0) {
         cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
         return NULL;
     }
     return p;
 }
+
+void *cr_aligned_alloc(size_t n, const char *what) { return aligned_lines(n, 64, what); }
 
 /* From CR_HUGE_BYTES up, a model's packed weights are 2 MiB aligned and asked to be backed by
  * transparent huge pages where the kernel has them ("madvise" mode, most distributions' default,
@@ -110,20 +113,10 @@ static int huge_pages_wanted(void) {
 void *cr_weight_alloc(size_t n, const char *what) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (n >= CR_HUGE_BYTES && huge_pages_wanted()) {
-        void *p = NULL;
-        size_t rounded;
-        if (!cr_add_size(n, 63, &rounded)) {
-            cr_fail(CR_E_NOMEM, "size of %s overflows (%zu bytes)", what, n);
-            return NULL;
-        }
-        rounded &= ~(size_t)63;
-        if (posix_memalign(&p, CR_HUGE_BYTES, rounded) != 0) {
-            cr_fail(CR_E_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
-            return NULL;
-        }
+        void *p = aligned_lines(n, CR_HUGE_BYTES, what);
         /* whole huge pages only: the tail past the last stays in small pages; a kernel without
          * them refuses the advice, and the weights keep small pages */
-        (void)madvise(p, rounded & ~(CR_HUGE_BYTES - 1), MADV_HUGEPAGE);
+        if (p) (void)madvise(p, n & ~(CR_HUGE_BYTES - 1), MADV_HUGEPAGE);
         return p;
     }
 #endif
