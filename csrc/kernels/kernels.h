@@ -25,6 +25,13 @@ typedef enum cr_isa {
     CR_ISA_COUNT
 } cr_isa;
 
+/* CASE(1) .. CASE(n): the cases of a switch on a tile's row count, each of which calls an
+ * always-inlined kernel body with that count as a constant (accumulators of a count known at
+ * compile time stay in registers; a row tail run one row at a time is latency-bound). */
+#define CR_ROW_COUNTS_6(CASE) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#define CR_ROW_COUNTS_8(CASE) CR_ROW_COUNTS_6(CASE) CASE(7) CASE(8)
+#define CR_ROW_COUNTS_12(CASE) CR_ROW_COUNTS_8(CASE) CASE(9) CASE(10) CASE(11) CASE(12)
+
 /* Output columns per packed weight panel: the packed layout is the same for every ISA, so a model
  * packed once runs under any dispatch level. */
 #define CR_GEMM_NR 32

@@ -97,7 +97,7 @@ static void gemm_f32_tile_avx512(const float *x, int64_t ldx, int64_t m, const f
     case M:                                            \
         f32_rows_avx512(M, x, ldx, wp, k, y, ldy, n);  \
         return;
-        F32_ROWS_CASE(1) F32_ROWS_CASE(2) F32_ROWS_CASE(3) F32_ROWS_CASE(4) F32_ROWS_CASE(5) F32_ROWS_CASE(6)
+        CR_ROW_COUNTS_6(F32_ROWS_CASE)
 #undef F32_ROWS_CASE
     }
 }
@@ -144,8 +144,7 @@ static void gemm_bf16_tile_avx512(const uint16_t *x, int64_t ldx, int64_t m, con
     case M:                                               \
         bf16_rows_avx512(M, x, ldx, wp, kp, y, ldy, n);   \
         return;
-        BF16_ROWS_CASE(1) BF16_ROWS_CASE(2) BF16_ROWS_CASE(3) BF16_ROWS_CASE(4)
-        BF16_ROWS_CASE(5) BF16_ROWS_CASE(6) BF16_ROWS_CASE(7) BF16_ROWS_CASE(8)
+        CR_ROW_COUNTS_8(BF16_ROWS_CASE)
 #undef BF16_ROWS_CASE
     }
 }

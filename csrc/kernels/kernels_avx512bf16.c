@@ -47,9 +47,7 @@ static void gemm_bf16_tile_dp(const uint16_t *x, int64_t ldx, int64_t m, const u
     case M:                                           \
         bf16_rows_dp(M, x, ldx, wp, kp, y, ldy, n);   \
         return;
-        BF16_ROWS_CASE(1) BF16_ROWS_CASE(2) BF16_ROWS_CASE(3) BF16_ROWS_CASE(4)
-        BF16_ROWS_CASE(5) BF16_ROWS_CASE(6) BF16_ROWS_CASE(7) BF16_ROWS_CASE(8)
-        BF16_ROWS_CASE(9) BF16_ROWS_CASE(10) BF16_ROWS_CASE(11) BF16_ROWS_CASE(12)
+        CR_ROW_COUNTS_12(BF16_ROWS_CASE)
 #undef BF16_ROWS_CASE
     }
 }

@@ -50,7 +50,7 @@ static void i8_tail_vnni(const uint8_t *x, int64_t ldx, int64_t m, const int8_t 
     case M:                                              \
         i8_rows_vnni(M, xr, ldx, wp, kq, yr, ldy, n);    \
         break;
-            I8_ROWS_CASE(1) I8_ROWS_CASE(2) I8_ROWS_CASE(3) I8_ROWS_CASE(4) I8_ROWS_CASE(5) I8_ROWS_CASE(6)
+            CR_ROW_COUNTS_6(I8_ROWS_CASE)
 #undef I8_ROWS_CASE
         }
     }
