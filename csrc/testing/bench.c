@@ -2,9 +2,9 @@
  *
  *   linear(w, x, fmt="float32", threads=1, bias=None, rows=0) -> y
  *       y = x @ w^T through cr_linear_apply, w packed as the engine packs it for fmt (below).
- *       rows > 0 (a layer that takes its own input rows): for bf16 on AMX, x written as bf16
- *       rows in tile order in parts of `rows` elements (cr_linear_put_bf16, the rows past x's
- *       last one holding NaN patterns), then cr_linear_apply_bf16_rows; for int8, x quantized
+ *       rows > 0 (a layer that takes its own input rows): for bf16, x written as the layer's
+ *       bf16 rows (on AMX in tile order) in parts of `rows` elements (cr_linear_put_bf16, over a
+ *       buffer of NaN patterns), then cr_linear_apply_bf16_rows; for int8, x quantized
  *       row by row (cr_linear_put_i8, over bytes and scales filled with junk first), then
  *       cr_linear_apply_i8_rows.
  *   bench_linear(w, m, fmt="float32", threads=1, reps=3, clock="wall", rows=False) -> float
