@@ -151,11 +151,22 @@ static void rms_norm_put(pass *p, int worker, const float *x, const float *w, in
 static sink h_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xh, &p->qh}; }
 static sink i_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xi, &p->qi}; }
 
-/* W on rows [row0, row0 + n) of its own input rows (row0 a multiple of 16). */
-static cr_status apply_own_rows(pass *p, const sink *s, int64_t row0, int64_t n, float *y, int64_t ldy) {
-    if (s->xb) return cr_linear_apply_bf16_rows(s->W, s->xb + row0 * cr_linear_row_elems(s->W), n, y, ldy, &p->ex);
-    cr_i8_rows at = cr_linear_i8_rows_at(s->W, s->xq, row0);
-    return cr_linear_apply_i8_rows(s->W, &at, n, y, ldy, &p->ex);
+/* The sink's layer on rows [row0, row0 + n) of its own input rows where its producers write them
+ * (row0 a multiple of 16), else on float32 rows x (row stride ldx); timed as `phase`. */
+static cr_status project(pass *p, int phase, const sink *s, int64_t row0, const float *x, int64_t ldx, int64_t n,
+                         float *y, int64_t ldy) {
+    double t0 = phase_start(p);
+    cr_status st;
+    if (s->xb) {
+        st = cr_linear_apply_bf16_rows(s->W, s->xb + row0 * cr_linear_row_elems(s->W), n, y, ldy, &p->ex);
+    } else if (s->xq && s->xq->q) {
+        cr_i8_rows at = cr_linear_i8_rows_at(s->W, s->xq, row0);
+        st = cr_linear_apply_i8_rows(s->W, &at, n, y, ldy, &p->ex);
+    } else {
+        st = cr_linear_apply(s->W, x, ldx, n, y, ldy, &p->ex);
+    }
+    phase_end(p, phase, t0);
+    return st;
 }
 
 typedef struct norm_arg { const float *src; float *dst; const float *w; } norm_arg;
@@ -292,13 +303,10 @@ static void put_o_input(void *ctx, int64_t row, int64_t col, const float *v, int
 static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x, int64_t rows) {
     cr_status st;
     int64_t H = p->H, NHD = p->NH * p->D;
-    /* bf16 rows (AMX: in tile order, a0 a multiple of 16 by the pass setup): row a0 starts at a0 row lengths */
-    double t0 = phase_start(p);
-    st = p->xo ? cr_linear_apply_bf16_rows(&layer->o, p->xo + a0 * cr_linear_row_elems(&layer->o), rows, p->xn, H,
-                                           &p->ex)
-               : cr_linear_apply(&layer->o, p->attn + a0 * NHD, NHD, rows, p->xn, H, &p->ex);
-    phase_end(p, PH_O, t0);
-    if (st) return st;
+    /* bf16 rows where attention writes them (AMX: in tile order, a0 a multiple of 16 by the pass
+     * setup), else attention's float32 output */
+    sink o_in = {&layer->o, p->xo, NULL};
+    if ((st = project(p, PH_O, &o_in, a0, p->attn ? p->attn + a0 * NHD : NULL, NHD, rows, p->xn, H))) return st;
     sink gate_up = h_sink(p, &layer->gate_up), down = i_sink(p, &layer->down);
     if (p->own_rows) {
         add_norm_put_arg an = {x, p->xn, layer->mlp_norm, gate_up};
@@ -313,26 +321,10 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
         /* the sub-block's normed input is no longer needed after gate|up: its rows of p->xn take
          * the down projection's output */
         float *xn = p->xn + s0 * H;
-        if (p->own_rows) {
-            /* s0 is a multiple of 16: on AMX its rows start a 16-row group of the tile order */
-            t0 = phase_start(p);
-            st = apply_own_rows(p, &gate_up, s0, n, p->gu, 2 * p->IM);
-            phase_end(p, PH_GATE_UP, t0);
-            if (st || (st = parallel_rows(p, PH_GLU, n, glu_put_row, &down))) return st;
-            t0 = phase_start(p);
-            st = apply_own_rows(p, &down, 0, n, xn, H);
-            phase_end(p, PH_DOWN, t0);
-            if (st) return st;
-            continue;
-        }
-        t0 = phase_start(p);
-        st = cr_linear_apply(&layer->gate_up, xn, H, n, p->gu, 2 * p->IM, &p->ex);
-        phase_end(p, PH_GATE_UP, t0);
-        if (st || (st = parallel_rows(p, PH_GLU, n, glu_row, NULL))) return st;
-        t0 = phase_start(p);
-        st = cr_linear_apply(&layer->down, p->hid, p->IM, n, xn, H, &p->ex);
-        phase_end(p, PH_DOWN, t0);
-        if (st) return st;
+        /* s0 is a multiple of 16: on AMX its own rows start a 16-row group of the tile order */
+        if ((st = project(p, PH_GATE_UP, &gate_up, s0, xn, H, n, p->gu, 2 * p->IM))) return st;
+        st = p->own_rows ? parallel_rows(p, PH_GLU, n, glu_put_row, &down) : parallel_rows(p, PH_GLU, n, glu_row, NULL);
+        if (st || (st = project(p, PH_DOWN, &down, 0, p->hid, p->IM, n, xn, H))) return st;
     }
     add_arg ad = {x, p->xn};
     return parallel_rows(p, PH_ADD, rows, add_row, &ad);
@@ -347,20 +339,15 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
     /* attention input, one row block at a time: norm, fused q|k|v projection, q/k norms, RoPE */
     for (int64_t r0 = 0; r0 < T; r0 += p->B) {
         int64_t rows = T - r0 < p->B ? T - r0 : p->B;
+        sink qkv_in = h_sink(p, &layer->qkv);
         if (p->own_rows) {
-            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, h_sink(p, &layer->qkv)};
-            if ((st = parallel_rows(p, PH_NORM, rows, norm_put_row, &na))) return st;
-            double t0 = phase_start(p);
-            st = apply_own_rows(p, &na.s, 0, rows, p->qkv + r0 * p->QKVD, p->QKVD);
-            phase_end(p, PH_QKV, t0);
+            norm_put_arg na = {p->x + r0 * H, layer->attn_norm, qkv_in};
+            st = parallel_rows(p, PH_NORM, rows, norm_put_row, &na);
         } else {
             norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
-            if ((st = parallel_rows(p, PH_NORM, rows, norm_row, &na))) return st;
-            double t0 = phase_start(p);
-            st = cr_linear_apply(&layer->qkv, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, &p->ex);
-            phase_end(p, PH_QKV, t0);
+            st = parallel_rows(p, PH_NORM, rows, norm_row, &na);
         }
-        if (st) return st;
+        if (st || (st = project(p, PH_QKV, &qkv_in, 0, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD))) return st;
         qk_arg qa = {layer, r0};
         if ((st = parallel_rows(p, PH_QK_ROPE, rows, qk_row, &qa))) return st;
     }
