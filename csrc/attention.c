@@ -522,7 +522,8 @@ cr_status cr_attention(const cr_attn_args *a) {
         tile_seq = cr_malloc_array((size_t)n_tiles, sizeof(int64_t), "attention tiles");
         if (tile_seq && cr_mul_size((size_t)(n_tiles * a->n_kv_heads), (size_t)STAGE_TILE_ELEMS(a->head_dim) * 2,
                                     &count))
-            stage = cr_aligned_alloc(count, "attention key and value tiles");
+            stage = a->stage_buf ? cr_buf_get(a->stage_buf, count, 1, 0, "attention key and value tiles")
+                                 : cr_aligned_alloc(count, "attention key and value tiles");
         if (!stage) {
             free(tile_seq);
             free(tile_base);
@@ -541,7 +542,7 @@ cr_status cr_attention(const cr_attn_args *a) {
         free(job.block_seq);
         free(job.block_row0);
     }
-    free(stage);
+    if (!a->stage_buf) free(stage);
     free(tile_seq);
     free(tile_base);
     return st;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "crossrank.h"
+#include "error.h"
 #include "kernels/kernels.h"
 
 typedef struct cr_attn_args {
@@ -47,6 +48,8 @@ typedef struct cr_attn_args {
      * h*D, values, D) from the worker that computed it (the values as out would hold them). */
     void (*put)(void *ctx, int64_t row, int64_t col, const float *v, int64_t n);
     void *put_ctx;
+    cr_buf *stage_buf;             /* tile path: where the staged K/V tiles go, kept from call to
+                                    * call (NULL: allocated and freed by the call) */
     float *scratch;                /* [threads, scratch_stride], 64-byte aligned */
     int64_t scratch_stride;        /* >= cr_attention_scratch_floats(), a multiple of 16 */
     int threads;

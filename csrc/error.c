@@ -91,6 +91,26 @@ static void *aligned_lines(size_t n, size_t align, const char *what) {
 
 void *cr_aligned_alloc(size_t n, const char *what) { return aligned_lines(n, 64, what); }
 
+void *cr_buf_get(cr_buf *b, size_t count, size_t size, int zero, const char *what) {
+    size_t bytes;
+    if (!cr_mul_size(count, size, &bytes)) {
+        cr_fail(CR_E_NOMEM, "size of %s overflows", what);
+        return NULL;
+    }
+    if (b->p && b->bytes >= bytes) return b->p;
+    cr_buf_free(b);
+    if (!(b->p = cr_aligned_alloc(bytes, what))) return NULL;
+    b->bytes = bytes;
+    if (zero) memset(b->p, 0, bytes);
+    return b->p;
+}
+
+void cr_buf_free(cr_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->bytes = 0;
+}
+
 /* From CR_HUGE_BYTES up, a model's packed weights are 2 MiB aligned and asked to be backed by
  * transparent huge pages where the kernel has them ("madvise" mode, most distributions' default,
  * backs only regions that ask): the GEMMs stream all of them at every pass, and in 4 KiB pages

@@ -29,4 +29,18 @@ void *cr_aligned_alloc(size_t n, const char *what);                   /* 64-byte
 void *cr_weight_alloc(size_t n, const char *what); /* the same, huge pages from 2 MiB (model-lifetime buffers) */
 char *cr_strndup(const char *s, size_t len, const char *what);        /* s[0..len) + NUL */
 
+/* A buffer kept from one use to the next and grown when a use needs more: the buffers of a
+ * forward pass are ~150 MiB at 16 documents, and fresh ones are fresh pages, each mapped and
+ * zeroed by the OS at its first touch. Zero-initialize. */
+typedef struct cr_buf {
+    void *p;
+    size_t bytes;
+} cr_buf;
+
+/* At least count x size bytes, 64-byte aligned: b's buffer when it is large enough (holding
+ * whatever its last use left there), else a fresh one in its place, all zero when `zero` asks.
+ * NULL on overflow or failure (recorded, as cr_aligned_alloc does; b is then empty). */
+void *cr_buf_get(cr_buf *b, size_t count, size_t size, int zero, const char *what);
+void cr_buf_free(cr_buf *b);
+
 #endif

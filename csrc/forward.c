@@ -33,7 +33,7 @@ typedef struct pass {
     const cr_model *m;
     const cr_batch *b;
     cr_exec ex;
-    cr_linear_scratch lin; /* ex.scratch: the projections' buffers, reused from call to call */
+    cr_workspace *ws; /* where every buffer below lives (ex.scratch: its projections' buffers) */
     int64_t T, S;
     int64_t H, D, NH, NKV, IM, QKVD; /* IM: intermediate size */
     float *x;         /* [T, H] residual stream */
@@ -81,6 +81,104 @@ static double phase_start(const pass *p) { return p->phase_s ? cr_seconds_now() 
 
 static void phase_end(pass *p, int phase, double t0) {
     if (p->phase_s && phase != PH_NONE) p->phase_s[phase] += cr_seconds_now() - t0;
+}
+
+/* ---- the pass's buffers ------------------------------------------------------------------- */
+
+/* A model keeps its last pass's buffers for the next call (~150 MiB at 16 documents of the 0.6B
+ * shape: allocated per call, they were ~40,000 fresh pages to fault in and zero every call, half a
+ * second of system time per call at 16 threads), each grown when a pass needs more. A pass whose
+ * buffers come to more than CR_WORKSPACE_KEEP_BYTES frees them at its end, so one long batch does
+ * not hold its memory after the call. None of a buffer's old contents is read: a pass writes every
+ * value it reads (the bf16 rows past a call's last, which the tiles read and whose results are
+ * dropped, hold zeros when fresh and earlier rows after). */
+#define CR_WORKSPACE_KEEP_BYTES ((size_t)512 << 20)
+
+enum { WS_X, WS_XN, WS_QKV, WS_ATTN, WS_COS, WS_SIN, WS_GU, WS_HID, WS_XS, WS_SCRATCH, WS_XH, WS_XI, WS_XO,
+       WS_ROWBUF, WS_STAGE, WS_COUNT };
+
+struct cr_workspace {
+    cr_buf buf[WS_COUNT];
+    cr_i8_rows qh, qi;         /* int8 own input rows */
+    int64_t qh_rows, qi_rows;  /* how many rows they hold */
+    size_t qh_bytes, qi_bytes;
+    cr_linear_scratch lin;     /* the projections' buffers */
+};
+
+void cr_workspace_free(cr_workspace *ws) {
+    if (!ws) return;
+    for (int i = 0; i < WS_COUNT; i++) cr_buf_free(&ws->buf[i]);
+    cr_linear_i8_rows_free(&ws->qh);
+    cr_linear_i8_rows_free(&ws->qi);
+    cr_linear_scratch_free(&ws->lin);
+    free(ws);
+}
+
+static size_t workspace_bytes(const cr_workspace *ws) {
+    size_t n = ws->qh_bytes + ws->qi_bytes;
+    for (int i = 0; i < WS_COUNT; i++) n += ws->buf[i].bytes;
+    for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) n += ws->lin.buf[i].bytes;
+    return n;
+}
+
+/* The model's kept workspace (the pass then owns it), or a new empty one. */
+static cr_workspace *take_workspace(const cr_model *m) {
+    /* the model is immutable but for this field (model.h), which is never const-defined */
+    cr_workspace *ws = atomic_exchange(&((cr_model *)m)->workspace, NULL);
+    return ws ? ws : cr_calloc(1, sizeof *ws, "pass workspace");
+}
+
+/* Back to the model for the next pass, unless it is over the bound or another pass's came back
+ * first. */
+static void keep_workspace(const cr_model *m, cr_workspace *ws) {
+    cr_workspace *none = NULL;
+    if (workspace_bytes(ws) > CR_WORKSPACE_KEEP_BYTES ||
+        !atomic_compare_exchange_strong(&((cr_model *)m)->workspace, &none, ws))
+        cr_workspace_free(ws);
+}
+
+static float *alloc_rows(int64_t rows, int64_t cols, const char *what) {
+    size_t n;
+    if (!cr_mul_size((size_t)rows, (size_t)cols, &n) || !cr_mul_size(n, sizeof(float), &n)) {
+        cr_fail(CR_E_NOMEM, "workspace %s overflows", what);
+        return NULL;
+    }
+    return cr_aligned_alloc(n, what);
+}
+
+static float *ws_rows(cr_workspace *ws, int slot, int64_t rows, int64_t cols, const char *what) {
+    return cr_buf_get(&ws->buf[slot], (size_t)rows, (size_t)cols * sizeof(float), 0, what);
+}
+
+/* bf16 input rows of W for up to `rows` rows (whole 16-row groups: the rows past a call's last
+ * one are read by the tiles; zeros when fresh). */
+static uint16_t *ws_bf16_rows(cr_workspace *ws, int slot, const cr_linear *W, int64_t rows, const char *what) {
+    return cr_buf_get(&ws->buf[slot], (size_t)((rows + 15) / 16 * 16),
+                      (size_t)cr_linear_row_elems(W) * sizeof(uint16_t), 1, what);
+}
+
+/* int8 input rows of W for up to `rows` rows in *r, which holds *held of them. */
+static int ws_i8_rows(const cr_linear *W, int64_t rows, cr_i8_rows *r, int64_t *held, size_t *bytes) {
+    if (r->q && *held >= rows) return 1;
+    cr_linear_i8_rows_free(r);
+    *held = 0;
+    *bytes = 0;
+    if (cr_linear_i8_rows_alloc(W, rows, r) != CR_OK) return 0;
+    *held = rows;
+    *bytes = (size_t)cr_linear_i8_rows_bytes(W, rows);
+    return 1;
+}
+
+/* The row block: CR_ROW_BLOCK, or CROSSRANK_ROW_BLOCK when it is a whole number in
+ * [1, CR_ROW_BLOCK_MAX] (anything else is ignored). */
+static int64_t row_block(void) {
+    const char *v = getenv("CROSSRANK_ROW_BLOCK");
+    if (!v || !*v) return CR_ROW_BLOCK;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 1 || n > CR_ROW_BLOCK_MAX) return CR_ROW_BLOCK;
+    return (int64_t)n;
 }
 
 /* ---- row-parallel helpers ------------------------------------------------------------------ */
@@ -378,6 +476,7 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
                  (p->m->compute_dtype == CR_DT_I8 || (p->m->compute_dtype == CR_DT_BF16 && cr_amx_usable())),
         .kern = cr_kernels_runnable(),
         .out_stride = NHD, .scratch = p->scratch, .scratch_stride = p->scratch_stride,
+        .stage_buf = &p->ws->buf[WS_STAGE],
         .threads = p->ex.threads, .abort = p->ex.abort,
     };
     double t0 = phase_start(p);
@@ -404,48 +503,6 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
 
 /* ---- the pass ----------------------------------------------------------------------------- */
 
-static void free_pass(pass *p) {
-    free(p->x); free(p->xn); free(p->qkv); free(p->attn); free(p->cosb); free(p->sinb);
-    free(p->gu); free(p->hid); free(p->xs); free(p->scratch); free(p->xh); free(p->xi); free(p->xo);
-    cr_linear_i8_rows_free(&p->qh); cr_linear_i8_rows_free(&p->qi); free(p->rowbuf);
-    cr_linear_scratch_free(&p->lin);
-}
-
-/* Zeroed bf16 input rows of W for up to `rows` rows (whole 16-row groups: the rows past a call's
- * last one are read by the tiles, so they hold zeros rather than garbage). */
-static uint16_t *alloc_bf16_rows(const cr_linear *W, int64_t rows, const char *what) {
-    size_t n;
-    if (!cr_mul_size((size_t)((rows + 15) / 16 * 16), (size_t)cr_linear_row_elems(W), &n) ||
-        !cr_mul_size(n, sizeof(uint16_t), &n)) {
-        cr_fail(CR_E_NOMEM, "workspace %s overflows", what);
-        return NULL;
-    }
-    uint16_t *buf = cr_aligned_alloc(n, what);
-    if (buf) memset(buf, 0, n);
-    return buf;
-}
-
-static float *alloc_rows(int64_t rows, int64_t cols, const char *what) {
-    size_t n;
-    if (!cr_mul_size((size_t)rows, (size_t)cols, &n) || !cr_mul_size(n, sizeof(float), &n)) {
-        cr_fail(CR_E_NOMEM, "workspace %s overflows", what);
-        return NULL;
-    }
-    return cr_aligned_alloc(n, what);
-}
-
-/* The row block: CR_ROW_BLOCK, or CROSSRANK_ROW_BLOCK when it is a whole number in
- * [1, CR_ROW_BLOCK_MAX] (anything else is ignored). */
-static int64_t row_block(void) {
-    const char *v = getenv("CROSSRANK_ROW_BLOCK");
-    if (!v || !*v) return CR_ROW_BLOCK;
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || *end != '\0' || n < 1 || n > CR_ROW_BLOCK_MAX) return CR_ROW_BLOCK;
-    return (int64_t)n;
-}
-
 static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_params *run,
                           cr_prefix *capture) {
     const cr_config *c = &m->cfg;
@@ -453,7 +510,6 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     pass p = {.m = m, .b = b, .capture = capture, .phase_s = cr_profile_wanted() ? phase_s : NULL};
     p.ex.threads = m->threads;
     p.ex.abort = run ? run->abort : NULL;
-    p.ex.scratch = &p.lin;
     p.T = b->n_tokens;
     p.S = b->n_seqs;
     p.H = c->hidden_size;
@@ -467,27 +523,31 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     if (p.B > p.T) p.B = p.T;
     p.BM = p.B < CR_MLP_ROW_BLOCK ? p.B : CR_MLP_ROW_BLOCK;
 
+    cr_workspace *ws = take_workspace(m);
+    if (!ws) return CR_E_NOMEM;
+    p.ws = ws;
+    p.ex.scratch = &ws->lin;
     cr_status st = CR_OK;
-    p.x = alloc_rows(p.T, p.H, "hidden states");
-    p.xn = alloc_rows(p.B, p.H, "normed hidden states");
-    p.qkv = alloc_rows(p.T, p.QKVD, "q|k|v");
+    p.x = ws_rows(ws, WS_X, p.T, p.H, "hidden states");
+    p.xn = ws_rows(ws, WS_XN, p.B, p.H, "normed hidden states");
+    p.qkv = ws_rows(ws, WS_QKV, p.T, p.QKVD, "q|k|v");
     /* every layer has the same format; with bf16 rows the GLU output is never stored as float32,
      * nor attention's where every head and row block starts a whole block and 16-row group */
     int bf16_rows = cr_linear_takes_bf16_rows(&m->layers[0].qkv), i8_rows = cr_linear_takes_i8_rows(&m->layers[0].qkv);
     p.own_rows = bf16_rows || i8_rows;
     int o_rows = bf16_rows && p.D % CR_AMX_BF16_K == 0 && (p.B % 16 == 0 || p.B == p.T);
-    p.attn = o_rows ? NULL : alloc_rows(p.T, p.NH * p.D, "attention output");
-    p.cosb = alloc_rows(p.T, p.D / 2, "rope cos");
-    p.sinb = alloc_rows(p.T, p.D / 2, "rope sin");
-    p.gu = alloc_rows(p.BM, 2 * p.IM, "gate|up");
-    p.hid = p.own_rows ? NULL : alloc_rows(p.BM, p.IM, "mlp hidden");
-    p.xs = alloc_rows(p.S, p.H, "last-token states");
-    p.scratch = alloc_rows(p.ex.threads, p.scratch_stride, "attention tiles");
+    p.attn = o_rows ? NULL : ws_rows(ws, WS_ATTN, p.T, p.NH * p.D, "attention output");
+    p.cosb = ws_rows(ws, WS_COS, p.T, p.D / 2, "rope cos");
+    p.sinb = ws_rows(ws, WS_SIN, p.T, p.D / 2, "rope sin");
+    p.gu = ws_rows(ws, WS_GU, p.BM, 2 * p.IM, "gate|up");
+    p.hid = p.own_rows ? NULL : ws_rows(ws, WS_HID, p.BM, p.IM, "mlp hidden");
+    p.xs = ws_rows(ws, WS_XS, p.S, p.H, "last-token states");
+    p.scratch = ws_rows(ws, WS_SCRATCH, p.ex.threads, p.scratch_stride, "attention tiles");
     if (bf16_rows) {
-        p.xh = alloc_bf16_rows(&m->layers[0].qkv, p.B, "bf16 q|k|v and gate|up inputs");
-        p.xi = alloc_bf16_rows(&m->layers[0].down, p.BM, "bf16 down inputs");
+        p.xh = ws_bf16_rows(ws, WS_XH, &m->layers[0].qkv, p.B, "bf16 q|k|v and gate|up inputs");
+        p.xi = ws_bf16_rows(ws, WS_XI, &m->layers[0].down, p.BM, "bf16 down inputs");
     }
-    if (o_rows) p.xo = alloc_bf16_rows(&m->layers[0].o, p.T, "bf16 o inputs");
+    if (o_rows) p.xo = ws_bf16_rows(ws, WS_XO, &m->layers[0].o, p.T, "bf16 o inputs");
     int i8_ok = 1;
     if (i8_rows) {
         /* a row of floats (the widest input, I or H) and its quantized bytes, per worker */
@@ -497,13 +557,15 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
                             ? cr_linear_row_elems(down) : cr_linear_row_elems(&m->layers[0].qkv);
         p.row_floats = (widest + 15) / 16 * 16;
         p.rowbuf_stride = p.row_floats + (bytes + 63) / 64 * 16;
-        p.rowbuf = alloc_rows(p.ex.threads, p.rowbuf_stride, "int8 row buffers");
-        i8_ok = p.rowbuf && cr_linear_i8_rows_alloc(&m->layers[0].qkv, p.B, &p.qh) == CR_OK &&
-                cr_linear_i8_rows_alloc(down, p.BM, &p.qi) == CR_OK;
+        p.rowbuf = ws_rows(ws, WS_ROWBUF, p.ex.threads, p.rowbuf_stride, "int8 row buffers");
+        i8_ok = p.rowbuf && ws_i8_rows(&m->layers[0].qkv, p.B, &ws->qh, &ws->qh_rows, &ws->qh_bytes) &&
+                ws_i8_rows(down, p.BM, &ws->qi, &ws->qi_rows, &ws->qi_bytes);
+        p.qh = ws->qh;
+        p.qi = ws->qi;
     }
     if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu || !i8_ok ||
         (bf16_rows ? !p.xh || !p.xi : i8_rows ? 0 : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
-        free_pass(&p);
+        cr_workspace_free(ws);
         return CR_E_NOMEM;
     }
 
@@ -536,7 +598,7 @@ done:
         cr_profile_report(head, cr_seconds_now() - started, p.phase_s, phase_names, PH_COUNT);
     }
     cr_engine_unlock();
-    free_pass(&p);
+    keep_workspace(m, ws);
     return st;
 }
 

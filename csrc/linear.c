@@ -345,20 +345,13 @@ enum { WS_AMX_OUT, WS_ROW_TMP, WS_INPUTS, WS_XSCALE, WS_N_OUTLIERS, WS_OUTLIER_K
 /* count x size bytes of the call's workspace, 64-byte aligned: the exec's scratch slot, grown to
  * fit (its old contents not kept), or without a scratch a fresh allocation that ws_done frees. */
 static void *ws_get(const cr_exec *ex, int slot, size_t count, size_t size, const char *what) {
+    if (ex->scratch) return cr_buf_get(&ex->scratch->buf[slot], count, size, 0, what);
     size_t bytes;
     if (!cr_mul_size(count, size, &bytes)) {
         cr_fail(CR_E_NOMEM, "size of %s overflows", what);
         return NULL;
     }
-    cr_linear_scratch *s = ex->scratch;
-    if (!s) return cr_aligned_alloc(bytes, what);
-    if (s->bytes[slot] < bytes) {
-        free(s->buf[slot]);
-        s->bytes[slot] = 0;
-        if (!(s->buf[slot] = cr_aligned_alloc(bytes, what))) return NULL;
-        s->bytes[slot] = bytes;
-    }
-    return s->buf[slot];
+    return cr_aligned_alloc(bytes, what);
 }
 
 static void ws_done(const cr_exec *ex, void *buf) {
@@ -366,8 +359,7 @@ static void ws_done(const cr_exec *ex, void *buf) {
 }
 
 void cr_linear_scratch_free(cr_linear_scratch *s) {
-    for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) free(s->buf[i]);
-    memset(s, 0, sizeof *s);
+    for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) cr_buf_free(&s->buf[i]);
 }
 
 /* cr_linear_apply on float32 rows x, or on inputs their producer wrote in the layer's form: for
@@ -496,6 +488,12 @@ cr_status cr_linear_i8_rows_alloc(const cr_linear *W, int64_t rows, cr_i8_rows *
     }
     memset(out->q, 0, count);
     return CR_OK;
+}
+
+int64_t cr_linear_i8_rows_bytes(const cr_linear *W, int64_t rows) {
+    int64_t padded = rows > 0 ? (rows + 15) / 16 * 16 : 16;
+    return padded * (row_len(W->fmt, W->n_in) + (int64_t)(sizeof(float) + sizeof(int32_t)) +
+                     CR_I8_MAX_OUTLIERS * (int64_t)(sizeof(int32_t) + sizeof(float)));
 }
 
 void cr_linear_i8_rows_free(cr_i8_rows *rows) {

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "crossrank.h"
+#include "error.h"
 
 typedef enum cr_format {
     CR_FMT_F32_PANELS = 0, /* w: [ceil(n_out/NR)][n_in][NR] float32 panels, crossrank's kernels */
@@ -38,8 +39,7 @@ typedef struct cr_linear {
  * time. Zero-initialize; the owner frees it (cr_linear_scratch_free); one call at a time. */
 #define CR_LINEAR_SCRATCH_SLOTS 8
 typedef struct cr_linear_scratch {
-    void *buf[CR_LINEAR_SCRATCH_SLOTS];
-    size_t bytes[CR_LINEAR_SCRATCH_SLOTS];
+    cr_buf buf[CR_LINEAR_SCRATCH_SLOTS];
 } cr_linear_scratch;
 void cr_linear_scratch_free(cr_linear_scratch *s);
 
@@ -94,6 +94,7 @@ typedef struct cr_i8_rows {
 int cr_linear_takes_i8_rows(const cr_linear *W);
 cr_status cr_linear_i8_rows_alloc(const cr_linear *W, int64_t rows, cr_i8_rows *out);
 void cr_linear_i8_rows_free(cr_i8_rows *rows);
+int64_t cr_linear_i8_rows_bytes(const cr_linear *W, int64_t rows); /* what the allocation holds */
 cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int64_t row0);
 void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp);
 cr_status cr_linear_apply_i8_rows(const cr_linear *W, const cr_i8_rows *x, int64_t m, float *y, int64_t ldy,

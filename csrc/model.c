@@ -471,6 +471,7 @@ void cr_model_free(cr_model *m) {
     free(m->head_w);
     free(m->head_b);
     free(m->rope_inv_freq);
+    cr_workspace_free(atomic_load(&m->workspace));
     cr_checkpoint_close(m->ck);
     free(m);
 }

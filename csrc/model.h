@@ -3,6 +3,8 @@
 #ifndef CR_MODEL_H
 #define CR_MODEL_H
 
+#include <stdatomic.h>
+
 #include "crossrank.h"
 #include "linear.h"
 #include "safetensors.h"
@@ -19,6 +21,10 @@ typedef struct cr_layer {
     int32_t window;        /* attention window in positions, 0 = full */
 } cr_layer;
 
+/* A forward pass's buffers (forward.c), which a model keeps from one call to the next. */
+typedef struct cr_workspace cr_workspace;
+void cr_workspace_free(cr_workspace *ws); /* accepts NULL */
+
 struct cr_model {
     cr_config cfg;         /* copied; the pointer fields are NULL here (see below) */
     int threads;
@@ -32,6 +38,9 @@ struct cr_model {
     int64_t num_labels;
     float *rope_inv_freq;  /* [D/2] */
     int64_t weight_bytes;
+    /* The last pass's buffers, for the next (forward.c): the one field a pass changes, by an
+     * atomic exchange, so concurrent passes never share them. NULL until a pass kept some. */
+    cr_workspace *_Atomic workspace;
 };
 
 struct cr_prefix {
