@@ -45,6 +45,19 @@ def test_batch_size_does_not_change_scores(model, golden):
         assert_same_logits(model.score(queries, docs, activation_fn="identity", batch_size=batch_size), raw)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_a_short_batch_after_a_long_one_scores_as_on_a_fresh_model(golden, dtype):
+    # A model keeps its last pass's buffers for the next call: nothing a long batch left in them
+    # may reach the scores of a shorter one.
+    queries, docs = pairs_of(golden)
+    fresh = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, threads=2, dtype=dtype)
+    expected = np.asarray(fresh.score(queries[:1], docs[:1], activation_fn="identity"), np.float32)
+    used = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=OVERRIDES, threads=2, dtype=dtype)
+    used.score(queries, docs, batch_size=1000)
+    got = np.asarray(used.score(queries[:1], docs[:1], activation_fn="identity"), np.float32)
+    assert got.tobytes() == expected.tobytes()
+
+
 def test_order_of_pairs_does_not_change_scores(model, golden):
     queries, docs = pairs_of(golden)
     reference = model.score(queries, docs)
