@@ -210,8 +210,7 @@ static float rms_scale(const float *x, int64_t n, float eps) {
 
 /* y = w * (x / sqrt(mean(x^2) + eps)), in float32 as HF computes it. */
 static void rms_norm(const float *x, const float *w, int64_t n, float eps, float *y) {
-    float r = rms_scale(x, n, eps);
-    for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+    cr_kern->norm_scale_f32(x, w, rms_scale(x, n, eps), y, n);
 }
 
 /* Elements per part of a row a producer writes as a layer's own input: a multiple of
@@ -240,7 +239,7 @@ static void rms_norm_put(pass *p, int worker, const float *x, const float *w, in
     float r_scale = rms_scale(x, n, p->m->cfg.rms_norm_eps), part[CR_PUT_PART];
     for (int64_t k0 = 0; k0 < n; k0 += CR_PUT_PART) {
         int64_t len = n - k0 < CR_PUT_PART ? n - k0 : CR_PUT_PART;
-        for (int64_t i = 0; i < len; i++) part[i] = w[k0 + i] * (x[k0 + i] * r_scale);
+        cr_kern->norm_scale_f32(x + k0, w + k0, r_scale, part, len);
         sink_part(p, s, worker, r, k0, part, len);
     }
 }
@@ -296,15 +295,6 @@ static void rope_table_row(pass *p, const void *arg, int64_t r, int worker) {
     }
 }
 
-/* Rotate-half RoPE on one head vector: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s). */
-static void rope_apply(float *v, const float *c, const float *s, int64_t half) {
-    for (int64_t i = 0; i < half; i++) {
-        float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * c[i] - x2 * s[i];
-        v[i + half] = x2 * c[i] + x1 * s[i];
-    }
-}
-
 typedef struct qk_arg { const cr_layer *layer; int64_t r0; } qk_arg;
 
 /* Per-head q/k norms (Qwen3), then RoPE on the q and k heads of token r0 + r. */
@@ -319,7 +309,7 @@ static void qk_row(pass *p, const void *arg, int64_t r, int worker) {
     for (int64_t h = 0; h < p->NH + p->NKV; h++) {
         float *v = row + h * D;
         if (layer->q_norm) rms_norm(v, h < p->NH ? layer->q_norm : layer->k_norm, D, eps, v);
-        rope_apply(v, c, s, half);
+        cr_kern->rope_f32(v, c, s, half);
     }
 }
 

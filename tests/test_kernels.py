@@ -13,6 +13,8 @@ Tolerances:
   u = 2^-24 (a dropped or doubled element moves the result by ~ sum|a_i b_i| / n, far above the
   bound at every length tested). Integer-valued inputs, where every order of summation is exact,
   must agree exactly.
+* norm_scale_f32, rope_f32: plain float32 products and sums, no fused step, so every table
+  returns NumPy's float32 bits.
 * axpy_f32: one fused multiply-add per element, so every table returns the reference's bits;
   |result - float64 result| <= 2u (|y| + |alpha x|) per element; exact for integer inputs.
 * bf16_to_f32 / f16_to_f32: bitwise, for all 65536 bit patterns, against the reference, NumPy and
@@ -215,6 +217,45 @@ def test_sumsq_of_integer_valued_inputs_is_exact(isa, n, placement):
     exact = float((x.astype(np.int64) ** 2).sum())
     assert exact < 2 ** 24
     assert kernel(isa, "sumsq_f32", place(x, placement)) == exact
+
+
+# ---- norm_scale_f32, rope_f32 ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("isa", LEVELS)
+def test_norm_scale_is_both_float32_products_in_order_bitwise(isa, n, placement):
+    # w * (x * r), each product rounded, no fused step: NumPy's float32 arithmetic gives the bits
+    rng = np.random.default_rng(11000 + n)
+    x = (rng.standard_normal(n) * 30).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    r = np.float32(0.0731)
+    xp, wp = place(x, placement), place(w, placement)
+    got = kernel(isa, "norm_scale_f32", xp, wp, alpha=float(r))
+    np.testing.assert_array_equal(got.view(np.uint32), (w * (x * r)).view(np.uint32))
+    np.testing.assert_array_equal(xp, x)
+    np.testing.assert_array_equal(wp, w)
+
+
+@pytest.mark.parametrize("placement", FLOAT_PLACEMENTS)
+@pytest.mark.parametrize("half", [h for h in LENGTHS if h <= 1000])
+@pytest.mark.parametrize("isa", LEVELS)
+def test_rope_rotates_halves_with_rounded_products_bitwise(isa, half, placement):
+    rng = np.random.default_rng(12000 + half)
+    v = (rng.standard_normal(2 * half) * 4).astype(np.float32)
+    angle = rng.uniform(-50, 50, half)
+    c, s = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    vp = place(v, placement)
+    got = kernel(isa, "rope_f32", vp, place(np.concatenate([c, s]), placement))
+    x1, x2 = v[:half], v[half:]
+    expected = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s])
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(vp, v)
+
+
+def test_rope_refuses_an_odd_head_vector():
+    with pytest.raises(ValueError, match="even length"):
+        kernel("ref", "rope_f32", np.zeros(3, np.float32), np.zeros(3, np.float32))
 
 
 # ---- axpy_f32 ------------------------------------------------------------------------------------

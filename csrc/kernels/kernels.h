@@ -65,6 +65,13 @@ typedef struct cr_kernels {
     void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
     /* dot_f32(x, x): the same order and bits */
     float (*sumsq_f32)(const float *x, int64_t n);
+    /* y[i] = w[i] * (x[i] * r): two float32 products in that order, no fused step, so every ISA
+     * gives the same bits (y may be x). An RMS norm's scaling, r = 1 / sqrt(mean(x^2) + eps). */
+    void (*norm_scale_f32)(const float *x, const float *w, float r, float *y, int64_t n);
+    /* Rotate-half RoPE on one head vector v[0 .. 2 half), in place: with x1 = v[i], x2 = v[i + half],
+     * v[i] = x1 c[i] - x2 s[i] and v[i + half] = x2 c[i] + x1 s[i], each product rounded before
+     * the difference or sum (no fused step): the same bits on every ISA. */
+    void (*rope_f32)(float *v, const float *c, const float *s, int64_t half);
     /* dst[i] = float(src[i]) for bfloat16 / IEEE half sources */
     void (*bf16_to_f32)(const void *src, float *dst, int64_t n);
     void (*f16_to_f32)(const void *src, float *dst, int64_t n);

@@ -46,6 +46,29 @@ static void axpy_f32_avx2(float alpha, const float *x, float *y, int64_t n) {
 
 static float sumsq_f32_avx2(const float *x, int64_t n) { return dot_f32_avx2(x, x, n); }
 
+static void norm_scale_f32_avx2(const float *x, const float *w, float r, float *y, int64_t n) {
+    __m256 vr = _mm256_set1_ps(r);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vr)));
+    for (; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+static void rope_f32_avx2(float *v, const float *c, const float *s, int64_t half) {
+    int64_t i = 0;
+    for (; i + 8 <= half; i += 8) {
+        __m256 x1 = _mm256_loadu_ps(v + i), x2 = _mm256_loadu_ps(v + i + half);
+        __m256 vc = _mm256_loadu_ps(c + i), vs = _mm256_loadu_ps(s + i);
+        _mm256_storeu_ps(v + i, _mm256_sub_ps(_mm256_mul_ps(x1, vc), _mm256_mul_ps(x2, vs)));
+        _mm256_storeu_ps(v + i + half, _mm256_add_ps(_mm256_mul_ps(x2, vc), _mm256_mul_ps(x1, vs)));
+    }
+    for (; i < half; i++) {
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+    }
+}
+
 static void bf16_to_f32_avx2(const void *src, float *dst, int64_t n) {
     const unsigned char *p = src;
     int64_t i = 0;
@@ -368,6 +391,8 @@ static const cr_kernels avx2_table = {
     .gemm_mr = MR2,
     .dot_f32 = dot_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
+    .norm_scale_f32 = norm_scale_f32_avx2,
+    .rope_f32 = rope_f32_avx2,
     .sumsq_f32 = sumsq_f32_avx2,
     .bf16_to_f32 = bf16_to_f32_avx2,
     .f16_to_f32 = f16_to_f32_avx2,

@@ -45,6 +45,25 @@ static void axpy_f32_avx512(float alpha, const float *x, float *y, int64_t n) {
 
 static float sumsq_f32_avx512(const float *x, int64_t n) { return dot_f32_avx512(x, x, n); }
 
+static void norm_scale_f32_avx512(const float *x, const float *w, float r, float *y, int64_t n) {
+    __m512 vr = _mm512_set1_ps(r);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vr);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + i), t));
+    }
+}
+
+static void rope_f32_avx512(float *v, const float *c, const float *s, int64_t half) {
+    for (int64_t i = 0; i < half; i += 16) {
+        __mmask16 m = tail_mask(half - i);
+        __m512 x1 = _mm512_maskz_loadu_ps(m, v + i), x2 = _mm512_maskz_loadu_ps(m, v + i + half);
+        __m512 vc = _mm512_maskz_loadu_ps(m, c + i), vs = _mm512_maskz_loadu_ps(m, s + i);
+        _mm512_mask_storeu_ps(v + i, m, _mm512_sub_ps(_mm512_mul_ps(x1, vc), _mm512_mul_ps(x2, vs)));
+        _mm512_mask_storeu_ps(v + i + half, m, _mm512_add_ps(_mm512_mul_ps(x2, vc), _mm512_mul_ps(x1, vs)));
+    }
+}
+
 static void bf16_to_f32_avx512(const void *src, float *dst, int64_t n) {
     const uint16_t *p = src;
     for (int64_t i = 0; i < n; i += 16) {
@@ -307,6 +326,8 @@ static const cr_kernels avx512_table = {
     .gemm_mr = MR512,
     .dot_f32 = dot_f32_avx512,
     .axpy_f32 = axpy_f32_avx512,
+    .norm_scale_f32 = norm_scale_f32_avx512,
+    .rope_f32 = rope_f32_avx512,
     .sumsq_f32 = sumsq_f32_avx512,
     .bf16_to_f32 = bf16_to_f32_avx512,
     .f16_to_f32 = f16_to_f32_avx512,

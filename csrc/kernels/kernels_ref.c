@@ -20,6 +20,18 @@ static void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
 
 static float sumsq_f32_ref(const float *x, int64_t n) { return dot_f32_ref(x, x, n); }
 
+static void norm_scale_f32_ref(const float *x, const float *w, float r, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+static void rope_f32_ref(float *v, const float *c, const float *s, int64_t half) {
+    for (int64_t i = 0; i < half; i++) {
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c[i] - x2 * s[i];
+        v[i + half] = x2 * c[i] + x1 * s[i];
+    }
+}
+
 static void bf16_to_f32_ref(const void *src, float *dst, int64_t n) {
     const unsigned char *p = src;
     for (int64_t i = 0; i < n; i++) {
@@ -246,6 +258,8 @@ static const cr_kernels ref_table = {
     .gemm_mr = 4,
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
+    .norm_scale_f32 = norm_scale_f32_ref,
+    .rope_f32 = rope_f32_ref,
     .sumsq_f32 = sumsq_f32_ref,
     .bf16_to_f32 = bf16_to_f32_ref,
     .f16_to_f32 = f16_to_f32_ref,

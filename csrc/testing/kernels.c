@@ -28,6 +28,9 @@
  *             [kq, 4 CR_GEMM_NR]; exact integer sums
  *         gemm_i8_mr() -> int   rows per gemm_i8_tile call
  *         quantize_u8(x) -> (uint8 array, scale): per-row int8 quantization, +128
+ *         norm_scale_f32(x, w, alpha=r) -> w * (x * r) as a new array
+ *         rope_f32(v, cs) -> v after RoPE as a new array: v is one head vector of even length 2 half,
+ *             cs its cosines then its sines (half each)
  *         silu_mul_f32(gate, up) / gelu_tanh_mul_f32(gate, up) -> act(gate) * up as a new array
  *             (sigmoid_glu_f32 with gelu_tanh 0 / 1)
  *         i8_outliers_f32(wp, k, v, wscale, y) -> y after the kernel, as a new float32 array: wp one
@@ -66,7 +69,7 @@ static int ensure_numpy(void) {
 
 typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR, K_GEMM_BF16, K_GEMM_BF16_MR,
                K_TO_BF16, K_GEMM_I8, K_GEMM_I8_MR, K_QUANT, K_SILU, K_GELU_TANH, K_I8_OUTLIERS,
-               K_ABS_STATS, K_FIND_ABOVE } kernel_id;
+               K_ABS_STATS, K_FIND_ABOVE, K_NORM_SCALE, K_ROPE } kernel_id;
 
 static const struct {
     const char *name;
@@ -79,6 +82,7 @@ static const struct {
     {"f32_to_bf16", K_TO_BF16, 1},  {"gemm_i8_tile", K_GEMM_I8, 2}, {"gemm_i8_mr", K_GEMM_I8_MR, 0},
     {"quantize_u8", K_QUANT, 1},  {"silu_mul_f32", K_SILU, 2},  {"gelu_tanh_mul_f32", K_GELU_TANH, 2},
     {"i8_outliers_f32", K_I8_OUTLIERS, 5}, {"abs_sum_max_f32", K_ABS_STATS, 1}, {"find_above_f32", K_FIND_ABOVE, 1},
+    {"norm_scale_f32", K_NORM_SCALE, 2}, {"rope_f32", K_ROPE, 2},
 };
 
 static const struct {
@@ -598,7 +602,8 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_Format(PyExc_ValueError,
                      "kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
                      "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, "
-                     "quantize_u8, silu_mul_f32, gelu_tanh_mul_f32, i8_outliers_f32, abs_sum_max_f32, find_above_f32)",
+                     "quantize_u8, silu_mul_f32, gelu_tanh_mul_f32, i8_outliers_f32, abs_sum_max_f32, find_above_f32, "
+                     "norm_scale_f32, rope_f32)",
                      name_obj);
         return NULL;
     }
@@ -624,8 +629,9 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
                      kernel_list[k].n_arrays, nargs - 2);
         return NULL;
     }
-    if (have_alpha && id != K_AXPY && id != K_FIND_ABOVE) {
-        PyErr_Format(PyExc_TypeError, "kernel: alpha applies to axpy_f32 and find_above_f32 only, not %s", name);
+    if (have_alpha && id != K_AXPY && id != K_FIND_ABOVE && id != K_NORM_SCALE) {
+        PyErr_Format(PyExc_TypeError, "kernel: alpha applies to axpy_f32, find_above_f32 and norm_scale_f32 only, not %s",
+                     name);
         return NULL;
     }
     if (have_n && id != K_GEMM && id != K_GEMM_BF16 && id != K_GEMM_I8 && id != K_FIND_ABOVE) {
@@ -696,6 +702,10 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
             goto done;
         }
     }
+    if (id == K_ROPE && n % 2) {
+        PyErr_Format(PyExc_ValueError, "kernel: rope_f32 needs a head vector of even length, got %lld", (long long)n);
+        goto done;
+    }
 
     switch (id) {
     case K_DOT:
@@ -721,6 +731,8 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     case K_FIND_ABOVE:
         break; /* handled above */
     case K_AXPY:
+    case K_NORM_SCALE:
+    case K_ROPE:
     case K_SILU:
     case K_GELU_TANH:
     case K_BF16:
@@ -737,6 +749,13 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
             /* y + alpha * x into the scratch copy of y: the caller's y stays as it was. */
             if (n) memcpy(sc.dst, PyArray_DATA(b), (size_t)n * sizeof(float));
             table->axpy_f32(fa, src, sc.dst, n);
+        } else if (id == K_NORM_SCALE) {
+            table->norm_scale_f32(src, PyArray_DATA(b), fa, sc.dst, n);
+        } else if (id == K_ROPE) {
+            /* in place on the scratch copy of v */
+            const float *cs = PyArray_DATA(b);
+            if (n) memcpy(sc.dst, src, (size_t)n * sizeof(float));
+            table->rope_f32(sc.dst, cs, cs + n / 2, n / 2);
         } else if (id == K_SILU || id == K_GELU_TANH) {
             table->sigmoid_glu_f32(src, PyArray_DATA(b), sc.dst, n, id == K_GELU_TANH);
         } else if (id == K_BF16) {
