@@ -101,7 +101,6 @@ struct cr_workspace {
     cr_buf buf[WS_COUNT];
     cr_i8_rows qh, qi;         /* int8 own input rows */
     int64_t qh_rows, qi_rows;  /* how many rows they hold */
-    size_t qh_bytes, qi_bytes;
     cr_linear_scratch lin;     /* the projections' buffers */
 };
 
@@ -114,8 +113,10 @@ void cr_workspace_free(cr_workspace *ws) {
     free(ws);
 }
 
-static size_t workspace_bytes(const cr_workspace *ws) {
-    size_t n = ws->qh_bytes + ws->qi_bytes;
+static size_t workspace_bytes(const cr_workspace *ws, const cr_model *m) {
+    size_t n = 0;
+    if (ws->qh.q) n += (size_t)cr_linear_i8_rows_bytes(&m->layers[0].qkv, ws->qh_rows);
+    if (ws->qi.q) n += (size_t)cr_linear_i8_rows_bytes(&m->layers[0].down, ws->qi_rows);
     for (int i = 0; i < WS_COUNT; i++) n += ws->buf[i].bytes;
     for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) n += ws->lin.buf[i].bytes;
     return n;
@@ -132,7 +133,7 @@ static cr_workspace *take_workspace(const cr_model *m) {
  * first. */
 static void keep_workspace(const cr_model *m, cr_workspace *ws) {
     cr_workspace *none = NULL;
-    if (workspace_bytes(ws) > CR_WORKSPACE_KEEP_BYTES ||
+    if (workspace_bytes(ws, m) > CR_WORKSPACE_KEEP_BYTES ||
         !atomic_compare_exchange_strong(&((cr_model *)m)->workspace, &none, ws))
         cr_workspace_free(ws);
 }
@@ -158,14 +159,12 @@ static uint16_t *ws_bf16_rows(cr_workspace *ws, int slot, const cr_linear *W, in
 }
 
 /* int8 input rows of W for up to `rows` rows in *r, which holds *held of them. */
-static int ws_i8_rows(const cr_linear *W, int64_t rows, cr_i8_rows *r, int64_t *held, size_t *bytes) {
+static int ws_i8_rows(const cr_linear *W, int64_t rows, cr_i8_rows *r, int64_t *held) {
     if (r->q && *held >= rows) return 1;
     cr_linear_i8_rows_free(r);
     *held = 0;
-    *bytes = 0;
     if (cr_linear_i8_rows_alloc(W, rows, r) != CR_OK) return 0;
     *held = rows;
-    *bytes = (size_t)cr_linear_i8_rows_bytes(W, rows);
     return 1;
 }
 
@@ -548,8 +547,8 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         p.row_floats = (widest + 15) / 16 * 16;
         p.rowbuf_stride = p.row_floats + (bytes + 63) / 64 * 16;
         p.rowbuf = ws_rows(ws, WS_ROWBUF, p.ex.threads, p.rowbuf_stride, "int8 row buffers");
-        i8_ok = p.rowbuf && ws_i8_rows(&m->layers[0].qkv, p.B, &ws->qh, &ws->qh_rows, &ws->qh_bytes) &&
-                ws_i8_rows(down, p.BM, &ws->qi, &ws->qi_rows, &ws->qi_bytes);
+        i8_ok = p.rowbuf && ws_i8_rows(&m->layers[0].qkv, p.B, &ws->qh, &ws->qh_rows) &&
+                ws_i8_rows(down, p.BM, &ws->qi, &ws->qi_rows);
         p.qh = ws->qh;
         p.qi = ws->qi;
     }
