@@ -18,7 +18,7 @@
 /* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside
  * the [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v
  * and o projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK
- * (its gate|up buffer is 2I wide). At the 8B shape an 8,192-token pass holds 448 MiB of
+ * (its activations are I wide). At the 8B shape an 8,192-token pass holds 448 MiB of
  * full-length buffers and ~60 MiB of blocks. The blocks are large enough that the pool's
  * dispatches per block (a few tens of microseconds each) stay small beside the GEMMs.
  * Every stage is row-independent (each output row is one fixed chain over its own input row),
@@ -44,8 +44,7 @@ typedef struct pass {
     float *attn;      /* [T, NH*D] attention output (last layer: [S, NH*D]) */
     float *cosb;      /* [T, D/2] */
     float *sinb;      /* [T, D/2] */
-    float *gu;        /* [BM, 2I] */
-    float *hid;       /* [BM, I] (NULL with bf16 rows) */
+    float *hid;       /* [BM, I] the MLP's activations (NULL with bf16 rows: down's rows take them) */
     float *xs;        /* [S, H] last-token residual rows */
     /* bf16 layers take their inputs as bfloat16 rows in their own order (AMX: the tile order),
      * which the norms, attention and the GLU write directly (cr_linear_put_bf16): no float32 copy
@@ -73,9 +72,9 @@ typedef struct pass {
  * thread count they add up to the pass): the projections, attention, and the row-wise steps
  * between them (the norms include the residual add before the MLP's, and writing the next
  * projection's own input rows); the rest is the embedding, the RoPE table and the head. */
-enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_NORM, PH_QK_ROPE, PH_GLU, PH_ADD, PH_COUNT, PH_NONE = -1 };
-static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up", "down",
-                                                  "norms", "q/k-norms+RoPE", "GLU", "adds"};
+enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_NORM, PH_QK_ROPE, PH_DOWN_I8, PH_ADD, PH_COUNT, PH_NONE = -1 };
+static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up+GLU", "down",
+                                                  "norms", "q/k-norms+RoPE", "int8-down-inputs", "adds"};
 
 static double phase_start(const pass *p) { return p->phase_s ? cr_seconds_now() : 0.0; }
 
@@ -94,7 +93,7 @@ static void phase_end(pass *p, int phase, double t0) {
  * dropped, hold zeros when fresh and earlier rows after). */
 #define CR_WORKSPACE_KEEP_BYTES ((size_t)512 << 20)
 
-enum { WS_X, WS_XN, WS_QKV, WS_ATTN, WS_COS, WS_SIN, WS_GU, WS_HID, WS_XS, WS_SCRATCH, WS_XH, WS_XI, WS_XO,
+enum { WS_X, WS_XN, WS_QKV, WS_ATTN, WS_COS, WS_SIN, WS_HID, WS_XS, WS_SCRATCH, WS_XH, WS_XI, WS_XO,
        WS_ROWBUF, WS_STAGE, WS_COUNT };
 
 struct cr_workspace {
@@ -248,19 +247,23 @@ static sink h_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xh, 
 static sink i_sink(const pass *p, const cr_linear *W) { return (sink){W, p->xi, &p->qi}; }
 
 /* The sink's layer on rows [row0, row0 + n) of its own input rows where its producers write them
- * (row0 a multiple of 16), else on float32 rows x (row stride ldx); timed as `phase`. */
+ * (row0 a multiple of 16), else on float32 rows x (row stride ldx), into y (row stride ldy) or,
+ * with a GLU, into h; timed as `phase`. */
 static cr_status project(pass *p, int phase, const sink *s, int64_t row0, const float *x, int64_t ldx, int64_t n,
-                         float *y, int64_t ldy) {
+                         float *y, int64_t ldy, const cr_glu *glu) {
     double t0 = phase_start(p);
-    cr_status st;
+    cr_linear_in in = {0};
+    cr_i8_rows at;
     if (s->xb) {
-        st = cr_linear_apply_bf16_rows(s->W, s->xb + row0 * cr_linear_row_elems(s->W), n, y, ldy, &p->ex);
+        in.xb = s->xb + row0 * cr_linear_row_elems(s->W);
     } else if (s->xq && s->xq->q) {
-        cr_i8_rows at = cr_linear_i8_rows_at(s->W, s->xq, row0);
-        st = cr_linear_apply_i8_rows(s->W, &at, n, y, ldy, &p->ex);
+        at = cr_linear_i8_rows_at(s->W, s->xq, row0);
+        in.q8 = &at;
     } else {
-        st = cr_linear_apply(s->W, x, ldx, n, y, ldy, &p->ex);
+        in.x = x;
+        in.ldx = ldx;
     }
+    cr_status st = glu ? cr_linear_apply_glu(s->W, &in, n, glu, &p->ex) : cr_linear_apply(s->W, &in, n, y, ldy, &p->ex);
     phase_end(p, phase, t0);
     return st;
 }
@@ -312,34 +315,12 @@ static void qk_row(pass *p, const void *arg, int64_t r, int worker) {
     }
 }
 
-/* h = act(gate) * up over n elements. SiLU and tanh GELU are both g sigmoid(c(g)), one vector
- * kernel; the exact (erf) GELU stays scalar. */
-static void glu(cr_activation act, const float *gate, const float *up, float *h, int64_t n) {
-    if (act != CR_ACT_GELU) {
-        cr_kern->sigmoid_glu_f32(gate, up, h, n, act == CR_ACT_GELU_TANH);
-        return;
-    }
-    for (int64_t j = 0; j < n; j++) {
-        float g = gate[j];
-        h[j] = 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * up[j];
-    }
-}
-
-static void glu_row(pass *p, const void *arg, int64_t r, int worker) {
-    const float *gu = p->gu + r * 2 * p->IM;
-    glu(p->m->cfg.act, gu, gu + p->IM, p->hid + r * p->IM, p->IM);
-}
-
-/* glu_row written as row r of the down projection's own input rows. */
-static void glu_put_row(pass *p, const void *arg, int64_t r, int worker) {
+/* Row r of the MLP's hidden activations quantized as the down projection's own int8 input row
+ * (the row buffer is the worker's; the row of hid is not read again). */
+static void hid_put_row(pass *p, const void *arg, int64_t r, int worker) {
     const sink *s = arg;
-    const float *gu = p->gu + r * 2 * p->IM;
-    float part[CR_PUT_PART];
-    for (int64_t k0 = 0; k0 < p->IM; k0 += CR_PUT_PART) {
-        int64_t len = p->IM - k0 < CR_PUT_PART ? p->IM - k0 : CR_PUT_PART;
-        glu(p->m->cfg.act, gu + k0, gu + p->IM + k0, part, len);
-        sink_part(p, s, worker, r, k0, part, len);
-    }
+    float *row = p->rowbuf + (int64_t)worker * p->rowbuf_stride;
+    cr_linear_put_i8(s->W, s->xq, r, p->hid + r * p->IM, (uint8_t *)(row + p->row_floats));
 }
 
 typedef struct add_arg { float *dst; const float *src; } add_arg;
@@ -393,7 +374,8 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
     /* bf16 rows where attention writes them (AMX: in tile order, a0 a multiple of 16 by the pass
      * setup), else attention's float32 output */
     sink o_in = {&layer->o, p->xo, NULL};
-    if ((st = project(p, PH_O, &o_in, a0, p->attn ? p->attn + a0 * NHD : NULL, NHD, rows, p->xn, H))) return st;
+    if ((st = project(p, PH_O, &o_in, a0, p->attn ? p->attn + a0 * NHD : NULL, NHD, rows, p->xn, H, NULL)))
+        return st;
     sink gate_up = h_sink(p, &layer->gate_up), down = i_sink(p, &layer->down);
     if (p->own_rows) {
         add_norm_put_arg an = {x, p->xn, layer->mlp_norm, gate_up};
@@ -408,10 +390,13 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
         /* the sub-block's normed input is no longer needed after gate|up: its rows of p->xn take
          * the down projection's output */
         float *xn = p->xn + s0 * H;
-        /* s0 is a multiple of 16: on AMX its own rows start a 16-row group of the tile order */
-        if ((st = project(p, PH_GATE_UP, &gate_up, s0, xn, H, n, p->gu, 2 * p->IM))) return st;
-        st = p->own_rows ? parallel_rows(p, PH_GLU, n, glu_put_row, &down) : parallel_rows(p, PH_GLU, n, glu_row, NULL);
-        if (st || (st = project(p, PH_DOWN, &down, 0, p->hid, p->IM, n, xn, H))) return st;
+        /* s0 is a multiple of 16: on AMX its own rows start a 16-row group of the tile order. The
+         * activations go straight to down's bf16 rows, else to hid (int8 quantizes them from
+         * there: a row's scale needs all of it) */
+        cr_glu glu = {.act = p->m->cfg.act, .n = p->IM, .to = &layer->down, .rows = p->xi, .h = p->hid, .ldh = p->IM};
+        if ((st = project(p, PH_GATE_UP, &gate_up, s0, xn, H, n, NULL, 0, &glu))) return st;
+        if (down.xq && down.xq->q && (st = parallel_rows(p, PH_DOWN_I8, n, hid_put_row, &down))) return st;
+        if ((st = project(p, PH_DOWN, &down, 0, p->hid, p->IM, n, xn, H, NULL))) return st;
     }
     add_arg ad = {x, p->xn};
     return parallel_rows(p, PH_ADD, rows, add_row, &ad);
@@ -434,7 +419,8 @@ static cr_status layer_forward(pass *p, int64_t li, int last) {
             norm_arg na = {p->x + r0 * H, p->xn, layer->attn_norm};
             st = parallel_rows(p, PH_NORM, rows, norm_row, &na);
         }
-        if (st || (st = project(p, PH_QKV, &qkv_in, 0, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD))) return st;
+        if (st || (st = project(p, PH_QKV, &qkv_in, 0, p->xn, H, rows, p->qkv + r0 * p->QKVD, p->QKVD, NULL)))
+            return st;
         qk_arg qa = {layer, r0};
         if ((st = parallel_rows(p, PH_QK_ROPE, rows, qk_row, &qa))) return st;
     }
@@ -528,8 +514,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.attn = o_rows ? NULL : ws_rows(ws, WS_ATTN, p.T, p.NH * p.D, "attention output");
     p.cosb = ws_rows(ws, WS_COS, p.T, p.D / 2, "rope cos");
     p.sinb = ws_rows(ws, WS_SIN, p.T, p.D / 2, "rope sin");
-    p.gu = ws_rows(ws, WS_GU, p.BM, 2 * p.IM, "gate|up");
-    p.hid = p.own_rows ? NULL : ws_rows(ws, WS_HID, p.BM, p.IM, "mlp hidden");
+    p.hid = bf16_rows ? NULL : ws_rows(ws, WS_HID, p.BM, p.IM, "mlp hidden");
     p.xs = ws_rows(ws, WS_XS, p.S, p.H, "last-token states");
     p.scratch = ws_rows(ws, WS_SCRATCH, p.ex.threads, p.scratch_stride, "attention tiles");
     if (bf16_rows) {
@@ -552,8 +537,8 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         p.qh = ws->qh;
         p.qi = ws->qi;
     }
-    if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !p.gu || !i8_ok ||
-        (bf16_rows ? !p.xh || !p.xi : i8_rows ? 0 : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
+    if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !i8_ok ||
+        (bf16_rows ? !p.xh || !p.xi : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
         cr_workspace_free(ws);
         return CR_E_NOMEM;
     }

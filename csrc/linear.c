@@ -188,48 +188,60 @@ void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int
                                y + i * ldy, cols);
 }
 
-/* y[r .. r+rows, c0 .. c0+cols) for panel p, in the job's weight format (not the AMX ones). */
+/* Rows r .. r+rows, columns c0 .. c0+cols of the output, panel p, into y (row stride ldy, at row r
+ * and column c0), in the job's weight format (not the AMX ones). */
 static void tile(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, int64_t p, int64_t c0,
-                 int64_t cols) {
+                 int64_t cols, float *y, int64_t ldy) {
     const cr_linear *W = j->W;
-    float *y = j->y + r * j->ldy + c0;
     if (W->fmt == CR_FMT_F32_PANELS) {
-        K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, j->ldy,
-                         cols);
+        K->gemm_f32_tile(j->x + r * j->ldx, j->ldx, rows, W->w + p * W->n_in * CR_GEMM_NR, W->n_in, y, ldy, cols);
     } else if (W->fmt == CR_FMT_BF16_PANELS) {
         int64_t len = row_len(W->fmt, W->n_in);
-        K->gemm_bf16_tile(j->xb + r * len, len, rows, W->wb + p * len * CR_GEMM_NR, len / 2, y, j->ldy, cols);
+        K->gemm_bf16_tile(j->xb + r * len, len, rows, W->wb + p * len * CR_GEMM_NR, len / 2, y, ldy, cols);
     } else {
         int64_t len = row_len(W->fmt, W->n_in), kq = len / 4;
         const int8_t *panel = W->wq + p * len * CR_GEMM_NR;
         const int32_t *colsum = W->colsum + c0;
         const float *wscale = W->wscale + c0;
         if (K->gemm_i8_tile_f32) {
-            K->gemm_i8_tile_f32(j->q8.q + r * len, len, rows, panel, kq, y, j->ldy, cols, j->q8.scale + r,
-                                colsum, wscale);
-            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, j->ldy);
+            K->gemm_i8_tile_f32(j->q8.q + r * len, len, rows, panel, kq, y, ldy, cols, j->q8.scale + r, colsum,
+                                wscale);
+            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, NULL, 0, y, ldy);
         } else {
             int32_t acc[16 * CR_GEMM_NR];
             K->gemm_i8_tile(j->q8.q + r * len, len, rows, panel, kq, acc, CR_GEMM_NR, cols);
-            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, j->ldy);
+            cr_linear_i8_finish(j, K, r, rows, panel, c0, cols, acc, CR_GEMM_NR, y, ldy);
         }
     }
-    add_bias(W->bias ? W->bias + c0 : NULL, y, j->ldy, rows, cols);
+    add_bias(W->bias ? W->bias + c0 : NULL, y, ldy, rows, cols);
 }
 
 static int64_t block_rows(cr_format fmt) { return is_amx(fmt) ? CR_AMX_ROWS : CR_PANEL_ROW_BLOCK; }
 
-/* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns. */
+/* One task: a block of block_rows() rows against one panel of CR_GEMM_NR columns; with a GLU, gate
+ * panel p and its up panel, a tile height at a time into the worker's stack, then h. */
 static void panel_task(void *ctx, int64_t task, int worker) {
     const panel_job *j = ctx;
     const cr_kernels *K = cr_kern;
     int64_t block = task / j->n_panels, p = task % j->n_panels, rb = block_rows(j->W->fmt);
     int64_t r0 = block * rb;
     int64_t r1 = r0 + rb < j->m ? r0 + rb : j->m;
-    int64_t c0 = p * CR_GEMM_NR;
+    int64_t c0 = p * CR_GEMM_NR, mr = tile_rows(j->W->fmt, K);
+    if (j->glu) {
+        if (mr > 16) mr = 16; /* the stack tiles' height (every table's is at most 12) */
+        int64_t cols = j->glu->n - c0 < CR_GEMM_NR ? j->glu->n - c0 : CR_GEMM_NR, up = j->up_panel + p;
+        float g[16 * CR_GEMM_NR], u[16 * CR_GEMM_NR];
+        for (int64_t r = r0; r < r1; r += mr) {
+            int64_t rows = r1 - r < mr ? r1 - r : mr;
+            tile(j, K, r, rows, p, c0, CR_GEMM_NR, g, CR_GEMM_NR);
+            tile(j, K, r, rows, up, up * CR_GEMM_NR, CR_GEMM_NR, u, CR_GEMM_NR);
+            cr_glu_block(j->glu, r, rows, c0, cols, g, u, CR_GEMM_NR);
+        }
+        return;
+    }
     int64_t cols = j->W->n_out - c0 < CR_GEMM_NR ? j->W->n_out - c0 : CR_GEMM_NR;
-    int64_t mr = tile_rows(j->W->fmt, K);
-    for (int64_t r = r0; r < r1; r += mr) tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols);
+    for (int64_t r = r0; r < r1; r += mr)
+        tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols, j->y + r * j->ldy + c0, j->ldy);
 }
 
 /* Candidates a row's scan collects at once; a row with more (rare) is scanned again in C. */
@@ -340,7 +352,8 @@ static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int
 }
 
 /* Slots of a cr_linear_scratch, one per buffer of a call. */
-enum { WS_AMX_OUT, WS_ROW_TMP, WS_INPUTS, WS_XSCALE, WS_N_OUTLIERS, WS_OUTLIER_K, WS_OUTLIER_X, WS_ROW_SCRATCH };
+enum { WS_AMX_OUT, WS_ROW_TMP, WS_INPUTS, WS_XSCALE, WS_N_OUTLIERS, WS_OUTLIER_K, WS_OUTLIER_X, WS_ROW_SCRATCH,
+       WS_GLU_SUMS };
 
 /* count x size bytes of the call's workspace, 64-byte aligned: the exec's scratch slot, grown to
  * fit (its old contents not kept), or without a scratch a fresh allocation that ws_done frees. */
@@ -362,15 +375,20 @@ void cr_linear_scratch_free(cr_linear_scratch *s) {
     for (int i = 0; i < CR_LINEAR_SCRATCH_SLOTS; i++) cr_buf_free(&s->buf[i]);
 }
 
-/* cr_linear_apply on float32 rows x, or on inputs their producer wrote in the layer's form: for
- * CR_FMT_BF16_AMX bf16 rows in the tile order (xb_given: cr_linear_apply_bf16_rows), for the int8
- * formats quantized rows (q8_given: cr_linear_apply_i8_rows). */
-static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const uint16_t *xb_given,
-                       const cr_i8_rows *q8_given, int64_t m, float *y, int64_t ldy, const cr_exec *ex) {
+/* cr_linear_apply, or with glu cr_linear_apply_glu where the job can turn its sums into h itself
+ * (the panel formats; AMX while each task sums all of K at once). */
+static cr_status apply(const cr_linear *W, const cr_linear_in *in, int64_t m, float *y, int64_t ldy, const cr_glu *glu,
+                       const cr_exec *ex) {
     if (m <= 0) return CR_OK;
-    if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, x, ldx, m, y, ldy, ex);
-    panel_job j = {.W = W, .x = x, .ldx = ldx, .m = m, .y = y, .ldy = ldy,
+    if (W->fmt == CR_FMT_F32_BLAS) return apply_blas(W, in->x, in->ldx, m, y, ldy, ex);
+    const uint16_t *xb_given = in->xb;
+    const cr_i8_rows *q8_given = in->q8;
+    panel_job j = {.W = W, .x = in->x, .ldx = in->ldx, .m = m, .y = y, .ldy = ldy, .glu = glu,
                    .n_panels = (W->n_out + CR_GEMM_NR - 1) / CR_GEMM_NR};
+    if (glu) { /* tasks over the gate panels that h needs, each with its up panel */
+        j.up_panel = W->n_out / 2 / CR_GEMM_NR;
+        j.n_panels = (glu->n + CR_GEMM_NR - 1) / CR_GEMM_NR;
+    }
     int64_t blocks = (m + block_rows(W->fmt) - 1) / block_rows(W->fmt);
     if (W->fmt == CR_FMT_F32_PANELS)
         return cr_pool_run(ex->threads, blocks * j.n_panels, panel_task, &j, ex->abort);
@@ -380,7 +398,8 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
         return cr_fail(CR_E_UNSUPPORTED, "this layer was packed for AMX tiles, which this process may not use");
     int64_t len = row_len(W->fmt, W->n_in);
     /* AMX: the converted rows are padded with zero rows to a multiple of 16 (tile loads read whole
-     * 16-row groups), tasks are (row range, span of panel groups), each worker has its own out block */
+     * 16-row groups), tasks are (row range, span of panel groups), each worker has its own out block
+     * (with a GLU two: gate and up) */
     int64_t m_rows = is_amx(W->fmt) ? (m + 15) / 16 * 16 : m;
     int i8 = W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX, given = xb_given || q8_given, ok = 1;
     int64_t n_tasks = blocks * j.n_panels;
@@ -388,7 +407,7 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
     if (is_amx(W->fmt)) {
         n_tasks = cr_amx_plan(&j, blocks, ex->threads);
         task_fn = cr_amx_task;
-        j.amx_out = ws_get(ex, WS_AMX_OUT, (size_t)ex->threads,
+        j.amx_out = ws_get(ex, WS_AMX_OUT, (size_t)ex->threads * (glu ? 2 : 1),
                            CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR * sizeof(float), "AMX accumulators");
         /* the conversion's one row per worker; rows their producer wrote need none */
         if (!given) j.row_tmp = ws_get(ex, WS_ROW_TMP, (size_t)ex->threads, (size_t)len * sizeof(uint16_t),
@@ -434,9 +453,46 @@ static cr_status apply(const cr_linear *W, const float *x, int64_t ldx, const ui
     return st;
 }
 
-cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
-                          float *y, int64_t ldy, const cr_exec *ex) {
-    return apply(W, x, ldx, NULL, NULL, m, y, ldy, ex);
+/* One input form given, and the layer able to take it. */
+static cr_status check_in(const cr_linear *W, const cr_linear_in *in) {
+    if (!!in->x + !!in->xb + !!in->q8 != 1) return cr_fail(CR_E_ARG, "linear: give exactly one form of the inputs");
+    if (in->xb && !cr_linear_takes_bf16_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows");
+    if (in->q8 && !cr_linear_takes_i8_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take int8 rows");
+    return CR_OK;
+}
+
+cr_status cr_linear_apply(const cr_linear *W, const cr_linear_in *in, int64_t m, float *y, int64_t ldy,
+                          const cr_exec *ex) {
+    cr_status st = check_in(W, in);
+    return st ? st : apply(W, in, m, y, ldy, NULL, ex);
+}
+
+/* Whether a job on this layer computes the GLU in its tasks: the panel formats always, AMX while
+ * its plan sums all of K in one call (K in pieces accumulates in y, which a fused call has not). */
+static int glu_fuses(const cr_linear *W, const cr_glu *glu, int64_t m, const cr_exec *ex) {
+    if (W->fmt == CR_FMT_F32_BLAS) return 0;
+    if (!is_amx(W->fmt)) return 1;
+    panel_job probe = {.W = W, .m = m, .glu = glu, .n_panels = (glu->n + CR_GEMM_NR - 1) / CR_GEMM_NR};
+    cr_amx_plan(&probe, (m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ex->threads);
+    return probe.amx_kc * CR_AMX_BLOCK_ELEMS(W->fmt) >= row_len(W->fmt, W->n_in);
+}
+
+cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const cr_glu *glu,
+                              const cr_exec *ex) {
+    cr_status st = check_in(W, in);
+    if (st) return st;
+    if (W->n_out % (2 * CR_GEMM_NR) || glu->n < 1 || glu->n > W->n_out / 2 || (glu->rows ? !glu->to : !glu->h))
+        return cr_fail(CR_E_ARG, "GLU: %lld columns of h from a gate|up layer of %lld outputs, which needs two "
+                       "halves of whole %d-column panels and one destination",
+                       (long long)glu->n, (long long)W->n_out, CR_GEMM_NR);
+    if (glu_fuses(W, glu, m, ex)) return apply(W, in, m, NULL, 0, glu, ex);
+    /* the sums as float32 rows first, then h from them */
+    float *sums = ws_get(ex, WS_GLU_SUMS, (size_t)(m > 0 ? m : 1), (size_t)W->n_out * sizeof(float), "gate|up sums");
+    if (!sums) return CR_E_NOMEM;
+    st = apply(W, in, m, sums, W->n_out, NULL, ex);
+    if (st == CR_OK && m > 0) st = cr_glu_rows(glu, sums, W->n_out, W->n_out / 2, m, ex);
+    ws_done(ex, sums);
+    return st;
 }
 
 int cr_linear_takes_bf16_rows(const cr_linear *W) {
@@ -461,12 +517,6 @@ void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0
         /* the row's last block: its K padding zero-filled */
         if (part < CR_AMX_BF16_K) memset(block + part, 0, (size_t)(CR_AMX_BF16_K - part) * sizeof(uint16_t));
     }
-}
-
-cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int64_t m, float *y, int64_t ldy,
-                                    const cr_exec *ex) {
-    if (!cr_linear_takes_bf16_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take bfloat16 rows");
-    return apply(W, NULL, 0, xb, NULL, m, y, ldy, ex);
 }
 
 int cr_linear_takes_i8_rows(const cr_linear *W) { return W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX; }
@@ -514,12 +564,6 @@ cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int6
 
 void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp) {
     quantize_row(W, src, src, dst, r, tmp);
-}
-
-cr_status cr_linear_apply_i8_rows(const cr_linear *W, const cr_i8_rows *x, int64_t m, float *y, int64_t ldy,
-                                  const cr_exec *ex) {
-    if (!cr_linear_takes_i8_rows(W)) return cr_fail(CR_E_ARG, "this layer does not take int8 rows");
-    return apply(W, NULL, 0, NULL, x, m, y, ldy, ex);
 }
 
 void cr_linear_free(cr_linear *W) {

@@ -37,7 +37,7 @@ typedef struct cr_linear {
  * inputs' conversion, their scales and outliers, the AMX result blocks): a forward makes hundreds
  * of calls, and fresh allocations of that size are fresh pages, mapped and zeroed by the OS every
  * time. Zero-initialize; the owner frees it (cr_linear_scratch_free); one call at a time. */
-#define CR_LINEAR_SCRATCH_SLOTS 8
+#define CR_LINEAR_SCRATCH_SLOTS 9
 typedef struct cr_linear_scratch {
     cr_buf buf[CR_LINEAR_SCRATCH_SLOTS];
 } cr_linear_scratch;
@@ -51,16 +51,45 @@ typedef struct cr_exec {
     cr_linear_scratch *scratch;
 } cr_exec;
 
-/* y[m, n_out] (row stride ldy) = x[m, n_in] (row stride ldx) @ W^T + bias, with the engine lock
- * held. Panels: tasks of (row block, panel) on the pool, each output a fixed-order FMA chain, so
- * results are bitwise independent of m, of the rows beside, of threads and of the ISA (bf16: up
- * to AVX512_BF16's flushing of denormals; bf16 on AMX tiles sums in TDPBF16PS's order, its own
- * level: see kernels.h; int8 on AMX gives the VNNI bits). OpenBLAS:
- * row blocks on the calling thread (pool idle); its kernels vary the summation order with the
- * shape and thread count, so results can differ by a few ulps. The abort flag is checked per
- * task / block. */
-cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64_t m,
-                          float *y, int64_t ldy, const cr_exec *ex);
+/* A call's inputs, one of: float32 rows x (row stride ldx); the layer's own bf16 rows xb
+ * (cr_linear_takes_bf16_rows, as cr_linear_put_bf16 writes them); its own int8 rows q8
+ * (cr_linear_takes_i8_rows, as cr_linear_put_i8 writes them). Own rows give the bits of the same
+ * float32 rows converted by the call. */
+typedef struct cr_linear_in {
+    const float *x;
+    int64_t ldx;
+    const uint16_t *xb;
+    const struct cr_i8_rows *q8;
+} cr_linear_in;
+
+/* y[m, n_out] (row stride ldy) = x[m, n_in] @ W^T + bias, with the engine lock held. Panels:
+ * tasks of (row block, panel) on the pool, each output a fixed-order FMA chain, so results are
+ * bitwise independent of m, of the rows beside, of threads and of the ISA (bf16: up to
+ * AVX512_BF16's flushing of denormals; bf16 on AMX tiles sums in TDPBF16PS's order, its own
+ * level: see kernels.h; int8 on AMX gives the VNNI bits). OpenBLAS: row blocks on the calling
+ * thread (pool idle); its kernels vary the summation order with the shape and thread count, so
+ * results can differ by a few ulps. The abort flag is checked per task / block. */
+cr_status cr_linear_apply(const cr_linear *W, const cr_linear_in *in, int64_t m, float *y, int64_t ldy,
+                          const cr_exec *ex);
+
+/* The first half of a gated MLP on a gate|up layer: h[i, c] = act(g[i, c]) u[i, c] for c < n,
+ * with g column c and u column W->n_out / 2 + c of cr_linear_apply's output (the up rows start
+ * at a panel boundary: model.c pads each half to whole panels). Where h goes: `to`'s own bf16
+ * input rows `rows` (cr_linear_put_bf16), else float32 rows h (row stride ldh). */
+typedef struct cr_glu {
+    cr_activation act;
+    int64_t n;
+    const cr_linear *to;
+    uint16_t *rows;
+    float *h;
+    int64_t ldh;
+} cr_glu;
+
+/* h of `glu` from the gate|up layer W on m input rows: the bits of cr_linear_apply followed by
+ * the activation row by row, but on the panel and AMX paths each task turns its gate and up
+ * sums into h while they are in its cache, so the 2 n float32 sums per row are never stored. */
+cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const cr_glu *glu,
+                              const cr_exec *ex);
 
 /* Inputs its producer writes in the layer's own form, which saves a float32 pass over them and the
  * layer's own conversion: for the bf16 formats (cr_linear_takes_bf16_rows), rows rounded to
@@ -69,13 +98,10 @@ cr_status cr_linear_apply(const cr_linear *W, const float *x, int64_t ldx, int64
  * kernels.h (rows past m are read, any value, and give no output), else row after row.
  * cr_linear_put_bf16 rounds elements [k0, k0 + n) of row r from src into dst: on AMX k0 a
  * multiple of CR_AMX_BF16_K, and n too unless the part ends the row; the part that ends the row
- * zero-fills its padding. cr_linear_apply_bf16_rows is then cr_linear_apply on those rows, the
- * same bits. */
+ * zero-fills its padding. */
 int cr_linear_takes_bf16_rows(const cr_linear *W);
 int64_t cr_linear_row_elems(const cr_linear *W);
 void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n);
-cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int64_t m, float *y, int64_t ldy,
-                                    const cr_exec *ex);
 /* The same for int8 layers (cr_linear_takes_i8_rows: CR_FMT_I8_PANELS / _AMX): a row is quantized
  * as a whole (its per-token scale and outlier inputs need all of it), so the producer hands over
  * finished float32 rows. cr_i8_rows holds `rows` rows of the layer's quantized inputs (bytes in
@@ -83,8 +109,7 @@ cr_status cr_linear_apply_bf16_rows(const cr_linear *W, const uint16_t *xb, int6
  * and outliers. cr_linear_put_i8 quantizes row r from src (n_in values, which it may overwrite:
  * the outliers are zeroed there) exactly as cr_linear_apply would, with tmp the caller's scratch of
  * cr_linear_row_elems(W) bytes (for the tile order; each thread its own); cr_linear_i8_rows_at views
- * the rows from row0 on (a multiple of 16); cr_linear_apply_i8_rows is cr_linear_apply on rows
- * [0, m) of them, the same bits. */
+ * the rows from row0 on (a multiple of 16). */
 typedef struct cr_i8_rows {
     uint8_t *q;
     float *scale;
@@ -97,8 +122,6 @@ void cr_linear_i8_rows_free(cr_i8_rows *rows);
 int64_t cr_linear_i8_rows_bytes(const cr_linear *W, int64_t rows); /* what the allocation holds */
 cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int64_t row0);
 void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp);
-cr_status cr_linear_apply_i8_rows(const cr_linear *W, const cr_i8_rows *x, int64_t m, float *y, int64_t ldy,
-                                  const cr_exec *ex);
 
 /* Converts a CR_FMT_F32_BLAS weight (row-major, as loaded) into the format used for compute:
  * for CR_DT_F32, float32 panels for crossrank's kernels unless CROSSRANK_GEMM=openblas asks for

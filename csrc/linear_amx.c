@@ -11,11 +11,6 @@
  * that have AMX (Sapphire, Emerald and Granite Rapids) with room for the worker's result block. */
 #define CR_AMX_L2_BYTES (3 << 19)
 
-/* K elements of one AMX block (one 64-byte tile row of a row of inputs, 16 of them per block of a
- * weight column pair / quad: 64 bytes per row or column either way). */
-#define CR_AMX_BLOCK_ELEMS(fmt) ((fmt) == CR_FMT_BF16_AMX ? CR_AMX_BF16_K : CR_AMX_I8_K)
-#define CR_AMX_BLOCK_BYTES 64
-
 /* Blocks of K one AMX task sums at a time when whole rows leave room in L2 for a single row block
  * beside two groups of one panel (K from ~6,000 bf16: the down projections of the 4B and 8B
  * shapes), which then read their inputs from L3 again for every 32 columns. In pieces of 32 blocks
@@ -24,27 +19,12 @@
  * ranges of two blocks (K = 2048 and 3072 at 0.6B, 4096 at 8B). */
 #define CR_AMX_K_BLOCKS 32
 
-/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 (one kernel call) into
- * the worker's own block, each panel's epilogue there (int8: dequantization and outliers in place;
- * bias), then the finished rows to y. y is written once and read by the next step of the forward:
- * the rows go out with stores that skip this core's caches, so the weights and inputs still to be
- * used stay in L2 and no line of y is first read from memory. `next` / `next_bytes`: weights the
- * worker reads after this block, asked into L2 during it. */
-static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, int64_t np, int worker,
-                      const void *next, int64_t next_bytes) {
-    const cr_kernels *K = cr_kern;
+/* The epilogue of each of np panels from p0 in a finished block of sums (row stride ldo): int8's
+ * dequantization and outliers in place, then the bias. */
+static void finish_panels(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, int64_t p0, int64_t np,
+                          float *out, int64_t ldo) {
     const cr_linear *W = j->W;
     int64_t len = row_len(W->fmt, W->n_in);
-    float *out = (float *)j->amx_out + (int64_t)worker * CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
-    const int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR;
-    int64_t kb = len / CR_AMX_BLOCK_ELEMS(W->fmt);
-    if (W->fmt == CR_FMT_BF16_AMX)
-        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, kb, kb, np, out, ldo, 0, next,
-                         next_bytes);
-    else
-        K->gemm_i8_amx(j->q8.q + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, kb, kb, np, (int32_t *)out, ldo, 0, next,
-                       next_bytes);
-    int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
     for (int64_t q = 0; q < np; q++) {
         int64_t c0 = (p0 + q) * CR_GEMM_NR;
         int64_t cols = W->n_out - c0 < CR_GEMM_NR ? W->n_out - c0 : CR_GEMM_NR;
@@ -56,7 +36,44 @@ static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, i
                                 (const int32_t *)(void *)sums, ldo, sums, ldo);
         add_bias(W->bias ? W->bias + c0 : NULL, sums, ldo, rows, cols);
     }
-    K->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
+}
+
+/* The sums of a block of CR_AMX_ROWS rows from row r against the np panels from p0, one kernel
+ * call, into out (row stride ldo). */
+static void block_sums(const panel_job *j, int64_t r, int64_t rows, int64_t p0, int64_t np, float *out, int64_t ldo,
+                       const void *next, int64_t next_bytes) {
+    const cr_kernels *K = cr_kern;
+    const cr_linear *W = j->W;
+    int64_t len = row_len(W->fmt, W->n_in), kb = len / CR_AMX_BLOCK_ELEMS(W->fmt);
+    if (W->fmt == CR_FMT_BF16_AMX)
+        K->gemm_bf16_amx(j->xb + r * len, rows, W->wb + p0 * len * CR_GEMM_NR, kb, kb, np, out, ldo, 0, next,
+                         next_bytes);
+    else
+        K->gemm_i8_amx(j->q8.q + r * len, rows, W->wq + p0 * len * CR_GEMM_NR, kb, kb, np, (int32_t *)out, ldo, 0, next,
+                       next_bytes);
+    finish_panels(j, K, r, rows, p0, np, out, ldo);
+}
+
+/* A block of CR_AMX_ROWS rows from row r against the panel group from p0 into the worker's own
+ * block, each panel's epilogue there, then the finished rows to y. y is written once and read by
+ * the next step of the forward: the rows go out with stores that skip this core's caches, so the
+ * weights and inputs still to be used stay in L2 and no line of y is first read from memory. With
+ * a GLU, the group's up panels into the worker's second block, and h from the two. `next`,
+ * `next_up` / `next_bytes`: weights the worker reads after this block, asked into L2 during it. */
+static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, int64_t np, int worker,
+                      const void *next, const void *next_up, int64_t next_bytes) {
+    const cr_linear *W = j->W;
+    const int64_t ldo = CR_AMX_PANELS * CR_GEMM_NR, block = CR_AMX_PANELS * CR_AMX_ROWS * CR_GEMM_NR;
+    float *out = (float *)j->amx_out + (int64_t)worker * (j->glu ? 2 : 1) * block;
+    block_sums(j, r, rows, p0, np, out, ldo, next, next_bytes);
+    if (j->glu) {
+        block_sums(j, r, rows, j->up_panel + p0, np, out + block, ldo, next_up, next_bytes);
+        int64_t c0 = p0 * CR_GEMM_NR, cols = j->glu->n - c0 < np * CR_GEMM_NR ? j->glu->n - c0 : np * CR_GEMM_NR;
+        cr_glu_block(j->glu, r, rows, c0, cols, out, out + block, ldo);
+        return;
+    }
+    int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
+    cr_kern->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
 }
 
 /* Blocks k0 .. k0 + nk of K (of kb) of the CR_AMX_ROWS-row block from row r against the panel group
@@ -79,14 +96,7 @@ static void amx_piece(const panel_job *j, int64_t r, int64_t rows, int64_t p0, i
         K->gemm_i8_amx(j->q8.q + r * len + x_off, rows, W->wq + p0 * len * CR_GEMM_NR + w_off, nk, kb, np,
                        (int32_t *)(void *)y, j->ldy, k0 > 0, NULL, 0);
     if (k0 + nk < kb) return;
-    for (int64_t q = 0; q < np; q++) {
-        int64_t c0 = (p0 + q) * CR_GEMM_NR;
-        float *yq = y + q * CR_GEMM_NR;
-        if (W->fmt == CR_FMT_I8_AMX)
-            cr_linear_i8_finish(j, K, r, rows, W->wq + (p0 + q) * len * CR_GEMM_NR, c0, CR_GEMM_NR,
-                                (const int32_t *)(void *)yq, j->ldy, yq, j->ldy);
-        add_bias(W->bias ? W->bias + c0 : NULL, yq, j->ldy, rows, CR_GEMM_NR);
-    }
+    finish_panels(j, K, r, rows, p0, np, y, j->ldy);
 }
 
 /* One AMX task: a range of amx_range row blocks against a span of amx_span panel groups (of
@@ -119,7 +129,7 @@ void cr_amx_task(void *ctx, int64_t task, int worker) {
                     if (rows % 16 == 0 && (p0 + np) * CR_GEMM_NR <= W->n_out)
                         amx_piece(j, r, rows, p0, np, k0, kb - k0 < kc ? kb - k0 : kc, kb);
                     else if (k0 == 0)
-                        amx_block(j, r, rows, p0, np, worker, NULL, 0);
+                        amx_block(j, r, rows, p0, np, worker, NULL, NULL, 0);
                 }
         return;
     }
@@ -133,7 +143,8 @@ void cr_amx_task(void *ctx, int64_t task, int worker) {
             int64_t r = b * CR_AMX_ROWS, rows = j->m - r < CR_AMX_ROWS ? j->m - r : CR_AMX_ROWS;
             int64_t from = (b - b0) * slice, bytes = total - from < slice ? total - from : slice;
             const char *next = bytes > 0 ? weights + next_p * panel_bytes + from : NULL;
-            amx_block(j, r, rows, p0, np, worker, next, bytes > 0 ? bytes : 0);
+            const char *next_up = bytes > 0 && j->glu ? weights + (j->up_panel + next_p) * panel_bytes + from : NULL;
+            amx_block(j, r, rows, p0, np, worker, next, next_up, bytes > 0 ? bytes : 0);
         }
     }
 }
@@ -146,13 +157,13 @@ int64_t cr_amx_plan(panel_job *j, int64_t blocks, int threads) {
      * per thread, shorter spans of groups, shorter ranges and fewer panels per group, in that
      * order. None changes a result bit: every output element is one chain over all of K in
      * block order, in one call or in pieces, and all of it in one task. */
-    int64_t kb = len / CR_AMX_BLOCK_ELEMS(W->fmt);
+    int64_t kb = len / CR_AMX_BLOCK_ELEMS(W->fmt), sides = j->glu ? 2 : 1; /* a GLU's group: gate and up */
     j->amx_kc = kb;
     for (;;) {
         int64_t row_bytes = j->amx_kc * CR_AMX_BLOCK_BYTES, block_bytes = CR_AMX_ROWS * row_bytes;
         j->amx_np = CR_AMX_PANELS;
-        while (j->amx_np > 1 && 2 * j->amx_np * CR_GEMM_NR * row_bytes > CR_AMX_L2_BYTES / 2) j->amx_np /= 2;
-        int64_t room = CR_AMX_L2_BYTES - 2 * j->amx_np * CR_GEMM_NR * row_bytes;
+        while (j->amx_np > 1 && 2 * sides * j->amx_np * CR_GEMM_NR * row_bytes > CR_AMX_L2_BYTES / 2) j->amx_np /= 2;
+        int64_t room = CR_AMX_L2_BYTES - 2 * sides * j->amx_np * CR_GEMM_NR * row_bytes;
         j->amx_range = room > block_bytes ? room / block_bytes : 1;
         /* whole rows, unless they leave room for a single row block (K in pieces then) */
         if (j->amx_range >= 2 || j->amx_kc <= CR_AMX_K_BLOCKS) break;

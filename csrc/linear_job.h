@@ -17,6 +17,11 @@
 #define CR_I8_OUTLIER_RATIO 12.0f
 #define CR_I8_MAX_OUTLIERS 16
 
+/* K elements of one AMX block (one 64-byte tile row of a row of inputs, 16 of them per block of a
+ * weight column pair / quad: 64 bytes per row or column either way). */
+#define CR_AMX_BLOCK_ELEMS(fmt) ((fmt) == CR_FMT_BF16_AMX ? CR_AMX_BF16_K : CR_AMX_I8_K)
+#define CR_AMX_BLOCK_BYTES 64
+
 static inline int is_amx(cr_format fmt) { return fmt == CR_FMT_BF16_AMX || fmt == CR_FMT_I8_AMX; }
 
 /* Elements of one converted input row, which is also the K extent (in elements, padding
@@ -49,6 +54,9 @@ typedef struct panel_job {
     int64_t amx_kc;     /* AMX formats: blocks of K summed at a time (all of them unless K is long) */
     void *row_tmp;      /* AMX formats: one converted row (row_len elements) per worker; xb / q8.q are
                          * in the tile order of kernels.h, zero rows up to a multiple of 16 */
+    const cr_glu *glu;  /* cr_linear_apply_glu (then y is unused and n_panels counts the gate panels
+                         * that h needs; the AMX out blocks are two per worker: gate, up) */
+    int64_t up_panel;   /* with glu: the up half's first panel, W->n_out / 2 / CR_GEMM_NR */
 } panel_job;
 
 static inline void add_bias(const float *bias, float *y, int64_t ldy, int64_t rows, int64_t cols) {
@@ -64,6 +72,16 @@ static inline void add_bias(const float *bias, float *y, int64_t ldy, int64_t ro
  * inputs in float32 against the (dequantized) int8 weights. */
 void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
                          int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy);
+
+/* The GLU epilogue (linear_glu.c): h columns [c0, c0 + cols) of rows [r, r + rows) from the gate
+ * and up sums g, u (row stride ld, column c0 of each at g, u), to where glu says; g is overwritten
+ * (float32 h is computed there). cols is at most CR_GLU_PART, or ends h's row. */
+#define CR_GLU_PART (CR_AMX_PANELS * CR_GEMM_NR)
+void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, float *g, const float *u,
+                  int64_t ld);
+/* cr_glu_block over whole rows [0, m) of sums y (row stride ldy, the up half at y + up; y is
+ * overwritten), on the pool: the epilogue of a gate|up GEMM that could not run fused. */
+cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, const cr_exec *ex);
 
 /* AMX formats (linear_amx.c): sets the job's amx_* plan for its m rows (`blocks` blocks of
  * CR_AMX_ROWS) at `threads` threads and returns the task count; cr_amx_task runs one task. */

@@ -248,15 +248,18 @@ static cr_status load_vector(loader *ld, cr_tensor_role role, int64_t layer, int
 }
 
 /* Packs the weights of `roles` (each [rows, n_in], at most 3) of one layer one under another into
- * a single cr_linear, with their biases when the config has them (a bias is its weight's role + 1). */
+ * a single cr_linear, with their biases when the config has them (a bias is its weight's role + 1).
+ * Each part starts at a multiple of `align` rows, zero rows (and biases) between: gate|up's halves
+ * at whole panels, which cr_linear_apply_glu needs. */
 static cr_status load_linear(loader *ld, cr_linear *W, int64_t layer, int n_parts, const cr_tensor_role *roles,
-                             cr_dtype compute) {
+                             int64_t align, cr_dtype compute) {
     const cr_config *c = &ld->m->cfg;
     cr_tensor_entry w[3], b;
-    int64_t n_out = 0;
+    int64_t n_out = 0, part_rows[3];
     for (int k = 0; k < n_parts; k++) {
         cr_tensor_role_entry(c, 0, roles[k], layer, &w[k]);
-        n_out += w[k].shape[0];
+        part_rows[k] = (w[k].shape[0] + align - 1) / align * align;
+        n_out += part_rows[k];
     }
     int64_t n_in = w[0].shape[1];
     int bias = cr_tensor_role_entry(c, 0, (cr_tensor_role)(roles[0] + 1), layer, &b);
@@ -273,6 +276,12 @@ static cr_status load_linear(loader *ld, cr_linear *W, int64_t layer, int n_part
         if (!W->bias) return CR_E_NOMEM;
     }
     int64_t row0 = 0;
+    for (int k = 0; k < n_parts; row0 += part_rows[k++]) { /* the padding rows */
+        int64_t pad = part_rows[k] - w[k].shape[0];
+        memset(W->w + (row0 + w[k].shape[0]) * n_in, 0, (size_t)(pad * n_in) * sizeof(float));
+        if (bias) memset(W->bias + row0 + w[k].shape[0], 0, (size_t)pad * sizeof(float));
+    }
+    row0 = 0;
     for (int k = 0; k < n_parts; k++) {
         int found;
         cr_status st = load_into(ld, w[k].name, 2, w[k].shape, 1, W->w + row0 * n_in, &found);
@@ -282,7 +291,7 @@ static cr_status load_linear(loader *ld, cr_linear *W, int64_t layer, int n_part
             st = load_into(ld, b.name, 1, b.shape, 1, W->bias + row0, &found);
             if (st) return st;
         }
-        row0 += w[k].shape[0];
+        row0 += part_rows[k];
     }
     int64_t before = cr_linear_bytes(W);
     cr_status st = cr_linear_pack(W, compute);
@@ -300,10 +309,10 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
         (st = load_vector(ld, CR_ROLE_MLP_NORM, i, add_one, &layer->mlp_norm)) ||
         (st = load_vector(ld, CR_ROLE_Q_NORM, i, add_one, &layer->q_norm)) ||
         (st = load_vector(ld, CR_ROLE_K_NORM, i, add_one, &layer->k_norm)) ||
-        (st = load_linear(ld, &layer->qkv, i, 3, qkv, dt)) ||
-        (st = load_linear(ld, &layer->o, i, 1, o, dt)) ||
-        (st = load_linear(ld, &layer->gate_up, i, 2, gate_up, dt)) ||
-        (st = load_linear(ld, &layer->down, i, 1, down, dt)))
+        (st = load_linear(ld, &layer->qkv, i, 3, qkv, 1, dt)) ||
+        (st = load_linear(ld, &layer->o, i, 1, o, 1, dt)) ||
+        (st = load_linear(ld, &layer->gate_up, i, 2, gate_up, CR_GEMM_NR, dt)) ||
+        (st = load_linear(ld, &layer->down, i, 1, down, 1, dt)))
         return st;
     return CR_OK;
 }

@@ -16,7 +16,7 @@ typedef struct cr_layer {
     cr_linear qkv;         /* [(NH + 2 NKV) D, H] q|k|v fused, optional biases */
     cr_linear o;           /* [H, NH D] */
     float *mlp_norm;       /* [H] post_attention_layernorm */
-    cr_linear gate_up;     /* [2 I, H] gate|up fused */
+    cr_linear gate_up;     /* [2 I', H] gate|up fused, each half I' = I rounded up to whole panels (zero rows) */
     cr_linear down;        /* [H, I] */
     int32_t window;        /* attention window in positions, 0 = full */
 } cr_layer;

@@ -186,9 +186,8 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
         double t0 = thread_clock ? thread_seconds() : now_seconds();
-        st = xq.q ? cr_linear_apply_i8_rows(&W, &xq, m, y, W.n_out, &ex)
-             : xb ? cr_linear_apply_bf16_rows(&W, xb, m, y, W.n_out, &ex)
-                  : cr_linear_apply(&W, x, W.n_in, m, y, W.n_out, &ex);
+        cr_linear_in in = {.x = xq.q || xb ? NULL : x, .ldx = W.n_in, .xb = xb, .q8 = xq.q ? &xq : NULL};
+        st = cr_linear_apply(&W, &in, m, y, W.n_out, &ex);
         double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
         if (t < best) best = t;
     }
@@ -205,14 +204,57 @@ done:
     return result;
 }
 
+/* Element (r, k) of bf16 own input rows of W as float32 (tile order on AMX, else row after row). */
+static float own_row_value(const cr_linear *W, const uint16_t *rows, int64_t r, int64_t k) {
+    int64_t len = cr_linear_row_elems(W);
+    size_t at = W->fmt == CR_FMT_BF16_AMX ? (size_t)((r / 16) * 16 * len + (k / CR_AMX_BF16_K) * 16 * CR_AMX_BF16_K +
+                                                     (r % 16) * CR_AMX_BF16_K + k % CR_AMX_BF16_K)
+                                          : (size_t)(r * len + k);
+    uint32_t bits = (uint32_t)rows[at] << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* linear(..., glu=act, glu_n=n, glu_rows=0/1): cr_linear_apply_glu into y [m, n] (float32 h, or
+ * with glu_rows the bf16 rows of a layer of n inputs in w's bf16 format, read back). */
+static cr_status apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const char *act, int64_t n,
+                           int to_rows, float *y, const cr_exec *ex) {
+    cr_glu glu = {.act = strcmp(act, "gelu") == 0 ? CR_ACT_GELU : strcmp(act, "gelu_tanh") == 0 ? CR_ACT_GELU_TANH
+                                                                                              : CR_ACT_SILU,
+                  .n = n, .h = y, .ldh = n};
+    cr_linear to = {.fmt = W->fmt, .n_in = n, .n_out = 1};
+    size_t count = (size_t)((m + 15) / 16 * 16) * (size_t)cr_linear_row_elems(&to);
+    uint16_t *rows = NULL;
+    if (to_rows) {
+        if (!(rows = cr_aligned_alloc(count * sizeof(uint16_t), "GLU rows"))) return CR_E_NOMEM;
+        for (size_t i = 0; i < count; i++) rows[i] = 0x7fc1; /* NaN where nothing was written */
+        glu.to = &to;
+        glu.rows = rows;
+        glu.h = NULL;
+    }
+    cr_status st = cr_linear_apply_glu(W, in, m, &glu, ex);
+    if (rows && st == CR_OK)
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t k = 0; k < n; k++) y[r * n + k] = own_row_value(&to, rows, r, k);
+    free(rows);
+    return st;
+}
+
 PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"w", "x", "fmt", "threads", "bias", "rows", NULL};
+    static char *kwlist[] = {"w", "x", "fmt", "threads", "bias", "rows", "glu", "glu_n", "glu_rows", NULL};
     PyObject *w_obj, *x_obj, *bias_obj = Py_None;
-    const char *fmt = "float32";
-    int threads = 1, part = 0;
+    const char *fmt = "float32", *act = NULL;
+    int threads = 1, part = 0, glu_rows = 0;
+    long long glu_n = 0;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|siOi", kwlist, &w_obj, &x_obj, &fmt, &threads, &bias_obj, &part))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|siOizLp", kwlist, &w_obj, &x_obj, &fmt, &threads, &bias_obj, &part,
+                                     &act, &glu_n, &glu_rows))
         return NULL;
+    if (act && strcmp(act, "silu") && strcmp(act, "gelu") && strcmp(act, "gelu_tanh")) {
+        PyErr_Format(PyExc_ValueError, "linear: glu is 'silu', 'gelu' or 'gelu_tanh', not '%s'", act);
+        return NULL;
+    }
     if (threads < 1 || threads > 256) {
         PyErr_SetString(PyExc_ValueError, "linear: threads in [1, 256]");
         return NULL;
@@ -253,7 +295,13 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
             return NULL;
         }
     }
-    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)W.n_out};
+    if (act && glu_rows && !cr_linear_takes_bf16_rows(&W)) {
+        PyErr_Format(PyExc_ValueError, "linear: glu_rows needs a bf16 format, not '%s'", fmt);
+        cr_linear_free(&W);
+        Py_DECREF(x);
+        return NULL;
+    }
+    npy_intp dims[2] = {PyArray_DIM(x, 0), act ? (npy_intp)glu_n : (npy_intp)W.n_out};
     uint16_t *xb = NULL;
     cr_i8_rows xq = {0};
     if (part && cr_linear_takes_i8_rows(&W)) {
@@ -287,9 +335,9 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
         cr_exec ex = {.threads = threads, .abort = NULL};
         Py_BEGIN_ALLOW_THREADS
         cr_engine_lock();
-        st = xq.q ? cr_linear_apply_i8_rows(&W, &xq, dims[0], PyArray_DATA(y), W.n_out, &ex)
-             : xb ? cr_linear_apply_bf16_rows(&W, xb, dims[0], PyArray_DATA(y), W.n_out, &ex)
-                  : cr_linear_apply(&W, PyArray_DATA(x), W.n_in, dims[0], PyArray_DATA(y), W.n_out, &ex);
+        cr_linear_in in = {.x = xq.q || xb ? NULL : PyArray_DATA(x), .ldx = W.n_in, .xb = xb, .q8 = xq.q ? &xq : NULL};
+        st = act ? apply_glu(&W, &in, dims[0], act, glu_n, glu_rows, PyArray_DATA(y), &ex)
+                 : cr_linear_apply(&W, &in, dims[0], PyArray_DATA(y), W.n_out, &ex);
         cr_engine_unlock();
         Py_END_ALLOW_THREADS
     }
@@ -300,7 +348,7 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
     if (!y) return NULL;
     if (st != CR_OK) {
         Py_DECREF(y);
-        return raise_core();
+        return cr_test_raise(st);
     }
     return (PyObject *)y;
 }

@@ -156,6 +156,9 @@ FIXTURES = {
         "config": dict(
             QWEN_TINY, model_type="llama", head_dim=32, tie_word_embeddings=False,
             attention_bias=True, mlp_bias=True, max_position_embeddings=4096,
+            # not a multiple of 32: crossrank pads each half of gate|up (and its biases) to whole
+            # 32-column panels, which this fixture checks against transformers
+            intermediate_size=120,
             # Written with the hub's legacy keys, as Llama 3.1/3.2 checkpoints carry them. With
             # theta 1e4, head_dim 32 and an original context of 32 the frequencies fall in all
             # three llama3 bands (kept, smoothed, divided by the factor).
