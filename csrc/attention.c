@@ -46,9 +46,6 @@
  * task's scratch (~230 KB) in L2 and measured best against 32, 64 and 256. */
 #define CR_ATTN_QUERY_COLS 128
 
-/* Query columns ahead of the one being packed whose rows are asked into the cache. */
-#define CR_ATTN_Q_AHEAD 4
-
 typedef struct attn_shape {
     int64_t group;      /* query heads per KV head */
     int64_t rows;       /* query rows per block */
@@ -319,26 +316,20 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     int bf16 = a->bf16_scores && !a->last_only, tiles = bf16 && a->tiles;
     uint16_t *qb = (uint16_t *)(void *)w.q, *kb16 = (uint16_t *)(void *)w.k;
 #define QUERY_OF(c) (base + (r0 + (c) / group) * a->qkv_stride + (g * group + (c) % group) * D)
-    for (int64_t c = 0; c < panels * NR; c++) {
-        const float *q = c < cols ? QUERY_OF(c) : NULL;
-        /* the query rows sit a q|k|v row apart, written long before: ask for a later one now */
-        if (c + CR_ATTN_Q_AHEAD < cols)
-            for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(QUERY_OF(c + CR_ATTN_Q_AHEAD) + d, 0, 3);
-        if (a->last_only) {
-            if (q)
-                for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
-        } else if (bf16) {
-            /* scaled and rounded through w.o (cleared below; it holds cols >= 2 rows of D, since
-             * shape_of gives at least CR_ATTN_QUERY_COLS columns), then one pair per step */
-            float *scaled = w.o;
-            uint16_t *rounded = (uint16_t *)(void *)(w.o + D);
-            for (int64_t d = 0; d < D; d++) scaled[d] = q ? q[d] * a->scale : 0.0f;
-            K->f32_to_bf16(scaled, rounded, D);
-            uint16_t *panel = qb + (c / NR) * D * NR + (c % NR) * 2;
-            for (int64_t d = 0; d < D; d += 2) memcpy(panel + d * NR, rounded + d, 2 * sizeof(uint16_t));
-        } else {
-            float *panel = w.q + (c / NR) * D * NR + c % NR;
-            for (int64_t d = 0; d < D; d++) panel[d * NR] = q ? q[d] * a->scale : 0.0f;
+    if (a->last_only) {
+        for (int64_t c = 0; c < cols; c++) {
+            const float *q = QUERY_OF(c);
+            for (int64_t d = 0; d < D; d++) w.q[c * D + d] = q[d] * a->scale;
+        }
+    } else {
+        const float *col[CR_GEMM_NR];
+        for (int64_t p = 0; p < panels; p++) {
+            int64_t n = cols - p * NR < NR ? cols - p * NR : NR;
+            for (int64_t j = 0; j < n; j++) col[j] = QUERY_OF(p * NR + j);
+            /* the next panel's rows sit a q|k|v row apart, written long before: ask for them now */
+            for (int64_t c = (p + 1) * NR; c < cols && c < (p + 2) * NR; c++)
+                for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(QUERY_OF(c) + d, 0, 3);
+            K->attn_q_panel(col, n, D, a->scale, bf16, bf16 ? (void *)(qb + p * D * NR) : (void *)(w.q + p * D * NR));
         }
     }
 #undef QUERY_OF

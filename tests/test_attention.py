@@ -194,6 +194,20 @@ def test_bf16_scores_are_the_model_on_bf16_rounded_queries_and_keys(lengths, NH,
 
 
 @pytest.mark.parametrize("isa", LEVELS)
+@pytest.mark.parametrize("D, bf16", [(23, False), (40, False), (6, True), (18, True), (80, True)])
+def test_head_dims_off_the_vector_width_give_the_reference_bits(isa, D, bf16):
+    # the queries' packing into panels (attn_q_panel) and the steps after it handle any D
+    rng = np.random.default_rng(D)
+    q, k, v, positions, starts = make_batch(rng, [45, 70], 4, 2, D)
+    ref = hooks.attention(q, k, v, positions, starts, isa="ref", bf16_scores=bf16)
+    got = hooks.attention(q, k, v, positions, starts, isa=isa, threads=2, bf16_scores=bf16)
+    assert got.tobytes() == ref.tobytes()
+    if bf16:
+        model = hooks.attention(q, k, v, positions, starts, isa="ref")
+        np.testing.assert_allclose(got, model, atol=0.05)
+
+
+@pytest.mark.parametrize("isa", LEVELS)
 def test_bf16_scores_give_the_reference_bits_on_every_isa(isa):
     rng = np.random.default_rng(13)
     q, k, v, positions, starts = make_batch(rng, [130, 7], 8, 2, 128)

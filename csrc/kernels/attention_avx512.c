@@ -165,3 +165,35 @@ void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_
         }
     }
 }
+
+void cr_attn_q_panel_avx512(const float *const *q, int64_t n, int64_t D, float scale, int bf16, void *dst) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    /* 16 columns by 16 elements (float32) or 16 pairs of elements (bf16) at a time, transposed in
+     * registers: each 4-byte unit (a float, or a pair of bf16) of a column goes to its row of the
+     * panel, 16 columns of a row in one store */
+    const int64_t step = bf16 ? 32 : 16, units = bf16 ? D / 2 : D;
+    uint32_t *out = dst;
+    for (int64_t j0 = 0; j0 < CR_GEMM_NR; j0 += 16)
+        for (int64_t d0 = 0; d0 < D; d0 += step) {
+            int64_t left = D - d0, u0 = bf16 ? d0 / 2 : d0;
+            __m512 r[16];
+            for (int k = 0; k < 16; k++) {
+                if (j0 + k >= n) {
+                    r[k] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *src = q[j0 + k] + d0;
+                __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(left), src), sc);
+                if (!bf16) {
+                    r[k] = lo;
+                    continue;
+                }
+                __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(left - 16), src + 16), sc);
+                r[k] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(cr_bf16_round16_avx512(lo)),
+                                                              cr_bf16_round16_avx512(hi), 1));
+            }
+            transpose16(r);
+            for (int64_t t = 0; t < 16 && u0 + t < units; t++)
+                _mm512_storeu_ps((float *)(void *)(out + (u0 + t) * CR_GEMM_NR + j0), r[t]);
+        }
+}

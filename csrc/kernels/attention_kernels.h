@@ -36,6 +36,7 @@ void cr_attn_pv_f32_ref(const float *p, int64_t ldp, int64_t m, const float *v, 
                         const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_REF 4
 void cr_attn_p_tiles_bf16_ref(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
+void cr_attn_q_panel_ref(const float *const *q, int64_t n, int64_t D, float scale, int bf16, void *dst);
 
 void cr_exp_f32_avx2(const float *x, float *y, int64_t n);
 void cr_sigmoid_glu_f32_avx2(const float *gate, const float *up, float *h, int64_t n, int gelu_tanh);
@@ -51,5 +52,6 @@ void cr_attn_pv_f32_avx512_6x64(const float *p, int64_t ldp, int64_t m, const fl
                                 const float *alpha, float *o, int64_t ldo, int64_t n);
 #define CR_ATTN_PV_MR_AVX512 6
 void cr_attn_p_tiles_bf16_avx512(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
+void cr_attn_q_panel_avx512(const float *const *q, int64_t n, int64_t D, float scale, int bf16, void *dst);
 
 #endif

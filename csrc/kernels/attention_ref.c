@@ -83,3 +83,14 @@ void cr_attn_p_tiles_bf16_ref(const float *s, int64_t lds, int64_t k0, int64_t n
                 seen ? cr_f32_to_bf16_one(s[(t - k0) * lds + c]) : 0;
         }
 }
+
+void cr_attn_q_panel_ref(const float *const *q, int64_t n, int64_t D, float scale, int bf16, void *dst) {
+    for (int64_t j = 0; j < CR_GEMM_NR; j++)
+        for (int64_t d = 0; d < D; d++) {
+            float v = j < n ? q[j][d] * scale : 0.0f;
+            if (bf16)
+                ((uint16_t *)dst)[(d / 2) * 2 * CR_GEMM_NR + 2 * j + d % 2] = cr_f32_to_bf16_one(v);
+            else
+                ((float *)dst)[d * CR_GEMM_NR + j] = v;
+        }
+}

@@ -159,6 +159,12 @@ typedef struct cr_kernels {
      * group, every A tile one contiguous KiB. 0 <= k0, k0 + nk <= CR_ATTN_KEY_TILE. Pure data
      * movement and one rounding: every ISA gives the same bits. */
     void (*attn_p_tiles_bf16)(const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t n, uint16_t *dst);
+    /* A block's queries as one weight panel of the scores' GEMM: column j < n <= CR_GEMM_NR holds
+     * q[j][d] * scale (one float32 product) for d < D, laid out as gemm_f32_tile's panel
+     * [D][CR_GEMM_NR] floats (bf16 = 0), or rounded as cr_f32_to_bf16_one into gemm_bf16_tile's
+     * [D / 2][CR_GEMM_NR][2] (bf16 = 1, D even); columns n .. CR_GEMM_NR - 1 are +0. Pure data
+     * movement around one product and one rounding: every ISA gives the same bits. */
+    void (*attn_q_panel)(const float *const *q, int64_t n, int64_t D, float scale, int bf16, void *dst);
 
     /* AMX GEMMs over np <= CR_AMX_PANELS consecutive packed panels whose K is padded to whole
      * blocks (kernels_amx.c). Below AMX the bf16 entry is a model of the tiles' order with the

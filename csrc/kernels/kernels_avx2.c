@@ -411,6 +411,7 @@ static const cr_kernels avx2_table = {
     .attn_pv_f32 = cr_attn_pv_f32_avx2_3x32,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX2,
     .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_ref,
+    .attn_q_panel = cr_attn_q_panel_ref,
     .gemm_bf16_amx = gemm_bf16_amx_avx2,
 };
 

@@ -344,6 +344,7 @@ static const cr_kernels avx512_table = {
     .attn_pv_f32 = cr_attn_pv_f32_avx512_6x64,
     .attn_pv_mr = CR_ATTN_PV_MR_AVX512,
     .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_avx512,
+    .attn_q_panel = cr_attn_q_panel_avx512,
     .gemm_bf16_amx = gemm_bf16_amx_avx512,
 };
 

@@ -278,6 +278,7 @@ static const cr_kernels ref_table = {
     .attn_pv_f32 = cr_attn_pv_f32_ref,
     .attn_pv_mr = CR_ATTN_PV_MR_REF,
     .attn_p_tiles_bf16 = cr_attn_p_tiles_bf16_ref,
+    .attn_q_panel = cr_attn_q_panel_ref,
     .gemm_bf16_amx = gemm_bf16_amx_ref,
     .gemm_i8_amx = gemm_i8_amx_ref,
 };
