@@ -54,9 +54,9 @@ typedef struct pass {
     uint16_t *xo;     /* [16 ceil(T / 16), row elems of NH*D] o inputs, which attention writes (then
                        * attn is NULL); where heads or row blocks do not fall on whole blocks and
                        * 16-row groups, NULL and attention writes attn */
-    /* int8 layers likewise take their inputs quantized by the norms and the GLU
-     * (cr_linear_put_i8), each row whole from the worker's row buffer, which never leaves its
-     * core's caches. Zeroed (q NULL) for every other format. */
+    /* int8 layers likewise take their inputs quantized by their producers (cr_linear_put_i8): the
+     * norms, each row whole from the worker's row buffer, which never leaves its core's caches,
+     * and gate|up's GLU pass (cr_linear_apply_glu). Zeroed (q NULL) for every other format. */
     cr_i8_rows qh;    /* [B] q|k|v and gate|up inputs */
     cr_i8_rows qi;    /* [BM] down inputs */
     float *rowbuf;    /* [threads, rowbuf_stride]: row_floats of a row, then a quantized row's bytes */
@@ -72,9 +72,9 @@ typedef struct pass {
  * thread count they add up to the pass): the projections, attention, and the row-wise steps
  * between them (the norms include the residual add before the MLP's, and writing the next
  * projection's own input rows); the rest is the embedding, the RoPE table and the head. */
-enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_NORM, PH_QK_ROPE, PH_DOWN_I8, PH_ADD, PH_COUNT, PH_NONE = -1 };
+enum { PH_QKV, PH_ATTENTION, PH_O, PH_GATE_UP, PH_DOWN, PH_NORM, PH_QK_ROPE, PH_ADD, PH_COUNT, PH_NONE = -1 };
 static const char *const phase_names[PH_COUNT] = {"q|k|v", "attention", "o", "gate|up+GLU", "down",
-                                                  "norms", "q/k-norms+RoPE", "int8-down-inputs", "adds"};
+                                                  "norms", "q/k-norms+RoPE", "adds"};
 
 static double phase_start(const pass *p) { return p->phase_s ? cr_seconds_now() : 0.0; }
 
@@ -315,13 +315,6 @@ static void qk_row(pass *p, const void *arg, int64_t r, int worker) {
     }
 }
 
-/* Row r of the MLP's hidden activations quantized as the down projection's own int8 input row
- * (the row buffer is the worker's; the row of hid is not read again). */
-static void hid_put_row(pass *p, const void *arg, int64_t r, int worker) {
-    const sink *s = arg;
-    float *row = p->rowbuf + (int64_t)worker * p->rowbuf_stride;
-    cr_linear_put_i8(s->W, s->xq, r, p->hid + r * p->IM, (uint8_t *)(row + p->row_floats));
-}
 
 typedef struct add_arg { float *dst; const float *src; } add_arg;
 
@@ -391,11 +384,10 @@ static cr_status o_and_mlp(pass *p, const cr_layer *layer, int64_t a0, float *x,
          * the down projection's output */
         float *xn = p->xn + s0 * H;
         /* s0 is a multiple of 16: on AMX its own rows start a 16-row group of the tile order. The
-         * activations go straight to down's bf16 rows, else to hid (int8 quantizes them from
-         * there: a row's scale needs all of it) */
-        cr_glu glu = {.act = p->m->cfg.act, .n = p->IM, .to = &layer->down, .rows = p->xi, .h = p->hid, .ldh = p->IM};
+         * activations go straight to down's own bf16 or int8 rows, else to hid */
+        cr_glu glu = {.act = p->m->cfg.act, .n = p->IM, .to = &layer->down, .rows = p->xi,
+                      .q8 = p->qi.q ? &p->qi : NULL, .h = p->own_rows ? NULL : p->hid, .ldh = p->IM};
         if ((st = project(p, PH_GATE_UP, &gate_up, s0, xn, H, n, NULL, 0, &glu))) return st;
-        if (down.xq && down.xq->q && (st = parallel_rows(p, PH_DOWN_I8, n, hid_put_row, &down))) return st;
         if ((st = project(p, PH_DOWN, &down, 0, p->hid, p->IM, n, xn, H, NULL))) return st;
     }
     add_arg ad = {x, p->xn};
@@ -514,7 +506,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     p.attn = o_rows ? NULL : ws_rows(ws, WS_ATTN, p.T, p.NH * p.D, "attention output");
     p.cosb = ws_rows(ws, WS_COS, p.T, p.D / 2, "rope cos");
     p.sinb = ws_rows(ws, WS_SIN, p.T, p.D / 2, "rope sin");
-    p.hid = bf16_rows ? NULL : ws_rows(ws, WS_HID, p.BM, p.IM, "mlp hidden");
+    p.hid = p.own_rows ? NULL : ws_rows(ws, WS_HID, p.BM, p.IM, "mlp hidden");
     p.xs = ws_rows(ws, WS_XS, p.S, p.H, "last-token states");
     p.scratch = ws_rows(ws, WS_SCRATCH, p.ex.threads, p.scratch_stride, "attention tiles");
     if (bf16_rows) {
@@ -524,13 +516,11 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
     if (o_rows) p.xo = ws_bf16_rows(ws, WS_XO, &m->layers[0].o, p.T, "bf16 o inputs");
     int i8_ok = 1;
     if (i8_rows) {
-        /* a row of floats (the widest input, I or H) and its quantized bytes, per worker */
+        /* a normed row of floats (H) and its quantized bytes, per worker (the down projection's
+         * rows are quantized by the gate|up layer's GLU pass, in its own buffers) */
         const cr_linear *down = &m->layers[0].down;
-        int64_t widest = p.IM > p.H ? p.IM : p.H;
-        int64_t bytes = cr_linear_row_elems(down) > cr_linear_row_elems(&m->layers[0].qkv)
-                            ? cr_linear_row_elems(down) : cr_linear_row_elems(&m->layers[0].qkv);
-        p.row_floats = (widest + 15) / 16 * 16;
-        p.rowbuf_stride = p.row_floats + (bytes + 63) / 64 * 16;
+        p.row_floats = (p.H + 15) / 16 * 16;
+        p.rowbuf_stride = p.row_floats + (cr_linear_row_elems(&m->layers[0].qkv) + 63) / 64 * 16;
         p.rowbuf = ws_rows(ws, WS_ROWBUF, p.ex.threads, p.rowbuf_stride, "int8 row buffers");
         i8_ok = p.rowbuf && ws_i8_rows(&m->layers[0].qkv, p.B, &ws->qh, &ws->qh_rows) &&
                 ws_i8_rows(down, p.BM, &ws->qi, &ws->qi_rows);
@@ -538,7 +528,7 @@ static cr_status run_pass(const cr_model *m, const cr_batch *b, const cr_run_par
         p.qi = ws->qi;
     }
     if (!p.x || !p.xn || !p.qkv || !p.cosb || !p.sinb || !p.xs || !p.scratch || !i8_ok ||
-        (bf16_rows ? !p.xh || !p.xi : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
+        (bf16_rows ? !p.xh || !p.xi : i8_rows ? 0 : !p.hid) || (o_rows ? !p.xo : !p.attn)) {
         cr_workspace_free(ws);
         return CR_E_NOMEM;
     }

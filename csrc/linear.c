@@ -353,7 +353,7 @@ static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int
 
 /* Slots of a cr_linear_scratch, one per buffer of a call. */
 enum { WS_AMX_OUT, WS_ROW_TMP, WS_INPUTS, WS_XSCALE, WS_N_OUTLIERS, WS_OUTLIER_K, WS_OUTLIER_X, WS_ROW_SCRATCH,
-       WS_GLU_SUMS };
+       WS_GLU_SUMS, WS_GLU_TMP };
 
 /* count x size bytes of the call's workspace, 64-byte aligned: the exec's scratch slot, grown to
  * fit (its old contents not kept), or without a scratch a fresh allocation that ws_done frees. */
@@ -467,31 +467,48 @@ cr_status cr_linear_apply(const cr_linear *W, const cr_linear_in *in, int64_t m,
     return st ? st : apply(W, in, m, y, ldy, NULL, ex);
 }
 
-/* Whether a job on this layer computes the GLU in its tasks: the panel formats always, AMX while
- * its plan sums all of K in one call (K in pieces accumulates in y, which a fused call has not). */
+/* Whether a job on this layer computes the GLU in its tasks: not for int8 h (see linear.h) nor
+ * OpenBLAS; the panel formats always; AMX while its plan sums all of K in one call (K in pieces
+ * accumulates in y, which a fused call has not). */
 static int glu_fuses(const cr_linear *W, const cr_glu *glu, int64_t m, const cr_exec *ex) {
-    if (W->fmt == CR_FMT_F32_BLAS) return 0;
+    if (glu->q8 || W->fmt == CR_FMT_F32_BLAS) return 0;
     if (!is_amx(W->fmt)) return 1;
     panel_job probe = {.W = W, .m = m, .glu = glu, .n_panels = (glu->n + CR_GEMM_NR - 1) / CR_GEMM_NR};
     cr_amx_plan(&probe, (m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ex->threads);
     return probe.amx_kc * CR_AMX_BLOCK_ELEMS(W->fmt) >= row_len(W->fmt, W->n_in);
 }
 
+/* One destination for h, and a layer `to` of n inputs that takes it. */
+static int glu_valid(const cr_linear *W, const cr_glu *glu) {
+    if (W->n_out % (2 * CR_GEMM_NR) || glu->n < 1 || glu->n > W->n_out / 2) return 0;
+    if (!!glu->rows + !!glu->q8 + !!glu->h != 1) return 0;
+    if (glu->h) return glu->ldh >= glu->n;
+    return glu->to && glu->to->n_in == glu->n &&
+           (glu->rows ? cr_linear_takes_bf16_rows(glu->to) : cr_linear_takes_i8_rows(glu->to));
+}
+
 cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const cr_glu *glu,
                               const cr_exec *ex) {
     cr_status st = check_in(W, in);
     if (st) return st;
-    if (W->n_out % (2 * CR_GEMM_NR) || glu->n < 1 || glu->n > W->n_out / 2 || (glu->rows ? !glu->to : !glu->h))
+    if (!glu_valid(W, glu))
         return cr_fail(CR_E_ARG, "GLU: %lld columns of h from a gate|up layer of %lld outputs, which needs two "
-                       "halves of whole %d-column panels and one destination",
+                       "halves of whole %d-column panels and one destination that takes them",
                        (long long)glu->n, (long long)W->n_out, CR_GEMM_NR);
     if (glu_fuses(W, glu, m, ex)) return apply(W, in, m, NULL, 0, glu, ex);
     /* the sums as float32 rows first, then h from them */
     float *sums = ws_get(ex, WS_GLU_SUMS, (size_t)(m > 0 ? m : 1), (size_t)W->n_out * sizeof(float), "gate|up sums");
-    if (!sums) return CR_E_NOMEM;
-    st = apply(W, in, m, sums, W->n_out, NULL, ex);
-    if (st == CR_OK && m > 0) st = cr_glu_rows(glu, sums, W->n_out, W->n_out / 2, m, ex);
+    uint8_t *tmp = glu->q8 ? ws_get(ex, WS_GLU_TMP, (size_t)ex->threads, (size_t)cr_linear_row_elems(glu->to),
+                                    "int8 row scratch")
+                           : NULL;
+    if (sums && (tmp || !glu->q8)) {
+        st = apply(W, in, m, sums, W->n_out, NULL, ex);
+        if (st == CR_OK && m > 0) st = cr_glu_rows(glu, sums, W->n_out, W->n_out / 2, m, tmp, ex);
+    } else {
+        st = CR_E_NOMEM;
+    }
     ws_done(ex, sums);
+    ws_done(ex, tmp);
     return st;
 }
 

@@ -37,7 +37,7 @@ typedef struct cr_linear {
  * inputs' conversion, their scales and outliers, the AMX result blocks): a forward makes hundreds
  * of calls, and fresh allocations of that size are fresh pages, mapped and zeroed by the OS every
  * time. Zero-initialize; the owner frees it (cr_linear_scratch_free); one call at a time. */
-#define CR_LINEAR_SCRATCH_SLOTS 9
+#define CR_LINEAR_SCRATCH_SLOTS 10
 typedef struct cr_linear_scratch {
     cr_buf buf[CR_LINEAR_SCRATCH_SLOTS];
 } cr_linear_scratch;
@@ -74,20 +74,25 @@ cr_status cr_linear_apply(const cr_linear *W, const cr_linear_in *in, int64_t m,
 
 /* The first half of a gated MLP on a gate|up layer: h[i, c] = act(g[i, c]) u[i, c] for c < n,
  * with g column c and u column W->n_out / 2 + c of cr_linear_apply's output (the up rows start
- * at a panel boundary: model.c pads each half to whole panels). Where h goes: `to`'s own bf16
- * input rows `rows` (cr_linear_put_bf16), else float32 rows h (row stride ldh). */
+ * at a panel boundary: model.c pads each half to whole panels). Where h goes, one of: `to`'s own
+ * bf16 input rows `rows` (cr_linear_put_bf16); `to`'s own int8 input rows q8 (cr_linear_put_i8);
+ * float32 rows h (row stride ldh). `to` takes n inputs. */
 typedef struct cr_glu {
     cr_activation act;
     int64_t n;
     const cr_linear *to;
     uint16_t *rows;
+    const struct cr_i8_rows *q8;
     float *h;
     int64_t ldh;
 } cr_glu;
 
 /* h of `glu` from the gate|up layer W on m input rows: the bits of cr_linear_apply followed by
- * the activation row by row, but on the panel and AMX paths each task turns its gate and up
- * sums into h while they are in its cache, so the 2 n float32 sums per row are never stored. */
+ * the activation row by row. For bf16 and float32 h on the panel and AMX paths each task turns
+ * its gate and up sums into h while they are in its cache, so the 2 n float32 sums per row are
+ * never stored. int8 rows are quantized a whole row at a time (its scale and outliers need all
+ * of it): there the sums are stored, and one pass per row computes h and quantizes it, which
+ * measured faster than a fused epilogue followed by a quantizing pass over stored h. */
 cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const cr_glu *glu,
                               const cr_exec *ex);
 
@@ -110,6 +115,8 @@ void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0
  * the outliers are zeroed there) exactly as cr_linear_apply would, with tmp the caller's scratch of
  * cr_linear_row_elems(W) bytes (for the tile order; each thread its own); cr_linear_i8_rows_at views
  * the rows from row0 on (a multiple of 16). */
+/* Outlier slots per int8 row: k (the input's index) and x (its value), largest |x| first. */
+#define CR_I8_MAX_OUTLIERS 16
 typedef struct cr_i8_rows {
     uint8_t *q;
     float *scale;

@@ -1,9 +1,9 @@
 /* linear_glu.c — the gated MLP's activation as the epilogue of the gate|up projection
  * (cr_linear_apply_glu): h = act(gate) * up from sums still in the computing core's cache, written
  * where the down projection reads it (its own bf16 rows, or float32 rows). Stored as float32 and
- * read back by a pass of its own, the 2 I sums per token were the largest buffer of a layer. */
+ * read back by a pass of its own, the 2 I sums per token were the largest buffer of a layer. int8
+ * rows, quantized a whole row at a time, are still made that way: after the GEMM, row by row. */
 #include <math.h>
-#include <string.h>
 
 #include "kernels/kernels.h"
 #include "linear_job.h"
@@ -22,8 +22,8 @@ static void glu_act(cr_activation act, const float *gate, const float *up, float
     }
 }
 
-void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, float *g, const float *u,
-                  int64_t ld) {
+void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, const float *g,
+                  const float *u, int64_t ld) {
     if (glu->rows) {
         for (int64_t i = 0; i < rows; i++) {
             float part[CR_GLU_PART];
@@ -32,23 +32,15 @@ void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_
         }
         return;
     }
-    /* float32 h (int8 layers quantize it in a pass of their own, which reads a row whole): over
-     * the gate sums, then to h past the caches where the table can. A row of h is written by as
-     * many tasks as it has column groups, on as many cores: left in their caches, its lines would
-     * each be fetched from another core's L2 by that pass, slower than from memory. */
-    for (int64_t i = 0; i < rows; i++) glu_act(glu->act, g + i * ld, u + i * ld, g + i * ld, cols);
-    float *h = glu->h + r * glu->ldh + c0;
-    if (cr_kern->store_rows_stream) {
-        cr_kern->store_rows_stream(h, glu->ldh, g, ld, rows, cols);
-        return;
-    }
-    for (int64_t i = 0; i < rows; i++) memcpy(h + i * glu->ldh, g + i * ld, (size_t)cols * sizeof(float));
+    for (int64_t i = 0; i < rows; i++)
+        glu_act(glu->act, g + i * ld, u + i * ld, glu->h + (r + i) * glu->ldh + c0, cols);
 }
 
 typedef struct glu_rows_job {
     const cr_glu *glu;
     float *y;
     int64_t ldy, up, m;
+    uint8_t *tmp;
 } glu_rows_job;
 
 /* Rows per task of cr_glu_rows */
@@ -56,14 +48,25 @@ typedef struct glu_rows_job {
 
 static void glu_rows_task(void *ctx, int64_t task, int worker) {
     const glu_rows_job *j = ctx;
+    const cr_glu *glu = j->glu;
     int64_t r0 = task * CR_GLU_ROWS, rows = j->m - r0 < CR_GLU_ROWS ? j->m - r0 : CR_GLU_ROWS;
     float *y = j->y + r0 * j->ldy;
-    for (int64_t c0 = 0; c0 < j->glu->n; c0 += CR_GLU_PART)
-        cr_glu_block(j->glu, r0, rows, c0, j->glu->n - c0 < CR_GLU_PART ? j->glu->n - c0 : CR_GLU_PART, y + c0,
+    if (glu->q8) { /* a whole row of h over its gate sums, then quantized */
+        uint8_t *tmp = j->tmp + (int64_t)worker * cr_linear_row_elems(glu->to);
+        for (int64_t i = 0; i < rows; i++) {
+            float *row = y + i * j->ldy;
+            glu_act(glu->act, row, row + j->up, row, glu->n);
+            cr_linear_put_i8(glu->to, glu->q8, r0 + i, row, tmp);
+        }
+        return;
+    }
+    for (int64_t c0 = 0; c0 < glu->n; c0 += CR_GLU_PART)
+        cr_glu_block(glu, r0, rows, c0, glu->n - c0 < CR_GLU_PART ? glu->n - c0 : CR_GLU_PART, y + c0,
                      y + j->up + c0, j->ldy);
 }
 
-cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, const cr_exec *ex) {
-    glu_rows_job j = {glu, y, ldy, up, m};
+cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, uint8_t *tmp,
+                      const cr_exec *ex) {
+    glu_rows_job j = {glu, y, ldy, up, m, tmp};
     return cr_pool_run(ex->threads, (m + CR_GLU_ROWS - 1) / CR_GLU_ROWS, glu_rows_task, &j, ex->abort);
 }

@@ -11,11 +11,10 @@
 /* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
  * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
  * round to a handful of levels. Such entries, above CR_I8_OUTLIER_RATIO times the row's mean
- * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, the largest) and
+ * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, linear.h, the largest) and
  * applied in float32 against the dequantized int8 weights. A Gaussian row never has one
  * (12 mean|x| is 9.6 sigma), so ordinary rows cost one extra read. */
 #define CR_I8_OUTLIER_RATIO 12.0f
-#define CR_I8_MAX_OUTLIERS 16
 
 /* K elements of one AMX block (one 64-byte tile row of a row of inputs, 16 of them per block of a
  * weight column pair / quad: 64 bytes per row or column either way). */
@@ -74,14 +73,17 @@ void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int
                          int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy);
 
 /* The GLU epilogue (linear_glu.c): h columns [c0, c0 + cols) of rows [r, r + rows) from the gate
- * and up sums g, u (row stride ld, column c0 of each at g, u), to where glu says; g is overwritten
- * (float32 h is computed there). cols is at most CR_GLU_PART, or ends h's row. */
+ * and up sums g, u (row stride ld, column c0 of each at g, u), to glu's bf16 rows or float32 h
+ * (not int8 rows: cr_glu_rows). cols is at most CR_GLU_PART, or ends h's row. */
 #define CR_GLU_PART (CR_AMX_PANELS * CR_GEMM_NR)
-void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, float *g, const float *u,
-                  int64_t ld);
-/* cr_glu_block over whole rows [0, m) of sums y (row stride ldy, the up half at y + up; y is
- * overwritten), on the pool: the epilogue of a gate|up GEMM that could not run fused. */
-cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, const cr_exec *ex);
+void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, const float *g,
+                  const float *u, int64_t ld);
+/* h over whole rows [0, m) of sums y (row stride ldy, the up half at y + up; y is overwritten),
+ * on the pool: the epilogue of a gate|up GEMM that did not run fused. tmp: for int8 rows, one
+ * row of `to`'s cr_linear_row_elems bytes per worker (the quantized row on its way into the tile
+ * order). */
+cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, uint8_t *tmp,
+                      const cr_exec *ex);
 
 /* AMX formats (linear_amx.c): sets the job's amx_* plan for its m rows (`blocks` blocks of
  * CR_AMX_ROWS) at `threads` threads and returns the task count; cr_amx_task runs one task. */

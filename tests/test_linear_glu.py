@@ -4,7 +4,8 @@ h = act(gate) * up must be bitwise the layer's own outputs put through the activ
 whatever the weight format, the path (fused into the GEMM's tasks on the panel and AMX formats;
 after the GEMM for OpenBLAS and for AMX layers whose K is summed in pieces), the rows, the
 threads and h's width (ragged panels and AMX groups). With bf16 destination rows, h is those
-values rounded to bfloat16 in the down projection's own row layout. The gate|up weight has two
+values rounded to bfloat16 in the down projection's own row layout; with int8 destination rows,
+h quantized a whole row at a time (after the GEMM, on every format), its outliers kept. The gate|up weight has two
 halves of whole 32-column panels, the up half from column n_out / 2, as model.c pads them.
 """
 import numpy as np
@@ -91,6 +92,24 @@ def test_bf16_destination_rows_hold_h_rounded_to_bfloat16(n, n_in, m):
     assert got.tobytes() == bf16_round(h).tobytes()
 
 
+@pytest.mark.parametrize("n, n_in, m", [(40, 100, 17), (300, 96, 130)])
+def test_int8_destination_rows_hold_h_quantized_per_row_with_its_outliers(n, n_in, m):
+    rng = np.random.default_rng(n + m)
+    w, half = gate_up(rng, n, n_in)
+    bias = np.zeros(2 * half, np.float32)
+    bias[7], bias[half + 7] = 10.0, 40.0   # h's column 7 ~400, the rest ~0.5: an outlier in every row
+    x = rng.standard_normal((m, n_in)).astype(np.float32)
+    h = hooks.linear(w, x, fmt="int8", threads=2, bias=bias, glu="silu", glu_n=n)
+    got = hooks.linear(w, x, fmt="int8", threads=3, bias=bias, glu="silu", glu_n=n, glu_rows=True)
+    # the outliers stay exact float32; the rest is h quantized with the row's scale
+    big = np.abs(h) > 12 * np.abs(h).mean(axis=1, keepdims=True)
+    assert big[:, 7].all()
+    np.testing.assert_array_equal(got[big], h[big])
+    rest = np.where(big, 0, h)
+    scale = np.abs(rest).max(axis=1, keepdims=True) / 127
+    assert (np.abs(got - h)[~big] <= (0.5001 * scale + 1e-12).repeat(n, axis=1)[~big]).all()
+
+
 def test_long_k_is_summed_in_pieces_on_amx_and_still_gives_the_same_h():
     # K = 8192 bf16: AMX tasks sum K in pieces there, and the GLU runs after the GEMM; the panel
     # formats fuse it as always
@@ -114,7 +133,7 @@ def test_bad_glu_calls_are_refused():
         hooks.linear(w, x, glu="silu", glu_n=65)            # wider than a half
     with pytest.raises(ValueError, match="halves of whole 32-column panels"):
         hooks.linear(w, x, glu="silu", glu_n=0)
-    with pytest.raises(ValueError, match="glu_rows needs a bf16 format"):
-        hooks.linear(w, x, fmt="int8", glu="silu", glu_n=40, glu_rows=True)
+    with pytest.raises(ValueError, match="glu_rows needs a bf16 or int8 format"):
+        hooks.linear(w, x, fmt="float32", glu="silu", glu_n=40, glu_rows=True)
     with pytest.raises(ValueError, match="glu is 'silu'"):
         hooks.linear(w, x, glu="relu", glu_n=40)

@@ -12,7 +12,7 @@ import pytest
 from _numpy_checkpoint import copy_qwen3_tokenizer, write_qwen3_checkpoint
 
 LINE = re.compile(r"^crossrank pass: (\d+) tokens, (\d+) sequences, (\d+) threads, ([0-9.]+) ms: (.*)$")
-PHASES = ["q|k|v", "attention", "o", "gate|up+GLU", "down", "norms", "q/k-norms+RoPE", "int8-down-inputs", "adds", "rest"]
+PHASES = ["q|k|v", "attention", "o", "gate|up+GLU", "down", "norms", "q/k-norms+RoPE", "adds", "rest"]
 
 SCORE = """
 import sys

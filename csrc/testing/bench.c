@@ -216,28 +216,50 @@ static float own_row_value(const cr_linear *W, const uint16_t *rows, int64_t r, 
     return v;
 }
 
-/* linear(..., glu=act, glu_n=n, glu_rows=0/1): cr_linear_apply_glu into y [m, n] (float32 h, or
- * with glu_rows the bf16 rows of a layer of n inputs in w's bf16 format, read back). */
+/* linear(..., glu=act, glu_n=n, glu_rows=0/1): cr_linear_apply_glu into y [m, n]: float32 h, or
+ * with glu_rows the own rows of a layer of n inputs in w's format, read back (bf16 rows as their
+ * values; int8 rows dequantized, (q - 128) scale, with the row's outlier inputs at their places). */
 static cr_status apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m, const char *act, int64_t n,
                            int to_rows, float *y, const cr_exec *ex) {
     cr_glu glu = {.act = strcmp(act, "gelu") == 0 ? CR_ACT_GELU : strcmp(act, "gelu_tanh") == 0 ? CR_ACT_GELU_TANH
                                                                                               : CR_ACT_SILU,
                   .n = n, .h = y, .ldh = n};
     cr_linear to = {.fmt = W->fmt, .n_in = n, .n_out = 1};
-    size_t count = (size_t)((m + 15) / 16 * 16) * (size_t)cr_linear_row_elems(&to);
+    int64_t len = cr_linear_row_elems(&to);
+    size_t count = (size_t)((m + 15) / 16 * 16) * (size_t)len;
     uint16_t *rows = NULL;
-    if (to_rows) {
+    cr_i8_rows q8 = {0};
+    if (to_rows && cr_linear_takes_i8_rows(&to)) {
+        cr_status st = cr_linear_i8_rows_alloc(&to, m, &q8);
+        if (st) return st;
+        memset(q8.n_outliers, 0, (size_t)m * sizeof(int32_t)); /* a row never written reads as none */
+        glu.q8 = &q8;
+    } else if (to_rows) {
         if (!(rows = cr_aligned_alloc(count * sizeof(uint16_t), "GLU rows"))) return CR_E_NOMEM;
         for (size_t i = 0; i < count; i++) rows[i] = 0x7fc1; /* NaN where nothing was written */
-        glu.to = &to;
         glu.rows = rows;
+    }
+    if (to_rows) {
+        glu.to = &to;
         glu.h = NULL;
     }
     cr_status st = cr_linear_apply_glu(W, in, m, &glu, ex);
-    if (rows && st == CR_OK)
-        for (int64_t r = 0; r < m; r++)
-            for (int64_t k = 0; k < n; k++) y[r * n + k] = own_row_value(&to, rows, r, k);
+    for (int64_t r = 0; st == CR_OK && to_rows && r < m; r++) {
+        for (int64_t k = 0; k < n && rows; k++) y[r * n + k] = own_row_value(&to, rows, r, k);
+        if (!q8.q) continue;
+        for (int64_t k = 0; k < n; k++) {
+            size_t at = to.fmt == CR_FMT_I8_AMX ? (size_t)((r / 16) * 16 * len + (k / CR_AMX_I8_K) * 16 * CR_AMX_I8_K +
+                                                           (r % 16) * CR_AMX_I8_K + k % CR_AMX_I8_K)
+                                                : (size_t)(r * len + k);
+            y[r * n + k] = (float)((int)q8.q[at] - 128) * q8.scale[r];
+        }
+        for (int32_t t = 0; t < q8.n_outliers[r] && t < CR_I8_MAX_OUTLIERS; t++) {
+            int32_t k = q8.outlier_k[r * CR_I8_MAX_OUTLIERS + t];
+            if (k >= 0 && k < n) y[r * n + k] = q8.outlier_x[r * CR_I8_MAX_OUTLIERS + t];
+        }
+    }
     free(rows);
+    cr_linear_i8_rows_free(&q8);
     return st;
 }
 
@@ -295,8 +317,8 @@ PyObject *cr_test_linear(PyObject *self, PyObject *args, PyObject *kw) {
             return NULL;
         }
     }
-    if (act && glu_rows && !cr_linear_takes_bf16_rows(&W)) {
-        PyErr_Format(PyExc_ValueError, "linear: glu_rows needs a bf16 format, not '%s'", fmt);
+    if (act && glu_rows && !cr_linear_takes_bf16_rows(&W) && !cr_linear_takes_i8_rows(&W)) {
+        PyErr_Format(PyExc_ValueError, "linear: glu_rows needs a bf16 or int8 format, not '%s'", fmt);
         cr_linear_free(&W);
         Py_DECREF(x);
         return NULL;

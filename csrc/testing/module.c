@@ -27,7 +27,7 @@ static PyMethodDef methods[] = {
     {"exp_f32", cr_test_exp_f32, METH_VARARGS, "exp_f32(isa, x): the exp_f32 kernel of one ISA table."},
     {"attention", KW(cr_test_attention), "attention(q, k, v, positions, seq_start, ...): causal GQA attention "
                                          "of one layer through cr_attention."},
-    {"linear", KW(cr_test_linear), "linear(w, x, fmt='float32', threads=1, bias=None, rows=0, glu=None, glu_n=0, glu_rows=False): x @ w^T (+ bias) through one packed linear layer (rows: as bf16 rows written in parts of that many elements); with glu ('silu', 'gelu', 'gelu_tanh') the activations act(gate) * up of its glu_n columns (up from column n_out / 2), as float32 or, glu_rows, through a bf16 layer's own rows."},
+    {"linear", KW(cr_test_linear), "linear(w, x, fmt='float32', threads=1, bias=None, rows=0, glu=None, glu_n=0, glu_rows=False): x @ w^T (+ bias) through one packed linear layer (rows: as bf16 rows written in parts of that many elements); with glu ('silu', 'gelu', 'gelu_tanh') the activations act(gate) * up of its glu_n columns (up from column n_out / 2), as float32 or, glu_rows, through a bf16 or int8 layer's own rows (int8 read back dequantized)."},
     {"bench_linear", KW(cr_test_bench_linear), "bench_linear(w, m, ...): best seconds of one packed linear layer."},
     {"bench_peak", KW(cr_test_bench_peak), "bench_peak(kind, threads=1, iters=...): GFLOP/s of a register-only loop."},
     {"amx_gemm", KW(cr_test_amx_gemm), "amx_gemm(isa, kind, x, wp, guard='end', split=0): one AMX GEMM (split: in calls of that many K blocks) of one table, "
