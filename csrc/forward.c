@@ -315,7 +315,6 @@ static void qk_row(pass *p, const void *arg, int64_t r, int worker) {
     }
 }
 
-
 typedef struct add_arg { float *dst; const float *src; } add_arg;
 
 static void add_row(pass *p, const void *arg, int64_t r, int worker) {

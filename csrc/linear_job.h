@@ -11,8 +11,8 @@
 /* int8 inputs: one per-token scale cannot serve a row whose few huge entries (the outlier
  * channels of real LLMs, e.g. at down_proj's inputs) are tens of times the rest: the rest would
  * round to a handful of levels. Such entries, above CR_I8_OUTLIER_RATIO times the row's mean
- * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, linear.h, the largest) and
- * applied in float32 against the dequantized int8 weights. A Gaussian row never has one
+ * |x|, are taken out of the quantized row (at most CR_I8_MAX_OUTLIERS per row, linear.h, the
+ * largest) and applied in float32 against the dequantized int8 weights. A Gaussian row never has one
  * (12 mean|x| is 9.6 sigma), so ordinary rows cost one extra read. */
 #define CR_I8_OUTLIER_RATIO 12.0f
 

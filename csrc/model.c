@@ -276,13 +276,10 @@ static cr_status load_linear(loader *ld, cr_linear *W, int64_t layer, int n_part
         if (!W->bias) return CR_E_NOMEM;
     }
     int64_t row0 = 0;
-    for (int k = 0; k < n_parts; row0 += part_rows[k++]) { /* the padding rows */
-        int64_t pad = part_rows[k] - w[k].shape[0];
+    for (int k = 0; k < n_parts; k++) {
+        int64_t pad = part_rows[k] - w[k].shape[0]; /* zero rows after the part */
         memset(W->w + (row0 + w[k].shape[0]) * n_in, 0, (size_t)(pad * n_in) * sizeof(float));
         if (bias) memset(W->bias + row0 + w[k].shape[0], 0, (size_t)pad * sizeof(float));
-    }
-    row0 = 0;
-    for (int k = 0; k < n_parts; k++) {
         int found;
         cr_status st = load_into(ld, w[k].name, 2, w[k].shape, 1, W->w + row0 * n_in, &found);
         if (st) return st;

@@ -204,13 +204,18 @@ done:
     return result;
 }
 
-/* Element (r, k) of bf16 own input rows of W as float32 (tile order on AMX, else row after row). */
-static float own_row_value(const cr_linear *W, const uint16_t *rows, int64_t r, int64_t k) {
+/* Where element (r, k) of W's own input rows lies: the tile order of kernels.h on AMX (blocks of
+ * CR_AMX_BF16_K or CR_AMX_I8_K elements), else row after row. */
+static size_t own_row_index(const cr_linear *W, int64_t r, int64_t k) {
     int64_t len = cr_linear_row_elems(W);
-    size_t at = W->fmt == CR_FMT_BF16_AMX ? (size_t)((r / 16) * 16 * len + (k / CR_AMX_BF16_K) * 16 * CR_AMX_BF16_K +
-                                                     (r % 16) * CR_AMX_BF16_K + k % CR_AMX_BF16_K)
-                                          : (size_t)(r * len + k);
-    uint32_t bits = (uint32_t)rows[at] << 16;
+    if (W->fmt != CR_FMT_BF16_AMX && W->fmt != CR_FMT_I8_AMX) return (size_t)(r * len + k);
+    int64_t block = W->fmt == CR_FMT_BF16_AMX ? CR_AMX_BF16_K : CR_AMX_I8_K;
+    return (size_t)((r / 16) * 16 * len + (k / block) * 16 * block + (r % 16) * block + k % block);
+}
+
+/* Element (r, k) of bf16 own input rows of W as float32. */
+static float own_row_value(const cr_linear *W, const uint16_t *rows, int64_t r, int64_t k) {
+    uint32_t bits = (uint32_t)rows[own_row_index(W, r, k)] << 16;
     float v;
     memcpy(&v, &bits, sizeof v);
     return v;
@@ -247,12 +252,7 @@ static cr_status apply_glu(const cr_linear *W, const cr_linear_in *in, int64_t m
     for (int64_t r = 0; st == CR_OK && to_rows && r < m; r++) {
         for (int64_t k = 0; k < n && rows; k++) y[r * n + k] = own_row_value(&to, rows, r, k);
         if (!q8.q) continue;
-        for (int64_t k = 0; k < n; k++) {
-            size_t at = to.fmt == CR_FMT_I8_AMX ? (size_t)((r / 16) * 16 * len + (k / CR_AMX_I8_K) * 16 * CR_AMX_I8_K +
-                                                           (r % 16) * CR_AMX_I8_K + k % CR_AMX_I8_K)
-                                                : (size_t)(r * len + k);
-            y[r * n + k] = (float)((int)q8.q[at] - 128) * q8.scale[r];
-        }
+        for (int64_t k = 0; k < n; k++) y[r * n + k] = (float)((int)q8.q[own_row_index(&to, r, k)] - 128) * q8.scale[r];
         for (int32_t t = 0; t < q8.n_outliers[r] && t < CR_I8_MAX_OUTLIERS; t++) {
             int32_t k = q8.outlier_k[r * CR_I8_MAX_OUTLIERS + t];
             if (k >= 0 && k < n) y[r * n + k] = q8.outlier_x[r * CR_I8_MAX_OUTLIERS + t];
