@@ -14,7 +14,9 @@ static inline __m256i lanes(int64_t left) {
 }
 
 /* The reference's exp_one on 8 lanes: y * 2^k as y * 2^(k/2) * 2^(k - k/2), the first product
- * exact, the second rounding once. */
+ * exact, the second rounding once. As in exp16 (attention_avx512.c), no instruction returns a
+ * subnormal (Intel cores take a microcode assist for each one): where k <= -126 the result is the
+ * float whose bits are n = y 2^(k + 149) rounded to an integer. */
 static inline __m256 exp8(__m256 x) {
     __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(CR_EXP_LO)), _mm256_set1_ps(CR_EXP_HI));
     __m256 k = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(CR_EXP_LOG2E)),
@@ -29,14 +31,22 @@ static inline __m256 exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(CR_EXP_P5));
     y = _mm256_fmadd_ps(y, z, r);
     y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256i ki = _mm256_cvtps_epi32(k);
-    __m256i k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
     const __m256i bias = _mm256_set1_epi32(127);
+    __m256 tiny = _mm256_cmp_ps(k, _mm256_set1_ps(-126.0f), _CMP_LE_OQ);
+    __m256i ki = _mm256_cvtps_epi32(_mm256_max_ps(k, _mm256_set1_ps(-125.0f)));
+    __m256i k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
     __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
     __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
-    y = _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+    __m256 e = _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+    if (_mm256_movemask_ps(tiny)) {
+        /* 2^(k + 149) for k in [-150, -126], else 2^0: only the tiny lanes are kept */
+        __m256i kt = _mm256_and_si256(_mm256_castps_si256(tiny), _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(149)));
+        __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kt, bias), 23))),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        e = _mm256_blendv_ps(e, _mm256_castsi256_ps(_mm256_cvtps_epi32(n)), tiny);
+    }
     /* max/min returned the bound for a NaN lane: give the NaN back */
-    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
 void cr_exp_f32_avx2(const float *x, float *y, int64_t n) {
