@@ -26,11 +26,14 @@
  * (sequence, key tile, KV head) is staged once as tile operands (keys and values rounded to
  * bfloat16) for all the query blocks that visit it; then steps 2 and 5 run through
  * gemm_bf16_amx (below AMX its float32 model): the keys as A against the packed queries as B for the
- * scores, P (rounded to bfloat16, in tile order) as A against the values (pairs of keys) as B.
- * P V always covers the tile's 64 slots at their absolute places, the slots a row does not see
- * holding p = 0, so a row's sums are the same whatever its neighbours need; O = fma(alpha, O, P V)
- * per row. At ~300 tokens attention is under a tenth of the FLOPs, yet in float32 vectors near
- * half of an AMX model's time. */
+ * scores, P (rounded to bfloat16, in tile order) as A against the values (pairs of keys) as B,
+ * accumulated onto O in the tiles after O's rows were scaled by alpha (only rows with alpha != 1:
+ * a product by 1 is exact). P V always covers the tile's 64 slots at their absolute places, the
+ * slots a row does not see holding p = 0, so a row's sums are the same whatever its neighbours
+ * need. A tile in which a row sees no key leaves its O unchanged: alpha = 1, and adding the zero
+ * products changes no bit of an O that the tiles wrote (they flush below the normal range, so it
+ * is never subnormal). At ~300 tokens attention is under a tenth of the FLOPs, yet in float32
+ * vectors near half of an AMX model's time. */
 #include "attention.h"
 
 #include <math.h>
@@ -69,8 +72,7 @@ typedef struct attn_scratch {
     float *q;           /* [ld / NR][D][NR] packed scaled queries (last_only: [cols][D] rows) */
     float *k, *v;       /* [KEY_TILE][D] the tile's keys and values, contiguous */
     float *s;           /* [KEY_TILE][ld] scores, then probabilities, key-major */
-    float *o;           /* [ld][D] unnormalised output (rows past cols: tile-path padding) */
-    float *t;           /* tile path: [ld][D] this tile's P V, then the new O (o and t swap) */
+    float *o;           /* [ld][D] unnormalised output (rows past cols: tile-path padding, zero) */
     uint16_t *pt;       /* tile path: [ld][KEY_TILE] bf16 probabilities in tile order */
     float *m, *l, *alpha; /* [ld] running max, running sum, this tile's rescale */
     int32_t *pre_lo, *own_lo, *hi; /* [cols] visible keys: [pre_lo, n_pre) and [own_lo, hi] (int32,
@@ -79,7 +81,7 @@ typedef struct attn_scratch {
 
 static int64_t scratch_floats(const attn_shape *sh, int64_t D) {
     return round16(sh->ld * D) + 2 * round16(CR_ATTN_KEY_TILE * D) + round16(CR_ATTN_KEY_TILE * sh->ld) +
-           2 * round16(sh->ld * D) + round16(sh->ld * CR_ATTN_KEY_TILE / 2) +
+           round16(sh->ld * D) + round16(sh->ld * CR_ATTN_KEY_TILE / 2) +
            3 * round16(sh->ld) + 3 * round16(sh->cols);
 }
 
@@ -100,8 +102,6 @@ static attn_scratch carve(float *base, const attn_shape *sh, int64_t D) {
     w.s = base;
     base += round16(CR_ATTN_KEY_TILE * sh->ld);
     w.o = base;
-    base += round16(sh->ld * D);
-    w.t = base;
     base += round16(sh->ld * D);
     w.pt = (uint16_t *)(void *)base;
     base += round16(sh->ld * CR_ATTN_KEY_TILE / 2);
@@ -233,18 +233,19 @@ static void stage_task(void *ctx, int64_t task, int worker) {
 }
 
 /* Tile path, step 5: P (key-major fp32, key k0 + i of the tile in row i < nk) rounded into tile
- * order, T = P V on tiles over the tile's 64 slots, then t = fma(alpha, o, T) row by row. */
+ * order; O = alpha O (rows with alpha != 1), then O += P V on the tiles over the tile's 64 slots. */
 static void tile_pv(const cr_kernels *K, const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t cols,
-                    uint16_t *pt, const uint16_t *vp, int64_t D, const float *alpha, const float *o, float *t) {
+                    uint16_t *pt, const uint16_t *vp, int64_t D, const float *alpha, float *o) {
     const int64_t kbT = CR_ATTN_KEY_TILE / CR_AMX_BF16_K, panels = D / CR_GEMM_NR;
     K->attn_p_tiles_bf16(s, lds, k0, nk, cols, pt);
+    for (int64_t c = 0; c < cols; c++)
+        if (alpha[c] != 1.0f) K->scale_f32(alpha[c], o + c * D, D);
     for (int64_t c0 = 0; c0 < cols; c0 += CR_AMX_ROWS)
         for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
             K->gemm_bf16_amx(pt + c0 * CR_ATTN_KEY_TILE, cols - c0 < CR_AMX_ROWS ? cols - c0 : CR_AMX_ROWS,
                              vp + p * kbT * 16 * 2 * CR_GEMM_NR, kbT, kbT,
-                             panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, t + c0 * D + p * CR_GEMM_NR, D,
-                             0, NULL, 0);
-    for (int64_t c = 0; c < cols; c++) K->axpy_f32(alpha[c], o + c * D, t + c * D, D);
+                             panels - p < CR_AMX_PANELS ? panels - p : CR_AMX_PANELS, o + c0 * D + p * CR_GEMM_NR, D,
+                             1, NULL, 0);
 }
 
 typedef struct attn_job {
@@ -337,8 +338,9 @@ static void attn_task(void *ctx, int64_t task, int worker) {
         w.m[c] = -INFINITY;
         w.l[c] = 0.0f;
     }
-    memset(w.o, 0, (size_t)(cols * D) * sizeof(float));
-    float *o = w.o;                /* the tile path swaps it with w.t after every tile */
+    /* the tile path accumulates whole 16-row groups: its padding rows are zeros too */
+    memset(w.o, 0, (size_t)((tiles ? round16(cols) : cols) * D) * sizeof(float));
+    float *o = w.o;
 
     int64_t mr = K->gemm_mr, bmr = K->gemm_bf16_mr, pv_mr = K->attn_pv_mr;
     for (int64_t t0 = klo - klo % TK; t0 <= khi; t0 += TK) {
@@ -409,9 +411,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
          *    overflow the miss queue and be dropped). */
         K->attn_softmax_f32(sk, ld, nk, cols, w.m, w.l, w.alpha);
         if (tiles) {
-            float *t = o == w.o ? w.t : w.o;
-            tile_pv(K, sk, ld, kb - t0, nk, cols, w.pt, kt + TK * D, D, w.alpha, o, t);
-            o = t;
+            tile_pv(K, sk, ld, kb - t0, nk, cols, w.pt, kt + TK * D, D, w.alpha, o);
             continue;
         }
         int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1, next_row = nb;
@@ -435,14 +435,11 @@ static void attn_task(void *ctx, int64_t task, int worker) {
     /* normalise: every row sees at least itself, so l >= 1 */
     for (int64_t c = 0; c < cols; c++) {
         int64_t row = a->last_only ? s : start + r0 + c / group, col = (g * group + c % group) * D;
-        float inv = 1.0f / w.l[c];
-        if (a->put) { /* in place: o's column is not read again */
-            for (int64_t d = 0; d < D; d++) o[c * D + d] *= inv;
+        K->scale_f32(1.0f / w.l[c], o + c * D, D); /* in place: o's column is not read again */
+        if (a->put)
             a->put(a->put_ctx, row, col, o + c * D, D);
-            continue;
-        }
-        float *out = a->out + row * a->out_stride + col;
-        for (int64_t d = 0; d < D; d++) out[d] = o[c * D + d] * inv;
+        else
+            memcpy(a->out + row * a->out_stride + col, o + c * D, (size_t)D * sizeof(float));
     }
 }
 

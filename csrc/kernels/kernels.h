@@ -61,8 +61,8 @@ typedef struct cr_kernels {
      * in increasing i, from +0; then the lanes fold in halves (lane l += lane l + h for l < h,
      * h = 16, 8, 4, 2, 1) and lane 0 is the sum. */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
-    /* y[i] = fma(alpha, x[i], y[i]): one rounding */
-    void (*axpy_f32)(float alpha, const float *x, float *y, int64_t n);
+    /* x[i] = alpha * x[i], in place: one rounding, the same bits on every ISA */
+    void (*scale_f32)(float alpha, float *x, int64_t n);
     /* dot_f32(x, x): the same order and bits */
     float (*sumsq_f32)(const float *x, int64_t n);
     /* y[i] = w[i] * (x[i] * r): two float32 products in that order, no fused step, so every ISA

@@ -36,12 +36,11 @@ static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     return hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])));
 }
 
-static void axpy_f32_avx2(float alpha, const float *x, float *y, int64_t n) {
+static void scale_f32_avx2(float alpha, float *x, int64_t n) {
     __m256 va = _mm256_set1_ps(alpha);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(va, _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] *= alpha;
 }
 
 static float sumsq_f32_avx2(const float *x, int64_t n) { return dot_f32_avx2(x, x, n); }
@@ -390,7 +389,7 @@ static const cr_kernels avx2_table = {
     .gemm_f32_tile = gemm_f32_tile_avx2,
     .gemm_mr = MR2,
     .dot_f32 = dot_f32_avx2,
-    .axpy_f32 = axpy_f32_avx2,
+    .scale_f32 = scale_f32_avx2,
     .norm_scale_f32 = norm_scale_f32_avx2,
     .rope_f32 = rope_f32_avx2,
     .sumsq_f32 = sumsq_f32_avx2,

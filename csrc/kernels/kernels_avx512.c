@@ -34,12 +34,11 @@ static float dot_f32_avx512(const float *a, const float *b, int64_t n) {
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                                   /* 2 -> 1 */
 }
 
-static void axpy_f32_avx512(float alpha, const float *x, float *y, int64_t n) {
+static void scale_f32_avx512(float alpha, float *x, int64_t n) {
     __m512 va = _mm512_set1_ps(alpha);
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
-        __m512 vy = _mm512_maskz_loadu_ps(m, y + i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), vy));
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
@@ -325,7 +324,7 @@ static const cr_kernels avx512_table = {
     .gemm_f32_tile = gemm_f32_tile_avx512,
     .gemm_mr = MR512,
     .dot_f32 = dot_f32_avx512,
-    .axpy_f32 = axpy_f32_avx512,
+    .scale_f32 = scale_f32_avx512,
     .norm_scale_f32 = norm_scale_f32_avx512,
     .rope_f32 = rope_f32_avx512,
     .sumsq_f32 = sumsq_f32_avx512,

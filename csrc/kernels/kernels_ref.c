@@ -14,8 +14,8 @@ static float dot_f32_ref(const float *a, const float *b, int64_t n) {
     return lane[0];
 }
 
-static void axpy_f32_ref(float alpha, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+static void scale_f32_ref(float alpha, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] *= alpha;
 }
 
 static float sumsq_f32_ref(const float *x, int64_t n) { return dot_f32_ref(x, x, n); }
@@ -257,7 +257,7 @@ static const cr_kernels ref_table = {
     .gemm_f32_tile = gemm_f32_tile_ref,
     .gemm_mr = 4,
     .dot_f32 = dot_f32_ref,
-    .axpy_f32 = axpy_f32_ref,
+    .scale_f32 = scale_f32_ref,
     .norm_scale_f32 = norm_scale_f32_ref,
     .rope_f32 = rope_f32_ref,
     .sumsq_f32 = sumsq_f32_ref,

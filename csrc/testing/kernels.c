@@ -9,7 +9,7 @@
  *       Runs one kernel of one ISA table directly, bypassing the active table, so every table
  *       can be compared with the reference in one process:
  *         dot_f32(a, b) -> float         sumsq_f32(x) -> float
- *         axpy_f32(x, y, alpha=) -> y + alpha * x as a new array (the input y is not modified)
+ *         scale_f32(x, alpha=) -> alpha * x as a new array (the input x is not modified)
  *         bf16_to_f32(u16) -> float32 array     f16_to_f32(u16) -> float32 array
  *         gemm_f32_tile(x, wp, n=) -> y = (x @ wp)[:, :n] as a new float32 [m, n] array, where x
  *             is [m, k] and wp one packed panel [k, CR_GEMM_NR] (2-D, C-contiguous float32; m and
@@ -44,7 +44,7 @@
  *       with unaligned loads, as from a memory-mapped checkpoint, and this lets tests check that).
  *       Unknown ISA or kernel names raise ValueError; a table the CPU or OS cannot run raises
  *       RuntimeError instead of executing it (which would die of SIGILL).
- *       Kernels that write (axpy_f32, the conversions, gemm_f32_tile) write into a scratch
+ *       Kernels that write (scale_f32, the conversions, gemm_f32_tile) write into a scratch
  *       buffer with guard zones on both sides (and, for gemm_f32_tile, between rows), at the same
  *       offset modulo 64 bytes as the first input's data (so an unaligned input view also gets an
  *       unaligned destination); a write outside the destination elements raises RuntimeError.
@@ -67,7 +67,7 @@ static int ensure_numpy(void) {
     return _import_array();
 }
 
-typedef enum { K_DOT, K_AXPY, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR, K_GEMM_BF16, K_GEMM_BF16_MR,
+typedef enum { K_DOT, K_SCALE, K_SUMSQ, K_BF16, K_F16, K_GEMM, K_GEMM_MR, K_GEMM_BF16, K_GEMM_BF16_MR,
                K_TO_BF16, K_GEMM_I8, K_GEMM_I8_MR, K_QUANT, K_SILU, K_GELU_TANH, K_I8_OUTLIERS,
                K_ABS_STATS, K_FIND_ABOVE, K_NORM_SCALE, K_ROPE } kernel_id;
 
@@ -76,7 +76,7 @@ static const struct {
     kernel_id id;
     int n_arrays;
 } kernel_list[] = {
-    {"dot_f32", K_DOT, 2},        {"axpy_f32", K_AXPY, 2},      {"sumsq_f32", K_SUMSQ, 1},
+    {"dot_f32", K_DOT, 2},        {"scale_f32", K_SCALE, 1},     {"sumsq_f32", K_SUMSQ, 1},
     {"bf16_to_f32", K_BF16, 1},   {"f16_to_f32", K_F16, 1},     {"gemm_f32_tile", K_GEMM, 2},
     {"gemm_mr", K_GEMM_MR, 0},    {"gemm_bf16_tile", K_GEMM_BF16, 2}, {"gemm_bf16_mr", K_GEMM_BF16_MR, 0},
     {"f32_to_bf16", K_TO_BF16, 1},  {"gemm_i8_tile", K_GEMM_I8, 2}, {"gemm_i8_mr", K_GEMM_I8_MR, 0},
@@ -600,7 +600,7 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         if (strcmp(name, kernel_list[i].name) == 0) k = i;
     if (k == COUNT(kernel_list)) {
         PyErr_Format(PyExc_ValueError,
-                     "kernel: unknown kernel %R (dot_f32, axpy_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
+                     "kernel: unknown kernel %R (dot_f32, scale_f32, sumsq_f32, bf16_to_f32, f16_to_f32, "
                      "gemm_f32_tile, gemm_mr, gemm_bf16_tile, gemm_bf16_mr, f32_to_bf16, gemm_i8_tile, gemm_i8_mr, "
                      "quantize_u8, silu_mul_f32, gelu_tanh_mul_f32, i8_outliers_f32, abs_sum_max_f32, find_above_f32, "
                      "norm_scale_f32, rope_f32)",
@@ -629,8 +629,8 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
                      kernel_list[k].n_arrays, nargs - 2);
         return NULL;
     }
-    if (have_alpha && id != K_AXPY && id != K_FIND_ABOVE && id != K_NORM_SCALE) {
-        PyErr_Format(PyExc_TypeError, "kernel: alpha applies to axpy_f32, find_above_f32 and norm_scale_f32 only, not %s",
+    if (have_alpha && id != K_SCALE && id != K_FIND_ABOVE && id != K_NORM_SCALE) {
+        PyErr_Format(PyExc_TypeError, "kernel: alpha applies to scale_f32, find_above_f32 and norm_scale_f32 only, not %s",
                      name);
         return NULL;
     }
@@ -730,7 +730,7 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
     case K_ABS_STATS:
     case K_FIND_ABOVE:
         break; /* handled above */
-    case K_AXPY:
+    case K_SCALE:
     case K_NORM_SCALE:
     case K_ROPE:
     case K_SILU:
@@ -745,10 +745,10 @@ PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw) {
         const void *src = PyArray_DATA(a);
         float fa = (float)alpha;
         Py_BEGIN_ALLOW_THREADS
-        if (id == K_AXPY) {
-            /* y + alpha * x into the scratch copy of y: the caller's y stays as it was. */
-            if (n) memcpy(sc.dst, PyArray_DATA(b), (size_t)n * sizeof(float));
-            table->axpy_f32(fa, src, sc.dst, n);
+        if (id == K_SCALE) {
+            /* in place on the scratch copy of x: the caller's x stays as it was */
+            if (n) memcpy(sc.dst, src, (size_t)n * sizeof(float));
+            table->scale_f32(fa, sc.dst, n);
         } else if (id == K_NORM_SCALE) {
             table->norm_scale_f32(src, PyArray_DATA(b), fa, sc.dst, n);
         } else if (id == K_ROPE) {
