@@ -60,6 +60,18 @@ static cr_status check_directory(const char *dir) {
     return CR_OK;
 }
 
+/* Opens a file for reading without blocking: open() of a FIFO waits for a writer, so a FIFO named
+ * like a checkpoint file would hang the load before stat_regular_file could refuse it. Regular
+ * files ignore O_NONBLOCK; it is cleared anyway so reads behave the same everywhere. */
+static int open_for_reading(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags != -1) (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    return fd;
+}
+
 /* fstat of an open file that must be a regular one (not a directory, FIFO or device). */
 static cr_status stat_regular_file(int fd, const char *path, struct stat *info) {
     if (fstat(fd, info) != 0) return cr_fail(CR_E_IO, "cannot stat %s: %s", path, strerror(errno));
@@ -73,7 +85,7 @@ static cr_status read_index_file(const char *path, char **text, size_t *len, int
     char *buf = NULL;
     size_t got = 0;
     cr_status st = CR_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_for_reading(path);
 
     *text = NULL;
     *len = 0;
@@ -132,7 +144,7 @@ static cr_status open_shard(const char *model_dir, const char *file_name, const 
         st = CR_E_NOMEM;
         goto done;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open_for_reading(path);
     if (fd < 0) {
         if (errno == ENOENT && index_path)
             st = cr_fail(CR_E_IO, "shard %s listed in %s does not exist", path, index_path);

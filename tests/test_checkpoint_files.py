@@ -188,6 +188,28 @@ def test_dangling_index_link_raises_oserror_instead_of_falling_back(tmp_path):
         _core.inspect_checkpoint(str(tmp_path))
 
 
+@pytest.mark.parametrize("fifo", ["model.safetensors", "model.safetensors.index.json", "a-00002.safetensors"])
+def test_a_fifo_named_like_a_checkpoint_file_is_refused_without_waiting_for_a_writer(tmp_path, fifo):
+    # open() of a FIFO blocks until a writer comes: run it in a child so that a regression fails
+    # on the timeout instead of hanging the suite.
+    import os
+    import subprocess
+    import sys
+
+    if fifo == "a-00002.safetensors":
+        two_shards(tmp_path)
+        (tmp_path / fifo).unlink()
+        write_index(tmp_path, TWO_SHARD_MAP)
+    elif fifo == "model.safetensors.index.json":
+        (tmp_path / "model.safetensors").write_bytes(tensor_file({"w": f32([1.0])}))
+    os.mkfifo(tmp_path / fifo)
+    code = ("import sys\nfrom crossrank import _core\ntry:\n    _core.inspect_checkpoint(sys.argv[1])\n"
+            "except OSError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert f"{fifo} is not a regular file" in out.stdout, out.stdout + out.stderr
+
+
 # ---- hostile single files: length prefix ---------------------------------------------------------
 
 @pytest.mark.parametrize("size", [0, 1, 7])
