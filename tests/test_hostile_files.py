@@ -149,6 +149,13 @@ def test_quantized_weight_dtypes_without_a_quantization_config_are_refused_by_na
         CrossEncoder(dst, hf_overrides=OVERRIDES)
 
 
+def test_a_tokenizer_with_ids_past_the_vocabulary_is_refused_at_load(checkpoint):
+    # the fixture's table is cut to 10000 rows under the real Qwen3 tokenizer: every prompt would
+    # hold ids it has no row for, starting with the template's own <|im_start|>
+    with pytest.raises(ConfigError, match=r"token ids up to 151668 .* vocab_size is 10000"):
+        CrossEncoder(checkpoint, hf_overrides=OVERRIDES)
+
+
 # ---- absurd dims -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key,value", [("num_hidden_layers", 10**9), ("hidden_size", 2**40),
