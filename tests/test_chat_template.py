@@ -111,6 +111,16 @@ def test_malformed_chat_template_entry_names_the_file(tmp_path):
         CrossEncoder(d, template="chat", hf_overrides=HEAD)
 
 
+def test_a_tokenizer_config_that_is_not_an_object_is_reported_by_the_chat_reader_only(tmp_path):
+    d = model_dir(tmp_path)
+    (d / "tokenizer_config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="tokenizer_config.json must hold a JSON object"):
+        load_chat_templates(d)
+    # a family template needs nothing from it: the model loads and scores
+    model = CrossEncoder(d, template="qwen3-reranker", hf_overrides=HEAD)
+    assert np.isfinite(model.score("q", ["d"])).all()
+
+
 # -- choosing the prompt ---------------------------------------------------------------------------
 
 def test_a_query_document_template_is_the_default_without_a_family(chat_model):

@@ -779,6 +779,11 @@ def test_config_json_problems(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path)
     assert "JSON object" in str(e.value) and "list" in str(e.value)
+    # what json.loads itself cannot build: nesting past the interpreter's limit, a 5000-digit integer
+    for text in ("[" * 100_000 + "]" * 100_000, '{"hidden_size": ' + "9" * 5000 + "}"):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ConfigError, match="cannot be read as a config.json"):
+            load_config(tmp_path)
 
 
 # ------------------------------------------------------------------------------- ModelSpec

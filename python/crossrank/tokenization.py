@@ -111,9 +111,11 @@ class PromptEncoder:
         bos = None
         if config_path.is_file():
             try:
-                bos = json.loads(config_path.read_text(encoding="utf-8")).get("bos_token")
-            except (OSError, ValueError):
-                bos = None
+                data = json.loads(config_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                data = None
+            # an unreadable tokenizer_config.json names no BOS (the chat template's reader reports it)
+            bos = data.get("bos_token") if isinstance(data, dict) else None
         if isinstance(bos, dict):
             bos = bos.get("content")
         return self._tokenizer.token_to_id(bos) if isinstance(bos, str) else None

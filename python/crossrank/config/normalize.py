@@ -82,6 +82,8 @@ def read_config_json(model_dir: Union[str, Path]) -> Tuple[Path, Dict[str, Any]]
             f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
             f"the file may be truncated or not a config.json at all."
         ) from e
+    except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting Python cannot follow
+        raise ConfigError(f"{path} cannot be read as a config.json: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, got a JSON {type(data).__name__}.")
     return path, data
