@@ -314,7 +314,8 @@ static cr_status load_layer(loader *ld, int64_t i, cr_layer *layer) {
     return CR_OK;
 }
 
-static cr_status load_head(loader *ld, const cr_head_spec *spec) {
+/* `source` (CR_TENSOR_NAME_CAP bytes): the name of the tensor whose rows became the head. */
+static cr_status load_head(loader *ld, const cr_head_spec *spec, char *source) {
     cr_model *m = ld->m;
     int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size;
     cr_status st;
@@ -356,7 +357,14 @@ static cr_status load_head(loader *ld, const cr_head_spec *spec) {
     cr_tensor_view src;
     cr_tensor_entry e;   /* the LM head, or the embeddings when the table has none (tied) */
     int tied = !cr_tensor_role_entry(&m->cfg, 0, CR_ROLE_HEAD, 0, &e);
-    if (tied) cr_tensor_role_entry(&m->cfg, 0, CR_ROLE_EMBED, 0, &e);
+    if (tied) {
+        cr_tensor_role_entry(&m->cfg, 0, CR_ROLE_EMBED, 0, &e);
+        /* A tied config whose file stores an lm_head.weight of its own: transformers keeps that
+         * head (it ties only equal tensors), so its rows are the ones read; equal values give the
+         * same rows either way. Same shape as the embeddings. */
+        if (cr_checkpoint_find(m->ck, "lm_head.weight", &src)) snprintf(e.name, sizeof e.name, "lm_head.weight");
+    }
+    snprintf(source, CR_TENSOR_NAME_CAP, "%s", e.name);
     if (!tied && !cr_checkpoint_find(m->ck, e.name, &src))
         return cr_fail(CR_E_FORMAT,
                        "the checkpoint has no %s and tie_word_embeddings is false; "
@@ -442,12 +450,13 @@ cr_status cr_model_load(const char *model_dir, const cr_load_params *params, cr_
     }
     if ((st = load_vector(&ld, CR_ROLE_FINAL_NORM, 0, c->norm_add_one, &m->final_norm)))
         goto fail;
-    if ((st = load_head(&ld, &params->head))) goto fail;
+    char head_source[CR_TENSOR_NAME_CAP] = "score.weight";
+    if ((st = load_head(&ld, &params->head, head_source))) goto fail;
     /* Finite rows can still subtract to an infinity (from_2_way_softmax): check the built head. */
     if (ld.check_finite && first_non_finite(m->head_w, m->num_labels * c->hidden_size) >= 0) {
         st = cr_fail(CR_E_FORMAT, "the classification head built from rows of %s holds NaN or an infinity "
                      "(a non-finite row, or two rows whose from_2_way_softmax difference overflows float32)",
-                     c->tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+                     head_source);
         goto fail;
     }
     *out = m;

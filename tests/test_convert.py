@@ -132,6 +132,27 @@ def test_converted_loads_without_overrides_and_matches_the_online_path(converted
     np.testing.assert_allclose(offline.predict(pairs), online.predict(pairs), rtol=0, atol=1e-6)
 
 
+def test_a_tied_config_over_a_file_with_its_own_lm_head_reads_that_head(workdir, online_models):
+    # transformers ties only equal tensors: a stored lm_head.weight that differs from the
+    # embeddings stays the head. qwen3-tiny's files (untied, distinct head) under a tied config
+    # must score as qwen3-tiny, online and converted.
+    src = fixture_path("qwen3-tiny")
+    d = workdir / "Qwen3-Reranker-tied-config-own-head"
+    d.mkdir()
+    for f in src.iterdir():
+        if f.name != "config.json":
+            os.symlink(f, d / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    assert cfg["tie_word_embeddings"] is False
+    (d / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+    expected = online_models("qwen3-tiny").score(QUERY, DOCS)
+    np.testing.assert_array_equal(CrossEncoder(d, hf_overrides=ONLINE, threads=2, dtype="float32").score(QUERY, DOCS),
+                                  expected)
+    out = convert(d, TOKENS, "from_2_way_softmax", workdir / "tied-config-own-head-seq-cls", show_progress_bar=False)
+    np.testing.assert_allclose(CrossEncoder(out, threads=2, dtype="float32").score(QUERY, DOCS), expected,
+                               rtol=0, atol=1e-6)
+
+
 def test_output_has_score_weight_and_no_lm_head(converted):
     name, out = converted
     src = read_checkpoint(fixture_path(name))

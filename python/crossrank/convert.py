@@ -13,7 +13,9 @@ method                 score.weight                          num_labels
 ``no_post_processing`` ``W[tokens]`` (the rows, in order)    len(tokens)
 =====================  ====================================  ==========
 
-``W`` is ``lm_head.weight``, or ``model.embed_tokens.weight`` when the embeddings are tied.
+``W`` is ``lm_head.weight``, or ``model.embed_tokens.weight`` when the embeddings are tied and the
+file holds no ``lm_head.weight`` (transformers ties only equal tensors; vLLM reads the embeddings
+whenever the config says tied).
 
 The source files are validated by the C reader (:func:`crossrank._core.inspect_checkpoint`)
 before anything is read: every header, dtype, shape and byte range is checked there, so the
@@ -327,7 +329,10 @@ def convert(
             f"{src} already holds a score.weight: it is a converted sequence classifier. Load it with "
             f"CrossEncoder directly, or convert the original causal LM.")
     H, V = spec.hidden_size, spec.vocab_size
-    head_name = "model.embed_tokens.weight" if spec.tie_word_embeddings else "lm_head.weight"
+    # A tied config over a file that stores an lm_head.weight of its own: transformers keeps that
+    # head (it ties only equal tensors), and so does the engine; equal values give the same rows.
+    head_name = ("model.embed_tokens.weight" if spec.tie_word_embeddings and "lm_head.weight" not in tensors
+                 else "lm_head.weight")
     w = tensors.get(head_name)
     if w is None:
         hint = ("" if spec.tie_word_embeddings else
