@@ -436,9 +436,15 @@ def test_unsupported_activation(write):
 
 
 def test_gemma_activation_follows_vllm(write):
-    # hidden_activation wins; without it, tanh-GELU whatever hidden_act says.
-    assert load_config(write(tiny("gemma", hidden_act="gelu"))).activation == "gelu_tanh"
-    assert load_config(write(tiny("gemma", hidden_act="silu"))).activation == "gelu_tanh"
+    # hidden_activation wins; without it, the tanh GELU for every GELU spelling of hidden_act, where
+    # vLLM and transformers agree. Elsewhere they part (vLLM: tanh GELU, transformers: hidden_act):
+    # refused, naming the key that settles it.
+    for act in ("gelu", "gelu_pytorch_tanh", "gelu_new"):
+        assert load_config(write(tiny("gemma", hidden_act=act))).activation == "gelu_tanh"
+    for act in ("silu", "relu"):
+        with pytest.raises(UnsupportedModelError, match=f"hidden_act '{act}' .* Set hidden_activation"):
+            load_config(write(tiny("gemma", hidden_act=act)))
+    assert load_config(write(tiny("gemma", hidden_act="silu", hidden_activation="gelu"))).activation == "gelu"
     assert load_config(write(tiny("gemma", hidden_activation="gelu"))).activation == "gelu"
     both = tiny("gemma", hidden_act="gelu", hidden_activation="gelu_pytorch_tanh")
     assert load_config(write(both)).activation == "gelu_tanh"

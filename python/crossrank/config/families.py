@@ -210,7 +210,17 @@ class Family:
         if self.activation_rule == "gemma":
             ha = m.get("hidden_activation")
             if ha is None:
-                return "gelu_tanh"
+                # vLLM runs the tanh GELU whatever hidden_act says; transformers runs hidden_act,
+                # reading the legacy "gelu" as the tanh GELU. They agree on the GELU spellings only.
+                act = m.get("hidden_act", "gelu_pytorch_tanh")
+                if act in ("gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
+                    return "gelu_tanh"
+                raise UnsupportedModelError(
+                    f"hidden_act {act!r} (from {src.where('hidden_act')}) with no hidden_activation: for Gemma, "
+                    "transformers runs hidden_act and vLLM the tanh GELU, so the score depends on which one the "
+                    "checkpoint was trained for. Set hidden_activation (e.g. in hf_overrides) to "
+                    "'gelu_pytorch_tanh' or 'gelu'."
+                )
             if ha in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"):
                 return ACTIVATIONS[ha]
             raise UnsupportedModelError(
