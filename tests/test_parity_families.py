@@ -146,6 +146,17 @@ def test_mxbai_truncation_caps_the_query_and_counts_only_query_separator_and_doc
         assert len(ids) - constants <= section["max_length"] < len(ids)
 
 
+def test_mxbai_fits_its_prompt_into_max_position_embeddings_as_its_library_does():
+    section = golden_of("mxbai-tiny")["positions"]
+    limit = section["max_position_embeddings"]
+    model = load("mxbai-tiny", max_position_embeddings=limit)
+    assert model.max_length == section["max_length"] > limit  # the family default, lowered inside the recipe
+    ids, raw, _ = score_like_golden(model, section)
+    assert ids == section["input_ids"]
+    assert max(len(i) for i in ids) == limit
+    np.testing.assert_allclose(raw, section["logits"], rtol=0, atol=PARITY_ATOL)
+
+
 def test_gemma_truncation_caps_the_passage_and_allows_separator_and_prompt_on_top():
     """FlagEmbedding: the passage is capped at max_length, and BOS + query + separator + passage
     may take max_length + len(separator) + len(prompt); both limits occur in the section."""

@@ -299,7 +299,8 @@ def load_model(name: str, path: Path, options: LoadOptions) -> Loaded:
                            package=package, config=spec.raw, encoder=encoder)
     spec = with_head_defaults(spec, name, choice=choice, package=package,
                               tokenizer=encoder.tokenizer)
-    prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token, package=package)
+    prompting = make_prompting(choice, encoder, use_sep_token=spec.use_sep_token, package=package,
+                               max_positions=spec.max_position_embeddings)
     prompts = dict(package.prompts) if package else {}
     prompts.update(options.prompts or {})
     default_prompt_name = options.default_prompt_name or (package.default_prompt_name if package else None)

@@ -89,21 +89,36 @@ class FamilyPrompting(_RequestForm):
         template: The family template.
         encoder: The prompt encoder.
         use_sep_token: Tokenize raw pairs as a pair (the config's ``use_sep_token``).
+        max_positions: The model's ``max_position_embeddings``, for templates with ``fit_positions``.
     """
 
     chat = None
 
-    def __init__(self, template: Template, encoder: PromptEncoder, *, use_sep_token: bool) -> None:
+    def __init__(self, template: Template, encoder: PromptEncoder, *, use_sep_token: bool,
+                 max_positions: Optional[int] = None) -> None:
         self.family: Optional[Template] = template
         self.encoder = encoder
         self.use_sep_token = bool(use_sep_token)
         self.name: str = template.name
+        self.max_positions = max_positions
+
+    def recipe_max_length(self, max_length: int) -> int:
+        """The ``max_length`` the recipe works with: ``max_length``, lowered for a template with
+        ``fit_positions`` until its fixed pieces fit beside it in ``max_positions``, as
+        mxbai-rerank's library lowers it at load."""
+        if not self.family.fit_positions or self.max_positions is None:
+            return max_length
+        room = self.max_positions - self.encoder.fixed_tokens(self.family)
+        if room < 1:
+            raise ConfigError(f"the {self.family.name!r} template's fixed text alone takes all of the model's "
+                              f"max_position_embeddings={self.max_positions}")
+        return min(max_length, room)
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
                max_length: int, *, truncate_query: bool = False) -> Encoded:
-        """The family's recipe (:meth:`PromptEncoder.encode_template`)."""
-        return self.encoder.encode_template(self.family, queries, documents, instruction, max_length,
-                                            truncate_query=truncate_query)
+        """The family's recipe (:meth:`PromptEncoder.encode_template`) at :meth:`recipe_max_length`."""
+        return self.encoder.encode_template(self.family, queries, documents, instruction,
+                                            self.recipe_max_length(max_length), truncate_query=truncate_query)
 
     def template_for(self, instruction: Optional[str]) -> Optional[Template]:
         """The family template."""
@@ -226,12 +241,13 @@ def choose_prompt(template: TemplateLike, variables: Optional[Mapping[str, Any]]
 
 
 def make_prompting(choice: PromptChoice, encoder: PromptEncoder, *, use_sep_token: bool,
-                   package: Optional[STPackage]) -> Prompting:
-    """The :class:`Prompting` of a choice, once the config (its ``use_sep_token``) is final."""
+                   package: Optional[STPackage], max_positions: Optional[int] = None) -> Prompting:
+    """The :class:`Prompting` of a choice, once the config (its ``use_sep_token`` and
+    ``max_position_embeddings``) is final."""
     if isinstance(choice, ChatPrompting):
         return choice
     if isinstance(choice, Template):
-        return FamilyPrompting(choice, encoder, use_sep_token=use_sep_token)
+        return FamilyPrompting(choice, encoder, use_sep_token=use_sep_token, max_positions=max_positions)
     # A sentence-transformers package without a chat template tokenizes the texts as a pair.
     return PairPrompting(encoder, use_sep_token=use_sep_token or package is not None)
 

@@ -63,6 +63,8 @@ class Template:
             ``max_length``; ``None``: all of them. mxbai counts only query, separator and document.
         budget_bonus_pieces: Pieces whose token counts are added to ``max_length`` (FlagEmbedding
             allows the separator and prompt on top of it).
+        fit_positions: Lower ``max_length`` so that the pieces outside the budget fit beside it in
+            the model's ``max_position_embeddings`` (mxbai-rerank's library does so).
         request_text_1: vLLM request form of the same prompt, first text.
         request_text_2: vLLM request form, second text.
         overrides: ``hf_overrides`` that load the family's causal LM as a classifier.
@@ -80,6 +82,7 @@ class Template:
     document_max_fraction: Optional[float] = None
     budget_pieces: Optional[Tuple[int, ...]] = None
     budget_bonus_pieces: Tuple[int, ...] = ()
+    fit_positions: bool = False
     request_text_1: str = ""
     request_text_2: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -110,6 +113,19 @@ class Template:
                 raise ValueError(f"template {self.name!r}: piece index {index} is out of range")
         if self.default_max_length < 1:
             raise ValueError(f"template {self.name!r}: default_max_length must be positive")
+        if self.fit_positions and any(self.piece_fields(k) for k in self.fixed_pieces()):
+            raise ValueError(f"template {self.name!r}: fit_positions needs the pieces outside the budget to be "
+                             "constant text")
+
+    def piece_fields(self, index: int) -> List[str]:
+        """The fields piece ``index`` holds."""
+        return [name for _, name, _, _ in string.Formatter().parse(self.pieces[index]) if name is not None]
+
+    def fixed_pieces(self) -> List[int]:
+        """Indices of the pieces that do not count against ``max_length`` (none without ``budget_pieces``)."""
+        if self.budget_pieces is None:
+            return []
+        return [k for k in range(len(self.pieces)) if k not in self.budget_pieces and k not in self.budget_bonus_pieces]
 
     def instruction_text(self, instruction: Optional[str]) -> str:
         """What ``{instruction}`` becomes: the given or default instruction, formatted, or ``""``."""
@@ -196,6 +212,7 @@ MXBAI_RERANK_V2 = Template(
     default_max_length=8192,
     query_max_fraction=0.75,
     budget_pieces=(1, 2, 3),
+    fit_positions=True,
     request_text_1=_MXBAI_PREFIX + "{instruction}query: {query}\n",
     request_text_2="document: {document}\n" + _MXBAI_TASK + _MXBAI_SUFFIX,
     overrides={

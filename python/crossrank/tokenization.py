@@ -153,6 +153,12 @@ class PromptEncoder:
             self._constant_cache[text] = ids
         return ids
 
+    def fixed_tokens(self, template: Template) -> int:
+        """Tokens of the template's pieces outside its ``max_length`` budget (with the BOS): what
+        every prompt holds on top of ``max_length`` (mxbai-rerank's "predefined length")."""
+        bos = 1 if template.add_bos and self.bos_token_id is not None else 0
+        return bos + sum(len(self._encode_constant(template.pieces[k])) for k in template.fixed_pieces())
+
     def encode_template(self, template: Template, queries: Sequence[str], documents: Sequence[str],
                         instruction: Optional[str], max_length: int, *, truncate_query: bool = False,
                         check_room: bool = True) -> Encoded:

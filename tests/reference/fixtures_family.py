@@ -105,6 +105,8 @@ FIXTURES = {
         "seed": 20250801,
         "pairs": "all",
         "truncation_max_length": 64,
+        # the library lowers max_length so that its fixed text fits max_position_embeddings beside it
+        "positions_limit": 200,
         "slow": False,
     },
     "mxbai-base": {
@@ -382,6 +384,7 @@ def _build_model(name, spec, tmp):
         init_weights(model, spec["seed"], spec["shaping"], gemma_norms=spec["family"] == "gemma")
         model.eval()
     recipe = RECIPES[spec["family"]](tmp)
+    recipe.config = config
     ids, _ = encode_grouped(recipe, spec["pair_list"], spec["recipe"]["max_length"])
     with phase("head fit"):
         rows = [recipe.label_tokens[t] for t in spec["recipe"]["tokens"]]
@@ -425,6 +428,19 @@ def _truncation_section(recipe, model, pairs, indices, max_length):
     }
     section["logits"] = recipe.head_logits(model, section["input_ids"])
     return section
+
+
+def _positions_section(recipe, model, pairs, indices, max_length, limit):
+    """The pairs at the family's max_length with the model's max_position_embeddings set to
+    `limit` (mxbai: the library lowers max_length to `limit` minus its fixed text). The forward
+    itself does not read the limit, so the fixture's weights serve."""
+    saved, recipe.model_max_length = recipe.model_max_length, limit
+    try:
+        ids, _ = encode_grouped(recipe, pairs, max_length)
+    finally:
+        recipe.model_max_length = saved
+    return {"max_position_embeddings": limit, "max_length": max_length, "pair_indices": indices, "pairs": pairs,
+            "input_ids": ids, "logits": recipe.head_logits(model, ids)}
 
 
 def _write_golden(name, spec, tmp, started):
@@ -478,6 +494,10 @@ def _write_golden(name, spec, tmp, started):
         with phase("truncation"):
             golden_extra["truncation"] = _truncation_section(recipe, model, pairs, indices,
                                                              spec["truncation_max_length"])
+    if spec.get("positions_limit"):
+        with phase("positions"):
+            golden_extra["positions"] = _positions_section(recipe, model, pairs, indices, fam["max_length"],
+                                                           spec["positions_limit"])
     if spec.get("short_pairs"):
         short = [tuple(p) for p in spec["short_pair_list"]]
         short_ids = [list(recipe.tokenizer(a + b)["input_ids"]) for a, b in short]

@@ -8,6 +8,8 @@ and document fit max_length; the template constants are not counted) + "\\n" + t
 suffix; left padding to a multiple of 8; score = logit("1") - logit("0").
 """
 
+from transformers import AutoConfig
+
 from reference_stage import Recipe, first_token_after, prepare_for_model_only_second
 
 MXBAI_PREFIX = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
@@ -42,10 +44,25 @@ class MxbaiRerankV2Recipe(Recipe):
         self.sep_inputs = self.ids_of(MXBAI_SEP)
         self.prefix_inputs = self.ids_of(MXBAI_PREFIX)
         self.suffix_inputs = self.ids_of(MXBAI_SUFFIX)
-        self.model_max_length = tok.model_max_length
+        self.model_dir = model_dir
+        self._model_max_length = None
         self.predefined_length = (len(self.prefix_inputs) + len(self.task_prompt_inputs)
                                   + len(self.suffix_inputs) + len(self.sep_inputs))
         self.label_tokens = {"0": self.no_loc, "1": self.yes_loc}
+
+    @property
+    def model_max_length(self):
+        """mxbai-rerank 0.1.6: the config's max_position_embeddings (earlier releases read the
+        tokenizer's model_max_length); read when first needed (the fixture builder makes a recipe
+        for the tokenizer before it writes the config)."""
+        if self._model_max_length is None:
+            config = self.config or AutoConfig.from_pretrained(self.model_dir)
+            self._model_max_length = config.max_position_embeddings
+        return self._model_max_length
+
+    @model_max_length.setter
+    def model_max_length(self, value):
+        self._model_max_length = value
 
     def _max_length(self, max_length):
         # "Ensure that the template will not cause the input to exceed the model max length".

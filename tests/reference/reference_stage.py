@@ -298,6 +298,8 @@ class Recipe:
     """
 
     pad_to_multiple_of = 8
+    #: the model's config, where the builder has one before the model directory holds it
+    config = None
 
     def __init__(self, model_dir):
         from transformers import AutoTokenizer
