@@ -253,6 +253,29 @@ def test_family_rerank_applies_the_family_template_on_the_server(family):
     assert body["usage"]["prompt_tokens"] == sum(model.tokenize(query, RERANK_DOCS).num_tokens)
 
 
+def test_served_model_name_gives_a_bare_causal_lm_its_family(start_server, qwen3_path):
+    """docs/server.md: a local directory named otherwise, its config the bare ``Qwen3ForCausalLM`` the
+    real Qwen3-Reranker ships, finds its family through --served-model-name (no --hf_overrides, no
+    --template), scoring as --template qwen3-reranker does; a family the model names itself wins."""
+    from crossrank.errors import UnsupportedModelError
+    from crossrank.server.app import load_model
+    from crossrank.server.settings import ServerSettings
+
+    server = start_server(qwen3_path, "--served-model-name", QWEN3_NAME, "--threads", "2")
+    templated = CrossEncoder(qwen3_path, template="qwen3-reranker", threads=2)
+    query = "capital of China"
+    body = post(server, "/rerank", {"query": query, "documents": RERANK_DOCS}).json()
+    assert {r["index"]: r["relevance_score"] for r in body["results"]} == dict(
+        enumerate(as_floats(templated.score(query, RERANK_DOCS))))
+    # a served name that names no family: the library's refusal stands
+    with pytest.raises(UnsupportedModelError, match="causal LM"):
+        load_model(ServerSettings(model=str(qwen3_path), served_model_names=["my-reranker"], threads=1))
+    # the model's config names its family: the served name of another one is no hint
+    own = load_model(ServerSettings(model=str(qwen3_path), served_model_names=[GEMMA_NAME],
+                                    hf_overrides=QWEN3_OVERRIDES, threads=1))
+    assert own.prompt_format == "qwen3-reranker"
+
+
 # -- /score and /rerank ------------------------------------------------------------------------
 
 

@@ -19,7 +19,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
 from _fixtures import fixture_path  # noqa: E402
-from crossrank.server.limits import MAX_INT_DIGITS, check_items, parse_json_body  # noqa: E402
+from crossrank.server.responses import JSONResponse  # noqa: E402
+from crossrank.server.limits import MAX_DEPTH, MAX_INT_DIGITS, check_items, parse_json_body  # noqa: E402
 from crossrank.server.errors import APIError  # noqa: E402
 from test_server import QWEN3_OVERRIDES, assert_error, post, start_server  # noqa: E402,F401,F811 (a fixture)
 
@@ -64,6 +65,41 @@ def test_parser_bounds_integers_and_finds_lone_surrogates_anywhere():
         assert info.value.status == 400 and info.value.message.startswith(where), info.value.message
     assert parse_json_body(b'{"e": "\\ud83d\\ude00"}') == {"e": "\U0001F600"}  # a valid pair is fine
     assert parse_json_body(b'{"e": "\\\\ud800"}') == {"e": "\\ud800"}  # an escaped backslash is text
+
+
+def nested(depth: int, pad: str = "") -> bytes:
+    """A rerank body nesting ``depth`` levels in all (the body is level 1), the innermost in an
+    object document's extra field, which the answer echoes; ``pad`` adds a field to make it large."""
+    inner = depth - 3  # body > documents > the document object > ...
+    extra = f', "pad": "{pad}"' if pad else ""
+    return (f'{{"query": "q", "documents": [{{"text": "a", "x": {"[" * inner}{"]" * inner}}}]{extra}}}').encode()
+
+
+def test_parser_refuses_non_finite_numbers_and_deep_nesting():
+    for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1" * 400 + b".0"):
+        with pytest.raises(APIError) as info:
+            parse_json_body(b'{"documents": [{"text": "a", "x": [' + literal + b']}]}')
+        assert info.value.status == 400 and "JSON has no" in info.value.message, info.value.message
+    assert parse_json_body(b'{"x": [1.5e308, -0.0, 1e-999]}') == {"x": [1.5e308, -0.0, 0.0]}
+    assert parse_json_body(nested(MAX_DEPTH))["documents"][0]["x"] is not None
+    for depth in (MAX_DEPTH + 1, 990, 100_000):  # the last: past the parser's own recursion limit
+        with pytest.raises(APIError) as info:
+            parse_json_body(nested(depth))
+        assert info.value.status == 400 and f"nested too deeply: at most {MAX_DEPTH}" in info.value.message
+    # brackets inside strings are text, not nesting
+    assert parse_json_body(b'{"q": "' + b"[" * 500 + b'"}')["q"] == "[" * 500
+
+
+def test_a_response_always_encodes():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    content = {"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5, True, None, "\ud800"], "d": deep, 1: "k"}
+    body = JSONResponse(content).body
+    head = b'{"a":null,"b":[null,null,1.5,true,null,"\\ud800"],"d":'
+    assert body == head + b"[" * 5001 + b"]" * 5001 + b',"1":"k"}'
+    assert JSONResponse({"s": "\ud800"}).body == b'{"s":"\\ud800"}'
+    assert JSONResponse({"x": [1, "\u00e9"]}).body == '{"x":[1,"\u00e9"]}'.encode()  # the usual path: UTF-8
 
 
 def test_item_check_refuses_counts_and_types_with_one_error():
@@ -189,6 +225,37 @@ def test_malformed_requests_get_a_4xx_in_the_route_shape(server, path, data, sta
         assert resp.json()["error_type"] == "Validation"
     else:
         assert_error(resp, status)
+
+
+@pytest.mark.parametrize("pad", [0, 300_000], ids=["parsed-on-the-loop", "parsed-on-the-pool"])
+def test_non_finite_numbers_and_deep_nesting_get_400_never_500(server, pad):
+    padding = "p" * pad  # bodies over 256 KiB are parsed on the tokenizer pool
+    for literal in ("NaN", "Infinity", "-Infinity", "1e999"):
+        for body in ({"query": "q", "documents": [{"text": "a", "x": "@"}], "pad": padding},
+                     {"queries": "q", "documents": ["a"], "x": {"y": ["@"]}, "pad": padding}):
+            data = json.dumps(body).replace('"@"', literal).encode()
+            err = assert_error(raw_post(server, "/rerank" if "query" in body else "/score", data), 400)
+            assert "JSON has no NaN or Infinity" in err["message"], err
+        # TEI's shape: TEI's status and error type for a body that does not parse
+        data = json.dumps({"query": "q", "texts": ["a"], "x": "@", "pad": padding}).replace('"@"', literal).encode()
+        tei = raw_post(server, "/rerank", data)
+        assert tei.status_code == 422 and tei.json()["error_type"] == "Validation", tei.text
+        assert "JSON has no NaN or Infinity" in tei.json()["error"]
+    err = assert_error(raw_post(server, "/rerank", b'{"query": "q", "documents": [{"text": NaN}]}'), 400)
+    assert "NaN" in err["message"]  # never scored as the text "nan"
+    for depth in (MAX_DEPTH + 1, 950, 990):
+        err = assert_error(raw_post(server, "/rerank", nested(depth, padding)), 400)
+        assert f"nested too deeply: at most {MAX_DEPTH} levels" in err["message"]
+        tei = raw_post(server, "/rerank", json.dumps({"query": "q", "texts": ["a"], "pad": padding, "x": "@"}).replace(
+            '"@"', "[" * (depth - 1) + "]" * (depth - 1)).encode())
+        assert tei.status_code == 422 and "nested too deeply" in tei.json()["error"], tei.text
+    # at the limit the document is echoed as sent
+    resp = raw_post(server, "/rerank", nested(MAX_DEPTH, padding))
+    assert resp.status_code == 200, resp.text
+    assert json.dumps(resp.json()["results"][0]["document"]["x"]) == json.dumps(
+        json.loads(nested(MAX_DEPTH))["documents"][0]["x"])
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert not re.search(r'^crossrank_requests_total\{[^}]*status="500"[^}]*\} [1-9]', text, re.M), text
 
 
 # -- item 7: a disconnect during upload is not a 500 -------------------------------------------------

@@ -3,8 +3,9 @@
 ``/metrics``; TEI's ``/rerank`` shape, ``POST /`` and ``GET /info``.
 
 Request path: the metrics, API-key, admission (a permit before the body is read) and body-limit
-middlewares (pure ASGI, before any parsing) → JSON body (integers bounded, lone surrogates refused;
-a large body is parsed off the event loop) → item counts and types checked → validation into a
+middlewares (pure ASGI, before any parsing) → JSON body (integers bounded; NaN, Infinity, nesting
+deeper than 64 levels and lone surrogates refused; a large body is parsed off the event loop) →
+item counts and types checked → validation into a
 :class:`~crossrank.server.protocol.ScoringTask` → texts that provably cannot fit refused →
 tokenization on a small thread pool, in slices (each request queues its next slice behind the
 other requests' slices, so requests share the pool fairly) → the
@@ -32,14 +33,14 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse as _StarletteJSONResponse
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CrossrankError
+from ..errors import CrossrankError, UnsupportedModelError
 from ..model import CrossEncoder
 from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
+from .responses import JSONResponse
 from .engine import Prepared, PromptError, ScoringEngine
 from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
@@ -82,17 +83,6 @@ _SLICE_CHARS = 256 * 1024
 _PARSE_OFF_LOOP_BYTES = 256 * 1024
 
 
-class JSONResponse(_StarletteJSONResponse):
-    """Starlette's JSON response, whose encoding cannot fail: a string that cannot be UTF-8 (a
-    lone surrogate) is written as a JSON escape instead of raising."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:
-            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
 # -- model -------------------------------------------------------------------------------------
 
 
@@ -101,7 +91,10 @@ def load_model(settings: ServerSettings) -> CrossEncoder:
 
     The prompt format comes from ``--template``, else the model's own choice (name, config, chat
     template); when that finds none, the served model name is tried as a family hint
-    (``--served-model-name Qwen/Qwen3-Reranker-0.6B`` for a directory named otherwise).
+    (``--served-model-name Qwen/Qwen3-Reranker-0.6B`` for a directory named otherwise): for a model
+    that loads with no prompt format of its own, and for a bare causal LM (the real
+    Qwen3-Reranker's config) that cannot load without a family or ``--hf_overrides`` to name its
+    answer tokens.
     """
     dtype = "float32" if settings.dtype == "float" else settings.dtype  # vLLM's spelling of float32
 
@@ -121,14 +114,28 @@ def load_model(settings: ServerSettings) -> CrossEncoder:
                             dtype=dtype, threads=settings.worker_threads(), template=template,
                             revision=settings.revision, local_files_only=settings.local_files_only)
 
-    model = load(chat if settings.chat_template is not None else settings.template)
     hinted = (template_for_model(settings.model_name, {})
               if settings.template is None and settings.chat_template is None else None)
+    try:
+        # The model's own choice first: the hint must not override a family the model names itself.
+        model = load(chat if settings.chat_template is not None else settings.template)
+    except UnsupportedModelError as exc:
+        if hinted is None:
+            raise
+        # A causal LM whose answer tokens nothing names (raised before the weights load): the family
+        # the served name suggests names them, as --template would. Any other refusal recurs.
+        logger.info("%s does not load on its own (%s); trying the %s template its served name suggests",
+                    settings.model, type(exc).__name__, hinted.name)
+        return _one_label(settings, load(hinted.name))
     if model.prompt_format == "pairs" and hinted is not None:
         logger.info("%s has no prompt format of its own; using the %s template its served name suggests",
                     settings.model, hinted.name)
         del model
         model = load(hinted.name)
+    return _one_label(settings, model)
+
+
+def _one_label(settings: ServerSettings, model: CrossEncoder) -> CrossEncoder:
     if model.num_labels != 1:
         raise CrossrankError(f"{settings.model} has {model.num_labels} labels; /score and /rerank return one "
                              "score per pair, so the server needs a one-label reranker")

@@ -251,7 +251,10 @@ class ScoringEngine:
             if encoded is None:
                 encoded = encode(queries)
         except TooLongError as exc:
-            raise PromptError(f"{exc}. {REDUCE_PROMPT}", "query") from None
+            # The library's message names Python options (max_length, truncate_query) an HTTP client
+            # cannot send: the vLLM routes answer in vLLM's words instead.
+            raise self._too_long(exc.indices[0] if exc.indices else 0, queries, documents, instruction, budget,
+                                 chat, first_index) from None
         cut = [i for i, t in enumerate(encoded.truncated) if t]
         if cut and not truncate:
             raise PromptError(
@@ -259,17 +262,34 @@ class ScoringEngine:
                 "(or truncate_prompt_tokens) to cut the document", "truncate")
         dropped = document_dropped(encoded)
         if dropped:
-            raise PromptError(
-                f"This model's maximum context length is {budget} tokens, and the query of pair "
-                f"{dropped[0] + first_index} with "
-                f"the prompt template takes all of them, leaving no room for the document "
-                f"({len(dropped)} pair(s) affected). {REDUCE_PROMPT}", "query")
+            raise self._too_long(dropped[0], queries, documents, instruction, budget, chat, first_index)
         ids = list(encoded.input_ids)
         if side == "left":
             for i in cut:
                 ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
         keys = [(q, instruction) for q in queries]
         return Prepared([self._checked(x, i + first_index) for i, x in enumerate(ids)], keys)
+
+    def _too_long(self, i: int, queries: Sequence[str], documents: Sequence[str], instruction: Optional[str],
+                  budget: int, chat: Optional[ChatPrompting], first_index: int) -> PromptError:
+        """The refusal of pair ``i``, whose prompt cannot fit ``budget`` tokens, in vLLM's words ("This
+        model's maximum context length is N tokens. However, ..."), with the tokens it takes."""
+        limit = f"{budget} tokens" + (" (truncate_prompt_tokens)" if budget != self.max_length else "")
+        template = self._template(instruction, chat)
+        if template is None and chat is not None:  # a chat template that rewrites its inputs: never cut
+            tokens = len(chat.encode([queries[i]], [documents[i]], instruction, _UNLIMITED).input_ids[0])
+            return PromptError(
+                f"This model's maximum context length is {limit}. However, pair {i + first_index} makes a prompt of "
+                f"{tokens} tokens, and its chat template rewrites the texts, so crossrank cannot cut the document. "
+                f"{REDUCE_PROMPT}")
+        taken = "all of them"
+        if template is not None:
+            full = self._encoder.encode_template(template, [queries[i]], [documents[i]], instruction, _UNLIMITED)
+            whole = full.document_tokens[0][1] if full.document_tokens else 0
+            taken = f"{len(full.input_ids[0]) - whole} tokens"
+        return PromptError(
+            f"This model's maximum context length is {limit}. However, the query of pair {i + first_index} with the "
+            f"prompt template takes {taken}, leaving no room for the document. {REDUCE_PROMPT}", "query")
 
     def _fit_longest_first(self, queries: List[str], documents: List[str], instruction: Optional[str],
                            budget: int, template: Template, which: Sequence[int]) -> List[str]:

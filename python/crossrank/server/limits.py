@@ -3,9 +3,13 @@ admission permits taken before a body is parsed, and the character bound that re
 which cannot fit before tokenizing it.
 
 * :func:`parse_json_body`: ``json.loads`` with integers bounded in digits (Python refuses to
-  build an int of more than 4,300 digits, and a ``ValueError`` there would be a 500) and every
-  string checked for a lone surrogate escape (``\\ud800`` without its pair: such a string can be
-  neither tokenized nor echoed in a UTF-8 response), each refused with a 400 naming the place.
+  build an int of more than 4,300 digits, and a ``ValueError`` there would be a 500), no
+  ``NaN``/``Infinity`` (not JSON; Python's parser takes them, and ``1e999`` reads as infinity, but
+  the response encoder refuses them when an object document is echoed), nesting bounded
+  (:data:`MAX_DEPTH` levels: the response encoder recurses, so a deeper echoed document would be
+  a ``RecursionError``), and every string checked for a lone surrogate escape (``\\ud800`` without
+  its pair: such a string can be neither tokenized nor echoed in a UTF-8 response), each refused
+  with a 400 (the one for a lone surrogate names the place).
 * :func:`check_items`: the list fields of a scoring body are counted and their element types
   checked before any per-item object is built, so a million-item body costs a length check and
   one pass over the list, never a million validation errors.
@@ -19,18 +23,23 @@ which cannot fit before tokenizing it.
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from .engine import REDUCE_PROMPT, ScoringEngine
 from .errors import APIError, error_body, tei_error
 from .protocol import ScoringTask
 
-__all__ = ["MAX_INT_DIGITS", "parse_json_body", "check_items", "ITEM_FIELDS", "Admission", "looks_like_tei",
-           "overloaded_response", "refuse_unfittable", "slices"]
+__all__ = ["MAX_INT_DIGITS", "MAX_DEPTH", "parse_json_body", "check_items", "ITEM_FIELDS", "Admission",
+           "looks_like_tei", "overloaded_response", "refuse_unfittable", "slices"]
 
 #: Longest integer literal accepted anywhere in a body (far below Python's 4,300-digit limit).
 MAX_INT_DIGITS = 100
+
+#: Deepest nesting of arrays and objects accepted in a body (the body object itself is level 1).
+#: Real clients stay far below; Python's JSON encoder, which recurses, handles it from any thread.
+MAX_DEPTH = 64
 
 #: The list fields of scoring bodies whose length is the request's item count.
 ITEM_FIELDS = ("documents", "texts", "queries", "items", "data_1", "data_2", "text_1", "text_2")
@@ -39,6 +48,8 @@ ITEM_FIELDS = ("documents", "texts", "queries", "items", "data_1", "data_2", "te
 # surrogate (a valid pair decodes into one code point), so the walk below is skipped otherwise.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LONE = re.compile("[\ud800-\udfff]")
+_TOO_DEEP = (f"the request body is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects are "
+             "accepted")
 
 
 def _bounded_int(text: str) -> int:
@@ -46,6 +57,32 @@ def _bounded_int(text: str) -> int:
         raise APIError(f"the request body holds an integer of {len(text.lstrip('-'))} digits; integers of at most "
                        f"{MAX_INT_DIGITS} digits are accepted", 400)
     return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: Python reads infinity, which no JSON response can hold
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise APIError(f"the request body holds the number {shown}, which overflows a 64-bit float to infinity "
+                       "(JSON has no NaN or Infinity); send a finite number", 400)
+    return value
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise APIError(f"the request body holds {name}, which is not JSON (JSON has no NaN or Infinity); send a "
+                   "finite number, a string or null", 400)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels deep (``value`` is level
+    1). Level by level, without recursion: a recursive walk would hit the limit this bound avoids."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return False
+    return True
 
 
 def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
@@ -72,15 +109,18 @@ def parse_json_body(raw: bytes) -> Dict[str, Any]:
     if not raw:
         raise APIError("the request body is empty: send a JSON object", 400)
     try:
-        body = json.loads(raw, parse_int=_bounded_int)
+        body = json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise APIError(f"the request body is not valid JSON: {exc}", 400) from None
     except RecursionError:
-        raise APIError("the request body is nested too deeply", 400) from None
+        raise APIError(_TOO_DEEP, 400) from None
     except ValueError as exc:  # a number Python cannot build
         raise APIError(f"the request body holds a number that cannot be read: {exc}", 400) from None
     if not isinstance(body, dict):
         raise APIError(f"the request body must be a JSON object, got {type(body).__name__}", 400)
+    # Only a body with more brackets than the limit can nest deeper than it: skip the walk otherwise.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
+        raise APIError(_TOO_DEEP, 400)
     if _SURROGATE_ESCAPE.search(raw):
         where = _find_lone_surrogate(body, "")
         if where is not None:
