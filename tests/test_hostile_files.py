@@ -149,11 +149,23 @@ def test_quantized_weight_dtypes_without_a_quantization_config_are_refused_by_na
         CrossEncoder(dst, hf_overrides=OVERRIDES)
 
 
-def test_a_tokenizer_with_ids_past_the_vocabulary_is_refused_at_load(checkpoint):
-    # the fixture's table is cut to 10000 rows under the real Qwen3 tokenizer: every prompt would
-    # hold ids it has no row for, starting with the template's own <|im_start|>
-    with pytest.raises(ConfigError, match=r"token ids up to 151668 .* vocab_size is 10000"):
-        CrossEncoder(checkpoint, hf_overrides=OVERRIDES)
+def test_text_past_the_vocabulary_is_refused_naming_the_tokenizer_and_ids_still_run(checkpoint, caplog):
+    # the fixture's table is cut to 10000 rows under the real Qwen3 tokenizer: every prompt holds ids
+    # it has no row for, starting with the template's own <|im_start|>; token ids below 10000 run
+    with caplog.at_level("WARNING", logger="crossrank"):
+        model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1)
+    assert "token ids up to 151668" in caplog.text
+    for call in (lambda: model.score("q", ["d"]), lambda: model.predict([("q", "d")]),
+                 lambda: model.tokenize("q", ["d"])):
+        with pytest.raises(ConfigError, match=r"token ids up to 151668 .* vocab_size is 10000"):
+            call()
+    assert np.isfinite(model.forward_ids([token_ids(12, 1)])).all()
+    # a server cannot answer any request with it: it refuses to start
+    from crossrank.server.app import load_model
+    from crossrank.server.settings import ServerSettings
+
+    with pytest.raises(crossrank.CrossrankError, match="token ids up to 151668"):
+        load_model(ServerSettings(model=str(checkpoint), hf_overrides=OVERRIDES, threads=1))
 
 
 # ---- absurd dims -----------------------------------------------------------------------------------

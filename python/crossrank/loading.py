@@ -21,7 +21,7 @@ from .chat_template import read_tokenizer_config
 from .chunking import Chunking, ChunkingLike, as_chunking
 from .config import ModelSpec, load_config, resolve_classifier_tokens
 from .engine import Engine
-from .errors import ConfigError, UnsupportedModelError
+from .errors import UnsupportedModelError
 from .prompting import ChatPrompting, Prompting, PromptChoice, TemplateLike, choose_prompt, make_prompting
 from .st_compat import saved_activation_path
 from .st_package import STPackage, head_overrides, read_st_package
@@ -29,7 +29,7 @@ from .templates import Template
 from .tokenization import PromptEncoder
 
 __all__ = ["LoadOptions", "Resolution", "Loaded", "load_model", "auto_dtype", "resolve_dtype", "default_threads", "check_device",
-           "with_head_defaults", "pick_max_length", "check_tokenizer_fits", "engine_head", "DTYPES", "VNNI_LEVELS"]
+           "with_head_defaults", "pick_max_length", "tokenizer_mismatch", "engine_head", "DTYPES", "VNNI_LEVELS"]
 
 logger = logging.getLogger("crossrank")
 
@@ -248,16 +248,16 @@ def pick_max_length(max_length: Optional[int], *, family: Optional[Template], pa
     return max_length
 
 
-def check_tokenizer_fits(vocab: Mapping[str, int], vocab_size: int, path: Path) -> None:
-    """Refuses a tokenizer that can emit ids the embedding table does not hold: every prompt
-    would fail (the template's own special tokens are among them), so it is a load error rather
-    than one per request."""
+def tokenizer_mismatch(vocab: Mapping[str, int], vocab_size: int, path: Path) -> Optional[str]:
+    """What is wrong when the tokenizer can emit ids the embedding table does not hold (a
+    checkpoint whose table was cut, under another model's tokenizer), else ``None``."""
     top = max(vocab.values(), default=-1)
-    if top >= vocab_size:
-        token = next(t for t, i in vocab.items() if i == top)
-        raise ConfigError(f"{path}: the tokenizer has token ids up to {top} ({token!r}) but the model's vocab_size "
-                          f"is {vocab_size}, so its embedding table has no row for them: the tokenizer does not "
-                          "belong to this checkpoint. Use the tokenizer the checkpoint was trained with.")
+    if top < vocab_size:
+        return None
+    token = next(t for t, i in vocab.items() if i == top)
+    return (f"{path}: the tokenizer has token ids up to {top} ({token!r}) but the model's vocab_size is "
+            f"{vocab_size}, so its embedding table has no row for them: the tokenizer does not belong to this "
+            "checkpoint. Use the tokenizer the checkpoint was trained with.")
 
 
 def engine_head(spec: ModelSpec, vocab: Mapping[str, int]) -> Tuple[Dict[str, Any], Optional[List[int]]]:
@@ -286,6 +286,7 @@ class Loaded:
     dtype: str
     head_token_ids: Optional[List[int]]
     engine: Engine
+    tokenizer_mismatch: Optional[str] = None
 
 
 def load_model(name: str, path: Path, options: LoadOptions) -> Loaded:
@@ -321,8 +322,11 @@ def load_model(name: str, path: Path, options: LoadOptions) -> Loaded:
     head, rows = engine_head(spec, vocab)
     engine = Engine.load(str(path), spec.core_params(), head, dtype=dtype, threads=threads,
                          check_finite=options.check_finite)
-    check_tokenizer_fits(vocab, spec.vocab_size, path)
+    mismatch = tokenizer_mismatch(vocab, spec.vocab_size, path)
+    if mismatch is not None:
+        logger.warning("%s Prompts of text that reach those ids are refused; forward_ids with ids below "
+                       "vocab_size still runs.", mismatch)
     return Loaded(st_package=package, config=spec, prompting=prompting, prompts=prompts,
                   default_prompt_name=default_prompt_name, activation_fn=activation,
                   truncate_query=bool(options.truncate_query), chunking=chunking, max_length=max_length,
-                  threads=threads, dtype=dtype, head_token_ids=rows, engine=engine)
+                  threads=threads, dtype=dtype, head_token_ids=rows, engine=engine, tokenizer_mismatch=mismatch)

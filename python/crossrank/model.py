@@ -15,6 +15,7 @@ from .chat_template import ChatTemplate
 from .chunking import Chunking, ChunkingLike, aggregate_chunks, as_chunking, chunk_prompts, split_documents
 from .config import ModelSpec
 from .engine import CancelToken, Engine, plan_passes
+from .errors import ConfigError
 from .hub import resolve_model_path
 from .loading import LoadOptions, Resolution, auto_dtype, check_device, load_model, resolve_dtype
 from .multiprocess import run_pooled
@@ -143,6 +144,9 @@ class CrossEncoder(SentenceTransformersSurface):
         #: The engine running this model's passes (see :mod:`crossrank.engine`).
         self.engine: Engine = parts.engine
         self.num_labels: int = parts.engine.num_labels
+        #: Why the tokenizer does not fit the embedding table, or ``None``: text reaching ids past
+        #: ``config.vocab_size`` is then refused with this message.
+        self.tokenizer_mismatch: Optional[str] = parts.tokenizer_mismatch
         spec = parts.config
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
@@ -208,8 +212,15 @@ class CrossEncoder(SentenceTransformersSurface):
                 truncate_query: Optional[bool] = None) -> Encoded:
         """Token ids of (query, document) prompts in the model's prompt format; without one, the
         texts as a pair, as :meth:`predict` (and sentence-transformers) take them."""
-        return self.prompting.encode(queries, documents, instruction, self.max_length,
-                                     truncate_query=self._truncate_query(truncate_query))
+        return self._fits_vocabulary(self.prompting.encode(queries, documents, instruction, self.max_length,
+                                                           truncate_query=self._truncate_query(truncate_query)))
+
+    def _fits_vocabulary(self, encoded: Encoded) -> Encoded:
+        """``encoded``, unless a tokenizer that does not fit the model gave ids past its vocabulary."""
+        if self.tokenizer_mismatch is not None:
+            if max((max(ids) for ids in encoded.input_ids if ids), default=-1) >= self.config.vocab_size:
+                raise ConfigError(self.tokenizer_mismatch)
+        return encoded
 
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
@@ -243,8 +254,8 @@ class CrossEncoder(SentenceTransformersSurface):
         (sentence-transformers' and vLLM's), else vLLM's request form of ``(text_1, text_2)``."""
         texts_1, texts_2 = split_pairs(pairs)
         prompt = self._resolve_prompt(prompt, prompt_name)
-        encoded = self.prompting.encode_pairs(texts_1, texts_2, prompt, self.max_length,
-                                              truncate=self._truncate_query(truncate_query))
+        encoded = self._fits_vocabulary(self.prompting.encode_pairs(texts_1, texts_2, prompt, self.max_length,
+                                                                    truncate=self._truncate_query(truncate_query)))
         if self.prompting.chat is not None:  # the request form cuts silently, as sentence-transformers does
             self._warn_truncated(encoded)
         return encoded

@@ -126,16 +126,20 @@ def load_model(settings: ServerSettings) -> CrossEncoder:
         # the served name suggests names them, as --template would. Any other refusal recurs.
         logger.info("%s does not load on its own (%s); trying the %s template its served name suggests",
                     settings.model, type(exc).__name__, hinted.name)
-        return _one_label(settings, load(hinted.name))
+        return _servable(settings, load(hinted.name))
     if model.prompt_format == "pairs" and hinted is not None:
         logger.info("%s has no prompt format of its own; using the %s template its served name suggests",
                     settings.model, hinted.name)
         del model
         model = load(hinted.name)
-    return _one_label(settings, model)
+    return _servable(settings, model)
 
 
-def _one_label(settings: ServerSettings, model: CrossEncoder) -> CrossEncoder:
+def _servable(settings: ServerSettings, model: CrossEncoder) -> CrossEncoder:
+    """``model``, unless it cannot answer requests: several labels, or a tokenizer whose ids go past
+    the embedding table (every request would fail, each answered as the client's error)."""
+    if model.tokenizer_mismatch is not None:
+        raise CrossrankError(model.tokenizer_mismatch)
     if model.num_labels != 1:
         raise CrossrankError(f"{settings.model} has {model.num_labels} labels; /score and /rerank return one "
                              "score per pair, so the server needs a one-label reranker")
