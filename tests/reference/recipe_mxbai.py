@@ -8,8 +8,6 @@ and document fit max_length; the template constants are not counted) + "\\n" + t
 suffix; left padding to a multiple of 8; score = logit("1") - logit("0").
 """
 
-from transformers import AutoConfig
-
 from reference_stage import Recipe, first_token_after, prepare_for_model_only_second
 
 MXBAI_PREFIX = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
@@ -56,6 +54,8 @@ class MxbaiRerankV2Recipe(Recipe):
         tokenizer's model_max_length); read when first needed (the fixture builder makes a recipe
         for the tokenizer before it writes the config)."""
         if self._model_max_length is None:
+            from transformers import AutoConfig  # the fixture plumbing imports this module without transformers
+
             config = self.config or AutoConfig.from_pretrained(self.model_dir)
             self._model_max_length = config.max_position_embeddings
         return self._model_max_length
