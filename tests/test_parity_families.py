@@ -157,6 +157,15 @@ def test_mxbai_fits_its_prompt_into_max_position_embeddings_as_its_library_does(
     np.testing.assert_allclose(raw, section["logits"], rtol=0, atol=PARITY_ATOL)
 
 
+def test_fit_positions_counts_the_constant_pieces_outside_the_budget():
+    from crossrank.templates import Template
+
+    assert get_template("mxbai-rerank-v2").fixed_pieces() == [0, 4, 5, 6]
+    with pytest.raises(ValueError, match="fit_positions needs the pieces outside the budget to be constant text"):
+        Template(name="t", pieces=("{instruction}", "q: {query}", "d: {document}"), budget_pieces=(1, 2),
+                 fit_positions=True)
+
+
 def test_gemma_truncation_caps_the_passage_and_allows_separator_and_prompt_on_top():
     """FlagEmbedding: the passage is capped at max_length, and BOS + query + separator + passage
     may take max_length + len(separator) + len(prompt); both limits occur in the section."""
