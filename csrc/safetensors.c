@@ -323,15 +323,19 @@ void cr_st_header_free(cr_st_header *h) {
 
 /* ---- shard index ----------------------------------------------------------------------------- */
 
-/* A file name that, joined to the model directory, stays in it: no separator of either kind
- * (which also rules out absolute paths), not "." or "..", no control characters or NUL. */
-static int is_plain_file_name(const cr_json *s) {
-    if (s->len == 0 || cr_json_string_is(s, ".") || cr_json_string_is(s, "..")) return 0;
+/* Why a shard name, joined to the model directory, would not name a plain file in it, or NULL when
+ * it does: no separator of either kind (which also rules out absolute paths), not "." or "..", no
+ * control characters or NUL (the reason says which, as a NUL also cuts the name in the message). */
+static const char *shard_name_problem(const cr_json *s) {
+    if (s->len == 0) return "is empty";
+    if (cr_json_string_is(s, ".") || cr_json_string_is(s, "..")) return "names a directory";
     for (size_t i = 0; i < s->len; i++) {
         unsigned char c = (unsigned char)s->u.str[i];
-        if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f) return 0;
+        if (c == '/' || c == '\\') return "holds a path separator, so it escapes the model directory";
+        if (c == 0) return "holds a NUL character";
+        if (c < 0x20 || c == 0x7f) return "holds a control character";
     }
-    return 1;
+    return NULL;
 }
 
 typedef struct index_pair {
@@ -407,9 +411,10 @@ cr_status cr_st_parse_index(const char *json, size_t len, const char *label, cr_
                          label, name->u.str, cr_json_type_name(shard));
             goto fail;
         }
-        if (!is_plain_file_name(shard)) {
-            st = cr_fail(CR_E_FORMAT, "%s: shard name \"%s\" for tensor %s escapes the model directory "
-                         "(must be a plain file name)", label, shard->u.str, name->u.str);
+        const char *problem = shard_name_problem(shard);
+        if (problem) {
+            st = cr_fail(CR_E_FORMAT, "%s: shard name \"%s\" for tensor %s %s (must be a plain file name in the "
+                         "model directory)", label, shard->u.str, name->u.str, problem);
             goto fail;
         }
         pairs[i].name = name->u.str;
