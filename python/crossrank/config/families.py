@@ -150,6 +150,10 @@ ACTIVATIONS: Dict[str, str] = {
     "gelu": "gelu",
 }
 
+#: The GELU spellings of ACTIVATIONS: Gemma's hidden_activation takes them, and vLLM and
+#: transformers agree on a Gemma hidden_act only among them.
+_GELU_SPELLINGS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -213,7 +217,7 @@ class Family:
                 # vLLM runs the tanh GELU whatever hidden_act says; transformers runs hidden_act,
                 # reading the legacy "gelu" as the tanh GELU. They agree on the GELU spellings only.
                 act = m.get("hidden_act", "gelu_pytorch_tanh")
-                if act in ("gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
+                if act in _GELU_SPELLINGS:
                     return "gelu_tanh"
                 raise UnsupportedModelError(
                     f"hidden_act {act!r} (from {src.where('hidden_act')}) with no hidden_activation: for Gemma, "
@@ -221,7 +225,7 @@ class Family:
                     "checkpoint was trained for. Set hidden_activation (e.g. in hf_overrides) to "
                     "'gelu_pytorch_tanh' or 'gelu'."
                 )
-            if ha in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"):
+            if ha in _GELU_SPELLINGS:
                 return ACTIVATIONS[ha]
             raise UnsupportedModelError(
                 f"hidden_activation {ha!r} is not supported for Gemma; use 'gelu_pytorch_tanh' or 'gelu'."
