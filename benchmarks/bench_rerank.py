@@ -33,6 +33,9 @@ Modes (--mode):
 completes, then a table per thread count with the ratios to transformers bf16 / float32 and
 crossrank float32 at that count, and the sweep's pairs/s, ratio and speed-up matrices.
 --scaling runs every selected crossrank engine again at 1 thread right after its run.
+--profile runs the crossrank engines with CROSSRANK_PROFILE=1 and prints each one's time per call
+by phase (projections, attention, row-wise steps) over its timed calls: the phase whose share grows
+along a thread sweep is what bends the curve.
 
 Engines (--engines; benchmarks/README.md says what each runs): crossrank-auto, crossrank-int8,
 crossrank-bf16, crossrank-bf16-noreuse, crossrank-f32, crossrank-f32-openblas,
@@ -60,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rerank_engines import ENGINES, child_main, engine_configs, run_child, write_st_package  # noqa: E402
 from rerank_report import (best_record, cell_line, machine_info, print_checks, print_machine,  # noqa: E402
-                           print_results, print_sweep, summarise, write_record)
+                           print_phases, print_results, print_sweep, summarise, write_record)
 from rerank_workload import (CHECKPOINT_SEED, LATENCY_DOC_TOKENS, LONG_PROMPT_TOKENS, MODELS, REPO,  # noqa: E402
                              RESULTS_DIR, WORKLOAD_SEED, cache_dir, ensure_checkpoint, flop_model,
                              make_long_workload, make_workload)
@@ -97,6 +100,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="run the model card's forward verbatim (LM head over every position)")
     p.add_argument("--no-peak", action="store_true", help="skip the float32 GEMM peak measurement")
     p.add_argument("--no-onednn-probe", action="store_true", help="skip asking oneDNN which ISA it runs")
+    p.add_argument("--profile", action="store_true",
+                   help="run the crossrank engines with CROSSRANK_PROFILE=1 and print where their timed calls' "
+                        "time went (projections, attention, row-wise steps; the timers cost a little speed)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: throughput 8 documents and one batch size; latency 5 calls; long modes 1 document")
     args = p.parse_args(argv)
@@ -208,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             st_files = write_st_package(checkpoint, st_package)
         base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "mode": mode,
                 "repeats": args.repeats, "warmup_calls": warmup_calls, "warmup_docs": len(warmup_docs),
-                "hf_full_logits": args.hf_full_logits,
+                "hf_full_logits": args.hf_full_logits, "profile": args.profile,
                 # anonymous-RSS sampling: every ms where memory is the point, else rarely (it costs CPU)
                 "anon_interval_s": 0.001 if mode in ("long4k", "long8k", "memory") else 0.05}
         if not args.no_peak and mode != "memory":
@@ -237,6 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_results(mode, runs, summary, threads, len(docs), args.repeats, warmup_calls, args.batch_sizes)
     if len(threads) > 1:
         print_sweep(summary, threads)
+    print_phases(runs)
     print_checks(mode, summary, peaks)
 
     suffix = ("" if mode == "throughput" else f"-{mode}") + ("" if args.model == "0.6B" else f"-{args.model}")

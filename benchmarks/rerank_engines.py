@@ -21,6 +21,7 @@ import json
 import math
 import os
 import resource
+import re
 import subprocess
 import sys
 import threading
@@ -39,6 +40,11 @@ BATCHED = ("transformers-", "st-")  # engines run at each of --hf-batch-sizes, b
 # OPENBLAS_CORETYPE=Haswell leaves the AVX-512 kernels unused. crossrank-f32-openblas-unset runs without them.
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BENCH_SCRIPT = Path(__file__).resolve().parent / "bench_rerank.py"
+# --profile: the line a crossrank child writes before its timed calls, and the line each forward
+# pass writes under CROSSRANK_PROFILE ("crossrank pass: ..., 12.3 ms: q|k|v 20.1% attention ...")
+TIMED_MARK = "bench_rerank: timed calls start"
+_PASS_LINE = re.compile(r"^crossrank pass: .*?, ([0-9.]+) ms:(.*)$")
+_PHASE_SHARE = re.compile(r"(\S+) ([0-9.]+)%")
 _CROSSRANK_DTYPES = {"crossrank-auto": "auto", "crossrank-int8": "int8", "crossrank-bf16": "bfloat16",
                      "crossrank-bf16-noreuse": "bfloat16", "crossrank-f32": "float32",
                      "crossrank-f32-openblas": "float32", "crossrank-f32-openblas-unset": "float32"}
@@ -54,6 +60,8 @@ def engine_configs(engine: str, base: Dict[str, Any], batch_sizes: Sequence[int]
             spec["env"] = {"CROSSRANK_GEMM": "openblas"}
         if engine == "crossrank-f32-openblas-unset":
             spec["env_unset"] = list(OPENBLAS_VARS)
+        if base.get("profile"):
+            spec["env"] = dict(spec.get("env", {}), CROSSRANK_PROFILE="1")
         return [spec]
     dtype = "float32" if engine.endswith("-f32") else "bfloat16"
     extra = {"st_package": str(st_package)} if engine.startswith("st-") else {}
@@ -293,6 +301,8 @@ def child_crossrank(spec: Dict[str, Any], query: str, docs: List[str], warmup: L
     else:
         def call():  # tokenization included, as in score(); no shared-prefix reuse
             return model.forward_ids(model.tokenize(query, docs).input_ids)[:, 0]
+    if spec.get("profile"):
+        print(TIMED_MARK, file=sys.stderr, flush=True)  # the passes after it are the timed ones
     for _ in range(spec["repeats"]):
         raw = timer.run(call)
     raw = np.asarray(raw, dtype=np.float64)
@@ -524,4 +534,25 @@ def run_child(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
         return {"error": f"exit code {proc.returncode}", "log_tail": tail, "process_s": elapsed}
     result = json.loads(out_file.read_text(encoding="utf-8"))
     result["process_s"] = elapsed
+    if spec.get("profile") and spec["engine"].startswith("crossrank"):
+        result["phases_ms"] = phase_totals(proc.stdout)
     return result
+
+
+def phase_totals(log: str) -> Dict[str, float]:
+    """Milliseconds per phase of the forward passes after TIMED_MARK in a child's log (each pass
+    line's shares times its time), with the passes' whole time under "total"."""
+    totals: Dict[str, float] = {}
+    timed = False
+    for line in log.splitlines():
+        if line.strip() == TIMED_MARK:
+            timed = True
+            continue
+        m = _PASS_LINE.match(line.strip()) if timed else None
+        if not m:
+            continue
+        ms = float(m.group(1))
+        totals["total"] = totals.get("total", 0.0) + ms
+        for name, share in _PHASE_SHARE.findall(m.group(2)):
+            totals[name] = totals.get(name, 0.0) + ms * float(share) / 100
+    return totals

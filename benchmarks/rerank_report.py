@@ -396,6 +396,25 @@ def print_sweep(summary: Dict[str, Any], threads: Sequence[int]) -> None:
         print_table(["engine"] + [f"{t} thr" for t in threads], rows, left=1)
 
 
+def print_phases(runs: List[Dict[str, Any]]) -> None:
+    """--profile: each crossrank cell's timed forward passes, milliseconds per call and the share of
+    each phase, which says what stops a thread sweep where it bends (a phase whose share grows with
+    the threads is the one that does not scale)."""
+    profiled = [r for r in runs if r.get("phases_ms", {}).get("total")]
+    if not profiled:
+        return
+    names: List[str] = []
+    for r in profiled:
+        names += [n for n in r["phases_ms"] if n != "total" and n not in names]
+    rows = []
+    for r in profiled:
+        ph, calls = r["phases_ms"], len(r["times_s"])
+        rows.append([r["engine"] + (" (1 thread, scaling)" if r["config"].get("scaling") else ""), str(r["threads"]),
+                     f"{ph['total'] / calls:.1f}"] + [f"{100 * ph.get(n, 0.0) / ph['total']:.1f}%" for n in names])
+    print("\nWhere the forward passes' time went (CROSSRANK_PROFILE, timed calls):")
+    print_table(["engine", "threads", "ms/call"] + names, rows, left=1)
+
+
 def print_checks(mode: str, summary: Dict[str, Any], peaks: Dict[int, Dict[str, Any]]) -> None:
     """Thread scaling (--scaling), instruction peaks, OpenBLAS kernels, agreement and busy warnings."""
     order = {e: i for i, e in enumerate(ENGINES)}

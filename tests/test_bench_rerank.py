@@ -82,3 +82,25 @@ def test_model_shapes_and_cache_directory(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "crossrank-bench"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir().name == ".cache"
+
+
+def test_profile_totals_count_only_the_timed_passes_and_the_report_gives_each_phase_share(capsys):
+    from rerank_engines import TIMED_MARK, phase_totals
+    log = "\n".join([
+        "crossrank pass: 40 tokens, 2 sequences, 2 threads, 50.0 ms: q|k|v 50.0% attention 50.0% rest 0.0%",  # warm-up
+        TIMED_MARK,
+        "crossrank pass: 600 tokens, 16 sequences, 2 threads, 100.0 ms: q|k|v 20.0% attention 30.0% rest 50.0%",
+        "some other line",
+        "crossrank pass: 600 tokens, 16 sequences, 2 threads, 300.0 ms: q|k|v 40.0% attention 10.0% rest 50.0%",
+    ])
+    totals = phase_totals(log)
+    assert totals == pytest.approx({"total": 400.0, "q|k|v": 140.0, "attention": 60.0, "rest": 200.0})
+    assert phase_totals(log.replace(TIMED_MARK, "")) == {}
+    runs = [run("crossrank-int8", 2, 0.2, phases_ms=totals), run("transformers-bf16", 2, 1.0, 8)]
+    runs[0]["times_s"] = [0.2, 0.25]
+    rerank_report.print_phases(runs)
+    out = capsys.readouterr().out
+    assert "crossrank-int8" in out and "200.0" in out and "35.0%" in out and "transformers" not in out
+    args = bench_rerank.parse_args(["--profile", "--engines", "crossrank-int8,transformers-bf16"])
+    specs = bench_rerank.plan(args, {"profile": args.profile}, None)
+    assert [s.get("env", {}).get("CROSSRANK_PROFILE") for s in specs] == ["1"] + [None] * (len(specs) - 1)
