@@ -57,6 +57,38 @@ def test_missing_tokenizer(copy):
         CrossEncoder(copy, hf_overrides=OVERRIDES)
 
 
+# Files tokenizers reads but whose Rust code panics once it encodes (PanicException, a BaseException
+# that slips past `except Exception`), or that it refuses to parse.
+BROKEN_TOKENIZERS = {
+    "a normalizer that replaces the empty string": lambda t: t.update(
+        normalizer={"type": "Replace", "pattern": {"String": ""}, "content": "aa"}),
+    "a post-processor naming a special token the vocabulary lacks": lambda t: t.update(post_processor={
+        "type": "TemplateProcessing", "special_tokens": {},
+        "single": [{"SpecialToken": {"id": "<nope>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}]}),
+    "an unparsable precompiled normalizer": lambda t: t.update(
+        normalizer={"type": "Precompiled", "precompiled_charsmap": "AAAA"}),
+    "a merge of tokens outside the vocabulary": lambda t: t["model"].update(
+        merges=[["zzqq", "qqzz"]] + t["model"]["merges"]),
+}
+
+
+@pytest.mark.parametrize("damage", BROKEN_TOKENIZERS, ids=list(BROKEN_TOKENIZERS))
+def test_a_tokenizer_that_fails_on_plain_text_is_refused_at_load_naming_the_file(tmp_path, damage):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for f in fixture_path("qwen3-tiny").iterdir():
+        if f.name != "tokenizer.json":
+            (model_dir / f.name).symlink_to(f)
+    tokenizer = json.loads((fixture_path("qwen3-tiny") / "tokenizer.json").read_text(encoding="utf-8"))
+    BROKEN_TOKENIZERS[damage](tokenizer)
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    with pytest.raises(crossrank.CrossrankError, match="tokenizer.json"):
+        CrossEncoder(model_dir, hf_overrides=OVERRIDES)
+    with pytest.raises(ConfigError, match="tokenizer.json"):
+        crossrank.convert(model_dir, ["no", "yes"], "from_2_way_softmax", tmp_path / "converted")
+
+
 def test_truncated_safetensors(copy):
     f = copy / "model.safetensors"
     data = f.read_bytes()

@@ -40,10 +40,11 @@ import numpy as np
 
 from . import _core
 from .config import family_of_config, normalize, read_config_json, resolve_classifier_tokens
-from .errors import CheckpointError, ConfigError, UnsupportedModelError
+from .errors import CheckpointError, ConfigError, CrossrankError, UnsupportedModelError
 from .hub import resolve_model_path
 from .safetensors_writer import ITEMSIZE, MAX_SHARD_SIZE, MappedFiles, array_tensor, write_safetensors
 from .templates import TEMPLATES, Template, template_for_model
+from .tokenization import read_tokenizer
 
 __all__ = ["convert", "MAX_SHARD_SIZE", "TOKENIZER_FILES"]
 
@@ -301,12 +302,10 @@ def convert(
         raise ConfigError(
             f"{src} has no tokenizer.json: the converter resolves classifier_from_token with the model's "
             f"tokenizer (tokenizers' fast format) and copies it next to the converted weights.")
-    from tokenizers import Tokenizer
-
     try:
-        vocab = Tokenizer.from_file(str(tok_file)).get_vocab(with_added_tokens=True)
-    except Exception as e:  # tokenizers raises a generic Exception on a bad file
-        raise ConfigError(f"cannot read {tok_file}: {e}") from e
+        vocab = read_tokenizer(tok_file).get_vocab(with_added_tokens=True)
+    except CrossrankError as e:
+        raise ConfigError(str(e)) from None
     ids = resolve_classifier_tokens(tokens, vocab, vocab_size=spec.vocab_size)
 
     if template is None:

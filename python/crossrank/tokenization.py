@@ -21,9 +21,45 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .errors import CrossrankError, TooLongError
 from .templates import RenderedPiece, Template
 
-__all__ = ["Encoded", "PromptEncoder", "TooLongError", "longest_first", "no_room_error"]
+__all__ = ["Encoded", "PromptEncoder", "TooLongError", "longest_first", "no_room_error", "read_tokenizer"]
 
 logger = logging.getLogger("crossrank")
+
+# Texts every tokenizer must encode (alone, as a pair with its special tokens) and decode at load:
+# tokenizers' Rust code panics, rather than refuse, on some malformed files (a normalizer replacing
+# the empty string, a post-processor naming a special token it lacks), and only once it encodes.
+_PROBE_TEXTS = ("What is the capital of China?", "Grüße, 你好 🙂\t\n  x", " ", "")
+
+
+def _tokenizers_failure(exc: BaseException) -> bool:
+    """Whether tokenizers raised ``exc`` for a bad file: a plain Exception, or pyo3's
+    PanicException, which derives from BaseException so that bare ``except Exception`` misses it."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
+def read_tokenizer(path: Path) -> Any:
+    """The ``tokenizers.Tokenizer`` of a ``tokenizer.json``, after it encoded and decoded a few
+    texts; a file it cannot read or run raises :class:`CrossrankError` naming the file."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except BaseException as exc:
+        if not _tokenizers_failure(exc):
+            raise
+        raise CrossrankError(f"cannot read {path}: {exc}") from None
+    try:
+        for text in _PROBE_TEXTS:
+            tokenizer.decode(tokenizer.encode(text, add_special_tokens=True).ids, skip_special_tokens=False)
+            tokenizer.encode(text, add_special_tokens=False)
+            tokenizer.encode(_PROBE_TEXTS[0], text, add_special_tokens=True)
+    except BaseException as exc:
+        if not _tokenizers_failure(exc):
+            raise
+        raise CrossrankError(f"{path} does not work as a tokenizer: encoding a plain text failed with "
+                             f"{type(exc).__name__}: {exc}. Use the tokenizer.json the model was released "
+                             "with (transformers' tokenizer.save_pretrained writes one)") from None
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -87,10 +123,7 @@ class PromptEncoder:
             raise FileNotFoundError(
                 f"no tokenizer.json in {model_dir}: crossrank needs the model's fast tokenizer file "
                 "(download it with the weights, or save it with transformers' tokenizer.save_pretrained)")
-        try:
-            self._tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-            raise CrossrankError(f"cannot read {path}: {exc}") from exc
+        self._tokenizer = read_tokenizer(path)
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         self._tokenizer.encode_special_tokens = False
