@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -244,6 +245,30 @@ def test_a_template_that_does_not_compile_names_the_file_and_line(tmp_path, capl
     with caplog.at_level("WARNING", logger="crossrank"):
         assert CrossEncoder(d, hf_overrides=HEAD).prompt_format == "pairs"
     assert "does not compile" in caplog.text
+
+
+def test_a_template_whose_loops_do_not_end_is_stopped_and_the_tracer_in_place_is_kept(tmp_path):
+    # 10^10 empty iterations: the sandbox allows each range, and an untraced render runs for minutes
+    endless = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+               "{% for m in messages %}{{ m.content }}{% endfor %}")
+    d = model_dir(tmp_path, jinja=endless)
+    events = []
+
+    def tracer(frame, event, arg):
+        events.append(event)
+
+    sys.settrace(tracer)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="chat_template.jinja: the chat template ran 10,000,000 Python steps"):
+            CrossEncoder(d, hf_overrides=HEAD, template="chat")
+        assert time.monotonic() - started < 60
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(None)
+    assert events  # the caller's own tracer kept running around the renders
+    # a bare causal LM's template that cannot render pairs does not block loading (vLLM's raw pairs)
+    assert CrossEncoder(d, hf_overrides=HEAD).prompt_format == "pairs"
 
 
 def test_a_conversation_template_that_refuses_other_roles_does_not_block_loading(tmp_path):

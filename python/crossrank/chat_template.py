@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import string
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -200,7 +201,12 @@ class ChatTemplate:
         values.update({"tools": None, "documents": None, "add_generation_prompt": False})
         values.update(self.variables)
         try:
-            return compiled.render(messages=self.messages(query, document, instruction), **values)
+            return _within_steps(lambda: compiled.render(messages=self.messages(query, document, instruction),
+                                                         **values))
+        except _StepsExceeded:
+            raise ConfigError(f"{self.origin}: the chat template ran {_RENDER_STEPS:,} Python steps rendering one "
+                              "query/document pair and was stopped (a loop that does not end, or loops nested "
+                              "past reason); a reranker's template takes about a thousand") from None
         except jinja2.TemplateError as exc:
             raise ConfigError(f"{self.origin}: the chat template failed while rendering a query/document "
                               f"pair: {type(exc).__name__}: {exc}") from exc
@@ -222,6 +228,38 @@ class ChatTemplate:
         if dropped:
             return f"the {' and '.join(repr(r) for r in dropped)} content does not reach the rendered prompt"
         return None
+
+
+# Templates are untrusted code, and the sandbox bounds what they reach, not how long they run:
+# {% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %} would hang the
+# load. A render is traced and stopped past this many steps (about a second; a real reranker's
+# template takes ~1,000 per pair, and tracing makes a render ~4x slower, still ~0.15 ms).
+_RENDER_STEPS = 10_000_000
+
+
+class _StepsExceeded(BaseException):
+    """Raised inside a render that ran past _RENDER_STEPS (a BaseException: nothing on its way out
+    may take it for the template's own error)."""
+
+
+def _within_steps(render: Any) -> Any:
+    """render() with every Python call and line it runs counted, stopped past _RENDER_STEPS. The
+    thread's own tracer (a debugger, coverage) is put back after."""
+    steps = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        if steps > _RENDER_STEPS:
+            raise _StepsExceeded()
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        return render()
+    finally:
+        sys.settrace(previous)
 
 
 def read_tokenizer_config(model_dir: Union[str, Path]) -> Dict[str, Any]:
