@@ -89,6 +89,27 @@ def test_a_tokenizer_that_fails_on_plain_text_is_refused_at_load_naming_the_file
         crossrank.convert(model_dir, ["no", "yes"], "from_2_way_softmax", tmp_path / "converted")
 
 
+CHAT_HEAD = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"],
+             "method": "from_2_way_softmax"}  # no family template: the prompt comes from the chat template
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "special_tokens_map.json", "modules.json",
+                                  "config_sentence_transformers.json"])
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"bos_token": ' + "9" * 5000 + "}"],
+                         ids=["nesting past the recursion limit", "an integer of 5,000 digits"])
+def test_json_that_python_cannot_parse_in_any_file_of_the_model_is_refused_naming_it(tmp_path, name, content):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for f in fixture_path("qwen3-tiny").iterdir():
+        if f.name != name:
+            (model_dir / f.name).symlink_to(f)
+    (model_dir / name).write_text(content, encoding="utf-8")
+    # a chat template, so that the tokenizer's configs are read for the names it may use
+    (model_dir / "chat_template.jinja").write_text("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+    with pytest.raises(ConfigError, match=f"cannot read .*{name}"):
+        CrossEncoder(model_dir, hf_overrides=CHAT_HEAD)
+
+
 def test_truncated_safetensors(copy):
     f = copy / "model.safetensors"
     data = f.read_bytes()

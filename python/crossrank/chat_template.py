@@ -33,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .config import read_json_file
 from .errors import ConfigError
 from .templates import Template
 from .tokenization import Encoded, PromptEncoder, TooLongError
@@ -271,10 +272,7 @@ def read_tokenizer_config(model_dir: Union[str, Path]) -> Dict[str, Any]:
     path = Path(model_dir) / "tokenizer_config.json"
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     return data
@@ -352,12 +350,9 @@ def read_special_tokens(model_dir: Union[str, Path]) -> Dict[str, str]:
     merged: Dict[str, Any] = {}
     map_path = model_dir / "special_tokens_map.json"
     if map_path.is_file():
-        try:
-            data = json.loads(map_path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                merged.update(data)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {map_path}: {exc}") from exc
+        data = read_json_file(map_path)
+        if isinstance(data, dict):
+            merged.update(data)
     merged.update(read_tokenizer_config(model_dir))
     out: Dict[str, str] = {}
     for key, value in merged.items():

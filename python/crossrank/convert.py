@@ -39,7 +39,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from .config import family_of_config, normalize, read_config_json, resolve_classifier_tokens
+from .config import family_of_config, normalize, read_config_json, read_json_file, resolve_classifier_tokens
 from .errors import CheckpointError, ConfigError, CrossrankError, UnsupportedModelError
 from .hub import resolve_model_path
 from .safetensors_writer import ITEMSIZE, MAX_SHARD_SIZE, MappedFiles, array_tensor, write_safetensors
@@ -154,8 +154,8 @@ def _pad_token_id(src: Path, config: Mapping[str, Any], vocab: Mapping[str, int]
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = read_json_file(path)
+        except ConfigError:
             continue
         pad = data.get("pad_token") if isinstance(data, dict) else None
         if isinstance(pad, dict):  # {"content": "<pad>", "lstrip": ..., ...}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-import json
 import logging
 from copy import copy
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar, Uni
 import numpy as np
 
 from .activations import ActivationLike
+from .config import read_json_file
+from .errors import ConfigError
 from .multiprocess import start_pool, stop_pool
 from .st_package import STPackage
 from .st_save import save_package
@@ -132,8 +133,8 @@ def saved_activation_path(model_dir: Path, package: Optional[STPackage]) -> Opti
     if package is not None and package.activation_fn is not None:
         return package.activation_fn
     try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_json_file(Path(model_dir) / "config.json")
+    except ConfigError:
         return None  # load_config reports a broken config.json
     if not isinstance(config, dict):
         return None

@@ -14,12 +14,12 @@ refused by name).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from .config import read_json_file
 from .errors import ConfigError, UnsupportedModelError
 
 __all__ = ["STPackage", "read_st_package", "head_overrides"]
@@ -53,11 +53,6 @@ class STPackage:
     message_format: Optional[str] = None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 def _is_token_id(value: Any) -> bool:
@@ -79,7 +74,7 @@ def read_st_package(model_dir: Union[str, Path]) -> Optional[STPackage]:
         return None
     st_config: Dict[str, Any] = {}
     if st_config_path.is_file():
-        data = _read_json(st_config_path)
+        data = read_json_file(st_config_path)
         if not isinstance(data, dict):
             raise ConfigError(f"{st_config_path} must hold a JSON object")
         st_config = data
@@ -92,7 +87,7 @@ def read_st_package(model_dir: Union[str, Path]) -> Optional[STPackage]:
     true_id = false_id = None
     has_logit_score = False
     if modules_path.is_file():
-        modules = _read_json(modules_path)
+        modules = read_json_file(modules_path)
         if not isinstance(modules, list):
             raise ConfigError(f"{modules_path} must hold a list of modules")
         for i, module in enumerate(modules):
@@ -109,7 +104,7 @@ def read_st_package(model_dir: Union[str, Path]) -> Optional[STPackage]:
                 config_path = model_dir / str(path) / "config.json"
                 if not config_path.is_file():
                     raise ConfigError(f"{modules_path} lists a LogitScore module, but {config_path} is missing")
-                conf = _read_json(config_path)
+                conf = read_json_file(config_path)
                 if not isinstance(conf, dict):
                     raise ConfigError(f"{config_path} must hold a JSON object")
                 true_id, false_id = conf.get("true_token_id"), conf.get("false_token_id")
@@ -129,7 +124,7 @@ def read_st_package(model_dir: Union[str, Path]) -> Optional[STPackage]:
     sbert: Dict[str, Any] = {}
     sbert_path = model_dir / "sentence_bert_config.json"
     if sbert_path.is_file():
-        data = _read_json(sbert_path)
+        data = read_json_file(sbert_path)
         if not isinstance(data, dict):
             raise ConfigError(f"{sbert_path} must hold a JSON object")
         sbert = data

@@ -11,14 +11,14 @@ Two forms (RECIPES.md, "Two tokenizations of the same prompt"):
 """
 from __future__ import annotations
 
-import json
 import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import CrossrankError, TooLongError
+from .config import read_json_file
+from .errors import ConfigError, CrossrankError, TooLongError
 from .templates import RenderedPiece, Template
 
 __all__ = ["Encoded", "PromptEncoder", "TooLongError", "longest_first", "no_room_error", "read_tokenizer"]
@@ -144,8 +144,8 @@ class PromptEncoder:
         bos = None
         if config_path.is_file():
             try:
-                data = json.loads(config_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError):
+                data = read_json_file(config_path)
+            except ConfigError:
                 data = None
             # an unreadable tokenizer_config.json names no BOS (the chat template's reader reports it)
             bos = data.get("bos_token") if isinstance(data, dict) else None

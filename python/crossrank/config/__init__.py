@@ -33,10 +33,11 @@ from .families import (
     family_of_config,
 )
 from .head import METHODS, RERANKER_KEYS, HeadSpec, resolve_classifier_tokens
-from .normalize import load_config, normalize, read_config_json
+from .normalize import load_config, normalize, read_config_json, read_json_file
 from .spec import ModelSpec
 
 __all__ = [
+    "read_json_file",
     "HeadSpec",
     "ModelSpec",
     "Family",

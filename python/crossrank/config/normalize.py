@@ -63,6 +63,16 @@ TYPO_TARGETS: Tuple[str, ...] = RERANKER_KEYS + (
 )
 
 
+def read_json_file(path: Union[str, Path]) -> Any:
+    """The JSON value of a file of a model directory; :class:`ConfigError` naming the file when it
+    cannot be read or parsed, including the inputs that make Python's parser itself give up (an
+    integer of thousands of digits: ValueError; nesting past the recursion limit: RecursionError)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"cannot read {path}: {e}") from None
+
+
 def read_config_json(model_dir: Union[str, Path]) -> Tuple[Path, Dict[str, Any]]:
     """``(path, dict)`` of ``model_dir/config.json``; :class:`ConfigError` when missing or not a JSON object."""
     path = Path(model_dir) / "config.json"
