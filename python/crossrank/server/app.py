@@ -36,14 +36,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CrossrankError, UnsupportedModelError
 from ..model import CrossEncoder
-from ..templates import template_for_model
 from .batcher import Batcher, EngineStopped, QueueFull
 from .responses import JSONResponse
 from .engine import Prepared, PromptError, ScoringEngine
 from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
+from .loader import load_model
 from .limits import Admission, check_items, looks_like_tei, parse_json_body, refuse_unfittable, slices
 from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
 from .serving import DRAIN
@@ -81,69 +80,6 @@ _SLICE_PAIRS = 64
 _SLICE_CHARS = 256 * 1024
 # Bodies larger than this are parsed on the tokenizer pool instead of the event loop.
 _PARSE_OFF_LOOP_BYTES = 256 * 1024
-
-
-# -- model -------------------------------------------------------------------------------------
-
-
-def load_model(settings: ServerSettings) -> CrossEncoder:
-    """Loads the model the settings describe.
-
-    The prompt format comes from ``--template``, else the model's own choice (name, config, chat
-    template); when that finds none, the served model name is tried as a family hint
-    (``--served-model-name Qwen/Qwen3-Reranker-0.6B`` for a directory named otherwise): for a model
-    that loads with no prompt format of its own, and for a bare causal LM (the real
-    Qwen3-Reranker's config) that cannot load without a family or ``--hf_overrides`` to name its
-    answer tokens.
-    """
-    dtype = "float32" if settings.dtype == "float" else settings.dtype  # vLLM's spelling of float32
-
-    if settings.chat_template is not None:
-        from ..chat_template import ChatTemplate
-
-        # vLLM's --chat-template: a file, or the template itself in one line.
-        source = settings.chat_template
-        chat = (ChatTemplate.from_file(source) if os.path.isfile(source)
-                else ChatTemplate(source, origin="--chat-template") if "{{" in source or "{%" in source
-                else None)
-        if chat is None:
-            raise CrossrankError(f"--chat-template {source!r} is neither a file nor a Jinja template")
-
-    def load(template: Any) -> CrossEncoder:
-        return CrossEncoder(settings.model, hf_overrides=settings.hf_overrides, max_length=settings.max_length,
-                            dtype=dtype, threads=settings.worker_threads(), template=template,
-                            revision=settings.revision, local_files_only=settings.local_files_only)
-
-    hinted = (template_for_model(settings.model_name, {})
-              if settings.template is None and settings.chat_template is None else None)
-    try:
-        # The model's own choice first: the hint must not override a family the model names itself.
-        model = load(chat if settings.chat_template is not None else settings.template)
-    except UnsupportedModelError as exc:
-        if hinted is None:
-            raise
-        # A causal LM whose answer tokens nothing names (raised before the weights load): the family
-        # the served name suggests names them, as --template would. Any other refusal recurs.
-        logger.info("%s does not load on its own (%s); trying the %s template its served name suggests",
-                    settings.model, type(exc).__name__, hinted.name)
-        return _servable(settings, load(hinted.name))
-    if model.prompt_format == "pairs" and hinted is not None:
-        logger.info("%s has no prompt format of its own; using the %s template its served name suggests",
-                    settings.model, hinted.name)
-        del model
-        model = load(hinted.name)
-    return _servable(settings, model)
-
-
-def _servable(settings: ServerSettings, model: CrossEncoder) -> CrossEncoder:
-    """``model``, unless it cannot answer requests: several labels, or a tokenizer whose ids go past
-    the embedding table (every request would fail, each answered as the client's error)."""
-    if model.tokenizer_mismatch is not None:
-        raise CrossrankError(model.tokenizer_mismatch)
-    if model.num_labels != 1:
-        raise CrossrankError(f"{settings.model} has {model.num_labels} labels; /score and /rerank return one "
-                             "score per pair, so the server needs a one-label reranker")
-    return model
 
 
 class _State:
