@@ -285,3 +285,123 @@ def test_a_client_gone_during_upload_is_counted_499_not_500(server):
         time.sleep(0.1)
     assert after.get("500", 0) == before.get("500", 0)
     assert re.search(r"crossrank_client_disconnects_total\{[^}]*\} [1-9]", text)
+
+
+# -- a huge document: tokenizing is bounded and raced against the deadline ---------------------------
+
+PRE_CUT_TIMEOUT = 3.0
+HUGE = ("lorem ipsum dolor sit amet " * 600_000)[:15_000_000]  # tens of seconds to tokenize whole
+
+
+@pytest.fixture(scope="module")
+def timed_server(start_server, qwen3_path):
+    return start_server(qwen3_path, "--hf_overrides", json.dumps(QWEN3_OVERRIDES), "--threads", "1",
+                        "--max-length", "512", "--request-timeout", str(PRE_CUT_TIMEOUT))
+
+
+def _mixed_text(n_chars: int, seed: int, boundaries) -> str:
+    """Many scripts, emoji sequences, combining marks and whitespace runs; a long whitespace run, a
+    ZWJ sequence and a word without spaces straddle each of ``boundaries`` (where a cut falls)."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["Grüße aus Köln. ", "東京は日本の首都です。", "ٱلْعَرَبِيَّةُ لُغَةٌ ", "हिन्दी भाषा ", "Ελληνικά ",
+              "😀👩‍👩‍👧🏳️‍🌈 ", "e\u0301\u0302a\u0308 ", "   \t\t  ", "\n\n\n", "x" * 40, "1234567890 ", "ＡＢＣ ",
+              "ﬁﬂ Å Ω ", "<tag attr='v'>", "--------" * 8]
+    out, size = [], 0
+    while size < n_chars:
+        piece = rng.choice(pieces)
+        out.append(piece)
+        size += len(piece)
+    text = "".join(out)[:n_chars]
+    for at in boundaries:
+        tricky = " " * 3000 + "👩‍👩‍👧" * 50 + "a\u0301" * 200 + "w" * 3000
+        text = text[:at - len(tricky) // 2] + tricky + text[at + len(tricky) // 2:]
+    return text[:n_chars]
+
+
+def test_pre_cut_texts_give_the_ids_of_the_whole_texts(qwen3_path):
+    from crossrank import CrossEncoder
+    from crossrank.server.engine import PromptError, ScoringEngine
+    from crossrank.server.limits import pre_cut
+    from crossrank.server.protocol import ScoringTask
+
+    engine = ScoringEngine(CrossEncoder(qwen3_path, hf_overrides=QWEN3_OVERRIDES, threads=1))
+    budget = 128
+    keep = engine.pre_cut_chars(budget)
+    n = 2 * keep + 20_000
+    # both cuts fall inside a tricky run: the kept head ends at keep, the kept tail starts at n - keep
+    long_a, long_b = _mixed_text(n, 1, [keep, n - keep]), _mixed_text(n, 2, [keep, n - keep])
+
+    def ids(task):
+        try:
+            return prepared_ids(task)
+        except PromptError as exc:  # a right cut that takes all of text_2: refused either way
+            return str(exc)
+
+    def prepared_ids(task):
+        if task.templated:
+            prepared = engine.encode_queries(task.firsts, task.seconds, None, limit=task.limit, side=task.side,
+                                             truncate=task.truncate, fit=task.fit)
+        else:
+            prepared = engine.encode_pairs(engine.cut_texts(task.firsts, task.max_tokens_per_query),
+                                           engine.cut_texts(task.seconds, task.max_tokens_per_doc),
+                                           limit=task.limit, side=task.side, fit=task.fit)
+        return [a.tolist() for a in prepared.ids]
+
+    cases = [
+        dict(kind="rerank", firsts=["q", "q"], seconds=[long_a, long_b], templated=True),
+        dict(kind="tei", firsts=[long_a], seconds=[long_b], templated=True, fit="longest_first"),
+        dict(kind="score", firsts=["q", long_a], seconds=[long_b, "d"], templated=False),
+        dict(kind="tei", firsts=[long_a], seconds=[long_b], templated=False, fit="longest_first"),
+        dict(kind="score", firsts=["q"], seconds=[long_b], templated=False, max_tokens_per_doc=budget - 28),
+    ]
+    scored = 0
+    for case in cases:
+        for side in ("right", "left"):
+            task = ScoringTask(limit=budget, side=side, **case)
+            cut = pre_cut(engine, task)
+            assert sum(map(len, cut.firsts + cut.seconds)) < sum(map(len, task.firsts + task.seconds))
+            expected = ids(task)
+            assert ids(cut) == expected, (case["kind"], side)
+            scored += isinstance(expected, list)
+    assert scored >= 8
+    # where an over-long prompt is refused, nothing is cut
+    refused = ScoringTask(kind="tei", firsts=["q"], seconds=[long_a], templated=True, truncate=False)
+    assert pre_cut(engine, refused) is refused
+
+
+def _timed_post(server, path, body):
+    t0 = time.monotonic()
+    resp = post(server, path, body, timeout=120)
+    return resp, time.monotonic() - t0
+
+
+def test_a_huge_document_is_answered_within_the_timeout(timed_server):
+    bound = PRE_CUT_TIMEOUT + 6.0  # tokenizing the whole document took 15-35 s
+    for path, body in (("/rerank", {"query": "q", "documents": [HUGE]}),
+                       ("/rerank", {"query": "q", "texts": [HUGE]}),
+                       ("/score", {"text_1": "q", "text_2": HUGE, "truncate_prompt_tokens": -1})):
+        resp, took = _timed_post(timed_server, path, body)
+        assert resp.status_code in (200, 504) and took < bound, (path, resp.status_code, took, resp.text[:200])
+    # nothing of /tokenize can be cut: its 504 comes at the deadline, and its thread, which runs on,
+    # holds none of the scoring requests' tokenizers
+    resp, took = _timed_post(timed_server, "/tokenize", {"prompt": HUGE})
+    assert_error(resp, 504)
+    assert took < bound, took
+    small, took = _timed_post(timed_server, "/rerank", {"query": "q", "documents": ["a", "b"]})
+    assert small.status_code == 200 and took < PRE_CUT_TIMEOUT, (small.text, took)
+
+
+def test_two_huge_documents_do_not_hold_up_a_small_request(timed_server):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        _timed_post(timed_server, "/rerank", {"query": "q", "documents": [HUGE]}))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    small, took = _timed_post(timed_server, "/rerank", {"query": "q", "documents": ["a", "b"]})
+    for t in threads:
+        t.join()
+    assert small.status_code == 200 and took < PRE_CUT_TIMEOUT, (small.text, took)
+    assert [r.status_code for r, _ in results] == [200, 200]

@@ -29,7 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +43,8 @@ from .engine import Prepared, PromptError, ScoringEngine
 from .metrics import MULTIPROC_ENV, Metrics
 from .errors import APIError, error_body
 from .loader import load_model
-from .limits import Admission, check_items, looks_like_tei, parse_json_body, refuse_unfittable, slices
+from .limits import (Admission, check_items, looks_like_tei, parse_json_body, pre_cut, refuse_unfittable,
+                     slices)
 from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
 from .serving import DRAIN
 from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
@@ -54,6 +55,8 @@ from .tokenize_routes import detokenize, parse_detokenize, parse_tokenize, token
 __all__ = ["create_app", "app_from_env", "run", "load_model"]
 
 logger = logging.getLogger("crossrank.server")
+
+T = TypeVar("T")
 
 
 SCORE_PATHS = ("/score", "/v1/score")
@@ -95,6 +98,10 @@ class _State:
         # library releases the GIL while it encodes).
         self.tokenizer_pool = ThreadPoolExecutor(max_workers=_TOKENIZER_THREADS,
                                                  thread_name_prefix="crossrank-tokenize")
+        # /tokenize and /detokenize get a thread of their own: a whole 15 MB prompt takes tens of
+        # seconds (nothing can be cut), and its thread runs on after the 504, which must not hold
+        # the scoring requests' tokenizers.
+        self.tokenize_route_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossrank-tokenize-route")
         self.names = list(settings.served_model_names) or [settings.model]
         self.created = int(time.time())
         self.admission = Admission(settings.concurrent_requests)
@@ -102,6 +109,7 @@ class _State:
     def close(self) -> None:
         self.batcher.stop()
         self.tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        self.tokenize_route_pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -200,25 +208,33 @@ class _Handlers:
         except EngineStopped as exc:
             raise APIError(str(exc), 503, "ServiceUnavailableError") from None
         result = asyncio.wrap_future(job.future)
+        try:
+            await self._race(state, result, watcher, deadline)
+        except BaseException:  # the client went away, the deadline passed, or the server stops the handler
+            state.batcher.abandon(job)
+            result.cancel()
+            raise
+        try:
+            return result.result()
+        except EngineStopped as exc:
+            raise APIError(str(exc), 503, "ServiceUnavailableError") from None
+        except (ValueError, TypeError) as exc:  # the engine refused the input (e.g. a token id)
+            raise APIError(str(exc), 400) from None
+
+    async def _race(self, state: _State, work: "asyncio.Future[Any]", watcher: "asyncio.Future[None]",
+                    deadline: Optional[float]) -> None:
+        """Returns when ``work`` is done, unless the client goes away (:class:`_ClientGone`), the
+        server's grace period ends (503) or the deadline passes (504) first; the caller then drops
+        the work."""
         drained = asyncio.ensure_future(DRAIN.expired.wait())
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            done, _ = await asyncio.wait({result, watcher, drained}, timeout=timeout,
+            done, _ = await asyncio.wait({work, watcher, drained}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server is shutting down this handler
-            state.batcher.abandon(job)
-            raise
         finally:
             drained.cancel()
-        if result in done:
-            try:
-                return result.result()
-            except EngineStopped as exc:
-                raise APIError(str(exc), 503, "ServiceUnavailableError") from None
-            except (ValueError, TypeError) as exc:  # the engine refused the input (e.g. a token id)
-                raise APIError(str(exc), 400) from None
-        state.batcher.abandon(job)
-        result.cancel()
+        if work in done:
+            return
         if watcher in done:
             raise _ClientGone()
         if drained in done:
@@ -227,6 +243,19 @@ class _Handlers:
         raise APIError(f"the request did not finish within the server's timeout of "
                        f"{self.settings.request_timeout:g} s (crossrank serve --request-timeout); its work "
                        "was cancelled", 504, "TimeoutError")
+
+    async def _pooled(self, state: _State, pool: ThreadPoolExecutor, watcher: "asyncio.Future[None]",
+                      deadline: Optional[float], fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on ``pool``, raced as :meth:`_race` races the engine: the answer
+        goes out on time even while a thread still tokenizes (a running thread cannot be stopped:
+        it finishes in the background and its result is dropped; a queued call never runs)."""
+        work = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        try:
+            await self._race(state, work, watcher, deadline)
+        except BaseException:
+            work.cancel()
+            raise
+        return work.result()
 
     async def scoring(self, request: Request, kind: str) -> Response:
         """``/score`` (``kind="score"``), ``/rerank`` (``"rerank"``: vLLM's or TEI's shape, by the
@@ -256,23 +285,15 @@ class _Handlers:
         """The task's token ids, computed slice by slice on the tokenizer pool; stops early when the
         client goes away, the deadline passes or the server drains."""
         refuse_unfittable(state.engine, task)
-        loop = asyncio.get_running_loop()
+        task = pre_cut(state.engine, task)
         ids: List[Any] = []
         keys: List[Any] = []
         for part in slices(task, _SLICE_PAIRS, _SLICE_CHARS):
-            if watcher.done():
-                raise _ClientGone()
-            if deadline is not None and time.monotonic() > deadline:
-                state.metrics.add("timeouts")
-                raise APIError(f"the request did not finish within the server's timeout of "
-                               f"{self.settings.request_timeout:g} s (crossrank serve --request-timeout)", 504,
-                               "TimeoutError")
-            if DRAIN.expired.is_set():
-                raise _shutting_down(self.settings)
             piece = task if len(part) == len(task.firsts) else dataclasses.replace(
                 task, firsts=task.firsts[part.start:part.stop], seconds=task.seconds[part.start:part.stop])
             try:
-                prepared = await loop.run_in_executor(state.tokenizer_pool, self._prepare, state, piece, part.start)
+                prepared = await self._pooled(state, state.tokenizer_pool, watcher, deadline, self._prepare, state,
+                                              piece, part.start)
             except PromptError as exc:
                 raise APIError(str(exc), 400, param=exc.param) from None
             except APIError:
@@ -283,10 +304,13 @@ class _Handlers:
             keys.extend(prepared.keys)
         return Prepared(ids, keys)
 
-    async def _score(self, state: _State, request: Request, body: Dict[str, Any], kind: str) -> Response:
-        t0 = time.monotonic()
+    def _deadline(self) -> Optional[float]:
+        """When a request arriving now runs out of time (``--request-timeout``)."""
         timeout = self.settings.request_timeout
-        deadline = None if timeout is None else t0 + timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+    async def _score(self, state: _State, request: Request, body: Dict[str, Any], kind: str) -> Response:
+        deadline = self._deadline()
         state.metrics.add_gauge("requests_in_flight", 1)
         try:
             rid = request.headers.get("x-request-id")
@@ -317,9 +341,23 @@ class _Handlers:
         finally:
             state.metrics.add_gauge("requests_in_flight", -1)
 
-    def tokenizer_route(self, body: Dict[str, Any], path: str) -> Dict[str, Any]:
-        """``/tokenize`` and ``/detokenize`` (vLLM's shapes)."""
+    async def tokenizer_route(self, request: Request) -> Response:
+        """``/tokenize`` and ``/detokenize`` (vLLM's shapes), off the event loop (on a thread of their
+        own) and within the request timeout."""
         state = self._ready()
+        deadline = self._deadline()
+        body = await _json_body(request, state)
+        watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+        try:
+            result = await self._pooled(state, state.tokenize_route_pool, watcher, deadline,
+                                        self._tokenizer_answer, state, body, request.url.path)
+        except _ClientGone:
+            return Response(status_code=499)
+        finally:
+            watcher.cancel()
+        return JSONResponse(result)
+
+    def _tokenizer_answer(self, state: _State, body: Dict[str, Any], path: str) -> Dict[str, Any]:
         if path == "/tokenize":
             req = parse_tokenize(body)
             self._check_model(state, req.model)
@@ -412,13 +450,8 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
     async def routed(request: Request) -> Response:
         return await handlers.scoring(request, "routed")
 
-    async def tokenizer_route(request: Request) -> JSONResponse:
-        state = handlers._ready()
-        body = await _json_body(request, state)
-        # On the tokenizer pool, as for scoring: a large prompt never holds the event loop.
-        result = await asyncio.get_running_loop().run_in_executor(
-            state.tokenizer_pool, handlers.tokenizer_route, body, request.url.path)
-        return JSONResponse(result)
+    async def tokenizer_route(request: Request) -> Response:
+        return await handlers.tokenizer_route(request)
 
     for path in SCORE_PATHS:
         app.add_api_route(path, score, methods=["POST"], include_in_schema=False)

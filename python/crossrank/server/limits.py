@@ -14,14 +14,16 @@ which cannot fit before tokenizing it.
   checked before any per-item object is built, so a million-item body costs a length check and
   one pass over the list, never a million validation errors.
 * :func:`refuse_unfittable`: a text that provably cannot fit where cutting is off is refused by
-  its character count, before any tokenizing; :func:`slices` cuts the rest into units of
-  tokenization work.
+  its character count, before any tokenizing; where cutting is on, :func:`pre_cut` cuts each text
+  by characters to the ends that can survive of it, so a 15 MB document costs no more tokenizing
+  than its budget; :func:`slices` cuts the rest into units of tokenization work.
 * :class:`Admission`: a counter of scoring requests admitted (from before the body is read to
   the answer); above ``max_concurrent_requests`` a request is refused at once (TEI: 429
   ``Overloaded``; vLLM routes: 503), with ``Retry-After``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -32,7 +34,7 @@ from .errors import APIError, error_body, tei_error
 from .protocol import ScoringTask
 
 __all__ = ["MAX_INT_DIGITS", "MAX_DEPTH", "parse_json_body", "check_items", "ITEM_FIELDS", "Admission",
-           "looks_like_tei", "overloaded_response", "refuse_unfittable", "slices"]
+           "looks_like_tei", "overloaded_response", "refuse_unfittable", "pre_cut", "slices"]
 
 #: Longest integer literal accepted anywhere in a body (far below Python's 4,300-digit limit).
 MAX_INT_DIGITS = 100
@@ -187,17 +189,24 @@ class Admission:
         self.admitted -= 1
 
 
+def _budget(engine: ScoringEngine, task: ScoringTask) -> Tuple[int, bool, bool]:
+    """``(budget, templated, no_cut)``: the task's prompt token budget, whether its pairs get the
+    prompt template, and whether an over-long pair is refused rather than cut."""
+    budget = task.limit if task.limit not in (None, -1) else engine.max_length
+    templated = (task.templated and engine.templated) or engine.chat_templated
+    # TEI's route cuts pairs as given to the maximum unless truncate is false; vLLM's only with
+    # truncate_prompt_tokens.
+    no_cut = not task.truncate or (not templated and task.limit is None and task.kind != "tei")
+    return budget, templated, no_cut
+
+
 def refuse_unfittable(engine: ScoringEngine, task: ScoringTask) -> None:
     """Refuses, before tokenizing, a pair that provably cannot fit where the request forbids
     cutting it (TEI's ``truncate: false``; pairs taken as given without
     ``truncate_prompt_tokens``) and a query that alone cannot fit where the vLLM routes refuse
     it: the number of characters gives a lower bound on the tokens
     (:meth:`~crossrank.server.engine.ScoringEngine.min_tokens`)."""
-    budget = task.limit if task.limit not in (None, -1) else engine.max_length
-    templated = (task.templated and engine.templated) or engine.chat_templated
-    # TEI's route cuts pairs as given to the maximum unless truncate is false; vLLM's only with
-    # truncate_prompt_tokens.
-    no_cut = not task.truncate or (not templated and task.limit is None and task.kind != "tei")
+    budget, templated, no_cut = _budget(engine, task)
     longest = max(len(a) + len(b) for a, b in zip(task.firsts, task.seconds)) if no_cut else 0
     if no_cut and engine.min_tokens(longest) > budget:
         i = next(k for k, (a, b) in enumerate(zip(task.firsts, task.seconds)) if len(a) + len(b) == longest)
@@ -213,6 +222,24 @@ def refuse_unfittable(engine: ScoringEngine, task: ScoringTask) -> None:
             raise APIError(f"This model's maximum context length is {budget} tokens, and a query of "
                            f"{len(query)} characters makes at least {engine.min_tokens(len(query))}, leaving no "
                            f"room for the document. {REDUCE_PROMPT}", 400, param="query")
+
+
+def pre_cut(engine: ScoringEngine, task: ScoringTask) -> ScoringTask:
+    """The task with each text cut by characters to the ends that can survive of it where the
+    request lets an over-long prompt be cut
+    (:meth:`~crossrank.server.engine.ScoringEngine.pre_cut`): the token ids come out as for the
+    whole texts, and tokenizing costs at most the budget's worth of characters per text instead
+    of the whole body. Nothing is cut where an over-long prompt is refused (the refusal is
+    :func:`refuse_unfittable`'s)."""
+    budget, _, no_cut = _budget(engine, task)
+    if no_cut:
+        return task
+    # max_tokens_* keeps a text's first tokens before the prompt is cut: that many must survive.
+    firsts = engine.pre_cut(task.firsts, task.max_tokens_per_query or budget)
+    seconds = engine.pre_cut(task.seconds, task.max_tokens_per_doc or budget)
+    if firsts == task.firsts and seconds == task.seconds:
+        return task
+    return dataclasses.replace(task, firsts=firsts, seconds=seconds)
 
 
 def slices(task: ScoringTask, max_pairs: int, max_chars: int) -> List[range]:

@@ -61,7 +61,8 @@ def tokenize(tokenizer: Any, req: TokenizeRequest, max_model_len: int) -> Dict[s
         req.prompt.encode("utf-8")
     except UnicodeEncodeError:
         raise APIError("prompt holds a lone surrogate escape; send valid Unicode text", 400, param="prompt") from None
-    encoding = tokenizer.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+    # encode_batch releases the GIL while it works (encode holds it): the event loop answers meanwhile.
+    encoding = tokenizer.encode_batch([req.prompt], add_special_tokens=req.add_special_tokens)[0]
     ids = list(encoding.ids)
     strs = [tokenizer.id_to_token(i) for i in ids] if req.return_token_strs else None
     return {"count": len(ids), "max_model_len": max_model_len, "tokens": ids, "token_strs": strs}
