@@ -88,3 +88,32 @@ def test_info_shape():
                          max_concurrent_requests=4, max_batch_tokens=100, tokenization_workers=2, version="1")
     assert info["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     assert info["auto_truncate"] is True and info["max_input_length"] == 512
+
+
+def test_tei_shape_with_documents_null_is_tei():
+    assert is_tei_rerank({"query": "q", "texts": ["a"], "documents": None})
+    assert not is_tei_rerank({"query": "q", "texts": None, "documents": ["a"]})
+
+
+@pytest.mark.parametrize("parse, body, param", [
+    (parse_rerank, {"query": "q", "documents": {"content": [{"type": "image_url", "image_url": {"url": "x"}}]}},
+     "documents"),
+    (parse_rerank, {"query": {"content": [{"type": "image_url", "image_url": {"url": "x"}}]}, "documents": ["d"]},
+     "query"),
+    (parse_score, {"data_1": "q", "data_2": {"content": [{"type": "image_url", "image_url": {"url": "x"}}]}},
+     "data_2"),
+    (parse_score, {"text_1": "q", "text_2": {"content": [{"type": "video_url", "video_url": {"url": "x"}}]}},
+     "text_2"),
+])
+def test_vllm_multimodal_sides_are_refused_in_words(parse, body, param):
+    with pytest.raises(APIError, match="multimodal") as info:
+        parse(body)
+    assert info.value.param == param and info.value.status == 400
+
+
+@pytest.mark.parametrize("top_n", [0, -1, -7])
+def test_top_n_zero_or_negative_means_every_document_as_in_vllm(top_n):
+    from crossrank.server.protocol import rerank_response
+
+    task = parse_rerank({"query": "q", "documents": ["a", "b", "c"], "top_n": top_n})
+    assert [r["index"] for r in rerank_response(task, "m", [0.1, 0.9, 0.5], 3)["results"]] == [1, 2, 0]

@@ -92,7 +92,8 @@ class RerankRequest(_Common):
     # A string, or vLLM's {"text": ...} object.
     query: Union[str, Dict[str, Any]]
     documents: Union[str, List[Any]]
-    top_n: int = Field(default=0, ge=0)
+    # 0 or negative: every document, as vLLM reads it (``top_n if top_n > 0 else len(results)``).
+    top_n: int = 0
     return_documents: bool = True
     rank_fields: Optional[List[str]] = None
     # Cohere v1's chunking of long documents: accepted; crossrank truncates instead (docs/server.md).
@@ -111,6 +112,15 @@ def _refuse_media(obj: Dict[str, Any], where: str) -> None:
     if kinds:
         raise APIError(f"{where} is {kinds[0]} input: this server runs a text reranker, not a multimodal "
                        "(vision or audio) model; send text", 400, param=where)
+
+
+def _refuse_media_forms(body: Dict[str, Any], names: Sequence[str]) -> None:
+    """vLLM's multimodal form of a side (``{"content": [{"type": "image_url", ...}]}``) refused in
+    words before validation, which would only say the object is not a string or a list."""
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, dict):
+            _refuse_media(value, name)
 
 
 def query_text(query: Union[str, Dict[str, Any]]) -> str:
@@ -269,6 +279,9 @@ def _as_list(value: _Texts) -> List[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+# Every side of /score's forms.
+_SCORE_SIDES = ("queries", "documents", "items", "data_1", "data_2", "text_1", "text_2")
+
 # vLLM's ScoreRequest union, in its order: the first complete pair of names wins.
 _SCORE_FORMS: Tuple[Tuple[str, str, bool], ...] = (
     ("queries", "documents", True),
@@ -281,6 +294,7 @@ _SCORE_FORMS: Tuple[Tuple[str, str, bool], ...] = (
 def parse_score(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
     """A ``/score`` body as a task. ``queries`` with ``documents`` or ``items`` are plain texts
     (the template applies); ``data_1``/``data_2`` and ``text_1``/``text_2`` are taken as given."""
+    _refuse_media_forms(body, _SCORE_SIDES)
     req = validate_request(ScoreRequest, drop_nulls(body))
     for name_1, name_2, templated in _SCORE_FORMS:
         side_1, side_2 = getattr(req, name_1), getattr(req, name_2)
@@ -306,6 +320,7 @@ def parse_score(body: Dict[str, Any], request_id: Optional[str] = None) -> Scori
 def parse_rerank(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
     """A vLLM (Jina, Cohere) ``/rerank`` body as a task. TEI's shape is read by
     :func:`crossrank.server.tei.parse_tei_rerank`."""
+    _refuse_media_forms(body, ("query", "documents"))
     req = validate_request(RerankRequest, drop_nulls(body))
     docs = document_texts(req.documents, req.rank_fields)
     if not docs:

@@ -45,8 +45,8 @@ class TEIRerankRequest(BaseModel):
 
 
 def is_tei_rerank(body: Dict[str, Any]) -> bool:
-    """Whether a ``/rerank`` body is in TEI's shape (``texts`` and no ``documents``)."""
-    return "texts" in body and "documents" not in body
+    """Whether a ``/rerank`` body is in TEI's shape (``texts`` and no ``documents``; ``null`` is absent)."""
+    return body.get("texts") is not None and body.get("documents") is None
 
 
 def parse_tei_rerank(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
