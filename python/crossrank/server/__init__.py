@@ -11,7 +11,8 @@ Modules: :mod:`~crossrank.server.settings` (the settings), :mod:`~crossrank.serv
 :mod:`~crossrank.server.errors` (vLLM's and TEI's error shapes), :mod:`~crossrank.server.engine`
 (tokenization per request form), :mod:`~crossrank.server.batcher` (dynamic batching on one engine
 thread), :mod:`~crossrank.server.metrics` (Prometheus text), :mod:`~crossrank.server.middleware`
-(metrics, API key and body limit, before any parsing), :mod:`~crossrank.server.app` (the ASGI app
+(metrics, API key and body limit, before any parsing), :mod:`~crossrank.server.loader` (loading the
+model), :mod:`~crossrank.server.app` (the ASGI app
 and uvicorn), :mod:`~crossrank.server.cli` (the ``serve`` subcommand).
 """
 from .settings import ServerSettings

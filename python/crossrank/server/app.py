@@ -32,6 +32,7 @@ from http import HTTPStatus
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,7 +46,8 @@ from .errors import APIError, error_body
 from .loader import load_model
 from .limits import (Admission, check_items, looks_like_tei, parse_json_body, pre_cut, refuse_unfittable,
                      slices)
-from .middleware import AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive
+from .middleware import (AdmissionMiddleware, APIKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, Receive,
+                         RequestIdMiddleware)
 from .serving import DRAIN
 from .protocol import ScoringTask, models_response, parse_rerank, parse_score, rerank_response, score_response
 from .settings import ServerSettings
@@ -418,7 +420,7 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
             handlers.state = None
             state.close()
 
-    app = FastAPI(title="crossrank", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="crossrank", lifespan=lifespan, root_path=settings.root_path, docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=JSONResponse)
 
     @app.exception_handler(APIError)
@@ -462,7 +464,7 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
     for path in TOKENIZE_PATHS:
         app.add_api_route(path, tokenizer_route, methods=["POST"], include_in_schema=False)
 
-    @app.get("/info", include_in_schema=False)
+    @app.api_route("/info", methods=["GET", "HEAD"], include_in_schema=False)
     async def info() -> JSONResponse:
         from .. import __version__
 
@@ -473,8 +475,10 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
             max_batch_tokens=settings.max_batch_tokens, tokenization_workers=_TOKENIZER_THREADS,
             max_client_batch_size=settings.max_client_batch_size, version=__version__))
 
-    @app.api_route("/ping", methods=["GET", "POST"], include_in_schema=False)
-    @app.get("/health", include_in_schema=False)
+    # Every GET answers HEAD too, as axum's (TEI) and Starlette's plain routes do; TEI answers GET / as /health.
+    @app.api_route("/ping", methods=["GET", "HEAD", "POST"], include_in_schema=False)
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def health() -> Response:
         state = handlers.state
         if state is None or not state.batcher.alive:
@@ -485,18 +489,18 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
                                 status_code=503)
         return Response(status_code=200)
 
-    @app.get("/v1/models", include_in_schema=False)
+    @app.api_route("/v1/models", methods=["GET", "HEAD"], include_in_schema=False)
     async def list_models() -> JSONResponse:
         state = handlers._ready()
         return JSONResponse(models_response(state.names, settings.model, state.engine.max_length, state.created))
 
-    @app.get("/version", include_in_schema=False)
+    @app.api_route("/version", methods=["GET", "HEAD"], include_in_schema=False)
     async def version() -> JSONResponse:
         from .. import __version__
 
         return JSONResponse({"version": __version__})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
     async def metrics() -> Response:
         state = handlers._ready()
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -511,6 +515,11 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
     app.add_middleware(APIKeyMiddleware, api_key=settings.api_key, public_paths=_PUBLIC_PATHS)
     app.add_middleware(MetricsMiddleware, metrics_of=lambda: handlers.state.metrics if handlers.state else None,
                        known_paths=_KNOWN_PATHS)
+    if settings.request_id_headers:
+        app.add_middleware(RequestIdMiddleware)
+    # Outermost, as vLLM has it: a browser's preflight needs no API key.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=settings.allowed_methods,
+                       allow_headers=settings.allowed_headers, allow_credentials=settings.allow_credentials)
     return app
 
 
@@ -552,7 +561,8 @@ def run(settings: ServerSettings) -> int:
     if settings.workers == 1:
         _PRELOADED[settings.to_json()] = load_model(settings)
     config = uvicorn.Config("crossrank.server.app:app_from_env", factory=True, host=settings.host,
-                            port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
+                            port=settings.port, workers=settings.workers,
+                            log_level=(settings.uvicorn_log_level or settings.log_level).lower(),
                             access_log=settings.access_log, http=GuardedH11Protocol,
                             timeout_keep_alive=settings.timeout_keep_alive,
                             timeout_graceful_shutdown=settings.shutdown_timeout)

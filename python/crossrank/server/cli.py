@@ -9,9 +9,42 @@ import argparse
 import importlib.util
 import json
 import os
+import logging
 import sys
+from typing import Callable, List, Tuple
 
 __all__ = ["add_serve_parser", "run_serve"]
+
+# The values of vLLM's --task, --runner and --convert that mean a scoring (pooling) model.
+_SCORING_TASKS = ("auto", "score", "classify")
+_POOLING_RUNNERS = ("auto", "pooling")
+_SCORING_CONVERTS = ("auto", "none", "classify")
+
+# vLLM flags with no meaning on a CPU reranker, and the type of their value (bool: no value).
+_IGNORED_FLAGS = (("--trust-remote-code", bool), ("--gpu-memory-utilization", float), ("--max-num-seqs", int),
+                  ("--tensor-parallel-size", int), ("--pipeline-parallel-size", int),
+                  ("--data-parallel-size", int), ("--enforce-eager", bool), ("--max-num-batched-tokens", int),
+                  ("--swap-space", float), ("--disable-log-requests", bool), ("--disable-log-stats", bool))
+
+
+def _json_list(text: str) -> List[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}); give a list such as '[\"*\"]'") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise argparse.ArgumentTypeError(f"must be a JSON list of strings, got {text}")
+    return value
+
+
+def _scoring_choice(flag: str, allowed: Tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: crossrank serves rerankers, which score (pooling); {flag} takes {', '.join(allowed)}. "
+                "Text generation needs vLLM itself")
+        return value
+    return check
 
 
 def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
@@ -67,6 +100,29 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--disable-access-log", "--disable-uvicorn-access-log", action="store_true",
                    help="no per-request access log lines")
+    p.add_argument("--uvicorn-log-level", default=None,
+                   choices=["critical", "error", "warning", "info", "debug", "trace"],
+                   help="uvicorn's log level (vLLM's flag; default: --log-level)")
+    p.add_argument("--root-path", default="", help="path prefix a proxy serves the app under (vLLM's flag)")
+    p.add_argument("--enable-request-id-headers", action="store_true",
+                   help="echo X-Request-Id (a new one when absent) in every response (vLLM's flag)")
+    # CORS, with vLLM's flags and defaults; each takes a JSON list.
+    for flag in ("--allowed-origins", "--allowed-methods", "--allowed-headers"):
+        p.add_argument(flag, type=_json_list, default=["*"], help=f"CORS {flag[10:]} as a JSON list (default: [\"*\"])")
+    p.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials")
+    # vLLM's task selection: a reranker scores, so only the values that mean scoring are taken.
+    p.add_argument("--task", type=_scoring_choice("--task", _SCORING_TASKS), default=None,
+                   help="vLLM's flag; only " + ", ".join(_SCORING_TASKS) + " (a reranker scores)")
+    p.add_argument("--runner", type=_scoring_choice("--runner", _POOLING_RUNNERS), default=None,
+                   help="vLLM's flag; only " + ", ".join(_POOLING_RUNNERS))
+    p.add_argument("--convert", type=_scoring_choice("--convert", _SCORING_CONVERTS), default=None,
+                   help="vLLM's flag; only " + ", ".join(_SCORING_CONVERTS))
+    # vLLM's GPU and parallelism flags mean nothing on a CPU reranker: accepted, logged and ignored.
+    for flag, kind in _IGNORED_FLAGS:
+        if kind is bool:
+            p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -77,9 +133,14 @@ def run_serve(args: argparse.Namespace) -> int:
               "install them with: pip install 'crossrank[serve]'", file=sys.stderr)
         return 2
     from ..errors import CrossrankError
-    from .app import run
+    from .app import configure_logging, run
     from .settings import ServerSettings
 
+    configure_logging(args.log_level)
+    for flag, _ in _IGNORED_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value not in (None, False):
+            logging.getLogger("crossrank.server").info("%s means nothing on a CPU reranker; ignored", flag)
     overrides = None
     if args.hf_overrides:
         try:
@@ -100,7 +161,10 @@ def run_serve(args: argparse.Namespace) -> int:
             body_timeout=args.body_timeout or None, timeout_keep_alive=args.timeout_keep_alive,
             shutdown_timeout=args.shutdown_timeout,
             local_files_only=args.local_files_only, revision=args.revision, log_level=args.log_level,
-            access_log=not args.disable_access_log)
+            access_log=not args.disable_access_log, uvicorn_log_level=args.uvicorn_log_level,
+            root_path=args.root_path, request_id_headers=args.enable_request_id_headers,
+            allowed_origins=args.allowed_origins, allowed_methods=args.allowed_methods,
+            allowed_headers=args.allowed_headers, allow_credentials=args.allow_credentials)
         code = run(settings)
     except (CrossrankError, OSError, ValueError, TypeError) as exc:
         print(f"crossrank: error: {exc}", file=sys.stderr)

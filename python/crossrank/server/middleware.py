@@ -4,6 +4,7 @@
 * :class:`APIKeyMiddleware` checks ``Authorization: Bearer KEY`` (401 otherwise);
 * :class:`AdmissionMiddleware` takes a permit for a scoring request before its body is read
   (429/503 with ``Retry-After`` at once when none is free);
+* :class:`RequestIdMiddleware` echoes ``X-Request-Id`` (vLLM's ``--enable-request-id-headers``);
 * :class:`BodyLimitMiddleware` reads the body up to the size limit (413 beyond) within the body
   timeout (408 beyond).
 
@@ -16,13 +17,15 @@ import asyncio
 import hmac
 import json
 import time
+import uuid
 from typing import Any, Awaitable, Callable, FrozenSet, List, MutableMapping, Optional
 
 from .errors import error_body
 from .limits import Admission, looks_like_tei, overloaded_response
 from .metrics import Metrics
 
-__all__ = ["MetricsMiddleware", "APIKeyMiddleware", "AdmissionMiddleware", "BodyLimitMiddleware", "CLIENT_GONE",
+__all__ = ["MetricsMiddleware", "APIKeyMiddleware", "AdmissionMiddleware", "BodyLimitMiddleware",
+           "RequestIdMiddleware", "CLIENT_GONE",
            "Scope", "Message", "Receive", "Send",
            "ASGIApp"]
 
@@ -145,7 +148,8 @@ class AdmissionMiddleware:
         status, body = overloaded_response(
             f"Model is overloaded: {admission.limit} requests are being handled already (crossrank serve "
             "--max-concurrent-requests); retry after a second", looks_like_tei(head))
-        await _send_json(send, status, body, [(b"retry-after", b"1")])
+        # The body is never read: without closing, a client could trickle it into this connection forever.
+        await _send_json(send, status, body, [(b"retry-after", b"1"), (b"connection", b"close")])
 
 
 class BodyLimitMiddleware:
@@ -213,4 +217,26 @@ class BodyLimitMiddleware:
     async def _too_large(self, send: Send) -> None:
         await _send_json(send, 413, error_body(
             f"the request body is larger than the server's limit of {self.max_bytes} bytes "
-            "(crossrank serve --max-body-bytes)", "RequestEntityTooLarge", 413))
+            "(crossrank serve --max-body-bytes)", "RequestEntityTooLarge", 413), [(b"connection", b"close")])
+
+
+class RequestIdMiddleware:
+    """Puts the request's ``X-Request-Id`` (a new one when it has none) on its response, as vLLM
+    does with ``--enable-request-id-headers``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = given or uuid.uuid4().hex.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=list(message.get("headers", [])) + [(b"x-request-id", rid)])
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -63,6 +63,14 @@ class ServerSettings:
         revision: Hub revision.
         log_level: Level of the ``crossrank`` and uvicorn loggers.
         access_log: uvicorn's per-request access log.
+        uvicorn_log_level: Level of uvicorn's loggers (vLLM's ``--uvicorn-log-level``); ``None``:
+            ``log_level``.
+        root_path: The path prefix a proxy serves the app under (ASGI ``root_path``, vLLM's
+            ``--root-path``).
+        request_id_headers: Echo each request's ``X-Request-Id`` in its response, or a new one
+            (vLLM's ``--enable-request-id-headers``).
+        allowed_origins, allowed_methods, allowed_headers, allow_credentials: CORS, with vLLM's
+            flags and defaults (every origin, method and header; no credentials).
     """
 
     model: str
@@ -93,6 +101,13 @@ class ServerSettings:
     revision: Optional[str] = None
     log_level: str = "info"
     access_log: bool = True
+    uvicorn_log_level: Optional[str] = None
+    root_path: str = ""
+    request_id_headers: bool = False
+    allowed_origins: List[str] = field(default_factory=lambda: ["*"])
+    allowed_methods: List[str] = field(default_factory=lambda: ["*"])
+    allowed_headers: List[str] = field(default_factory=lambda: ["*"])
+    allow_credentials: bool = False
 
     def __post_init__(self) -> None:
         checks = (
@@ -119,6 +134,10 @@ class ServerSettings:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if self.chat_template is not None and self.template is not None:
             raise ValueError("give --chat-template or --template, not both")
+        for name in ("allowed_origins", "allowed_methods", "allowed_headers"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be a JSON list of strings, got {value!r}")
         if self.hf_overrides is not None and not isinstance(self.hf_overrides, dict):
             raise ValueError("hf_overrides must be a JSON object")
 
