@@ -17,6 +17,8 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
+from .integers import as_int
+
 __all__ = ["Chunking", "as_chunking", "token_windows", "window_texts", "split_documents", "chunk_prompts",
            "aggregate_chunks", "AGGREGATES"]
 
@@ -44,13 +46,12 @@ class Chunking:
     max_chunks: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("size", "max_chunks"):
+        # stored as Python ints (NumPy integers are taken): equal Chunkings compare and pickle alike
+        for name, minimum in (("size", 1), ("max_chunks", 1), ("overlap", 0)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"Chunking.{name} must be a positive integer or None, got {value!r}")
-        if self.overlap is not None and (
-                isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0):
-            raise ValueError(f"Chunking.overlap must be a non-negative integer or None, got {self.overlap!r}")
+            if value is not None:
+                what = "a positive integer or None" if minimum else "a non-negative integer or None"
+                object.__setattr__(self, name, as_int(value, f"Chunking.{name}", minimum=minimum, what=what))
         if self.size is not None and self.overlap is not None and self.overlap >= self.size:
             raise ValueError(f"Chunking.overlap={self.overlap} must be smaller than Chunking.size={self.size}")
         if self.aggregate not in AGGREGATES:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optio
 import numpy as np
 
 from . import _core
+from .integers import positive_int
 from .passes import interruptible, shared_prefix_groups
 
 __all__ = ["Engine", "PassPlan", "plan_passes", "CancelToken", "TOKEN_BUDGET"]
@@ -147,8 +148,7 @@ class Engine:
         stops the call (:class:`crossrank.Cancelled`); on the main thread Ctrl-C does too.
         ``on_pass`` is told the number of sequences of each finished pass.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         n = len(plan)
         out = np.empty((n, self.num_labels), dtype=np.float32)
         if n == 0:
@@ -195,8 +195,7 @@ class Engine:
                     share_keys: Optional[Sequence[Optional[Hashable]]] = None,
                     on_pass: Optional[Callable[[int], None]] = None) -> np.ndarray:
         """:func:`plan_passes` then :meth:`run`: raw logits of tokenized prompts."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         if len(input_ids) == 0:
             return np.empty((0, self.num_labels), dtype=np.float32)
         return self.run(plan_passes(input_ids, share_keys), batch_size=batch_size, cancel=cancel, on_pass=on_pass)

@@ -22,6 +22,7 @@ from .chunking import Chunking, ChunkingLike, as_chunking
 from .config import ModelSpec, load_config, resolve_classifier_tokens
 from .engine import Engine
 from .errors import UnsupportedModelError
+from .integers import positive_int
 from .prompting import ChatPrompting, Prompting, PromptChoice, TemplateLike, choose_prompt, make_prompting
 from .st_compat import saved_activation_path
 from .st_package import STPackage, head_overrides, read_st_package
@@ -154,10 +155,10 @@ class LoadOptions:
         resolve_dtype(self.dtype)
         if self.check_finite is not None and not isinstance(self.check_finite, bool):
             raise TypeError(f"check_finite must be True, False or None, got {self.check_finite!r}")
-        threads = self.threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 256):
-            raise ValueError(f"threads must be an integer in [1, 256], got {threads!r}")
+        if self.threads is not None:
+            self.threads = positive_int(self.threads, "threads", what="an integer in [1, 256]")
+            if self.threads > 256:
+                raise ValueError(f"threads must be an integer in [1, 256], got {self.threads!r}")
         normalize_activation(self.activation_fn)
         as_chunking(self.chunking)
         check_device(self.device)
@@ -240,8 +241,7 @@ def pick_max_length(max_length: Optional[int], *, family: Optional[Template], pa
             limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else _NO_TOKENIZER_LIMIT
             return min(limit, max_position_embeddings)
         return min(max_position_embeddings, 8192)
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    max_length = positive_int(max_length, "max_length")
     if max_length > max_position_embeddings:
         logger.warning("max_length=%d is beyond the model's max_position_embeddings=%d",
                        max_length, max_position_embeddings)
