@@ -2,9 +2,12 @@
 the dotted paths sentence-transformers saves, and callables.
 
 torch is never imported to recognise a module: ``torch.nn.Tanh()`` is known by its class name and
-module, and computed here in NumPy (float64, returned as float32 by the caller). Only an object
-from torch that is not one of these (a custom ``nn.Module``) is called on a ``torch.Tensor``, which
-imports torch because the caller already uses it.
+module, and computed here in NumPy (float64, returned as float32 by the caller). An object from
+torch that is not one of these (a custom ``nn.Module``, ``torch.sigmoid``,
+``functools.partial(torch.softmax, dim=-1)``) is called on a float32 ``torch.Tensor``, as
+sentence-transformers calls it, which imports torch because the caller already uses it. Any other
+callable gets a NumPy array; where NumPy cannot run it (``lambda x: x.sigmoid()``) and torch is
+installed, it is called on a float32 tensor instead.
 
 Element-wise: Sigmoid, Tanh, ReLU, ReLU6, GELU (``approximate="none"``/``"tanh"``), SiLU, Mish,
 Identity, Softplus, Softsign, LeakyReLU, ELU, CELU, SELU, Hardtanh, Hardsigmoid, Hardswish,
@@ -14,6 +17,7 @@ mixes pairs (``dim=0``) is refused: its scores would depend on the batch.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -142,8 +146,17 @@ def _is_torch_object(fn: Any) -> bool:
     return any(getattr(c, "__module__", "").split(".")[0] == "torch" for c in type(fn).__mro__)
 
 
+def _is_torch_function(fn: Any) -> bool:
+    """A function of torch's (``torch.sigmoid``, ``torch.nn.functional.softmax``, ``torch.Tensor.sigmoid``),
+    alone or in a ``functools.partial``: known by its module, without importing torch."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    module = getattr(target, "__module__", None) or getattr(getattr(target, "__objclass__", None), "__module__", None)
+    return isinstance(module, str) and module.split(".")[0] == "torch"
+
+
 class _TorchCall:
-    """A torch module crossrank does not know, called on a float32 tensor of the scores."""
+    """A torch module or function crossrank does not compute itself, called on a float32 tensor of
+    the scores (what sentence-transformers passes an activation)."""
 
     def __init__(self, module: Any) -> None:
         self.module = module
@@ -156,7 +169,7 @@ class _TorchCall:
         return out.detach().cpu().float().numpy() if hasattr(out, "detach") else np.asarray(out)
 
     def __repr__(self) -> str:
-        return f"torch module {self.module!r}"
+        return f"torch callable {self.module!r}"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (_TorchCall, (self.module,))
@@ -168,8 +181,8 @@ def normalize_activation(fn: Any) -> ActivationLike:
 
     Accepts ``None``, a name (``"sigmoid"``, ``"identity"``, ``"tanh"``, ...), a torch dotted path
     (``"torch.nn.Tanh"``), a ``torch.nn`` activation module (recognised without importing torch;
-    its arguments are read off it), any other torch module (called on a tensor) or a callable on a
-    NumPy array.
+    its arguments are read off it), any other torch module or torch function (called on a tensor)
+    or another callable (called on a NumPy array; see :func:`apply_activation`).
 
     Raises:
         ValueError: an unknown name or a ``dim`` that mixes pairs.
@@ -194,7 +207,7 @@ def normalize_activation(fn: Any) -> ActivationLike:
         if name == "gelu":
             _gelu(np.zeros(1), dict(params)["approximate"])
         return name if all(v == defaults[k] for k, v in params) else NumpyActivation(name, params)
-    if _is_torch_object(fn) and callable(fn):
+    if callable(fn) and (_is_torch_object(fn) or _is_torch_function(fn)):
         return _TorchCall(fn)
     if callable(fn):
         return fn
@@ -235,12 +248,34 @@ def default_activation(num_labels: int, defaults: str) -> str:
     return "identity" if defaults == "sentence-transformers" else "softmax"
 
 
+def _call_user_function(fn: Callable[[Any], Any], x: np.ndarray) -> Any:
+    """``fn(x)``; where NumPy cannot run ``fn`` (written for torch tensors: ``x.sigmoid()``,
+    ``torch.sigmoid(x)``) and torch is installed, ``fn`` of a float32 tensor, as sentence-transformers
+    calls it."""
+    try:
+        return fn(x)
+    except (TypeError, AttributeError) as numpy_error:
+        try:
+            import torch  # noqa: F401  (only for a callable that NumPy cannot run)
+        except ImportError:
+            raise TypeError(f"activation_fn {fn!r} fails on the scores as a NumPy array ({type(numpy_error).__name__}: "
+                            f"{numpy_error}); without torch installed, crossrank calls it on a NumPy array only. "
+                            "Use a name such as 'sigmoid' or a function of NumPy arrays") from numpy_error
+        try:
+            return _TorchCall(fn)(x)
+        except Exception as torch_error:
+            raise TypeError(f"activation_fn {fn!r} fails on the scores both as a NumPy array "
+                            f"({type(numpy_error).__name__}: {numpy_error}) and as a float32 torch tensor "
+                            f"({type(torch_error).__name__}: {torch_error})") from torch_error
+
+
 def apply_activation(x: np.ndarray, fn: ActivationLike) -> np.ndarray:
     """``fn`` (normalized, not ``None``) applied to ``x`` (``[pairs, labels]``, float64); float64 out."""
     if isinstance(fn, str):
         _, function, defaults = ACTIVATIONS[fn]
         return np.asarray(function(x, **defaults), dtype=np.float64)
-    out = np.asarray(fn(x), dtype=np.float64)  # type: ignore[misc]
+    known = isinstance(fn, (NumpyActivation, _TorchCall))
+    out = np.asarray(fn(x) if known else _call_user_function(fn, x), dtype=np.float64)  # type: ignore[misc]
     if out.ndim == 0 or out.shape[0] != x.shape[0]:
         raise ValueError(f"activation_fn returned shape {out.shape} for {x.shape[0]} inputs; it must keep one row "
                          "per pair")
