@@ -218,8 +218,8 @@ def test_non_string_texts_are_type_errors(model):
         model.score("query", ["fine", 42])
     with pytest.raises(TypeError, match="str"):
         model.score(None, ["doc"])
-    with pytest.raises(TypeError, match="input 0"):
-        model.predict([("query", None)])
+    with pytest.raises(TypeError, match=r"pair 1: both texts must be str, got \(str, NoneType\)"):
+        model.predict([("query", "fine"), ("query", None)])
     with pytest.raises(TypeError, match="list of str"):
         model.score("query", "a single document string")
 
@@ -276,7 +276,7 @@ def test_lone_surrogates_are_refused_naming_the_text_and_position(model):
         model.score("query", ["fine", "bad\ud800text"])
     with pytest.raises(ValueError, match="the query is not valid Unicode text"):
         model.score("q\udfff", ["fine"])
-    with pytest.raises(ValueError, match="input 0, text_2 is not valid Unicode text"):
+    with pytest.raises(ValueError, match="pair 0, text_2 is not valid Unicode text"):
         model.predict([("query", "\ud83d")])
     assert model.score("query", ["fine 😀"]).shape == (1,)  # a real astral character is fine
 

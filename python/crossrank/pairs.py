@@ -2,18 +2,19 @@
 and :meth:`~crossrank.CrossEncoder.rank`'s results."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .templates import check_text
 
-__all__ = ["broadcast", "flatten_queries", "ranked"]
+__all__ = ["broadcast", "flatten_queries", "ranked", "text_list"]
 
 
 def ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
             return_documents: bool) -> List[Dict[str, Any]]:
-    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order."""
+    """:meth:`CrossEncoder.rank`'s result for one query: best first, ties in document order; ``top_k``
+    slices it as sentence-transformers does (``results[:top_k]``: 0 keeps none, -1 all but the last)."""
     if scores.ndim != 1:
         raise ValueError(f"{method}() needs one score per document; the activation returned shape {scores.shape}")
     order = np.argsort(-scores, kind="stable")
@@ -28,27 +29,32 @@ def ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Opt
     return results
 
 
-def broadcast(query: Union[str, Sequence[str]], documents: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Validates query/documents and returns parallel lists."""
-    if isinstance(documents, str) or not isinstance(documents, Sequence):
-        raise TypeError("documents must be a list of str (wrap a single document in a list)")
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            raise TypeError(f"document {i} must be a str, got {type(d).__name__}")
-        check_text(d, f"document {i}")
+def text_list(texts: Iterable[str], name: str, item: str) -> List[str]:
+    """``texts`` (a list, tuple, NumPy array, pandas Series, generator: any iterable of str but a str
+    itself) as a list, read once and checked; errors name the argument ``name`` or the ``item`` at
+    fault (``"document 3 must be a str, got int"``)."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__} "
+                        f"(wrap a single {item} in a list)")
+    values = list(texts)
+    for i, text in enumerate(values):
+        if not isinstance(text, str):
+            raise TypeError(f"{item} {i} must be a str, got {type(text).__name__}")
+        check_text(text, f"{item} {i}")
+    return values
+
+
+def broadcast(query: Union[str, Iterable[str]], documents: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """Validates query/documents and returns parallel lists (see :func:`text_list` for what is taken)."""
+    docs = text_list(documents, "documents", "document")
     if isinstance(query, str):
         check_text(query, "the query")
         return [query] * len(docs), docs
-    if not isinstance(query, Sequence):
+    if isinstance(query, bytes) or not isinstance(query, Iterable):
         raise TypeError(f"query must be a str or a list of str, got {type(query).__name__}")
-    queries = list(query)
+    queries = text_list(query, "query", "query")
     if len(queries) != len(docs):
         raise ValueError(f"got {len(queries)} queries for {len(docs)} documents: give one query, or one per document")
-    for i, q in enumerate(queries):
-        if not isinstance(q, str):
-            raise TypeError(f"query {i} must be a str, got {type(q).__name__}")
-        check_text(q, f"query {i}")
     return queries, docs
 
 

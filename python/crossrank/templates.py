@@ -300,13 +300,14 @@ def split_pairs(pairs: Sequence[Any]) -> Tuple[List[str], List[str]]:
     firsts, seconds = [], []
     for i, pair in enumerate(pairs):
         if isinstance(pair, (str, bytes)) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError(f"input {i} must be a (text_1, text_2) pair, got {type(pair).__name__}")
+            size = f" of {len(pair)} items" if isinstance(pair, (tuple, list)) else ""
+            raise TypeError(f"pair {i} must be a (text_1, text_2) pair, got a {type(pair).__name__}{size}")
         a, b = pair
         if not isinstance(a, str) or not isinstance(b, str):
             raise TypeError(
-                f"input {i}: both texts must be str, got ({type(a).__name__}, {type(b).__name__})")
-        check_text(a, f"input {i}, text_1")
-        check_text(b, f"input {i}, text_2")
+                f"pair {i}: both texts must be str, got ({type(a).__name__}, {type(b).__name__})")
+        check_text(a, f"pair {i}, text_1")
+        check_text(b, f"pair {i}, text_2")
         firsts.append(a)
         seconds.append(b)
     return firsts, seconds
