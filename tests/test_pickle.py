@@ -76,3 +76,17 @@ def test_a_moved_model_is_looked_up_again_and_reported_when_gone(tmp_path):
     d.rename(tmp_path / "moved")
     with pytest.raises(ModelNotFoundError, match="qwen3"):
         pickle.loads(blob)
+
+
+def test_prompts_and_chunking_set_after_loading_survive_pickling(model):
+    copy = pickle.loads(pickle.dumps(model))
+    copy.prompts["strict"] = "Judge strictly"
+    copy.default_prompt_name = "strict"
+    copy.chunking = Chunking(size=20, overlap=2, aggregate="first")
+    copy.max_length = 80
+    again = pickle.loads(pickle.dumps(copy))
+    assert (again.prompts, again.default_prompt_name, again.chunking, again.max_length) == \
+        (copy.prompts, "strict", copy.chunking, 80)
+    np.testing.assert_array_equal(again.score(QUERY, DOCS), copy.score(QUERY, DOCS))
+    copy.default_prompt_name = None  # no default, though the constructor gave one
+    assert pickle.loads(pickle.dumps(copy)).default_prompt_name is None

@@ -142,8 +142,11 @@ def test_top_k_applies_per_query(model, workload):
     for docs, got, all_ranked in zip(documents, top, full):
         assert len(got) == min(3, len(docs))
         assert got == all_ranked[:3]
-    for bad in (0, -1, True, 2.0):
-        with pytest.raises(ValueError, match="top_k must be a positive integer"):
+    # sentence-transformers' slicing (results[:top_k]) for any integer
+    assert model.rank_many(queries, documents, top_k=0) == [[] for _ in queries]
+    assert model.rank_many(queries, documents, top_k=np.int64(-1)) == [ranked[:-1] for ranked in full]
+    for bad in (True, 2.0, "3"):
+        with pytest.raises(ValueError, match="top_k must be an integer or None"):
             model.rank_many(queries, documents, top_k=bad)
 
 

@@ -1,6 +1,7 @@
-"""What sentence-transformers 6 code passes and reads: its deprecated arguments (with its warnings),
-``max_seq_length``, ``tokenizer.model_max_length``, ``is_singular_input``, ``supports``, and
-multi-process prediction (bitwise the scores of one process)."""
+"""What sentence-transformers 6 code passes and reads: its deprecated and torch-only arguments,
+``max_seq_length``, ``tokenizer.model_max_length``, ``is_singular_input``, ``supports``, ``device``,
+``top_k`` slicing, the inputs it passes (NumPy integers, array-likes), and multi-process prediction
+(bitwise the scores of one process, with the model's settings of the moment)."""
 import logging
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from _fixtures import fixture_path
 from crossrank import CrossEncoder, st_compat
+from crossrank.chunking import Chunking
 from crossrank.st_compat import ModelCardData, TokenizerAdapter
 from test_st_compat import DOCS, PAIRS, QUERY, link_checkpoint, write_st_package
 
@@ -137,3 +139,129 @@ def test_the_package_never_imports_torch_for_numpy_results(package):
     proc = subprocess.run([sys.executable, "-c", code, str(package)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_pool_scores_with_the_prompts_chunking_and_length_the_model_has_now(package):
+    m = CrossEncoder(package, dtype="float32", threads=1)
+    pairs, long_docs = PAIRS[:6], [" ".join(["words"] * 300), DOCS[0]]
+    pool = m.start_multi_process_pool(["cpu"])  # started before the changes below
+    try:
+        m.default_prompt_name = "student"
+        m.prompts["mine"] = "Judge strictly whether the document answers the query"
+        m.max_length = 150
+        m.chunking = Chunking(size=40, overlap=4)
+        assert not np.array_equal(m.predict(pairs), m.predict(pairs, prompt_name="mine"))
+        np.testing.assert_array_equal(m.predict(pairs, pool=pool), m.predict(pairs))
+        np.testing.assert_array_equal(m.predict(pairs, pool=pool, prompt_name="mine"),
+                                      m.predict(pairs, prompt_name="mine"))
+        assert m.rank(QUERY, long_docs, pool=pool) == m.rank(QUERY, long_docs)
+        assert m.rank(QUERY, long_docs, pool=pool, chunking=False) == m.rank(QUERY, long_docs, chunking=False)
+        assert m.rank(QUERY, long_docs, prompt_name="mine", pool=pool) == m.rank(QUERY, long_docs, prompt_name="mine")
+        np.testing.assert_array_equal(m.predict(pairs, pool=pool, batch_size=np.int64(2), chunk_size=np.int64(4)),
+                                      m.predict(pairs))
+    finally:
+        m.stop_multi_process_pool(pool)
+
+
+def test_rank_slices_top_k_as_sentence_transformers_for_any_integer(model):
+    full = model.rank(QUERY, DOCS[:6])
+    assert model.rank(QUERY, DOCS[:6], top_k=0) == []
+    assert model.rank(QUERY, DOCS[:6], top_k=-1) == full[:-1]
+    assert model.rank(QUERY, DOCS[:6], top_k=np.int64(2)) == full[:2]
+    for bad in (2.0, True, "2"):
+        with pytest.raises(ValueError, match="top_k must be an integer or None"):
+            model.rank(QUERY, DOCS[:6], top_k=bad)
+
+
+def test_documents_may_be_any_iterable_of_str(model):
+    docs = DOCS[:4]
+    expected = model.rank(QUERY, docs, return_documents=True)
+    for given in (tuple(docs), np.array(docs), (d for d in docs), map(str, docs)):
+        got = model.rank(QUERY, given, return_documents=True)
+        assert got == expected and all(type(r["text"]) in (str, np.str_) for r in got), type(given)
+    np.testing.assert_array_equal(model.score(QUERY, np.array(docs)), model.score(QUERY, docs))
+    pd = pytest.importorskip("pandas")
+    series = pd.Series(docs, index=[10, 11, 12, 13])  # labels that are not positions
+    assert model.rank(QUERY, series, return_documents=True) == expected
+    with pytest.raises(TypeError, match="documents must be a list of str, got str"):
+        model.rank(QUERY, "one document")
+    with pytest.raises(TypeError, match="document 1 must be a str, got int"):
+        model.score(QUERY, iter(["fine", 3]))
+
+
+def test_numpy_integers_are_taken_where_integers_are(package, model):
+    m = CrossEncoder(package, dtype="float32", max_length=np.int64(64), threads=np.int32(2))
+    assert m.max_length == 64 and type(m.max_length) is int
+    np.testing.assert_array_equal(model.predict(PAIRS[:4], batch_size=np.int64(2)), model.predict(PAIRS[:4]))
+    m.max_seq_length = np.int16(50)
+    assert m.tokenizer.model_max_length == 50 and type(m.max_length) is int
+    assert Chunking(size=np.int64(30), overlap=np.int8(3)) == Chunking(size=30, overlap=3)
+    for bad in (True, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            model.predict(PAIRS[:2], batch_size=bad)
+
+
+def test_max_length_is_checked_however_it_is_set(package):
+    m = CrossEncoder(package, dtype="float32", max_length=120)
+    for bad in (None, 0, 1.5, True):
+        with pytest.raises(ValueError, match="max_length must be a positive integer"):
+            m.max_length = bad
+    assert m.max_length == 120 and len(m.tokenize_pairs([(QUERY, " ".join(["words"] * 200))]).input_ids[0]) == 120
+
+
+def test_predict_tells_one_pair_from_a_batch_by_sentence_transformers_rule(model):
+    with pytest.raises(TypeError, match=r"pair 0: both texts must be str, got \(str, NoneType\)"):
+        model.predict((QUERY, None))
+    with pytest.raises(TypeError, match=r"pair 0 must be a \(text_1, text_2\) pair, got a list of 3 items"):
+        model.predict([QUERY, "a", "b"])
+    with pytest.raises(TypeError, match="takes a .* pair or a list of them, got str"):
+        model.predict("a single text")
+    assert np.ndim(model.predict([QUERY, DOCS[0]])) == 0  # a list of two str is one pair
+    np.testing.assert_array_equal(model.predict(p for p in PAIRS[:3]), model.predict(PAIRS[:3]))
+
+
+def test_sentence_transformers_members_on_the_cpu(model):
+    from _fixtures import torch_hidden
+
+    with torch_hidden():
+        assert model.device == "cpu"
+    assert model.to("cpu") is model and model.eval() is model
+    assert model.get_max_seq_length() == model.max_seq_length == model.max_length
+    with pytest.raises(ValueError, match="runs on the CPU .* to\\('cuda'\\) is not available"):
+        model.to("cuda")
+
+
+def test_sentence_transformers_constructor_options_are_taken_where_they_change_nothing(package, caplog):
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        m = CrossEncoder(package, dtype="float32", trust_remote_code=False, model_kwargs={}, processor_kwargs=None,
+                         config_kwargs={}, backend="torch", keep_in_fp32_modules=None, modules=None,
+                         tokenizer_args=None, config_args={}, automodel_args={}, classifier_dropout=0.1)
+    messages = " ".join(_warnings(caplog))
+    assert "`tokenizer_args` argument was renamed" in messages
+    assert "`classifier_dropout` argument is deprecated" in messages
+    np.testing.assert_array_equal(m.predict(PAIRS[:2], processing_kwargs=None),
+                                  m.predict(PAIRS[:2], processing_kwargs={}))
+    for option, value, why in (("backend", "onnx", "its own C engine"),
+                               ("model_kwargs", {"torch_dtype": "float16"}, "dtype="),
+                               ("automodel_args", {"attn_implementation": "sdpa"}, "dtype="),
+                               ("config_kwargs", {"num_hidden_layers": 1}, "hf_overrides=")):
+        with pytest.raises(ValueError, match=f"is not supported: .*{why}"):
+            CrossEncoder(package, dtype="float32", **{option: value})
+    with pytest.raises(ValueError, match="processing_kwargs=...\\) is not supported"):
+        m.predict(PAIRS[:2], processing_kwargs={"text": {"max_length": 16}})
+
+
+def test_callables_for_torch_tensors_are_named_when_torch_is_missing(model):
+    from _fixtures import torch_hidden
+    from crossrank.activations import normalize_activation
+
+    def torch_like(x):
+        return x.sigmoid()
+
+    torch_like.__module__ = "torch.nn.functional"  # known as torch's by its module, without importing torch
+    assert repr(normalize_activation(torch_like)).startswith("torch callable")
+    with torch_hidden():
+        with pytest.raises(TypeError, match="fails on the scores as a NumPy array .*without torch installed"):
+            model.predict(PAIRS[:2], activation_fn=lambda x: x.sigmoid())
+    np.testing.assert_allclose(model.predict(PAIRS[:2], activation_fn=lambda x: 1 / (1 + np.exp(-x))),
+                               model.predict(PAIRS[:2]), atol=1e-6)

@@ -21,6 +21,13 @@ ATOL = 1e-4
 # -- the reference side (subprocess) ---------------------------------------------------------------
 
 def _torch_activation(torch, spec):
+    if isinstance(spec, dict):  # a torch function, as sentence-transformers code passes them
+        import functools
+
+        return {"torch.sigmoid": torch.sigmoid, "torch.nn.functional.sigmoid": torch.nn.functional.sigmoid,
+                "partial(torch.softmax, dim=-1)": functools.partial(torch.softmax, dim=-1),
+                "lambda x: x.sigmoid()": lambda x: x.sigmoid(),
+                "lambda x: torch.tanh(x)": lambda x: torch.tanh(x)}[spec["function"]]
     name, kwargs = spec if isinstance(spec, list) else (spec, {})
     return getattr(torch.nn, name)(**kwargs)
 
@@ -53,6 +60,8 @@ def _reference_main(job_path, out_path):
                 entry["items"] = [[type(r).__name__, str(r.dtype), r.ndim] for r in result]
             if hasattr(result, "dtype"):
                 entry["dtype"] = str(result.dtype)
+            if hasattr(result, "shape"):
+                entry["shape"] = list(result.shape)
             out[task["id"]] = entry
         elif kind == "evaluator":
             from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
@@ -79,6 +88,14 @@ def _reference_main(job_path, out_path):
                                                        activation_fn=_torch_activation(torch, spec)).tolist()
                        for spec in task["specs"]}
             results["Double"] = model.predict(task["pairs"], activation_fn=Double()).tolist()
+            three = crossrank.CrossEncoder(task["three"], dtype="float32")
+            for spec in task["functions"]:
+                results[json.dumps(spec)] = three.predict(task["pairs"],
+                                                          activation_fn=_torch_activation(torch, spec)).tolist()
+            empty = three.predict([], convert_to_tensor=True)
+            results["three_empty_tensor"] = [type(empty).__name__, str(empty.dtype), list(empty.shape)]
+            results["device"] = [model.device == torch.device("cpu"), model.to(torch.device("cpu")) is model,
+                                 model.to("cpu", non_blocking=True) is model, model.eval() is model]
             out[task["id"]] = results
         elif kind == "crossrank_list":
             import crossrank
@@ -129,6 +146,9 @@ def torch_module(name, **kwargs):
 
 
 TORCH_SPECS = ["Tanh", "GELU", ["LeakyReLU", {"negative_slope": 0.2}], ["Softplus", {"beta": 2.0}]]
+TORCH_FUNCTIONS = [{"function": name} for name in ("torch.sigmoid", "torch.nn.functional.sigmoid",
+                                                   "partial(torch.softmax, dim=-1)", "lambda x: x.sigmoid()",
+                                                   "lambda x: torch.tanh(x)")]
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +204,12 @@ def _jobs(d):
     job += [{"kind": "evaluator", "id": f"eval_{lib}", "library": lib, "path": p["package"], "samples": SAMPLES}
             for lib in ("crossrank", "sentence-transformers")]
     job += [{"kind": "crossrank_list", "id": "crossrank_list", "path": p["package"], "pairs": pairs[:3]}]
-    job += [{"kind": "crossrank_torch", "id": "crossrank_torch", "path": p["package"], "pairs": pairs,
-             "specs": TORCH_SPECS}]
+    job += [{"kind": "crossrank_torch", "id": "crossrank_torch", "path": p["package"], "three": p["three"],
+             "pairs": pairs, "specs": TORCH_SPECS, "functions": TORCH_FUNCTIONS}]
+    job += [{"kind": "call", "id": f"st_{json.dumps(spec)}", "path": p["three"], "method": "predict",
+             "args": [pairs], "kwargs": {"activation_fn": spec}} for spec in TORCH_FUNCTIONS]
+    job += [{"kind": "call", "id": "three_empty_tensor", "path": p["three"], "method": "predict", "args": [[]],
+             "kwargs": {"convert_to_tensor": True}}]
     job += [{"kind": "call", "id": f"st_{json.dumps(spec)}", "path": p["package"], "method": "predict",
              "args": [pairs], "kwargs": {"activation_fn": spec}} for spec in TORCH_SPECS]
     return job
@@ -396,3 +420,20 @@ def test_real_torch_modules_passed_to_crossrank_score_as_in_sentence_transformer
                                    rtol=0, err_msg=str(spec))
     raw = CrossEncoder(dirs["package"], dtype="float32").predict(PAIRS[:16], activation_fn="identity")
     np.testing.assert_allclose(ours["Double"], 2 * raw, atol=1e-6, rtol=0)  # a custom module runs on a tensor
+
+
+def test_torch_functions_passed_to_crossrank_score_as_in_sentence_transformers(reference):
+    ours = reference["crossrank_torch"]
+    for spec in TORCH_FUNCTIONS:  # torch's functions, partials of them, lambdas written for tensors
+        np.testing.assert_allclose(ours[json.dumps(spec)], reference[f"st_{json.dumps(spec)}"]["result"], atol=ATOL,
+                                   rtol=0, err_msg=str(spec))
+
+
+def test_no_pairs_as_a_tensor_have_sentence_transformers_shape_whatever_the_labels(reference):
+    st = reference["three_empty_tensor"]
+    assert reference["crossrank_torch"]["three_empty_tensor"] == [st["type"], st["dtype"], st["shape"]] == \
+        ["Tensor", "torch.float32", [0]]
+
+
+def test_device_to_and_eval_answer_as_sentence_transformers_on_the_cpu(reference):
+    assert reference["crossrank_torch"]["device"] == [True, True, True, True]

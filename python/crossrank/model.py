@@ -17,12 +17,15 @@ from .config import ModelSpec
 from .engine import CancelToken, Engine, plan_passes
 from .errors import ConfigError
 from .hub import resolve_model_path
+from .integers import as_int, positive_int
 from .loading import LoadOptions, Resolution, auto_dtype, check_device, load_model, resolve_dtype
 from .multiprocess import run_pooled
-from .pairs import broadcast, flatten_queries, ranked
+from .many_queries import ManyQueries
+from .pairs import broadcast, ranked
 from .passes import shared_prefix_groups
 from .prompting import Prompting, TemplateLike, resolve_instruction, resolve_prompt
-from .st_compat import ModelCardData, SentenceTransformersSurface, convert_scores, st_call_args, st_init_args
+from .st_compat import (ModelCardData, SentenceTransformersSurface, convert_scores, is_singular_input, st_call_args,
+                        st_init_args)
 from .st_package import STPackage
 from .templates import Template, split_pairs
 from .tokenization import Encoded
@@ -34,11 +37,12 @@ logger = logging.getLogger("crossrank")
 ActivationFn = ActivationLike
 Pair = Tuple[str, str]
 
-def _is_pair(obj: Any) -> bool:
-    return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, str) for t in obj)
+# What can change on a model after loading: a pickle and a pool's workers carry these as they are
+# now, so a copy scores as the model does.
+_SETTINGS = ("max_length", "activation_fn", "truncate_query", "prompts", "default_prompt_name", "chunking")
 
 
-class CrossEncoder(SentenceTransformersSurface):
+class CrossEncoder(ManyQueries, SentenceTransformersSurface):
     """An LLM reranker run by crossrank's C engine.
 
     How pairs become prompts, chosen at load (``template``):
@@ -136,7 +140,7 @@ class CrossEncoder(SentenceTransformersSurface):
         self.activation_fn: ActivationFn = parts.activation_fn
         self.truncate_query: bool = parts.truncate_query
         self.chunking: Optional[Chunking] = parts.chunking
-        self.max_length: int = parts.max_length
+        self.max_length = parts.max_length
         self.threads: int = parts.threads
         self.dtype: str = parts.dtype
         #: The token ids whose LM-head rows make the classifier, or ``None`` (a ``score.weight`` head).
@@ -151,6 +155,16 @@ class CrossEncoder(SentenceTransformersSurface):
         logger.info("loaded %s (%s, %d layers, %s head, %d label(s), prompt %s, %d threads, kernels %s)",
                     name, spec.architecture, spec.num_hidden_layers, spec.head.kind, self.num_labels,
                     self.prompt_format, self.threads, _core.cpu_info()["isa"])
+
+    @property
+    def max_length(self) -> int:
+        """Token budget of one prompt (settable; ``max_seq_length`` and ``tokenizer.model_max_length``
+        are other names of it)."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self._max_length = positive_int(value, "max_length")
 
     @property
     def prompt_format(self) -> str:
@@ -169,19 +183,23 @@ class CrossEncoder(SentenceTransformersSurface):
                 f"dtype={self.dtype!r}, threads={self.threads})")
 
     def __getstate__(self) -> Dict[str, Any]:
-        """What a pickle holds: the name, resolved path and constructor options (no weights), with the
-        current ``max_length``, ``activation_fn`` and ``truncate_query`` (settable after loading)."""
-        activation = self.activation_fn
+        """What a pickle holds: the name, resolved path and constructor options (no weights), and the
+        current ``max_length``, ``activation_fn``, ``truncate_query``, ``prompts``,
+        ``default_prompt_name`` and ``chunking`` (settable after loading)."""
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        settings["prompts"] = dict(settings["prompts"])
+        activation = settings["activation_fn"]
         if callable(activation):
             try:
                 pickle.dumps(activation)
             except Exception as exc:
                 raise TypeError(f"this CrossEncoder cannot be pickled: its activation_fn {activation!r} cannot "
                                 f"be pickled ({exc}); use a named activation or a module-level function") from exc
+        # the constructor's own prompts and default stay in the options: the load checks them together
         options = {**self.options.as_dict(), "max_length": self.max_length, "activation_fn": activation,
-                   "truncate_query": self.truncate_query}
+                   "truncate_query": self.truncate_query, "chunking": self.chunking}
         return {"format": 1, "model_name_or_path": self.model_name_or_path, "path": str(self.path),
-                "resolution": self.resolution.as_dict(), "options": options}
+                "resolution": self.resolution.as_dict(), "options": options, "settings": settings}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         """Reloads from the pickled path (resolving the name again where the path does not exist)."""
@@ -193,6 +211,21 @@ class CrossEncoder(SentenceTransformersSurface):
         self.model_card_data = ModelCardData(model_id=state["model_name_or_path"])
         self._load(state["model_name_or_path"], path, Resolution(**state["resolution"]),
                    LoadOptions.from_dict(state["options"]))
+        self.apply_settings(state.get("settings", {}))
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        """Sets the options that can change after loading (``max_length``, ``activation_fn``,
+        ``truncate_query``, ``prompts``, ``default_prompt_name``, ``chunking``) from a pickle's
+        ``"settings"``; a pool's workers call it before each chunk so they score as this model does now."""
+        unknown = set(settings) - set(_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {', '.join(_SETTINGS)}")
+        for name, value in settings.items():
+            if name == "prompts":
+                value = dict(value)
+            elif name == "chunking":
+                value = as_chunking(value)
+            setattr(self, name, value)
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -318,21 +351,25 @@ class CrossEncoder(SentenceTransformersSurface):
         Raises:
             TooLongError: a pair does not fit ``max_length`` (see :meth:`score`); ``indices`` names them.
         """
-        if inputs is None:
-            raise TypeError("predict() needs the pairs to score")
+        if inputs is None or isinstance(inputs, (str, bytes)):
+            raise TypeError(f"predict() takes a (text_1, text_2) pair or a list of them, got "
+                            f"{'nothing' if inputs is None else type(inputs).__name__}")
         if not isinstance(device, list):
             check_device(device)
+        # sentence-transformers' rule for lists, tuples and arrays; any other iterable is a batch
+        single = isinstance(inputs, (list, tuple, np.ndarray)) and is_singular_input(inputs)
         if isinstance(inputs, np.ndarray):
             inputs = inputs.tolist()
-        single = _is_pair(inputs)
         pairs = [inputs] if single else list(inputs)
         activation_fn = normalize_activation(activation_fn)
         if pool is not None or isinstance(device, list):
             texts_1, texts_2 = split_pairs(pairs)
-            kwargs = dict(prompt_name=prompt_name, prompt=prompt, batch_size=batch_size, activation_fn=activation_fn,
-                          apply_softmax=apply_softmax, truncate_query=truncate_query)
+            # resolved here, as sentence-transformers does: the workers get the text, not a name
+            kwargs = dict(prompt=self._resolve_prompt(prompt, prompt_name),
+                          batch_size=positive_int(batch_size, "batch_size"), activation_fn=activation_fn,
+                          apply_softmax=apply_softmax, truncate_query=self._truncate_query(truncate_query))
             scores = run_pooled(self, "predict", list(zip(texts_1, texts_2)), lambda part: (list(part),), kwargs, pool,
-                                  device, chunk_size)
+                                device, chunk_size)
             return convert_scores(scores, single, convert_to_numpy, convert_to_tensor)
         encoded = self.tokenize_pairs(pairs, prompt_name=prompt_name, prompt=prompt, truncate_query=truncate_query)
         # Pairs with the same text_1 share their leading tokens: computed once.
@@ -434,8 +471,9 @@ class CrossEncoder(SentenceTransformersSurface):
 
         Args:
             query: The query.
-            documents: The documents.
-            top_k: Return at most this many.
+            documents: The documents: any iterable of str but a str (read once).
+            top_k: Keep ``results[:top_k]``, as sentence-transformers slices them (``0``: none, ``-1``: all
+                but the last); any integer type.
             return_documents: Add each document's text under ``"text"``.
             prompt_name, prompt, instruction: The instruction (see :meth:`score`).
             chunking, truncate_query: As in :meth:`score`.
@@ -454,119 +492,31 @@ class CrossEncoder(SentenceTransformersSurface):
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        self._check_rank_options("rank", top_k, None if isinstance(device, list) else device)
-        kwargs = dict(prompt_name=prompt_name, prompt=prompt, chunking=chunking, batch_size=batch_size,
-                      activation_fn=normalize_activation(activation_fn), truncate_query=truncate_query)
+        top_k = self._check_rank_options("rank", top_k, None if isinstance(device, list) else device)
+        _, docs = broadcast(query, documents)  # a list, whatever iterable the documents came in
+        activation_fn = normalize_activation(activation_fn)
         if pool is not None or isinstance(device, list):
-            broadcast(query, documents)
-            scores = run_pooled(self, "score", list(documents), lambda part: (query, list(part), instruction), kwargs,
-                                  pool, device, chunk_size)
+            # resolved here: the workers get the instruction's text and the chunking itself
+            instruction = self._instruction(instruction, prompt_name, prompt)
+            kwargs = dict(chunking=self._chunking_for(chunking) or False,
+                          batch_size=positive_int(batch_size, "batch_size"), activation_fn=activation_fn,
+                          truncate_query=self._truncate_query(truncate_query))
+            scores = run_pooled(self, "score", docs, lambda part: (query, list(part), instruction), kwargs,
+                                pool, device, chunk_size)
         else:
-            scores = self.score(query, documents, instruction, show_progress_bar=show_progress_bar, cancel=cancel,
-                                **kwargs)
-        return ranked("rank", scores, documents, top_k, return_documents)
+            scores = self.score(query, docs, instruction, prompt_name=prompt_name, prompt=prompt, chunking=chunking,
+                                batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                activation_fn=activation_fn, truncate_query=truncate_query, cancel=cancel)
+        return ranked("rank", scores, docs, top_k, return_documents)
 
-    def score_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        instruction: Optional[str] = None,
-        *,
-        prompt_name: Optional[str] = None,
-        prompt: Optional[str] = None,
-        chunking: ChunkingLike = None,
-        batch_size: int = 32,
-        show_progress_bar: Optional[bool] = None,
-        activation_fn: ActivationFn = None,
-        truncate_query: Optional[bool] = None,
-        cancel: Optional[CancelToken] = None,
-    ) -> List[np.ndarray]:
-        """:meth:`score` for several queries, each with its own documents, in one batched run.
-
-        Every pair of every query goes through one pass pipeline: each query's prompt prefix runs
-        once, and the passes (``batch_size`` pairs, capped by a token budget) span queries, so an
-        evaluation loop over many queries with few documents each keeps the passes full. The
-        scores are those :meth:`score` gives each query alone.
-
-        Args:
-            queries: The queries (a list of str).
-            documents_per_query: One list of documents per query; a list may be empty.
-            instruction, prompt_name, prompt, chunking, truncate_query: As in :meth:`score`, for every
-                query (a :class:`~crossrank.TooLongError`'s ``indices`` count the pairs of all
-                queries in order).
-            batch_size, show_progress_bar, activation_fn, cancel: As in :meth:`predict`; the
-                progress bar counts the pairs of all queries, and a callable ``activation_fn``
-                gets the scores of all pairs at once (it must work row by row).
-
-        Returns:
-            One ``float32`` array per query, as :meth:`score` returns it (empty for a query
-            without documents).
-        """
-        flat_queries, flat_docs, owners, counts = flatten_queries(queries, documents_per_query)
-        instruction = self._instruction(instruction, prompt_name, prompt)
-        # Shared by query position, not text: each query's documents form exactly the prefix group
-        # that score(query, documents) forms, even when a query text repeats with other documents.
-        scores = self._score_documents(flat_queries, flat_docs, owners, instruction, self._chunking_for(chunking),
-                                       batch_size, show_progress_bar, activation_fn, cancel, truncate_query)
-        if not counts:
-            return []
-        return np.split(scores, np.cumsum(counts)[:-1])
-
-    def rank_many(
-        self,
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
-        top_k: Optional[int] = None,
-        return_documents: bool = False,
-        prompt_name: Optional[str] = None,
-        prompt: Optional[str] = None,
-        batch_size: int = 32,
-        show_progress_bar: Optional[bool] = None,
-        activation_fn: ActivationFn = None,
-        device: Optional[str] = None,
-        *,
-        instruction: Optional[str] = None,
-        chunking: ChunkingLike = None,
-        truncate_query: Optional[bool] = None,
-        cancel: Optional[CancelToken] = None,
-    ) -> List[List[Dict[str, Any]]]:
-        """:meth:`rank` for several queries, each with its own documents, scored in one batched run
-        (see :meth:`score_many`): for evaluation loops.
-
-        Example::
-
-            results = model.rank_many(["what is TCP?", "volcanoes"],
-                                      [["TCP is ...", "A recipe ..."], ["Lava ...", "Ash ...", "Tea ..."]],
-                                      top_k=2)
-            results[1][0]  # {"corpus_id": 0, "score": 0.97}: the best document of the second query
-
-        Args:
-            queries: The queries (a list of str).
-            documents_per_query: One list of documents per query; a list may be empty.
-            top_k: Return at most this many per query.
-            return_documents, prompt_name, prompt, instruction, chunking, batch_size, truncate_query,
-                show_progress_bar, activation_fn, device, cancel: As in :meth:`rank` and
-                :meth:`score_many`, for every query.
-
-        Returns:
-            One list per query, as :meth:`rank` returns it: ``[{"corpus_id": index in that query's
-            documents, "score": float[, "text": document]}, ...]``, best first, ties in document
-            order; ``[]`` for a query without documents.
-        """
-        self._check_rank_options("rank_many", top_k, device)
-        per_query = self.score_many(queries, documents_per_query, instruction, prompt_name=prompt_name,
-                                    prompt=prompt, chunking=chunking, batch_size=batch_size,
-                                    show_progress_bar=show_progress_bar, activation_fn=activation_fn,
-                                    truncate_query=truncate_query, cancel=cancel)
-        return [ranked("rank_many", scores, documents, top_k, return_documents)
-                for scores, documents in zip(per_query, documents_per_query)]
-
-    def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> None:
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    def _check_rank_options(self, method: str, top_k: Optional[int], device: Optional[str]) -> Optional[int]:
+        """``top_k`` as an int (or ``None``), once the options and the model suit ranking."""
+        if top_k is not None:
+            top_k = as_int(top_k, "top_k", what="an integer or None")
         check_device(device)
         if self.num_labels != 1:
             raise ValueError(f"{method}() needs one score per document; this model has {self.num_labels} labels")
+        return top_k
 
     # -- long documents ------------------------------------------------------------------------
 
@@ -622,8 +572,7 @@ class CrossEncoder(SentenceTransformersSurface):
         same key are run once and their keys and values reused by every member, which gives the
         same scores (within float rounding) for less work.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         if len(input_ids) == 0:
             return np.empty((0, self.num_labels), dtype=np.float32)
         plan = plan_passes(input_ids, share_keys)

@@ -4,7 +4,11 @@
 Each worker is a spawned process that loads the model from its path and options (a model pickles
 as those, not as its weights) with ``cores // processes`` compute threads, so the pool uses the
 cores it is given without oversubscribing them. Inputs are cut into chunks that the workers take
-from one queue; the results are put back in the input order. A score does not depend on the
+from one queue; the results are put back in the input order. The caller resolves the prompt (and
+for ``rank`` the chunking) before sending a call, as sentence-transformers does, and every chunk
+carries the model's settings as they are then (``max_length``, ``prompts``, ``activation_fn``, ...:
+:meth:`~crossrank.CrossEncoder.apply_settings`), so a model changed after the pool started scores
+in the workers as it does in the caller. A score does not depend on the
 batch it ran in, the thread count or the process (the engine's sums have one fixed order), so a
 pool returns bitwise the scores of one process.
 
@@ -21,6 +25,8 @@ import queue
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from .integers import positive_int
 
 __all__ = ["start_pool", "stop_pool", "run_in_pool", "run_pooled", "default_processes"]
 
@@ -51,10 +57,11 @@ def _worker(state: Dict[str, Any], inputs: Any, outputs: Any) -> None:
         job = inputs.get()
         if job is None:
             return
-        chunk_id, method, args, kwargs = job
+        chunk_id, method, args, kwargs, settings = job
         try:
             if model is None:
                 raise load_error
+            model.apply_settings(settings)
             result: Any = ("ok", np.asarray(getattr(model, method)(*args, **kwargs)))
         except BaseException as exc:
             try:
@@ -113,16 +120,19 @@ def stop_pool(pool: Pool) -> None:
     pool["output"].close()
 
 
-def run_in_pool(pool: Pool, method: str, chunks: List[tuple], kwargs: Dict[str, Any]) -> List[np.ndarray]:
-    """Runs ``model.<method>(*chunk, **kwargs)`` for every chunk on the pool's workers; the results in
-    chunk order. A worker's error is raised here (the first chunk's, in chunk order)."""
+def run_in_pool(pool: Pool, method: str, chunks: List[tuple], kwargs: Dict[str, Any],
+                settings: Optional[Dict[str, Any]] = None) -> List[np.ndarray]:
+    """Runs ``model.<method>(*chunk, **kwargs)`` for every chunk on the pool's workers, each worker's
+    model first given ``settings`` (see :meth:`~crossrank.CrossEncoder.apply_settings`); the results
+    in chunk order. A worker's error is raised here (the first chunk's, in chunk order)."""
+    settings = settings or {}
     try:
-        pickle.dumps(kwargs)
+        pickle.dumps((kwargs, settings))
     except Exception as exc:
         raise TypeError(f"a pool sends the call's options to worker processes, and one of them cannot be pickled "
                         f"({exc}); use a named activation or a module-level function") from exc
     for i, args in enumerate(chunks):
-        pool["input"].put((i, method, args, kwargs))
+        pool["input"].put((i, method, args, kwargs, settings))
     results: Dict[int, Any] = {}
     while len(results) < len(chunks):
         try:
@@ -144,9 +154,7 @@ def run_in_pool(pool: Pool, method: str, chunks: List[tuple], kwargs: Dict[str, 
 def chunk_size_for(n: int, processes: int, chunk_size: Optional[int]) -> int:
     """sentence-transformers' default chunk size: about ten chunks per process, at most 5000."""
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        return chunk_size
+        return positive_int(chunk_size, "chunk_size")
     return max(1, min(math.ceil(n / processes / 10), 5000))
 
 
@@ -154,13 +162,14 @@ def run_pooled(model: Any, method: str, items: Sequence[Any], chunk: Callable[[S
                kwargs: Dict[str, Any], pool: Optional[Pool], device: Any, chunk_size: Optional[int]) -> np.ndarray:
     """Runs ``model.<method>`` over ``items`` on a pool's workers (a temporary pool of ``model`` for a
     device list): ``chunk`` turns a slice of the items into the method's positional arguments."""
+    settings = model.__getstate__()["settings"]  # raises, naming it, for an activation that cannot be sent
     own = pool is None
     if own:
         pool = model.start_multi_process_pool(list(device))
     try:
         size = chunk_size_for(len(items), len(pool["processes"]), chunk_size)
         parts = run_in_pool(pool, method, [chunk(items[i:i + size]) for i in range(0, len(items), size)],
-                            {**kwargs, "show_progress_bar": False})
+                            {**kwargs, "show_progress_bar": False}, settings)
     finally:
         if own:
             model.stop_multi_process_pool(pool)

@@ -28,6 +28,7 @@ import numpy as np
 from .activations import ActivationLike
 from .config import read_json_file
 from .errors import ConfigError
+from .integers import positive_int
 from .multiprocess import start_pool, stop_pool
 from .st_package import STPackage
 from .st_save import save_package
@@ -41,8 +42,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _warned: Set[str] = set()
 
 # sentence-transformers' CrossEncoder.__init__ renames (util/decorators.py).
-_INIT_RENAMES = {"model_name": "model_name_or_path", "cache_dir": "cache_folder",
+_INIT_RENAMES = {"model_name": "model_name_or_path", "automodel_args": "model_kwargs",
+                 "tokenizer_args": "processor_kwargs", "tokenizer_kwargs": "processor_kwargs",
+                 "config_args": "config_kwargs", "cache_dir": "cache_folder",
                  "default_activation_function": "activation_fn"}
+# sentence-transformers' constructor arguments that only reach torch/transformers: taken at the values
+# that change nothing, refused with the reason otherwise (crossrank loads and runs the checkpoint itself).
+_INIT_NO_OPS: Dict[str, Tuple[Tuple[Any, ...], str]] = {
+    "modules": ((None,), "crossrank builds the model from a checkpoint, not from modules"),
+    "model_kwargs": ((None, {}), "they are transformers' from_pretrained options; crossrank reads the "
+                                 "checkpoint itself (choose the precision with dtype=)"),
+    "processor_kwargs": ((None, {}), "crossrank's tokenization is fixed by the model; give the token budget as "
+                                     "max_length= and chat template variables as chat_template_kwargs="),
+    "config_kwargs": ((None, {}), "crossrank takes config changes as hf_overrides= (vLLM's semantics)"),
+    "backend": (("torch",), "crossrank runs its own C engine on the CPU"),
+    "keep_in_fp32_modules": ((None, []), "crossrank's precision is chosen with dtype="),
+}
 # Positional arguments after the model name before sentence-transformers 5.4 made them keyword-only.
 _INIT_POSITIONAL = ("num_labels", "max_length", "activation_fn", "device")
 
@@ -57,9 +72,14 @@ def warn_once(message: str) -> None:
 
 def st_init_args(init: F) -> F:
     """``CrossEncoder.__init__`` wrapper taking sentence-transformers' deprecated arguments, with its
-    warnings: the old positional ``num_labels, max_length, activation_fn, device``, and the renamed
-    ``model_name``, ``cache_dir``, ``default_activation_function``. ``num_labels`` is checked
-    against the loaded model (crossrank does not build new heads)."""
+    warnings: the old positional ``num_labels, max_length, activation_fn, device``, the renamed
+    ``model_name``, ``automodel_args``, ``tokenizer_args``, ``config_args``, ``cache_dir``,
+    ``default_activation_function``, and ``classifier_dropout`` (training only: no effect). Its
+    torch/transformers arguments (``model_kwargs``, ``processor_kwargs``, ``config_kwargs``,
+    ``backend``, ``keep_in_fp32_modules``, ``modules``) are taken at the values that change nothing
+    and refused otherwise, naming the crossrank option to use; ``trust_remote_code`` is taken
+    (crossrank never runs a model's code). ``num_labels`` is checked against the loaded model
+    (crossrank does not build new heads)."""
 
     @functools.wraps(init)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -80,6 +100,15 @@ def st_init_args(init: F) -> F:
                           f"Please use `{new}` instead.")
                 if new not in kwargs and not (new == "model_name_or_path" and args):
                     kwargs[new] = value
+        if "classifier_dropout" in kwargs:  # dropout acts in training only: any value changes no score
+            value = kwargs.pop("classifier_dropout")
+            logger.warning("The CrossEncoder `classifier_dropout` argument is deprecated. Please use "
+                           f"`config_kwargs={{'classifier_dropout': {value}}}` instead.")
+        kwargs.pop("trust_remote_code", None)  # crossrank never runs a model's code: nothing to allow
+        for name, (no_ops, why) in _INIT_NO_OPS.items():
+            if name in kwargs and kwargs.pop(name) not in no_ops:
+                raise ValueError(f"CrossEncoder({name}=...) is not supported: {why}. Leave it out (or pass "
+                                 f"{' or '.join(map(repr, no_ops))})")
         num_labels = kwargs.pop("num_labels", None)
         init(self, *args, **kwargs)
         if num_labels is not None and num_labels != self.num_labels:
@@ -93,7 +122,8 @@ def st_call_args(method: F) -> F:
     """``predict``/``rank`` wrapper taking sentence-transformers' deprecated keyword arguments, with its
     warnings: ``sentences`` (-> ``inputs``), ``activation_fct`` (-> ``activation_fn``), ``num_workers``
     (no effect), and on a method without them ``convert_to_numpy``/``convert_to_tensor`` and
-    ``apply_softmax`` (no effect: ``rank`` returns Python floats of one label)."""
+    ``apply_softmax`` (no effect: ``rank`` returns Python floats of one label). ``predict`` takes
+    ``processing_kwargs`` as ``None`` or ``{}`` (a per-call tokenization change is refused)."""
     name = method.__name__
     parameters = inspect.signature(method).parameters
     dropped = [p for p in ("convert_to_numpy", "convert_to_tensor", "apply_softmax") if p not in parameters]
@@ -107,6 +137,9 @@ def st_call_args(method: F) -> F:
                 if new in kwargs or (new == "inputs" and args):
                     continue
                 kwargs[new] = value
+        if name == "predict" and "processing_kwargs" in kwargs and kwargs.pop("processing_kwargs") not in (None, {}):
+            raise ValueError("predict(processing_kwargs=...) is not supported: crossrank's tokenization is fixed "
+                             "at load (max_length=, chat_template_kwargs=); leave it out or pass None")
         if "num_workers" in kwargs:
             kwargs.pop("num_workers")
             warn_once(f"The CrossEncoder.{name} `num_workers` argument is deprecated and has no effect. "
@@ -153,14 +186,16 @@ def convert_scores(scores: np.ndarray, single: bool, convert_to_numpy: bool, con
     """``predict``'s result as sentence-transformers returns it: a ``torch.Tensor``
     (``convert_to_tensor``), a NumPy array (``convert_to_numpy``; ``[]`` gives an empty float64
     array), else a list of float32 0-dim torch tensors (rows for several labels), or of NumPy
-    float32 scalars/rows where torch is not installed; one item for a single pair."""
+    float32 scalars/rows where torch is not installed; one item for a single pair. No pairs give
+    shape ``[0]`` (float32 tensor, float64 array) whatever the number of labels."""
     if convert_to_tensor:
         try:
             import torch
         except ImportError as exc:
             raise ImportError("convert_to_tensor=True returns a torch.Tensor and needs torch installed; "
                               "use convert_to_numpy=True (the default) for a NumPy array") from exc
-        out: Any = torch.from_numpy(scores)
+        # no pairs: sentence-transformers' torch.tensor([]), shape [0] whatever the labels
+        out: Any = torch.from_numpy(scores if len(scores) else np.empty(0, dtype=np.float32))
     elif convert_to_numpy:
         out = scores if len(scores) else np.array([])
     elif len(scores) and _torch_available():
@@ -287,9 +322,36 @@ class SentenceTransformersSurface:
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
-        self.max_length = value
+        self.max_length = positive_int(value, "max_seq_length")
+
+    def get_max_seq_length(self) -> int:
+        """:attr:`max_seq_length` (sentence-transformers' deprecated getter)."""
+        return self.max_seq_length
+
+    @property
+    def device(self) -> Any:
+        """Where the model runs: ``torch.device("cpu")`` as sentence-transformers returns it (torch
+        is imported here, for code that reads it), or the string ``"cpu"`` without torch."""
+        if not _torch_available():
+            return "cpu"
+        import torch
+
+        return torch.device("cpu")
+
+    def to(self, *args: Any, **kwargs: Any) -> "SentenceTransformersSurface":
+        """``self`` for the CPU (``"cpu"``, ``torch.device("cpu")``), as sentence-transformers code moves
+        a model; any other device or dtype is refused (crossrank runs on the CPU in the ``dtype`` of
+        the load)."""
+        targets = [*args, *(kwargs[k] for k in ("device", "dtype", "tensor") if kwargs.get(k) is not None)]
+        for target in targets:
+            if str(target) != "cpu":
+                raise ValueError(f"crossrank runs on the CPU in the dtype chosen at load (dtype=); "
+                                 f"to({target!r}) is not available")
+        return self
+
+    def eval(self) -> "SentenceTransformersSurface":
+        """``self``: crossrank only runs inference."""
+        return self
 
     @property
     def default_activation_function(self) -> ActivationLike:
