@@ -49,3 +49,13 @@ def test_the_sdist_carries_the_license_readme_and_package(sdist):
         assert name in members, f"{name} is not in the sdist"
     assert "License-Expression: Apache-2.0" in pkg_info
     assert "License-File: LICENSE" in pkg_info
+
+
+def test_the_package_ships_py_typed_for_type_checkers(sdist, tmp_path):
+    members, _ = sdist
+    assert "python/crossrank/py.typed" in members
+    # build_py lays out the wheel's Python files (no compiler run)
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "crossrank" / "py.typed").is_file()
