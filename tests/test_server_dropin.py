@@ -161,13 +161,14 @@ def test_tei_rerank_cuts_an_over_long_query_longest_first(server, model):
 # -- items 12, 13: TEI's truncation default and error shape -----------------------------------
 
 
-def test_tei_truncate_omitted_or_null_auto_truncates_and_false_is_422(server, model):
+def test_tei_truncate_omitted_or_null_auto_truncates_and_false_is_413(server, model):
     expected = as_floats(model.score("volcano", DOCS))
     for extra in ({}, {"truncate": None}, {"truncate": True}):
         resp = post(server, "/rerank", {"query": "volcano", "texts": DOCS, **extra})
         assert resp.status_code == 200, resp.text
         assert {r["index"]: r["score"] for r in resp.json()} == dict(enumerate(expected))
-    body = tei_error(post(server, "/rerank", {"query": "volcano", "texts": DOCS, "truncate": False}), 422,
+    # TEI's ErrorType::Validation is PAYLOAD_TOO_LARGE (router/src/http/server.rs)
+    body = tei_error(post(server, "/rerank", {"query": "volcano", "texts": DOCS, "truncate": False}), 413,
                      "Validation")
     assert "truncate" in body["error"]
 

@@ -105,7 +105,7 @@ def test_a_response_always_encodes():
 def test_item_check_refuses_counts_and_types_with_one_error():
     with pytest.raises(APIError) as info:
         check_items({"texts": ["a"] * 11}, 10, tei=True)
-    assert info.value.status == 422 and "at most 10" in info.value.message and info.value.param == "texts"
+    assert info.value.tei()[0] == 413 and "at most 10" in info.value.message and info.value.param == "texts"
     with pytest.raises(APIError) as info:
         check_items({"documents": ["a", "b", 0] + [0] * 100_000}, 200_000, tei=False)
     assert info.value.status == 400 and info.value.param == "documents.2" and "int" in info.value.message
@@ -122,8 +122,11 @@ def test_a_million_items_are_refused_in_a_moment_with_the_limit_named(server):
     assert time.monotonic() - t0 < 10.0
     err = assert_error(resp, 400, "documents")
     assert f"at most {MAX_ITEMS}" in err["message"] and "--max-client-batch-size" in err["message"]
-    # TEI's shape: 422 Validation
+    # TEI's shape: TEI's own batch-size check, 413 Validation
     tei = raw_post(server, "/rerank", json.dumps({"query": "q", "texts": ["t"] * (MAX_ITEMS + 1)}).encode())
+    assert tei.status_code == 413 and tei.json()["error_type"] == "Validation"
+    # a mistyped item is refused by TEI's JSON extractor before that: 422
+    tei = raw_post(server, "/rerank", json.dumps({"query": "q", "texts": ["t", 0]}).encode())
     assert tei.status_code == 422 and tei.json()["error_type"] == "Validation"
     info = requests.get(server.url + "/info", timeout=10).json()
     assert info["max_client_batch_size"] == MAX_ITEMS
@@ -145,7 +148,7 @@ def test_a_document_that_cannot_fit_is_refused_before_tokenizing(server):
     t0 = time.monotonic()
     tei = post(server, "/rerank", {"query": "q", "texts": [huge], "truncate": False})
     assert time.monotonic() - t0 < 5.0
-    assert tei.status_code == 422 and tei.json()["error_type"] == "Validation", tei.text
+    assert tei.status_code == 413 and tei.json()["error_type"] == "Validation", tei.text
     assert "does not fit" in tei.json()["error"]
     assert_error(post(server, "/score", {"text_1": "q", "text_2": [huge]}), 400, "truncate_prompt_tokens")
     assert_error(post(server, "/rerank", {"query": huge, "documents": ["d"]}), 400, "query")

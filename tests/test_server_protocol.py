@@ -12,17 +12,21 @@ from crossrank.server.tei import info_response, is_tei_rerank, parse_tei_rerank 
 def test_error_bodies_carry_detail_in_both_shapes():
     assert error_body("bad", "BadRequestError", 400, "query") == {
         "error": {"message": "bad", "type": "BadRequestError", "param": "query", "code": 400}, "detail": "bad"}
-    assert tei_error("bad", "Validation") == (422, {"error": "bad", "error_type": "Validation", "detail": "bad"})
+    assert tei_error("bad", "Validation") == (413, {"error": "bad", "error_type": "Validation", "detail": "bad"})
+    assert tei_error("bad", "Backend") == (424, {"error": "bad", "error_type": "Backend", "detail": "bad"})
 
 
 @pytest.mark.parametrize("status, tei_type, expected", [
-    (400, None, (422, "Validation")),
+    (400, None, (422, "Validation")),        # refused before TEI's checks: its JSON extractor's 422
+    (413, "Validation", (413, "Validation")),
+    (400, "Validation", (413, "Validation")),  # TEI's own validation: ErrorType::Validation is 413
+    (401, None, (401, "Validation")),
     (400, "Empty", (400, "Empty")),
     (400, "Tokenizer", (422, "Tokenizer")),
     (503, "Overloaded", (429, "Overloaded")),
     (503, None, (503, "Unhealthy")),
     (504, None, (504, "Backend")),
-    (500, None, (500, "Backend")),
+    (500, None, (424, "Backend")),
 ])
 def test_tei_codes(status, tei_type, expected):
     code, body = APIError("m", status, tei_type=tei_type).tei()

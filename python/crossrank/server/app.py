@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..model import CrossEncoder
+from ..tokenization import TooLongError
 from .batcher import Batcher, EngineStopped, QueueFull
 from .responses import JSONResponse
 from .engine import Prepared, PromptError, ScoringEngine
@@ -297,10 +297,12 @@ class _Handlers:
                 prepared = await self._pooled(state, state.tokenizer_pool, watcher, deadline, self._prepare, state,
                                               piece, part.start)
             except PromptError as exc:
-                raise APIError(str(exc), 400, param=exc.param) from None
+                raise APIError(str(exc), 400, param=exc.param, tei_type=exc.tei_type) from None
             except APIError:
                 raise
-            except (ValueError, TypeError) as exc:  # TooLongError and other refusals of the texts
+            except TooLongError as exc:  # TEI: its own validation of the input's length (413)
+                raise APIError(str(exc), 400, tei_type="Validation") from None
+            except (ValueError, TypeError) as exc:  # other refusals of the texts
                 raise APIError(str(exc), 400, tei_type="Tokenizer") from None
             ids.extend(prepared.ids)
             keys.extend(prepared.keys)

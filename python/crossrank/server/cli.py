@@ -81,7 +81,7 @@ def add_serve_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body (413 above)")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="tokens per forward pass")
     p.add_argument("--max-client-batch-size", type=int, default=100_000,
-                   help="items (documents, texts, pairs) per request; above it 422 (TEI shape) or 400")
+                   help="items (documents, texts, pairs) per request; above it 413 (TEI shape) or 400")
     p.add_argument("--max-concurrent-requests", type=int, default=None,
                    help="requests handled at once, from before the body is read; beyond it 429 (TEI shape) or "
                         "503 at once, with Retry-After (default: --max-queue + 1)")

@@ -64,11 +64,14 @@ class PromptError(ValueError):
 
     Attributes:
         param: The request field the error is about, when there is one.
+        tei_type: TEI's ``error_type`` for it (its own checks of the inputs: ``Validation``, 413;
+            no tokens at all: ``Empty``, 400).
     """
 
-    def __init__(self, message: str, param: Optional[str] = None) -> None:
+    def __init__(self, message: str, param: Optional[str] = None, tei_type: str = "Validation") -> None:
         super().__init__(message)
         self.param = param
+        self.tei_type = tei_type
 
 
 @dataclass
@@ -381,5 +384,5 @@ class ScoringEngine:
     @staticmethod
     def _checked(ids: Sequence[int], i: int) -> np.ndarray:
         if len(ids) == 0:
-            raise PromptError(f"input {i} is empty: it gives no tokens to score")
+            raise PromptError(f"input {i} is empty: it gives no tokens to score", tei_type="Empty")
         return np.asarray(ids, dtype=np.int32)

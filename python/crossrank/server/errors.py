@@ -6,25 +6,31 @@ came in on:
 * vLLM (and Jina, Cohere): ``{"error": {"message", "type", "param", "code"}, "detail": message}``,
   with ``code`` the HTTP status. ``detail`` is the key Jina's client (and FastAPI's default) reads;
   vLLM's clients ignore it.
-* TEI (since v1.9): ``{"error": message, "error_type": ..., "detail": message}`` with TEI's codes:
-  validation (a bad field, an over-long input with ``truncate: false``, a tokenizer refusal) 422,
-  empty input 400, overloaded 429, unhealthy 503, backend 500.
+* TEI: ``{"error": message, "error_type": ..., "detail": message}`` with the codes of TEI's
+  ``impl From<&ErrorType> for StatusCode`` (router/src/http/server.rs): its own validation (more
+  texts than ``--max-client-batch-size``, an over-long input with ``truncate: false``) 413, a
+  tokenizer refusal 422, empty input 400, overloaded 429, unhealthy 503, backend 424. A body that
+  TEI's JSON extractor refuses (a missing or mistyped field, an unknown enum value, JSON that does
+  not parse) never reaches those checks: axum answers it 422 (``TEI_REJECTED``), in plain text
+  where crossrank keeps the JSON shape with ``error_type`` ``Validation``.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["APIError", "error_body", "tei_error", "TEI_STATUS"]
+__all__ = ["APIError", "error_body", "tei_error", "TEI_REJECTED", "TEI_STATUS"]
 
 #: TEI's ``error_type`` values and the HTTP status TEI answers each with.
 TEI_STATUS: Dict[str, int] = {
-    "Validation": 422,
+    "Validation": 413,
     "Tokenizer": 422,
     "Empty": 400,
     "Overloaded": 429,
     "Unhealthy": 503,
-    "Backend": 500,
+    "Backend": 424,
 }
+#: The status of a TEI-shaped body that TEI's JSON extractor itself refuses.
+TEI_REJECTED = 422
 
 
 class APIError(Exception):
@@ -35,8 +41,9 @@ class APIError(Exception):
         status: HTTP status on the vLLM routes.
         type: vLLM's error type (``BadRequestError``, ``NotFoundError``, ...).
         param: The request field concerned, when there is one.
-        tei_type: TEI's ``error_type`` when the request came in TEI's shape; ``None``: derived from
-            ``status`` (4xx: ``Validation``; 503: ``Unhealthy``; else ``Backend``).
+        tei_type: TEI's ``error_type`` when the request came in TEI's shape and one of TEI's own
+            checks refuses it (``Validation``: 413); ``None``: derived from ``status`` (4xx: a body
+            TEI's extractor refuses, ``Validation`` at 422; 503: ``Unhealthy``; else ``Backend``).
     """
 
     def __init__(self, message: str, status: int = 400, type: str = "BadRequestError",
@@ -54,15 +61,16 @@ class APIError(Exception):
 
     def tei(self) -> Tuple[int, Dict[str, Any]]:
         """``(status, body)`` in TEI's shape."""
-        return tei_error(self.message, self.tei_type or _tei_type_of(self.status), self.status)
+        if self.tei_type is not None:
+            return tei_error(self.message, self.tei_type, self.status)
+        if 400 <= self.status < 500:  # refused before TEI's own checks would run
+            return tei_error(self.message, "Validation", self.status if self.status in _KEPT else TEI_REJECTED)
+        return tei_error(self.message, "Unhealthy" if self.status == 503 else "Backend", self.status)
 
 
-def _tei_type_of(status: int) -> str:
-    if status == 503:
-        return "Unhealthy"
-    if 400 <= status < 500:
-        return "Validation"
-    return "Backend"
+# answered before or beyond TEI's own checks (the API key, the model name, the body's size and
+# parse, the request timeout): these keep their status on TEI's route
+_KEPT = (401, 404, 413, TEI_REJECTED, 504)
 
 
 def error_body(message: str, type: str, code: int, param: Optional[str] = None) -> Dict[str, Any]:
@@ -74,6 +82,6 @@ def tei_error(message: str, error_type: str, status: Optional[int] = None) -> Tu
     """``(status, body)`` of a TEI error: TEI's code for ``error_type`` (the given ``status`` for
     a type TEI does not have, such as a timeout)."""
     code = TEI_STATUS.get(error_type, status if status is not None else 500)
-    if status in (401, 404, 413, 504):  # answered before or beyond TEI's own checks: keep the status
+    if status in _KEPT:
         code = status
     return code, {"error": message, "error_type": error_type, "detail": message}

@@ -30,7 +30,7 @@ import re
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from .engine import REDUCE_PROMPT, ScoringEngine
-from .errors import APIError, error_body, tei_error
+from .errors import TEI_REJECTED, APIError, error_body, tei_error
 from .protocol import ScoringTask
 
 __all__ = ["MAX_INT_DIGITS", "MAX_DEPTH", "parse_json_body", "check_items", "ITEM_FIELDS", "Admission",
@@ -133,7 +133,7 @@ def parse_json_body(raw: bytes) -> Dict[str, Any]:
 
 def check_items(body: Dict[str, Any], max_items: int, *, tei: bool) -> None:
     """Refuses, before any per-item object is built, a list field with more than ``max_items``
-    elements (TEI: 422 ``Validation``, as TEI answers above ``--max-client-batch-size``; vLLM
+    elements (TEI: 413 ``Validation``, as TEI answers above ``--max-client-batch-size``; vLLM
     routes: 400) and a list whose elements are of a type no route accepts (the first one named)."""
     for name in ITEM_FIELDS:
         value = body.get(name)
@@ -141,7 +141,7 @@ def check_items(body: Dict[str, Any], max_items: int, *, tei: bool) -> None:
             continue
         if len(value) > max_items:
             raise APIError(f"{name} holds {len(value)} items; this server takes at most {max_items} per request "
-                           "(crossrank serve --max-client-batch-size): split the request", 422 if tei else 400,
+                           "(crossrank serve --max-client-batch-size): split the request", 413 if tei else 400,
                            param=name, tei_type="Validation")
         # documents may hold objects (Cohere v1, Jina, multimodal parts); every other list holds text.
         allowed = (str, dict) if name in ("documents", "text_2", "data_2", "items") else (str,)
@@ -149,8 +149,8 @@ def check_items(body: Dict[str, Any], max_items: int, *, tei: bool) -> None:
         if bad is not None:
             got = value[bad]
             raise APIError(f"{name}.{bad} must be {'a string or an object' if dict in allowed else 'a string'}, got "
-                           f"{'null' if got is None else type(got).__name__}", 422 if tei else 400,
-                           param=f"{name}.{bad}", tei_type="Validation")
+                           f"{'null' if got is None else type(got).__name__}", TEI_REJECTED if tei else 400,
+                           param=f"{name}.{bad}")
 
 
 def looks_like_tei(raw: bytes) -> bool:
@@ -214,7 +214,7 @@ def refuse_unfittable(engine: ScoringEngine, task: ScoringTask) -> None:
                        f"make at least {engine.min_tokens(longest)} tokens; "
                        + ("send truncate=true (or truncate_prompt_tokens) to cut the document" if task.kind == "tei"
                           else "shorten it or send truncate_prompt_tokens (-1: the model's maximum)"),
-                       422 if task.kind == "tei" else 400, param="truncate" if task.kind == "tei"
+                       413 if task.kind == "tei" else 400, param="truncate" if task.kind == "tei"
                        else "truncate_prompt_tokens", tei_type="Validation")
     if templated and task.fit == "refuse":
         query = max(task.firsts, key=len)

@@ -46,7 +46,7 @@ class ServerSettings:
         max_body_bytes: Largest request body accepted (413 above it).
         max_batch_tokens: Tokens per forward pass (packed requests, prefixes excluded).
         max_client_batch_size: Items (documents, texts, pairs) one request may hold (TEI's flag:
-            422 on TEI's route, 400 on vLLM's, above it).
+            413 on TEI's route, 400 on vLLM's, above it).
         max_concurrent_requests: Scoring and tokenizer requests handled at once, from before the
             body is read to the answer (TEI's flag); beyond it 429 (TEI shape) or 503 at once, with
             ``Retry-After``. Default: ``max_queue + 1`` (one running, ``max_queue`` waiting).

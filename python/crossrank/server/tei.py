@@ -8,7 +8,7 @@ it carries ``texts`` and no ``documents``. Its options follow current TEI:
   (``--auto-truncate``, reported by ``/info``), which crossrank keeps on; an over-long pair is cut
   longest-first inside the query and the document (never the template), so the document always
   keeps tokens;
-* ``truncate: false``: an over-long pair is refused with 422 (``Validation``);
+* ``truncate: false``: an over-long pair is refused with 413 (``Validation``), as TEI refuses it;
 * ``truncation_direction``: ``Right`` (default) or ``Left``, which end of the document is cut;
 * ``raw_scores``: the raw logit instead of the activated score; ``return_text``: echo each text.
 
@@ -51,18 +51,15 @@ def is_tei_rerank(body: Dict[str, Any]) -> bool:
 
 def parse_tei_rerank(body: Dict[str, Any], request_id: Optional[str] = None) -> ScoringTask:
     """A TEI ``/rerank`` body as a task (errors carry TEI's ``error_type``)."""
-    try:
-        req = validate_request(TEIRerankRequest, drop_nulls(body))
-    except APIError as exc:
-        exc.tei_type = "Validation"
-        raise
+    # a missing or mistyped field is refused as TEI's JSON extractor refuses it (422, APIError.tei)
+    req = validate_request(TEIRerankRequest, drop_nulls(body))
     if not req.texts:
         raise APIError("`texts` cannot be empty: at least one text must be given", 400, param="texts",
                        tei_type="Empty")
     direction = req.truncation_direction.lower()
     if direction not in ("left", "right"):
         raise APIError(f"truncation_direction must be Left or Right, got {req.truncation_direction!r}", 400,
-                       param="truncation_direction", tei_type="Validation")
+                       param="truncation_direction")  # an unknown enum value: the extractor's 422
     truncate = True if req.truncate is None else bool(req.truncate)
     return ScoringTask(kind="tei", firsts=[req.query] * len(req.texts), seconds=list(req.texts), templated=True,
                        side=direction, truncate=truncate, fit="longest_first", use_activation=not req.raw_scores,
