@@ -422,8 +422,8 @@ def create_app(settings: ServerSettings, model: Optional[CrossEncoder] = None) -
             handlers.state = None
             state.close()
 
-    app = FastAPI(title="crossrank", lifespan=lifespan, root_path=settings.root_path, docs_url=None, redoc_url=None, openapi_url=None,
-                  default_response_class=JSONResponse)
+    app = FastAPI(title="crossrank", lifespan=lifespan, root_path=settings.root_path, docs_url=None, redoc_url=None,
+                  openapi_url=None, default_response_class=JSONResponse)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import logging
+import os
 import sys
 from typing import Callable, List, Tuple
 

@@ -343,11 +343,15 @@ class ScoringEngine:
         every token covers at most :meth:`max_token_chars` characters of the normalized text, and
         normalization is allowed to shrink the text by up to :data:`NORMALIZATION_MARGIN` times
         (composition of combining marks shrinks it by far less)."""
-        return chars // (self.max_token_chars() * NORMALIZATION_MARGIN)
+        return chars // self._chars_per_token_bound()
 
     def pre_cut_chars(self, tokens: int) -> int:
         """Characters that hold at least ``tokens + PRE_CUT_MARGIN`` tokens (:meth:`min_tokens`)."""
-        return (tokens + PRE_CUT_MARGIN) * self.max_token_chars() * NORMALIZATION_MARGIN
+        return (tokens + PRE_CUT_MARGIN) * self._chars_per_token_bound()
+
+    def _chars_per_token_bound(self) -> int:
+        """The most characters of a raw text one token can cover: the bound of :meth:`min_tokens`."""
+        return self.max_token_chars() * NORMALIZATION_MARGIN
 
     def pre_cut(self, texts: Sequence[str], tokens: int) -> List[str]:
         """Each text too long to matter whole cut by characters, before tokenizing, to its first and
