@@ -185,6 +185,17 @@ def test_an_instruction_applies_to_every_query(model, workload, how):
         np.testing.assert_allclose(got, model.score(query, docs, **how), atol=EXACT, rtol=0)
 
 
+def test_any_iterables_are_taken_and_read_once(model, workload):
+    """Generators, tuples and NumPy arrays at both levels, as rank/score take them for documents."""
+    queries, documents = workload
+    want = model.rank_many(queries, documents, return_documents=True)
+    got = model.rank_many((q for q in queries), (iter(d) for d in documents), return_documents=True)
+    assert got == want
+    arrays = model.score_many(np.array(queries), tuple(np.array(d, dtype=object) for d in documents))
+    for a, b in zip(arrays, model.score_many(queries, documents)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_instruction_and_prompt_together_are_refused(model):
     with pytest.raises(ValueError, match="not both"):
         model.rank_many(["q"], [["d"]], instruction="a", prompt="b")

@@ -2,14 +2,14 @@
 ``rank_many`` of :class:`~crossrank.CrossEncoder`, for evaluation loops."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
 from .activations import ActivationLike
 from .chunking import ChunkingLike
 from .engine import CancelToken
-from .pairs import flatten_queries, ranked
+from .pairs import flatten_queries, query_lists, ranked
 
 if TYPE_CHECKING:
     from .model import CrossEncoder
@@ -23,8 +23,8 @@ class ManyQueries:
 
     def score_many(
         self: "CrossEncoder",
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
+        queries: Iterable[str],
+        documents_per_query: Iterable[Iterable[str]],
         instruction: Optional[str] = None,
         *,
         prompt_name: Optional[str] = None,
@@ -44,8 +44,9 @@ class ManyQueries:
         scores are those :meth:`score` gives each query alone.
 
         Args:
-            queries: The queries (a list of str).
-            documents_per_query: One list of documents per query; a list may be empty.
+            queries: The queries: a list of str, or any iterable of str (read once).
+            documents_per_query: One list of documents per query (any iterable of them, each any
+                iterable of str); a list may be empty.
             instruction, prompt_name, prompt, chunking, truncate_query: As in :meth:`score`, for every
                 query (a :class:`~crossrank.TooLongError`'s ``indices`` count the pairs of all
                 queries in order).
@@ -69,8 +70,8 @@ class ManyQueries:
 
     def rank_many(
         self: "CrossEncoder",
-        queries: Sequence[str],
-        documents_per_query: Sequence[Sequence[str]],
+        queries: Iterable[str],
+        documents_per_query: Iterable[Iterable[str]],
         top_k: Optional[int] = None,
         return_documents: bool = False,
         prompt_name: Optional[str] = None,
@@ -96,8 +97,9 @@ class ManyQueries:
             results[1][0]  # {"corpus_id": 0, "score": 0.97}: the best document of the second query
 
         Args:
-            queries: The queries (a list of str).
-            documents_per_query: One list of documents per query; a list may be empty.
+            queries: The queries: a list of str, or any iterable of str (read once).
+            documents_per_query: One list of documents per query (any iterable of them, each any
+                iterable of str); a list may be empty.
             top_k: Keep ``results[:top_k]`` of each query, as :meth:`rank` does.
             return_documents, prompt_name, prompt, instruction, chunking, batch_size, truncate_query,
                 show_progress_bar, activation_fn, device, cancel: As in :meth:`rank` and
@@ -109,6 +111,7 @@ class ManyQueries:
             order; ``[]`` for a query without documents.
         """
         top_k = self._check_rank_options("rank_many", top_k, device)
+        queries, documents_per_query = query_lists(queries, documents_per_query)  # generators: read once
         per_query = self.score_many(queries, documents_per_query, instruction, prompt_name=prompt_name,
                                     prompt=prompt, chunking=chunking, batch_size=batch_size,
                                     show_progress_bar=show_progress_bar, activation_fn=activation_fn,

@@ -8,7 +8,7 @@ import numpy as np
 
 from .templates import check_text
 
-__all__ = ["broadcast", "flatten_queries", "ranked", "text_list"]
+__all__ = ["broadcast", "flatten_queries", "query_lists", "ranked", "text_list"]
 
 
 def ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Optional[int],
@@ -58,34 +58,47 @@ def broadcast(query: Union[str, Iterable[str]], documents: Iterable[str]) -> Tup
     return queries, docs
 
 
-def flatten_queries(queries: Sequence[str], documents_per_query: Sequence[Sequence[str]]
-                     ) -> Tuple[List[str], List[str], List[int], List[int]]:
-    """Validates queries and their document lists; returns the pairs as parallel lists (query,
-    document, index of the query) and the number of documents of each query."""
-    if isinstance(queries, str) or not isinstance(queries, Sequence):
+def query_lists(queries: Iterable[str], documents_per_query: Iterable[Iterable[str]]
+                ) -> Tuple[List[str], List[List[str]]]:
+    """The queries and one list of documents per query, each read once and checked: any iterable
+    (list, tuple, NumPy array, pandas Series, generator) but a str itself, at every level."""
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
         raise TypeError(f"queries must be a list of str, got {type(queries).__name__} "
                         "(for a single query use rank() or score())")
-    if isinstance(documents_per_query, str) or not isinstance(documents_per_query, Sequence):
+    if isinstance(documents_per_query, (str, bytes)) or not isinstance(documents_per_query, Iterable):
         raise TypeError(f"documents_per_query must be a list with one list of documents per query, "
                         f"got {type(documents_per_query).__name__}")
-    if len(queries) != len(documents_per_query):
-        raise ValueError(f"got {len(queries)} queries and {len(documents_per_query)} document lists: "
+    query_values, doc_lists = list(queries), list(documents_per_query)
+    if len(query_values) != len(doc_lists):
+        raise ValueError(f"got {len(query_values)} queries and {len(doc_lists)} document lists: "
                          "give one list of documents (possibly empty) per query")
-    flat_queries: List[str] = []
-    flat_docs: List[str] = []
-    owners: List[int] = []
-    counts: List[int] = []
-    for i, (query, docs) in enumerate(zip(queries, documents_per_query)):
+    checked: List[List[str]] = []
+    for i, (query, docs) in enumerate(zip(query_values, doc_lists)):
         if not isinstance(query, str):
             raise TypeError(f"query {i} must be a str, got {type(query).__name__}")
         check_text(query, f"query {i}")
-        if isinstance(docs, str) or not isinstance(docs, Sequence):
+        if isinstance(docs, (str, bytes)) or not isinstance(docs, Iterable):
             raise TypeError(f"the documents of query {i} must be a list of str, got {type(docs).__name__} "
                             "(wrap a single document in a list)")
+        docs = list(docs)
         for j, doc in enumerate(docs):
             if not isinstance(doc, str):
                 raise TypeError(f"document {j} of query {i} must be a str, got {type(doc).__name__}")
             check_text(doc, f"document {j} of query {i}")
+        checked.append(docs)
+    return query_values, checked
+
+
+def flatten_queries(queries: Iterable[str], documents_per_query: Iterable[Iterable[str]]
+                    ) -> Tuple[List[str], List[str], List[int], List[int]]:
+    """Validates queries and their document lists (:func:`query_lists`); returns the pairs as
+    parallel lists (query, document, index of the query) and the number of documents of each query."""
+    query_values, doc_lists = query_lists(queries, documents_per_query)
+    flat_queries: List[str] = []
+    flat_docs: List[str] = []
+    owners: List[int] = []
+    counts: List[int] = []
+    for i, (query, docs) in enumerate(zip(query_values, doc_lists)):
         flat_queries += [query] * len(docs)
         flat_docs += docs
         owners += [i] * len(docs)
