@@ -33,7 +33,7 @@ DOCS = [
     "Photosynthesis converts light energy into chemical energy stored in glucose.",
     "The stock market closed higher on Tuesday.",
     "Chlorophyll absorbs mostly blue and red light. " * 3,
-    "Cellular respiration releases the energy stored in sugars. " * 40,  # > 256 tokens: MLP row blocks
+    "Cellular respiration releases the energy stored in sugars. " * 110,  # > 1024 tokens: MLP row blocks
     "Yes.",
     "Mitochondria are the powerhouse of the cell, while chloroplasts capture light. " * 9,
     "In the light-dependent reactions, water is split and oxygen is released.",
@@ -77,7 +77,7 @@ def run_subprocess(checkpoint, **env_vars):
 def test_prompts_span_several_row_blocks(checkpoint):
     model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=1, dtype="float32")
     lengths = sorted(len(ids) for ids in model.tokenize(QUERY, DOCS).input_ids)
-    assert lengths[-1] > 256 and lengths[0] < 96  # MLP row blocks of 256; GEMM row blocks of 48
+    assert lengths[-1] > 1024 + 16 and lengths[0] < 96  # MLP row blocks of 1024; GEMM row blocks of 48
 
 
 def test_raw_logits_are_bitwise_equal_for_batch_size_1_and_64(checkpoint):
@@ -117,9 +117,9 @@ def test_raw_logits_are_bitwise_equal_across_isa_levels(checkpoint):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 def test_raw_logits_are_bitwise_equal_whatever_the_row_block(checkpoint, monkeypatch, dtype):
     """The forward runs its norms and q|k|v / o projections in row blocks (1024 by default, read
-    from CROSSRANK_ROW_BLOCK at each pass) and the MLP in sub-blocks of at most 256 rows: 65536
-    puts every pass in one block (the whole-sequence path), 600 and 300 give several blocks of
-    several MLP sub-blocks with ragged tails, 1 and 7 blocks smaller than a sequence and than the
+    from CROSSRANK_ROW_BLOCK at each pass) and the MLP in sub-blocks of at most 1024 rows: 65536
+    puts every pass in one block (the whole-sequence path) of several MLP sub-blocks with a ragged
+    tail, 600 and 300 give several blocks with ragged tails, 1 and 7 blocks smaller than a sequence and than the
     number of sequences (the head's blocks); each must leave every raw logit bitwise unchanged."""
     model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype=dtype)
     monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "65536")
