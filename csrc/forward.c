@@ -15,19 +15,19 @@
 #include "profile.h"
 #include "threads.h"
 
-/* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside
- * the [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v
- * and o projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK
- * (its activations are I wide). At the 8B shape an 8,192-token pass holds 448 MiB of
- * full-length buffers and ~50 MiB of blocks (int8: ~130, most of it gate|up's sums). The blocks are large enough that the
- * pool's dispatches per block (a few tens of microseconds each) stay small beside the GEMMs, and
- * that on many cores each MLP GEMM's tasks have rows enough to share: a task reads its panel
- * group's weights once for all its rows, so at 16 threads 256-row sub-blocks (64-row tasks) read
- * every weight four times as often as 1024-row ones, and measured 12% slower end to end on a
- * 16-core Emerald Rapids (both bf16 and int8; the same on 2 Zen 4 cores).
- * Every stage is row-independent (each output row is one fixed chain over its own input row),
- * so the block sizes never change a score. CROSSRANK_ROW_BLOCK overrides CR_ROW_BLOCK
- * (1..65536; the MLP sub-block is then at most that), for the tests that check exactly that. */
+/* Rows of the token-wise stages processed at once, which bounds the per-pass workspace beside the
+ * [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v and o
+ * projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK (its
+ * activations are I wide). At the 8B shape an 8,192-token pass holds 448 MiB of full-length
+ * buffers and ~50 MiB of blocks (int8: ~130, most of it gate|up's sums). The blocks are large
+ * enough that the pool's dispatches per block (a few tens of microseconds each) stay small beside
+ * the GEMMs, and that on many cores each MLP GEMM's tasks have rows enough to share: a task reads
+ * its panel group's weights once for all its rows, so at 16 threads 256-row sub-blocks (64-row
+ * tasks) read every weight four times as often as 1024-row ones, and measured 12% slower end to
+ * end on a 16-core Emerald Rapids (both bf16 and int8; neutral on 2 Zen 4 cores).
+ * Every stage is row-independent (each output row is one fixed chain over its own input row), so
+ * the block sizes never change a score. CROSSRANK_ROW_BLOCK overrides CR_ROW_BLOCK (1..65536; the
+ * MLP sub-block is then at most that), for the tests that check exactly that. */
 #define CR_ROW_BLOCK 1024
 #define CR_MLP_ROW_BLOCK 1024
 #define CR_ROW_BLOCK_MAX 65536

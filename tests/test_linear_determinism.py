@@ -119,8 +119,9 @@ def test_raw_logits_are_bitwise_equal_whatever_the_row_block(checkpoint, monkeyp
     """The forward runs its norms and q|k|v / o projections in row blocks (1024 by default, read
     from CROSSRANK_ROW_BLOCK at each pass) and the MLP in sub-blocks of at most 1024 rows: 65536
     puts every pass in one block (the whole-sequence path) of several MLP sub-blocks with a ragged
-    tail, 600 and 300 give several blocks with ragged tails, 1 and 7 blocks smaller than a sequence and than the
-    number of sequences (the head's blocks); each must leave every raw logit bitwise unchanged."""
+    tail, 600 and 300 give several blocks with ragged tails, 1 and 7 blocks smaller than a sequence
+    and than the number of sequences (the head's blocks); each must leave every raw logit bitwise
+    unchanged."""
     model = CrossEncoder(checkpoint, hf_overrides=OVERRIDES, threads=2, dtype=dtype)
     monkeypatch.setenv("CROSSRANK_ROW_BLOCK", "65536")
     whole = raw_logits(model, batch_size=64)

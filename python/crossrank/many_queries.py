@@ -2,7 +2,7 @@
 ``rank_many`` of :class:`~crossrank.CrossEncoder`, for evaluation loops."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -58,15 +58,8 @@ class ManyQueries:
             One ``float32`` array per query, as :meth:`score` returns it (empty for a query
             without documents).
         """
-        flat_queries, flat_docs, owners, counts = flatten_queries(queries, documents_per_query)
-        instruction = self._instruction(instruction, prompt_name, prompt)
-        # Shared by query position, not text: each query's documents form exactly the prefix group
-        # that score(query, documents) forms, even when a query text repeats with other documents.
-        scores = self._score_documents(flat_queries, flat_docs, owners, instruction, self._chunking_for(chunking),
-                                       batch_size, show_progress_bar, activation_fn, cancel, truncate_query)
-        if not counts:
-            return []
-        return np.split(scores, np.cumsum(counts)[:-1])
+        return self._scored_lists(queries, documents_per_query, instruction, prompt_name, prompt, chunking,
+                                  batch_size, show_progress_bar, activation_fn, truncate_query, cancel)[0]
 
     def rank_many(
         self: "CrossEncoder",
@@ -111,10 +104,25 @@ class ManyQueries:
             order; ``[]`` for a query without documents.
         """
         top_k = self._check_rank_options("rank_many", top_k, device)
-        queries, documents_per_query = query_lists(queries, documents_per_query)  # generators: read once
-        per_query = self.score_many(queries, documents_per_query, instruction, prompt_name=prompt_name,
-                                    prompt=prompt, chunking=chunking, batch_size=batch_size,
-                                    show_progress_bar=show_progress_bar, activation_fn=activation_fn,
-                                    truncate_query=truncate_query, cancel=cancel)
+        per_query, doc_lists = self._scored_lists(queries, documents_per_query, instruction, prompt_name, prompt,
+                                                  chunking, batch_size, show_progress_bar, activation_fn,
+                                                  truncate_query, cancel)
         return [ranked("rank_many", scores, documents, top_k, return_documents)
-                for scores, documents in zip(per_query, documents_per_query)]
+                for scores, documents in zip(per_query, doc_lists)]
+
+    def _scored_lists(self: "CrossEncoder", queries: Iterable[str], documents_per_query: Iterable[Iterable[str]],
+                      instruction: Optional[str], prompt_name: Optional[str], prompt: Optional[str],
+                      chunking: ChunkingLike, batch_size: int, show_progress_bar: Optional[bool],
+                      activation_fn: ActivationLike, truncate_query: Optional[bool], cancel: Optional[CancelToken]
+                      ) -> Tuple[List[np.ndarray], List[List[str]]]:
+        """:meth:`score_many`'s arrays, and the document lists as read (once) from the arguments."""
+        query_values, doc_lists = query_lists(queries, documents_per_query)
+        flat_queries, flat_docs, owners, counts = flatten_queries(query_values, doc_lists)
+        instruction = self._instruction(instruction, prompt_name, prompt)
+        # Shared by query position, not text: each query's documents form exactly the prefix group
+        # that score(query, documents) forms, even when a query text repeats with other documents.
+        scores = self._score_documents(flat_queries, flat_docs, owners, instruction, self._chunking_for(chunking),
+                                       batch_size, show_progress_bar, activation_fn, cancel, truncate_query)
+        if not counts:
+            return [], doc_lists
+        return np.split(scores, np.cumsum(counts)[:-1]), doc_lists

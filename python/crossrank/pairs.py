@@ -29,18 +29,18 @@ def ranked(method: str, scores: np.ndarray, documents: Sequence[str], top_k: Opt
     return results
 
 
-def text_list(texts: Iterable[str], name: str, item: str) -> List[str]:
+def text_list(texts: Iterable[str], name: str, item: str, owner: str = "") -> List[str]:
     """``texts`` (a list, tuple, NumPy array, pandas Series, generator: any iterable of str but a str
     itself) as a list, read once and checked; errors name the argument ``name`` or the ``item`` at
-    fault (``"document 3 must be a str, got int"``)."""
+    fault, followed by ``owner`` (``"document 3 of query 1 must be a str, got int"``)."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a list of str, got {type(texts).__name__} "
                         f"(wrap a single {item} in a list)")
     values = list(texts)
     for i, text in enumerate(values):
         if not isinstance(text, str):
-            raise TypeError(f"{item} {i} must be a str, got {type(text).__name__}")
-        check_text(text, f"{item} {i}")
+            raise TypeError(f"{item} {i}{owner} must be a str, got {type(text).__name__}")
+        check_text(text, f"{item} {i}{owner}")
     return values
 
 
@@ -77,28 +77,19 @@ def query_lists(queries: Iterable[str], documents_per_query: Iterable[Iterable[s
         if not isinstance(query, str):
             raise TypeError(f"query {i} must be a str, got {type(query).__name__}")
         check_text(query, f"query {i}")
-        if isinstance(docs, (str, bytes)) or not isinstance(docs, Iterable):
-            raise TypeError(f"the documents of query {i} must be a list of str, got {type(docs).__name__} "
-                            "(wrap a single document in a list)")
-        docs = list(docs)
-        for j, doc in enumerate(docs):
-            if not isinstance(doc, str):
-                raise TypeError(f"document {j} of query {i} must be a str, got {type(doc).__name__}")
-            check_text(doc, f"document {j} of query {i}")
-        checked.append(docs)
+        checked.append(text_list(docs, f"the documents of query {i}", "document", f" of query {i}"))
     return query_values, checked
 
 
-def flatten_queries(queries: Iterable[str], documents_per_query: Iterable[Iterable[str]]
+def flatten_queries(queries: List[str], documents_per_query: List[List[str]]
                     ) -> Tuple[List[str], List[str], List[int], List[int]]:
-    """Validates queries and their document lists (:func:`query_lists`); returns the pairs as
-    parallel lists (query, document, index of the query) and the number of documents of each query."""
-    query_values, doc_lists = query_lists(queries, documents_per_query)
+    """The pairs of checked queries and document lists (:func:`query_lists`) as parallel lists
+    (query, document, index of the query), and the number of documents of each query."""
     flat_queries: List[str] = []
     flat_docs: List[str] = []
     owners: List[int] = []
     counts: List[int] = []
-    for i, (query, docs) in enumerate(zip(query_values, doc_lists)):
+    for i, (query, docs) in enumerate(zip(queries, documents_per_query)):
         flat_queries += [query] * len(docs)
         flat_docs += docs
         owners += [i] * len(docs)
