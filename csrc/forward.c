@@ -19,7 +19,7 @@
  * [T, ...] residual stream, q|k|v and attention output whatever T is: norms and the q|k|v and o
  * projections in blocks of CR_ROW_BLOCK rows, the MLP in sub-blocks of CR_MLP_ROW_BLOCK (its
  * activations are I wide). At the 8B shape an 8,192-token pass holds 448 MiB of full-length
- * buffers and ~50 MiB of blocks (int8: ~130, most of it gate|up's sums). The blocks are large
+ * buffers and ~50 MiB of blocks (int8: ~80, 48 of them the GLU's float32 h). The blocks are large
  * enough that the pool's dispatches per block (a few tens of microseconds each) stay small beside
  * the GEMMs, and that on many cores each MLP GEMM's tasks have rows enough to share: a task reads
  * its panel group's weights once for all its rows, so at 16 threads 256-row sub-blocks (64-row

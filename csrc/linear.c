@@ -467,11 +467,11 @@ cr_status cr_linear_apply(const cr_linear *W, const cr_linear_in *in, int64_t m,
     return st ? st : apply(W, in, m, y, ldy, NULL, ex);
 }
 
-/* Whether a job on this layer computes the GLU in its tasks: not for int8 h (see linear.h) nor
- * OpenBLAS; the panel formats always; AMX while its plan sums all of K in one call (K in pieces
- * accumulates in y, which a fused call has not). */
+/* Whether a job on this layer computes the GLU in its tasks: not on OpenBLAS; the panel formats
+ * always; AMX while its plan sums all of K in one call (K in pieces accumulates in y, which a
+ * fused call has not). */
 static int glu_fuses(const cr_linear *W, const cr_glu *glu, int64_t m, const cr_exec *ex) {
-    if (glu->q8 || W->fmt == CR_FMT_F32_BLAS) return 0;
+    if (W->fmt == CR_FMT_F32_BLAS) return 0;
     if (!is_amx(W->fmt)) return 1;
     panel_job probe = {.W = W, .m = m, .glu = glu, .n_panels = (glu->n + CR_GEMM_NR - 1) / CR_GEMM_NR};
     cr_amx_plan(&probe, (m + CR_AMX_ROWS - 1) / CR_AMX_ROWS, ex->threads);
@@ -495,19 +495,23 @@ cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_
         return cr_fail(CR_E_ARG, "GLU: %lld columns of h from a gate|up layer of %lld outputs, which needs two "
                        "halves of whole %d-column panels and one destination that takes them",
                        (long long)glu->n, (long long)W->n_out, CR_GEMM_NR);
-    if (glu_fuses(W, glu, m, ex)) return apply(W, in, m, NULL, 0, glu, ex);
-    /* the sums as float32 rows first, then h from them */
-    float *sums = ws_get(ex, WS_GLU_SUMS, (size_t)(m > 0 ? m : 1), (size_t)W->n_out * sizeof(float), "gate|up sums");
+    int fused = glu_fuses(W, glu, m, ex);
+    if (fused && !glu->q8) return apply(W, in, m, NULL, 0, glu, ex);
+    /* int8 rows: h as float32 rows (fused) or the sums (not), then each row whole from them */
+    int64_t cols = fused ? glu->n : W->n_out;
+    float *rows = ws_get(ex, WS_GLU_SUMS, (size_t)(m > 0 ? m : 1), (size_t)cols * sizeof(float),
+                         fused ? "GLU activations" : "gate|up sums");
     uint8_t *tmp = glu->q8 ? ws_get(ex, WS_GLU_TMP, (size_t)ex->threads, (size_t)cr_linear_row_elems(glu->to),
                                     "int8 row scratch")
                            : NULL;
-    if (sums && (tmp || !glu->q8)) {
-        st = apply(W, in, m, sums, W->n_out, NULL, ex);
-        if (st == CR_OK && m > 0) st = cr_glu_rows(glu, sums, W->n_out, W->n_out / 2, m, tmp, ex);
+    if (rows && (tmp || !glu->q8)) {
+        cr_glu to_h = {.act = glu->act, .n = glu->n, .h = rows, .ldh = cols};
+        st = fused ? apply(W, in, m, NULL, 0, &to_h, ex) : apply(W, in, m, rows, cols, NULL, ex);
+        if (st == CR_OK && m > 0) st = cr_glu_rows(glu, rows, cols, fused ? -1 : W->n_out / 2, m, tmp, ex);
     } else {
         st = CR_E_NOMEM;
     }
-    ws_done(ex, sums);
+    ws_done(ex, rows);
     ws_done(ex, tmp);
     return st;
 }

@@ -2,7 +2,8 @@
  * (cr_linear_apply_glu): h = act(gate) * up from sums still in the computing core's cache, written
  * where the down projection reads it (its own bf16 rows, or float32 rows). Stored as float32 and
  * read back by a pass of its own, the 2 I sums per token were the largest buffer of a layer. int8
- * rows, quantized a whole row at a time, are still made that way: after the GEMM, row by row. */
+ * rows are quantized a whole row at a time (its scale and outliers need all of it), so there the
+ * epilogue writes float32 h and a pass quantizes it row by row (cr_glu_rows). */
 #include <math.h>
 
 #include "kernels/kernels.h"
@@ -51,11 +52,11 @@ static void glu_rows_task(void *ctx, int64_t task, int worker) {
     const cr_glu *glu = j->glu;
     int64_t r0 = task * CR_GLU_ROWS, rows = j->m - r0 < CR_GLU_ROWS ? j->m - r0 : CR_GLU_ROWS;
     float *y = j->y + r0 * j->ldy;
-    if (glu->q8) { /* a whole row of h over its gate sums, then quantized */
+    if (glu->q8) { /* a whole row of h (over its gate sums, unless it is h already), then quantized */
         uint8_t *tmp = j->tmp + (int64_t)worker * cr_linear_row_elems(glu->to);
         for (int64_t i = 0; i < rows; i++) {
             float *row = y + i * j->ldy;
-            glu_act(glu->act, row, row + j->up, row, glu->n);
+            if (j->up >= 0) glu_act(glu->act, row, row + j->up, row, glu->n);
             cr_linear_put_i8(glu->to, glu->q8, r0 + i, row, tmp);
         }
         return;

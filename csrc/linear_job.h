@@ -79,9 +79,10 @@ void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int
 void cr_glu_block(const cr_glu *glu, int64_t r, int64_t rows, int64_t c0, int64_t cols, const float *g,
                   const float *u, int64_t ld);
 /* h over whole rows [0, m) of sums y (row stride ldy, the up half at y + up; y is overwritten),
- * on the pool: the epilogue of a gate|up GEMM that did not run fused. tmp: for int8 rows, one
- * row of `to`'s cr_linear_row_elems bytes per worker (the quantized row on its way into the tile
- * order). */
+ * on the pool: the epilogue of a gate|up GEMM that did not run fused. For int8 rows, y may hold h
+ * already (the fused epilogue's float32 h, up < 0): then the pass only quantizes. tmp: for int8
+ * rows, one row of `to`'s cr_linear_row_elems bytes per worker (the quantized row on its way into
+ * the tile order). */
 cr_status cr_glu_rows(const cr_glu *glu, float *y, int64_t ldy, int64_t up, int64_t m, uint8_t *tmp,
                       const cr_exec *ex);
 
