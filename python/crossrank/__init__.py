@@ -9,7 +9,7 @@ from typing import Dict
 from . import _core
 from .convert import convert
 from .errors import (Cancelled, CheckpointError, ConfigError, CrossrankError, ModelNotFoundError,
-                     NumericalError, TooLongError, UnsupportedModelError)
+                     NumericalError, TokenizationError, TooLongError, UnsupportedModelError)
 from .model import CancelToken, CrossEncoder
 from .templates import TEMPLATES, Template, get_template
 from .tokenization import Encoded
@@ -34,6 +34,7 @@ __all__ = [
     "Cancelled",
     "NumericalError",
     "TooLongError",
+    "TokenizationError",
     "__version__",
 ]
 

@@ -133,7 +133,7 @@ def window_texts(document: str, offsets: Sequence[Tuple[int, int]], windows: Seq
 
 
 def split_documents(docs: Sequence[str], plan: Chunking, document_tokens: Optional[Sequence[Tuple[int, int]]],
-                    text_offsets: Callable[[List[str]], List[List[Tuple[int, int]]]], *, prompt_format: str,
+                    text_offsets: Callable[[List[str], List[int]], List[List[Tuple[int, int]]]], *, prompt_format: str,
                     max_length: int) -> List[Optional[List[str]]]:
     """Per document, ``None`` (scored whole) or the texts of its chunks.
 
@@ -142,7 +142,8 @@ def split_documents(docs: Sequence[str], plan: Chunking, document_tokens: Option
         plan: The chunking.
         document_tokens: Per prompt, ``(kept, whole)`` document tokens (``Encoded.document_tokens``),
             or ``None`` when the prompt cannot be cut inside the document.
-        text_offsets: The character offsets of each text's tokens, tokenized alone.
+        text_offsets: The character offsets of each text's tokens, tokenized alone (given the texts
+            and the index of each one's document, which its errors name).
         prompt_format, max_length: The model's, for the error messages.
     """
     if document_tokens is None and plan.size is None:
@@ -163,7 +164,7 @@ def split_documents(docs: Sequence[str], plan: Chunking, document_tokens: Option
         if cut or plan.size is not None:
             to_split.append((i, kept if cut else None))
     out: List[Optional[List[str]]] = [None] * len(docs)
-    offsets = text_offsets([docs[i] for i, _ in to_split])
+    offsets = text_offsets([docs[i] for i, _ in to_split], [i for i, _ in to_split])
     for (i, budget), doc_offsets in zip(to_split, offsets):
         n = len(doc_offsets)
         if budget is None and n <= plan.size:  # type: ignore[operator]

@@ -22,6 +22,7 @@ __all__ = [
     "Cancelled",
     "NumericalError",
     "TooLongError",
+    "TokenizationError",
 ]
 
 
@@ -105,3 +106,25 @@ class TooLongError(CrossrankError, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (str(self), self.indices))
+
+
+class TokenizationError(CrossrankError, ValueError):
+    """The tokenizer failed on a text of the call: the ``tokenizers`` library's Rust code panicked on it.
+
+    A ``tokenizer.json`` that works on ordinary texts (it is checked at load) may still hit a bug of
+    tokenizers on some input; the panic (pyo3's ``PanicException``, a ``BaseException``) is raised
+    as this error instead, naming the pair. The server answers it with 400.
+
+    Attributes:
+        indices: The index (in the call's order) of the pair whose text the tokenizer failed on;
+            empty when the failure could not be traced to one pair.
+        reason: What the tokenizer said.
+    """
+
+    def __init__(self, message: str, indices: Optional[Iterable[int]] = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.indices: List[int] = [int(i) for i in indices] if indices is not None else []
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (str(self), self.indices, self.reason))

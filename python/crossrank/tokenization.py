@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .config import read_json_file
-from .errors import ConfigError, CrossrankError, TooLongError
+from .errors import ConfigError, CrossrankError, TokenizationError, TooLongError
 from .templates import RenderedPiece, Template
 
-__all__ = ["Encoded", "PromptEncoder", "TooLongError", "longest_first", "no_room_error", "read_tokenizer"]
+__all__ = ["Encoded", "PromptEncoder", "TokenizationError", "TooLongError", "encode_user_texts", "is_panic",
+           "longest_first", "no_room_error", "read_tokenizer", "tokenizer_failure"]
 
 logger = logging.getLogger("crossrank")
 
@@ -31,10 +32,48 @@ logger = logging.getLogger("crossrank")
 _PROBE_TEXTS = ("What is the capital of China?", "Grüße, 你好 🙂\t\n  x", " ", "")
 
 
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is pyo3's PanicException: tokenizers' Rust code panicked. It derives from
+    BaseException, so that bare ``except Exception`` misses it, and pyo3 creates the class only at
+    the first panic, so it is known by its name."""
+    return type(exc).__name__ == "PanicException"
+
+
 def _tokenizers_failure(exc: BaseException) -> bool:
-    """Whether tokenizers raised ``exc`` for a bad file: a plain Exception, or pyo3's
-    PanicException, which derives from BaseException so that bare ``except Exception`` misses it."""
-    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+    """Whether tokenizers raised ``exc`` for a bad file: a plain Exception, or a panic."""
+    return isinstance(exc, Exception) or is_panic(exc)
+
+
+def tokenizer_failure(index: Optional[int], reason: str) -> TokenizationError:
+    """The error for a pair whose text the tokenizer panicked on (``index``: the pair, in the
+    caller's numbering; ``None``: not traced to one pair)."""
+    where = f"the text of pair {index}" if index is not None else "a text of the call"
+    return TokenizationError(
+        f"the tokenizer failed on {where}: the tokenizers library panicked ({reason}); this model's "
+        "tokenizer.json cannot tokenize that text, so change it or leave it out",
+        [] if index is None else [index], reason)
+
+
+def encode_user_texts(tokenizer: Any, inputs: Sequence[Any], *, add_special_tokens: bool,
+                      items: Optional[Sequence[int]] = None) -> List[Any]:
+    """``tokenizer.encode_batch(inputs)`` on texts from the user (or pairs of them). A valid
+    ``tokenizer.json`` can still panic on some input: that raises :class:`TokenizationError`
+    naming the pair (``items[k]``: the pair ``inputs[k]`` belongs to; default ``k``)."""
+    try:
+        return tokenizer.encode_batch(list(inputs), add_special_tokens=add_special_tokens)
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        reason = str(exc)
+    # The batch's panic does not say which input caused it: found again one input at a time.
+    for k, one in enumerate(inputs):
+        try:
+            tokenizer.encode_batch([one], add_special_tokens=add_special_tokens)
+        except BaseException as exc:
+            if not is_panic(exc):
+                raise
+            raise tokenizer_failure(items[k] if items is not None else k, reason) from None
+    raise tokenizer_failure(None, reason)
 
 
 def read_tokenizer(path: Path) -> Any:
@@ -222,7 +261,8 @@ class PromptEncoder:
 
         # Encode every piece that holds user text in one batch call; constant pieces are cached.
         user_texts = [p.text for pieces in rendered for p in pieces if p.has_user_text]
-        encodings = iter(self._user_tokenizer.encode_batch(user_texts, add_special_tokens=False)
+        owners = [i for i, pieces in enumerate(rendered) for p in pieces if p.has_user_text]
+        encodings = iter(encode_user_texts(self._user_tokenizer, user_texts, add_special_tokens=False, items=owners)
                          if user_texts else [])
         all_ids: List[List[int]] = []
         truncated: List[bool] = []
@@ -305,16 +345,17 @@ class PromptEncoder:
     def encode_texts(self, texts: Sequence[str]) -> Encoded:
         """Token ids of finished prompt texts, with no special tokens added (as
         ``apply_chat_template`` tokenizes a rendered chat); nothing is cut."""
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False) if texts else []
+        encodings = encode_user_texts(self._tokenizer, texts, add_special_tokens=False) if texts else []
         ids = [list(e.ids) for e in encodings]
         return Encoded(ids, [False] * len(ids))
 
-    def text_offsets(self, texts: Sequence[str]) -> List[List[Tuple[int, int]]]:
+    def text_offsets(self, texts: Sequence[str], items: Optional[Sequence[int]] = None) -> List[List[Tuple[int, int]]]:
         """Character offsets of the tokens of each user text tokenized alone (no special tokens),
-        with the tokenizer user texts get (``split_special_tokens`` honoured)."""
+        with the tokenizer user texts get (``split_special_tokens`` honoured); ``items``: the pair
+        each text belongs to, for :class:`TokenizationError` (default: its position)."""
         if not texts:
             return []
-        encodings = self._user_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = encode_user_texts(self._user_tokenizer, texts, add_special_tokens=False, items=items)
         return [list(e.offsets) for e in encodings]
 
     # -- request form (vLLM) --------------------------------------------------------------------
@@ -351,14 +392,14 @@ class PromptEncoder:
                 cutting the end would cut the template's suffix and give a wrong score).
         """
         if use_sep_token and truncate:
-            encodings = self._truncating(max_length).encode_batch(list(zip(texts_1, texts_2)),
-                                                                  add_special_tokens=True)
+            encodings = encode_user_texts(self._truncating(max_length), list(zip(texts_1, texts_2)),
+                                          add_special_tokens=True)
             return Encoded([list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
         if use_sep_token:
-            encodings = self._tokenizer.encode_batch(list(zip(texts_1, texts_2)), add_special_tokens=True)
+            encodings = encode_user_texts(self._tokenizer, list(zip(texts_1, texts_2)), add_special_tokens=True)
         else:
-            encodings = self._tokenizer.encode_batch([a + b for a, b in zip(texts_1, texts_2)],
-                                                     add_special_tokens=True)
+            encodings = encode_user_texts(self._tokenizer, [a + b for a, b in zip(texts_1, texts_2)],
+                                          add_special_tokens=True)
         ids = [list(e.ids) for e in encodings]
         too_long = [i for i, seq in enumerate(ids) if len(seq) > max_length]
         if too_long:

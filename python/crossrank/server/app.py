@@ -37,7 +37,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..model import CrossEncoder
-from ..tokenization import TooLongError
+from ..tokenization import TokenizationError, TooLongError, tokenizer_failure
 from .batcher import Batcher, EngineStopped, QueueFull
 from .responses import JSONResponse
 from .engine import Prepared, PromptError, ScoringEngine
@@ -302,6 +302,9 @@ class _Handlers:
                 raise
             except TooLongError as exc:  # TEI: its own validation of the input's length (413)
                 raise APIError(str(exc), 400, tei_type="Validation") from None
+            except TokenizationError as exc:  # the tokenizer panicked on a text: TEI's tokenizer error (422)
+                index = exc.indices[0] + part.start if exc.indices else None  # numbered in the slice
+                raise APIError(str(tokenizer_failure(index, exc.reason)), 400, tei_type="Tokenizer") from None
             except (ValueError, TypeError) as exc:  # other refusals of the texts
                 raise APIError(str(exc), 400, tei_type="Tokenizer") from None
             ids.extend(prepared.ids)

@@ -24,16 +24,17 @@ TEI's route cuts the query too, longest first (:meth:`ScoringEngine.encode_queri
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Optional, Sequence
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from ..model import CrossEncoder
 from ..prompting import ChatPrompting
 from ..templates import Template
-from ..tokenization import Encoded, TooLongError
+from ..tokenization import Encoded, TokenizationError, TooLongError, encode_user_texts, tokenizer_failure
 
 __all__ = ["PromptError", "Prepared", "ScoringEngine", "document_dropped", "REDUCE_PROMPT", "NORMALIZATION_MARGIN",
            "PRE_CUT_MARGIN"]
@@ -57,6 +58,15 @@ NORMALIZATION_MARGIN = 4
 #: Tokens a text cut by characters (:meth:`ScoringEngine.pre_cut`) keeps beyond those that can
 #: survive, at each end: tokens next to the cut may differ from the whole text's, not this far away.
 PRE_CUT_MARGIN = 64
+
+
+@contextlib.contextmanager
+def _pair(index: int) -> Iterator[None]:
+    """Names pair ``index`` in a tokenizer failure of a one-pair call (which numbers its pair 0)."""
+    try:
+        yield
+    except TokenizationError as exc:
+        raise tokenizer_failure(index, exc.reason) from None
 
 
 class PromptError(ValueError):
@@ -145,8 +155,12 @@ class ScoringEngine:
         where that token ends, so no lossy decode is involved; ``max_tokens <= 0``: unchanged."""
         if max_tokens <= 0:
             return list(texts)
-        unique = list(dict.fromkeys(texts))
-        encodings = self.model.tokenizer.encode_batch(unique, add_special_tokens=False)
+        first: Dict[str, int] = {}  # each text's first pair, which a tokenizer failure names
+        for i, text in enumerate(texts):
+            first.setdefault(text, i)
+        unique = list(first)
+        encodings = encode_user_texts(self.model.tokenizer, unique, add_special_tokens=False,
+                                      items=list(first.values()))
         cut: Dict[str, str] = {}
         for text, enc in zip(unique, encodings):
             cut[text] = text if len(enc.ids) <= max_tokens else text[:enc.offsets[max_tokens - 1][1]]
@@ -170,19 +184,20 @@ class ScoringEngine:
             for i, seq in enumerate(ids):
                 if len(seq) <= limit:
                     continue
-                n1 = len(self.model.tokenizer.encode(texts_1[i], add_special_tokens=False).ids)
-                n2 = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                n1 = len(self._encode_text(texts_1[i], i).ids)
+                n2 = len(self._encode_text(texts_2[i], i).ids)
                 room = limit - (len(seq) - n1 - n2)
                 if room >= 2 and n1 > room // 2:
-                    texts_1[i] = self.cut_texts([texts_1[i]], max(room - n2, room // 2))[0]
-                    ids[i] = self._pair_ids([texts_1[i]], [texts_2[i]], limit)[0]
+                    with _pair(i):
+                        texts_1[i] = self.cut_texts([texts_1[i]], max(room - n2, room // 2))[0]
+                        ids[i] = self._pair_ids([texts_1[i]], [texts_2[i]], limit)[0]
         out = []
         for i, seq in enumerate(ids):
             if limit is not None and len(seq) > limit:
                 if side == "right":
                     # The cut takes the prompt's end, text_2 first: refuse a cut that would take all of
                     # it, which would score text_1 alone.
-                    second = len(self.model.tokenizer.encode(texts_2[i], add_special_tokens=False).ids)
+                    second = len(self._encode_text(texts_2[i], i).ids)
                     if len(seq) - limit >= second > 0:
                         raise PromptError(
                             f"This model's maximum context length is {limit} tokens (truncate_prompt_tokens), and "
@@ -274,7 +289,8 @@ class ScoringEngine:
         ids = list(encoded.input_ids)
         if side == "left":
             for i in cut:
-                ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
+                with _pair(i):
+                    ids[i] = self._cut_document_start(template, queries[i], documents[i], instruction, budget, ids[i])
         keys = [(q, instruction) for q in queries]
         return Prepared([self._checked(x, i + first_index) for i, x in enumerate(ids)], keys)
 
@@ -313,15 +329,16 @@ class ScoringEngine:
         for i, ids, (_, d) in zip(which, full.input_ids, full.document_tokens or [(0, 0)] * len(which)):
             if len(ids) <= budget or full.document_tokens is None:
                 continue
-            q = len(self.model.tokenizer.encode(queries[i], add_special_tokens=False).ids)
+            q = len(self._encode_text(queries[i], i).ids)
             room = budget - (len(ids) - q - d)
             if room < 2 or q <= room // 2:
                 continue  # the template alone does not fit (refused below), or the query fits as it is
             keep = max(room - d, room // 2)
             for _ in range(4):  # the cut query may tokenize a token longer inside the prompt
-                out[i] = self.cut_texts([queries[i]], keep)[0]
                 try:
-                    again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
+                    with _pair(i):
+                        out[i] = self.cut_texts([queries[i]], keep)[0]
+                        again = self._encoder.encode_template(template, [out[i]], [documents[i]], instruction, budget)
                     fits = not document_dropped(again)
                 except TooLongError:  # a tokenization layer that refuses a dropped document itself
                     fits = False
@@ -371,6 +388,10 @@ class ScoringEngine:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _encode_text(self, text: str, index: int) -> Any:
+        """``text`` (of pair ``index``) tokenized alone, without special tokens."""
+        return encode_user_texts(self.model.tokenizer, [text], add_special_tokens=False, items=[index])[0]
+
     def _cut_document_start(self, template: Template, query: str, document: str, instruction: Optional[str],
                             budget: int, right_cut: List[int]) -> List[int]:
         """The prompt with the document's first tokens dropped instead of its last ones.
@@ -381,7 +402,7 @@ class ScoringEngine:
         """
         full = self._encoder.encode_template(template, [query], [document], instruction, _UNLIMITED).input_ids[0]
         k = len(full) - len(right_cut)
-        enc = self.model.tokenizer.encode(document, add_special_tokens=False)
+        enc = self._encode_text(document, 0)  # the caller names the pair
         start = enc.offsets[k][0] if k < len(enc.ids) else len(document)
         return self._encoder.encode_template(template, [query], [document[start:]], instruction, budget).input_ids[0]
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from ..tokenization import TokenizationError, encode_user_texts
 from .errors import APIError
 from .protocol import drop_nulls, validate_request
 
@@ -62,7 +63,11 @@ def tokenize(tokenizer: Any, req: TokenizeRequest, max_model_len: int) -> Dict[s
     except UnicodeEncodeError:
         raise APIError("prompt holds a lone surrogate escape; send valid Unicode text", 400, param="prompt") from None
     # encode_batch releases the GIL while it works (encode holds it): the event loop answers meanwhile.
-    encoding = tokenizer.encode_batch([req.prompt], add_special_tokens=req.add_special_tokens)[0]
+    try:
+        encoding = encode_user_texts(tokenizer, [req.prompt], add_special_tokens=req.add_special_tokens)[0]
+    except TokenizationError as exc:
+        raise APIError(f"the tokenizer failed on the prompt: the tokenizers library panicked ({exc.reason})", 400,
+                       param="prompt") from None
     ids = list(encoding.ids)
     strs = [tokenizer.id_to_token(i) for i in ids] if req.return_token_strs else None
     return {"count": len(ids), "max_model_len": max_model_len, "tokens": ids, "token_strs": strs}
