@@ -321,6 +321,23 @@ def test_long_prompts_are_reported_once_not_at_every_call(dataset, caplog):
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
 
 
+class QueryCutModel(OracleModel):
+    """Every prompt too long, and its query cut: the document had nothing to cut (empty)."""
+
+    def tokenize(self, query, documents, instruction=None):
+        n = len(documents)
+        return SimpleNamespace(num_tokens=[10] * n, truncated=[True] * n, document_tokens=[(0, 0)] * n,
+                               query_truncated=[True] * n)
+
+
+def test_the_report_of_long_prompts_names_cut_queries(dataset, caplog):
+    caplog.set_level(logging.WARNING, logger="crossrank")
+    res = evaluate(QueryCutModel(dataset), dataset, show_progress_bar=False)
+    n = len(res.pairs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{n} of {n} prompts were longer than max_length=?: {n} queries were truncated"]
+
+
 def test_bad_arguments_are_refused(model, dataset):
     with pytest.raises(ValueError, match="top_k"):
         evaluate(model, dataset, top_k=0)

@@ -1,5 +1,6 @@
 """A query that leaves no room for the document: TooLongError naming the pairs, or (opt-in) the
 query and the document cut longest-first. Never a score that ignores the document."""
+import logging
 import pickle
 
 import numpy as np
@@ -132,6 +133,25 @@ def test_an_empty_document_is_not_a_dropped_one(family):
     # nothing of the document is lost: the query is cut as before, no error
     scores = family.score(LONG_QUERY, [""])
     assert scores.shape == (1,) and np.isfinite(scores).all()
+
+
+def test_the_truncation_warning_names_what_was_cut(family, caplog):
+    long_doc = " ".join(DOCS * 10)
+
+    def warning(queries, documents, **options):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="crossrank"):
+            family.score(queries, documents, **options)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    # an empty document leaves nothing to cut: the query is cut, and the warning says so
+    assert warning(LONG_QUERY, [""]) == ["1 of 1 prompts were longer than max_length=150; 1 query was truncated"]
+    assert warning([LONG_QUERY, "short query", "short query"], ["", long_doc, DOCS[0]]) == [
+        "2 of 3 prompts were longer than max_length=150; 1 document and 1 query were truncated"]
+    assert warning(LONG_QUERY, [long_doc, ""], truncate_query=True) == [
+        "2 of 2 prompts were longer than max_length=150; 1 document and 2 queries were truncated"]
+    assert warning("short query", [long_doc, long_doc]) == [
+        "2 of 2 prompts were longer than max_length=150; their documents were truncated"]
 
 
 def test_predict_request_form_names_the_pairs(family):

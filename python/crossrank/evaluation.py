@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .datasets import Dataset, DatasetError, load_dataset
+from .tokenization import cut_counts, truncated_texts
 
 __all__ = ["DatasetError", "Dataset", "load_dataset", "PairRecord", "EvalResult", "evaluate", "METRICS"]
 
@@ -368,7 +369,7 @@ def evaluate(
     runs: Dict[str, Dict[str, List[Tuple[str, float]]]] = {"bm25": {}, "reranked": {}}
     pairs: List[PairRecord] = []
     query_latency: Dict[str, float] = {}
-    n_truncated = 0
+    n_truncated = n_documents_cut = n_queries_cut = 0
     t_rerank = time.perf_counter()
     # The model warns about long prompts at every call; one total at the end says it once.
     quiet = _HoldTruncationWarnings()
@@ -417,6 +418,8 @@ def evaluate(
                     prompt_tokens=encoded.num_tokens[i], doc_chars=len(docs[i]), truncated=bool(encoded.truncated[i]),
                     latency_s=float(latency[i])))
             n_truncated += sum(encoded.truncated)
+            documents_cut, queries_cut = cut_counts(encoded)
+            n_documents_cut, n_queries_cut = n_documents_cut + documents_cut, n_queries_cut + queries_cut
             logger.debug("query %s: %d candidates reranked in %.3f s", qid, len(docs), query_latency[qid])
     finally:
         model_logger.removeFilter(quiet)
@@ -424,9 +427,9 @@ def evaluate(
             bar.close()
     t_rerank = time.perf_counter() - t_rerank
     if n_truncated:
-        logger.warning("%d of %d prompts were longer than max_length=%s: their documents were truncated (or "
-                       "chunked, when the model chunks long documents)", n_truncated, n_pairs,
-                       getattr(model, "max_length", "?"))
+        logger.warning("%d of %d prompts were longer than max_length=%s: %s%s", n_truncated, n_pairs,
+                       getattr(model, "max_length", "?"), truncated_texts(n_documents_cut, n_queries_cut),
+                       " (or chunked, when the model chunks long documents)" if n_documents_cut else "")
 
     per_query = {stage: _per_query_metrics(dataset.qrels, runs[stage], query_ids) for stage in STAGES}
     metrics = {stage: _mean(per_query[stage]) for stage in STAGES}

@@ -28,7 +28,7 @@ from .st_compat import (ModelCardData, SentenceTransformersSurface, convert_scor
                         st_init_args)
 from .st_package import STPackage
 from .templates import Template, split_pairs
-from .tokenization import Encoded
+from .tokenization import Encoded, cut_counts, truncated_texts
 
 __all__ = ["CrossEncoder", "CancelToken", "LoadOptions", "auto_dtype", "resolve_dtype", "shared_prefix_groups"]
 
@@ -258,8 +258,8 @@ class CrossEncoder(ManyQueries, SentenceTransformersSurface):
     def _warn_truncated(self, encoded: Encoded) -> None:
         n_cut = sum(encoded.truncated)
         if n_cut:
-            logger.warning("%d of %d prompts were longer than max_length=%d; their documents were truncated",
-                           n_cut, len(encoded), self.max_length)
+            logger.warning("%d of %d prompts were longer than max_length=%d; %s", n_cut, len(encoded),
+                           self.max_length, truncated_texts(*cut_counts(encoded)))
 
     def tokenize(self, query: Union[str, Sequence[str]], documents: Sequence[str],
                  instruction: Optional[str] = None, *, prompt_name: Optional[str] = None,

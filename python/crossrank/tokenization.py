@@ -21,8 +21,8 @@ from .config import read_json_file
 from .errors import ConfigError, CrossrankError, TokenizationError, TooLongError
 from .templates import RenderedPiece, Template
 
-__all__ = ["Encoded", "PromptEncoder", "TokenizationError", "TooLongError", "encode_user_texts", "is_panic",
-           "longest_first", "no_room_error", "read_tokenizer", "tokenizer_failure"]
+__all__ = ["Encoded", "PromptEncoder", "TokenizationError", "TooLongError", "cut_counts", "encode_user_texts",
+           "is_panic", "longest_first", "no_room_error", "read_tokenizer", "tokenizer_failure", "truncated_texts"]
 
 logger = logging.getLogger("crossrank")
 
@@ -114,12 +114,15 @@ class Encoded:
             (the whole document was cut: its score would ignore it). Filled only when the encoder
             was asked not to raise (``check_room=False``); otherwise such prompts raise
             :class:`~crossrank.TooLongError` with these indices.
+        query_truncated: Template form only: whether each prompt's query lost tokens (its cap,
+            ``truncate_query``, or a document with nothing left to cut, such as an empty one).
     """
 
     input_ids: List[List[int]]
     truncated: List[bool]
     document_tokens: Optional[List[Tuple[int, int]]] = None
     no_room: Tuple[int, ...] = ()
+    query_truncated: Optional[List[bool]] = None
 
     @property
     def num_tokens(self) -> List[int]:
@@ -267,6 +270,7 @@ class PromptEncoder:
         all_ids: List[List[int]] = []
         truncated: List[bool] = []
         doc_tokens: List[Tuple[int, int]] = []
+        query_truncated: List[bool] = []
         no_room: List[int] = []
         query_cap = int(max_length * template.query_max_fraction) if template.query_max_fraction else None
         doc_cap = int(max_length * template.document_max_fraction) if template.document_max_fraction else None
@@ -275,7 +279,7 @@ class PromptEncoder:
             piece_ids: List[List[int]] = []
             doc_at = query_at = None  # (piece index, first token, last token)
             doc_whole = 0
-            capped = False
+            capped = query_capped = False
             for k, piece in enumerate(pieces):
                 if not piece.has_user_text:
                     piece_ids.append(list(self._encode_constant(piece.text)))
@@ -285,6 +289,7 @@ class PromptEncoder:
                 # A capped piece loses its last tokens, as the recipes' right truncation does.
                 if piece.query_span is not None and query_cap is not None and len(ids) > query_cap:
                     ids, capped = ids[:query_cap], True
+                    query_capped = True
                 if piece.document_span is not None and doc_cap is not None and len(ids) > doc_cap:
                     ids, capped = ids[:doc_cap], True
                 if piece.query_span is not None:
@@ -336,9 +341,10 @@ class PromptEncoder:
                 ids.extend(t for i, t in enumerate(part) if i not in drop)
             all_ids.append(ids)
             doc_tokens.append((doc_kept, doc_whole))
+            query_truncated.append(query_capped or query_cut > 0)
         if no_room and check_room:
             raise no_room_error(no_room, max_length, truncate_query)
-        return Encoded(all_ids, truncated, doc_tokens, tuple(no_room))
+        return Encoded(all_ids, truncated, doc_tokens, tuple(no_room), query_truncated)
 
     # -- plain texts ---------------------------------------------------------------------------
 
@@ -409,6 +415,27 @@ class PromptEncoder:
                 "shorten it, raise max_length, or use score()/rank() with a template, which truncate the "
                 "document inside it", too_long)
         return Encoded(ids, [False] * len(ids))
+
+
+def cut_counts(encoded: Any) -> Tuple[int, int]:
+    """How many prompts of ``encoded`` (an :class:`Encoded`, or any object with ``truncated``) lost
+    document tokens, and how many lost query tokens. Without the template form's record of what
+    was cut, every truncated prompt counts as a cut document."""
+    documents = getattr(encoded, "document_tokens", None)
+    queries = getattr(encoded, "query_truncated", None)
+    if documents is None or queries is None:
+        return sum(encoded.truncated), 0
+    return sum(1 for kept, whole in documents if kept < whole), sum(queries)
+
+
+def truncated_texts(documents: int, queries: int) -> str:
+    """The end of the truncation warning: what lost tokens (:func:`cut_counts`), counted where a
+    query was cut too (an over-long query beside an empty document is cut, not the document)."""
+    if not queries:
+        return "their documents were truncated"
+    parts = [f"{n} {word if n == 1 else plural}" for n, word, plural in
+             ((documents, "document", "documents"), (queries, "query", "queries")) if n]
+    return f"{' and '.join(parts)} {'was' if documents + queries == 1 else 'were'} truncated"
 
 
 def longest_first(first: int, second: int, room: int) -> Tuple[int, int]:
