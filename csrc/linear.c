@@ -244,77 +244,9 @@ static void panel_task(void *ctx, int64_t task, int worker) {
         tile(j, K, r, r1 - r < mr ? r1 - r : mr, p, c0, cols, j->y + r * j->ldy + c0, j->ldy);
 }
 
-/* Candidates a row's scan collects at once; a row with more (rare) is scanned again in C. */
-#define CR_I8_OUTLIER_SCAN 64
-
-/* Inserts input i (value x) into the outlier list kept sorted by |x|, descending, of at most
- * CR_I8_MAX_OUTLIERS; when full, the smallest falls off. Returns the new count. */
-static int32_t keep_outlier(int32_t count, int64_t i, float x, int32_t *k, float *v) {
-    float a = fabsf(x);
-    if (count == CR_I8_MAX_OUTLIERS && !(a > fabsf(v[count - 1]))) return count;
-    int32_t t = count < CR_I8_MAX_OUTLIERS ? count++ : count - 1;
-    for (; t > 0 && fabsf(v[t - 1]) < a; t--) {
-        k[t] = k[t - 1];
-        v[t] = v[t - 1];
-    }
-    k[t] = (int32_t)i;
-    v[t] = x;
-    return count;
-}
-
-/* The row's outliers (|x| > CR_I8_OUTLIER_RATIO mean |x|) into k[] / v[], largest |x| first;
- * returns how many. None for a row with NaN or Inf (quantize_u8 marks it) or of all zeros. */
-static int32_t take_outliers(const float *x, int64_t n, int32_t *k, float *v) {
-    float amax, sum = cr_kern->abs_sum_max_f32(x, n, &amax);
-    float threshold = CR_I8_OUTLIER_RATIO * (sum / (float)n);
-    if (!(amax > threshold) || !isfinite(sum)) return 0;
-    int32_t found[CR_I8_OUTLIER_SCAN], count = 0;
-    int64_t total = cr_kern->find_above_f32(x, n, threshold, found, CR_I8_OUTLIER_SCAN);
-    if (total <= CR_I8_OUTLIER_SCAN) {
-        for (int64_t t = 0; t < total; t++) count = keep_outlier(count, found[t], x[found[t]], k, v);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            if (fabsf(x[i]) > threshold) count = keep_outlier(count, i, x[i], k, v);
-    }
-    return count;
-}
-
 /* Rows of x per conversion task: the inputs are rounded (bf16) or quantized (int8) on the pool,
  * since on the calling thread alone that pass left the other workers idle. */
 #define CR_CONVERT_ROWS 32
-
-/* Row r (len elements of elem bytes) into the AMX tile order of kernels.h: block b of the row at
- * dst + ((r / 16) (len / block) + b) 16 block + (r % 16) block, so every A tile is one KiB. */
-static void to_tile_order(const void *row, int64_t r, int64_t len, int64_t block, size_t elem, void *dst) {
-    int64_t kb = len / block;
-    for (int64_t b = 0; b < kb; b++)
-        memcpy((char *)dst + (size_t)((((r / 16) * kb + b) * 16 + r % 16) * block) * elem,
-               (const char *)row + (size_t)(b * block) * elem, (size_t)block * elem);
-}
-
-/* Row r of an int8 layer's inputs from its n_in float32 values x: per-row (per-token) symmetric
- * quantization of what is left after the outliers are taken out (into the row's slots of d). A
- * row holding NaN or Inf gets a NaN scale, so its outputs are NaN, not a plausible number.
- * Padding bytes are the zero point. Where the row has outliers, the values without them are
- * written to `rest` (n_in floats, which may be x itself) and quantized from there; tmp holds the
- * quantized row on its way into AMX's tile order. */
-static void quantize_row(const cr_linear *W, const float *x, float *rest, const cr_i8_rows *d, int64_t r,
-                         uint8_t *tmp) {
-    int64_t len = row_len(W->fmt, W->n_in);
-    int32_t *ok = d->outlier_k + r * CR_I8_MAX_OUTLIERS;
-    float *ov = d->outlier_x + r * CR_I8_MAX_OUTLIERS;
-    int32_t n_out = take_outliers(x, W->n_in, ok, ov);
-    d->n_outliers[r] = n_out;
-    if (n_out) {
-        if (rest != x) memcpy(rest, x, (size_t)W->n_in * sizeof(float));
-        for (int32_t t = 0; t < n_out; t++) rest[ok[t]] = 0.0f;
-        x = rest;
-    }
-    uint8_t *q = is_amx(W->fmt) ? tmp : d->q + r * len;
-    d->scale[r] = cr_kern->quantize_u8(x, W->n_in, q);
-    memset(q + W->n_in, 128, (size_t)(len - W->n_in));
-    if (is_amx(W->fmt)) to_tile_order(q, r, len, CR_AMX_I8_K, 1, d->q);
-}
 
 /* One conversion task: rows [task CR_CONVERT_ROWS, ...) of x into the job's bf16 or int8 rows. */
 static void convert_task(void *ctx, int64_t task, int worker) {
@@ -324,16 +256,13 @@ static void convert_task(void *ctx, int64_t task, int worker) {
     int64_t len = row_len(W->fmt, W->n_in);
     if (W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX) {
         for (int64_t r = r0; r < r1; r++)
-            quantize_row(W, j->x + r * j->ldx, j->scratch + (int64_t)worker * W->n_in, &j->q8, r,
-                         is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : NULL);
+            cr_linear_quantize_row(W, j->x + r * j->ldx, j->scratch + (int64_t)worker * W->n_in, &j->q8, r,
+                                   is_amx(W->fmt) ? (uint8_t *)j->row_tmp + (int64_t)worker * len : NULL);
         return;
     }
-    for (int64_t r = r0; r < r1; r++) {
-        uint16_t *row = is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : j->xb + r * len;
-        cr_kern->f32_to_bf16(j->x + r * j->ldx, row, W->n_in);
-        memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
-        if (is_amx(W->fmt)) to_tile_order(row, r, len, CR_AMX_BF16_K, 2, j->xb);
-    }
+    for (int64_t r = r0; r < r1; r++)
+        cr_linear_round_row(W, j->x + r * j->ldx, j->xb, r,
+                            is_amx(W->fmt) ? (uint16_t *)j->row_tmp + (int64_t)worker * len : NULL);
 }
 
 static cr_status apply_blas(const cr_linear *W, const float *x, int64_t ldx, int64_t m, float *y,
@@ -514,77 +443,6 @@ cr_status cr_linear_apply_glu(const cr_linear *W, const cr_linear_in *in, int64_
     ws_done(ex, rows);
     ws_done(ex, tmp);
     return st;
-}
-
-int cr_linear_takes_bf16_rows(const cr_linear *W) {
-    return W->fmt == CR_FMT_BF16_AMX || W->fmt == CR_FMT_BF16_PANELS;
-}
-
-int64_t cr_linear_row_elems(const cr_linear *W) { return row_len(W->fmt, W->n_in); }
-
-void cr_linear_put_bf16(const cr_linear *W, uint16_t *dst, int64_t r, int64_t k0, const float *src, int64_t n) {
-    int64_t len = row_len(W->fmt, W->n_in);
-    if (W->fmt == CR_FMT_BF16_PANELS) { /* plain rows, padded to whole pairs */
-        uint16_t *row = dst + r * len;
-        cr_kern->f32_to_bf16(src, row + k0, n);
-        if (k0 + n == W->n_in && len > W->n_in) memset(row + W->n_in, 0, (size_t)(len - W->n_in) * sizeof(uint16_t));
-        return;
-    }
-    uint16_t *group = dst + (r / 16) * 16 * len + (r % 16) * CR_AMX_BF16_K;
-    for (int64_t k = k0; k < k0 + n; k += CR_AMX_BF16_K) {
-        uint16_t *block = group + k / CR_AMX_BF16_K * 16 * CR_AMX_BF16_K;
-        int64_t part = k0 + n - k < CR_AMX_BF16_K ? k0 + n - k : CR_AMX_BF16_K;
-        cr_kern->f32_to_bf16(src + (k - k0), block, part);
-        /* the row's last block: its K padding zero-filled */
-        if (part < CR_AMX_BF16_K) memset(block + part, 0, (size_t)(CR_AMX_BF16_K - part) * sizeof(uint16_t));
-    }
-}
-
-int cr_linear_takes_i8_rows(const cr_linear *W) { return W->fmt == CR_FMT_I8_PANELS || W->fmt == CR_FMT_I8_AMX; }
-
-cr_status cr_linear_i8_rows_alloc(const cr_linear *W, int64_t rows, cr_i8_rows *out) {
-    memset(out, 0, sizeof *out);
-    if (!cr_linear_takes_i8_rows(W) || rows < 0) return cr_fail(CR_E_ARG, "int8 rows of a layer that is not int8");
-    size_t count, padded = rows > 0 ? (size_t)((rows + 15) / 16 * 16) : 16;
-    if (!cr_mul_size(padded, (size_t)row_len(W->fmt, W->n_in), &count))
-        return cr_fail(CR_E_NOMEM, "int8 input rows overflow");
-    out->q = cr_aligned_alloc(count, "int8 input rows");
-    out->scale = cr_malloc_array(padded, sizeof(float), "int8 input scales");
-    out->n_outliers = cr_malloc_array(padded, sizeof(int32_t), "int8 outlier counts");
-    out->outlier_k = cr_malloc_array(padded * CR_I8_MAX_OUTLIERS, sizeof(int32_t), "int8 outlier indices");
-    out->outlier_x = cr_malloc_array(padded * CR_I8_MAX_OUTLIERS, sizeof(float), "int8 outlier values");
-    if (!out->q || !out->scale || !out->n_outliers || !out->outlier_k || !out->outlier_x) {
-        cr_linear_i8_rows_free(out);
-        return CR_E_NOMEM;
-    }
-    memset(out->q, 0, count);
-    return CR_OK;
-}
-
-int64_t cr_linear_i8_rows_bytes(const cr_linear *W, int64_t rows) {
-    int64_t padded = rows > 0 ? (rows + 15) / 16 * 16 : 16;
-    return padded * (row_len(W->fmt, W->n_in) + (int64_t)(sizeof(float) + sizeof(int32_t)) +
-                     CR_I8_MAX_OUTLIERS * (int64_t)(sizeof(int32_t) + sizeof(float)));
-}
-
-void cr_linear_i8_rows_free(cr_i8_rows *rows) {
-    free(rows->q);
-    free(rows->scale);
-    free(rows->n_outliers);
-    free(rows->outlier_k);
-    free(rows->outlier_x);
-    memset(rows, 0, sizeof *rows);
-}
-
-cr_i8_rows cr_linear_i8_rows_at(const cr_linear *W, const cr_i8_rows *rows, int64_t row0) {
-    return (cr_i8_rows){.q = rows->q + row0 * row_len(W->fmt, W->n_in), .scale = rows->scale + row0,
-                        .n_outliers = rows->n_outliers + row0,
-                        .outlier_k = rows->outlier_k + row0 * CR_I8_MAX_OUTLIERS,
-                        .outlier_x = rows->outlier_x + row0 * CR_I8_MAX_OUTLIERS};
-}
-
-void cr_linear_put_i8(const cr_linear *W, const cr_i8_rows *dst, int64_t r, float *src, uint8_t *tmp) {
-    quantize_row(W, src, src, dst, r, tmp);
 }
 
 void cr_linear_free(cr_linear *W) {

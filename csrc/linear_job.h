@@ -1,4 +1,4 @@
-/* linear_job.h — what linear.c and linear_amx.c share inside cr_linear_apply (not an API): one
+/* linear_job.h — what linear.c, linear_amx.c, linear_glu.c and linear_rows.c share inside cr_linear_apply (not an API): one
  * call's job, the converted row length of a format, and the epilogues. */
 #ifndef CR_LINEAR_JOB_H
 #define CR_LINEAR_JOB_H
@@ -71,6 +71,18 @@ static inline void add_bias(const float *bias, float *y, int64_t ldy, int64_t ro
  * inputs in float32 against the (dequantized) int8 weights. */
 void cr_linear_i8_finish(const panel_job *j, const cr_kernels *K, int64_t r, int64_t rows, const int8_t *panel,
                          int64_t c0, int64_t cols, const int32_t *acc, int64_t ldacc, float *y, int64_t ldy);
+
+/* A layer's own input rows (linear_rows.c), from n_in float32 values x. cr_linear_quantize_row:
+ * row r of an int8 layer's inputs, per-row (per-token) symmetric quantization of what is left
+ * after the outliers are taken out (into the row's slots of d). A row holding NaN or Inf gets a
+ * NaN scale, so its outputs are NaN, not a plausible number. Padding bytes are the zero point.
+ * Where the row has outliers, the values without them are written to `rest` (n_in floats, which
+ * may be x itself) and quantized from there; tmp (AMX: row_len bytes) holds the quantized row on
+ * its way into the tile order. cr_linear_round_row: row r of a bf16 layer's inputs in `rows`,
+ * rounded to nearest even, K padding zeroed; tmp (AMX: row_len elements) likewise. */
+void cr_linear_quantize_row(const cr_linear *W, const float *x, float *rest, const cr_i8_rows *d, int64_t r,
+                            uint8_t *tmp);
+void cr_linear_round_row(const cr_linear *W, const float *x, uint16_t *rows, int64_t r, uint16_t *tmp);
 
 /* The GLU epilogue (linear_glu.c): h columns [c0, c0 + cols) of rows [r, r + rows) from the gate
  * and up sums g, u (row stride ld, column c0 of each at g, u), to glu's bf16 rows or float32 h
