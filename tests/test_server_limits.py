@@ -323,18 +323,28 @@ def _mixed_text(n_chars: int, seed: int, boundaries) -> str:
     return text[:n_chars]
 
 
-def test_pre_cut_texts_give_the_ids_of_the_whole_texts(qwen3_path):
+# The first measured piece's characters per needed token: the default (the cut falls in ordinary
+# mixed text), 104 (192 needed tokens: the cut falls at 19,968 characters, inside a tricky run), and
+# 10,000 (past the bound: the cut falls at the bound, inside a tricky run, with no count).
+@pytest.mark.parametrize("first_chars", [None, 104, 10_000])
+def test_pre_cut_texts_give_the_ids_of_the_whole_texts(qwen3_path, monkeypatch, first_chars):
     from crossrank import CrossEncoder
-    from crossrank.server.engine import PromptError, ScoringEngine
+    from crossrank.server import engine as engine_module
+    from crossrank.server.engine import PRE_CUT_MARGIN, PromptError, ScoringEngine
     from crossrank.server.limits import pre_cut
     from crossrank.server.protocol import ScoringTask
 
+    if first_chars is not None:
+        monkeypatch.setattr(engine_module, "PRE_CUT_FIRST_CHARS", first_chars)
     engine = ScoringEngine(CrossEncoder(qwen3_path, hf_overrides=QWEN3_OVERRIDES, threads=1))
     budget = 128
     keep = engine.pre_cut_chars(budget)
     n = 2 * keep + 20_000
-    # both cuts fall inside a tricky run: the kept head ends at keep, the kept tail starts at n - keep
-    long_a, long_b = _mixed_text(n, 1, [keep, n - keep]), _mixed_text(n, 2, [keep, n - keep])
+    at = min(keep, (budget + PRE_CUT_MARGIN) * engine_module.PRE_CUT_FIRST_CHARS)
+    # the cuts at `at` from each end fall inside a tricky run where the first piece holds enough
+    # tokens (104, 10,000); the default's first piece is under a run's length
+    marks = [keep, n - keep] + ([at, n - at] if at > 4_000 else [])
+    long_a, long_b = _mixed_text(n, 1, marks), _mixed_text(n, 2, marks)
 
     def ids(task):
         try:
@@ -369,6 +379,8 @@ def test_pre_cut_texts_give_the_ids_of_the_whole_texts(qwen3_path):
             assert ids(cut) == expected, (case["kind"], side)
             scored += isinstance(expected, list)
     assert scored >= 8
+    # the pieces are measured: this text's first try (or the one after it) holds enough tokens
+    assert len(engine.pre_cut([long_a], budget)[0]) <= 2 * (4 * at if first_chars is None else at)
     # where an over-long prompt is refused, nothing is cut
     refused = ScoringTask(kind="tei", firsts=["q"], seconds=[long_a], templated=True, truncate=False)
     assert pre_cut(engine, refused) is refused

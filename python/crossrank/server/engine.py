@@ -59,6 +59,10 @@ NORMALIZATION_MARGIN = 4
 #: survive, at each end: tokens next to the cut may differ from the whole text's, not this far away.
 PRE_CUT_MARGIN = 64
 
+#: Characters per needed token of the first end :meth:`ScoringEngine.pre_cut` measures (prose runs
+#: at ~4 per token); each further try takes 4 times as many, up to the bound that needs no count.
+PRE_CUT_FIRST_CHARS = 8
+
 
 @contextlib.contextmanager
 def _pair(index: int) -> Iterator[None]:
@@ -371,15 +375,42 @@ class ScoringEngine:
         return self.max_token_chars() * NORMALIZATION_MARGIN
 
     def pre_cut(self, texts: Sequence[str], tokens: int) -> List[str]:
-        """Each text too long to matter whole cut by characters, before tokenizing, to its first and
-        its last :meth:`pre_cut_chars` characters: at most ``tokens`` tokens of either end can
-        survive truncation, and each end holds ``PRE_CUT_MARGIN`` tokens more, so the tokens that
-        survive come out as in the whole text. The text's own ends are kept, so what a prompt's
-        template adds at each end tokenizes as for the whole text too; the cut text is still too
-        long for ``tokens``, so every decision on whether a prompt fits comes out the same.
-        Tokenizing a 15 MB document costs tens of seconds; the cut costs what its budget does."""
-        chars = self.pre_cut_chars(tokens)
-        return [t if len(t) <= 2 * chars else t[:chars] + t[len(t) - chars:] for t in texts]
+        """Each text too long to matter whole cut by characters, before tokenizing, to a first and a
+        last piece that each hold ``tokens + PRE_CUT_MARGIN`` tokens: at most ``tokens`` tokens of
+        either end can survive truncation, and each end holds ``PRE_CUT_MARGIN`` tokens more, so the
+        tokens that survive come out as in the whole text. The text's own ends are kept, so what a
+        prompt's template adds at each end tokenizes as for the whole text too; the cut text is
+        still too long for ``tokens``, so every decision on whether a prompt fits comes out the same.
+
+        A piece's size is measured: ``PRE_CUT_FIRST_CHARS`` characters per needed token, tokenized
+        alone, then 4 times as many until it holds enough; at :meth:`pre_cut_chars` (the bound that
+        holds enough tokens whatever the text, ~4 M characters at 8,192 tokens) the count is not
+        needed. Tokenizing a 15 MB document costs tens of seconds; the cut costs what its budget
+        does, a few pieces of ~70,000 characters at 8,192 tokens for prose."""
+        bound, need = self.pre_cut_chars(tokens), tokens + PRE_CUT_MARGIN
+        out = []
+        for text in texts:
+            head = self._piece_chars(text, need, bound, at_start=True)
+            tail = self._piece_chars(text, need, bound, at_start=False)
+            out.append(text if head + tail >= len(text) else text[:head] + text[len(text) - tail:])
+        return out
+
+    def _piece_chars(self, text: str, need: int, bound: int, at_start: bool) -> int:
+        """Characters at one end of ``text`` that hold ``need`` tokens (``pre_cut``); at least the
+        whole text where it is shorter than twice the first try."""
+        chars = min(need * PRE_CUT_FIRST_CHARS, bound)
+        if 2 * chars >= len(text):
+            return len(text)
+        while chars < bound and 2 * chars < len(text):
+            piece = text[:chars] if at_start else text[len(text) - chars:]
+            try:
+                count = len(encode_user_texts(self.model.tokenizer, [piece], add_special_tokens=False)[0].ids)
+            except TokenizationError:  # the tokenizing that follows reports it, naming the pair
+                return bound
+            if count >= need:
+                return chars
+            chars *= 4
+        return min(chars, bound)
 
     def activate(self, raw: np.ndarray, use_activation: bool) -> np.ndarray:
         """Scores from raw logits, as :meth:`CrossEncoder.predict` returns them (``use_activation``
