@@ -388,12 +388,13 @@ class ScoringEngine:
         needed. Tokenizing a 15 MB document costs tens of seconds; the cut costs what its budget
         does, a few pieces of ~70,000 characters at 8,192 tokens for prose."""
         bound, need = self.pre_cut_chars(tokens), tokens + PRE_CUT_MARGIN
-        out = []
+        cut: Dict[str, str] = {}  # a text repeated across pairs (a rerank's query) is measured once
         for text in texts:
-            head = self._piece_chars(text, need, bound, at_start=True)
-            tail = self._piece_chars(text, need, bound, at_start=False)
-            out.append(text if head + tail >= len(text) else text[:head] + text[len(text) - tail:])
-        return out
+            if text not in cut:
+                head = self._piece_chars(text, need, bound, at_start=True)
+                tail = self._piece_chars(text, need, bound, at_start=False)
+                cut[text] = text if head + tail >= len(text) else text[:head] + text[len(text) - tail:]
+        return [cut[text] for text in texts]
 
     def _piece_chars(self, text: str, need: int, bound: int, at_start: bool) -> int:
         """Characters at one end of ``text`` that hold ``need`` tokens (``pre_cut``); at least the
