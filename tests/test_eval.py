@@ -326,7 +326,7 @@ class QueryCutModel(OracleModel):
 
     def tokenize(self, query, documents, instruction=None):
         n = len(documents)
-        return SimpleNamespace(num_tokens=[10] * n, truncated=[True] * n, document_tokens=[(0, 0)] * n,
+        return SimpleNamespace(num_tokens=[10] * n, truncated=[True] * n, document_truncated=[False] * n,
                                query_truncated=[True] * n)
 
 

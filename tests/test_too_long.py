@@ -12,7 +12,7 @@ from crossrank import CrossEncoder, TooLongError
 from crossrank.errors import CrossrankError
 from crossrank.templates import QWEN3_RERANKER
 from crossrank.tokenization import longest_first
-from test_chat_template import QWEN3_CHAT, model_dir
+from test_chat_template import HEAD, QWEN3_CHAT, model_dir
 
 LONG_QUERY = " ".join(["how do vaccines train the immune system"] * 12)  # ~85 tokens
 DOCS = ["Vaccines expose the immune system to a harmless piece of a pathogen.",
@@ -152,6 +152,52 @@ def test_the_truncation_warning_names_what_was_cut(family, caplog):
         "2 of 2 prompts were longer than max_length=150; 1 document and 2 queries were truncated"]
     assert warning("short query", [long_doc, long_doc]) == [
         "2 of 2 prompts were longer than max_length=150; their documents were truncated"]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """No template: (query, document) tokenized as a pair, cut longest-first with truncate_query."""
+    model = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides={**HEAD, "use_sep_token": True}, max_length=40,
+                         dtype="float32", threads=2, truncate_query=True)
+    assert model.prompt_format == "pairs"
+    return model
+
+
+def test_the_request_forms_warning_names_the_text_longest_first_cut(pairs, caplog):
+    def warning(queries, documents):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="crossrank"):
+            pairs.score(queries, documents)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warning(LONG_QUERY, DOCS[:1]) == ["1 of 1 prompts were longer than max_length=40; 1 query was truncated"]
+    assert warning("short query", [LONG_QUERY]) == [
+        "1 of 1 prompts were longer than max_length=40; their documents were truncated"]
+    assert warning(LONG_QUERY, [LONG_QUERY]) == [
+        "1 of 1 prompts were longer than max_length=40; 1 document and 1 query were truncated"]
+    queries, docs = [LONG_QUERY, LONG_QUERY, "short query", "short query"], [LONG_QUERY, DOCS[0], LONG_QUERY, DOCS[0]]
+    assert warning(queries, docs) == [
+        "3 of 4 prompts were longer than max_length=40; 2 documents and 2 queries were truncated"]
+    assert warning("short query", DOCS) == []
+
+
+def test_the_request_forms_record_matches_the_ids_it_cut(pairs):
+    # a query of exactly half the room keeps it whole as the longer document is cut; one more token is cut
+    half, over = " ".join(["alpha"] * 20), " ".join(["alpha"] * 21)
+    queries = [LONG_QUERY, "short query", LONG_QUERY, "short query", half, over]
+    docs = [DOCS[0], LONG_QUERY, LONG_QUERY, DOCS[0], LONG_QUERY, LONG_QUERY]
+    encoded = pairs.tokenize(queries, docs)
+    assert encoded.query_truncated == [True, False, True, False, False, True]
+    assert encoded.document_truncated == [False, True, True, False, True, True]
+    assert encoded.truncated == [True, True, True, False, True, True]
+    assert encoded.document_tokens is None  # chunking's record, of the template form only
+    for q, d, ids, q_cut, d_cut in zip(queries, docs, encoded.input_ids, encoded.query_truncated,
+                                       encoded.document_truncated):
+        # the fixture's pair has no special tokens: the ids are what each text kept, in order
+        q_ids, d_ids = (pairs.tokenizer.encode(t, add_special_tokens=False).ids for t in (q, d))
+        q_keep, d_keep = longest_first(len(q_ids), len(d_ids), 40)
+        assert ids == q_ids[:q_keep] + d_ids[:d_keep]
+        assert (q_cut, d_cut) == (q_keep < len(q_ids), d_keep < len(d_ids))
 
 
 def test_predict_request_form_names_the_pairs(family):

@@ -114,8 +114,12 @@ class Encoded:
             (the whole document was cut: its score would ignore it). Filled only when the encoder
             was asked not to raise (``check_room=False``); otherwise such prompts raise
             :class:`~crossrank.TooLongError` with these indices.
-        query_truncated: Template form only: whether each prompt's query lost tokens (its cap,
-            ``truncate_query``, or a document with nothing left to cut, such as an empty one).
+        query_truncated: Whether each prompt's query lost tokens: in the template form to its cap,
+            ``truncate_query``, or a document with nothing left to cut (such as an empty one); in the
+            request form, the first text of a pair cut longest-first. ``None`` from an encoding that
+            never cuts.
+        document_truncated: Whether each prompt's document (the request form's second text) lost
+            tokens; ``None`` as ``query_truncated``. The two are what :func:`cut_counts` counts.
     """
 
     input_ids: List[List[int]]
@@ -123,6 +127,7 @@ class Encoded:
     document_tokens: Optional[List[Tuple[int, int]]] = None
     no_room: Tuple[int, ...] = ()
     query_truncated: Optional[List[bool]] = None
+    document_truncated: Optional[List[bool]] = None
 
     @property
     def num_tokens(self) -> List[int]:
@@ -344,7 +349,8 @@ class PromptEncoder:
             query_truncated.append(query_capped or query_cut > 0)
         if no_room and check_room:
             raise no_room_error(no_room, max_length, truncate_query)
-        return Encoded(all_ids, truncated, doc_tokens, tuple(no_room), query_truncated)
+        return Encoded(all_ids, truncated, doc_tokens, tuple(no_room), query_truncated,
+                       [kept < whole for kept, whole in doc_tokens])
 
     # -- plain texts ---------------------------------------------------------------------------
 
@@ -391,16 +397,20 @@ class PromptEncoder:
         Args:
             truncate: Pairs (``use_sep_token``) only: cut the two texts longest-first to
                 ``max_length``, as transformers' ``truncation=True`` (and sentence-transformers)
-                does, instead of refusing them. A joined text is never cut.
+                does, instead of refusing them (``query_truncated`` and ``document_truncated`` say
+                which of the two lost tokens). A joined text is never cut.
 
         Raises:
             TooLongError: if a prompt is longer than ``max_length`` (vLLM refuses such requests too:
                 cutting the end would cut the template's suffix and give a wrong score).
         """
         if use_sep_token and truncate:
-            encodings = encode_user_texts(self._truncating(max_length), list(zip(texts_1, texts_2)),
-                                          add_special_tokens=True)
-            return Encoded([list(e.ids) for e in encodings], [bool(e.overflowing) for e in encodings])
+            pairs = list(zip(texts_1, texts_2))
+            encodings = encode_user_texts(self._truncating(max_length), pairs, add_special_tokens=True)
+            truncated = [bool(e.overflowing) for e in encodings]
+            first_cut, second_cut = self._cut_sides(pairs, encodings, truncated)
+            return Encoded([list(e.ids) for e in encodings], truncated, query_truncated=first_cut,
+                           document_truncated=second_cut)
         if use_sep_token:
             encodings = encode_user_texts(self._tokenizer, list(zip(texts_1, texts_2)), add_special_tokens=True)
         else:
@@ -416,16 +426,45 @@ class PromptEncoder:
                 "document inside it", too_long)
         return Encoded(ids, [False] * len(ids))
 
+    def _cut_sides(self, pairs: Sequence[Tuple[str, str]], encodings: Sequence[Any],
+                   truncated: Sequence[bool]) -> Tuple[List[bool], List[bool]]:
+        """Whether each pair's first and second text lost tokens to the longest-first cut, which a
+        cut encoding does not say. Its rule (:func:`longest_first`) leaves the shorter text whole
+        when it is under half of the room, and else cuts it to that half: a text that kept fewer
+        tokens than half was whole, so the other one was cut. Only pairs where both kept half
+        (the shorter may have fit it exactly) are encoded again, whole, to count their tokens."""
+        first, second = [False] * len(pairs), [False] * len(pairs)
+        unsure = []
+        for i, cut in enumerate(truncated):
+            if not cut:
+                continue
+            kept = encodings[i].sequence_ids  # None marks special tokens
+            kept_first, kept_second = kept.count(0), kept.count(1)
+            half = (kept_first + kept_second) // 2  # a cut pair fills the room
+            if kept_first < half:
+                second[i] = True
+            elif kept_second < half:
+                first[i] = True
+            else:
+                unsure.append(i)
+        whole = (encode_user_texts(self._tokenizer, [pairs[i] for i in unsure], add_special_tokens=True,
+                                   items=unsure) if unsure else [])
+        for i, full in zip(unsure, whole):
+            kept = encodings[i].sequence_ids
+            first[i] = kept.count(0) < full.sequence_ids.count(0)
+            second[i] = kept.count(1) < full.sequence_ids.count(1)
+        return first, second
+
 
 def cut_counts(encoded: Any) -> Tuple[int, int]:
     """How many prompts of ``encoded`` (an :class:`Encoded`, or any object with ``truncated``) lost
-    document tokens, and how many lost query tokens. Without the template form's record of what
-    was cut, every truncated prompt counts as a cut document."""
-    documents = getattr(encoded, "document_tokens", None)
+    document tokens, and how many lost query tokens (its ``document_truncated`` and
+    ``query_truncated``). Without that record, every truncated prompt counts as a cut document."""
+    documents = getattr(encoded, "document_truncated", None)
     queries = getattr(encoded, "query_truncated", None)
     if documents is None or queries is None:
         return sum(encoded.truncated), 0
-    return sum(1 for kept, whole in documents if kept < whole), sum(queries)
+    return sum(documents), sum(queries)
 
 
 def truncated_texts(documents: int, queries: int) -> str:
