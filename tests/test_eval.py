@@ -370,3 +370,18 @@ def test_cli_eval_names_the_bad_line_and_fails(tmp_path, capsys):
     code = cli.main(["eval", str(fixture_path("qwen3-tiny")), "--data", str(root), "--template", "qwen3-reranker"])
     assert code == 2
     assert "test.tsv:32: corpus-id 'ghost' is not in corpus.jsonl" in capsys.readouterr().err
+
+
+def test_the_report_names_both_texts_of_pairs_cut_longest_first(dataset, caplog):
+    # No template: the instruction goes before the query, so every query (~50 tokens) and every
+    # document (52 tokens or more) is over half of the 64 tokens, and both are cut.
+    head = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"],
+            "method": "from_2_way_softmax", "use_sep_token": True}
+    pairs = CrossEncoder(fixture_path("qwen3-tiny"), hf_overrides=head, max_length=64, truncate_query=True, threads=1)
+    caplog.set_level(logging.WARNING, logger="crossrank")
+    res = evaluate(pairs, dataset, instruction="Judge whether the passage answers the question. " * 5,
+                   max_queries=2, show_progress_bar=False)
+    n = len(res.pairs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{n} of {n} prompts were longer than max_length=64: {n} documents and {n} queries were "
+                        "truncated (or chunked, when the model chunks long documents)"]
