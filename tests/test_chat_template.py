@@ -6,12 +6,14 @@ import os
 import pickle
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from _fixtures import fixture_path
 from crossrank import CrossEncoder, TooLongError
+from crossrank import chat_template
 from crossrank.chat_template import ChatTemplate, find_chat_template, load_chat_templates
 from crossrank.errors import ConfigError
 
@@ -269,6 +271,79 @@ def test_a_template_whose_loops_do_not_end_is_stopped_and_the_tracer_in_place_is
     assert events  # the caller's own tracer kept running around the renders
     # a bare causal LM's template that cannot render pairs does not block loading (vLLM's raw pairs)
     assert CrossEncoder(d, hf_overrides=HEAD).prompt_format == "pairs"
+
+
+PAIR = ("{{ (messages | selectattr('role', 'eq', 'query') | first).content }}"
+        "{{ (messages | selectattr('role', 'eq', 'document') | first).content }}")
+DOUBLED = "{% set ns = namespace(s='x') %}{% for i in range(28) %}{% set ns.s = GROW %}{% endfor %}{{ ns.s | length }}"
+# Templates that build a few hundred MB (so that, unbounded, they render rather than exhaust memory)
+# from a few bytes of source; real ones build the same in one step ('x' * 10**10, range(60) below).
+HUGE = {
+    "doubled with ~": DOUBLED.replace("GROW", "ns.s ~ ns.s"),
+    "doubled with +": DOUBLED.replace("GROW", "ns.s + ns.s"),
+    "doubled with str.format": DOUBLED.replace("GROW", "'{}{}'.format(ns.s, ns.s)"),
+    "doubled with str.format_map": DOUBLED.replace("GROW", "'{a}{a}'.format_map({'a': ns.s})"),
+    "doubled with %": DOUBLED.replace("GROW", "'%s%s' % (ns.s, ns.s)"),
+    "doubled with the format filter": DOUBLED.replace("GROW", "'%s%s' | format(ns.s, ns.s)"),
+    "a text repeated with *": "{{ ('x' * 10 ** 8) | length }}",
+    "a list repeated with *": "{{ ([0] * 10 ** 7) | length }}",
+    "a list of one long text joined": "{% set s = 'x' * 10 ** 6 %}{{ ([s] * 200) | join | length }}",
+    "a list of one long text joined by str.join": "{% set s = 'x' * 10 ** 6 %}{{ ''.join([s] * 200) | length }}",
+    "replace": "{{ ('x' * 1000) | replace('x', 'y' * 10 ** 5) | length }}",
+    "str.replace": "{{ ('x' * 1000).replace('x', 'y' * 10 ** 5) | length }}",
+    "center": "{{ 'x' | center(100000000) | length }}",
+    "str.center": "{{ 'x'.center(10 ** 8) | length }}",
+    "indent": "{{ ('\\n' * 1000) | indent(10 ** 5) | length }}",
+    "wordwrap": "{{ ('x' * 10 ** 4) | wordwrap(1, wrapstring='y' * 10 ** 4) | length }}",
+    "a %-width": "{{ ('%100000000s' % 'x') | length }}",
+    "a str.format width": "{{ '{:>100000000}'.format('x') | length }}",
+    "tojson's indentation": "{{ [1] | tojson(indent=10 ** 8) | length }}",
+    "batch's filling": "{{ [1] | batch(10 ** 7, 0) | list | length }}",
+    "a sort's keys": "{% set s = 'X' * 10 ** 6 %}{{ ([s] * 200) | sort | length }}",
+    "a number": "{{ (2 ** (3 * 10 ** 7)) > 0 }}",
+    "a long text printed in a loop": "{% set s = 'x' * 10 ** 6 %}{% for i in range(200) %}{{ s }}{% endfor %}",
+    "a list holding another twice, printed": ("{% set ns = namespace(l=['x']) %}{% for i in range(23) %}"
+                                              "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}"),
+}
+
+
+@pytest.mark.parametrize("source", HUGE.values(), ids=HUGE.keys())
+def test_a_template_that_builds_a_huge_value_is_stopped_before_it_allocates(source):
+    tracer = sys.gettrace()
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=r"the chat template would build .* longer than 4,19\d,\d{3} characters "
+                                              r"rendering one query/document pair and was stopped"):
+            ChatTemplate(source + PAIR).render("q", "d")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 10
+    assert peak < 64 << 20  # the limit is 4 Mi characters; unbounded, each builds hundreds of MB
+    assert sys.gettrace() is tracer and chat_template._LIMIT.get() == chat_template._RENDER_CHARS
+
+
+def test_a_huge_value_stops_loading_with_what_to_do_and_the_file_named(tmp_path):
+    unending = ("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+                "{{ ns.s }}" + PAIR)
+    d = model_dir(tmp_path, jinja=unending)
+    with pytest.raises(ConfigError, match=r"chat_template.jinja: the chat template would build a text with '~' .*"
+                                          r"characters plus 4 times the size of the texts it is given\. Fix the"):
+        CrossEncoder(d, hf_overrides=HEAD, template="chat")
+    with pytest.raises(ConfigError, match="with '\\*'"):
+        ChatTemplate("{{ 'x' * 10 ** 10 }}").render("q", "d")
+    assert CrossEncoder(d, hf_overrides=HEAD).prompt_format == "pairs"  # not a query/document template, then
+
+
+def test_a_long_document_still_renders_and_may_appear_more_than_once():
+    document = ("Antibodies made after vaccination keep circulating for months. " * 240_000)[:15_000_000]
+    template = ChatTemplate(QWEN3_CHAT)
+    prompt = template.render(QUERY, document)
+    assert len(prompt) > 15_000_000 and prompt.endswith(document + "<|im_end|>\n<|im_start|>assistant\n<think>\n\n"
+                                                         "</think>\n\n")
+    twice = ChatTemplate("{{ messages | tojson }}{% for m in messages %}{{ m.content ~ '\\n' }}{% endfor %}")
+    assert len(twice.render(QUERY, document)) > 30_000_000
 
 
 def test_a_conversation_template_that_refuses_other_roles_does_not_block_loading(tmp_path):
