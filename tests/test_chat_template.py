@@ -336,6 +336,29 @@ def test_a_huge_value_stops_loading_with_what_to_do_and_the_file_named(tmp_path)
     assert CrossEncoder(d, hf_overrides=HEAD).prompt_format == "pairs"  # not a query/document template, then
 
 
+def test_a_jinja2_without_the_internals_the_size_limit_builds_on_renders_with_a_warning(monkeypatch):
+    import jinja2.utils
+    from crossrank import template_limits
+
+    expected = ChatTemplate(QWEN3_CHAT).render(QUERY, DOCS[0])
+    monkeypatch.delattr(jinja2.utils, "_PassArg")
+    template_limits._bounded_sandbox.cache_clear()
+    chat_template._compile.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="renders are not size-bounded with jinja2") as caught:
+            assert ChatTemplate(QWEN3_CHAT).render(QUERY, DOCS[0]) == expected
+            assert ChatTemplate(VLLM_STYLE).render("q", "d").endswith("<Query>: q\n<Document>: d<|im_end|>\n"
+                                                                     "<|im_start|>assistant")
+        assert sum("size-bounded" in str(w.message) for w in caught) == 1  # once, not per template
+        with pytest.raises(ConfigError, match="ran 10,000,000 Python steps"):  # the step limit still holds
+            ChatTemplate("{% for i in range(10 ** 5) %}{% for j in range(10 ** 5) %}{% endfor %}{% endfor %}"
+                         ).render("q", "d")
+    finally:
+        monkeypatch.undo()
+        template_limits._bounded_sandbox.cache_clear()
+        chat_template._compile.cache_clear()
+
+
 def test_a_long_document_still_renders_and_may_appear_more_than_once():
     document = ("Antibodies made after vaccination keep circulating for months. " * 240_000)[:15_000_000]
     template = ChatTemplate(QWEN3_CHAT)

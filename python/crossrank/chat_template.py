@@ -13,7 +13,8 @@ the environment transformers gives them (``trim_blocks``, ``lstrip_blocks``, ``l
 tag) and see only plain strings, lists and dicts. A render raises
 :class:`~crossrank.errors.ConfigError` past 10,000,000 Python steps, and before it builds a value (a
 string, a list, its output) longer than 4 Mi characters plus 4 times the size of the texts it is
-given: a template that doubles a string in a loop stops there instead of exhausting memory.
+given: a template that doubles a string in a loop stops there instead of exhausting memory (with a
+jinja2 whose internals differ from 3.1's, only the step limit applies, and a RuntimeWarning says so).
 
 Truncation: the template is rendered once per instruction with private-use marker characters for
 the query and the document, and the text around them becomes a crossrank

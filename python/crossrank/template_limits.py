@@ -3,7 +3,8 @@
 A render (see chat_template) is refused, with :class:`TooLarge`, before it makes a value longer
 than :data:`LIMIT` characters: :func:`sandbox` builds a jinja2 sandbox whose operators, ``~``,
 filters, method calls, ``str.format``, printed values and output are measured, and
-:func:`text_size` measures what a render is given, from which its limit is set.
+:func:`text_size` measures what a render is given, from which its limit is set. The sandbox builds
+on jinja2 3.1's private names; where they differ, it is jinja2's own, with a warning.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import io
 import pprint
 import re
 import types
+import warnings
 from collections.abc import Collection
 from contextvars import ContextVar
 from functools import lru_cache
@@ -261,10 +263,43 @@ def _printed(value: Any) -> Any:
     return value
 
 
+# Each part of the bounded sandbox at work (~, *, str.format, a filter given the eval context, a
+# printed namespace), rendered once by it and by jinja2's own sandbox.
+_PROBE = "{% set a, f = 'a', '{}' %}{{ (a ~ 'b') * 2 }}{{ f.format(1) }}{{ [a, 'c'] | join }}{{ namespace(e=a) }}"
+
+
 @lru_cache(maxsize=None)
-def _bounded_sandbox() -> Any:
-    """jinja2's ImmutableSandboxedEnvironment with the values a render makes measured (a class built
-    on first use, jinja2 being imported then)."""
+def _bounded_sandbox() -> Optional[type]:
+    """The bounded sandbox class (built on first use, jinja2 being imported then), or ``None``, with
+    a warning, where jinja2's internals are not those it builds on."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        bounded = _build_sandbox()
+        # Internals changed in behaviour, not only in name, show here too.
+        if (bounded(filters={}, globals={}).from_string(_PROBE).render()
+                == ImmutableSandboxedEnvironment().from_string(_PROBE).render()):
+            return bounded
+        reason = "it renders a test template differently"
+    except Exception as exc:  # a private name gone (ImportError, AttributeError) or changed (TypeError, ...)
+        reason = f"{type(exc).__name__}: {exc}"
+    warnings.warn(f"chat template renders are not size-bounded with jinja2 {_jinja2_version()}, whose internals "
+                  f"differ from those crossrank builds on ({reason}); only their step limit applies",
+                  RuntimeWarning, stacklevel=2)
+    return None
+
+
+def _jinja2_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jinja2")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def _build_sandbox() -> type:
+    """jinja2's ImmutableSandboxedEnvironment with the values a render makes measured."""
     from jinja2.compiler import CodeGenerator, optimizeconst
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
     from jinja2.utils import _PassArg
@@ -373,5 +408,14 @@ def _bounded_sandbox() -> Any:
 def sandbox(filters: Mapping[str, Callable[..., Any]], globals: Mapping[str, Any], **options: Any) -> Any:
     """jinja2's ImmutableSandboxedEnvironment (``options`` as its own) with ``filters`` and
     ``globals`` added, in which every value a render makes is measured and refused with
-    :class:`TooLarge` past :data:`LIMIT`."""
-    return _bounded_sandbox()(filters=filters, globals=globals, **options)
+    :class:`TooLarge` past :data:`LIMIT`; jinja2's own, unbounded, where its internals differ from
+    3.1's (a RuntimeWarning says so once)."""
+    bounded = _bounded_sandbox()
+    if bounded is None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(**options)
+        env.filters.update(filters)
+        env.globals.update(globals)
+        return env
+    return bounded(filters=filters, globals=globals, **options)
