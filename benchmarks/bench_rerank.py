@@ -167,6 +167,33 @@ def workload(args: argparse.Namespace):
     return query, docs, doc_tokens, make_workload(1)[1], 1
 
 
+def base_spec(args: argparse.Namespace, checkpoint: Path, workload_file: Path, warmup_calls: int,
+              warmup_docs: int) -> Dict[str, Any]:
+    """What every cell's child spec shares: the checkpoint, the workload file and the timing settings."""
+    return {"checkpoint": str(checkpoint), "workload": str(workload_file), "mode": args.mode,
+            "repeats": args.repeats, "warmup_calls": warmup_calls, "warmup_docs": warmup_docs,
+            "hf_full_logits": args.hf_full_logits, "profile": args.profile,
+            # anonymous-RSS sampling: every ms where memory is the point, else rarely (it costs CPU)
+            "anon_interval_s": 0.001 if args.mode in ("long4k", "long8k", "memory") else 0.05}
+
+
+def cell_label(spec: Dict[str, Any]) -> str:
+    """A cell as the progress line names it: engine, batch size, threads."""
+    return spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "") + \
+        f" at {spec['threads']} thread{'s' if spec['threads'] > 1 else ''}" + \
+        (" (scaling)" if spec.get("scaling") else "")
+
+
+def run_cell(spec: Dict[str, Any], tmp: Path, tag: str) -> Dict[str, Any]:
+    """Runs one cell in its child process; the result carries its engine, threads and config (the spec
+    without its paths), as summarise() and the record expect."""
+    res = run_child(spec, tmp, tag)
+    res["engine"] = spec["engine"]
+    res["threads"] = spec["threads"]
+    res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint", "st_package")}
+    return res
+
+
 def describe(args: argparse.Namespace, docs: List[str], doc_tokens: List[int]) -> str:
     """One line saying what the run scores."""
     if args.mode == "latency":
@@ -212,11 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if any(e.startswith("st-") for e in args.engine_list):
             st_package = tmp / "st-package"
             st_files = write_st_package(checkpoint, st_package)
-        base = {"checkpoint": str(checkpoint), "workload": str(workload_file), "mode": mode,
-                "repeats": args.repeats, "warmup_calls": warmup_calls, "warmup_docs": len(warmup_docs),
-                "hf_full_logits": args.hf_full_logits, "profile": args.profile,
-                # anonymous-RSS sampling: every ms where memory is the point, else rarely (it costs CPU)
-                "anon_interval_s": 0.001 if mode in ("long4k", "long8k", "memory") else 0.05}
+        base = base_spec(args, checkpoint, workload_file, warmup_calls, len(warmup_docs))
         if not args.no_peak and mode != "memory":
             for t in threads:
                 print(f"measuring the float32 GEMM peak at {t} thread(s) ...", end="", flush=True)
@@ -228,14 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     print(f" {peak['peak_gflops']:.0f} GFLOP/s", flush=True)
         configs = plan(args, base, st_package)
         for k, spec in enumerate(configs):
-            label = spec["engine"] + (f" (batch {spec['batch_size']})" if "batch_size" in spec else "") + \
-                f" at {spec['threads']} thread{'s' if spec['threads'] > 1 else ''}" + \
-                (" (scaling)" if spec.get("scaling") else "")
-            print(f"[{k + 1}/{len(configs)}] {label} ...", end="", flush=True)
-            res = run_child(spec, tmp, f"run{k}")
-            res["engine"] = spec["engine"]
-            res["threads"] = spec["threads"]
-            res["config"] = {key: v for key, v in spec.items() if key not in ("workload", "checkpoint", "st_package")}
+            print(f"[{k + 1}/{len(configs)}] {cell_label(spec)} ...", end="", flush=True)
+            res = run_cell(spec, tmp, f"run{k}")
             print(cell_line(mode, res, len(docs)), flush=True)
             runs.append(res)
 

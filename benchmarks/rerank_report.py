@@ -123,13 +123,18 @@ def machine_info(threads: Any, probe_onednn: bool = False) -> Dict[str, Any]:
     return info
 
 
+def cpu_line(info: Dict[str, Any]) -> str:
+    """The header's CPU line: model name, vendor, family/model, usable CPUs and the load average."""
+    return (f"CPU: {info.get('lscpu_model_name') or info.get('cpu_model')} ({info.get('cpu_vendor')}, family "
+            f"{info.get('cpu_family')} model {info.get('cpu_model_number')}), {info.get('affinity')} CPUs usable, "
+            f"load average {' '.join(info.get('loadavg_at_start', []))}")
+
+
 def print_machine(info: Dict[str, Any]) -> None:
     """The header every run starts with."""
     amx = info.get("amx_flags") or []
     usable = "usable" if amx and info.get("amx_permission") else ("not granted by the kernel" if amx else "absent")
-    print(f"CPU: {info.get('lscpu_model_name') or info.get('cpu_model')} ({info.get('cpu_vendor')}, family "
-          f"{info.get('cpu_family')} model {info.get('cpu_model_number')}), {info.get('affinity')} CPUs usable, "
-          f"load average {' '.join(info.get('loadavg_at_start', []))}")
+    print(cpu_line(info))
     print(f"AMX: {' '.join(amx) or '-'} -> tiles {usable}; AVX512_BF16 {'yes' if info.get('avx512_bf16') else 'no'}; "
           f"crossrank kernels {info['crossrank_cpu_info'].get('isa')}")
     if info.get("onednn_isa") or info.get("onednn_bf16_linear"):
