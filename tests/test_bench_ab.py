@@ -1,6 +1,7 @@
 """The A/B benchmark's input and report logic (benchmarks/bench_ab.py) on synthetic numbers: no
 build, no engine. Variants alternate round by round (ABBA) and are compared with the baseline
 run of the same round."""
+import os
 import sys
 from pathlib import Path
 
@@ -130,3 +131,32 @@ def test_the_report_gives_pairs_per_round_ratios_scores_and_verdicts(capsys):
     # without --check-scores, no score lines
     results = bench_ab.results_by_engine(runs, variants, ["crossrank-auto"], 3, False)
     assert "scores" not in results["crossrank-auto"]
+
+
+def test_rounds_run_each_variant_with_its_build_and_environment_in_abba_order(monkeypatch, tmp_path):
+    args, rargs = bench_ab.parse_args(["--variant", "a=rev:HEAD", "--variant", "b=env:CROSSRANK_ROW_BLOCK=512",
+                                       "--rounds", "2", "--threads", "2", "--docs", "2",
+                                       "--engines", "crossrank-auto,crossrank-f32-openblas"])
+    for v, d in zip(args.variants, ("A", "B")):
+        v.python_dir = tmp_path / d / "python"
+    seen = []
+
+    def fake_cell(spec, tmp, tag):
+        seen.append((spec["engine"], spec["env"]))
+        return {"engine": spec["engine"], "threads": spec["threads"], "config": spec, "times_s": [1.0],
+                "load_s": 1.0, "process_s": 2.0}
+
+    monkeypatch.setattr(bench_ab.bench_rerank, "run_cell", fake_cell)
+    runs = bench_ab.run_rounds(args, rargs, {"repeats": 1}, tmp_path, 2)
+    assert [(r["round"], r["variant"], r["engine"]) for r in runs] == [
+        (1, "a", "crossrank-auto"), (1, "a", "crossrank-f32-openblas"),
+        (1, "b", "crossrank-auto"), (1, "b", "crossrank-f32-openblas"),
+        (2, "b", "crossrank-auto"), (2, "b", "crossrank-f32-openblas"),
+        (2, "a", "crossrank-auto"), (2, "a", "crossrank-f32-openblas")]
+    envs = {(r["variant"], r["engine"]): env for r, (_, env) in zip(runs, seen)}
+    assert envs[("a", "crossrank-auto")]["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "A" / "python")
+    assert "CROSSRANK_ROW_BLOCK" not in envs[("a", "crossrank-auto")]
+    assert envs[("b", "crossrank-auto")]["CROSSRANK_ROW_BLOCK"] == "512"
+    assert envs[("b", "crossrank-auto")]["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "B" / "python")
+    # the engine's own setting stays beside the variant's
+    assert envs[("b", "crossrank-f32-openblas")]["CROSSRANK_GEMM"] == "openblas"
