@@ -11,7 +11,7 @@ CPython and NumPy C APIs.
                        (which kernel tables run is that CPU's choice), for ~0.8 MB; nothing
                        in the package imports it.
 
-Kernel files named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
+Kernel files (csrc/kernels/) named ``*_avx2.c``, ``*_avxvnni.c``, ``*_avx512.c``, ``*_avx512vnni.c`` and
 ``*_avx512bf16.c`` and ``*_amx.c`` are the only ones compiled with ISA flags; everything else targets the
 baseline, so importing on an older CPU never hits an illegal instruction (the dispatcher picks
 kernels at run time).
@@ -55,6 +55,9 @@ KERNEL_FLAGS = {
 
 
 def kernel_flags(path):
+    # csrc/kernels/ only: csrc/linear_amx.c is portable C that every build needs
+    if os.path.dirname(os.path.normpath(path)) != os.path.join("csrc", "kernels"):
+        return None
     for suffix, flags in KERNEL_FLAGS.items():
         if path.endswith(suffix):
             return flags
