@@ -403,7 +403,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
                     for (int64_t c = 0; c < cols; c++) srow[c] = jj >= w.pre_lo[c] ? srow[c] : -INFINITY;
                 else
                     for (int64_t c = 0; c < cols; c++)
-                        srow[c] = (jj >= w.own_lo[c]) & (jj <= w.hi[c]) ? srow[c] : -INFINITY;
+                        srow[c] = ((jj >= w.own_lo[c]) & (jj <= w.hi[c])) ? srow[c] : -INFINITY;
             }
 
         /* 4. online softmax; 5. O = alpha O + P V. The next tile's rows come from L3 or memory:
