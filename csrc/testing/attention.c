@@ -2,7 +2,7 @@
  *
  *   attention(q, k, v, positions, seq_start, *, window=0, prefix_k=None, prefix_v=None,
  *                    prefix_lens=None, last_only=False, scale=None, threads=1, isa=None,
- *                    bf16_scores=False, tiles=False) -> float32 array
+ *                    bf16_scores=False, tiles=False, reps=0) -> float32 array
  *       q [T, NH, D], k and v [T, NKV, D] float32; positions [T] int32; seq_start [S+1] int64
  *       (0 .. T, increasing). With prefix_k/prefix_v [P, NKV, D] every sequence s continues the
  *       first prefix_lens[s] (default P) of those keys, as a prefix handle gives them. Returns
@@ -10,7 +10,9 @@
  *       table ("ref", "avx2", ...) this CPU runs; None uses the active one. bf16_scores computes
  *       QK^T from bfloat16-rounded q and k, as bf16 and int8 models do; tiles (with bf16_scores)
  *       takes the tile path, QK^T and P V through the table's gemm_bf16_amx, as those models do
- *       on AMX (on a table below amx: the scalar model of the tiles).
+ *       on AMX (on a table below amx: the scalar model of the tiles). reps > 0 times that many
+ *       further calls after the first (wall clock; the tile path's staging buffer kept from call
+ *       to call, as the forward keeps it) and returns (output, best seconds).
  *
  *   exp_f32(isa, x) -> float32 array: the exp_f32 kernel of one ISA table (guarded
  *       destination: a write outside the n outputs raises RuntimeError). */
@@ -21,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "attention.h"
 #include "error.h"
@@ -62,20 +65,26 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *wh
 
 /* ---- attention --------------------------------------------------------------------------------- */
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
-                             "prefix_lens", "last_only", "scale", "threads", "isa", "bf16_scores", "tiles", NULL};
+                             "prefix_lens", "last_only", "scale", "threads", "isa", "bf16_scores", "tiles", "reps", NULL};
     PyObject *q_obj, *k_obj, *v_obj, *pos_obj, *ss_obj, *pk_obj = Py_None, *pv_obj = Py_None, *pl_obj = Py_None,
              *scale_obj = Py_None;
-    int window = 0, last_only = 0, threads = 1, bf16_scores = 0, tiles = 0;
+    int window = 0, last_only = 0, threads = 1, bf16_scores = 0, tiles = 0, reps = 0;
     const char *isa = NULL;
     if (ensure_numpy() < 0) return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizpp", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$iOOOpOizppi", kwlist, &q_obj, &k_obj, &v_obj, &pos_obj,
                                      &ss_obj, &window, &pk_obj, &pv_obj, &pl_obj, &last_only, &scale_obj,
-                                     &threads, &isa, &bf16_scores, &tiles))
+                                     &threads, &isa, &bf16_scores, &tiles, &reps))
         return NULL;
-    if (threads < 1 || window < 0)
-        return PyErr_Format(PyExc_ValueError, "attention: threads >= 1 and window >= 0 required");
+    if (threads < 1 || threads > 256 || window < 0 || reps < 0)
+        return PyErr_Format(PyExc_ValueError, "attention: threads in [1, 256], window >= 0 and reps >= 0 required");
     const cr_kernels *K = isa ? table_named(isa) : cr_kern;
     if (!K) return NULL;
     if (tiles && K->isa == CR_ISA_AMX && !cr_amx_usable())
@@ -192,17 +201,27 @@ PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
         .kern = K, .bf16_scores = bf16_scores, .tiles = tiles,
     };
     cr_status st;
+    cr_buf stage = {0};
+    double best = INFINITY;
+    if (reps) aa.stage_buf = &stage;
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
     st = cr_attention(&aa);
+    for (int r = 0; r < reps && st == CR_OK; r++) {
+        double t0 = now_seconds();
+        st = cr_attention(&aa);
+        double t = now_seconds() - t0;
+        best = t < best ? t : best;
+    }
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
+    cr_buf_free(&stage);
     if (st) {
         cr_test_raise(st);
         goto done;
     }
-    result = (PyObject *)out;
-    out = NULL;
+    result = reps ? Py_BuildValue("(Od)", (PyObject *)out, best) : (PyObject *)out;
+    if (!reps) out = NULL;
 done:
     Py_XDECREF(q);
     Py_XDECREF(k);
