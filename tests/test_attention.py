@@ -363,6 +363,21 @@ def test_packing_with_other_sequences_changes_no_bit():
         np.testing.assert_array_equal(packed[a:b], alone)
 
 
+@pytest.mark.parametrize("bf16_scores,tiles", [(False, False), (True, False), (True, True)])
+def test_repeated_calls_over_a_kept_staging_buffer_give_the_first_calls_bits(bf16_scores, tiles):
+    """reps reruns the call as the forward does from layer to layer: the tile path's staged keys
+    and values stay in a buffer kept between calls, which the next call overwrites."""
+    rng = np.random.default_rng(9)
+    q, k, v, positions, starts = make_batch(rng, [130, 7, 64], 8, 2, 64)
+    once = hooks.attention(q, k, v, positions, starts, threads=2, bf16_scores=bf16_scores, tiles=tiles)
+    again, seconds = hooks.attention(q, k, v, positions, starts, threads=2, bf16_scores=bf16_scores, tiles=tiles,
+                                     reps=3)
+    np.testing.assert_array_equal(again, once)
+    assert 0 < seconds < 60
+    with pytest.raises(ValueError, match="reps"):
+        hooks.attention(q, k, v, positions, starts, reps=-1)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_thread_count_changes_no_bit(threads):
     rng = np.random.default_rng(6)
