@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib.util
 import json
 import os
 import subprocess
@@ -108,11 +109,8 @@ def bench_attention(args: argparse.Namespace) -> Dict[str, Any]:
     shape = attention_shape()
     nh, nkv, d = shape["n_heads"], shape["n_kv_heads"], shape["head_dim"]
     paths = [x for x in args.paths if x in PATHS]
-    try:
-        import torch  # noqa: F401
-
-        torch_paths = [x for x in args.paths if x in TORCH_PATHS]
-    except ImportError:
+    torch_paths = [x for x in args.paths if x in TORCH_PATHS]
+    if torch_paths and importlib.util.find_spec("torch") is None:
         torch_paths = []
         print("torch is not installed: no torch columns")
     rng = np.random.default_rng(0)
