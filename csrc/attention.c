@@ -233,12 +233,13 @@ static void stage_task(void *ctx, int64_t task, int worker) {
 }
 
 /* Tile path, step 5: P (key-major fp32, key k0 + i of the tile in row i < nk) rounded into tile
- * order; O = alpha O (rows with alpha != 1), then O += P V on the tiles over the tile's 64 slots. */
+ * order; O = alpha O (rows with alpha != 1; not on the block's first tile, where O is still all
+ * zeros, so alpha O changes no bit), then O += P V on the tiles over the tile's 64 slots. */
 static void tile_pv(const cr_kernels *K, const float *s, int64_t lds, int64_t k0, int64_t nk, int64_t cols,
-                    uint16_t *pt, const uint16_t *vp, int64_t D, const float *alpha, float *o) {
+                    uint16_t *pt, const uint16_t *vp, int64_t D, const float *alpha, float *o, int first) {
     const int64_t kbT = CR_ATTN_KEY_TILE / CR_AMX_BF16_K, panels = D / CR_GEMM_NR;
     K->attn_p_tiles_bf16(s, lds, k0, nk, cols, pt);
-    for (int64_t c = 0; c < cols; c++)
+    for (int64_t c = 0; c < cols && !first; c++)
         if (alpha[c] != 1.0f) K->scale_f32(alpha[c], o + c * D, D);
     for (int64_t c0 = 0; c0 < cols; c0 += CR_AMX_ROWS)
         for (int64_t p = 0; p < panels; p += CR_AMX_PANELS)
@@ -411,7 +412,7 @@ static void attn_task(void *ctx, int64_t task, int worker) {
          *    overflow the miss queue and be dropped). */
         K->attn_softmax_f32(sk, ld, nk, cols, w.m, w.l, w.alpha);
         if (tiles) {
-            tile_pv(K, sk, ld, kb - t0, nk, cols, w.pt, kt + TK * D, D, w.alpha, o);
+            tile_pv(K, sk, ld, kb - t0, nk, cols, w.pt, kt + TK * D, D, w.alpha, o, t0 == klo - klo % TK);
             continue;
         }
         int64_t nb = ke, ne = ke + TK < khi + 1 ? ke + TK : khi + 1, next_row = nb;
@@ -438,11 +439,11 @@ static void attn_task(void *ctx, int64_t task, int worker) {
          * streamed out where the table has the streaming copy (AMX hosts), so those cores read
          * them from memory, not from this core's cache. int8 at 16 threads on an Emerald Rapids
          * measured faster in all four pairs of runs (4-24%, a shared host). Column c is query row
-         * c / group of head g group + c % group. */
-        for (int64_t c = 0; c < cols; c++) K->scale_f32(1.0f / w.l[c], o + c * D, D);
+         * c / group of head g group + c % group; the store multiplies it by 1 / l on the way. */
+        for (int64_t c = 0; c < cols; c++) w.alpha[c] = 1.0f / w.l[c];
         for (int64_t h = 0; h < group; h++)
             K->store_rows_stream(a->out + (start + r0) * a->out_stride + (g * group + h) * D, a->out_stride,
-                                 o + h * D, group * D, r1 - r0, D);
+                                 o + h * D, group * D, r1 - r0, D, w.alpha + h, group);
         return;
     }
     for (int64_t c = 0; c < cols; c++) {

@@ -73,7 +73,7 @@ static void amx_block(const panel_job *j, int64_t r, int64_t rows, int64_t p0, i
         return;
     }
     int64_t c_end = (p0 + np) * CR_GEMM_NR < W->n_out ? (p0 + np) * CR_GEMM_NR : W->n_out;
-    cr_kern->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR);
+    cr_kern->store_rows_stream(j->y + r * j->ldy + p0 * CR_GEMM_NR, j->ldy, out, ldo, rows, c_end - p0 * CR_GEMM_NR, NULL, 0);
 }
 
 /* Blocks k0 .. k0 + nk of K (of kb) of the CR_AMX_ROWS-row block from row r against the panel group

@@ -211,10 +211,12 @@ typedef struct cr_kernels {
     void (*i8_dequant_f32)(const int32_t *acc, int64_t ldacc, int64_t rows, int64_t cols, const float *xscale,
                            const int32_t *colsum, const float *wscale, float *y, int64_t ldy);
     /* The AMX table only (linear_amx.c, which runs only on that table): dst[i ldd + c] =
-     * src[i lds + c] for i < rows, c < cols, with stores that bypass the caches where a row's
-     * 64-byte lines are whole, for results that are written once and read back only much later.
-     * Same values; ordered before the caller's next atomic or lock (a fence at the end). */
-    void (*store_rows_stream)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols);
+     * src[i lds + c] for i < rows, c < cols (times scale[i scale_stride] when scale is not NULL,
+     * one float32 product, as scale_f32 rounds it), with stores that bypass the caches where a
+     * row's 64-byte lines are whole, for results that are written once and read back only much
+     * later. Ordered before the caller's next atomic or lock (a fence at the end). */
+    void (*store_rows_stream)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
+                              const float *scale, int64_t scale_stride);
 } cr_kernels;
 
 /* Rows and packed panels of one AMX GEMM call. */

@@ -192,11 +192,22 @@ static void i8_dequant_f32_avx512(const int32_t *acc, int64_t ldacc, int64_t row
  * 64-byte lines are whole: y is written once per call and read by the next step, long after this
  * core's caches would have held it, and plain stores first read every line from memory. The fence
  * orders these stores before whatever tells another thread the block is done. */
-static void store_rows_stream(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols) {
+static void store_rows_stream(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
+                              const float *scale, int64_t scale_stride) {
     for (int64_t i = 0; i < rows; i++) {
         float *d = dst + i * ldd;
         const float *s = src + i * lds;
         int64_t c = 0;
+        if (scale) { /* the row times its scale on the way out: one pass over src, not two */
+            __m512 f = _mm512_set1_ps(scale[i * scale_stride]);
+            if (((uintptr_t)d & 63) == 0)
+                for (; c + 16 <= cols; c += 16) _mm512_stream_ps(d + c, _mm512_mul_ps(f, _mm512_loadu_ps(s + c)));
+            for (; c < cols; c += 16) {
+                __mmask16 k = tail_mask(cols - c);
+                _mm512_mask_storeu_ps(d + c, k, _mm512_mul_ps(f, _mm512_maskz_loadu_ps(k, s + c)));
+            }
+            continue;
+        }
         if (((uintptr_t)d & 63) == 0)
             for (; c + 16 <= cols; c += 16) _mm512_stream_ps(d + c, _mm512_loadu_ps(s + c));
         for (; c < cols; c += 16) {
