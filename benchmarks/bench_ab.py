@@ -54,7 +54,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_rerank  # noqa: E402
-from rerank_engines import ENGINES  # noqa: E402
+from rerank_engines import ENGINES, write_workload  # noqa: E402
 from rerank_report import (cell_line, cpu_line, fmt, machine_info, print_machine, print_table,  # noqa: E402
                            summarise, write_record)
 from rerank_workload import MODELS, REPO, RESULTS_DIR, cache_dir, ensure_checkpoint, flop_model  # noqa: E402
@@ -464,9 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             query, docs, doc_tokens, warmup_docs, warmup_calls = bench_rerank.workload(rargs)
             print(f"Workload: {bench_rerank.describe(rargs, docs, doc_tokens)}; model: {MODELS[args.model]} shape, "
                   f"RANDOM weights; {args.threads} threads; best of {rargs.repeats} timed run(s) per cell", flush=True)
-            workload_file = tmp / "workload.json"
-            workload_file.write_text(json.dumps({"query": query, "documents": docs, "warmup_documents": warmup_docs}),
-                                     encoding="utf-8")
+            workload_file = write_workload(tmp, query, docs, warmup_docs)
             base = bench_rerank.base_spec(rargs, checkpoint, workload_file, warmup_calls, len(warmup_docs))
             runs = run_rounds(args, rargs, base, tmp, len(docs))
     except ABError as e:

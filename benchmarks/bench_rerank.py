@@ -61,7 +61,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rerank_engines import ENGINES, child_main, engine_configs, run_child, write_st_package  # noqa: E402
+from rerank_engines import (ENGINES, child_main, engine_configs, run_child, write_st_package,  # noqa: E402
+                            write_workload)
 from rerank_report import (best_record, cell_line, machine_info, print_checks, print_machine,  # noqa: E402
                            print_phases, print_results, print_sweep, summarise, write_record)
 from rerank_workload import (CHECKPOINT_SEED, LATENCY_DOC_TOKENS, LONG_PROMPT_TOKENS, MODELS, REPO,  # noqa: E402
@@ -232,9 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     peaks: Dict[int, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_rerank-") as tmpdir:
         tmp = Path(tmpdir)
-        workload_file = tmp / "workload.json"
-        workload_file.write_text(json.dumps({"query": query, "documents": docs, "warmup_documents": warmup_docs}),
-                                 encoding="utf-8")
+        workload_file = write_workload(tmp, query, docs, warmup_docs)
         st_package, st_files = None, None
         if any(e.startswith("st-") for e in args.engine_list):
             st_package = tmp / "st-package"

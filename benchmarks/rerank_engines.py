@@ -482,6 +482,13 @@ def child_peak(spec: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def write_workload(tmp: Path, query: str, docs: List[str], warmup_docs: List[str]) -> Path:
+    """The pairs every cell's child scores, as the file child_main reads."""
+    path = tmp / "workload.json"
+    path.write_text(json.dumps({"query": query, "documents": docs, "warmup_documents": warmup_docs}), encoding="utf-8")
+    return path
+
+
 def child_main(spec_file: str, out_file: str) -> None:
     """The child process: runs the spec's engine and writes what it measured to ``out_file``."""
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))

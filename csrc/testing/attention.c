@@ -23,7 +23,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "attention.h"
 #include "error.h"
@@ -64,12 +63,6 @@ static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const char *wh
 }
 
 /* ---- attention --------------------------------------------------------------------------------- */
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"q", "k", "v", "positions", "seq_start", "window", "prefix_k", "prefix_v",
@@ -208,9 +201,9 @@ PyObject *cr_test_attention(PyObject *self, PyObject *args, PyObject *kw) {
     cr_engine_lock();
     st = cr_attention(&aa);
     for (int r = 0; r < reps && st == CR_OK; r++) {
-        double t0 = now_seconds();
+        double t0 = cr_test_now_seconds();
         st = cr_attention(&aa);
-        double t = now_seconds() - t0;
+        double t = cr_test_now_seconds() - t0;
         best = t < best ? t : best;
     }
     cr_engine_unlock();

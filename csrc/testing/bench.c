@@ -40,7 +40,7 @@ static int ensure_numpy(void) {
     return _import_array();
 }
 
-static double now_seconds(void) {
+double cr_test_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -185,10 +185,10 @@ PyObject *cr_test_bench_linear(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
     for (int r = 0; r < reps && st == CR_OK; r++) {
-        double t0 = thread_clock ? thread_seconds() : now_seconds();
+        double t0 = thread_clock ? thread_seconds() : cr_test_now_seconds();
         cr_linear_in in = {.x = xq.q || xb ? NULL : x, .ldx = W.n_in, .xb = xb, .q8 = xq.q ? &xq : NULL};
         st = cr_linear_apply(&W, &in, m, y, W.n_out, &ex);
-        double t = (thread_clock ? thread_seconds() : now_seconds()) - t0;
+        double t = (thread_clock ? thread_seconds() : cr_test_now_seconds()) - t0;
         if (t < best) best = t;
     }
     cr_engine_unlock();
@@ -423,9 +423,9 @@ PyObject *cr_test_bench_peak(PyObject *self, PyObject *args, PyObject *kw) {
     cr_status st;
     Py_BEGIN_ALLOW_THREADS
     cr_engine_lock();
-    double t0 = now_seconds();
+    double t0 = cr_test_now_seconds();
     st = cr_pool_run(threads, (int64_t)threads * PEAK_SLICES_PER_THREAD, peak_task, &j, NULL);
-    t = now_seconds() - t0;
+    t = cr_test_now_seconds() - t0;
     cr_engine_unlock();
     Py_END_ALLOW_THREADS
     if (st) return raise_core();

@@ -20,6 +20,9 @@
  * CR_E_ARG -> ValueError, CR_E_NOMEM -> MemoryError, anything else -> RuntimeError. */
 PyObject *cr_test_raise(cr_status status);
 
+/* bench.c: CLOCK_MONOTONIC in seconds, for the hooks that time their calls. */
+double cr_test_now_seconds(void);
+
 /* kernels.c: isa_levels() and kernel(isa, name, *arrays, alpha=, n=). */
 PyObject *cr_test_isa_levels(PyObject *self, PyObject *unused);
 PyObject *cr_test_kernel(PyObject *self, PyObject *args, PyObject *kw);
